@@ -1,0 +1,92 @@
+"""Attention token mixers."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch.nn.functional as F
+from pydantic import PositiveInt, model_validator
+from torch import nn
+
+from blocks.base import BlockConfig, Shape, ShapeError, register
+
+
+def attention_heads(dim, heads, head_dim):
+    """(heads, head_dim) from whichever the config gives; both given sets the inner width."""
+    if heads is None:
+        heads = dim // head_dim
+    if head_dim is None:
+        head_dim = dim // heads
+    return heads, head_dim
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention, global or within non-overlapping windows.
+
+    Uses ``F.scaled_dot_product_attention`` so fused kernels run where the device has them.
+    """
+
+    def __init__(self, dim, heads=None, head_dim=None, qkv_bias=False, proj_bias=False, window=None):
+        super().__init__()
+        self.heads, self.head_dim = attention_heads(dim, heads, head_dim)
+        inner = self.heads * self.head_dim
+        self.window = window
+        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.proj = nn.Linear(inner, dim, bias=proj_bias)
+
+    def forward(self, x):
+        b, h, w, c = x.shape
+        win = self.window
+        if win:
+            x = x.reshape(b, h // win, win, w // win, win, c).transpose(2, 3).reshape(-1, win * win, c)
+        else:
+            x = x.reshape(b, h * w, c)
+        n_seq, n_tok = x.shape[:2]
+        q, k, v = self.qkv(x).reshape(n_seq, n_tok, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v)
+        x = self.proj(x.transpose(1, 2).reshape(n_seq, n_tok, self.heads * self.head_dim))
+        if win:
+            return x.reshape(b, h // win, w // win, win, win, c).transpose(2, 3).reshape(b, h, w, c)
+        return x.reshape(b, h, w, c)
+
+
+@register("mixer", module=Attention)
+class AttentionConfig(BlockConfig):
+    """Give ``heads`` or ``head_dim`` (default head_dim 32); ``window`` restricts attention to windows."""
+
+    type: Literal["attention"] = "attention"
+    heads: PositiveInt | None = None
+    head_dim: PositiveInt | None = None
+    qkv_bias: bool = False
+    proj_bias: bool = False
+    window: PositiveInt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_head_dim(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("heads") is None and data.get("head_dim") is None:
+            data = {**data, "head_dim": 32}
+        return data
+
+    def inner(self, dim: int) -> int:
+        heads, head_dim = attention_heads(dim, self.heads, self.head_dim)
+        return heads * head_dim
+
+    def check(self, shape: Shape, out: int) -> None:
+        dim, h, w = shape
+        if self.head_dim is None and dim % self.heads:
+            raise ShapeError("heads", f"{self.heads} does not divide width {dim}")
+        if self.heads is None and dim % self.head_dim:
+            raise ShapeError("head_dim", f"{self.head_dim} does not divide width {dim}")
+        if self.window and (h % self.window or w % self.window):
+            raise ShapeError("window", f"{self.window} does not divide the {h}x{w} feature map at this stage")
+
+    def params(self, shape: Shape, out: int) -> int:
+        dim, inner = shape[0], self.inner(shape[0])
+        return 4 * dim * inner + 3 * inner * self.qkv_bias + dim * self.proj_bias
+
+    def flops(self, shape: Shape, out: int) -> int:
+        dim, h, w = shape
+        tokens = h * w
+        span = self.window**2 if self.window else tokens  # keys each query attends to
+        inner = self.inner(dim)
+        return tokens * (4 * dim * inner + 2 * span * inner)

@@ -1,0 +1,138 @@
+"""The block registry: a block type is a pydantic config plus the torch module it builds.
+
+Config classes carry the analytic side (shape, params, FLOPs); module classes are plain torch so the
+exporter can inline them. ``create`` is the one place a config dict becomes a module, in the engine and in
+exported ``model.py`` files alike.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+Shape = tuple[int, int, int]  # (channels, height, width) of a feature map
+
+ROLES = ("stem", "downsample", "block", "mixer", "mlp", "norm", "head")
+
+# role -> type -> module class. Filled by ``register``; exported files get a literal copy.
+MODULES: dict[str, dict[str, type[nn.Module]]] = {}
+# role -> type -> config class.
+CONFIGS: dict[str, dict[str, type[BlockConfig]]] = {}
+
+
+class ShapeError(ValueError):
+    """A config that cannot run on the feature map it receives; ``field`` is relative to the config."""
+
+    def __init__(self, field: str | None, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+    def within(self, prefix: str) -> ShapeError:
+        return ShapeError(join_path(prefix, self.field), self.message)
+
+
+def join_path(prefix: str | None, field: str | None) -> str | None:
+    if not prefix:
+        return field
+    if not field:
+        return prefix
+    return f"{prefix}{field}" if field.startswith("[") else f"{prefix}.{field}"
+
+
+class BlockConfig(BaseModel):
+    """Base of every block config. Cost methods take the input shape and the output channel count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    module: ClassVar[type[nn.Module]]
+
+    def out_shape(self, shape: Shape, out: int) -> Shape:
+        return shape
+
+    def check(self, shape: Shape, out: int) -> None:
+        """Raise ShapeError when this config cannot run on ``shape``."""
+        for name, child in self.children():
+            check_within(name, child, shape)
+
+    def params(self, shape: Shape, out: int) -> int:
+        raise NotImplementedError(f"{type(self).__name__}.params")
+
+    def flops(self, shape: Shape, out: int) -> int:
+        """Multiply-accumulates for one image, counted as fvcore counts them."""
+        raise NotImplementedError(f"{type(self).__name__}.flops")
+
+    def frozen_params(self, shape: Shape, out: int) -> int:
+        """Parameters that never train (random mixing matrices); included in ``params``."""
+        return sum(child.frozen_params(shape, shape[0]) for _, child in self.children())
+
+    def children(self) -> Iterator[tuple[str, BlockConfig]]:
+        """Nested configs with their field paths."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, BlockConfig):
+                yield name, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, BlockConfig):
+                        yield f"{name}[{i}]", item
+
+    def walk(self) -> Iterator[BlockConfig]:
+        yield self
+        for _, child in self.children():
+            yield from child.walk()
+
+
+def check_within(name: str, child: BlockConfig, shape: Shape) -> None:
+    """Check a nested config, prefixing its error path with the field that holds it."""
+    try:
+        child.check(shape, shape[0])
+    except ShapeError as err:
+        raise err.within(name) from None
+
+
+def register(*roles: str, module: type[nn.Module]):
+    """Class decorator: make a config usable everywhere under its ``type`` name in the given roles."""
+
+    def decorate(cls: type[BlockConfig]) -> type[BlockConfig]:
+        tag = cls.model_fields["type"].default
+        for role in roles:
+            if role not in ROLES:
+                raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+            known = CONFIGS.setdefault(role, {})
+            if tag in known and known[tag] is not cls:
+                raise ValueError(f"{role} type {tag!r} is registered twice")
+            known[tag] = cls
+            MODULES.setdefault(role, {})[tag] = module
+        cls.module = module
+        return cls
+
+    return decorate
+
+
+def create(role, cfg, **context):
+    """Build the module for a config dict. Context arguments the module does not take are dropped."""
+    cls = MODULES[role][cfg["type"]]
+    accepted = inspect.signature(cls).parameters
+    kwargs = {k: v for k, v in context.items() if k in accepted}
+    kwargs.update((k, v) for k, v in cfg.items() if k != "type")
+    return cls(**kwargs)
+
+
+def repeat_pattern(pattern, depth):
+    """A stage's blocks: its pattern repeated, and cut, to its depth."""
+    return [pattern[i % len(pattern)] for i in range(depth)]
+
+
+def conv_out(size, kernel, stride, padding):
+    """Spatial size after a convolution, per dimension."""
+    return tuple((s + 2 * padding - kernel) // stride + 1 for s in size)
+
+
+def count(*shape: int) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n

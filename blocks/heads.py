@@ -1,0 +1,111 @@
+"""Classifier heads: global average pooling, a norm, then a linear or MLP classifier."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveFloat
+from torch import nn
+
+from blocks.base import BlockConfig, Shape, create, register
+from blocks.layers import Act, act_params, create_act
+from blocks.mlp import hidden_width
+from blocks.norm import LayerNormConfig
+
+
+def norm_vector(x, norm):
+    """Apply a feature-map norm to (B, C) vectors through a (B, 1, 1, C) view."""
+    return norm(x[:, None, None, :]).flatten(1)
+
+
+class LinearHead(nn.Module):
+    def __init__(self, in_chs, num_classes, norm=None, dropout=0.0, bias=True):
+        super().__init__()
+        self.norm = create("norm", norm, dim=in_chs) if norm else nn.Identity()
+        self.drop = nn.Dropout(dropout)
+        self.in_chs, self.bias = in_chs, bias
+        self.reset(num_classes)
+
+    def reset(self, num_classes):
+        self.fc = nn.Linear(self.in_chs, num_classes, bias=self.bias) if num_classes else nn.Identity()
+
+    def forward(self, x, pre_logits=False):
+        x = self.drop(norm_vector(x.mean((1, 2)), self.norm))
+        return x if pre_logits else self.fc(x)
+
+
+class MlpHead(nn.Module):
+    """Pooled features through a two-layer MLP classifier (MetaFormer's MlpHead)."""
+
+    def __init__(self, in_chs, num_classes, ratio=4.0, act="squared_relu", norm=None, hidden_norm=None,
+                 dropout=0.0, bias=True):
+        super().__init__()
+        self.norm = create("norm", norm, dim=in_chs) if norm else nn.Identity()
+        hidden = hidden_width(in_chs, ratio)
+        self.fc1 = nn.Linear(in_chs, hidden, bias=bias)
+        self.act = create_act(act)
+        self.hidden_norm = create("norm", hidden_norm, dim=hidden) if hidden_norm else nn.Identity()
+        self.drop = nn.Dropout(dropout)
+        self.hidden, self.bias = hidden, bias
+        self.reset(num_classes)
+
+    def reset(self, num_classes):
+        self.fc2 = nn.Linear(self.hidden, num_classes, bias=self.bias) if num_classes else nn.Identity()
+
+    def forward(self, x, pre_logits=False):
+        x = norm_vector(x.mean((1, 2)), self.norm)
+        if pre_logits:
+            return x
+        x = self.drop(norm_vector(self.act(self.fc1(x)), self.hidden_norm))
+        return self.fc2(x)
+
+
+class _HeadConfig(BlockConfig):
+    norm: Norm | None = Field(default_factory=LayerNormConfig, description="applied to the pooled features")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    bias: bool = True
+
+    def out_shape(self, shape: Shape, out: int) -> Shape:
+        return (out, 1, 1)
+
+    def check(self, shape: Shape, out: int) -> None:
+        super().check((shape[0], 1, 1), out)
+
+    def _norm_cost(self, dim: int, flops: bool) -> int:
+        if self.norm is None:
+            return 0
+        return self.norm.flops((dim, 1, 1), dim) if flops else self.norm.params((dim, 1, 1), dim)
+
+    def _fc_params(self, dim: int, out: int) -> int:
+        return (dim * out + out * self.bias) if out else 0
+
+
+@register("head", module=LinearHead)
+class LinearHeadConfig(_HeadConfig):
+    type: Literal["linear"] = "linear"
+
+    def params(self, shape: Shape, out: int) -> int:
+        return self._norm_cost(shape[0], False) + self._fc_params(shape[0], out)
+
+    def flops(self, shape: Shape, out: int) -> int:
+        return self._norm_cost(shape[0], True) + shape[0] * out
+
+
+@register("head", module=MlpHead)
+class MlpHeadConfig(_HeadConfig):
+    type: Literal["mlp_head"] = "mlp_head"
+    ratio: PositiveFloat = 4.0
+    act: Act = "squared_relu"
+    hidden_norm: Norm | None = Field(default_factory=lambda: LayerNormConfig(eps=1e-5))
+
+    def params(self, shape: Shape, out: int) -> int:
+        dim = shape[0]
+        hidden = hidden_width(dim, self.ratio)
+        n = self._norm_cost(dim, False) + dim * hidden + hidden * self.bias + act_params(self.act)
+        n += self.hidden_norm.params((hidden, 1, 1), hidden) if self.hidden_norm else 0
+        return n + self._fc_params(hidden, out)
+
+    def flops(self, shape: Shape, out: int) -> int:
+        dim = shape[0]
+        hidden = hidden_width(dim, self.ratio)
+        n = self._norm_cost(dim, True) + dim * hidden + hidden * out
+        return n + (self.hidden_norm.flops((hidden, 1, 1), hidden) if self.hidden_norm else 0)

@@ -1,0 +1,81 @@
+"""The MetaFormer block (norm -> token mixer -> residual, norm -> channel mixer -> residual) and
+composite blocks that chain sub-blocks."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from torch import nn
+
+from blocks.base import BlockConfig, Shape, create, register
+from blocks.layers import DropPath, optional_scale
+from blocks.mlp import MlpConfig
+from blocks.norm import LayerNormConfig
+
+
+class MetaFormerBlock(nn.Module):
+    def __init__(self, dim, size, mixer, mlp=None, norm=None, layer_scale=None, res_scale=None, drop_path=0.0):
+        super().__init__()
+        self.norm1 = create("norm", norm, dim=dim)
+        self.mixer = create("mixer", mixer, dim=dim, size=size)
+        self.drop_path = DropPath(drop_path)
+        self.layer_scale1 = optional_scale(dim, layer_scale)
+        self.res_scale1 = optional_scale(dim, res_scale)
+        self.mlp = None
+        if mlp:
+            self.norm2 = create("norm", norm, dim=dim)
+            self.mlp = create("mlp", mlp, dim=dim)
+            self.layer_scale2 = optional_scale(dim, layer_scale)
+            self.res_scale2 = optional_scale(dim, res_scale)
+
+    def forward(self, x):
+        x = self.res_scale1(x) + self.layer_scale1(self.drop_path(self.mixer(self.norm1(x))))
+        if self.mlp is not None:
+            x = self.res_scale2(x) + self.layer_scale2(self.drop_path(self.mlp(self.norm2(x))))
+        return x
+
+
+@register("block", module=MetaFormerBlock)
+class MetaFormerBlockConfig(BlockConfig):
+    """The default block type: ``type: metaformer`` may be left out."""
+
+    type: Literal["metaformer"] = "metaformer"
+    mixer: Mixer
+    mlp: ChannelMixer | None = Field(default_factory=MlpConfig, description="null: no channel-mixer sub-block")
+    norm: Norm = Field(default_factory=LayerNormConfig)
+    layer_scale: float | None = Field(None, description="layer scale init value; null: off")
+    res_scale: float | None = Field(None, description="residual scale init value; null: off")
+
+    def _sub_blocks(self) -> int:
+        return 1 if self.mlp is None else 2
+
+    def params(self, shape: Shape, out: int) -> int:
+        dim = shape[0]
+        per_sub = self.norm.params(shape, dim) + dim * ((self.layer_scale is not None) + (self.res_scale is not None))
+        n = self._sub_blocks() * per_sub + self.mixer.params(shape, dim)
+        return n + (self.mlp.params(shape, dim) if self.mlp else 0)
+
+    def flops(self, shape: Shape, out: int) -> int:
+        dim = shape[0]
+        n = self._sub_blocks() * self.norm.flops(shape, dim) + self.mixer.flops(shape, dim)
+        return n + (self.mlp.flops(shape, dim) if self.mlp else 0)
+
+
+class SequenceBlock(nn.Sequential):
+    """Sub-blocks applied in order, counted as one block of the stage (MaxViT: MBConv, block, grid)."""
+
+    def __init__(self, dim, size, blocks, drop_path=0.0):
+        super().__init__(*[create("block", b, dim=dim, in_chs=dim, out_chs=dim, size=size, drop_path=drop_path)
+                           for b in blocks])
+
+
+@register("block", module=SequenceBlock)
+class SequenceBlockConfig(BlockConfig):
+    type: Literal["sequence"] = "sequence"
+    blocks: list[Block] = Field(min_length=1)
+
+    def params(self, shape: Shape, out: int) -> int:
+        return sum(b.params(shape, shape[0]) for b in self.blocks)
+
+    def flops(self, shape: Shape, out: int) -> int:
+        return sum(b.flops(shape, shape[0]) for b in self.blocks)

@@ -1,0 +1,97 @@
+"""Norm layers. Feature maps between blocks are channels-last: (B, H, W, C)."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, PositiveFloat, PositiveInt
+from torch import nn
+
+from blocks.base import BlockConfig, Shape, ShapeError, count, register
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over channels, with an optional bias (MetaFormer drops it)."""
+
+    def __init__(self, dim, eps=1e-6, bias=True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+
+
+class GroupNorm(nn.Module):
+    """GroupNorm on channels-last maps; one group normalises over (C, H, W) as in PoolFormer."""
+
+    def __init__(self, dim, groups=1, eps=1e-5, bias=True):
+        super().__init__()
+        self.groups = groups
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x):
+        x = F.group_norm(x.permute(0, 3, 1, 2), self.groups, self.weight, self.bias, self.eps)
+        return x.permute(0, 2, 3, 1)
+
+
+class BatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d on channels-last maps."""
+
+    def __init__(self, dim, eps=1e-5, momentum=0.1):
+        super().__init__(dim, eps=eps, momentum=momentum)
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+def _affine_norm_params(dim: int, bias: bool) -> int:
+    return dim * (2 if bias else 1)
+
+
+@register("norm", module=LayerNorm)
+class LayerNormConfig(BlockConfig):
+    type: Literal["layernorm"] = "layernorm"
+    eps: PositiveFloat = 1e-6
+    bias: bool = True
+
+    def params(self, shape: Shape, out: int) -> int:
+        return _affine_norm_params(shape[0], self.bias)
+
+    def flops(self, shape: Shape, out: int) -> int:
+        return 5 * count(*shape)
+
+
+@register("norm", module=GroupNorm)
+class GroupNormConfig(BlockConfig):
+    type: Literal["groupnorm"] = "groupnorm"
+    groups: PositiveInt = 1
+    eps: PositiveFloat = 1e-5
+    bias: bool = True
+
+    def check(self, shape: Shape, out: int) -> None:
+        if shape[0] % self.groups:
+            raise ShapeError("groups", f"{self.groups} does not divide width {shape[0]}")
+
+    def params(self, shape: Shape, out: int) -> int:
+        return _affine_norm_params(shape[0], self.bias)
+
+    def flops(self, shape: Shape, out: int) -> int:
+        return 5 * count(*shape)
+
+
+@register("norm", module=BatchNorm)
+class BatchNormConfig(BlockConfig):
+    type: Literal["batchnorm"] = "batchnorm"
+    eps: PositiveFloat = 1e-5
+    momentum: float = Field(0.1, ge=0.0, le=1.0)
+
+    def params(self, shape: Shape, out: int) -> int:
+        return 2 * shape[0]
+
+    def flops(self, shape: Shape, out: int) -> int:
+        return 2 * count(*shape)  # inference: folded scale and shift

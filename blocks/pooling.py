@@ -1,0 +1,44 @@
+"""Parameter-free token mixers: identity and pooling (PoolFormer)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import nn
+
+from blocks.base import BlockConfig, Shape, register
+from blocks.validators import OddInt
+
+
+class Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class Pooling(nn.Module):
+    """Average pooling minus the input: the block's residual already adds the input back."""
+
+    def __init__(self, pool_size=3):
+        super().__init__()
+        self.pool = nn.AvgPool2d(pool_size, stride=1, padding=pool_size // 2, count_include_pad=False)
+
+    def forward(self, x):
+        return self.pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) - x
+
+
+class _FreeMixer(BlockConfig):
+    def params(self, shape: Shape, out: int) -> int:
+        return 0
+
+    def flops(self, shape: Shape, out: int) -> int:
+        return 0  # fvcore counts neither average pooling nor subtraction
+
+
+@register("mixer", module=Identity)
+class IdentityConfig(_FreeMixer):
+    type: Literal["identity"] = "identity"
+
+
+@register("mixer", module=Pooling)
+class PoolingConfig(_FreeMixer):
+    type: Literal["pooling"] = "pooling"
+    pool_size: OddInt = 3

@@ -1,0 +1,15 @@
+"""Field types shared by block configs."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, PositiveInt
+
+
+def _odd(value: int) -> int:
+    if value % 2 == 0:
+        raise ValueError(f"must be odd to keep the feature map size, got {value}")
+    return value
+
+
+OddInt = Annotated[PositiveInt, AfterValidator(_odd)]

@@ -1,0 +1,180 @@
+"""The ``nas`` command. Exit status: 0 ok, 2 bad input, 1 internal error."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+GENOME_HELP = "a genome YAML file, or zoo:NAME for a shipped architecture"
+
+
+def _fmt_count(n: float) -> str:
+    return f"{n / 1e6:.2f}M"
+
+
+def _fmt_flops(n: float) -> str:
+    return f"{n / 1e9:.3f}G"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from nas.cost import analytic_cost
+    from nas.errors import GenomeError, Problem
+    from nas.graph import build_graph, write_graph
+    from nas.io import parse_genome, read_yaml
+    from nas.space import check_space, is_space
+
+    data, text, label = read_yaml(args.file)
+    if is_space(data):
+        if args.graph:
+            raise GenomeError(Problem("", "--graph needs a genome, not a space"), label)
+        try:
+            report = check_space(data, samples=args.samples, seed=args.seed)
+        except GenomeError as err:
+            raise err.located(label, text) from None
+        print(f"ok: {label} is a space with {len(report.choices)} choices "
+              f"({report.size:.3g} genomes); {report.valid}/{report.sampled} samples are valid genomes")
+        for problem, n in report.shape_problems[:5]:
+            print(f"  skipped by the search in {n} samples: {problem}")
+        return 0
+    genome = parse_genome(data, label, text)
+    cost = analytic_cost(genome)
+    blocks = sum(s.depth for s in genome.stages)
+    print(f"ok: {label}: genome {genome.name!r}, {len(genome.stages)} stages, {blocks} blocks, "
+          f"{_fmt_count(cost.params)} params, {_fmt_flops(cost.flops)}FLOPs, hash {genome.content_hash()}")
+    if args.graph:
+        write_graph(build_graph(genome), args.graph)
+        print(f"graph written to {args.graph}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from nas.genome import Genome
+
+    schema = Genome.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    text = json.dumps(schema, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import torch
+
+    from nas.compiler import compile_model
+    from nas.export import export_model
+    from nas.io import load_genome
+
+    genome = load_genome(args.genome)
+    out = export_model(genome, args.output)
+    print(f"wrote {out} ({genome.name}, hash {genome.content_hash()})")
+    if args.weights:
+        model = compile_model(genome, seed=args.seed)
+        torch.save(model.state_dict(), args.weights)
+        print(f"wrote {args.weights}: initial weights (seed {args.seed}); load with build_model(weights=...)")
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from nas.cost import analytic_cost
+    from nas.errors import InputError
+    from nas.io import dump_genome, load_genome, zoo_dir, zoo_names
+
+    if args.action == "show":
+        if not args.name:
+            raise InputError("nas zoo show needs a NAME; see nas zoo list")
+        genome = load_genome(f"zoo:{args.name}")
+        print(dump_genome(genome) if args.canonical else (zoo_dir() / f"{args.name}.yaml").read_text(), end="")
+        return 0
+    reference = yaml.safe_load((zoo_dir() / "reference.yaml").read_text())
+    print(f"{'name':<20} {'params':>9} {'paper':>7} {'GFLOPs':>7} {'paper':>6}  family")
+    for name in zoo_names():
+        cost = analytic_cost(load_genome(f"zoo:{name}"))
+        ref = reference.get(name, {})
+        print(f"{name:<20} {cost.trainable_params / 1e6:>8.2f}M {ref.get('params_m', '-'):>6}M "
+              f"{cost.flops / 1e9:>7.3f} {ref.get('gflops', '-'):>6}  {ref.get('family', '')}"
+              + ("  (FLOPs differ from the paper: see zoo/reference.yaml)" if ref.get("flops_mismatch") else ""))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas.io import data_dir
+
+    default = data_dir() / "metaformer_hybrid.yaml"
+    print("nas search: the search arrives with the search issue (#5). Until then this command only checks "
+          "that the install works.")
+    print(f"default space would be: {default if default.exists() else 'search_spaces/metaformer_hybrid.yaml'}")
+    print("try: nas zoo list | nas validate zoo:caformer_s18 | nas compile zoo:caformer_s18 -o model.py")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nas", description="Neural architecture search and composition for "
+                                     "hybrid vision backbones.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("validate", help="check a genome or a search space", description="Check a genome or a "
+                       "space: structure, types and shapes. Prints its size and cost, or every problem found.")
+    p.add_argument("file", help=GENOME_HELP + ", or a space")
+    p.add_argument("--graph", metavar="OUT", help="also write the genome's graph (.dot, .gv or .graphml)")
+    p.add_argument("--samples", type=int, default=64, help="random genomes drawn to check a space (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed for those draws")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the genome JSON Schema", description="Print the JSON Schema of "
+                       "genome files, for editor validation and completion.")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("compile", help="write a standalone model.py", description="Write a standalone "
+                       "model.py (torch only) holding the classes the genome uses and the genome itself.")
+    p.add_argument("genome", help=GENOME_HELP)
+    p.add_argument("-o", "--output", default="model.py", help="the file to write (default model.py)")
+    p.add_argument("--weights", metavar="PATH", help="also save the compiled model's initial state dict here")
+    p.add_argument("--seed", type=int, default=0, help="seed for those weights (default 0)")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("zoo", help="list or show shipped architectures", description="Published architectures "
+                       "written as genomes. Use zoo:NAME wherever a genome file is accepted.")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("name", nargs="?", help="the genome to show")
+    p.add_argument("--canonical", action="store_true", help="show the canonical form instead of the file")
+    p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("search", help="search a space under budgets (arrives with issue #5)")
+    p.set_defaults(func=cmd_search)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "search":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from nas.errors import NasError
+
+    try:
+        return args.func(args)
+    except NasError as err:
+        print("error: " + str(err).replace("\n", "\nerror: "), file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI's last resort: a message, not a traceback
+        if args.debug or os.environ.get("NAS_DEBUG"):
+            raise
+        print(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

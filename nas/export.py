@@ -1,0 +1,159 @@
+"""Standalone export: a readable ``model.py`` that needs only torch.
+
+The file holds the module classes the genome uses, copied from their source along with every helper they
+reference, the genome as a literal, and ``build_model()``. It runs the same code as ``compile_model``, so
+the same state dict gives the same outputs.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import pprint
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+from blocks import MODULES, BlockConfig
+from nas.errors import NasError
+from nas.genome import Genome
+from nas.network import Network
+
+_OUR_PACKAGES = ("blocks", "nas")
+
+_BUILD_MODEL = '''
+def build_model(weights=None, features_only=False):
+    """The network, optionally with weights saved by ``torch.save(model.state_dict(), path)``."""
+    model = Network(GENOME, features_only=features_only)
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model
+
+
+if __name__ == "__main__":
+    model = build_model().eval()
+    channels = GENOME["input"]["channels"]
+    size = GENOME["input"]["resolution"]
+    height, width = (size, size) if isinstance(size, int) else size
+    with torch.inference_mode():
+        out = model(torch.randn(1, channels, height, width))
+    print(GENOME["name"], tuple(out.shape), sum(p.numel() for p in model.parameters()), "params")
+'''
+
+
+class ExportError(NasError):
+    pass
+
+
+class _Names(ast.NodeVisitor):
+    """Free names a definition uses, skipping annotations (never evaluated in the exported file)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if node.id not in self.names:
+            self.names.append(node.id)
+
+    def visit_arg(self, node: ast.arg) -> None:
+        pass
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        for child in (*node.decorator_list, *node.args.defaults, *node.args.kw_defaults, *node.body):
+            if child is not None:
+                self.visit(child)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is not None:
+            self.visit(node.value)
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.imports: list[str] = []
+        self.definitions: list[str] = []
+        self.seen: set[int] = set()
+
+    def add(self, obj: object) -> None:
+        if id(obj) in self.seen:
+            return
+        self.seen.add(id(obj))
+        source = textwrap.dedent(inspect.getsource(obj))  # type: ignore[arg-type]
+        visitor = _Names()
+        visitor.visit(ast.parse(source))
+        namespace = vars(sys.modules[obj.__module__])  # type: ignore[attr-defined]
+        for name in visitor.names:
+            if name in namespace:
+                self._dependency(name, namespace[name], obj)
+        self.definitions.append(source)
+
+    def _dependency(self, name: str, value: object, user: object) -> None:
+        if name == "MODULES":
+            return  # written as a literal of the types the genome uses
+        if isinstance(value, types.ModuleType):
+            self._import(_import_line(name, value), value.__name__)
+        elif inspect.isclass(value) or inspect.isfunction(value):
+            module = value.__module__
+            if module.split(".")[0] in _OUR_PACKAGES:
+                self.add(value)
+            else:
+                self._import(f"from {module} import {value.__name__}" +
+                             (f" as {name}" if name != value.__name__ else ""), module)
+        elif isinstance(value, (int, float, str, bool, tuple)) and ast.literal_eval(repr(value)) == value:
+            line = f"{name} = {value!r}"
+            if line not in self.definitions:
+                self.definitions.insert(0, line)
+        else:
+            raise ExportError(f"cannot export {getattr(user, '__qualname__', user)}: it uses {name!r}, "
+                              f"a {type(value).__name__} that is not plain torch or standard-library code")
+
+    def _import(self, line: str, module: str) -> None:
+        top = module.split(".")[0]
+        if top != "torch" and top not in sys.stdlib_module_names:
+            raise ExportError(f"cannot export: {line!r} is neither torch nor the standard library")
+        if line not in self.imports:
+            self.imports.append(line)
+
+
+def _import_line(name: str, module: types.ModuleType) -> str:
+    full = module.__name__
+    if "." not in full:
+        return f"import {full}" + (f" as {name}" if name != full else "")
+    parent, leaf = full.rsplit(".", 1)
+    return f"from {parent} import {leaf}" + (f" as {name}" if name != leaf else "")
+
+
+def used_modules(genome: Genome) -> dict[str, dict[str, type]]:
+    """The slice of the module registry this genome needs."""
+    configs: list[BlockConfig] = [genome.stem, genome.head]
+    for stage in genome.stages:
+        configs += ([stage.downsample] if stage.downsample else []) + list(stage.pattern or [stage.block])
+    classes = {type(c).module for root in configs for c in root.walk()}
+    return {role: {tag: cls for tag, cls in sorted(table.items()) if cls in classes}
+            for role, table in MODULES.items() if any(cls in classes for cls in table.values())}
+
+
+def standalone_source(genome: Genome) -> str:
+    """The text of a standalone ``model.py`` for this genome."""
+    modules = used_modules(genome)
+    collector = _Collector()
+    collector.add(Network)
+    for table in modules.values():
+        for cls in table.values():
+            collector.add(cls)
+    table = "MODULES = {\n" + "".join(
+        f"    {role!r}: {{{', '.join(f'{tag!r}: {cls.__name__}' for tag, cls in entries.items())}}},\n"
+        for role, entries in modules.items()) + "}\n"
+    header = (f'"""{genome.name}: a standalone model written by `nas compile` (genome hash '
+              f'{genome.content_hash()}).\n\nNeeds only torch. `build_model()` returns the network; run this '
+              'file for a smoke test.\n"""\n')
+    imports = "\n".join(["from __future__ import annotations", *sorted(collector.imports)])
+    genome_literal = "GENOME = " + pprint.pformat(genome.to_dict(), sort_dicts=False, width=110) + "\n"
+    parts = [header + "\n" + imports, *collector.definitions, table + "\n" + genome_literal, _BUILD_MODEL.strip()]
+    return "\n\n\n".join(part.rstrip() for part in parts) + "\n"
+
+
+def export_model(genome: Genome, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(standalone_source(genome))
+    return path

@@ -1,0 +1,181 @@
+"""The genome grammar: a network described stage by stage, as pydantic models.
+
+Block-level types (stem, mixers, norms, ...) come from the ``blocks`` registry as discriminated unions on
+``type``. A genome's canonical form is fully explicit (defaults applied, patterns at their shortest period)
+so that equal networks hash equally.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeInt, PlainSerializer, PositiveInt, \
+    model_validator
+
+from blocks import CONFIGS, BlockConfig, union
+from blocks.base import repeat_pattern
+
+Stem = union("stem")
+Downsample = union("downsample")
+Block = union("block")
+Mixer = union("mixer")
+ChannelMixer = union("mlp")
+Norm = union("norm")
+Head = union("head")
+
+
+def _square(value: Any) -> Any:
+    return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Resolution = Annotated[
+    tuple[PositiveInt, PositiveInt],
+    BeforeValidator(_square),
+    PlainSerializer(lambda v: v[0] if v[0] == v[1] else list(v)),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Model):
+    channels: PositiveInt = 3
+    resolution: Resolution = Field((224, 224), description="an int for square inputs, or [height, width]")
+
+
+class StageSpec(_Model):
+    """``depth`` blocks at ``width`` channels: one ``block`` repeated, or a ``pattern`` cycled to the depth."""
+
+    depth: PositiveInt
+    width: PositiveInt
+    downsample: Downsample | None = None
+    block: Block | None = None
+    pattern: list[Block] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _block_or_pattern(self) -> StageSpec:
+        if (self.block is None) == (self.pattern is None):
+            raise ValueError("give exactly one of 'block' or 'pattern'")
+        return self
+
+    def blocks(self) -> list[BlockConfig]:
+        return repeat_pattern(self.pattern or [self.block], self.depth)
+
+
+class Defaults(_Model):
+    """Fields every stage inherits unless it sets them; ``downsample`` applies from the second stage on."""
+
+    mixer: Mixer | None = None
+    mlp: ChannelMixer | None = None
+    norm: Norm | None = None
+    layer_scale: float | None = None
+    res_scale: float | None = None
+    downsample: Downsample | None = None
+
+
+class Genome(_Model):
+    name: str = "genome"
+    input: InputSpec = Field(default_factory=InputSpec)
+    num_classes: NonNegativeInt = Field(1000, description="0: no classifier, the head returns pooled features")
+    stem: Stem
+    defaults: Defaults | None = Field(None, exclude=True)
+    stages: list[StageSpec] = Field(min_length=1)
+    head: Head = Field(default_factory=lambda: CONFIGS["head"]["linear"]())
+    drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_defaults(cls, data: Any) -> Any:
+        return apply_defaults(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical form: every default written out, each stage's pattern at its shortest period."""
+        data = self.model_dump(mode="json")
+        data["stages"] = [_canonical_stage(stage) for stage in data["stages"]]
+        return _type_first(data)
+
+    def content_hash(self) -> str:
+        """Stable across key order, anchors, defaults and the name: the hash of the architecture."""
+        data = self.to_dict()
+        data.pop("name")
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Genome) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.content_hash()))
+
+
+def _canonical_stage(stage: dict[str, Any]) -> dict[str, Any]:
+    blocks = repeat_pattern(stage.pop("pattern") or [stage.pop("block")], stage["depth"])
+    stage.pop("block", None)
+    period = next(p for p in range(1, len(blocks) + 1)
+                  if all(blocks[i] == blocks[i % p] for i in range(len(blocks))))
+    if period == 1:
+        stage["block"] = blocks[0]
+    else:
+        stage["pattern"] = blocks[:period]
+    return stage
+
+
+def _type_first(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_type_first(v) for v in value]
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda k: k != "type")
+        return {k: _type_first(value[k]) for k in keys}
+    return value
+
+
+def _shorthand(value: Any) -> Any:
+    return {"type": value} if isinstance(value, str) else value
+
+
+def _merge(default: Any, given: Any) -> Any:
+    """A block's own mapping refines a default of the same type; anything else replaces it."""
+    default, given = _shorthand(default), _shorthand(given)
+    if isinstance(default, dict) and isinstance(given, dict) and given.get("type", default.get("type")) == default.get(
+            "type"):
+        return {**default, **given}
+    return given
+
+
+def _fill_block(block: Any, defaults: dict[str, Any]) -> Any:
+    if not isinstance(block, dict):
+        return block
+    cls = CONFIGS["block"].get(block.get("type", "metaformer"))
+    if cls is None:
+        return block
+    out = dict(block)
+    for key, value in defaults.items():
+        if key in cls.model_fields:
+            out[key] = _merge(value, out[key]) if key in out else value
+    if isinstance(out.get("blocks"), list):
+        out["blocks"] = [_fill_block(b, defaults) for b in out["blocks"]]
+    return out
+
+
+def apply_defaults(data: Any) -> Any:
+    """Copy ``defaults:`` into the stages' blocks on the raw mapping, before validation."""
+    if not isinstance(data, dict) or not isinstance(data.get("defaults"), dict):
+        return data
+    if not isinstance(data.get("stages"), list):
+        return data
+    defaults = dict(data["defaults"])
+    downsample = defaults.pop("downsample", None)
+    stages = []
+    for i, stage in enumerate(data["stages"]):
+        if isinstance(stage, dict):
+            stage = dict(stage)
+            if i > 0 and downsample is not None and "downsample" not in stage:
+                stage["downsample"] = downsample
+            if "block" in stage:
+                stage["block"] = _fill_block(stage["block"], defaults)
+            if isinstance(stage.get("pattern"), list):
+                stage["pattern"] = [_fill_block(b, defaults) for b in stage["pattern"]]
+        stages.append(stage)
+    return {**data, "stages": stages}

@@ -1,0 +1,91 @@
+"""The genome as a networkx graph of stem, downsamples, blocks and head, with shapes inferred at every node.
+
+Building the graph is the validation pass for everything that depends on feature-map shapes (heads that
+divide the width, windows that tile the map, a resolution large enough for every downsampling), and it
+carries each node's analytic params and FLOPs for the cost model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+
+from blocks import BlockConfig, Shape, ShapeError
+from blocks.base import join_path
+from nas.errors import GenomeError, InputError, Problem
+from nas.genome import Genome
+
+
+def build_graph(genome: Genome) -> nx.DiGraph:
+    """Nodes in forward order, each with role, type, YAML path, stage, shapes, params, frozen and flops."""
+    graph = nx.DiGraph(name=genome.name)
+    res = genome.input.resolution
+    shape: Shape = (genome.input.channels, res[0], res[1])
+    graph.add_node("input", role="input", type="image", path="input", stage=-1, in_shape=shape, out_shape=shape,
+                   params=0, frozen=0, flops=0)
+    last = "input"
+
+    def add(node: str, role: str, cfg: BlockConfig, path: str, stage: int, out: int) -> None:
+        nonlocal shape, last
+        try:
+            cfg.check(shape, out)
+        except ShapeError as err:
+            if role in ("stem", "downsample") and err.field is None:
+                raise GenomeError(Problem("input.resolution", f"{res[0]}x{res[1]} is too small for this genome's "
+                                          f"downsampling: at {path}, {err.message}")) from None
+            raise GenomeError(Problem(join_path(path, err.field) or path, err.message)) from None
+        out_shape = cfg.out_shape(shape, out)
+        graph.add_node(node, role=role, type=cfg.type, path=path, stage=stage, in_shape=shape, out_shape=out_shape,
+                       params=cfg.params(shape, out), frozen=cfg.frozen_params(shape, out), flops=cfg.flops(shape, out))
+        graph.add_edge(last, node)
+        shape, last = out_shape, node
+
+    add("stem", "stem", genome.stem, "stem", -1, genome.stages[0].width)
+    for i, stage in enumerate(genome.stages):
+        if stage.downsample is not None:
+            add(f"stages[{i}].downsample", "downsample", stage.downsample, f"stages[{i}].downsample", i, stage.width)
+        if shape[0] != stage.width:
+            raise GenomeError(Problem(f"stages[{i}].width", f"{stage.width} differs from the {shape[0]} channels "
+                                      "entering the stage; add a downsample to change the width"))
+        for j, block in enumerate(stage.blocks()):
+            if stage.pattern:
+                path = f"stages[{i}].pattern[{j % len(stage.pattern)}]"
+            else:
+                path = f"stages[{i}].block"
+            add(f"stages[{i}].blocks[{j}]", "block", block, path, i, stage.width)
+    add("head", "head", genome.head, "head", len(genome.stages), genome.num_classes)
+    return graph
+
+
+def check_genome(genome: Genome) -> None:
+    """Raise GenomeError for anything shape-dependent that would fail in torch."""
+    build_graph(genome)
+
+
+def _flat(graph: nx.DiGraph) -> nx.DiGraph:
+    """A copy with tuple shapes written as strings, which GraphML and DOT accept."""
+    flat = graph.copy()
+    for _, data in flat.nodes(data=True):
+        for key in ("in_shape", "out_shape"):
+            data[key] = "x".join(str(v) for v in data[key])
+    return flat
+
+
+def to_dot(graph: nx.DiGraph) -> str:
+    lines = [f'digraph "{graph.graph.get("name", "genome")}" {{', "  rankdir=TB;", "  node [shape=box];"]
+    for node, data in _flat(graph).nodes(data=True):
+        label = f"{node}\\n{data['type']}  {data['out_shape']}\\n{data['params']:,} params"
+        lines.append(f'  "{node}" [label="{label}"];')
+    lines += [f'  "{a}" -> "{b}";' for a, b in graph.edges]
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def write_graph(graph: nx.DiGraph, path: str | Path) -> None:
+    """Write DOT (``.dot``/``.gv``) or GraphML (``.graphml``), by the file's suffix."""
+    path = Path(path)
+    if path.suffix in (".dot", ".gv"):
+        path.write_text(to_dot(graph))
+    elif path.suffix == ".graphml":
+        nx.write_graphml(_flat(graph), path)
+    else:
+        raise InputError(f"{path}: unknown graph format {path.suffix!r}; use .dot, .gv or .graphml")

@@ -1,0 +1,101 @@
+"""The compiled network: stem, stages of blocks, head, built from a canonical genome dict.
+
+Plain torch on purpose: ``nas compile`` inlines this file's classes into standalone ``model.py`` files.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from blocks.base import create, repeat_pattern
+
+
+class Stage(nn.Module):
+    def __init__(self, downsample, blocks):
+        super().__init__()
+        self.downsample = downsample if downsample is not None else nn.Identity()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        return self.blocks(self.downsample(x))
+
+
+def init_weights(module):
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class Network(nn.Module):
+    """A backbone with timm's habits: ``forward_features``, ``forward_head``, ``reset_classifier``,
+    ``forward_intermediates`` and ``features_only``. Inputs and stage outputs are NCHW."""
+
+    def __init__(self, genome, features_only=False):
+        super().__init__()
+        resolution = genome["input"]["resolution"]
+        size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        stages = genome["stages"]
+        self.num_classes = genome["num_classes"]
+        self.features_only = features_only
+        chs = stages[0]["width"]
+        self.stem = create("stem", genome["stem"], in_chs=genome["input"]["channels"], out_chs=chs, size=size)
+        input_size, size = size, self.stem.out_size(size)
+        depths = [s["depth"] for s in stages]
+        rate = genome.get("drop_path_rate", 0.0)
+        drop_path = [rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]
+        self.stages = nn.ModuleList()
+        self.feature_info = []
+        for i, spec in enumerate(stages):
+            width, downsample = spec["width"], None
+            if spec.get("downsample"):
+                downsample = create("downsample", spec["downsample"], in_chs=chs, out_chs=width, size=size)
+                size, chs = downsample.out_size(size), width
+            blocks = []
+            for cfg in repeat_pattern(spec.get("pattern") or [spec["block"]], spec["depth"]):
+                blocks.append(create("block", cfg, dim=chs, in_chs=chs, out_chs=width, size=size,
+                                     drop_path=drop_path[len(blocks) + sum(depths[:i])]))
+            chs = width
+            self.stages.append(Stage(downsample, blocks))
+            self.feature_info.append({"num_chs": chs, "reduction": input_size[0] // size[0], "module": f"stages.{i}"})
+        self.num_features = chs
+        self.head = None if features_only else create("head", genome["head"], in_chs=chs,
+                                                      num_classes=self.num_classes)
+        self.apply(init_weights)
+
+    def forward_features(self, x):
+        x = self.stem(x.permute(0, 2, 3, 1))
+        for stage in self.stages:
+            x = stage(x)
+        return x.permute(0, 3, 1, 2)
+
+    def forward_head(self, x, pre_logits=False):
+        return self.head(x.permute(0, 2, 3, 1), pre_logits=pre_logits)
+
+    def forward_intermediates(self, x, indices=None, stop_early=False, intermediates_only=False):
+        """Stage outputs (NCHW) for ``indices`` (default: all), with the final features unless
+        ``intermediates_only``."""
+        indices = list(range(len(self.stages))) if indices is None else [i % len(self.stages) for i in indices]
+        features = []
+        x = self.stem(x.permute(0, 2, 3, 1))
+        for i, stage in enumerate(self.stages):
+            if stop_early and i > max(indices):
+                break
+            x = stage(x)
+            if i in indices:
+                features.append(x.permute(0, 3, 1, 2))
+        if intermediates_only:
+            return features
+        return x.permute(0, 3, 1, 2), features
+
+    def reset_classifier(self, num_classes):
+        self.num_classes = num_classes
+        self.head.reset(num_classes)
+
+    def forward(self, x):
+        if self.features_only:
+            return self.forward_intermediates(x, intermediates_only=True)
+        return self.forward_head(self.forward_features(x))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,184 @@
+"""Search spaces: a genome in which any value may be a choice.
+
+``{choice: [a, b]}`` picks one of the listed values (scalars, mappings or whole mixers);
+``{int: [lo, hi], step: s}`` and ``{float: [lo, hi], log: true}`` pick from a range. Choices may nest inside
+the options of other choices. A choice's name is its YAML path, so Optuna parameters read like the file.
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from nas.errors import GenomeError, Problem, format_path, from_validation_error
+from nas.genome import Genome
+from nas.graph import check_genome
+
+_KINDS = {"choice": set(), "int": {"step", "log"}, "float": {"step", "log"}}
+
+
+@dataclass(frozen=True)
+class Choice:
+    path: str
+    kind: str  # choice | int | float
+    options: tuple[Any, ...] = ()
+    low: float = 0
+    high: float = 0
+    step: float | None = None
+    log: bool = False
+
+    @property
+    def size(self) -> float:
+        if self.kind == "choice":
+            return len(self.options)
+        if self.kind == "int":
+            return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
+        return math.inf if self.step is None else math.floor((self.high - self.low) / self.step) + 1
+
+
+def parse_choice(node: Any, path: str) -> Choice | None:
+    """The choice a mapping declares, None for an ordinary mapping; malformed choices are GenomeErrors."""
+    if not isinstance(node, dict):
+        return None
+    kinds = [k for k in _KINDS if k in node]
+    if not kinds:
+        return None
+    kind = kinds[0]
+    extra = set(node) - {kind} - _KINDS[kind]
+    if len(kinds) > 1 or extra:
+        bad = ", ".join(sorted(extra | set(kinds[1:])))
+        raise GenomeError(Problem(path, f"a '{kind}' choice takes only {', '.join([kind, *_KINDS[kind]])}; "
+                                        f"remove {bad}"))
+    spec = node[kind]
+    if kind == "choice":
+        if not isinstance(spec, list) or not spec:
+            raise GenomeError(Problem(f"{path}.choice", "expected a non-empty list of options"))
+        return Choice(path, kind, tuple(spec))
+    number = int if kind == "int" else (int, float)
+    if (not isinstance(spec, list) or len(spec) != 2 or not all(isinstance(v, number) for v in spec)
+            or any(isinstance(v, bool) for v in spec)):
+        raise GenomeError(Problem(f"{path}.{kind}", f"expected [low, high] as two {kind}s, got {spec!r}"))
+    low, high = spec
+    step = node.get("step", 1 if kind == "int" else None)
+    if low > high:
+        raise GenomeError(Problem(f"{path}.{kind}", f"low {low} is above high {high}"))
+    if step is not None and (not isinstance(step, number) or step <= 0):
+        raise GenomeError(Problem(f"{path}.step", f"must be a positive {kind}, got {step!r}"))
+    log = bool(node.get("log", False))
+    if log and low <= 0:
+        raise GenomeError(Problem(f"{path}.{kind}", "a log-scaled range needs low > 0"))
+    return Choice(path, kind, (), low, high, step, log)
+
+
+def _child(path: str, key: Any) -> str:
+    return format_path([path, key]) if path else format_path([key])
+
+
+def choices(space: Any, path: str = "") -> list[Choice]:
+    """Every choice, nested ones included, in document order."""
+    choice = parse_choice(space, path)
+    if choice is not None:
+        found = [choice]
+        if choice.kind == "choice":
+            for i, option in enumerate(choice.options):
+                found += choices(option, f"{path}.choice[{i}]")
+        return found
+    if isinstance(space, dict):
+        return [c for key, value in space.items() for c in choices(value, _child(path, key))]
+    if isinstance(space, list):
+        return [c for i, value in enumerate(space) for c in choices(value, _child(path, i))]
+    return []
+
+
+def is_space(data: Any) -> bool:
+    return bool(choices(data))
+
+
+Picker = Callable[[Choice], Any]
+
+
+def instantiate(space: Any, pick: Picker, path: str = "") -> Any:
+    """A concrete genome mapping: every choice replaced by ``pick(choice)``."""
+    choice = parse_choice(space, path)
+    if choice is not None:
+        value = pick(choice)
+        if choice.kind == "choice":
+            index = next(i for i, option in enumerate(choice.options) if option is value or option == value)
+            return instantiate(value, pick, f"{path}.choice[{index}]")
+        return value
+    if isinstance(space, dict):
+        return {key: instantiate(value, pick, _child(path, key)) for key, value in space.items()}
+    if isinstance(space, list):
+        return [instantiate(value, pick, _child(path, i)) for i, value in enumerate(space)]
+    return space
+
+
+def random_picker(rng: random.Random, forced: dict[str, int] | None = None) -> Picker:
+    """Uniform picks; ``forced`` maps choice paths to the option index to take."""
+
+    def pick(choice: Choice) -> Any:
+        if choice.kind == "choice":
+            index = (forced or {}).get(choice.path, rng.randrange(len(choice.options)))
+            return choice.options[index]
+        if choice.kind == "int":
+            return rng.randrange(int(choice.low), int(choice.high) + 1, int(choice.step or 1))
+        if choice.step is not None:
+            return choice.low + choice.step * rng.randint(0, int((choice.high - choice.low) // choice.step))
+        if choice.log:
+            return math.exp(rng.uniform(math.log(choice.low), math.log(choice.high)))
+        return rng.uniform(choice.low, choice.high)
+
+    return pick
+
+
+@dataclass(frozen=True)
+class SpaceReport:
+    choices: list[Choice]
+    size: float  # number of distinct genomes the choices allow (inf with continuous ranges)
+    sampled: int
+    valid: int
+    shape_problems: list[tuple[str, int]]  # (problem, how many samples hit it), most common first
+
+
+def space_size(space: Any, path: str = "") -> float:
+    choice = parse_choice(space, path)
+    if choice is not None:
+        if choice.kind != "choice":
+            return choice.size
+        return sum(space_size(o, f"{path}.choice[{i}]") for i, o in enumerate(choice.options))
+    items = space.items() if isinstance(space, dict) else enumerate(space) if isinstance(space, list) else []
+    return math.prod(space_size(value, _child(path, key)) for key, value in items)
+
+
+def check_space(space: Any, samples: int = 64, seed: int = 0) -> SpaceReport:
+    """Validate a space by sampling it. Every option of every choice is tried at least once.
+
+    A structural problem (unknown type, bad value) in any sample is an error; a shape problem (heads that do
+    not divide a width) only is when no sample at all is valid, since the search skips such genomes.
+    """
+    found = choices(space)
+    rng = random.Random(seed)
+    forced = [{c.path: i} for c in found if c.kind == "choice" for i in range(len(c.options))]
+    shape_problems: Counter[str] = Counter()
+    valid = 0
+    plans = forced + [{}] * samples
+    for plan in plans:
+        data = instantiate(space, random_picker(rng, plan))
+        try:
+            check_genome(Genome.model_validate(data))
+            valid += 1
+        except ValidationError as err:
+            raise from_validation_error(err, data) from None
+        except GenomeError as err:
+            shape_problems.update(str(p) for p in err.problems)
+    if not valid:
+        problems = [Problem("", f"no valid genome in {len(plans)} samples of this space; most common problems:")]
+        problems += [Problem(p.split(": ", 1)[0], p.split(": ", 1)[-1] + f" ({n} samples)")
+                     for p, n in shape_problems.most_common(3)]
+        raise GenomeError(problems)
+    return SpaceReport(found, space_size(space), len(plans), valid, shape_problems.most_common())
