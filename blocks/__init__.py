@@ -17,7 +17,7 @@ __all__ = ["BlockConfig", "CONFIGS", "MODULES", "ROLES", "Shape", "ShapeError", 
 # The name composite configs use in annotations for each role's discriminated union.
 UNION_NAMES = {"stem": "Stem", "downsample": "Downsample", "block": "Block", "mixer": "Mixer",
                "mlp": "ChannelMixer", "norm": "Norm", "head": "Head"}
-_DEFAULT_TYPE = {"block": "metaformer"}
+_DEFAULT_TYPE = {"block": "metaformer", "mlp": "mlp"}  # types that may be left out
 
 
 def _type_of(role: str):

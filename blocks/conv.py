@@ -71,7 +71,7 @@ class ConvDownsampleConfig(BlockConfig):
 
     def check(self, shape: Shape, out: int) -> None:
         _, h, w = self.out_shape(shape, out)
-        if h < 1 or w < 1:
+        if h < 1 or w < 1 or min(shape[1:]) < self.stride:
             raise ShapeError(None, f"a {shape[1]}x{shape[2]} feature map is too small for kernel {self.kernel}, "
                                    f"stride {self.stride}, padding {self.padding}")
         if self.pre_norm:

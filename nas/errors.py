@@ -17,7 +17,8 @@ class Problem:
     line: int | None = None
 
     def __str__(self) -> str:
-        where = self.path + (f" (line {self.line})" if self.line else "")
+        line = f"line {self.line}" if self.line else ""
+        where = f"{self.path} ({line})" if self.path and line else self.path or line
         return f"{where}: {self.message}" if where else self.message
 
 

@@ -64,9 +64,10 @@ def parse_yaml(text: str, label: str = "<string>") -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         reason = " ".join(str(part) for part in (err.context, err.problem) if part)
-        raise GenomeError(Problem(where, f"YAML syntax error: {reason}"), label) from None
+        column = f" at column {mark.column + 1}" if mark else ""
+        raise GenomeError(Problem("", f"YAML syntax error{column}: {reason}", mark.line + 1 if mark else None),
+                          label) from None
     except yaml.YAMLError as err:
         raise GenomeError(Problem("", f"YAML error: {err}"), label) from None
     if data is None:
