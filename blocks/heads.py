@@ -40,20 +40,24 @@ class MlpHead(nn.Module):
                  dropout=0.0, bias=True):
         super().__init__()
         self.norm = create("norm", norm, dim=in_chs) if norm else nn.Identity()
-        hidden = hidden_width(in_chs, ratio)
-        self.fc1 = nn.Linear(in_chs, hidden, bias=bias)
-        self.act = create_act(act)
-        self.hidden_norm = create("norm", hidden_norm, dim=hidden) if hidden_norm else nn.Identity()
-        self.drop = nn.Dropout(dropout)
-        self.hidden, self.bias = hidden, bias
+        self.in_chs, self.hidden = in_chs, hidden_width(in_chs, ratio)
+        self.act_name, self.hidden_norm_cfg, self.dropout, self.bias = act, hidden_norm, dropout, bias
         self.reset(num_classes)
 
     def reset(self, num_classes):
-        self.fc2 = nn.Linear(self.hidden, num_classes, bias=self.bias) if num_classes else nn.Identity()
+        """The whole MLP is the classifier: zero classes removes it, leaving pooled features."""
+        self.fc1 = self.act = self.hidden_norm = self.drop = self.fc2 = None
+        if num_classes:
+            self.fc1 = nn.Linear(self.in_chs, self.hidden, bias=self.bias)
+            self.act = create_act(self.act_name)
+            norm = self.hidden_norm_cfg
+            self.hidden_norm = create("norm", norm, dim=self.hidden) if norm else nn.Identity()
+            self.drop = nn.Dropout(self.dropout)
+            self.fc2 = nn.Linear(self.hidden, num_classes, bias=self.bias)
 
     def forward(self, x, pre_logits=False):
         x = norm_vector(x.mean((1, 2)), self.norm)
-        if pre_logits:
+        if pre_logits or self.fc2 is None:
             return x
         x = self.drop(norm_vector(self.act(self.fc1(x)), self.hidden_norm))
         return self.fc2(x)
@@ -99,6 +103,8 @@ class MlpHeadConfig(_HeadConfig):
 
     def params(self, shape: Shape, out: int) -> int:
         dim = shape[0]
+        if not out:
+            return self._norm_cost(dim, False)
         hidden = hidden_width(dim, self.ratio)
         n = self._norm_cost(dim, False) + dim * hidden + hidden * self.bias + act_params(self.act)
         n += self.hidden_norm.params((hidden, 1, 1), hidden) if self.hidden_norm else 0
@@ -106,6 +112,8 @@ class MlpHeadConfig(_HeadConfig):
 
     def flops(self, shape: Shape, out: int) -> int:
         dim = shape[0]
+        if not out:
+            return self._norm_cost(dim, True)
         hidden = hidden_width(dim, self.ratio)
         n = self._norm_cost(dim, True) + dim * hidden + hidden * out
         return n + (self.hidden_norm.flops((hidden, 1, 1), hidden) if self.hidden_norm else 0)

@@ -1,0 +1,75 @@
+"""Standalone export: model.py runs in a clean interpreter where nas and blocks cannot be imported, and
+gives the compiled model's outputs for the same weights."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas import compile_model, load_genome
+from tests.conftest import run_nas
+
+# Runs model.py with nas, blocks and runners made unimportable.
+CLEAN_RUN = """
+import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('nas', 'blocks', 'runners', 'search_spaces'):
+            raise ImportError('standalone model.py imported ' + name)
+sys.meta_path.insert(0, Refuse())
+import importlib.util, torch
+spec = importlib.util.spec_from_file_location('model', sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+model = module.build_model(weights=sys.argv[2]).eval()
+torch.manual_seed(0)
+x = torch.randn(2, *sys.argv[4:5] and [int(v) for v in sys.argv[4].split(',')] or [3, 224, 224])
+with torch.inference_mode():
+    torch.save({'x': x, 'y': model(x)}, sys.argv[3])
+print(module.GENOME['name'], sum(p.numel() for p in model.parameters()))
+"""
+
+
+def run_clean(model_py: Path, weights: Path, out: Path, chw: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-I", "-c", CLEAN_RUN, str(model_py), str(weights), str(out), chw],
+                          capture_output=True, text=True, cwd=model_py.parent, timeout=300)
+
+
+@pytest.mark.parametrize(("spec", "chw"), [("hybrid", "3,64,64"), ("zoo:randformer_s12", "3,224,224"),
+                                           ("zoo:deit_s", "3,224,224")])
+def test_exported_model_matches_the_compiled_model(spec, chw, tmp_path, hybrid_file):
+    source = hybrid_file if spec == "hybrid" else spec
+    model_py, weights = tmp_path / "model.py", tmp_path / "weights.pt"
+    result = run_nas("compile", source, "-o", model_py, "--weights", weights, "--seed", 3)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out.pt"
+    clean = run_clean(model_py, weights, out, chw)
+    assert clean.returncode == 0, clean.stderr
+    genome = load_genome(source)
+    model = compile_model(genome).eval()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    saved = torch.load(out, weights_only=True)
+    with torch.inference_mode():
+        expected = model(saved["x"])
+    assert saved["y"].shape == (2, genome.num_classes)
+    assert torch.allclose(saved["y"], expected, atol=1e-5, rtol=1e-5)
+    assert clean.stdout.split() == [genome.name, str(sum(p.numel() for p in model.parameters()))]
+
+
+def test_model_py_imports_only_torch_and_the_standard_library(tmp_path, hybrid_file):
+    model_py = tmp_path / "model.py"
+    assert run_nas("compile", hybrid_file, "-o", model_py).returncode == 0
+    tree = ast.parse(model_py.read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"torch", "__future__", *sys.stdlib_module_names}, imported
+    text = model_py.read_text()
+    assert "GENOME = {" in text and "def build_model(" in text and "class SepConv(" in text
+    assert "class Pooling(" not in text  # only the classes this genome uses
+    smoke = subprocess.run([sys.executable, "-I", str(model_py)], capture_output=True, text=True, timeout=300)
+    assert smoke.returncode == 0 and smoke.stdout.startswith("my_hybrid (1, 10)"), smoke.stderr
