@@ -8,7 +8,7 @@ from pydantic import AfterValidator, PositiveInt
 
 def _odd(value: int) -> int:
     if value % 2 == 0:
-        raise ValueError(f"must be odd to keep the feature map size, got {value}")
+        raise ValueError("must be odd to keep the feature map size")
     return value
 
 

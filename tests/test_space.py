@@ -1,0 +1,85 @@
+"""Spaces: a genome whose values may be choices."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from nas import GenomeError, load_genome
+from nas.io import parse_yaml
+from nas.space import check_space, choices, instantiate, is_space, random_picker, space_size
+from tests.conftest import run_nas
+
+SPACE = """\
+stem: {type: conv, kernel: 4, stride: 4}
+input: {resolution: 64}
+num_classes: 10
+defaults:
+  downsample: {type: conv, kernel: 2, stride: 2}
+stages:
+  - {depth: {int: [1, 2]}, width: {choice: [16, 32]}, block: {mixer: {type: dwconv, kernel: {choice: [3, 5, 7]}}}}
+  - depth: 1
+    width: 64
+    block:
+      mixer: {choice: [{type: attention, heads: {choice: [2, 3]}}, pooling]}
+      mlp: {ratio: {float: [1.0, 4.0], step: 0.5}}
+"""
+
+
+def test_choices_are_named_by_their_yaml_path():
+    space = parse_yaml(SPACE)
+    assert is_space(space) and not is_space(load_genome("zoo:deit_s").to_dict())
+    assert [c.path for c in choices(space)] == [
+        "stages[0].depth", "stages[0].width", "stages[0].block.mixer.kernel", "stages[1].block.mixer",
+        "stages[1].block.mixer.choice[0].heads", "stages[1].block.mlp.ratio"]
+    # 2 depths x 2 widths x 3 kernels x (2 head counts + pooling) x 7 ratios
+    assert space_size(space) == 2 * 2 * 3 * 3 * 7
+
+
+def test_samples_are_concrete_genomes():
+    space = parse_yaml(SPACE)
+    rng = random.Random(0)
+    for _ in range(20):
+        data = instantiate(space, random_picker(rng))
+        assert not is_space(data)
+        stage = data["stages"][0]
+        assert stage["depth"] in (1, 2) and stage["block"]["mixer"]["kernel"] in (3, 5, 7)
+        assert data["stages"][1]["block"]["mlp"]["ratio"] in [1.0 + 0.5 * i for i in range(7)]
+        try:
+            load_genome(data)
+        except GenomeError as err:  # three heads do not divide 64: the search skips such genomes
+            assert err.path == "stages[1].block.mixer.heads"
+
+
+def test_check_space_counts_valid_samples_and_skipped_problems():
+    report = check_space(parse_yaml(SPACE), samples=40, seed=1)
+    assert report.sampled == 40 + 2 + 3 + 2 + 2  # random draws plus each option forced once
+    assert 0 < report.valid < report.sampled
+    assert report.shape_problems[0][0] == "stages[1].block.mixer.heads: 3 does not divide width 64"
+
+
+@pytest.mark.parametrize(("edit", "path", "words"), [
+    (("[3, 5, 7]", "[3, 5, 8]"), "stages[0].block.mixer.kernel", "must be odd"),
+    (("type: attention, heads", "type: atention, heads"), "stages[1].block.mixer", "unknown type 'atention'"),
+    (("{int: [1, 2]}", "{int: [2, 1]}"), "stages[0].depth.int", "low 2 is above high 1"),
+    (("{choice: [16, 32]}", "{choice: []}"), "stages[0].width.choice", "non-empty list"),
+    (("{int: [1, 2]}", "{int: [1, 2], stepp: 1}"), "stages[0].depth", "remove stepp"),
+    (("{choice: [{type: attention, heads: {choice: [2, 3]}}, pooling]}", "{type: attention, heads: {choice: [3, 5]}}"),
+     "", "no valid genome"),
+])
+def test_bad_spaces_name_the_path(edit, path, words):
+    with pytest.raises(GenomeError) as info:
+        check_space(parse_yaml(SPACE.replace(*edit)))
+    assert info.value.path == path and words in str(info.value)
+
+
+def test_cli_validates_a_space(tmp_path):
+    file = tmp_path / "space.yaml"
+    file.write_text(SPACE)
+    result = run_nas("validate", file, "--samples", 16)
+    assert result.returncode == 0, result.stderr
+    assert "is a space with 6 choices (252 genomes)" in result.stdout
+    assert "3 does not divide width 64" in result.stdout
+    file.write_text(SPACE.replace("[3, 5, 7]", "[3, 4]"))
+    result = run_nas("validate", file)
+    assert result.returncode == 2 and "stages[0].block.mixer.kernel" in result.stderr and "line 7" in result.stderr
