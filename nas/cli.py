@@ -44,7 +44,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     cost = analytic_cost(genome)
     blocks = sum(s.depth for s in genome.stages)
     print(f"ok: {label}: genome {genome.name!r}, {len(genome.stages)} stages, {blocks} blocks, "
-          f"{_fmt_count(cost.params)} params, {_fmt_flops(cost.flops)}FLOPs, hash {genome.content_hash()}")
+          f"{_fmt_count(cost.params)} params, {_fmt_flops(cost.flops)} FLOPs, hash {genome.content_hash()}")
     if args.graph:
         write_graph(build_graph(genome), args.graph)
         print(f"graph written to {args.graph}")

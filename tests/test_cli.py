@@ -1,0 +1,69 @@
+"""The nas command as a user runs it: real subprocesses."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from nas.io import zoo_names
+from tests.conftest import run_nas
+
+
+def test_console_script_is_installed():
+    nas = shutil.which("nas")
+    assert nas, "pip install -e . puts `nas` on PATH"
+    result = subprocess.run([nas, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "validate" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["validate", "schema", "compile", "zoo", "search"])
+def test_every_command_has_help(command):
+    result = run_nas(command, "--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage: nas " + command)
+
+
+def test_schema_is_json_schema_with_every_mixer(tmp_path):
+    result = run_nas("schema")
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "Genome" and {"stem", "stages"} <= set(schema["required"])
+    text = result.stdout
+    for mixer in ("attention", "sepconv", "dwconv", "pooling", "identity", "random"):
+        assert f'"const": "{mixer}"' in text
+    assert run_nas("schema", "-o", tmp_path / "genome.schema.json").returncode == 0
+    assert json.loads((tmp_path / "genome.schema.json").read_text()) == schema
+
+
+def test_zoo_list_and_show():
+    result = run_nas("zoo", "list")
+    assert result.returncode == 0
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert set(rows) == set(zoo_names())
+    assert "26.34M" in rows["caformer_s18"] and "26.3M" in rows["caformer_s18"]
+    assert "differ from the paper" in rows["identityformer_s12"]
+    shown = run_nas("zoo", "show", "convnext_t")
+    assert shown.returncode == 0 and "name: convnext_t" in shown.stdout
+    canonical = run_nas("zoo", "show", "convnext_t", "--canonical")
+    assert canonical.returncode == 0 and "padding: 0" in canonical.stdout
+    assert run_nas("zoo", "show", "nope").returncode == 2
+
+
+def test_validate_prints_cost_and_hash(hybrid_file, tmp_path):
+    result = run_nas("validate", hybrid_file, "--graph", tmp_path / "g.dot")
+    assert result.returncode == 0, result.stderr
+    assert "genome 'my_hybrid', 4 stages, 7 blocks" in result.stdout and "hash " in result.stdout
+    assert (tmp_path / "g.dot").read_text().startswith('digraph "my_hybrid"')
+    assert run_nas("validate", hybrid_file, "--graph", tmp_path / "g.png").returncode == 2
+
+
+def test_search_runs_until_the_search_lands():
+    result = run_nas("search")
+    assert result.returncode == 0 and "search arrives with the search issue" in result.stdout
+
+
+def test_unknown_arguments_are_bad_input():
+    result = run_nas("validate")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert run_nas("frobnicate").returncode == 2

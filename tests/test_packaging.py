@@ -1,0 +1,32 @@
+"""The wheel ships the YAML, and an installed copy finds it without the source tree."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+from tests.conftest import ROOT
+
+
+def test_installed_copy_finds_the_shipped_yaml(tmp_path):
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(wheels), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    wheel = next(wheels.glob("nas-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "search_spaces/zoo/caformer_s18.yaml" in names and "search_spaces/zoo/reference.yaml" in names
+    assert {"nas/cli.py", "blocks/attention.py", "runners/__init__.py"} <= set(names)
+
+    target = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+                              str(wheel)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr
+    probe = ("import nas.io as io; g = io.load_genome('zoo:caformer_s18'); "
+             "print(io.zoo_dir()); print(g.name)")
+    # -I ignores PYTHONPATH and the cwd, so only the target copy can provide nas; run from an empty folder.
+    run = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {probe}"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr
+    zoo, name = run.stdout.split()
+    assert zoo.startswith(str(target)) and name == "caformer_s18"
