@@ -49,39 +49,33 @@ class BatchNorm(nn.BatchNorm2d):
         return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
-def _affine_norm_params(dim: int, bias: bool) -> int:
-    return dim * (2 if bias else 1)
+class _AffineNormConfig(BlockConfig):
+    """A per-channel weight, and a bias unless ``bias: false``."""
 
-
-@register("norm", module=LayerNorm)
-class LayerNormConfig(BlockConfig):
-    type: Literal["layernorm"] = "layernorm"
-    eps: PositiveFloat = 1e-6
     bias: bool = True
 
     def params(self, shape: Shape, out: int) -> int:
-        return _affine_norm_params(shape[0], self.bias)
+        return shape[0] * (2 if self.bias else 1)
 
     def flops(self, shape: Shape, out: int) -> int:
-        return 5 * count(*shape)
+        return 5 * count(*shape)  # fvcore's estimate for affine norms
+
+
+@register("norm", module=LayerNorm)
+class LayerNormConfig(_AffineNormConfig):
+    type: Literal["layernorm"] = "layernorm"
+    eps: PositiveFloat = 1e-6
 
 
 @register("norm", module=GroupNorm)
-class GroupNormConfig(BlockConfig):
+class GroupNormConfig(_AffineNormConfig):
     type: Literal["groupnorm"] = "groupnorm"
     groups: PositiveInt = 1
     eps: PositiveFloat = 1e-5
-    bias: bool = True
 
     def check(self, shape: Shape, out: int) -> None:
         if shape[0] % self.groups:
             raise ShapeError("groups", f"{self.groups} does not divide width {shape[0]}")
-
-    def params(self, shape: Shape, out: int) -> int:
-        return _affine_norm_params(shape[0], self.bias)
-
-    def flops(self, shape: Shape, out: int) -> int:
-        return 5 * count(*shape)
 
 
 @register("norm", module=BatchNorm)
