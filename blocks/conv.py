@@ -13,6 +13,9 @@ from blocks.mlp import MlpConfig, hidden_width
 from blocks.norm import LayerNormConfig
 from blocks.validators import OddInt
 
+# Annotations name role unions (Norm, Mixer, ChannelMixer, Block): blocks/__init__.py resolves them once
+# every block type is registered, so a union includes types from files imported later.
+
 
 def nchw(x):
     """Channels-last (B, H, W, C) viewed as NCHW in channels_last memory: no copy."""

@@ -11,6 +11,9 @@ from blocks.layers import Act, act_params, create_act
 from blocks.mlp import hidden_width
 from blocks.norm import LayerNormConfig
 
+# Annotations name role unions (Norm, Mixer, ChannelMixer, Block): blocks/__init__.py resolves them once
+# every block type is registered, so a union includes types from files imported later.
+
 
 def norm_vector(x, norm):
     """Apply a feature-map norm to (B, C) vectors through a (B, 1, 1, C) view."""

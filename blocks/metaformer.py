@@ -12,6 +12,9 @@ from blocks.layers import DropPath, optional_scale
 from blocks.mlp import MlpConfig
 from blocks.norm import LayerNormConfig
 
+# Annotations name role unions (Norm, Mixer, ChannelMixer, Block): blocks/__init__.py resolves them once
+# every block type is registered, so a union includes types from files imported later.
+
 
 class MetaFormerBlock(nn.Module):
     def __init__(self, dim, size, mixer, mlp=None, norm=None, layer_scale=None, res_scale=None, drop_path=0.0):

@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     except NasError as err:
         print("error: " + str(err).replace("\n", "\nerror: "), file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # the environment, not the genome: unwritable output, full disk, ...
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

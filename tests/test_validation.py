@@ -94,4 +94,4 @@ def test_missing_file_and_unknown_zoo_name_are_bad_input(tmp_path):
 def test_environment_failures_exit_1_with_a_message(tmp_path):
     result = run_nas("compile", "zoo:deit_s", "-o", tmp_path / "no_such_dir" / "model.py")
     assert result.returncode == 1
-    assert "internal error" in result.stderr and "Traceback" not in result.stderr
+    assert "No such file or directory" in result.stderr and "Traceback" not in result.stderr
