@@ -84,6 +84,14 @@ class AttentionConfig(BlockConfig):
         dim, inner = shape[0], self.inner(shape[0])
         return 4 * dim * inner + 3 * inner * self.qkv_bias + dim * self.proj_bias
 
+    def workspace(self, shape: Shape, out: int) -> int:
+        """qkv, plus the score matrix an unfused kernel materialises."""
+        dim, h, w = shape
+        tokens = h * w
+        heads, _ = attention_heads(dim, self.heads, self.head_dim)
+        span = self.window**2 if self.window else tokens
+        return 3 * tokens * self.inner(dim) + heads * tokens * span
+
     def flops(self, shape: Shape, out: int) -> int:
         dim, h, w = shape
         tokens = h * w

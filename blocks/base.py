@@ -64,6 +64,11 @@ class BlockConfig(BaseModel):
         """Multiply-accumulates for one image, counted as fvcore counts them."""
         raise NotImplementedError(f"{type(self).__name__}.flops")
 
+    def workspace(self, shape: Shape, out: int) -> int:
+        """Elements of the largest temporary a forward pass holds besides its input and output, per image
+        (an MLP's hidden map, attention scores). For memory estimates."""
+        return max((child.workspace(shape, shape[0]) for _, child in self.children()), default=0)
+
     def frozen_params(self, shape: Shape, out: int) -> int:
         """Parameters that never train (random mixing matrices); included in ``params``."""
         return sum(child.frozen_params(shape, shape[0]) for _, child in self.children())

@@ -159,6 +159,9 @@ class SepConvConfig(BlockConfig):
         mid = hidden_width(dim, self.expansion)
         return h * w * (2 * dim * mid + mid * self.kernel**2)
 
+    def workspace(self, shape: Shape, out: int) -> int:
+        return 2 * shape[1] * shape[2] * hidden_width(shape[0], self.expansion)
+
 
 class ConvNeXtBlock(nn.Module):
     """dwconv -> norm -> MLP -> layer scale, one residual (ConvNeXt)."""

@@ -45,6 +45,9 @@ class MlpConfig(BlockConfig):
         dim, h, w = shape
         return 2 * h * w * dim * hidden_width(dim, self.ratio)
 
+    def workspace(self, shape: Shape, out: int) -> int:
+        return shape[1] * shape[2] * hidden_width(shape[0], self.ratio)
+
 
 class RandomMixing(nn.Module):
     """Tokens mixed by a frozen random row-stochastic matrix (RandFormer)."""

@@ -17,12 +17,13 @@ from nas.genome import Genome
 
 
 def build_graph(genome: Genome) -> nx.DiGraph:
-    """Nodes in forward order, each with role, type, YAML path, stage, shapes, params, frozen and flops."""
+    """Nodes in forward order, each with role, type, YAML path, stage, shapes, params, frozen, flops and
+    workspace (see ``BlockConfig``)."""
     graph = nx.DiGraph(name=genome.name)
     res = genome.input.resolution
     shape: Shape = (genome.input.channels, res[0], res[1])
     graph.add_node("input", role="input", type="image", path="input", stage=-1, in_shape=shape, out_shape=shape,
-                   params=0, frozen=0, flops=0)
+                   params=0, frozen=0, flops=0, workspace=0)
     last = "input"
 
     def add(node: str, role: str, cfg: BlockConfig, path: str, stage: int, out: int) -> None:
@@ -36,7 +37,8 @@ def build_graph(genome: Genome) -> nx.DiGraph:
             raise GenomeError(Problem(join_path(path, err.field) or path, err.message)) from None
         out_shape = cfg.out_shape(shape, out)
         graph.add_node(node, role=role, type=cfg.type, path=path, stage=stage, in_shape=shape, out_shape=out_shape,
-                       params=cfg.params(shape, out), frozen=cfg.frozen_params(shape, out), flops=cfg.flops(shape, out))
+                       params=cfg.params(shape, out), frozen=cfg.frozen_params(shape, out), flops=cfg.flops(shape, out),
+                       workspace=cfg.workspace(shape, out))
         graph.add_edge(last, node)
         shape, last = out_shape, node
 

@@ -24,8 +24,8 @@ def sdpa_flop(inputs: list[Any], outputs: list[Any]) -> int:
 HANDLES = {"aten::scaled_dot_product_attention": sdpa_flop}
 
 
-def fvcore_flops(model: torch.nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor]) -> int:
-    """Total FLOPs of ``model(*inputs)`` as fvcore traces it, in eval mode."""
+def fvcore_by_module(model: torch.nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor]) -> dict[str, int]:
+    """FLOPs of ``model(*inputs)`` per submodule name as fvcore traces it in eval mode; ``""`` is the total."""
     inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
     was_training = model.training
     model.eval()
@@ -34,6 +34,11 @@ def fvcore_flops(model: torch.nn.Module, inputs: torch.Tensor | Sequence[torch.T
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         logging.getLogger("fvcore").setLevel(logging.ERROR)
         with torch.no_grad():
-            return int(analysis.total())
+            return {name: int(n) for name, n in analysis.by_module().items()}
     finally:
         model.train(was_training)
+
+
+def fvcore_flops(model: torch.nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor]) -> int:
+    """Total FLOPs of ``model(*inputs)`` as fvcore traces it, in eval mode."""
+    return fvcore_by_module(model, inputs)[""]

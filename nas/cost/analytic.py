@@ -1,0 +1,83 @@
+"""Analytic cost from the genome: each block's own formulas over the shape-inferred graph; no model is built."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from nas.genome import Genome
+from nas.graph import build_graph
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int  # every parameter, frozen ones included: equals the compiled model's count
+    frozen_params: int
+    flops: int  # multiply-accumulates for one image, counted as fvcore counts them
+
+    @property
+    def trainable_params(self) -> int:
+        return self.params - self.frozen_params
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.params + other.params, self.frozen_params + other.frozen_params, self.flops + other.flops)
+
+
+ZERO = Cost(0, 0, 0)
+
+
+@dataclass(frozen=True)
+class PartCost:
+    """One row of a report: the stem, a stage (its downsample and blocks) or the head."""
+
+    name: str
+    blocks: int
+    out_shape: tuple[int, int, int]
+    cost: Cost
+    nodes: list[str] = field(default_factory=list)
+
+
+def _node_cost(data: dict) -> Cost:
+    return Cost(data["params"], data["frozen"], data["flops"])
+
+
+def analytic_cost(genome: Genome) -> Cost:
+    total = ZERO
+    for _, data in build_graph(genome).nodes(data=True):
+        total = total + _node_cost(data)
+    return total
+
+
+def stage_costs(genome: Genome, graph: nx.DiGraph | None = None) -> list[PartCost]:
+    """Stem, each stage, head, in order; their costs add up to ``analytic_cost``."""
+    graph = graph if graph is not None else build_graph(genome)
+    parts: dict[str, PartCost] = {}
+    for node in nx.topological_sort(graph):
+        data = graph.nodes[node]
+        if data["role"] == "input":
+            continue
+        name = {"stem": "stem", "head": "head"}.get(data["role"], f"stages[{data['stage']}]")
+        part = parts.get(name)
+        blocks = (part.blocks if part else 0) + (data["role"] == "block")
+        parts[name] = PartCost(name, blocks, data["out_shape"], (part.cost if part else ZERO) + _node_cost(data),
+                               (part.nodes if part else []) + [node])
+    return list(parts.values())
+
+
+def peak_memory_estimate(genome: Genome, batch: int = 1, dtype: str = "float32",
+                         graph: nx.DiGraph | None = None) -> int:
+    """An estimate, in bytes, of inference memory: the weights plus the largest input + output + workspace of
+    any one node at ``batch``. It ignores allocator overhead and fragmentation."""
+    graph = graph if graph is not None else build_graph(genome)
+    size = DTYPE_BYTES[dtype]
+    params = sum(data["params"] for _, data in graph.nodes(data=True))
+    peak = 0
+    for node, data in graph.nodes(data=True):
+        if data["role"] == "input":
+            continue
+        c, h, w = data["in_shape"]
+        o_c, o_h, o_w = data["out_shape"]
+        peak = max(peak, c * h * w + o_c * o_h * o_w + data["workspace"])
+    return (params + batch * peak) * size
