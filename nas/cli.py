@@ -51,6 +51,48 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from nas.cost.profile import profile, resolve_device, with_resolution
+    from nas.io import load_genome
+
+    genome = with_resolution(load_genome(args.genome), args.resolution)
+    device = resolve_device(args.device)
+    report = profile(genome, batch=args.batch, dtype=args.dtype, device=device, fvcore=args.fvcore,
+                     latency=args.latency, threads=args.threads, repeats=args.repeats)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{report['name']} (hash {report['hash']}): input {'x'.join(map(str, report['input']))}, "
+          f"batch {report['batch']}, {report['dtype']}, {report['device']}")
+    header = f"{'part':<11} {'blocks':>6} {'output':>12} {'params':>9} {'GFLOPs':>8}"
+    header += f" {'fvcore':>8}" if args.fvcore else ""
+    header += f" {'latency':>8}" if args.latency else ""
+    print(header)
+    rows = report["parts"] + [{"name": "total", "blocks": sum(p["blocks"] for p in report["parts"]),
+                               "out_shape": report["parts"][-1]["out_shape"], **report["total"],
+                               "latency_share": 1.0 if args.latency else None}]
+    for row in rows:
+        line = (f"{row['name']:<11} {row['blocks'] or '':>6} {'x'.join(map(str, row['out_shape'])):>12} "
+                f"{_fmt_count(row['params']):>9} {row['flops'] / 1e9:>8.3f}")
+        line += f" {row['fvcore_flops'] / 1e9:>8.3f}" if args.fvcore else ""
+        line += f" {row['latency_share']:>8.1%}" if args.latency else ""
+        print(line)
+    total = report["total"]
+    if total["frozen_params"]:
+        print(f"params include {_fmt_count(total['frozen_params'])} frozen")
+    if args.fvcore:
+        agreement = total["flops"] / total["fvcore_flops"] - 1 if total["fvcore_flops"] else float("nan")
+        print(f"analytic vs fvcore: {agreement:+.3%}")
+    print(f"peak inference memory (estimate: {report['memory']['method']}): "
+          f"{report['memory']['peak_bytes'] / 2**20:.1f} MiB")
+    if args.latency:
+        lat = report["latency"]
+        print(f"latency (measured end to end): median {lat['median_ms']:.2f} ms, p10 {lat['p10_ms']:.2f}, "
+              f"p90 {lat['p90_ms']:.2f} over {lat['repeats']} runs; {lat['fingerprint_text']}")
+        print(f"latency share per part: from per-block timings summing to {lat['predicted_ms']:.2f} ms")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from nas.genome import Genome
 
@@ -127,6 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=64, help="random genomes drawn to check a space (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed for those draws")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("profile", help="cost per stage: params, FLOPs, memory, latency",
+                       description="Per-stage params, FLOPs and output shapes from the genome's analytic count; "
+                       "optionally fvcore's count of the compiled model and measured latency.")
+    p.add_argument("genome", help=GENOME_HELP)
+    p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default cpu)")
+    p.add_argument("--resolution", type=int, help="override the genome's input resolution")
+    p.add_argument("--batch", type=int, default=1, help="batch for memory and latency (default 1)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="for memory and latency; half precision uses autocast on CUDA")
+    p.add_argument("--fvcore", action="store_true", help="also count FLOPs with fvcore on the compiled model")
+    p.add_argument("--latency", action="store_true", help="measure latency on the device")
+    p.add_argument("--threads", type=int, help="CPU threads for latency (default: torch's current setting)")
+    p.add_argument("--repeats", type=int, default=30, help="timed runs for latency (default 30)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("schema", help="print the genome JSON Schema", description="Print the JSON Schema of "
                        "genome files, for editor validation and completion.")

@@ -1,0 +1,77 @@
+"""``nas profile``: a genome's cost per stage, as data the CLI prints as a table or as JSON."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nas.compiler import compile_model
+from nas.cost.analytic import analytic_cost, peak_memory_estimate, stage_costs
+from nas.errors import InputError
+from nas.genome import Genome
+from nas.io import load_genome
+
+FVCORE_MODULES = {"stem": "stem", "head": "head"}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is CUDA when present; asking for CUDA without it is bad input."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__})")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"--device {device}: expected auto, cpu or cuda[:N]")
+    return device
+
+
+def with_resolution(genome: Genome, resolution: int | None) -> Genome:
+    if resolution is None:
+        return genome
+    data = genome.to_dict()
+    data["input"]["resolution"] = resolution
+    return load_genome(data)
+
+
+def _fvcore_name(part: str) -> str:
+    return FVCORE_MODULES.get(part) or "stages." + part[len("stages["):-1]
+
+
+def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: str = "cpu",
+            fvcore: bool = False, latency: bool = False, threads: int | None = None,
+            repeats: int = 30) -> dict[str, Any]:
+    """Per-part and total params and FLOPs; with ``fvcore`` the traced count beside each; with ``latency`` the
+    measured end-to-end latency and each part's share of the summed per-block latencies."""
+    if batch < 1:
+        raise InputError(f"--batch must be at least 1, got {batch}")
+    parts = stage_costs(genome)
+    total = analytic_cost(genome)
+    channels, (height, width) = genome.input.channels, genome.input.resolution
+    report: dict[str, Any] = {
+        "name": genome.name, "hash": genome.content_hash(), "input": [channels, height, width], "batch": batch,
+        "dtype": dtype, "device": device,
+        "parts": [{"name": p.name, "blocks": p.blocks, "out_shape": list(p.out_shape), "params": p.cost.params,
+                   "flops": p.cost.flops} for p in parts],
+        "total": {"params": total.params, "trainable_params": total.trainable_params,
+                  "frozen_params": total.frozen_params, "flops": total.flops},
+        "memory": {"peak_bytes": peak_memory_estimate(genome, batch, dtype), "estimate": True,
+                   "method": "weights + the largest input, output and workspace of one block at this batch"},
+    }
+    if fvcore:
+        from nas.cost.fvcore import fvcore_by_module
+
+        counted = fvcore_by_module(compile_model(genome, seed=0), torch.randn(1, channels, height, width))
+        for row in report["parts"]:
+            row["fvcore_flops"] = counted.get(_fvcore_name(row["name"]), 0)
+        report["total"]["fvcore_flops"] = counted[""]
+    if latency:
+        report["latency"] = _latency(genome, batch=batch, dtype=dtype, device=device, threads=threads,
+                                     repeats=repeats)
+        shares = report["latency"].pop("parts")
+        for row in report["parts"]:
+            row["latency_share"] = shares.get(row["name"], 0.0)
+    return report
+
+
+def _latency(genome: Genome, **options: Any) -> dict[str, Any]:
+    raise NotImplementedError

@@ -1,0 +1,37 @@
+"""nas profile: the per-stage table and its JSON, as a user runs it."""
+from __future__ import annotations
+
+import json
+
+from tests.conftest import run_nas
+
+
+def test_profile_table_with_fvcore():
+    result = run_nas("profile", "zoo:caformer_s18", "--fvcore", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[2:9]}
+    assert list(rows) == ["stem", "stages[0]", "stages[1]", "stages[2]", "stages[3]", "head", "total"]
+    assert rows["stages[2]"] == ["stages[2]", "9", "320x14x14", "11.44M", "2.467", "2.467"]
+    assert rows["total"][3:] == ["26.34M", "4.125", "4.125"]
+    assert "analytic vs fvcore: +0.000%" in result.stdout
+    assert "peak inference memory (estimate" in result.stdout
+
+
+def test_profile_json_overrides_resolution_and_batch():
+    result = run_nas("profile", "zoo:deit_s", "--resolution", "160", "--batch", "8", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["input"] == [3, 160, 160] and report["batch"] == 8
+    assert report["parts"][1]["out_shape"] == [384, 10, 10]
+    assert sum(p["flops"] for p in report["parts"]) == report["total"]["flops"]
+    assert report["memory"]["estimate"] is True and report["memory"]["peak_bytes"] > 4 * report["total"]["params"]
+
+
+def test_profile_bad_input():
+    small = run_nas("profile", "zoo:caformer_s18", "--resolution", "8")
+    assert small.returncode == 2 and "input.resolution: 8x8 is too small" in small.stderr
+    device = run_nas("profile", "zoo:deit_s", "--device", "tpu")
+    assert device.returncode == 2 and "expected auto, cpu or cuda" in device.stderr
+    batch = run_nas("profile", "zoo:deit_s", "--batch", "0")
+    assert batch.returncode == 2 and "--batch must be at least 1" in batch.stderr
