@@ -7,6 +7,7 @@ exported ``model.py`` files alike.
 from __future__ import annotations
 
 import inspect
+from functools import cached_property
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -73,16 +74,21 @@ class BlockConfig(BaseModel):
         """Parameters that never train (random mixing matrices); included in ``params``."""
         return sum(child.frozen_params(shape, shape[0]) for _, child in self.children())
 
-    def children(self) -> Iterator[tuple[str, BlockConfig]]:
+    def children(self) -> tuple[tuple[str, BlockConfig], ...]:
         """Nested configs with their field paths."""
+        return self._children
+
+    @cached_property
+    def _children(self) -> tuple[tuple[str, BlockConfig], ...]:
+        # Cached: configs are frozen, and cost walks ask for children many times.
+        found = []
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, BlockConfig):
-                yield name, value
+                found.append((name, value))
             elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
-                    if isinstance(item, BlockConfig):
-                        yield f"{name}[{i}]", item
+                found += [(f"{name}[{i}]", item) for i, item in enumerate(value) if isinstance(item, BlockConfig)]
+        return tuple(found)
 
     def walk(self) -> Iterator[BlockConfig]:
         yield self

@@ -25,9 +25,16 @@ def build_graph(genome: Genome) -> nx.DiGraph:
     graph.add_node("input", role="input", type="image", path="input", stage=-1, in_shape=shape, out_shape=shape,
                    params=0, frozen=0, flops=0, workspace=0)
     last = "input"
+    seen: dict[tuple[int, Shape, int], dict] = {}  # a stage repeats the same config objects
 
     def add(node: str, role: str, cfg: BlockConfig, path: str, stage: int, out: int) -> None:
         nonlocal shape, last
+        known = seen.get((id(cfg), shape, out))
+        if known is not None:
+            graph.add_node(node, **{**known, "path": path, "stage": stage})
+            graph.add_edge(last, node)
+            shape, last = known["out_shape"], node
+            return
         try:
             cfg.check(shape, out)
         except ShapeError as err:
@@ -36,9 +43,11 @@ def build_graph(genome: Genome) -> nx.DiGraph:
                                           f"downsampling: at {path}, {err.message}")) from None
             raise GenomeError(Problem(join_path(path, err.field) or path, err.message)) from None
         out_shape = cfg.out_shape(shape, out)
-        graph.add_node(node, role=role, type=cfg.type, path=path, stage=stage, in_shape=shape, out_shape=out_shape,
-                       params=cfg.params(shape, out), frozen=cfg.frozen_params(shape, out), flops=cfg.flops(shape, out),
-                       workspace=cfg.workspace(shape, out))
+        data = dict(role=role, type=cfg.type, path=path, stage=stage, in_shape=shape, out_shape=out_shape,
+                    params=cfg.params(shape, out), frozen=cfg.frozen_params(shape, out), flops=cfg.flops(shape, out),
+                    workspace=cfg.workspace(shape, out))
+        seen[(id(cfg), shape, out)] = data
+        graph.add_node(node, **data)
         graph.add_edge(last, node)
         shape, last = out_shape, node
 
