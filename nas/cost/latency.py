@@ -1,0 +1,319 @@
+"""On-device latency: timing a module, a disk-backed lookup table of per-block times, and a genome's
+latency predicted as the sum of its blocks' table entries.
+
+Every time is tied to a device fingerprint (hardware, torch version, dtype, batch, threads, memory format,
+autocast) because a millisecond measured under one setup says nothing about another.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sqlite3
+import time
+from collections.abc import Sequence
+from contextlib import closing, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from blocks import BlockConfig, create
+from nas.compiler import compile_model
+from nas.genome import Genome
+from nas.graph import build_graph
+from nas.io import load_genome
+
+Autocast = Literal["bf16", "fp16"]
+LatencyMode = Literal["measure", "lut", "predict"]
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _device(device: str | torch.device) -> torch.device:
+    """The torch device, refused early when it cannot run here."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was requested but CUDA is not available "
+                         f"(torch {torch.__version__}, torch.cuda.is_available() is False); use device='cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {str(device)!r}; use 'cpu' or 'cuda'")
+    return dev
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_fingerprint(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch: int = 1,
+                       threads: int | None = None, *, channels_last: bool = False,
+                       autocast: Autocast | None = None) -> dict[str, Any]:
+    """Everything a time depends on besides the network; ``threads=None`` records the current count."""
+    dev = _device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
+    return {"device": dev.type, "name": name, "torch": torch.__version__, "dtype": str(dtype).removeprefix("torch."),
+            "batch": batch, "threads": threads if threads is not None else torch.get_num_threads(),
+            "channels_last": channels_last, "autocast": autocast}
+
+
+def fingerprint_key(fingerprint: dict[str, Any]) -> str:
+    """A short key, stable across processes and key order: the device type and a hash of the fingerprint."""
+    text = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
+    return f"{fingerprint['device']}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Milliseconds per forward call over ``repeats`` timed calls; std is the population deviation."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    std_ms: float
+    repeats: int
+    fingerprint: dict[str, Any]
+
+
+def _check_args(batch: int, warmup: int, repeats: int, threads: int | None, autocast: str | None) -> None:
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 or None (keep the current count), got {threads}")
+    if autocast is not None and autocast not in _AUTOCAST_DTYPES:
+        raise ValueError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}")
+
+
+@contextmanager
+def _num_threads(threads: int):
+    """Fix torch's intra-op thread count for the block, then put the caller's count back."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _time_calls(model: nn.Module, x: torch.Tensor, dev: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of each timed call. CUDA: events around each call, synchronised, so a time is one call's
+    latency rather than a share of a pipelined queue; CPU: the wall clock."""
+    for _ in range(warmup):
+        model(x)
+    times = []
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            model(x)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        return times
+    for _ in range(repeats):
+        start_s = time.perf_counter()
+        model(x)
+        times.append((time.perf_counter() - start_s) * 1e3)
+    return times
+
+
+def measure_latency(model: nn.Module, input_shape: Sequence[int], device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32, batch: int = 1, warmup: int = 10, repeats: int = 50,
+                    threads: int | None = None, channels_last: bool = False,
+                    autocast: Autocast | None = None) -> LatencyResult:
+    """Time ``model`` on random inputs of ``(batch, *input_shape)`` under inference mode.
+
+    ``input_shape`` is one sample in the layout the model takes: (C, H, W) for a compiled network, (H, W, C)
+    for a stem, downsample, block or head, which run channels-last. The model is moved to ``device`` and
+    ``dtype`` in place (and to channels-last memory format when asked); its train/eval mode is restored.
+    """
+    _check_args(batch, warmup, repeats, threads, autocast)
+    dev = _device(device)
+    threads = threads if threads is not None else torch.get_num_threads()
+    fingerprint = device_fingerprint(dev, dtype, batch, threads, channels_last=channels_last, autocast=autocast)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, *input_shape).to(dev, dtype, memory_format=fmt)
+    model.to(dev, dtype, memory_format=fmt)
+    amp = torch.autocast(dev.type, dtype=_AUTOCAST_DTYPES[autocast]) if autocast else nullcontext()
+    was_training = model.training
+    model.eval()
+    try:
+        with _num_threads(threads), torch.inference_mode(), amp:
+            times = np.asarray(_time_calls(model, x, dev, warmup, repeats))
+    finally:
+        model.train(was_training)
+    p10, median, p90 = np.percentile(times, [10, 50, 90])
+    return LatencyResult(median_ms=float(median), p10_ms=float(p10), p90_ms=float(p90), mean_ms=float(times.mean()),
+                         std_ms=float(times.std()), repeats=repeats, fingerprint=fingerprint)
+
+
+@dataclass(frozen=True)
+class LatencyKey:
+    """One table entry: a block config (canonical JSON) on a feature map of ``in_shape``, on one device."""
+
+    device: str  # fingerprint_key(...)
+    role: str
+    config: str
+    in_shape: tuple[int, int, int]  # (C, H, W)
+    out: int  # output channels (classes for a head)
+
+    @classmethod
+    def of(cls, device: str, role: str, cfg: BlockConfig, in_shape: Sequence[int], out: int) -> LatencyKey:
+        config = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return cls(device, role, config, tuple(in_shape), out)
+
+    def _row(self) -> tuple[str, str, str, str, int]:
+        return self.device, self.role, self.config, "x".join(map(str, self.in_shape)), self.out
+
+
+class LatencyTable:
+    """Median milliseconds per block, in an SQLite file.
+
+    SQLite rather than JSON lines: several search workers share one table, and SQLite's own file locking
+    (WAL mode, a busy timeout, one ``INSERT OR REPLACE`` transaction per entry) gives atomic, indexed
+    updates with no torn lines and no whole-file rewrite; it ships with Python. Do not put the file on a
+    network filesystem, where SQLite's locks are unreliable.
+    """
+
+    def __init__(self, path: str | Path, timeout_s: float = 60.0):
+        self.path = Path(path)
+        self.timeout_s = timeout_s
+        with self._connect() as db:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS latency (device TEXT, role TEXT, config TEXT, in_shape TEXT, "
+                       "out INTEGER, ms REAL NOT NULL, PRIMARY KEY (device, role, config, in_shape, out))")
+
+    @contextmanager
+    def _connect(self):
+        """A connection per operation, so a table object survives fork and is never shared across threads;
+        the ``with db`` commits on success."""
+        with closing(sqlite3.connect(self.path, timeout=self.timeout_s)) as db, db:
+            yield db
+
+    def get(self, key: LatencyKey) -> float | None:
+        with self._connect() as db:
+            row = db.execute("SELECT ms FROM latency WHERE device=? AND role=? AND config=? AND in_shape=? AND out=?",
+                             key._row()).fetchone()
+        return None if row is None else row[0]
+
+    def put(self, key: LatencyKey, ms: float) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO latency VALUES (?, ?, ?, ?, ?, ?)", (*key._row(), float(ms)))
+
+    def __len__(self) -> int:
+        with self._connect() as db:
+            return db.execute("SELECT COUNT(*) FROM latency").fetchone()[0]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A genome's latency as the sum of its nodes' table entries.
+
+    ``nodes`` maps graph nodes (``stem``, ``stages[i].downsample``, ``stages[i].blocks[j]``, ``head``) to ms;
+    ``stages`` groups them as ``stem``, ``stages[i]`` (downsample included) and ``head``. ``measured`` counts
+    the distinct entries timed by this call, ``cached`` the nodes answered without timing.
+    """
+
+    total_ms: float
+    nodes: dict[str, float]
+    stages: dict[str, float]
+    measured: int
+    cached: int
+    device: str  # fingerprint_key of the setup the entries were timed under
+
+
+def _node_configs(genome: Genome) -> dict[str, tuple[BlockConfig, int]]:
+    """Graph node name -> (config, output channels as the graph passes them to the config)."""
+    nodes: dict[str, tuple[BlockConfig, int]] = {"stem": (genome.stem, genome.stages[0].width)}
+    for i, stage in enumerate(genome.stages):
+        if stage.downsample is not None:
+            nodes[f"stages[{i}].downsample"] = (stage.downsample, stage.width)
+        for j, block in enumerate(stage.blocks()):
+            nodes[f"stages[{i}].blocks[{j}]"] = (block, stage.width)
+    nodes["head"] = (genome.head, genome.num_classes)
+    return nodes
+
+
+def _stage_label(node: str) -> str:
+    return node.split(".", 1)[0]
+
+
+def _build_node(role: str, cfg: BlockConfig, in_shape: Sequence[int], out: int, seed: int) -> nn.Module:
+    """One node's module, alone. The context holds what any role's module may take; ``create`` drops the
+    rest. drop_path is an identity at inference, so 0 stands in for the network's schedule."""
+    chs, h, w = in_shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create(role, cfg.model_dump(), dim=chs, in_chs=chs, out_chs=out, num_classes=out, size=(h, w),
+                      drop_path=0.0)
+
+
+def predict_latency(genome: Genome | str | Path | dict[str, Any], table: LatencyTable,
+                    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch: int = 1,
+                    threads: int | None = None, warmup: int = 10, repeats: int = 50, seed: int = 0) -> Prediction:
+    """Sum of per-node medians from ``table``, timing each missing entry once, alone, on a channels-last
+    input of its graph ``in_shape``, and storing it. Equal nodes (same config, shapes, device) share an entry,
+    so a stage of identical blocks is timed once."""
+    _check_args(batch, warmup, repeats, threads, None)
+    genome = load_genome(genome)
+    threads = threads if threads is not None else torch.get_num_threads()
+    device_key = fingerprint_key(device_fingerprint(device, dtype, batch, threads))
+    configs = _node_configs(genome)
+    nodes: dict[str, float] = {}
+    measured = 0
+    for name, data in build_graph(genome).nodes(data=True):
+        if data["role"] == "input":
+            continue
+        cfg, out = configs[name]
+        key = LatencyKey.of(device_key, data["role"], cfg, data["in_shape"], out)
+        ms = table.get(key)
+        if ms is None:
+            module = _build_node(data["role"], cfg, data["in_shape"], out, seed)
+            chs, h, w = data["in_shape"]
+            ms = measure_latency(module, (h, w, chs), device, dtype, batch, warmup, repeats, threads).median_ms
+            table.put(key, ms)
+            measured += 1
+        nodes[name] = ms
+    stages: dict[str, float] = {}
+    for name, ms in nodes.items():
+        stages[_stage_label(name)] = stages.get(_stage_label(name), 0.0) + ms
+    return Prediction(total_ms=sum(nodes.values()), nodes=nodes, stages=stages, measured=measured,
+                      cached=len(nodes) - measured, device=device_key)
+
+
+def genome_latency(genome: Genome | str | Path | dict[str, Any], mode: LatencyMode, table: LatencyTable | None = None,
+                   device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch: int = 1,
+                   threads: int | None = None, warmup: int = 10, repeats: int = 50, seed: int = 0) -> float:
+    """Milliseconds for a search objective, by ``mode``:
+
+    - ``measure``: compile the whole network and time it end to end (NCHW input); exact, and slowest.
+    - ``lut``: the sum of per-node table entries (``predict_latency``), timing missing entries once.
+    - ``predict``: today the same number as ``lut``. It is the slot for a per-device correction fitted
+      against end-to-end measurements; none is fitted yet, so none is applied.
+    """
+    genome = load_genome(genome)
+    if mode == "measure":
+        model = compile_model(genome, seed=seed)
+        res = genome.input
+        return measure_latency(model, (res.channels, *res.resolution), device, dtype, batch, warmup, repeats,
+                               threads).median_ms
+    if mode in ("lut", "predict"):
+        if table is None:
+            raise ValueError(f"mode {mode!r} needs a LatencyTable")
+        return predict_latency(genome, table, device, dtype, batch, threads, warmup, repeats, seed).total_ms
+    raise ValueError(f"unknown latency mode {mode!r}; use 'measure', 'lut' or 'predict'")

@@ -1,0 +1,203 @@
+"""On-device latency: real CPU timings of tiny networks (a few repeats each), and the shared lookup table.
+
+No test asserts on speed: the machine is shared. They assert on what a timing must satisfy whatever the load.
+"""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nas import compile_model, load_genome
+from nas.cost.latency import LatencyKey, LatencyTable, device_fingerprint, fingerprint_key, genome_latency, \
+    measure_latency, predict_latency
+from tests.conftest import ROOT
+
+FAST = {"warmup": 1, "repeats": 3}
+
+# Two stages of two identical blocks each: 1 stem + 1 downsample + 2 distinct blocks + 1 head = 5 entries.
+TINY = {
+    "name": "tiny",
+    "input": {"channels": 3, "resolution": 32},
+    "num_classes": 10,
+    "stem": {"type": "conv", "kernel": 4, "stride": 4},
+    "stages": [
+        {"depth": 2, "width": 16, "block": {"mixer": {"type": "sepconv", "kernel": 3}}},
+        {"depth": 2, "width": 32, "downsample": {"type": "conv", "kernel": 2, "stride": 2},
+         "block": {"mixer": {"type": "attention", "heads": 2}}},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_genome(TINY)
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> LatencyTable:
+    return LatencyTable(tmp_path / "latency.sqlite")
+
+
+def test_a_compiled_network_is_timed_with_sane_statistics(tiny):
+    result = measure_latency(compile_model(tiny, seed=0), (3, 32, 32), threads=1, **FAST)
+    assert 0 < result.p10_ms <= result.median_ms <= result.p90_ms
+    assert result.mean_ms > 0 and result.std_ms >= 0
+    assert result.repeats == 3
+
+
+def test_a_block_is_timed_on_its_channels_last_input():
+    seen = []
+    block = nn.Linear(16, 8)
+    block.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape)))
+    measure_latency(block, (4, 4, 16), batch=2, **FAST)
+    assert seen == [(2, 4, 4, 16)] * 4  # warmup + repeats calls, each on (batch, H, W, C)
+
+
+def test_the_fingerprint_records_the_setup():
+    fp = device_fingerprint("cpu", torch.bfloat16, batch=4, threads=1)
+    assert fp["device"] == "cpu" and fp["name"]
+    assert fp["torch"] == torch.__version__
+    assert (fp["dtype"], fp["batch"], fp["threads"], fp["channels_last"], fp["autocast"]) == (
+        "bfloat16", 4, 1, False, None)
+    assert device_fingerprint()["threads"] == torch.get_num_threads()
+
+
+def test_the_fingerprint_key_is_stable_and_tells_setups_apart():
+    fp = device_fingerprint("cpu", threads=1)
+    assert fingerprint_key(fp) == fingerprint_key(dict(reversed(fp.items())))
+    assert fingerprint_key(fp) != fingerprint_key(device_fingerprint("cpu", threads=2))
+    assert fingerprint_key(fp).startswith("cpu-")
+
+
+def test_the_thread_count_is_fixed_while_timing_and_restored_after():
+    before = torch.get_num_threads()
+    seen = []
+    block = nn.Identity()
+    block.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    target = 1 if before != 1 else 2
+    result = measure_latency(block, (8,), threads=target, **FAST)
+    assert set(seen) == {target}
+    assert result.fingerprint["threads"] == target
+    assert torch.get_num_threads() == before
+
+
+def test_the_model_gets_its_training_mode_back():
+    model = nn.Dropout(0.5).train()
+    measure_latency(model, (8,), **FAST)
+    assert model.training
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"repeats": 0}, "repeats must be >= 1"),
+    ({"warmup": -1}, "warmup must be >= 0"),
+    ({"batch": 0}, "batch must be >= 1"),
+    ({"threads": 0}, "threads must be >= 1"),
+    ({"autocast": "int8"}, "autocast must be None, 'bf16' or 'fp16'"),
+    ({"device": "mps"}, "unsupported device"),
+])
+def test_bad_arguments_are_refused_with_a_message(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        measure_latency(nn.Identity(), (8,), **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        measure_latency(nn.Identity(), (8,), device="cuda")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        device_fingerprint("cuda:0")
+
+
+def key(i: int, device: str = "cpu-test") -> LatencyKey:
+    return LatencyKey(device, "block", f'{{"type":"fake","i":{i}}}', (16, 8, 8), 16)
+
+
+def test_the_table_round_trips_through_its_file(tmp_path):
+    path = tmp_path / "lut.sqlite"
+    table = LatencyTable(path)
+    assert table.get(key(1)) is None and len(table) == 0
+    table.put(key(1), 1.5)
+    table.put(key(2), 2.5)
+    table.put(key(1), 1.25)  # a new time replaces the old one
+    reopened = LatencyTable(path)
+    assert (reopened.get(key(1)), reopened.get(key(2)), len(reopened)) == (1.25, 2.5, 2)
+    assert reopened.get(key(1, device="cuda-other")) is None
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from nas.cost.latency import LatencyKey, LatencyTable
+path, worker, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+table = LatencyTable(path)
+(path.parent / f"ready{worker}").touch()
+while not (path.parent / "go").exists():
+    time.sleep(0.001)
+for i in range(n):
+    table.put(LatencyKey("cpu-test", "block", f'{{"worker":{worker},"i":{i}}}', (16, 8, 8), 16), worker + i / n)
+"""
+
+
+def test_two_processes_share_one_table(tmp_path):
+    path, n = tmp_path / "shared.sqlite", 150
+    workers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(w), str(n)], cwd=ROOT)
+               for w in (0, 1)]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready{w}").exists() for w in (0, 1)):  # both open, then write together
+        assert time.monotonic() < deadline and all(p.poll() is None for p in workers), "a writer did not start"
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
+    assert [p.wait(timeout=60) for p in workers] == [0, 0]
+    table = LatencyTable(path)
+    assert len(table) == 2 * n
+    for w in (0, 1):
+        for i in (0, n // 2, n - 1):
+            got = table.get(LatencyKey("cpu-test", "block", f'{{"worker":{w},"i":{i}}}', (16, 8, 8), 16))
+            assert got == pytest.approx(w + i / n)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_prediction_times_each_distinct_node_once_then_is_cached(tiny, table):
+    first = predict_latency(tiny, table, threads=1, **FAST)
+    assert list(first.nodes) == ["stem", "stages[0].blocks[0]", "stages[0].blocks[1]", "stages[1].downsample",
+                                 "stages[1].blocks[0]", "stages[1].blocks[1]", "head"]
+    assert (first.measured, first.cached, len(table)) == (5, 2, 5)
+    assert first.nodes["stages[0].blocks[0]"] == first.nodes["stages[0].blocks[1]"]
+    assert all(ms > 0 for ms in first.nodes.values())
+    second = predict_latency(tiny, table, threads=1, **FAST)
+    assert (second.measured, second.cached, len(table)) == (0, 7, 5)
+    assert second.nodes == first.nodes
+
+
+def test_the_stage_breakdown_sums_to_the_total(tiny, table):
+    prediction = predict_latency(tiny, table, threads=1, **FAST)
+    assert list(prediction.stages) == ["stem", "stages[0]", "stages[1]", "head"]
+    assert sum(prediction.stages.values()) == pytest.approx(prediction.total_ms)
+    assert prediction.stages["stages[1]"] == pytest.approx(
+        sum(ms for node, ms in prediction.nodes.items() if node.startswith("stages[1].")))
+
+
+def test_entries_are_kept_per_setup(tiny, table):
+    one = predict_latency(tiny, table, threads=1, **FAST)
+    two = predict_latency(tiny, table, threads=2, **FAST)
+    assert one.device != two.device
+    assert two.measured == 5 and len(table) == 10
+
+
+def test_search_modes(tiny, table):
+    assert genome_latency(tiny, "measure", threads=1, **FAST) > 0
+    lut = genome_latency(TINY, "lut", table, threads=1, **FAST)
+    assert lut == predict_latency(tiny, table, threads=1, **FAST).total_ms
+    assert genome_latency(tiny, "predict", table, threads=1, **FAST) == lut
+    with pytest.raises(ValueError, match="needs a LatencyTable"):
+        genome_latency(tiny, "lut", threads=1, **FAST)
+    with pytest.raises(ValueError, match="unknown latency mode 'fast'"):
+        genome_latency(tiny, "fast", table)  # type: ignore[arg-type]
