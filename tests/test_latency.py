@@ -69,6 +69,16 @@ def test_the_fingerprint_records_the_setup():
     assert device_fingerprint()["threads"] == torch.get_num_threads()
 
 
+def test_the_fingerprint_records_allocator_settings(monkeypatch):
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    plain = device_fingerprint()
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "4294967296")
+    tuned = device_fingerprint()
+    assert tuned["allocator"]["MALLOC_TRIM_THRESHOLD_"] == "4294967296"
+    assert "MALLOC_TRIM_THRESHOLD_" not in plain["allocator"]
+    assert fingerprint_key(plain) != fingerprint_key(tuned)
+
+
 def test_the_fingerprint_key_is_stable_and_tells_setups_apart():
     fp = device_fingerprint("cpu", threads=1)
     assert fingerprint_key(fp) == fingerprint_key(dict(reversed(fp.items())))

@@ -2,12 +2,15 @@
 latency predicted as the sum of its blocks' table entries.
 
 Every time is tied to a device fingerprint (hardware, torch version, dtype, batch, threads, memory format,
-autocast) because a millisecond measured under one setup says nothing about another.
+autocast, allocator environment) because a millisecond measured under one setup says nothing about another.
+The allocator is in it because on CPU glibc's malloc hands large activations back to the kernel between
+calls: the page faults alone can double a small network's time (benchmarks/LATENCY.md).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import sqlite3
 import time
@@ -30,6 +33,8 @@ from nas.io import load_genome
 Autocast = Literal["bf16", "fp16"]
 LatencyMode = Literal["measure", "lut", "predict"]
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Environment variables that change how the CPU allocator behaves, and so the times.
+ALLOCATOR_ENV = ("LD_PRELOAD", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -62,7 +67,8 @@ def device_fingerprint(device: str | torch.device = "cpu", dtype: torch.dtype = 
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
     return {"device": dev.type, "name": name, "torch": torch.__version__, "dtype": str(dtype).removeprefix("torch."),
             "batch": batch, "threads": threads if threads is not None else torch.get_num_threads(),
-            "channels_last": channels_last, "autocast": autocast}
+            "channels_last": channels_last, "autocast": autocast,
+            "allocator": {k: os.environ[k] for k in ALLOCATOR_ENV if k in os.environ}}
 
 
 def fingerprint_key(fingerprint: dict[str, Any]) -> str:
