@@ -105,7 +105,7 @@ def _check_args(batch: int, warmup: int, repeats: int, threads: int | None, auto
 
 @contextmanager
 def _num_threads(threads: int):
-    """Fix torch's intra-op thread count for the block, then put the caller's count back."""
+    """Fix torch's intra-op thread count while timing, then put the caller's count back."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -307,10 +307,13 @@ def genome_latency(genome: Genome | str | Path | dict[str, Any], mode: LatencyMo
                    threads: int | None = None, warmup: int = 10, repeats: int = 50, seed: int = 0) -> float:
     """Milliseconds for a search objective, by ``mode``:
 
-    - ``measure``: compile the whole network and time it end to end (NCHW input); exact, and slowest.
-    - ``lut``: the sum of per-node table entries (``predict_latency``), timing missing entries once.
+    - ``measure``: compile the whole network and time it end to end (NCHW input): the reference, ~0.4 s a
+      genome on one CPU thread at 224px.
+    - ``lut``: the sum of per-node table entries (``predict_latency``), timing missing entries once; ~6 ms
+      once cached. On CPU it reads about 10% low (blocks timed alone run with warm caches).
     - ``predict``: today the same number as ``lut``. It is the slot for a per-device correction fitted
-      against end-to-end measurements; none is fitted yet, so none is applied.
+      against end-to-end measurements; a single fitted scale did not hold up across runs
+      (benchmarks/LATENCY.md), so none is applied.
     """
     genome = load_genome(genome)
     if mode == "measure":
