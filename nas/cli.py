@@ -58,7 +58,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     genome = with_resolution(load_genome(args.genome), args.resolution)
     device = resolve_device(args.device)
     report = profile(genome, batch=args.batch, dtype=args.dtype, device=device, fvcore=args.fvcore,
-                     latency=args.latency, threads=args.threads, repeats=args.repeats)
+                     latency=args.latency, threads=args.threads, repeats=args.repeats, table=args.table)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -89,7 +89,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         lat = report["latency"]
         print(f"latency (measured end to end): median {lat['median_ms']:.2f} ms, p10 {lat['p10_ms']:.2f}, "
               f"p90 {lat['p90_ms']:.2f} over {lat['repeats']} runs; {lat['fingerprint_text']}")
-        print(f"latency share per part: from per-block timings summing to {lat['predicted_ms']:.2f} ms")
+        print(f"latency share per part: from per-block timings summing to {lat['predicted_ms']:.2f} ms "
+              f"({lat['table_measured']} newly timed, cached in {lat['table']})")
     return 0
 
 
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", action="store_true", help="measure latency on the device")
     p.add_argument("--threads", type=int, help="CPU threads for latency (default: torch's current setting)")
     p.add_argument("--repeats", type=int, default=30, help="timed runs for latency (default 30)")
+    p.add_argument("--table", metavar="PATH", help="per-block latency cache (default $NAS_CACHE_DIR or "
+                   "~/.cache/nas/latency.sqlite)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_profile)
 

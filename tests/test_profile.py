@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import run_nas
 
 
@@ -35,3 +37,21 @@ def test_profile_bad_input():
     assert device.returncode == 2 and "expected auto, cpu or cuda" in device.stderr
     batch = run_nas("profile", "zoo:deit_s", "--batch", "0")
     assert batch.returncode == 2 and "--batch must be at least 1" in batch.stderr
+
+
+def test_profile_latency_measures_on_the_device_and_caches_blocks(hybrid_file, tmp_path):
+    table = tmp_path / "latency.sqlite"
+    args = ("profile", hybrid_file, "--latency", "--device", "cpu", "--threads", "1", "--repeats", "3",
+            "--table", table, "--json")
+    first = run_nas(*args)
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    latency = report["latency"]
+    assert 0 < latency["p10_ms"] <= latency["median_ms"] <= latency["p90_ms"]
+    assert latency["fingerprint"]["threads"] == 1 and latency["fingerprint"]["device"] == "cpu"
+    assert sum(p["latency_share"] for p in report["parts"]) == pytest.approx(1.0)
+    assert latency["table_measured"] > 0 and table.exists()
+    second = json.loads(run_nas(*args).stdout)["latency"]
+    assert second["table_measured"] == 0  # every block came from the table
+    text = run_nas("profile", hybrid_file, "--latency", "--repeats", "3", "--table", table)
+    assert text.returncode == 0 and "latency (measured end to end): median" in text.stdout

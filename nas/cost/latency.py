@@ -4,7 +4,7 @@ latency predicted as the sum of its blocks' table entries.
 Every time is tied to a device fingerprint (hardware, torch version, dtype, batch, threads, memory format,
 autocast, allocator environment) because a millisecond measured under one setup says nothing about another.
 The allocator is in it because on CPU glibc's malloc hands large activations back to the kernel between
-calls: the page faults alone can double a small network's time (benchmarks/LATENCY.md).
+calls: the page faults alone can double a small network's time (benchmarks/BENCHMARKS.md, "Latency").
 """
 from __future__ import annotations
 
@@ -313,7 +313,7 @@ def genome_latency(genome: Genome | str | Path | dict[str, Any], mode: LatencyMo
       once cached. On CPU it reads about 10% low (blocks timed alone run with warm caches).
     - ``predict``: today the same number as ``lut``. It is the slot for a per-device correction fitted
       against end-to-end measurements; a single fitted scale did not hold up across runs
-      (benchmarks/LATENCY.md), so none is applied.
+      (benchmarks/BENCHMARKS.md, "Latency"), so none is applied.
     """
     genome = load_genome(genome)
     if mode == "measure":

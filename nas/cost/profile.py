@@ -1,6 +1,8 @@
 """``nas profile``: a genome's cost per stage, as data the CLI prints as a table or as JSON."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,7 +41,7 @@ def _fvcore_name(part: str) -> str:
 
 def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: str = "cpu",
             fvcore: bool = False, latency: bool = False, threads: int | None = None,
-            repeats: int = 30) -> dict[str, Any]:
+            repeats: int = 30, table: str | Path | None = None) -> dict[str, Any]:
     """Per-part and total params and FLOPs; with ``fvcore`` the traced count beside each; with ``latency`` the
     measured end-to-end latency and each part's share of the summed per-block latencies."""
     if batch < 1:
@@ -66,12 +68,43 @@ def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: s
         report["total"]["fvcore_flops"] = counted[""]
     if latency:
         report["latency"] = _latency(genome, batch=batch, dtype=dtype, device=device, threads=threads,
-                                     repeats=repeats)
+                                     repeats=repeats, table=table)
         shares = report["latency"].pop("parts")
         for row in report["parts"]:
             row["latency_share"] = shares.get(row["name"], 0.0)
     return report
 
 
-def _latency(genome: Genome, **options: Any) -> dict[str, Any]:
-    raise NotImplementedError
+def default_table_path() -> Path:
+    """Where per-block latencies are cached: ``$NAS_CACHE_DIR`` or ``~/.cache/nas``."""
+    root = os.environ.get("NAS_CACHE_DIR") or Path.home() / ".cache" / "nas"
+    return Path(root) / "latency.sqlite"
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _latency(genome: Genome, *, batch: int, dtype: str, device: str, threads: int | None, repeats: int,
+             table: str | Path | None = None) -> dict[str, Any]:
+    """End-to-end median, plus each part's share of the per-block table sum. Half precision runs as
+    float32 weights under autocast on CUDA, and as plain float32 on CPU (where it is rarely faster)."""
+    from nas.cost.latency import LatencyTable, measure_latency, predict_latency
+
+    autocast = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype) if device.startswith("cuda") else None
+    run_dtype = torch.float32 if autocast or not device.startswith("cuda") else _DTYPES[dtype]
+    path = Path(table) if table else default_table_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    res = genome.input
+    model = compile_model(genome, seed=0)
+    result = measure_latency(model, (res.channels, *res.resolution), device, run_dtype, batch,
+                             warmup=max(repeats // 5, 2), repeats=repeats, threads=threads, autocast=autocast)
+    prediction = predict_latency(genome, LatencyTable(path), device, run_dtype, batch, threads,
+                                 warmup=max(repeats // 5, 2), repeats=repeats)
+    fp = result.fingerprint
+    return {"median_ms": result.median_ms, "p10_ms": result.p10_ms, "p90_ms": result.p90_ms,
+            "repeats": result.repeats, "fingerprint": fp,
+            "fingerprint_text": f"{fp['name']}, torch {fp['torch']}, {fp['dtype']}"
+                                f"{' autocast ' + fp['autocast'] if fp.get('autocast') else ''}, "
+                                f"batch {fp['batch']}, {fp['threads']} threads",
+            "predicted_ms": prediction.total_ms, "table": str(path), "table_measured": prediction.measured,
+            "parts": {name: ms / prediction.total_ms for name, ms in prediction.stages.items()}}
