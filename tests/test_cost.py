@@ -75,3 +75,16 @@ def test_analytic_flops_equal_fvcore_on_random_genomes(space):
         assert analytic_cost(genome).flops == pytest.approx(counted, rel=0.005)
         assert sum(p.numel() for p in model.parameters()) == analytic_cost(genome).params
         checked += 1
+
+
+def test_what_fvcore_cannot_count_is_zero_in_both_counts():
+    """fvcore has no handle for average pooling or element-wise ops (activations, residual adds); the
+    convention follows it and counts them as zero, so PoolFormer's pooling costs nothing in either count."""
+    from fvcore.nn import FlopCountAnalysis
+
+    genome = load_genome("zoo:poolformerv2_s12")
+    analysis = FlopCountAnalysis(compile_model(genome).eval(), torch.randn(1, 3, 224, 224))
+    analysis.unsupported_ops_warnings(False)
+    assert analysis.total() == analytic_cost(genome).flops
+    assert {"aten::avg_pool2d", "aten::add", "aten::sub"} <= set(analysis.unsupported_ops())
+    assert analysis.by_module()["stages.0.blocks.0.mixer"] == genome.stages[0].block.mixer.flops((64, 56, 56), 64) == 0

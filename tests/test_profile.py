@@ -27,6 +27,8 @@ def test_profile_json_overrides_resolution_and_batch():
     assert report["input"] == [3, 160, 160] and report["batch"] == 8
     assert report["parts"][1]["out_shape"] == [384, 10, 10]
     assert sum(p["flops"] for p in report["parts"]) == report["total"]["flops"]
+    assert sum(b["flops"] for b in report["blocks"]) == report["total"]["flops"]
+    assert [b["path"] for b in report["blocks"][:3]] == ["stem", "stages[0].block", "stages[0].block"]
     assert report["memory"]["estimate"] is True and report["memory"]["peak_bytes"] > 4 * report["total"]["params"]
 
 
@@ -51,6 +53,7 @@ def test_profile_latency_measures_on_the_device_and_caches_blocks(hybrid_file, t
     assert latency["fingerprint"]["threads"] == 1 and latency["fingerprint"]["device"] == "cpu"
     assert sum(p["latency_share"] for p in report["parts"]) == pytest.approx(1.0)
     assert latency["table_measured"] > 0 and table.exists()
+    assert sum(b["latency_ms"] for b in report["blocks"]) == pytest.approx(latency["predicted_ms"])
     second = json.loads(run_nas(*args).stdout)["latency"]
     assert second["table_measured"] == 0  # every block came from the table
     text = run_nas("profile", hybrid_file, "--latency", "--repeats", "3", "--table", table)

@@ -11,6 +11,7 @@ from nas.compiler import compile_model
 from nas.cost.analytic import analytic_cost, peak_memory_estimate, stage_costs
 from nas.errors import InputError
 from nas.genome import Genome
+from nas.graph import build_graph
 from nas.io import load_genome
 
 FVCORE_MODULES = {"stem": "stem", "head": "head"}
@@ -46,7 +47,8 @@ def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: s
     measured end-to-end latency and each part's share of the summed per-block latencies."""
     if batch < 1:
         raise InputError(f"--batch must be at least 1, got {batch}")
-    parts = stage_costs(genome)
+    graph = build_graph(genome)
+    parts = stage_costs(genome, graph)
     total = analytic_cost(genome)
     channels, (height, width) = genome.input.channels, genome.input.resolution
     report: dict[str, Any] = {
@@ -54,6 +56,9 @@ def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: s
         "dtype": dtype, "device": device,
         "parts": [{"name": p.name, "blocks": p.blocks, "out_shape": list(p.out_shape), "params": p.cost.params,
                    "flops": p.cost.flops} for p in parts],
+        "blocks": [{"node": node, "path": d["path"], "type": d["type"], "out_shape": list(d["out_shape"]),
+                    "params": d["params"], "flops": d["flops"]} for node, d in graph.nodes(data=True)
+                   if d["role"] != "input"],
         "total": {"params": total.params, "trainable_params": total.trainable_params,
                   "frozen_params": total.frozen_params, "flops": total.flops},
         "memory": {"peak_bytes": peak_memory_estimate(genome, batch, dtype), "estimate": True,
@@ -70,6 +75,8 @@ def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: s
         report["latency"] = _latency(genome, batch=batch, dtype=dtype, device=device, threads=threads,
                                      repeats=repeats, table=table)
         shares = report["latency"].pop("parts")
+        for row in report["blocks"]:
+            row["latency_ms"] = report["latency"]["nodes"][row["node"]]
         for row in report["parts"]:
             row["latency_share"] = shares.get(row["name"], 0.0)
     return report
@@ -107,4 +114,5 @@ def _latency(genome: Genome, *, batch: int, dtype: str, device: str, threads: in
                                 f"{' autocast ' + fp['autocast'] if fp.get('autocast') else ''}, "
                                 f"batch {fp['batch']}, {fp['threads']} threads",
             "predicted_ms": prediction.total_ms, "table": str(path), "table_measured": prediction.measured,
-            "parts": {name: ms / prediction.total_ms for name, ms in prediction.stages.items()}}
+            "parts": {name: ms / prediction.total_ms for name, ms in prediction.stages.items()},
+            "nodes": prediction.nodes}
