@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from blocks import CONFIGS
@@ -132,8 +133,6 @@ def line_of(text: str | None, path: str) -> int | None:
     """1-based line of the YAML node at ``path``, or of its deepest existing parent."""
     if not text or not path:
         return None
-    import yaml
-
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:

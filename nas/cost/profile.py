@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from nas.compiler import compile_model
-from nas.cost.analytic import analytic_cost, peak_memory_estimate, stage_costs
+from nas.cost.analytic import ZERO, peak_memory_estimate, stage_costs
 from nas.errors import InputError
 from nas.genome import Genome
 from nas.graph import build_graph
@@ -49,7 +49,7 @@ def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: s
         raise InputError(f"--batch must be at least 1, got {batch}")
     graph = build_graph(genome)
     parts = stage_costs(genome, graph)
-    total = analytic_cost(genome)
+    total = sum((p.cost for p in parts), ZERO)
     channels, (height, width) = genome.input.channels, genome.input.resolution
     report: dict[str, Any] = {
         "name": genome.name, "hash": genome.content_hash(), "input": [channels, height, width], "batch": batch,
@@ -61,7 +61,7 @@ def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: s
                    if d["role"] != "input"],
         "total": {"params": total.params, "trainable_params": total.trainable_params,
                   "frozen_params": total.frozen_params, "flops": total.flops},
-        "memory": {"peak_bytes": peak_memory_estimate(genome, batch, dtype), "estimate": True,
+        "memory": {"peak_bytes": peak_memory_estimate(genome, batch, dtype, graph), "estimate": True,
                    "method": "weights + the largest input, output and workspace of one block at this batch"},
     }
     if fvcore:
