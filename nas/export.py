@@ -14,9 +14,10 @@ import textwrap
 import types
 from pathlib import Path
 
-from blocks import MODULES, BlockConfig
+from blocks import MODULES
 from nas.errors import NasError
 from nas.genome import Genome
+from nas.graph import build_graph
 from nas.network import Network
 
 _OUR_PACKAGES = ("blocks", "nas")
@@ -125,10 +126,8 @@ def _import_line(name: str, module: types.ModuleType) -> str:
 
 def used_modules(genome: Genome) -> dict[str, dict[str, type]]:
     """The slice of the module registry this genome needs."""
-    configs: list[BlockConfig] = [genome.stem, genome.head]
-    for stage in genome.stages:
-        configs += ([stage.downsample] if stage.downsample else []) + list(stage.pattern or [stage.block])
-    classes = {type(c).module for root in configs for c in root.walk()}
+    roots = [data["config"] for _, data in build_graph(genome).nodes(data=True) if data["config"] is not None]
+    classes = {type(c).module for root in roots for c in root.walk()}
     return {role: {tag: cls for tag, cls in sorted(table.items()) if cls in classes}
             for role, table in MODULES.items() if any(cls in classes for cls in table.values())}
 

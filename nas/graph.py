@@ -17,13 +17,13 @@ from nas.genome import Genome
 
 
 def build_graph(genome: Genome) -> nx.DiGraph:
-    """Nodes in forward order, each with role, type, YAML path, stage, shapes, params, frozen, flops and
-    workspace (see ``BlockConfig``)."""
+    """Nodes in forward order, each with role, type, its config and the output channels it is given, YAML path,
+    stage, shapes, params, frozen, flops and workspace (see ``BlockConfig``)."""
     graph = nx.DiGraph(name=genome.name)
     res = genome.input.resolution
     shape: Shape = (genome.input.channels, res[0], res[1])
-    graph.add_node("input", role="input", type="image", path="input", stage=-1, in_shape=shape, out_shape=shape,
-                   params=0, frozen=0, flops=0, workspace=0)
+    graph.add_node("input", role="input", type="image", config=None, out=shape[0], path="input", stage=-1,
+                   in_shape=shape, out_shape=shape, params=0, frozen=0, flops=0, workspace=0)
     last = "input"
     seen: dict[tuple[int, Shape, int], dict] = {}  # a stage repeats the same config objects
 
@@ -43,7 +43,8 @@ def build_graph(genome: Genome) -> nx.DiGraph:
                                           f"downsampling: at {path}, {err.message}")) from None
             raise GenomeError(Problem(join_path(path, err.field) or path, err.message)) from None
         out_shape = cfg.out_shape(shape, out)
-        data = dict(role=role, type=cfg.type, path=path, stage=stage, in_shape=shape, out_shape=out_shape,
+        data = dict(role=role, type=cfg.type, config=cfg, out=out, path=path, stage=stage, in_shape=shape,
+                    out_shape=out_shape,
                     params=cfg.params(shape, out), frozen=cfg.frozen_params(shape, out), flops=cfg.flops(shape, out),
                     workspace=cfg.workspace(shape, out))
         seen[(id(cfg), shape, out)] = data
@@ -74,9 +75,10 @@ def check_genome(genome: Genome) -> None:
 
 
 def _flat(graph: nx.DiGraph) -> nx.DiGraph:
-    """A copy with tuple shapes written as strings, which GraphML and DOT accept."""
+    """A copy with tuple shapes written as strings and configs left out, which GraphML and DOT accept."""
     flat = graph.copy()
     for _, data in flat.nodes(data=True):
+        del data["config"]
         for key in ("in_shape", "out_shape"):
             data[key] = "x".join(str(v) for v in data[key])
     return flat

@@ -243,18 +243,6 @@ class Prediction:
     device: str  # fingerprint_key of the setup the entries were timed under
 
 
-def _node_configs(genome: Genome) -> dict[str, tuple[BlockConfig, int]]:
-    """Graph node name -> (config, output channels as the graph passes them to the config)."""
-    nodes: dict[str, tuple[BlockConfig, int]] = {"stem": (genome.stem, genome.stages[0].width)}
-    for i, stage in enumerate(genome.stages):
-        if stage.downsample is not None:
-            nodes[f"stages[{i}].downsample"] = (stage.downsample, stage.width)
-        for j, block in enumerate(stage.blocks()):
-            nodes[f"stages[{i}].blocks[{j}]"] = (block, stage.width)
-    nodes["head"] = (genome.head, genome.num_classes)
-    return nodes
-
-
 def _stage_label(node: str) -> str:
     return node.split(".", 1)[0]
 
@@ -279,13 +267,12 @@ def predict_latency(genome: Genome | str | Path | dict[str, Any], table: Latency
     genome = load_genome(genome)
     threads = threads if threads is not None else torch.get_num_threads()
     device_key = fingerprint_key(device_fingerprint(device, dtype, batch, threads))
-    configs = _node_configs(genome)
     nodes: dict[str, float] = {}
     measured = 0
     for name, data in build_graph(genome).nodes(data=True):
         if data["role"] == "input":
             continue
-        cfg, out = configs[name]
+        cfg, out = data["config"], data["out"]
         key = LatencyKey.of(device_key, data["role"], cfg, data["in_shape"], out)
         ms = table.get(key)
         if ms is None:
