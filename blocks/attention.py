@@ -54,6 +54,11 @@ class AttentionConfig(BlockConfig):
     """Give ``heads`` or ``head_dim`` (default head_dim 32); ``window`` restricts attention to windows."""
 
     type: Literal["attention"] = "attention"
+    examples = (
+        {},
+        {'heads': 4, 'qkv_bias': True, 'proj_bias': True, 'window': 4},
+        {'heads': 2, 'head_dim': 8},
+    )
     heads: PositiveInt | None = None
     head_dim: PositiveInt | None = None
     qkv_bias: bool = False

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import inspect
 from functools import cached_property
-from collections.abc import Iterator
-from typing import ClassVar
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 from torch import nn
@@ -22,6 +22,9 @@ ROLES = ("stem", "downsample", "block", "mixer", "mlp", "norm", "head")
 MODULES: dict[str, dict[str, type[nn.Module]]] = {}
 # role -> type -> config class.
 CONFIGS: dict[str, dict[str, type[BlockConfig]]] = {}
+# traced op name -> FLOP counter, for ops fvcore does not count (FFTs, custom scans). A counter takes the
+# op's traced inputs and outputs, as fvcore handles do, and returns multiply-accumulates.
+FLOP_HANDLES: dict[str, Callable[[list[Any], list[Any]], int]] = {}
 
 
 class ShapeError(ValueError):
@@ -49,6 +52,15 @@ class BlockConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     module: ClassVar[type[nn.Module]]
+    # Configs tests/test_blocks.py builds and checks against the module, besides the all-defaults one
+    # (which is skipped when a field is required).
+    examples: ClassVar[tuple[dict[str, Any], ...]] = ()
+
+    @property
+    def resamples(self) -> bool:
+        """A block that may change channels and stride: a stage's first block then maps the incoming channels
+        to the stage width and takes the stage's ``stride`` (ResNet, MobileNet)."""
+        return "stride" in type(self).model_fields
 
     def out_shape(self, shape: Shape, out: int) -> Shape:
         return shape
@@ -96,6 +108,17 @@ class BlockConfig(BaseModel):
             yield from child.walk()
 
 
+def flop_handle(op: str):
+    """Decorator: count FLOPs of a traced op (``aten::fft_rfft2``, ``prim::PythonOp.SelectiveScan``) that
+    fvcore does not know. Lives with the block that uses the op."""
+
+    def decorate(fn):
+        FLOP_HANDLES[op] = fn
+        return fn
+
+    return decorate
+
+
 def check_within(name: str, child: BlockConfig, shape: Shape) -> None:
     """Check a nested config, prefixing its error path with the field that holds it."""
     try:
@@ -135,6 +158,20 @@ def create(role, cfg, **context):
 def repeat_pattern(pattern, depth):
     """A stage's blocks: its pattern repeated, and cut, to its depth."""
     return [pattern[i % len(pattern)] for i in range(depth)]
+
+
+def strided(block: dict, stride: int) -> dict:
+    """A block dict striding by ``stride``; a composite passes the stride to its first sub-block."""
+    if isinstance(block.get("blocks"), list):
+        return {**block, "blocks": [strided(block["blocks"][0], stride), *block["blocks"][1:]]}
+    return {**block, "stride": stride}
+
+
+def stage_blocks(stage: dict) -> list[dict]:
+    """A stage's block dicts: its pattern repeated, and cut, to its depth, the first taking the stage stride."""
+    blocks = repeat_pattern(stage.get("pattern") or [stage["block"]], stage["depth"])
+    stride = stage.get("stride", 1)
+    return [strided(blocks[0], stride), *blocks[1:]] if stride != 1 else blocks
 
 
 def conv_out(size, kernel, stride, padding):

@@ -27,14 +27,16 @@ def nhwc(x):
 
 
 class ConvDownsample(nn.Module):
-    """norm -> strided conv -> norm, either norm optional; serves as stem and as stage downsampling."""
+    """norm -> strided conv -> norm -> act, each but the conv optional; serves as stem and as stage
+    downsampling."""
 
     def __init__(self, in_chs, out_chs, size, kernel, stride, padding, bias=True, pre_norm=None,
-                 post_norm=None, pos_embed=False):
+                 post_norm=None, act="identity", pos_embed=False):
         super().__init__()
         self.pre_norm = create("norm", pre_norm, dim=in_chs) if pre_norm else nn.Identity()
         self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=padding, bias=bias)
         self.post_norm = create("norm", post_norm, dim=out_chs) if post_norm else nn.Identity()
+        self.act = create_act(act)
         out_h, out_w = self.out_size(size)
         self.pos_embed = nn.Parameter(torch.zeros(out_h, out_w, out_chs)) if pos_embed else None
         if pos_embed:
@@ -44,19 +46,26 @@ class ConvDownsample(nn.Module):
         return conv_out(size, self.conv.kernel_size[0], self.conv.stride[0], self.conv.padding[0])
 
     def forward(self, x):
-        x = self.post_norm(nhwc(self.conv(nchw(self.pre_norm(x)))))
+        x = self.act(self.post_norm(nhwc(self.conv(nchw(self.pre_norm(x))))))
         return x if self.pos_embed is None else x + self.pos_embed
 
 
 @register("stem", "downsample", module=ConvDownsample)
 class ConvDownsampleConfig(BlockConfig):
     type: Literal["conv"] = "conv"
+    examples = (
+        {'kernel': 4, 'stride': 4},
+        {'kernel': 7, 'stride': 4, 'padding': 2, 'post_norm': 'layernorm', 'pos_embed': True},
+        {'kernel': 3, 'stride': 2, 'pre_norm': {'type': 'layernorm', 'bias': False}},
+        {'kernel': 2, 'stride': 2, 'post_norm': 'batchnorm', 'bias': False},
+    )
     kernel: PositiveInt
     stride: PositiveInt
     padding: NonNegativeInt = Field(None, description="default: (kernel - stride + 1) // 2")  # type: ignore[assignment]
     bias: bool = True
     pre_norm: Norm | None = None
     post_norm: Norm | None = None
+    act: Act = "identity"
     pos_embed: bool = Field(False, description="learned absolute position embedding added after the conv")
 
     @model_validator(mode="before")
@@ -110,6 +119,10 @@ class DWConv(nn.Module):
 @register("mixer", module=DWConv)
 class DWConvConfig(BlockConfig):
     type: Literal["dwconv"] = "dwconv"
+    examples = (
+        {},
+        {'kernel': 3, 'bias': False},
+    )
     kernel: OddInt = 7
     bias: bool = True
 
@@ -141,6 +154,10 @@ class SepConv(nn.Module):
 @register("mixer", module=SepConv)
 class SepConvConfig(BlockConfig):
     type: Literal["sepconv"] = "sepconv"
+    examples = (
+        {},
+        {'kernel': 3, 'expansion': 1.5, 'bias': True, 'act1': 'gelu'},
+    )
     kernel: OddInt = 7
     expansion: PositiveFloat = 2.0
     act1: Act = "star_relu"

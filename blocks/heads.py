@@ -89,6 +89,10 @@ class _HeadConfig(BlockConfig):
 @register("head", module=LinearHead)
 class LinearHeadConfig(_HeadConfig):
     type: Literal["linear"] = "linear"
+    examples = (
+        {},
+        {'norm': None, 'bias': False},
+    )
 
     def params(self, shape: Shape, out: int) -> int:
         return self._norm_cost(shape[0], False) + self._fc_params(shape[0], out)
@@ -100,6 +104,10 @@ class LinearHeadConfig(_HeadConfig):
 @register("head", module=MlpHead)
 class MlpHeadConfig(_HeadConfig):
     type: Literal["mlp_head"] = "mlp_head"
+    examples = (
+        {},
+        {'hidden_norm': None, 'act': 'gelu'},
+    )
     ratio: PositiveFloat = 4.0
     act: Act = "squared_relu"
     hidden_norm: Norm | None = Field(default_factory=lambda: LayerNormConfig(eps=1e-5))

@@ -6,7 +6,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-Act = Literal["gelu", "relu", "silu", "star_relu", "squared_relu", "identity"]
+Act = Literal["gelu", "relu", "relu6", "silu", "hardswish", "sigmoid", "star_relu", "squared_relu", "identity"]
 
 
 class StarReLU(nn.Module):
@@ -31,8 +31,14 @@ def create_act(name):
         return nn.GELU()
     if name == "relu":
         return nn.ReLU()
+    if name == "relu6":
+        return nn.ReLU6()
     if name == "silu":
         return nn.SiLU()
+    if name == "hardswish":
+        return nn.Hardswish()
+    if name == "sigmoid":
+        return nn.Sigmoid()
     if name == "star_relu":
         return StarReLU()
     if name == "squared_relu":

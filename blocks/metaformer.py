@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, create, register
+from blocks.base import BlockConfig, Shape, ShapeError, create, register
 from blocks.layers import DropPath, optional_scale
 from blocks.mlp import MlpConfig
 from blocks.norm import LayerNormConfig
@@ -43,6 +43,10 @@ class MetaFormerBlockConfig(BlockConfig):
     """The default block type: ``type: metaformer`` may be left out."""
 
     type: Literal["metaformer"] = "metaformer"
+    examples = (
+        {'mixer': {'type': 'attention', 'heads': 4}, 'layer_scale': 1e-05, 'res_scale': 1.0},
+        {'mixer': 'pooling', 'norm': {'type': 'groupnorm', 'bias': False}, 'mlp': None},
+    )
     mixer: Mixer
     mlp: ChannelMixer | None = Field(default_factory=MlpConfig, description="null: no channel-mixer sub-block")
     norm: Norm = Field(default_factory=LayerNormConfig)
@@ -65,20 +69,60 @@ class MetaFormerBlockConfig(BlockConfig):
 
 
 class SequenceBlock(nn.Sequential):
-    """Sub-blocks applied in order, counted as one block of the stage (MaxViT: MBConv, block, grid)."""
+    """Sub-blocks applied in order, counted as one block of the stage (MaxViT: MBConv, block, grid). The first
+    sub-block may resample; the rest run at its output."""
 
-    def __init__(self, dim, size, blocks, drop_path=0.0):
-        super().__init__(*[create("block", b, dim=dim, in_chs=dim, out_chs=dim, size=size, drop_path=drop_path)
-                           for b in blocks])
+    def __init__(self, dim, size, blocks, in_chs=None, out_chs=None, drop_path=0.0):
+        layers, chs, out = [], in_chs or dim, out_chs or dim
+        for cfg in blocks:
+            layer = create("block", cfg, dim=chs, in_chs=chs, out_chs=out, size=size, drop_path=drop_path)
+            size, chs = layer.out_size(size) if hasattr(layer, "out_size") else size, out
+            layers.append(layer)
+        super().__init__(*layers)
+
+    def out_size(self, size):
+        for layer in self:
+            size = layer.out_size(size) if hasattr(layer, "out_size") else size
+        return size
 
 
 @register("block", module=SequenceBlock)
 class SequenceBlockConfig(BlockConfig):
     type: Literal["sequence"] = "sequence"
+    examples = (
+        {'blocks': [{'type': 'convnext'}, {'mixer': {'type': 'attention', 'window': 4}}]},
+    )
     blocks: list[Block] = Field(min_length=1)
 
+    @property
+    def resamples(self) -> bool:
+        return self.blocks[0].resamples
+
+    def _sites(self, shape: Shape, out: int) -> list[tuple[int, BlockConfig, Shape]]:
+        sites = []
+        for i, block in enumerate(self.blocks):
+            sites.append((i, block, shape))
+            shape = block.out_shape(shape, out)
+        return sites
+
+    def out_shape(self, shape: Shape, out: int) -> Shape:
+        return self.blocks[-1].out_shape(self._sites(shape, out)[-1][2], out)
+
+    def check(self, shape: Shape, out: int) -> None:
+        for i, block, site in self._sites(shape, out):
+            try:
+                block.check(site, out)
+            except ShapeError as err:
+                raise err.within(f"blocks[{i}]") from None
+
     def params(self, shape: Shape, out: int) -> int:
-        return sum(b.params(shape, shape[0]) for b in self.blocks)
+        return sum(block.params(site, out) for _, block, site in self._sites(shape, out))
 
     def flops(self, shape: Shape, out: int) -> int:
-        return sum(b.flops(shape, shape[0]) for b in self.blocks)
+        return sum(block.flops(site, out) for _, block, site in self._sites(shape, out))
+
+    def workspace(self, shape: Shape, out: int) -> int:
+        return max(block.workspace(site, out) for _, block, site in self._sites(shape, out))
+
+    def frozen_params(self, shape: Shape, out: int) -> int:
+        return sum(block.frozen_params(site, out) for _, block, site in self._sites(shape, out))

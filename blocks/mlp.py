@@ -32,6 +32,10 @@ class Mlp(nn.Module):
 @register("mlp", module=Mlp)
 class MlpConfig(BlockConfig):
     type: Literal["mlp"] = "mlp"
+    examples = (
+        {},
+        {'ratio': 2.5, 'act': 'star_relu', 'bias': False},
+    )
     ratio: PositiveFloat = 4.0
     act: Act = "gelu"
     bias: bool = True

@@ -70,6 +70,10 @@ class LayerNormConfig(_AffineNormConfig):
 @register("norm", module=GroupNorm)
 class GroupNormConfig(_AffineNormConfig):
     type: Literal["groupnorm"] = "groupnorm"
+    examples = (
+        {},
+        {'groups': 4, 'bias': False},
+    )
     groups: PositiveInt = 1
     eps: PositiveFloat = 1e-5
 

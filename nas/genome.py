@@ -14,7 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeI
     model_validator
 
 from blocks import CONFIGS, BlockConfig, union
-from blocks.base import repeat_pattern
+from blocks.base import repeat_pattern, strided
 
 Stem = union("stem")
 Downsample = union("downsample")
@@ -46,11 +46,15 @@ class InputSpec(_Model):
 
 
 class StageSpec(_Model):
-    """``depth`` blocks at ``width`` channels: one ``block`` repeated, or a ``pattern`` cycled to the depth."""
+    """``depth`` blocks at ``width`` channels: one ``block`` repeated, or a ``pattern`` cycled to the depth.
+
+    A stage changes resolution and width either with a ``downsample`` module before its blocks (MetaFormer,
+    Swin) or in its first block, through ``stride`` (ResNet, MobileNet), for block types that resample."""
 
     depth: PositiveInt
     width: PositiveInt
     downsample: Downsample | None = None
+    stride: PositiveInt = Field(1, description="the first block's stride, for block types with a stride")
     block: Block | None = None
     pattern: list[Block] | None = Field(None, min_length=1)
 
@@ -58,10 +62,18 @@ class StageSpec(_Model):
     def _block_or_pattern(self) -> StageSpec:
         if (self.block is None) == (self.pattern is None):
             raise ValueError("give exactly one of 'block' or 'pattern'")
+        first = (self.pattern or [self.block])[0]
+        if self.stride != 1 and not first.resamples:
+            raise ValueError(f"stride {self.stride}: a {first.type} block cannot stride; use a downsample, or a "
+                             "block type with a stride (bottleneck, mbconv)")
         return self
 
     def blocks(self) -> list[BlockConfig]:
-        return repeat_pattern(self.pattern or [self.block], self.depth)
+        """The blocks in order; the first carries the stage's stride."""
+        blocks = repeat_pattern(self.pattern or [self.block], self.depth)
+        if self.stride != 1:
+            blocks[0] = type(blocks[0]).model_validate(strided(blocks[0].model_dump(), self.stride))
+        return blocks
 
 
 class Defaults(_Model):

@@ -56,10 +56,11 @@ def build_graph(genome: Genome) -> nx.DiGraph:
     for i, stage in enumerate(genome.stages):
         if stage.downsample is not None:
             add(f"stages[{i}].downsample", "downsample", stage.downsample, f"stages[{i}].downsample", i, stage.width)
-        if shape[0] != stage.width:
+        blocks = stage.blocks()
+        if shape[0] != stage.width and not blocks[0].resamples:
             raise GenomeError(Problem(f"stages[{i}].width", f"{stage.width} differs from the {shape[0]} channels "
                                       "entering the stage; add a downsample to change the width"))
-        for j, block in enumerate(stage.blocks()):
+        for j, block in enumerate(blocks):
             if stage.pattern:
                 path = f"stages[{i}].pattern[{j % len(stage.pattern)}]"
             else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from blocks.base import create, repeat_pattern
+from blocks.base import create, stage_blocks
 
 
 class Stage(nn.Module):
@@ -51,10 +51,12 @@ class Network(nn.Module):
                 downsample = create("downsample", spec["downsample"], in_chs=chs, out_chs=width, size=size)
                 size, chs = downsample.out_size(size), width
             blocks = []
-            for cfg in repeat_pattern(spec.get("pattern") or [spec["block"]], spec["depth"]):
-                blocks.append(create("block", cfg, dim=chs, in_chs=chs, out_chs=width, size=size,
-                                     drop_path=drop_path[len(blocks) + sum(depths[:i])]))
-            chs = width
+            for cfg in stage_blocks(spec):
+                block = create("block", cfg, dim=chs, in_chs=chs, out_chs=width, size=size,
+                               drop_path=drop_path[len(blocks) + sum(depths[:i])])
+                blocks.append(block)
+                # Resampling blocks (a stage's first, for ResNet-like stages) change width and size.
+                size, chs = block.out_size(size) if hasattr(block, "out_size") else size, width
             self.stages.append(Stage(downsample, blocks))
             self.feature_info.append({"num_chs": chs, "reduction": input_size[0] // size[0], "module": f"stages.{i}"})
         self.num_features = chs

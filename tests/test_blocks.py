@@ -1,7 +1,7 @@
 """Every registered block type: module output shape, analytic params and FLOPs against the real module.
 
-A new block type is covered automatically when its config has defaults for every field; otherwise add an
-example below (the test for the registry fails until you do).
+Every registered type is covered: its all-defaults config (when it has no required field) and each config
+in its class's ``examples``. A type with required fields and no examples fails the registry test.
 """
 from __future__ import annotations
 
@@ -12,33 +12,23 @@ from blocks import CONFIGS, create
 from nas.cost.fvcore import fvcore_flops
 from nas.network import count_parameters
 
-EXAMPLES: dict[tuple[str, str], list[dict]] = {
-    ("stem", "conv"): [{"kernel": 4, "stride": 4}, {"kernel": 7, "stride": 4, "padding": 2, "post_norm": "layernorm",
-                                                     "pos_embed": True}],
-    ("downsample", "conv"): [{"kernel": 3, "stride": 2, "pre_norm": {"type": "layernorm", "bias": False}},
-                             {"kernel": 2, "stride": 2, "post_norm": "batchnorm", "bias": False}],
-    ("block", "metaformer"): [{"mixer": {"type": "attention", "heads": 4}, "layer_scale": 1e-5, "res_scale": 1.0},
-                              {"mixer": "pooling", "norm": {"type": "groupnorm", "bias": False}, "mlp": None}],
-    ("block", "sequence"): [{"blocks": [{"type": "convnext"}, {"mixer": {"type": "attention", "window": 4}}]}],
-    ("mixer", "attention"): [{}, {"heads": 4, "qkv_bias": True, "proj_bias": True, "window": 4},
-                             {"heads": 2, "head_dim": 8}],
-    ("mixer", "sepconv"): [{}, {"kernel": 3, "expansion": 1.5, "bias": True, "act1": "gelu"}],
-    ("mixer", "dwconv"): [{}, {"kernel": 3, "bias": False}],
-    ("mlp", "mlp"): [{}, {"ratio": 2.5, "act": "star_relu", "bias": False}],
-    ("norm", "groupnorm"): [{}, {"groups": 4, "bias": False}],
-    ("head", "linear"): [{}, {"norm": None, "bias": False}],
-    ("head", "mlp_head"): [{}, {"hidden_norm": None, "act": "gelu"}],
-}
-
 DIM, SIZE = 32, (8, 8)
+
+
+def _defaults_valid(cls) -> bool:
+    try:
+        cls()
+    except ValueError:
+        return False
+    return True
 
 
 def cases():
     for role, table in sorted(CONFIGS.items()):
         for tag, cls in sorted(table.items()):
-            examples = EXAMPLES.get((role, tag))
-            if examples is None:
-                examples = [{}]
+            examples = list(cls.examples)
+            if _defaults_valid(cls):
+                examples.insert(0, {})
             for i, example in enumerate(examples):
                 yield pytest.param(role, tag, example, id=f"{role}-{tag}-{i}")
 
@@ -84,14 +74,9 @@ def test_block_matches_its_analytic_description(role, tag, example):
 
 
 def test_every_block_type_has_an_example():
-    for role, table in CONFIGS.items():
-        for tag, cls in table.items():
-            if (role, tag) in EXAMPLES:
-                continue
-            try:
-                cls()
-            except Exception as err:  # needs required fields
-                raise AssertionError(f"add an example for {role} {tag!r} to EXAMPLES") from err
+    missing = [f"{role} {tag}" for role, table in CONFIGS.items() for tag, cls in table.items()
+               if not cls.examples and not _defaults_valid(cls)]
+    assert not missing, f"give these configs an ``examples`` tuple: {missing}"
 
 
 def test_blocks_train_and_backpropagate():

@@ -36,6 +36,8 @@ CASES = {
                                      "stages[1]", ["exactly one of 'block' or 'pattern'"]),
     "width changes without a downsample": (BASE.replace(", downsample: {type: conv, kernel: 2, stride: 2}", ""),
                                            "stages[1].width", ["differs from the 64 channels"]),
+    "stride on a block that cannot stride": (BASE.replace("depth: 2, width: 64", "depth: 2, width: 64, stride: 2"),
+                                             "stages[0]", ["stride 2: a metaformer block cannot stride"]),
     "even kernel": (BASE.replace("kernel: 7", "kernel: 4"), "stages[0].block.mixer.kernel", ["must be odd"]),
     "bad default": (BASE + "defaults: {mlp: {ratio: -1}}", "defaults.mlp.ratio", ["greater than 0"]),
     "YAML syntax error": ("stem: {type: conv\nstages: [\n", "", ["line 2", "YAML syntax error at column 7"]),

@@ -13,6 +13,8 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 
+from blocks.base import FLOP_HANDLES
+
 
 def sdpa_flop(inputs: list[Any], outputs: list[Any]) -> int:
     """q @ k^T and attn @ v: (..., N, d) x (..., M, d) then (..., N, M) x (..., M, dv)."""
@@ -30,7 +32,7 @@ def fvcore_by_module(model: torch.nn.Module, inputs: torch.Tensor | Sequence[tor
     was_training = model.training
     model.eval()
     try:
-        analysis = FlopCountAnalysis(model, inputs).set_op_handle(**HANDLES)
+        analysis = FlopCountAnalysis(model, inputs).set_op_handle(**HANDLES, **FLOP_HANDLES)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         logging.getLogger("fvcore").setLevel(logging.ERROR)
         with torch.no_grad():
