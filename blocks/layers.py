@@ -6,7 +6,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-Act = Literal["gelu", "relu", "relu6", "silu", "hardswish", "sigmoid", "star_relu", "squared_relu", "identity"]
+Act = Literal["gelu", "relu", "relu6", "silu", "hardswish", "sigmoid", "tanh", "star_relu", "squared_relu", "identity"]
 
 
 class StarReLU(nn.Module):
@@ -39,6 +39,8 @@ def create_act(name):
         return nn.Hardswish()
     if name == "sigmoid":
         return nn.Sigmoid()
+    if name == "tanh":
+        return nn.Tanh()
     if name == "star_relu":
         return StarReLU()
     if name == "squared_relu":
