@@ -136,14 +136,28 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         print(dump_genome(genome) if args.canonical else (zoo_dir() / f"{args.name}.yaml").read_text(), end="")
         return 0
     reference = yaml.safe_load((zoo_dir() / "reference.yaml").read_text())
-    print(f"{'name':<20} {'params':>9} {'paper':>7} {'GFLOPs':>7} {'paper':>6}  family")
+    print(f"{'name':<20} {'params':>8} {'paper':>6} {'diff':>6}  {'GFLOPs':>6} {'paper':>6} {'diff':>6}  family")
+    notes = []
     for name in zoo_names():
         cost = analytic_cost(load_genome(f"zoo:{name}"))
         ref = reference.get(name, {})
-        print(f"{name:<20} {cost.trainable_params / 1e6:>8.2f}M {ref.get('params_m', '-'):>6}M "
-              f"{cost.flops / 1e9:>7.3f} {ref.get('gflops', '-'):>6}  {ref.get('family', '')}"
-              + ("  (FLOPs differ from the paper: see zoo/reference.yaml)" if ref.get("flops_mismatch") else ""))
+        params, flops = cost.trainable_params / 1e6, cost.flops / 1e9
+        mark = "*" if any(key.endswith("_mismatch") for key in ref) else ""
+        notes += [name] if mark else []
+        print(f"{name:<20} {params:>7.2f}M {_ref(ref.get('params_m')):>6} {_diff(params, ref.get('params_m')):>6}  "
+              f"{flops:>6.3f} {_ref(ref.get('gflops')):>6} {_diff(flops, ref.get('gflops')):>6}  "
+              f"{ref.get('family', '')}{mark}")
+    if notes:
+        print(f"* differs from the paper for a stated reason; see zoo/reference.yaml ({', '.join(notes)})")
     return 0
+
+
+def _ref(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _diff(measured: float, published: float | None) -> str:
+    return "-" if not published else f"{100 * (measured - published) / published:+.1f}%"
 
 
 def cmd_search(args: argparse.Namespace) -> int:
