@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from nas import GenomeError, load_genome
 from nas.io import parse_yaml
@@ -83,3 +84,29 @@ def test_cli_validates_a_space(tmp_path):
     file.write_text(SPACE.replace("[3, 5, 7]", "[3, 4]"))
     result = run_nas("validate", file)
     assert result.returncode == 2 and "stages[0].block.mixer.kernel" in result.stderr and "line 7" in result.stderr
+
+
+def _first_config(cls) -> dict:
+    tag = cls.model_fields["type"].default
+    return {"type": tag, **(cls.examples[0] if cls.examples else {})}
+
+
+@pytest.mark.parametrize("role", ["mixer", "mlp", "block"])
+def test_every_registered_type_can_be_a_choice(role):
+    """Principle 3: a new block type is searchable with no extra code. One choice lists every type of the
+    role; forcing each option gives a genome that validates, compiles and runs."""
+    from blocks import CONFIGS
+    from nas import compile_model
+
+    options = [_first_config(cls) for _, cls in sorted(CONFIGS[role].items())]
+    last = {"block": {"choice": options}} if role == "block" else {"block": {role: {"choice": options}}}
+    if role == "mlp":
+        last["block"]["mixer"] = "pooling"
+    space = {"input": {"resolution": 32}, "num_classes": 5, "stem": {"type": "conv", "kernel": 4, "stride": 4},
+             "stages": [{"depth": 1, "width": 32, **last}]}
+    path = "stages[0].block" if role == "block" else f"stages[0].block.{role}"
+    assert [c.path for c in choices(space)][0] == path
+    for index in range(len(options)):
+        genome = load_genome(instantiate(space, random_picker(random.Random(0), {path: index})))
+        model = compile_model(genome).eval()
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
