@@ -21,6 +21,8 @@ def norm_vector(x, norm):
 
 
 class LinearHead(nn.Module):
+    """Global average pool, optional norm, linear classifier."""
+
     def __init__(self, in_chs, num_classes, norm=None, dropout=0.0, bias=True):
         super().__init__()
         self.norm = create("norm", norm, dim=in_chs) if norm else nn.Identity()

@@ -17,6 +17,8 @@ from blocks.norm import LayerNormConfig
 
 
 class MetaFormerBlock(nn.Module):
+    """norm -> token mixer -> residual, then norm -> channel mixer -> residual; the default block type."""
+
     def __init__(self, dim, size, mixer, mlp=None, norm=None, layer_scale=None, res_scale=None, drop_path=0.0):
         super().__init__()
         self.norm1 = create("norm", norm, dim=dim)

@@ -10,6 +10,8 @@ from blocks.validators import OddInt
 
 
 class Identity(nn.Module):
+    """No token mixing (IdentityFormer): what the rest of the block achieves alone."""
+
     def forward(self, x):
         return x
 

@@ -160,6 +160,33 @@ def _diff(measured: float, published: float | None) -> str:
     return "-" if not published else f"{100 * (measured - published) / published:+.1f}%"
 
 
+def _summary(doc: str | None, width: int = 96) -> str:
+    """A docstring's first sentence on one line."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    end = text.find(". ")
+    text = text if end < 0 else text[:end + 1]
+    return text if len(text) <= width else text[:width - 3].rstrip() + "..."
+
+
+def cmd_blocks(args: argparse.Namespace) -> int:
+    from blocks import CONFIGS
+    from nas.errors import InputError
+
+    roles = [args.role] if args.role else sorted(CONFIGS)
+    if args.role and args.role not in CONFIGS:
+        raise InputError(f"unknown role {args.role!r}; roles are {', '.join(sorted(CONFIGS))}")
+    for role in roles:
+        print(f"{role}:")
+        for tag, cls in sorted(CONFIGS[role].items()):
+            print(f"  {tag:<22} {_summary(cls.module.__doc__ or cls.__doc__)}")
+            if args.fields:
+                for name, field in cls.model_fields.items():
+                    if name != "type":
+                        default = "required" if field.is_required() else f"default {field.get_default()!r}"
+                        print(f"      {name}: {default}")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.io import data_dir
 
@@ -223,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--canonical", action="store_true", help="show the canonical form instead of the file")
     p.set_defaults(func=cmd_zoo)
 
+    p = sub.add_parser("blocks", help="list the block types genomes can use", description="Every registered "
+                       "block type by role (stem, downsample, block, mixer, mlp, norm, head), with its summary.")
+    p.add_argument("role", nargs="?", help="only this role")
+    p.add_argument("--fields", action="store_true", help="also list each type's fields and defaults")
+    p.set_defaults(func=cmd_blocks)
+
     p = sub.add_parser("search", help="search a space under budgets (arrives with issue #5)")
     p.set_defaults(func=cmd_search)
     return parser
@@ -240,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     except NasError as err:
         print("error: " + str(err).replace("\n", "\nerror: "), file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # `nas blocks | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as err:  # the environment, not the genome: unwritable output, full disk, ...
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -69,3 +69,16 @@ def test_unknown_arguments_are_bad_input():
     result = run_nas("validate")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert run_nas("frobnicate").returncode == 2
+
+
+def test_blocks_lists_every_registered_type():
+    from blocks import CONFIGS
+
+    result = run_nas("blocks", "mixer", "--fields")
+    assert result.returncode == 0
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ") and
+              not line.startswith("      ")}
+    assert listed == set(CONFIGS["mixer"])
+    assert "      kernel: default 7" in result.stdout  # dwconv's field
+    bad = run_nas("blocks", "mixers")
+    assert bad.returncode == 2 and "unknown role 'mixers'" in bad.stderr
