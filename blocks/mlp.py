@@ -54,7 +54,7 @@ class MlpConfig(BlockConfig):
         return shape[1] * shape[2] * hidden_width(shape[0], self.ratio)
 
 
-def depthwise_nhwc(conv, x):
+def conv_channels_last(conv, x):
     """Apply an NCHW conv to a channels-last map. (blocks/conv.py imports this file, so its nchw/nhwc
     cannot be imported here.)"""
     return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
@@ -79,7 +79,7 @@ class ConvFfn(nn.Module):
 
     def forward(self, x):
         x = self.fc1(x)
-        y = depthwise_nhwc(self.dwconv, x)
+        y = conv_channels_last(self.dwconv, x)
         return self.fc2(self.act(x + y if self.conv_residual else y))
 
 
@@ -173,7 +173,7 @@ class ConvGlu(nn.Module):
 
     def forward(self, x):
         x, value = self.fc1(x).chunk(2, dim=-1)
-        return self.fc2(self.act(depthwise_nhwc(self.dwconv, x)) * value)
+        return self.fc2(self.act(conv_channels_last(self.dwconv, x)) * value)
 
 
 @register("mlp", module=ConvGlu)

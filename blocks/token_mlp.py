@@ -13,7 +13,7 @@ from blocks.layers import Act, act_params, create_act
 
 def token_hidden_width(tokens, ratio, hidden=None):
     """The token MLP's hidden width: ``hidden`` when given, else ``ratio`` times the token count."""
-    return hidden if hidden is not None else int(round(tokens * ratio))
+    return hidden if hidden is not None else round(tokens * ratio)
 
 
 class TokenMlp(nn.Module):
