@@ -8,22 +8,13 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_va
 from torch import nn
 
 from blocks.base import BlockConfig, Shape, ShapeError, check_within, conv_out, count, create, register
-from blocks.layers import Act, DropPath, act_params, create_act, optional_scale
+from blocks.layers import Act, DropPath, act_params, create_act, nchw, nhwc, optional_scale
 from blocks.mlp import MlpConfig, hidden_width
 from blocks.norm import LayerNormConfig
 from blocks.validators import OddInt
 
 # Annotations name role unions (Norm, Mixer, ChannelMixer, Block): blocks/__init__.py resolves them once
 # every block type is registered, so a union includes types from files imported later.
-
-
-def nchw(x):
-    """Channels-last (B, H, W, C) viewed as NCHW in channels_last memory: no copy."""
-    return x.permute(0, 3, 1, 2)
-
-
-def nhwc(x):
-    return x.permute(0, 2, 3, 1)
 
 
 class ConvDownsample(nn.Module):

@@ -9,6 +9,15 @@ from torch import nn
 Act = Literal["gelu", "relu", "relu6", "silu", "hardswish", "sigmoid", "tanh", "star_relu", "squared_relu", "identity"]
 
 
+def nchw(x):
+    """Channels-last (B, H, W, C) viewed as NCHW in channels_last memory: no copy."""
+    return x.permute(0, 3, 1, 2)
+
+
+def nhwc(x):
+    return x.permute(0, 2, 3, 1)
+
+
 class StarReLU(nn.Module):
     """s * relu(x)^2 + b with learnable scalars (MetaFormer baselines)."""
 

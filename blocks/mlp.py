@@ -8,7 +8,7 @@ from pydantic import Field, PositiveFloat
 from torch import nn
 
 from blocks.base import BlockConfig, Shape, count, register
-from blocks.layers import Act, act_params, create_act
+from blocks.layers import Act, act_params, create_act, nchw, nhwc
 from blocks.validators import OddInt
 
 
@@ -54,12 +54,6 @@ class MlpConfig(BlockConfig):
         return shape[1] * shape[2] * hidden_width(shape[0], self.ratio)
 
 
-def conv_channels_last(conv, x):
-    """Apply an NCHW conv to a channels-last map. (blocks/conv.py imports this file, so its nchw/nhwc
-    cannot be imported here.)"""
-    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-
-
 def depthwise_conv(channels, kernel, bias=True):
     return nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels, bias=bias)
 
@@ -79,7 +73,7 @@ class ConvFfn(nn.Module):
 
     def forward(self, x):
         x = self.fc1(x)
-        y = conv_channels_last(self.dwconv, x)
+        y = nhwc(self.dwconv(nchw(x)))
         return self.fc2(self.act(x + y if self.conv_residual else y))
 
 
@@ -173,7 +167,7 @@ class ConvGlu(nn.Module):
 
     def forward(self, x):
         x, value = self.fc1(x).chunk(2, dim=-1)
-        return self.fc2(self.act(conv_channels_last(self.dwconv, x)) * value)
+        return self.fc2(self.act(nhwc(self.dwconv(nchw(x)))) * value)
 
 
 @register("mlp", module=ConvGlu)
