@@ -1,6 +1,7 @@
 """Recursive gated convolution, gnConv (HorNet): spatial interactions of order n from convs and products."""
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Literal
 
 import torch
@@ -65,7 +66,7 @@ class GnConvConfig(BlockConfig):
 
     def _macs_per_pixel(self, dim: int) -> int:
         widths = self._widths(dim)
-        pointwise = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+        pointwise = sum(a * b for a, b in pairwise(widths))
         return 3 * dim * dim + sum(widths) * self.kernel**2 + pointwise
 
     def params(self, shape: Shape, out: int) -> int:
