@@ -20,12 +20,21 @@ def norm_vector(x, norm):
     return norm(x[:, None, None, :]).flatten(1)
 
 
+def pool_features(x, norm, norm_tokens):
+    """Average-pool a channels-last map, normalising every token first (ViT, Swin) or the pooled vector
+    (ConvNeXt)."""
+    if norm_tokens:
+        return norm(x).mean((1, 2))
+    return norm_vector(x.mean((1, 2)), norm)
+
+
 class LinearHead(nn.Module):
     """Global average pool, optional norm, linear classifier."""
 
-    def __init__(self, in_chs, num_classes, norm=None, dropout=0.0, bias=True):
+    def __init__(self, in_chs, num_classes, norm=None, norm_tokens=False, dropout=0.0, bias=True):
         super().__init__()
         self.norm = create("norm", norm, dim=in_chs) if norm else nn.Identity()
+        self.norm_tokens = norm_tokens
         self.drop = nn.Dropout(dropout)
         self.in_chs, self.bias = in_chs, bias
         self.reset(num_classes)
@@ -34,17 +43,18 @@ class LinearHead(nn.Module):
         self.fc = nn.Linear(self.in_chs, num_classes, bias=self.bias) if num_classes else nn.Identity()
 
     def forward(self, x, pre_logits=False):
-        x = self.drop(norm_vector(x.mean((1, 2)), self.norm))
+        x = self.drop(pool_features(x, self.norm, self.norm_tokens))
         return x if pre_logits else self.fc(x)
 
 
 class MlpHead(nn.Module):
     """Pooled features through a two-layer MLP classifier (MetaFormer's MlpHead)."""
 
-    def __init__(self, in_chs, num_classes, ratio=4.0, act="squared_relu", norm=None, hidden_norm=None,
-                 dropout=0.0, bias=True):
+    def __init__(self, in_chs, num_classes, ratio=4.0, act="squared_relu", norm=None, norm_tokens=False,
+                 hidden_norm=None, dropout=0.0, bias=True):
         super().__init__()
         self.norm = create("norm", norm, dim=in_chs) if norm else nn.Identity()
+        self.norm_tokens = norm_tokens
         self.in_chs, self.hidden = in_chs, hidden_width(in_chs, ratio)
         self.act_name, self.hidden_norm_cfg, self.dropout, self.bias = act, hidden_norm, dropout, bias
         self.reset(num_classes)
@@ -61,7 +71,7 @@ class MlpHead(nn.Module):
             self.fc2 = nn.Linear(self.hidden, num_classes, bias=self.bias)
 
     def forward(self, x, pre_logits=False):
-        x = norm_vector(x.mean((1, 2)), self.norm)
+        x = pool_features(x, self.norm, self.norm_tokens)
         if pre_logits or self.fc2 is None:
             return x
         x = self.drop(norm_vector(self.act(self.fc1(x)), self.hidden_norm))
@@ -70,6 +80,8 @@ class MlpHead(nn.Module):
 
 class _HeadConfig(BlockConfig):
     norm: Norm | None = Field(default_factory=LayerNormConfig, description="applied to the pooled features")
+    norm_tokens: bool = Field(False, description="normalise every token before pooling (ViT, Swin) instead of "
+                                                 "the pooled features (ConvNeXt)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     bias: bool = True
 
@@ -77,12 +89,13 @@ class _HeadConfig(BlockConfig):
         return (out, 1, 1)
 
     def check(self, shape: Shape, out: int) -> None:
-        super().check((shape[0], 1, 1), out)
+        super().check(shape if self.norm_tokens else (shape[0], 1, 1), out)
 
-    def _norm_cost(self, dim: int, flops: bool) -> int:
+    def _norm_cost(self, shape: Shape, flops: bool) -> int:
         if self.norm is None:
             return 0
-        return self.norm.flops((dim, 1, 1), dim) if flops else self.norm.params((dim, 1, 1), dim)
+        site = shape if self.norm_tokens else (shape[0], 1, 1)
+        return self.norm.flops(site, shape[0]) if flops else self.norm.params(site, shape[0])
 
     def _fc_params(self, dim: int, out: int) -> int:
         return (dim * out + out * self.bias) if out else 0
@@ -94,13 +107,14 @@ class LinearHeadConfig(_HeadConfig):
     examples = (
         {},
         {'norm': None, 'bias': False},
+        {'norm_tokens': True, 'dropout': 0.1},
     )
 
     def params(self, shape: Shape, out: int) -> int:
-        return self._norm_cost(shape[0], False) + self._fc_params(shape[0], out)
+        return self._norm_cost(shape, False) + self._fc_params(shape[0], out)
 
     def flops(self, shape: Shape, out: int) -> int:
-        return self._norm_cost(shape[0], True) + shape[0] * out
+        return self._norm_cost(shape, True) + shape[0] * out
 
 
 @register("head", module=MlpHead)
@@ -109,6 +123,7 @@ class MlpHeadConfig(_HeadConfig):
     examples = (
         {},
         {'hidden_norm': None, 'act': 'gelu'},
+        {'norm_tokens': True, 'norm': 'batchnorm'},
     )
     ratio: PositiveFloat = 4.0
     act: Act = "squared_relu"
@@ -117,16 +132,16 @@ class MlpHeadConfig(_HeadConfig):
     def params(self, shape: Shape, out: int) -> int:
         dim = shape[0]
         if not out:
-            return self._norm_cost(dim, False)
+            return self._norm_cost(shape, False)
         hidden = hidden_width(dim, self.ratio)
-        n = self._norm_cost(dim, False) + dim * hidden + hidden * self.bias + act_params(self.act)
+        n = self._norm_cost(shape, False) + dim * hidden + hidden * self.bias + act_params(self.act)
         n += self.hidden_norm.params((hidden, 1, 1), hidden) if self.hidden_norm else 0
         return n + self._fc_params(hidden, out)
 
     def flops(self, shape: Shape, out: int) -> int:
         dim = shape[0]
         if not out:
-            return self._norm_cost(dim, True)
+            return self._norm_cost(shape, True)
         hidden = hidden_width(dim, self.ratio)
-        n = self._norm_cost(dim, True) + dim * hidden + hidden * out
+        n = self._norm_cost(shape, True) + dim * hidden + hidden * out
         return n + (self.hidden_norm.flops((hidden, 1, 1), hidden) if self.hidden_norm else 0)
