@@ -42,7 +42,7 @@ class Bottleneck(nn.Module):
 
 
 def bottleneck_mid(out_chs, ratio):
-    return int(round(out_chs * ratio))
+    return round(out_chs * ratio)
 
 
 @register("block", module=Bottleneck)
