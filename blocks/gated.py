@@ -9,8 +9,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
 from blocks.base import BlockConfig, Shape, ShapeError, check_within, conv_out, count, create, register
-from blocks.conv import nchw, nhwc
-from blocks.layers import Act, DropPath, create_act
+from blocks.layers import Act, DropPath, create_act, nchw, nhwc
 from blocks.norm import LayerNormConfig
 from blocks.validators import OddInt
 

@@ -9,8 +9,7 @@ from pydantic import Field, PositiveFloat
 from torch import nn
 
 from blocks.base import BlockConfig, Shape, ShapeError, count, create, register
-from blocks.conv import nchw, nhwc
-from blocks.layers import DropPath, optional_scale
+from blocks.layers import DropPath, nchw, nhwc, optional_scale
 from blocks.mlp import MlpConfig
 from blocks.norm import BatchNormConfig
 from blocks.validators import OddInt

@@ -10,8 +10,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
 from blocks.base import BlockConfig, Shape, ShapeError, count, create, register
-from blocks.conv import nchw, nhwc
-from blocks.layers import Act, DropPath, create_act, optional_scale
+from blocks.layers import Act, DropPath, create_act, nchw, nhwc, optional_scale
 from blocks.mlp import hidden_width
 from blocks.mobile import SqueezeExcite
 from blocks.validators import OddInt

@@ -9,8 +9,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
 from blocks.base import BlockConfig, Shape, ShapeError, conv_out, count, register
-from blocks.conv import nchw, nhwc
-from blocks.layers import Act, DropPath, create_act
+from blocks.layers import Act, DropPath, create_act, nchw, nhwc
 from blocks.mlp import hidden_width
 from blocks.validators import OddInt
 
