@@ -10,7 +10,7 @@ from torch import nn
 
 from blocks.attention import attention_heads
 from blocks.base import Shape, ShapeError, check_within, conv_out, count, create, register
-from blocks.conv import nchw, nhwc
+from blocks.layers import nchw, nhwc
 from blocks.norm import LayerNormConfig
 from blocks.window_attention import HeadedAttentionConfig
 

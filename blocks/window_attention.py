@@ -14,8 +14,7 @@ from torch import nn
 
 from blocks.attention import attention_heads
 from blocks.base import BlockConfig, Shape, ShapeError, check_within, conv_out, count, create, register
-from blocks.conv import nchw, nhwc
-from blocks.layers import Act, create_act
+from blocks.layers import Act, create_act, nchw, nhwc
 from blocks.mlp import hidden_width
 from blocks.norm import LayerNormConfig
 from blocks.validators import OddInt

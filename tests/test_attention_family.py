@@ -47,7 +47,8 @@ def naive_window_attention(module, x, window, shift=0, grid=False):
     for wr in range(h // window):
         for wc in range(w // window):
             if grid:  # window (wr, wc) holds pixels spaced h // window apart
-                pixels = [(i * (h // window) + wr, j * (w // window) + wc) for i in range(window) for j in range(window)]
+                step_h, step_w = h // window, w // window
+                pixels = [(i * step_h + wr, j * step_w + wc) for i in range(window) for j in range(window)]
             else:
                 pixels = [(wr * window + i, wc * window + j) for i in range(window) for j in range(window)]
             local = [(i, j) for i in range(window) for j in range(window)]  # position within the window
@@ -183,9 +184,11 @@ def test_patch_merging_concatenates_2x2_neighbourhoods_in_swin_order():
 
 @pytest.mark.parametrize(("config", "shape", "field", "message"), [
     ({"type": "window_attention", "window": 3, "heads": 2}, (DIM, 8, 8), "window", "window 3 does not divide the 8x8"),
-    ({"type": "window_attention", "window": 3, "partition": "grid", "heads": 2}, (DIM, 8, 8), "window", "grid 3 does not"),
+    ({"type": "window_attention", "window": 3, "partition": "grid", "heads": 2}, (DIM, 8, 8), "window",
+     "grid 3 does not"),
     ({"type": "window_attention", "window": 4, "heads": 3}, (DIM, 8, 8), "heads", "3 does not divide width 16"),
-    ({"type": "neighborhood_attention", "kernel": 3, "dilation": 3, "heads": 2}, (DIM, 8, 8), "dilation", "at least 9x9"),
+    ({"type": "neighborhood_attention", "kernel": 3, "dilation": 3, "heads": 2}, (DIM, 8, 8), "dilation",
+     "at least 9x9"),
     ({"type": "neighborhood_attention", "kernel": 9, "heads": 2}, (DIM, 8, 8), "kernel", "this stage's is 8x8"),
     ({"type": "reduction_attention", "sr_ratio": 16, "heads": 2}, (DIM, 8, 8), "sr_ratio", "16 is larger than the 8x8"),
 ])
