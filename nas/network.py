@@ -39,6 +39,7 @@ class Network(nn.Module):
         self.features_only = features_only
         chs = stages[0]["width"]
         self.stem = create("stem", genome["stem"], in_chs=genome["input"]["channels"], out_chs=chs, size=size)
+        chs = genome["stem"].get("width") or chs  # a stem may be narrower than the first stage (ResNet)
         input_size, size = size, self.stem.out_size(size)
         depths = [s["depth"] for s in stages]
         rate = genome.get("drop_path_rate", 0.0)
