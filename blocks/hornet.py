@@ -9,7 +9,7 @@ from pydantic import Field, PositiveFloat
 from torch import nn
 
 from blocks.base import BlockConfig, Shape, ShapeError, register
-from blocks.conv import nchw, nhwc
+from blocks.layers import nchw, nhwc
 from blocks.validators import OddInt
 
 

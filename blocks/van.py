@@ -8,8 +8,7 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from blocks.base import BlockConfig, Shape, register
-from blocks.conv import nchw, nhwc
-from blocks.layers import Act, create_act
+from blocks.layers import Act, create_act, nchw, nhwc
 from blocks.validators import OddInt
 
 
