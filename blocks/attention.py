@@ -4,10 +4,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch.nn.functional as F
-from pydantic import PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
 from blocks.base import BlockConfig, Shape, ShapeError, register
+from blocks.layers import nchw, nhwc
+from blocks.validators import OddInt
 
 
 def attention_heads(dim, heads, head_dim):
@@ -25,28 +27,42 @@ class Attention(nn.Module):
     Uses ``F.scaled_dot_product_attention`` so fused kernels run where the device has them.
     """
 
-    def __init__(self, dim, heads=None, head_dim=None, qkv_bias=False, proj_bias=False, window=None):
+    def __init__(self, dim, heads=None, head_dim=None, qkv_bias=False, proj_bias=False, window=None,
+                 local_conv=None):
         super().__init__()
         self.heads, self.head_dim = attention_heads(dim, heads, head_dim)
         inner = self.heads * self.head_dim
         self.window = window
         self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.local_conv = None
+        if local_conv:
+            self.local_conv = nn.Conv2d(inner, inner, local_conv, padding=local_conv // 2, groups=inner)
         self.proj = nn.Linear(inner, dim, bias=proj_bias)
 
     def forward(self, x):
         b, h, w, c = x.shape
+        tokens = self._windows(x) if self.window else x.reshape(b, h * w, c)
+        n_seq, n_tok = tokens.shape[:2]
+        inner = self.heads * self.head_dim
+        q, k, v = self.qkv(tokens).reshape(n_seq, n_tok, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n_seq, n_tok, inner)
+        y = self._to_map(y, b, h, w)
+        if self.local_conv is not None:
+            v = self._to_map(v.transpose(1, 2).reshape(n_seq, n_tok, inner), b, h, w)
+            y = y + nhwc(self.local_conv(nchw(v)))
+        return self.proj(y)
+
+    def _windows(self, x):
+        b, h, w, c = x.shape
         win = self.window
-        if win:
-            x = x.reshape(b, h // win, win, w // win, win, c).transpose(2, 3).reshape(-1, win * win, c)
-        else:
-            x = x.reshape(b, h * w, c)
-        n_seq, n_tok = x.shape[:2]
-        q, k, v = self.qkv(x).reshape(n_seq, n_tok, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v)
-        x = self.proj(x.transpose(1, 2).reshape(n_seq, n_tok, self.heads * self.head_dim))
-        if win:
-            return x.reshape(b, h // win, w // win, win, win, c).transpose(2, 3).reshape(b, h, w, c)
-        return x.reshape(b, h, w, c)
+        return x.reshape(b, h // win, win, w // win, win, c).transpose(2, 3).reshape(-1, win * win, c)
+
+    def _to_map(self, tokens, b, h, w):
+        """(sequences, tokens, C) back to the (B, H, W, C) map, undoing any window partition."""
+        win, c = self.window, tokens.shape[-1]
+        if not win:
+            return tokens.reshape(b, h, w, c)
+        return tokens.reshape(b, h // win, w // win, win, win, c).transpose(2, 3).reshape(b, h, w, c)
 
 
 @register("mixer", module=Attention)
@@ -58,12 +74,16 @@ class AttentionConfig(BlockConfig):
         {},
         {'heads': 4, 'qkv_bias': True, 'proj_bias': True, 'window': 4},
         {'heads': 2, 'head_dim': 8},
+        {'heads': 4, 'local_conv': 3, 'window': 4},
+        {'head_dim': 16, 'local_conv': 5, 'qkv_bias': True},
     )
     heads: PositiveInt | None = None
     head_dim: PositiveInt | None = None
     qkv_bias: bool = False
     proj_bias: bool = False
     window: PositiveInt | None = None
+    local_conv: OddInt | None = Field(None, description="kernel of a depthwise conv over v added to the output "
+                                                        "(SMT's local enhancement, CSWin's LePE)")
 
     @model_validator(mode="before")
     @classmethod
@@ -87,7 +107,8 @@ class AttentionConfig(BlockConfig):
 
     def params(self, shape: Shape, out: int) -> int:
         dim, inner = shape[0], self.inner(shape[0])
-        return 4 * dim * inner + 3 * inner * self.qkv_bias + dim * self.proj_bias
+        local = inner * (self.local_conv**2 + 1) if self.local_conv else 0
+        return 4 * dim * inner + 3 * inner * self.qkv_bias + dim * self.proj_bias + local
 
     def workspace(self, shape: Shape, out: int) -> int:
         """qkv, plus the score matrix an unfused kernel materialises."""
@@ -102,4 +123,5 @@ class AttentionConfig(BlockConfig):
         tokens = h * w
         span = self.window**2 if self.window else tokens  # keys each query attends to
         inner = self.inner(dim)
-        return tokens * (4 * dim * inner + 2 * span * inner)
+        local = inner * self.local_conv**2 if self.local_conv else 0
+        return tokens * (4 * dim * inner + 2 * span * inner + local)
