@@ -39,10 +39,43 @@ def run_clean(model_py: Path, weights: Path, out: Path, chw: str) -> subprocess.
                           capture_output=True, text=True, cwd=model_py.parent, timeout=300)
 
 
-@pytest.mark.parametrize(("spec", "chw"), [("hybrid", "3,64,64"), ("zoo:randformer_s12", "3,224,224"),
-                                           ("zoo:deit_s", "3,224,224")])
-def test_exported_model_matches_the_compiled_model(spec, chw, tmp_path, hybrid_file):
-    source = hybrid_file if spec == "hybrid" else spec
+# One genome crossing the families: inception conv, focal modulation, a spectral filter and a shift MLP, a
+# selective scan, shifted-window attention; SwiGLU and ConvGLU channel mixers; a ResNet-style strided stage.
+FAMILIES_YAML = """\
+name: families
+input: {resolution: 64}
+num_classes: 10
+stem: {type: conv, kernel: 4, stride: 4, post_norm: layernorm}
+defaults:
+  mlp: {type: glu, ratio: 2}
+  downsample: {type: conv, kernel: 2, stride: 2, pre_norm: layernorm}
+stages:
+  - {depth: 2, width: 32, pattern: [{mixer: inception}, {mixer: {type: focal_modulation, focal_level: 2}}]}
+  - {depth: 2, width: 48, pattern: [{mixer: global_filter}, {mixer: shift_mlp, mlp: {type: convglu, ratio: 2}}]}
+  - {depth: 2, width: 64, block: {mixer: {type: ss2d, d_state: 4}}}
+  - {depth: 2, width: 96, pattern: [{mixer: {type: window_attention, window: 2, head_dim: 16}},
+                                    {mixer: {type: window_attention, window: 2, shift: 1, head_dim: 16}}]}
+head: {type: linear, norm_tokens: true}
+"""
+
+
+@pytest.fixture
+def families_file(tmp_path):
+    path = tmp_path / "families.yaml"
+    path.write_text(FAMILIES_YAML)
+    return path
+
+
+def test_a_hybrid_of_every_family_validates(families_file):
+    result = run_nas("validate", families_file)
+    assert result.returncode == 0, result.stderr
+    assert "families" in result.stdout
+
+
+@pytest.mark.parametrize(("spec", "chw"), [("hybrid", "3,64,64"), ("families", "3,64,64"),
+                                           ("zoo:randformer_s12", "3,224,224"), ("zoo:deit_s", "3,224,224")])
+def test_exported_model_matches_the_compiled_model(spec, chw, tmp_path, hybrid_file, families_file):
+    source = {"hybrid": hybrid_file, "families": families_file}.get(spec, spec)
     model_py, weights = tmp_path / "model.py", tmp_path / "weights.pt"
     result = run_nas("compile", source, "-o", model_py, "--weights", weights, "--seed", 3)
     assert result.returncode == 0, result.stderr
