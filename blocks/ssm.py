@@ -53,11 +53,11 @@ class SelectiveSSM(nn.Module):
         y = selective_scan(
             xs.transpose(-1, -2).reshape(batch, directions * width, length),
             delta.transpose(-1, -2).reshape(batch, directions * width, length),
-            -torch.exp(self.A_log.float()),
+            -torch.exp(self.A_log),
             B.transpose(-1, -2).contiguous(),
             C.transpose(-1, -2).contiguous(),
-            self.D.float(),
-            delta_bias=self.dt_bias.reshape(-1).float(),
+            self.D,
+            delta_bias=self.dt_bias.reshape(-1),
             softplus=True,
         )
         return y.reshape(batch, directions, width, length).transpose(-1, -2)  # (batch, K, L, width)
