@@ -5,7 +5,7 @@
 Shapes follow mamba_ssm's ``selective_scan_fn``: u, delta (batch, channels, L); A (channels, N); B, C
 (batch, groups, N, L), where channel c reads group c // (channels // groups); D, delta_bias (channels,).
 
-The pure-torch path is a chunked scan (``chunked_scan``): about 2 sqrt(L) vectorised steps instead of L.
+The pure-torch path is a chunked scan (``chunked_scan``): about 3 sqrt(L) vectorised steps instead of L.
 Every exponent is delta * A <= 0 or a running sum of those, so nothing overflows.
 On CUDA, with ``mamba_ssm`` installed, its fused kernel runs behind the same call.
 """
@@ -37,10 +37,11 @@ def selective_scan_flop(inputs, outputs) -> int:
 def chunked_scan(u, delta, A, B, C, D, chunk=None):
     """The scan with delta already final (biased, softplus applied), as plain autograd ops.
 
-    Tokens split into chunks of ``chunk`` (default about sqrt(L)). One loop over the position within a chunk
-    runs every chunk's recurrence at once from a zero state; a second, over chunks, carries the state across
-    chunk ends; then each token adds its chunk's entering state times exp(S_t), S_t the cumulative log-decay
-    since the chunk start. 2 sqrt(L) steps instead of L, every exponent <= 0.
+    Tokens split into chunks of ``chunk`` (default about sqrt(L)). A sweep over the position within a chunk
+    runs every chunk's recurrence at once from a zero state, keeping each chunk's total log-decay; a loop over
+    chunks then gives the state entering each chunk; a second sweep carries those states through their
+    chunks and adds their share of y. About 3 sqrt(L) vectorised steps instead of L, and no tensor of size
+    (L, channels, state) is ever stored, so the steps stay in cache. Every exponent is <= 0.
     """
     batch, channels, length = u.shape
     groups, state = B.shape[1], A.shape[1]
@@ -51,31 +52,37 @@ def chunked_scan(u, delta, A, B, C, D, chunk=None):
         u, delta, B, C = (F.pad(t, (0, pad)) for t in (u, delta, B, C))
     chunks = (length + pad) // chunk
 
-    def time_major(t):  # (batch, ..., L) -> (chunks, chunk, batch, ...)
-        t = t.movedim(-1, 0)
-        return t.reshape(chunks, chunk, *t.shape[1:])
+    def position_major(t):  # (..., L) -> (chunk, chunks, ...): one slice per position within the chunks
+        t = t.reshape(*t.shape[:-1], chunks, chunk)
+        return t.movedim(-1, 0).movedim(-1, 1).contiguous()
 
-    # (chunks, chunk, batch, groups, per_group, state)
-    dt = time_major(delta.reshape(batch, groups, per_group, 1, -1))
-    log_decay = dt * A.reshape(groups, per_group, state)
-    inputs = dt * time_major(u.reshape(batch, groups, per_group, 1, -1)) * \
-        time_major(B.reshape(batch, groups, 1, state, -1))
-    decay = log_decay.exp()
-    h = inputs.new_zeros(inputs[:, 0].shape)
-    states = []
+    # (chunk, chunks, batch, groups, per_group or 1, 1 or state)
+    dt = position_major(delta.reshape(batch, groups, per_group, 1, -1))
+    dt_u = position_major((delta * u).reshape(batch, groups, per_group, 1, -1))
+    B, C = (position_major(t.reshape(batch, groups, 1, state, -1)) for t in (B, C))
+    A = A.reshape(groups, per_group, state)
+
+    h = u.new_zeros(chunks, batch, groups, per_group, state)
+    chunk_log_decay = torch.zeros_like(h)
+    y_within = []
     for t in range(chunk):  # every chunk at once, from a zero state
-        h = decay[:, t] * h + inputs[:, t]
-        states.append(h)
-    states = torch.stack(states, 1)
-    chunk_decay = log_decay.sum(1).exp()
-    h = states.new_zeros(states[0, 0].shape)
+        log_decay = dt[t] * A
+        chunk_log_decay = chunk_log_decay + log_decay
+        h = log_decay.exp() * h + dt_u[t] * B[t]
+        y_within.append((h * C[t]).sum(-1))
+    chunk_decay = chunk_log_decay.exp()
+    carried = torch.zeros_like(h[0])
     entering = []
-    for c in range(chunks):  # carry the state across chunk ends
-        entering.append(h)
-        h = chunk_decay[c] * h + states[c, -1]
-    states = states + log_decay.cumsum(1).exp() * torch.stack(entering)[:, None]
-    y = (states * time_major(C.reshape(batch, groups, 1, state, -1))).sum(-1)
-    y = y.reshape(chunks * chunk, batch, channels).movedim(0, -1)[..., :length]
+    for c in range(chunks):  # the state entering each chunk
+        entering.append(carried)
+        carried = chunk_decay[c] * carried + h[c]
+    carried = torch.stack(entering)
+    y_entering = []
+    for t in range(chunk):  # the entering states, decayed through their chunks
+        carried = (dt[t] * A).exp() * carried
+        y_entering.append((carried * C[t]).sum(-1))
+    y = torch.stack(y_within) + torch.stack(y_entering)  # (chunk, chunks, batch, groups, per_group)
+    y = y.movedim(0, 1).reshape(chunks * chunk, batch, channels).movedim(0, -1)[..., :length]
     return y + D[:, None] * u[..., :length]
 
 
