@@ -65,9 +65,46 @@ class Attention(nn.Module):
         return tokens.reshape(b, h // win, w // win, win, win, c).transpose(2, 3).reshape(b, h, w, c)
 
 
+class HeadsConfig(BlockConfig):
+    """The heads of an attention mixer, shared by the attention family: give ``heads`` or ``head_dim``
+    (default head_dim 32); both set the inner width."""
+
+    heads: PositiveInt | None = None
+    head_dim: PositiveInt | None = None
+    qkv_bias: bool = False
+    proj_bias: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_head_dim(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("heads") is None and data.get("head_dim") is None:
+            data = {**data, "head_dim": 32}
+        return data
+
+    def heads_of(self, dim: int) -> tuple[int, int]:
+        return attention_heads(dim, self.heads, self.head_dim)
+
+    def inner(self, dim: int) -> int:
+        heads, head_dim = self.heads_of(dim)
+        return heads * head_dim
+
+    def check(self, shape: Shape, out: int) -> None:
+        dim = shape[0]
+        if self.head_dim is None and dim % self.heads:
+            raise ShapeError("heads", f"{self.heads} does not divide width {dim}")
+        if self.heads is None and dim % self.head_dim:
+            raise ShapeError("head_dim", f"{self.head_dim} does not divide width {dim}")
+        super().check(shape, out)
+
+    def qkv_proj_params(self, dim: int) -> int:
+        """Weights and biases of the qkv and output projections."""
+        inner = self.inner(dim)
+        return 4 * dim * inner + 3 * inner * self.qkv_bias + dim * self.proj_bias
+
+
 @register("mixer", module=Attention)
-class AttentionConfig(BlockConfig):
-    """Give ``heads`` or ``head_dim`` (default head_dim 32); ``window`` restricts attention to windows."""
+class AttentionConfig(HeadsConfig):
+    """``window`` restricts attention to non-overlapping windows."""
 
     type: Literal["attention"] = "attention"
     examples = (
@@ -77,44 +114,26 @@ class AttentionConfig(BlockConfig):
         {'heads': 4, 'local_conv': 3, 'window': 4},
         {'head_dim': 16, 'local_conv': 5, 'qkv_bias': True},
     )
-    heads: PositiveInt | None = None
-    head_dim: PositiveInt | None = None
-    qkv_bias: bool = False
-    proj_bias: bool = False
     window: PositiveInt | None = None
     local_conv: OddInt | None = Field(None, description="kernel of a depthwise conv over v added to the output "
                                                         "(SMT's local enhancement, CSWin's LePE)")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_head_dim(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("heads") is None and data.get("head_dim") is None:
-            data = {**data, "head_dim": 32}
-        return data
-
-    def inner(self, dim: int) -> int:
-        heads, head_dim = attention_heads(dim, self.heads, self.head_dim)
-        return heads * head_dim
-
     def check(self, shape: Shape, out: int) -> None:
-        dim, h, w = shape
-        if self.head_dim is None and dim % self.heads:
-            raise ShapeError("heads", f"{self.heads} does not divide width {dim}")
-        if self.heads is None and dim % self.head_dim:
-            raise ShapeError("head_dim", f"{self.head_dim} does not divide width {dim}")
+        super().check(shape, out)
+        _, h, w = shape
         if self.window and (h % self.window or w % self.window):
             raise ShapeError("window", f"{self.window} does not divide the {h}x{w} feature map at this stage")
 
     def params(self, shape: Shape, out: int) -> int:
-        dim, inner = shape[0], self.inner(shape[0])
+        inner = self.inner(shape[0])
         local = inner * (self.local_conv**2 + 1) if self.local_conv else 0
-        return 4 * dim * inner + 3 * inner * self.qkv_bias + dim * self.proj_bias + local
+        return self.qkv_proj_params(shape[0]) + local
 
     def workspace(self, shape: Shape, out: int) -> int:
         """qkv, plus the score matrix an unfused kernel materialises."""
         dim, h, w = shape
         tokens = h * w
-        heads, _ = attention_heads(dim, self.heads, self.head_dim)
+        heads, _ = self.heads_of(dim)
         span = self.window**2 if self.window else tokens
         return 3 * tokens * self.inner(dim) + heads * tokens * span
 

@@ -1,18 +1,16 @@
 """Attention within windows: Swin's (shifted) windows, MaxViT's block and grid attention, with a learned
 relative position bias; Swin's patch merging and a two-conv stem (MaxViT, NAT).
-
-Also the config base the attention family shares (heads, head_dim, biases, their shape checks).
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from torch import nn
 
-from blocks.attention import attention_heads
+from blocks.attention import HeadsConfig, attention_heads
 from blocks.base import BlockConfig, Shape, ShapeError, check_within, conv_out, count, create, register
 from blocks.layers import Act, create_act, nchw, nhwc
 from blocks.mlp import hidden_width
@@ -24,41 +22,12 @@ from blocks.validators import OddInt
 MASKED = -100.0  # Swin's additive mask between tokens of different regions in a shifted window
 
 
-class HeadedAttentionConfig(BlockConfig):
-    """Heads of an attention mixer: give ``heads`` or ``head_dim`` (default head_dim 32); both set the inner
-    width. The published models of this family all use biases on qkv and on the output projection."""
+class HeadedAttentionConfig(HeadsConfig):
+    """Heads with biases on qkv and on the output projection by default, as every published model of this
+    family has them."""
 
-    heads: PositiveInt | None = None
-    head_dim: PositiveInt | None = None
     qkv_bias: bool = True
     proj_bias: bool = True
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_head_dim(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("heads") is None and data.get("head_dim") is None:
-            data = {**data, "head_dim": 32}
-        return data
-
-    def heads_of(self, dim: int) -> tuple[int, int]:
-        return attention_heads(dim, self.heads, self.head_dim)
-
-    def inner(self, dim: int) -> int:
-        heads, head_dim = self.heads_of(dim)
-        return heads * head_dim
-
-    def check(self, shape: Shape, out: int) -> None:
-        dim = shape[0]
-        if self.head_dim is None and dim % self.heads:
-            raise ShapeError("heads", f"{self.heads} does not divide width {dim}")
-        if self.heads is None and dim % self.head_dim:
-            raise ShapeError("head_dim", f"{self.head_dim} does not divide width {dim}")
-        super().check(shape, out)
-
-    def qkv_proj_params(self, dim: int) -> int:
-        """Weights and biases of the qkv and output projections."""
-        inner = self.inner(dim)
-        return 4 * dim * inner + 3 * inner * self.qkv_bias + dim * self.proj_bias
 
 
 def fit_window(size, window, shift):
