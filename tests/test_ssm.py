@@ -43,6 +43,18 @@ def test_float32_scan_is_within_1e_5_and_stable_under_strong_decay():
     torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_kernel_equals_the_pure_torch_scan_where_installed():
+    pytest.importorskip("mamba_ssm")
+    from blocks.scan import chunked_scan, final_delta, mamba_kernel
+
+    assert mamba_kernel() is not None
+    u, delta, A, B, C, D, bias = (t.float().cuda() for t in scan_inputs(length=300))
+    fused = selective_scan(u, delta, A, B, C, D, bias)  # mamba_ssm's kernel on CUDA
+    torch.testing.assert_close(fused, chunked_scan(u, final_delta(delta, bias, True), A, B, C, D),
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_scan_is_one_traced_op_counted_by_the_mamba_convention():
     u, delta, A, B, C, D, bias = scan_inputs(batch=1, channels=8, length=20, state=3, dtype=torch.float32)
 
