@@ -1,0 +1,64 @@
+"""Data for the ``train`` objective: ``load_data(spec)`` gives a normalised in-memory ``Dataset``.
+
+``spec`` is one of
+- ``synthetic``: a procedural task that needs spatial reasoning (see ``nas.data.synthetic``), 2000 train and
+  500 validation images, the same for the same seed;
+- ``digits``: scikit-learn's bundled 8x8 digits, one grey channel, upsampled;
+- a directory in ImageFolder layout: ``DIR/<class>/*.png`` (split 80/20 by seed), or ``DIR/train/<class>`` and
+  ``DIR/val/<class>``; decoded with Pillow as RGB, resized on the shorter side and centre-cropped;
+- an ``.npz`` with images ``x`` ((N, H, W), (N, H, W, C) or (N, C, H, W), uint8 or float) and labels ``y``, and
+  optionally ``x_val`` and ``y_val``; without them, split 80/20 by seed.
+
+``resolution`` defaults to 32, or to an ``.npz``'s own size. ``limit`` caps each split's size (a seeded subset).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas.data.dataset import Dataset, build_dataset
+from nas.data.transforms import Augmentation, default_augmentation
+from nas.errors import InputError
+
+__all__ = ["Augmentation", "Dataset", "load_data", "DEFAULT_RESOLUTION"]
+
+DEFAULT_RESOLUTION = 32
+
+
+def load_data(spec: str, resolution: int | None = None, seed: int = 0, limit: int | None = None) -> Dataset:
+    """The data set ``spec`` names, at ``resolution`` x ``resolution``; bad specs raise ``InputError``."""
+    if resolution is not None and resolution < 1:
+        raise InputError(f"resolution must be a positive number of pixels, got {resolution}")
+    if limit is not None and limit < 1:
+        raise InputError(f"limit must be at least 1, got {limit}")
+    spec = str(spec)
+    path = Path(spec).expanduser()
+    if spec == "synthetic":
+        from nas.data.synthetic import CLASSES, TRAIN_SIZE, VAL_SIZE, make_synthetic
+
+        size = resolution or DEFAULT_RESOLUTION
+        train_x, train_y = make_synthetic(min(TRAIN_SIZE, limit or TRAIN_SIZE), size, seed=2 * seed)
+        val_x, val_y = make_synthetic(min(VAL_SIZE, limit or VAL_SIZE), size, seed=2 * seed + 1)
+        splits, name, flip = (train_x, train_y, val_x, val_y, CLASSES), "synthetic", False
+    elif spec == "digits":
+        from nas.data.digits import load_digits
+
+        splits, name, flip = load_digits(resolution or DEFAULT_RESOLUTION, seed, limit), "digits", False
+    elif path.is_dir():
+        from nas.data.files import load_image_folder
+
+        splits, name, flip = load_image_folder(path, resolution or DEFAULT_RESOLUTION, seed, limit), path.name, True
+    elif path.suffix.lower() == ".npz" and path.is_file():
+        from nas.data.files import load_npz
+
+        splits, name, flip = load_npz(path, resolution, seed, limit), path.stem, True
+    elif path.suffix.lower() == ".npz":
+        raise InputError(f"{spec}: no such file")
+    else:
+        raise InputError(f"data {spec!r}: expected 'synthetic', 'digits', an image folder (one sub-folder per "
+                         "class) or an .npz file with 'x' and 'y'" + ("" if path.exists() else "; no such path"))
+    train_x, train_y, val_x, val_y, classes = splits
+    if len(train_y) == 0 or len(val_y) == 0:
+        raise InputError(f"{spec}: too few images for a train and a validation split "
+                         f"({len(train_y)} train, {len(val_y)} val)")
+    augment = default_augmentation(train_x.shape[-1], flip=flip)
+    return build_dataset(name, train_x, train_y, val_x, val_y, list(classes), augment)

@@ -1,0 +1,1 @@
+"""Evaluators that score a candidate network: short training (``train``) and training-free proxies (``proxy``)."""
