@@ -1,0 +1,90 @@
+"""Every option of a search, as stored in ``run.yaml`` so that ``nas search --resume runs/NAME`` needs nothing
+else; budgets are kept as the person wrote them and parsed once here."""
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from nas.cost.budget import parse_flops, parse_latency_ms, parse_params
+from nas.errors import InputError
+
+DEFAULT_SPACE = "metaformer_hybrid"
+# Measured on the 2-core CPU the default must fit in 10 minutes (benchmarks/BENCHMARKS.md, "Search").
+DEFAULT_TRIALS = 60
+DEFAULT_TRAIN_TRIALS = 20
+
+Objective = Literal["proxy", "train", "custom"]
+Second = Literal["latency", "params", "flops", "none"]
+SamplerName = Literal["tpe", "nsga2", "random", "evolution"]
+LatencyMode = Literal["measure", "lut"]
+PrunerName = Literal["median", "hyperband", "none"]
+
+
+class SearchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    space: str = DEFAULT_SPACE  # what the user named; the run reads its copy, space.yaml
+    budget: str | None = "4GFLOPs"
+    latency: str | None = None
+    params: str | None = None
+    device: str = "auto"
+    objective: Objective = "proxy"
+    data: str | None = None
+    trials: int = DEFAULT_TRIALS
+    timeout: float | None = None  # seconds
+    sampler: SamplerName = "tpe"
+    seed: int = 0
+    second: Second = "latency"
+    latency_mode: LatencyMode = "measure"
+    latency_repeats: int = 5
+    proxy_batch: int = 8
+    epochs: int = 3
+    pruner: PrunerName = "median"
+    storage: str | None = None
+    study: str = "search"
+    evaluate: str | None = None  # the custom evaluate callable's name, for the record
+
+    @property
+    def flops_budget(self) -> int | None:
+        return parse_flops(self.budget) if self.budget else None
+
+    @property
+    def params_budget(self) -> int | None:
+        return parse_params(self.params) if self.params else None
+
+    @property
+    def latency_budget_ms(self) -> float | None:
+        return parse_latency_ms(self.latency) if self.latency else None
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.second != "none"
+
+    def check(self) -> SearchOptions:
+        """Refuse contradictions before any work: they are bad input (exit 2)."""
+        _ = self.flops_budget, self.params_budget, self.latency_budget_ms
+        if self.trials < 1:
+            raise InputError(f"--trials must be at least 1, got {self.trials}")
+        if self.objective == "train" and not self.data:
+            raise InputError("--objective train needs --data (a folder, an .npz, 'synthetic' or 'digits')")
+        if self.proxy_batch < 2:
+            raise InputError(f"the proxy batch needs at least 2 images, got {self.proxy_batch}")
+        if self.latency_repeats < 1 or self.epochs < 1:
+            raise InputError("latency repeats and epochs must be at least 1")
+        return self
+
+
+def parse_duration(text: str | float | None) -> float | None:
+    """Seconds from ``2h``, ``30m``, ``90s``, ``1.5h`` or a bare number of seconds."""
+    if text is None or isinstance(text, (int, float)):
+        return None if text is None else float(text)
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h|hr|d)?\s*", str(text))
+    if not match:
+        raise InputError(f"cannot read {text!r} as a duration; write it like 2h, 30m or 90s")
+    scale = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}[match[2]]
+    value = float(match[1]) * scale
+    if value <= 0:
+        raise InputError(f"a timeout must be positive, got {text!r}")
+    return value

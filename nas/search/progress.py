@@ -1,0 +1,67 @@
+"""One updating progress line on stderr (a plain line every few seconds when stderr is not a terminal)."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    def __init__(self, total: int, quiet: bool = False, stream=None, every_s: float = 5.0):
+        self.total, self.quiet = total, quiet
+        self.stream = stream or sys.stderr
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+        self.every_s = every_s
+        self.start = time.perf_counter()
+        self._last = 0.0
+        self._width = 0
+
+    def say(self, text: str) -> None:
+        """A message of its own, above the progress line."""
+        if self.quiet:
+            return
+        self._clear()
+        print(text, file=self.stream, flush=True)
+
+    def update(self, done: int, feasible: int, best: str, session_done: int, timeout: float | None = None,
+               force: bool = False) -> None:
+        if self.quiet:
+            return
+        now = time.perf_counter()
+        if not (self.tty or force or now - self._last >= self.every_s):
+            return
+        self._last = now
+        elapsed = now - self.start
+        left = (self.total - done) * elapsed / session_done if session_done else float("nan")
+        if timeout is not None:
+            left = min(left, max(timeout - elapsed, 0.0)) if left == left else max(timeout - elapsed, 0.0)
+        share = f"{feasible / done:.0%}" if done else "-"
+        line = (f"trial {done}/{self.total}  feasible {share}  best {best}  "
+                f"elapsed {format_seconds(elapsed)}  left ~{format_seconds(left)}")
+        if self.tty:
+            pad = max(self._width - len(line), 0)
+            self.stream.write("\r" + line + " " * pad)
+            self._width = len(line)
+            self.stream.flush()
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def _clear(self) -> None:
+        if self.tty and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self._width = 0
+
+    def close(self) -> None:
+        if self.tty and self._width and not self.quiet:
+            self.stream.write("\n")
+            self._width = 0

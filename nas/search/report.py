@@ -1,0 +1,309 @@
+"""A run directory's results, rebuilt from its Optuna storage alone: ``trials.csv``, ``pareto/*.yaml``,
+``best.yaml``, ``best_model.py``, ``pareto.png`` and ``report.md``. ``nas report runs/NAME`` calls the same
+``write_report`` the search calls when it ends (or is interrupted)."""
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.cost import stage_costs
+from nas.cost.budget import format_count
+from nas.errors import GenomeError
+from nas.export import export_model
+from nas.genome import Genome
+from nas.io import dump_genome, parse_genome
+from nas.search.params import genome_data, params_picker
+from nas.search.samplers import dominates
+from nas.search.trial import SECOND_UNITS, is_interrupted
+from nas.space import choices, space_size
+
+PHASES = ("sample", "cost", "build", "score", "latency")
+
+
+@dataclass
+class ParetoPoint:
+    number: int
+    genome: Genome
+    score: float
+    second: float | None
+    flops: int
+    params: int
+    latency_ms: float | None
+
+
+@dataclass
+class SearchResult:
+    """What a search found: the feasible Pareto front (score up, second objective down) and its best score."""
+
+    run_dir: Path
+    pareto: list[ParetoPoint]
+    best: ParetoPoint | None
+    counts: dict[str, int]
+    second: str
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def best_genome(self) -> Genome | None:
+        return self.best.genome if self.best else None
+
+    def summary(self) -> str:
+        c = self.counts
+        head = (f"{c['trials']} trials: {c['feasible']} feasible, {c['infeasible']} over budget, "
+                f"{c['duplicates']} duplicates, {c['failed']} failed, {c['pruned']} pruned")
+        if self.best is None:
+            return head + f"; no feasible genome yet. Run directory: {self.run_dir}"
+        best = self.best
+        second = f", {best.second:.4g} {SECOND_UNITS[self.second]}" if best.second is not None else ""
+        return (f"{head}\nbest: trial {best.number}, score {best.score:.4g}{second}, "
+                f"{format_count(best.flops)}FLOPs, {format_count(best.params)} params; "
+                f"{len(self.pareto)} on the Pareto front\nrun directory: {self.run_dir} "
+                f"(best.yaml, best_model.py, pareto/, pareto.png, report.md, trials.csv)")
+
+
+def _genome(space: dict[str, Any], trial: FrozenTrial) -> Genome | None:
+    try:
+        data = genome_data(space, params_picker(trial.params))
+        data["name"] = f"{data.get('name', 'genome')}_trial{trial.number}"
+        return parse_genome(data)
+    except (GenomeError, KeyError):
+        return None
+
+
+def _feasible(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE and bool(trial.user_attrs.get("feasible"))
+
+
+def pareto_trials(trials: list[FrozenTrial], directions: list[optuna.study.StudyDirection]) -> list[FrozenTrial]:
+    """Feasible, evaluated once (duplicates left out), and dominated by no other such trial."""
+    pool = [t for t in trials if _feasible(t) and "duplicate_of" not in t.user_attrs]
+    front = [t for t in pool if not any(dominates(o.values, t.values, directions) for o in pool)]
+    seen: set[tuple] = set()
+    unique = []
+    for t in sorted(front, key=lambda t: [-v if d == optuna.study.StudyDirection.MAXIMIZE else v
+                                          for v, d in zip(t.values, directions)]):
+        key = tuple(t.values)
+        if key not in seen:
+            seen.add(key)
+            unique.append(t)
+    return unique
+
+
+def _state(trial: FrozenTrial) -> str:
+    if trial.state == TrialState.COMPLETE:
+        if "duplicate_of" in trial.user_attrs:
+            return "duplicate"
+        return "feasible" if trial.user_attrs.get("feasible") else "over_budget"
+    if is_interrupted(trial):
+        return "interrupted"
+    return trial.state.name.lower()
+
+
+def write_trials_csv(path: Path, trials: list[FrozenTrial], multi: bool) -> None:
+    extra = sorted({k for t in trials for k in t.user_attrs if k.startswith("score_")})
+    columns = ["number", "state", "genome_hash", "params", "flops", "latency_ms", "score",
+               *(["second"] if multi else []), *extra, "duplicate_of", "failure", "duration",
+               *(f"t_{p}" for p in PHASES)]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for t in trials:
+            attrs = t.user_attrs
+            values = list(t.values) if t.values else []
+            row = {"number": t.number, "state": _state(t), "score": values[0] if values else "",
+                   "second": values[1] if len(values) > 1 else "", **attrs}
+            if attrs.get("estimated"):
+                row["score"] = ""  # never built: no score to report
+            writer.writerow(["" if row.get(c) is None else row.get(c, "") for c in columns])
+
+
+def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], options: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    built = [t for t in trials if _feasible(t) and "duplicate_of" not in t.user_attrs]
+    over = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible")
+            and not t.user_attrs.get("estimated") and "duplicate_of" not in t.user_attrs]
+    unit = SECOND_UNITS[options.second]
+    if options.multi_objective:
+        ax.scatter([t.values[1] for t in built], [t.values[0] for t in built], s=14, c="tab:blue", alpha=0.6,
+                   label="feasible")
+        if over:
+            ax.scatter([t.values[1] for t in over], [t.values[0] for t in over], s=14, c="tab:gray",
+                       marker="x", label="over the latency budget")
+        ax.plot([t.values[1] for t in front], [t.values[0] for t in front], "o-", c="tab:red", ms=5,
+                label="Pareto front")
+        budget = {"latency": options.latency_budget_ms, "flops": (options.flops_budget or 0) / 1e9 or None,
+                  "params": (options.params_budget or 0) / 1e6 or None}[options.second]
+        if budget:
+            ax.axvline(budget, c="k", ls="--", lw=1, label=f"budget {budget:g} {unit}")
+        ax.set_xlabel(f"{options.second} ({unit})")
+    else:
+        numbers = [t.number for t in built]
+        ax.scatter(numbers, [t.values[0] for t in built], s=14, c="tab:blue", alpha=0.6, label="feasible")
+        best, running = -math.inf, []
+        for t in built:
+            best = max(best, t.values[0])
+            running.append(best)
+        ax.step(numbers, running, where="post", c="tab:red", label="best so far")
+        ax.set_xlabel("trial")
+    ax.set_ylabel("score" if options.objective != "train" else "val accuracy")
+    budgets = ", ".join(b for b in (f"FLOPs <= {options.budget}" if options.budget else "",
+                                    f"params <= {options.params}" if options.params else "",
+                                    f"latency <= {options.latency}" if options.latency else "") if b)
+    ax.set_title(f"{options.space}: {len(built)} feasible genomes" + (f" ({budgets})" if budgets else ""),
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _importances(trials: list[FrozenTrial], directions) -> dict[str, float] | str:
+    pool = [t for t in trials if _feasible(t) and "duplicate_of" not in t.user_attrs]
+    if len(pool) < 4:
+        return f"too few feasible trials ({len(pool)}) to estimate importances"
+    try:
+        scratch = optuna.create_study(directions=directions)
+        scratch.add_trials(pool)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # PED-ANOVA reads low targets as good: the score is maximised, so it is negated
+            return optuna.importance.get_param_importances(scratch, target=lambda t: -t.values[0])
+    except Exception as err:  # noqa: BLE001 - importances are a nicety; say why they are missing
+        return f"not available: {type(err).__name__}: {err}"
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or value == "":
+        return "-"
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def write_report(run_dir: str | Path) -> SearchResult:
+    """Rebuild every result file of ``run_dir`` from its storage; returns what ``nas.search`` returns."""
+    from nas.search.run import open_study, read_run
+
+    run_dir = Path(run_dir)
+    options, space = read_run(run_dir)
+    study = open_study(run_dir, options)
+    trials = study.get_trials(deepcopy=False)
+    directions = study.directions
+    front = pareto_trials(trials, directions)
+    counts = {"trials": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+                            and not is_interrupted(t) for t in trials),
+              "feasible": sum(_feasible(t) and "duplicate_of" not in t.user_attrs for t in trials),
+              "infeasible": sum(t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible")
+                                and "duplicate_of" not in t.user_attrs for t in trials),
+              "duplicates": sum("duplicate_of" in t.user_attrs for t in trials),
+              "failed": sum(t.state == TrialState.FAIL and not is_interrupted(t) for t in trials),
+              "interrupted": sum(is_interrupted(t) for t in trials),
+              "pruned": sum(t.state == TrialState.PRUNED for t in trials)}
+
+    def point(t: FrozenTrial) -> ParetoPoint | None:
+        genome = _genome(space, t)
+        if genome is None:
+            return None
+        return ParetoPoint(t.number, genome, t.values[0], t.values[1] if len(t.values) > 1 else None,
+                           t.user_attrs.get("flops", 0), t.user_attrs.get("params", 0),
+                           t.user_attrs.get("latency_ms"))
+
+    points = [p for p in map(point, front) if p is not None]
+    feasible = [t for t in trials if _feasible(t) and "duplicate_of" not in t.user_attrs]
+    best_trial = max(feasible, key=lambda t: t.values[0]) if feasible else None
+    best = point(best_trial) if best_trial else None
+
+    files = [run_dir / "trials.csv"]
+    write_trials_csv(files[0], trials, options.multi_objective)
+    pareto_dir = run_dir / "pareto"
+    shutil.rmtree(pareto_dir, ignore_errors=True)
+    pareto_dir.mkdir()
+    for p in points:
+        path = pareto_dir / f"trial{p.number:04d}.yaml"
+        _write_genome(path, p, options)
+        files.append(path)
+    for stale in ("best.yaml", "best_model.py"):
+        (run_dir / stale).unlink(missing_ok=True)
+    if best is not None:
+        _write_genome(run_dir / "best.yaml", best, options)
+        export_model(best.genome, run_dir / "best_model.py")
+        files += [run_dir / "best.yaml", run_dir / "best_model.py"]
+    _plot(run_dir / "pareto.png", trials, front, options)
+    files.append(run_dir / "pareto.png")
+    (run_dir / "report.md").write_text(_markdown(run_dir, options, space, trials, points, best, counts,
+                                                 _importances(trials, directions)))
+    files.append(run_dir / "report.md")
+    return SearchResult(run_dir, points, best, counts, options.second, files)
+
+
+def _write_genome(path: Path, p: ParetoPoint, options: Any) -> None:
+    second = f", {options.second} {p.second:.4g} {SECOND_UNITS[options.second]}" if p.second is not None else ""
+    header = (f"# trial {p.number}: score {p.score:.4g}{second}; {format_count(p.flops)}FLOPs, "
+              f"{format_count(p.params)} params; hash {p.genome.content_hash()}\n")
+    path.write_text(header + dump_genome(p.genome))
+
+
+def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[FrozenTrial],
+              points: list[ParetoPoint], best: ParetoPoint | None, counts: dict[str, int],
+              importances: dict[str, float] | str) -> str:
+    unit = SECOND_UNITS[options.second]
+    found = choices(space)
+    lines = [f"# Search report: {run_dir.name}", "",
+             f"- space: `{options.space}` ({len(found)} choices, {space_size(space):.3g} genomes), input "
+             f"{_fmt(space.get('input', {}).get('resolution'))} px, {space.get('num_classes')} classes",
+             f"- budgets: FLOPs {options.budget or 'none'}, params {options.params or 'none'}, latency "
+             f"{options.latency or 'none'}",
+             f"- objective: {options.objective} (maximised)" + (f"; second: {options.second} in {unit} (minimised)"
+                                                               if options.multi_objective else ""),
+             f"- sampler {options.sampler}, seed {options.seed}, device {options.device}, latency "
+             f"{options.latency_mode} ({options.latency_repeats} repeats)",
+             f"- trials: {counts['trials']} of {options.trials} ({counts['feasible']} feasible and built, "
+             f"{counts['infeasible']} over budget, {counts['duplicates']} duplicates, {counts['failed']} failed, "
+             f"{counts['pruned']} pruned, {counts['interrupted']} interrupted and re-sampled)", ""]
+    durations = [t.user_attrs for t in trials if t.user_attrs.get("t_build") is not None]
+    if durations:
+        means = {p: sum(a.get(f"t_{p}", 0) for a in durations) / len(durations) for p in PHASES}
+        lines += ["Mean seconds per built trial: " + ", ".join(f"{p} {means[p]:.3f}" for p in PHASES), ""]
+    failures: dict[str, int] = {}
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            reason = str(t.user_attrs.get("failure", "?"))[:120]
+            failures[reason] = failures.get(reason, 0) + 1
+    if failures:
+        lines += ["## Failures", "", *(f"- {n}x {reason}" for reason, n in
+                                       sorted(failures.items(), key=lambda item: -item[1])), ""]
+    lines += ["## Pareto front" if options.multi_objective else "## Best", "",
+              f"| trial | score | {options.second + ' (' + unit + ')' if options.multi_objective else 'latency'} "
+              f"| GFLOPs | params (M) | genome |", "|---|---|---|---|---|---|"]
+    for p in points:
+        second = p.second if options.multi_objective else p.latency_ms
+        lines.append(f"| {p.number} | {p.score:.4g} | {_fmt(second)} | {p.flops / 1e9:.3f} | "
+                     f"{p.params / 1e6:.2f} | pareto/trial{p.number:04d}.yaml |")
+    lines += ["", "![Pareto front](pareto.png)", "", "## Parameter importances (score, feasible trials)", ""]
+    if isinstance(importances, str):
+        lines.append(importances)
+    else:
+        lines += ["| parameter | importance |", "|---|---|",
+                  *(f"| `{name}` | {value:.3f} |" for name, value in importances.items())]
+    if best is not None:
+        lines += ["", f"## Winner: trial {best.number} (best.yaml, best_model.py)", "",
+                  "| part | blocks | output | params (M) | GFLOPs | share of FLOPs |", "|---|---|---|---|---|---|"]
+        parts = stage_costs(best.genome)
+        total = sum(part.cost.flops for part in parts) or 1
+        for part in parts:
+            lines.append(f"| {part.name} | {part.blocks or ''} | {'x'.join(map(str, part.out_shape))} | "
+                         f"{part.cost.params / 1e6:.2f} | {part.cost.flops / 1e9:.3f} | "
+                         f"{part.cost.flops / total:.1%} |")
+        lines += ["", "Stages in `best.yaml`:", "", "```yaml", dump_genome(best.genome).rstrip(), "```"]
+    return "\n".join(lines) + "\n"
