@@ -188,13 +188,23 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from nas.io import data_dir
+    from nas.search import search
 
-    default = data_dir() / "metaformer_hybrid.yaml"
-    print("nas search: the search arrives with the search issue (#5). Until then this command only checks "
-          "that the install works.")
-    print(f"default space would be: {default if default.exists() else 'search_spaces/metaformer_hybrid.yaml'}")
-    print("try: nas zoo list | nas validate zoo:caformer_s18 | nas compile zoo:caformer_s18 -o model.py")
+    resume = args.resume
+    search(args.space, budget=args.budget, latency=args.latency, params=args.params, device=args.device,
+           objective=args.objective, data=args.data, trials=args.trials, timeout=args.timeout,
+           sampler=args.sampler, seed=args.seed, out=args.out, resume=resume if resume else False,
+           storage=args.storage, study=args.study, second=args.second, quiet=args.quiet,
+           latency_mode=args.latency_mode, latency_repeats=args.latency_repeats, proxy_batch=args.proxy_batch,
+           epochs=args.epochs, pruner=args.pruner, data_limit=args.data_limit)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nas.search import write_report
+
+    result = write_report(args.run)
+    print(result.summary())
     return 0
 
 
@@ -256,15 +266,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fields", action="store_true", help="also list each type's fields and defaults")
     p.set_defaults(func=cmd_blocks)
 
-    p = sub.add_parser("search", help="search a space under budgets (arrives with issue #5)")
+    p = sub.add_parser("search", help="search a space under FLOPs, params and latency budgets",
+                       description="Constrained multi-objective search (score up, latency down) over a space's "
+                       "choices. Every trial is stored in the run directory as it starts and ends; --resume "
+                       "continues a run after a crash. Writes best.yaml, best_model.py, pareto/, pareto.png, "
+                       "report.md and trials.csv.")
+    p.add_argument("--space", default="metaformer_hybrid", help="a shipped space (metaformer_hybrid, mobile, "
+                   "isotropic, tiny) or a space YAML file (default metaformer_hybrid)")
+    p.add_argument("--budget", default="4GFLOPs", help="FLOPs budget, checked before a genome is built "
+                   "(default 4GFLOPs; 'none' for no budget)")
+    p.add_argument("--latency", help="latency budget on --device, e.g. 15ms")
+    p.add_argument("--params", help="parameter budget, e.g. 30M")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    p.add_argument("--objective", choices=["proxy", "train"], default="proxy",
+                   help="proxy: training-free scores (default); train: short training on --data")
+    p.add_argument("--data", help="an image folder, an .npz, synthetic or digits (train objective; with proxy, "
+                   "the batch the scores see)")
+    p.add_argument("--trials", type=int, help="trials to run (default: 60 proxy, 20 train; on resume, the "
+                   "run's own count)")
+    p.add_argument("--timeout", help="stop starting trials after this long, e.g. 2h or 30m")
+    p.add_argument("--sampler", choices=["tpe", "nsga2", "random", "evolution"], default="tpe")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run directory (default runs/<timestamp>)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
+                   help="continue a run (default: --out, else the newest under runs/)")
+    p.add_argument("--storage", help="an Optuna storage URL shared by workers (default RUN/study.db)")
+    p.add_argument("--study", help="the study name in the storage (default 'search')")
+    p.add_argument("--second", choices=["latency", "params", "flops", "none"],
+                   help="second objective, minimised (default latency; none with --objective train, so the "
+                   "pruner can stop poor trials)")
+    p.add_argument("--latency-mode", choices=["measure", "lut"], default="measure",
+                   help="measure: time each network end to end; lut: sum of cached per-block times")
+    p.add_argument("--latency-repeats", type=int, help="timed runs per latency measurement (default 5)")
+    p.add_argument("--proxy-batch", type=int, help="images the zero-cost scores see (default 8)")
+    p.add_argument("--epochs", type=int, help="training epochs per trial with --objective train (default 3)")
+    p.add_argument("--data-limit", type=int, help="use at most this many images per split (a seeded subset)")
+    p.add_argument("--pruner", choices=["median", "hyperband", "none"], help="stops poor training trials "
+                   "(single objective only; default median)")
+    p.add_argument("--quiet", action="store_true", help="print only the final summary")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("report", help="rebuild a run directory's report from its storage",
+                       description="Rewrite trials.csv, pareto/, best.yaml, best_model.py, pareto.png and "
+                       "report.md of a search run from its Optuna storage.")
+    p.add_argument("run", help="the run directory, e.g. runs/20250101-120000")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "search":
+    if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from nas.errors import NasError
 

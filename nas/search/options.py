@@ -32,6 +32,7 @@ class SearchOptions(BaseModel):
     device: str = "auto"
     objective: Objective = "proxy"
     data: str | None = None
+    data_limit: int | None = None  # cap on each split's images (a seeded subset), for quick training searches
     trials: int = DEFAULT_TRIALS
     timeout: float | None = None  # seconds
     sampler: SamplerName = "tpe"

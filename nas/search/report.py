@@ -130,7 +130,10 @@ def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], optio
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    show_flops = options.second != "flops" and options.flops_budget is not None
+    fig, axes = plt.subplots(1, 2 if show_flops else 1, figsize=(12 if show_flops else 7, 4.5), dpi=110,
+                             squeeze=False)
+    ax = axes[0][0]
     built = [t for t in trials if _feasible(t) and "duplicate_of" not in t.user_attrs]
     over = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible")
             and not t.user_attrs.get("estimated") and "duplicate_of" not in t.user_attrs]
@@ -147,6 +150,9 @@ def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], optio
                   "params": (options.params_budget or 0) / 1e6 or None}[options.second]
         if budget:
             ax.axvline(budget, c="k", ls="--", lw=1, label=f"budget {budget:g} {unit}")
+        xs = [t.values[1] for t in built + over if t.values[1] > 0]
+        if xs and max(xs) / min(xs) > 30:
+            ax.set_xscale("log")
         ax.set_xlabel(f"{options.second} ({unit})")
     else:
         numbers = [t.number for t in built]
@@ -157,6 +163,20 @@ def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], optio
             running.append(best)
         ax.step(numbers, running, where="post", c="tab:red", label="best so far")
         ax.set_xlabel("trial")
+    if show_flops:
+        right = axes[0][1]
+        right.scatter([t.user_attrs["flops"] / 1e9 for t in built], [t.values[0] for t in built], s=14,
+                      c="tab:blue", alpha=0.6, label="built (within budget)")
+        unbuilt = [t.user_attrs["flops"] / 1e9 for t in trials if t.user_attrs.get("estimated")]
+        if unbuilt:
+            low = min([t.values[0] for t in built], default=0.0)
+            right.scatter(unbuilt, [low] * len(unbuilt), s=14, c="tab:gray", marker="|",
+                          label="over budget, never built")
+        right.axvline(options.flops_budget / 1e9, c="k", ls="--", lw=1, label=f"budget {options.budget}")
+        right.set_xlabel("GFLOPs (analytic)")
+        right.set_ylabel("score" if options.objective != "train" else "val accuracy")
+        right.grid(alpha=0.3)
+        right.legend(fontsize=8)
     ax.set_ylabel("score" if options.objective != "train" else "val accuracy")
     budgets = ", ".join(b for b in (f"FLOPs <= {options.budget}" if options.budget else "",
                                     f"params <= {options.params}" if options.params else "",
@@ -180,7 +200,8 @@ def _importances(trials: list[FrozenTrial], directions) -> dict[str, float] | st
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # PED-ANOVA reads low targets as good: the score is maximised, so it is negated
-            return optuna.importance.get_param_importances(scratch, target=lambda t: -t.values[0])
+            found = optuna.importance.get_param_importances(scratch, target=lambda t: -t.values[0])
+        return {name: value for name, value in found.items() if value > 0}
     except Exception as err:  # noqa: BLE001 - importances are a nicety; say why they are missing
         return f"not available: {type(err).__name__}: {err}"
 
@@ -196,6 +217,7 @@ def write_report(run_dir: str | Path) -> SearchResult:
     from nas.search.run import open_study, read_run
 
     run_dir = Path(run_dir)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     options, space = read_run(run_dir)
     study = open_study(run_dir, options)
     trials = study.get_trials(deepcopy=False)

@@ -121,7 +121,7 @@ def _inputs(space: dict[str, Any], options: SearchOptions) -> tuple[Inputs, dict
     if options.objective == "train" or (options.data and options.objective == "proxy"):
         from nas.data import load_data
 
-        limit = None if options.objective == "train" else max(options.proxy_batch, 16)
+        limit = options.data_limit if options.objective == "train" else max(options.proxy_batch, 16)
         dataset = load_data(options.data, resolution=_resolution(space), seed=options.seed, limit=limit)
         space = _adapt_to_data(space, dataset)
         if options.objective == "train":
@@ -137,6 +137,9 @@ def _inputs(space: dict[str, Any], options: SearchOptions) -> tuple[Inputs, dict
 
 def _options(space: Any, given: dict[str, Any]) -> SearchOptions:
     values = {k: v for k, v in given.items() if v is not None}
+    for key in ("budget", "latency", "params"):
+        if str(values.get(key, "")).lower() == "none":
+            values[key] = None
     if "timeout" in values:
         values["timeout"] = parse_duration(values["timeout"])
     if "second" not in values:  # pruning needs one objective: training searches accuracy under the budgets
@@ -154,7 +157,8 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
            resume: bool | str | Path = False, storage: str | None = None, study: str | None = None,
            second: str | None = None, quiet: bool = False, evaluate: Evaluate | None = None,
            latency_mode: str = "measure", latency_repeats: int | None = None, proxy_batch: int | None = None,
-           epochs: int | None = None, pruner: str | None = None, stream=None) -> SearchResult:
+           epochs: int | None = None, pruner: str | None = None, data_limit: int | None = None,
+           stream=None) -> SearchResult:
     """Search ``space`` under the budgets and return the Pareto front and the best feasible genome.
 
     Every trial is stored (``out``/study.db, or ``storage``) before and after it runs; ``resume=True`` (with
@@ -179,7 +183,7 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
         given = dict(budget=budget, latency=latency, params=params, device=device, objective=objective, data=data,
                      trials=trials, timeout=timeout, sampler=sampler, seed=seed, storage=storage, study=study,
                      second=second, latency_mode=latency_mode, latency_repeats=latency_repeats,
-                     proxy_batch=proxy_batch, epochs=epochs, pruner=pruner)
+                     proxy_batch=proxy_batch, epochs=epochs, pruner=pruner, data_limit=data_limit)
         if evaluate is not None:
             given.update(objective="custom", evaluate=getattr(evaluate, "__qualname__", repr(evaluate)))
         options = _options(space, given)
