@@ -5,7 +5,7 @@ The label says where the square sits relative to the disc: ``left``, ``right``, 
 offset points within 30 degrees of that direction, 0.3 to 0.45 of the image side away). Sizes, colours and the
 pair's place in the image are drawn independently of the label, so every class has the same colour and
 brightness histogram: a model must find both shapes, tell them apart by size and shape, and compare their
-positions. Horizontal flips swap ``left`` and ``right``, so its augmentation only shifts.
+positions. (Horizontal flips would swap ``left`` and ``right``.)
 
 Rendered with torch at any resolution (soft, anti-aliased edges); a seed gives the same images every time.
 """
