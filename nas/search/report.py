@@ -107,7 +107,7 @@ def _state(trial: FrozenTrial) -> str:
 
 
 def write_trials_csv(path: Path, trials: list[FrozenTrial], multi: bool) -> None:
-    extra = sorted({k for t in trials for k in t.user_attrs if k.startswith("score_")})
+    extra = sorted({f"score_{k}" for t in trials for k in t.user_attrs.get("scores", {})})
     columns = ["number", "state", "genome_hash", "params", "flops", "latency_ms", "score",
                *(["second"] if multi else []), *extra, "duplicate_of", "failure", "duration",
                *(f"t_{p}" for p in PHASES)]
@@ -118,7 +118,9 @@ def write_trials_csv(path: Path, trials: list[FrozenTrial], multi: bool) -> None
             attrs = t.user_attrs
             values = list(t.values) if t.values else []
             row = {"number": t.number, "state": _state(t), "score": values[0] if values else "",
-                   "second": values[1] if len(values) > 1 else "", **attrs}
+                   "second": values[1] if len(values) > 1 else "", **attrs,
+                   **{f"score_{k}": v for k, v in attrs.get("scores", {}).items()},
+                   **{f"t_{k}": v for k, v in attrs.get("seconds", {}).items()}}
             if attrs.get("estimated"):
                 row["score"] = ""  # never built: no score to report
             writer.writerow(["" if row.get(c) is None else row.get(c, "") for c in columns])
@@ -293,9 +295,9 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
              f"- trials: {counts['trials']} of {options.trials} ({counts['feasible']} feasible and built, "
              f"{counts['infeasible']} over budget, {counts['duplicates']} duplicates, {counts['failed']} failed, "
              f"{counts['pruned']} pruned, {counts['interrupted']} interrupted and re-sampled)", ""]
-    durations = [t.user_attrs for t in trials if t.user_attrs.get("t_build") is not None]
+    durations = [t.user_attrs["seconds"] for t in trials if "build" in t.user_attrs.get("seconds", {})]
     if durations:
-        means = {p: sum(a.get(f"t_{p}", 0) for a in durations) / len(durations) for p in PHASES}
+        means = {p: sum(a.get(p, 0) for a in durations) / len(durations) for p in PHASES}
         lines += ["Mean seconds per built trial: " + ", ".join(f"{p} {means[p]:.3f}" for p in PHASES), ""]
     failures: dict[str, int] = {}
     for t in trials:

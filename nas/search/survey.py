@@ -74,7 +74,7 @@ def greedy_minimum(space: dict[str, Any], passes: int = 2) -> Cost | None:
     return best
 
 
-def survey(space: dict[str, Any], options: SearchOptions, samples: int = 1000) -> Survey:
+def survey(space: dict[str, Any], options: SearchOptions, samples: int = 500) -> Survey:
     rng = random.Random(options.seed)
     valid = feasible = 0
     smallest: Cost | None = None

@@ -2,8 +2,8 @@
 build it, score it, cost its second objective, and tell Optuna what happened.
 
 Whatever goes wrong inside a trial (an invalid genome, an exception, a NaN score, CUDA running out of memory)
-is recorded on that trial as user attribute ``failure`` and the search goes on. Phase times are stored as
-``t_sample``, ``t_cost``, ``t_build``, ``t_score`` and ``t_latency`` (seconds).
+is recorded on that trial as user attribute ``failure`` and the search goes on. Phase times are stored in ``seconds``
+(``sample``, ``cost``, ``build``, ``score``, ``latency``), the proxy's component scores in ``scores``.
 """
 from __future__ import annotations
 
@@ -99,8 +99,7 @@ class TrialRunner:
             state, values = TrialState.FAIL, None
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
-        for phase, seconds in times.items():
-            trial.set_user_attr(f"t_{phase}", round(seconds, 4))
+        trial.set_user_attr("seconds", {phase: round(seconds, 4) for phase, seconds in times.items()})
         trial.set_user_attr("duration", round(time.perf_counter() - start, 4))
         return study.tell(trial, values=values, state=state)
 
@@ -201,11 +200,8 @@ class TrialRunner:
     def _reuse(self, trial: optuna.Trial, twin: FrozenTrial) -> tuple[TrialState, list[float] | None]:
         """The same genome again: its stored result, not a second evaluation."""
         trial.set_user_attr("duplicate_of", twin.number)
-        for key in ("score", "latency_ms", "feasible", "estimated", "failure", "pruned_at"):
+        for key in ("score", "scores", "latency_ms", "feasible", "estimated", "failure", "pruned_at"):
             if key in twin.user_attrs:
-                trial.set_user_attr(key, twin.user_attrs[key])
-        for key in twin.user_attrs:
-            if key.startswith("score_"):
                 trial.set_user_attr(key, twin.user_attrs[key])
         for key, value in twin.constraints.items():
             trial.set_constraint(key, value)
@@ -221,9 +217,7 @@ class TrialRunner:
             from nas.evaluate.proxy import proxy_score
 
             scores = proxy_score(genome, model, self.inputs.x, self.inputs.y, seed=self.options.seed)
-            for name, value in scores.items():
-                if name != "score":
-                    trial.set_user_attr(f"score_{name}", value)
+            trial.set_user_attr("scores", {k: v for k, v in scores.items() if k != "score"})
             return float(scores["score"])
         return self._train(trial, model)
 
