@@ -1,0 +1,108 @@
+"""Training-free scores: the structural score from the genome alone, and NASWOT, SynFlow and grad-norm from one
+small batch through tiny untrained networks at 32x32."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import pytest
+import torch
+
+from nas import compile_model, load_genome
+from nas.evaluate.proxy import proxy_score, structural_score, zero_cost_scores
+
+
+def tiny(width: int = 16, depth: int = 1, mixer: str = "dwconv", norm: str = "layernorm") -> dict:
+    """A two-stage MetaFormer at 32x32 for 10 classes."""
+    return {
+        "name": "tiny", "input": {"channels": 3, "resolution": 32}, "num_classes": 10,
+        "stem": {"type": "conv", "kernel": 3, "stride": 2, "padding": 1, "post_norm": norm},
+        "defaults": {"norm": "layernorm", "mlp": {"type": "mlp", "ratio": 2, "act": "gelu"},
+                     "downsample": {"type": "conv", "kernel": 3, "stride": 2, "padding": 1}},
+        "stages": [{"depth": depth, "width": width, "block": {"mixer": {"type": mixer}}},
+                   {"depth": depth, "width": 2 * width, "block": {"mixer": {"type": mixer}}}],
+        "head": {"type": "linear", "norm": "layernorm"},
+    }
+
+
+@pytest.fixture
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(8, 3, 32, 32, generator=generator), torch.randint(0, 10, (8,), generator=generator)
+
+
+def test_structural_score_prefers_the_wider_deeper_genome_and_is_cheap():
+    small, big = load_genome(tiny(width=8, depth=1)), load_genome(tiny(width=32, depth=3))
+    assert structural_score(big) > structural_score(small) > 0
+    assert structural_score(load_genome(tiny(width=32, depth=1))) > structural_score(small)  # width alone
+    start = time.perf_counter()
+    for _ in range(20):
+        structural_score(big)
+    assert (time.perf_counter() - start) / 20 < 0.02  # ~0.3 ms measured; generous for a loaded CI machine
+
+
+def test_zero_cost_scores_are_finite_and_deterministic(batch):
+    model = compile_model(tiny(), seed=0)
+    first = zero_cost_scores(model, *batch)
+    assert set(first) >= {"naswot", "synflow", "grad_norm"}
+    assert all(math.isfinite(v) and v > 0 for v in first.values())
+    assert zero_cost_scores(model, *batch) == first
+
+
+def test_the_model_is_left_as_it_was(batch):
+    """Weights, BatchNorm statistics, gradients and per-module modes are untouched."""
+    model = compile_model(tiny(norm="batchnorm"), seed=0)
+    model.eval()
+    model.head.train()  # a mixed state must come back as it was, too
+    state = copy.deepcopy(model.state_dict())
+    modes = {name: m.training for name, m in model.named_modules()}
+    zero_cost_scores(model, *batch)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_naswot_separates_identical_units_from_a_normal_network(batch):
+    """With all-zero weights every image gives the same activation pattern: the kernel is singular."""
+    normal = compile_model(tiny(), seed=0)
+    dead = copy.deepcopy(normal)
+    with torch.no_grad():
+        for p in dead.parameters():
+            p.zero_()
+    assert math.isfinite(zero_cost_scores(normal, *batch)["naswot"])
+    assert zero_cost_scores(dead, *batch)["naswot"] == -math.inf
+
+
+def test_synflow_depends_on_weight_magnitudes_only(batch):
+    model = compile_model(tiny(), seed=0)
+    flipped = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in flipped.parameters():
+            p.neg_()
+    assert zero_cost_scores(flipped, *batch)["synflow"] == pytest.approx(zero_cost_scores(model, *batch)["synflow"])
+
+
+def test_a_network_without_activations_is_scored_on_its_block_outputs(batch):
+    genome = tiny(mixer="pooling")
+    genome["defaults"]["mlp"] = None
+    scores = zero_cost_scores(compile_model(genome, seed=0), *batch)
+    assert math.isfinite(scores["naswot"])
+
+
+def test_nan_weights_give_nan_scores_instead_of_raising(batch):
+    model = compile_model(tiny(), seed=0)
+    with torch.no_grad():
+        model.head.fc.weight[0, 0] = math.nan
+    scores = proxy_score(load_genome(tiny()), model, *batch)
+    assert math.isnan(scores["grad_norm"]) and math.isnan(scores["score"])
+    assert math.isfinite(scores["structural"])
+
+
+def test_proxy_score_adds_the_combined_objective(batch):
+    genome = load_genome(tiny())
+    scores = proxy_score(genome, compile_model(genome, seed=0), *batch)
+    assert set(scores) == {"structural", "naswot", "synflow", "grad_norm", "score"}
+    assert math.isfinite(scores["score"])
+    assert scores["structural"] == structural_score(genome)
