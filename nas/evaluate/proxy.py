@@ -213,19 +213,19 @@ def _log(value: float) -> float:
     return math.log(value) if value > 0 else -math.inf
 
 
-def combine(scores: dict[str, float], batch_size: int) -> float:
+def combine(scores: dict[str, float], batch_size: int, weights: dict[str, float] | None = None) -> float:
     """The objective the search maximises: ``sum_k WEIGHTS[k] * t_k`` over log-scaled scores, ``t = log(s)``
     for structural, SynFlow and grad-norm and ``naswot / batch_size`` for NASWOT (already a log-determinant;
-    per image, so the batch size does not shift it).
+    per image, so the batch size does not shift it). ``weights`` replaces ``WEIGHTS`` (for studies).
 
     Logs make the combination rank-free and usable on a single trial: a score's units, or any constant factor
     in it, only shift ``score`` by a constant, so no statistics over other trials are needed to normalise it.
     A NaN in any score makes ``score`` NaN (a broken network, for the search to record as failed)."""
-    if any(math.isnan(v) for v in scores.values()):
+    if any(math.isnan(scores[key]) for key in ("structural", "naswot", "synflow", "grad_norm")):
         return math.nan
     terms = {"structural": _log(scores["structural"]), "naswot": scores["naswot"] / batch_size,
              "synflow": _log(scores["synflow"]), "grad_norm": _log(scores["grad_norm"])}
-    return sum(weight * terms[key] for key, weight in WEIGHTS.items() if weight)
+    return sum(weight * terms[key] for key, weight in (weights or WEIGHTS).items() if weight)
 
 
 def proxy_score(genome: Genome, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0
