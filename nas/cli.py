@@ -196,7 +196,7 @@ def cmd_search(args: argparse.Namespace) -> int:
            sampler=args.sampler, seed=args.seed, out=args.out, resume=resume if resume else False,
            storage=args.storage, study=args.study, second=args.second, quiet=args.quiet,
            latency_mode=args.latency_mode, latency_repeats=args.latency_repeats, proxy_batch=args.proxy_batch,
-           epochs=args.epochs, pruner=args.pruner, data_limit=args.data_limit)
+           epochs=args.epochs, pruner=args.pruner, data_limit=args.data_limit, threads=args.threads)
     return 0
 
 
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="proxy: training-free scores (default); train: short training on --data")
     p.add_argument("--data", help="an image folder, an .npz, synthetic or digits (train objective; with proxy, "
                    "the batch the scores see)")
-    p.add_argument("--trials", type=int, help="trials to run (default: 60 proxy, 20 train; on resume, the "
+    p.add_argument("--trials", type=int, help="trials to run (default: 100 proxy, 20 train; on resume, the "
                    "run's own count)")
     p.add_argument("--timeout", help="stop starting trials after this long, e.g. 2h or 30m")
     p.add_argument("--sampler", choices=["tpe", "nsga2", "random", "evolution"], default="tpe")
@@ -303,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-limit", type=int, help="use at most this many images per split (a seeded subset)")
     p.add_argument("--pruner", choices=["median", "hyperband", "none"], help="stops poor training trials "
                    "(single objective only; default median)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default 1 on CPU: steadier latency, and far "
+                   "faster on a CPU other jobs share)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     p.set_defaults(func=cmd_search)
 

@@ -12,7 +12,7 @@ from nas.errors import InputError
 
 DEFAULT_SPACE = "metaformer_hybrid"
 # Measured on the 2-core CPU the default must fit in 10 minutes (benchmarks/BENCHMARKS.md, "Search").
-DEFAULT_TRIALS = 60
+DEFAULT_TRIALS = 100
 DEFAULT_TRAIN_TRIALS = 20
 
 Objective = Literal["proxy", "train", "custom"]
@@ -40,6 +40,7 @@ class SearchOptions(BaseModel):
     second: Second = "latency"
     latency_mode: LatencyMode = "measure"
     latency_repeats: int = 5
+    threads: int | None = None  # torch CPU threads for the whole search (None: 1 on CPU)
     proxy_batch: int = 8
     epochs: int = 3
     pruner: PrunerName = "median"

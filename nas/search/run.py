@@ -176,7 +176,7 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
            second: str | None = None, quiet: bool = False, evaluate: Evaluate | None = None,
            latency_mode: str = "measure", latency_repeats: int | None = None, proxy_batch: int | None = None,
            epochs: int | None = None, pruner: str | None = None, data_limit: int | None = None,
-           stream=None) -> SearchResult:
+           threads: int | None = None, stream=None) -> SearchResult:
     """Search ``space`` under the budgets and return the Pareto front and the best feasible genome.
 
     Every trial is stored (``out``/study.db, or ``storage``) before and after it runs; ``resume=True`` (with
@@ -201,7 +201,8 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
         given = dict(budget=budget, latency=latency, params=params, device=device, objective=objective, data=data,
                      trials=trials, timeout=timeout, sampler=sampler, seed=seed, storage=storage, study=study,
                      second=second, latency_mode=latency_mode, latency_repeats=latency_repeats,
-                     proxy_batch=proxy_batch, epochs=epochs, pruner=pruner, data_limit=data_limit)
+                     proxy_batch=proxy_batch, epochs=epochs, pruner=pruner, data_limit=data_limit,
+                     threads=threads)
         if evaluate is not None:
             given.update(objective="custom", evaluate=getattr(evaluate, "__qualname__", repr(evaluate)))
         options = _options(space, given)
@@ -214,6 +215,11 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
     from nas.cost.profile import resolve_device
 
     device_name = resolve_device(options.device)
+    # One thread on CPU unless asked: steadier latency ranks, and a CPU shared with other jobs slows two
+    # spinning OpenMP threads ~20x (benchmarks/BENCHMARKS.md, "Search")
+    threads = options.threads or (1 if device_name == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
     inputs, adapted = _inputs(space_data, options)
     if adapted is not space_data:  # the run's space is the one the data fixed classes and channels of
         space_data, space_text = adapted, yaml.safe_dump(adapted, sort_keys=False)
