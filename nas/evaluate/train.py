@@ -38,16 +38,27 @@ def train_model(model: nn.Module, data: Dataset, *, epochs: int = 5, batch_size:
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
-    device = torch.device(device)
-    cuda = device.type == "cuda" and torch.cuda.is_available()
-    if device.type == "cuda" and not cuda:
-        device = torch.device("cpu")
+    device = resolve_device(device)
+    cuda = device.type == "cuda"
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if cuda else []):
         torch.manual_seed(seed)
         model.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
         history = _fit(model, data, epochs, batch_size, lr, weight_decay, warmup_epochs, device, cuda, on_epoch)
     return TrainResult(accuracy=history[-1], history=history, seconds=time.perf_counter() - start)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` means CUDA when present; a CUDA request without CUDA falls back to the CPU."""
+    if str(device) == "auto":
+        device = "cuda"
+    device = torch.device(device)
+    return device if device.type != "cuda" or torch.cuda.is_available() else torch.device("cpu")
+
+
+def _on_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The whole split on the GPU when it fits in 2 GiB (no copy per batch), else batches are copied over."""
+    return tensor.to(device) if tensor.numel() * tensor.element_size() <= 2**31 else tensor
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -88,14 +99,15 @@ def _fit(model, data, epochs, batch_size, lr, weight_decay, warmup_epochs, devic
     autocast, dtype = _autocast(cuda)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     memory_format = torch.channels_last if cuda else torch.contiguous_format
+    train_x, train_y = _on_device(data.train_x, device), _on_device(data.train_y, device)
     history = []
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(n)
         for step in range(steps_per_epoch):
             idx = order[step * batch_size:(step + 1) * batch_size]
-            x = data.train_x[idx].to(device, non_blocking=True)
-            y = data.train_y[idx].to(device, non_blocking=True)
+            x = train_x[idx.to(train_x.device)].to(device, non_blocking=True)
+            y = train_y[idx.to(train_y.device)].to(device, non_blocking=True)
             if data.augment is not None:
                 x = data.augment(x)
             x = x.contiguous(memory_format=memory_format)
@@ -118,15 +130,16 @@ def _fit(model, data, epochs, batch_size, lr, weight_decay, warmup_epochs, devic
 def evaluate_accuracy(model: nn.Module, data: Dataset, *, device: str | torch.device = "cpu",
                       batch_size: int = 256) -> float:
     """Validation top-1 of ``model`` (put in eval mode) on ``data``, in [0, 1]."""
-    device = torch.device(device)
+    device = resolve_device(device)
     cuda = device.type == "cuda"
     autocast, _ = _autocast(cuda)
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     model.eval()
+    val_x, val_y = _on_device(data.val_x, device), _on_device(data.val_y, device)
     correct = 0
     with torch.inference_mode(), autocast():
         for start in range(0, len(data.val_y), batch_size):
-            x = data.val_x[start:start + batch_size].to(device, non_blocking=True)
-            y = data.val_y[start:start + batch_size].to(device, non_blocking=True)
+            x = val_x[start:start + batch_size].to(device, non_blocking=True)
+            y = val_y[start:start + batch_size].to(device, non_blocking=True)
             correct += (model(x.contiguous(memory_format=memory_format)).argmax(dim=1) == y).sum().item()
     return correct / len(data.val_y)
