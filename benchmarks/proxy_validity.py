@@ -142,12 +142,13 @@ def table(results: dict[str, list[dict]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--genomes", type=int, default=30)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=512, help="training (and validation) images per data set")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--limit", type=int, default=1024, help="training (and validation) images per data set")
     parser.add_argument("--batch", type=int, default=16, help="images the zero-cost proxies see")
     parser.add_argument("--data", nargs="+", default=["synthetic", "digits"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; 1 is ~10x faster than 2 on a shared, oversubscribed CPU")
     parser.add_argument("--json", help="write per-genome records here")
     parser.add_argument("--append", action="store_true", help="append the table to benchmarks/BENCHMARKS.md")
     parser.add_argument("--table", metavar="JSON", help="only print the table of records saved with --json")
