@@ -187,8 +187,16 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    import signal
+
     from nas.search import search
+
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop (SLURM, kill) ends the run like Ctrl-C
 
     resume = args.resume
     search(args.space, budget=args.budget, latency=args.latency, params=args.params, device=args.device,
