@@ -61,7 +61,7 @@ def main() -> None:
                 start = time.perf_counter()
                 out = Path(tmp) / f"{sampler}-{seed}"
                 nas.search(args.space, budget=args.budget, trials=args.trials, sampler=sampler, seed=seed,
-                           second=args.second, device="cpu", proxy_batch=args.proxy_batch, out=out, quiet=True)
+                           second=args.second, device="auto", proxy_batch=args.proxy_batch, out=out, quiet=True)
                 fronts[sampler] = feasible_points(out)
                 results[sampler]["seconds"].append(time.perf_counter() - start)
             every = [p for pts in fronts.values() for p in pts]
