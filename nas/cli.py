@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="proxy: training-free scores (default); train: short training on --data")
     p.add_argument("--data", help="an image folder, an .npz, synthetic or digits (train objective; with proxy, "
                    "the batch the scores see)")
-    p.add_argument("--trials", type=int, help="trials to run (default: 60 proxy, 20 train; on resume, the "
+    p.add_argument("--trials", type=int, help="trials to run (default: 40 proxy, 20 train; on resume, the "
                    "run's own count)")
     p.add_argument("--timeout", help="stop starting trials after this long, e.g. 2h or 30m")
     p.add_argument("--sampler", choices=["tpe", "nsga2", "random", "evolution"], default="tpe")

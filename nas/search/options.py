@@ -12,7 +12,7 @@ from nas.errors import InputError
 
 DEFAULT_SPACE = "metaformer_hybrid"
 # Measured on the 2-core CPU the default must fit in 10 minutes (benchmarks/BENCHMARKS.md, "Search").
-DEFAULT_TRIALS = 60
+DEFAULT_TRIALS = 40
 DEFAULT_TRAIN_TRIALS = 20
 
 Objective = Literal["proxy", "train", "custom"]
