@@ -60,15 +60,11 @@ def test_validate_prints_cost_and_hash(hybrid_file, tmp_path):
     assert run_nas("validate", hybrid_file, "--graph", tmp_path / "g.png").returncode == 2
 
 
-def test_search_runs_until_the_search_lands():
-    result = run_nas("search")
-    assert result.returncode == 0 and "search arrives with the search issue" in result.stdout
-
-
 def test_unknown_arguments_are_bad_input():
     result = run_nas("validate")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert run_nas("frobnicate").returncode == 2
+    assert run_nas("search", "--budgett", "4G").returncode == 2  # a typo is not silently ignored
 
 
 def test_blocks_lists_every_registered_type():
