@@ -204,7 +204,9 @@ def cmd_search(args: argparse.Namespace) -> int:
            sampler=args.sampler, seed=args.seed, out=args.out, resume=resume if resume else False,
            storage=args.storage, study=args.study, second=args.second, quiet=args.quiet,
            latency_mode=args.latency_mode, latency_repeats=args.latency_repeats, proxy_batch=args.proxy_batch,
-           epochs=args.epochs, pruner=args.pruner, data_limit=args.data_limit, threads=args.threads)
+           epochs=args.epochs, pruner=args.pruner, data_limit=args.data_limit, threads=args.threads,
+           runner=args.runner, workers=args.workers, address=args.address, cpus_per_trial=args.cpus_per_trial,
+           gpus_per_trial=args.gpus_per_trial, heartbeat=args.heartbeat, as_worker=args.as_worker)
     return 0
 
 
@@ -298,8 +300,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/<timestamp>)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
                    help="continue a run (default: --out, else the newest under runs/)")
-    p.add_argument("--storage", help="an Optuna storage URL shared by workers (default RUN/study.db)")
+    p.add_argument("--storage", help="an Optuna storage shared by workers: sqlite:///PATH, postgresql://..., "
+                   "or journal:PATH (default RUN/study.db). A process given the storage and --study of a search "
+                   "under way joins it as a worker")
     p.add_argument("--study", help="the study name in the storage (default 'search')")
+    p.add_argument("--runner", choices=["local", "ray"], default="local",
+                   help="local: trials in this process and --workers processes; ray: Ray Tune trials")
+    p.add_argument("--workers", type=int, help="local: processes sharing the storage (default 1); ray: trials "
+                   "at once (default: as many as the cluster's CPUs hold)")
+    p.add_argument("--address", help="Ray cluster to run on: auto or HOST:PORT (default: a local Ray instance "
+                   "started and stopped with the command)")
+    p.add_argument("--cpus-per-trial", type=float, help="Ray resources per trial (default 1 CPU)")
+    p.add_argument("--gpus-per-trial", type=float, help="Ray resources per trial (default 0 GPUs), e.g. 0.5")
+    p.add_argument("--heartbeat", type=float, help="seconds between a worker's heartbeats to an SQL storage; a "
+                   "trial whose worker misses 4 is failed and retried (default 20; 0: off)")
+    p.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--second", choices=["latency", "params", "flops", "none"],
                    help="second objective, minimised (default latency; none with --objective train, so the "
                    "pruner can stop poor trials)")

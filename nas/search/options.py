@@ -20,6 +20,7 @@ Second = Literal["latency", "params", "flops", "none"]
 SamplerName = Literal["tpe", "nsga2", "random", "evolution"]
 LatencyMode = Literal["measure", "lut"]
 PrunerName = Literal["median", "hyperband", "none"]
+RunnerName = Literal["local", "ray"]
 
 
 class SearchOptions(BaseModel):
@@ -46,6 +47,13 @@ class SearchOptions(BaseModel):
     pruner: PrunerName = "median"
     storage: str | None = None
     study: str = "search"
+    runner: RunnerName = "local"
+    workers: int | None = None  # local: processes sharing the storage (default 1); ray: trials at once (default:
+    # as many as the cluster's CPUs hold)
+    address: str | None = None  # a Ray cluster (auto or HOST:PORT); none: a local Ray instance for the run
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    heartbeat: float = 20.0  # seconds between a worker's heartbeats (RDB storages); 0 turns them off
     evaluate: str | None = None  # the custom evaluate callable's name, for the record
 
     @property
@@ -75,6 +83,15 @@ class SearchOptions(BaseModel):
             raise InputError(f"the proxy batch needs at least 2 images, got {self.proxy_batch}")
         if self.latency_repeats < 1 or self.epochs < 1:
             raise InputError("latency repeats and epochs must be at least 1")
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be at least 1, got {self.workers}")
+        if self.runner == "local" and self.address:
+            raise InputError("--address names a Ray cluster: add --runner ray")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise InputError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
+        if self.runner == "local" and (self.workers or 1) > 1 and self.evaluate:
+            raise InputError("--workers N on the local runner starts `nas search` processes, which cannot "
+                             "receive a custom evaluate; run the workers yourself or use --runner ray")
         return self
 
 

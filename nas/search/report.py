@@ -22,7 +22,8 @@ from nas.genome import Genome
 from nas.io import dump_genome, parse_genome
 from nas.search.params import genome_data, params_picker
 from nas.search.samplers import dominates
-from nas.search.trial import SECOND_UNITS, is_interrupted
+from nas.search.trial import SECOND_UNITS
+from runners.base import SURPLUS, is_void
 from nas.space import choices, space_size
 
 PHASES = ("sample", "cost", "build", "score", "latency")
@@ -101,8 +102,8 @@ def _state(trial: FrozenTrial) -> str:
         if "duplicate_of" in trial.user_attrs:
             return "duplicate"
         return "feasible" if trial.user_attrs.get("feasible") else "over_budget"
-    if is_interrupted(trial):
-        return "interrupted"
+    if is_void(trial):
+        return SURPLUS if str(trial.user_attrs["failure"]).startswith(SURPLUS) else "interrupted"
     return trial.state.name.lower()
 
 
@@ -226,13 +227,13 @@ def write_report(run_dir: str | Path) -> SearchResult:
     directions = study.directions
     front = pareto_trials(trials, directions)
     counts = {"trials": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-                            and not is_interrupted(t) for t in trials),
+                            and not is_void(t) for t in trials),
               "feasible": sum(_feasible(t) and "duplicate_of" not in t.user_attrs for t in trials),
               "infeasible": sum(t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible")
                                 and "duplicate_of" not in t.user_attrs for t in trials),
               "duplicates": sum("duplicate_of" in t.user_attrs for t in trials),
-              "failed": sum(t.state == TrialState.FAIL and not is_interrupted(t) for t in trials),
-              "interrupted": sum(is_interrupted(t) for t in trials),
+              "failed": sum(t.state == TrialState.FAIL and not is_void(t) for t in trials),
+              "interrupted": sum(is_void(t) for t in trials),
               "pruned": sum(t.state == TrialState.PRUNED for t in trials)}
 
     def point(t: FrozenTrial) -> ParetoPoint | None:
@@ -294,7 +295,7 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
              f"{options.latency_mode} ({options.latency_repeats} repeats)",
              f"- trials: {counts['trials']} of {options.trials} ({counts['feasible']} feasible and built, "
              f"{counts['infeasible']} over budget, {counts['duplicates']} duplicates, {counts['failed']} failed, "
-             f"{counts['pruned']} pruned, {counts['interrupted']} interrupted and re-sampled)", ""]
+             f"{counts['pruned']} pruned, {counts['interrupted']} interrupted or surplus, replaced)", ""]
     durations = [t.user_attrs["seconds"] for t in trials if "build" in t.user_attrs.get("seconds", {})]
     if durations:
         means = {p: sum(a.get(p, 0) for a in durations) / len(durations) for p in PHASES}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
 import sys
 import time
 import warnings
@@ -23,7 +22,10 @@ from nas.search.progress import Progress, format_seconds
 from nas.search.report import SearchResult, write_report
 from nas.search.samplers import make_sampler
 from nas.search.survey import check_reachable, survey
-from nas.search.trial import INTERRUPTED, SECOND_UNITS, WORKER, Evaluate, Inputs, TrialRunner, counted
+from nas.search.trial import SECOND_UNITS, Evaluate, Inputs, TrialWork
+from runners.base import counted
+from runners.local import run_trials, start_workers, wait_workers, worker_command
+from runners.storage import open_storage
 
 RUN_FILE, SPACE_FILE, DB_FILE = "run.yaml", "space.yaml", "study.db"
 # Stop when this many samples in a row are invalid genomes and nearly nothing else came out.
@@ -34,21 +36,13 @@ def storage_url(run_dir: Path, options: SearchOptions) -> str:
     return options.storage or f"sqlite:///{(run_dir / DB_FILE).resolve()}"
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """The run's own SQLite file in WAL mode with ``synchronous=NORMAL``: a commit survives SIGKILL (only an OS
-    crash can lose the last ones) at a fraction of the fsyncs, and readers (``nas report``, other workers)
-    do not block the writer. Other URLs are used as given."""
-    if not url.startswith("sqlite:///"):
-        return url
-    path = url[len("sqlite:///"):]
-
-    def connect() -> sqlite3.Connection:
-        connection = sqlite3.connect(path, timeout=60, check_same_thread=False)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        return connection
-
-    return optuna.storages.RDBStorage(url, engine_kwargs={"creator": connect})
+def default_run_dir(options: SearchOptions) -> Path:
+    """Workers given one ``--storage`` share one run directory: beside a SQLite file, else runs/STUDY."""
+    if options.storage and options.storage.startswith("sqlite:///"):
+        return Path(options.storage[len("sqlite:///"):]).parent
+    if options.storage:
+        return Path("runs") / options.study
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
 def open_study(run_dir: Path, options: SearchOptions, sampler: optuna.samplers.BaseSampler | None = None,
@@ -82,36 +76,6 @@ def latest_run(root: Path = Path("runs")) -> Path:
     if not runs:
         raise InputError(f"--resume: no run directory with a {RUN_FILE} under {root}/; name one")
     return runs[-1]
-
-
-def recover_interrupted(study: optuna.Study) -> int:
-    """Mark RUNNING trials whose process is gone (a SIGKILL, a crash) as FAIL 'interrupted', so they no
-    longer count and new trials take their place. Trials of live workers (this host) or of other hosts are
-    left alone: another worker may be running them."""
-    host = WORKER.split(":")[0]
-    storage, recovered = study._storage, 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = str(trial.user_attrs.get("worker", ""))
-        worker_host, _, pid = worker.rpartition(":")
-        if worker and (worker_host != host or (pid.isdigit() and _alive(int(pid)))):
-            continue
-        storage.set_trial_user_attr(trial._trial_id, "failure", f"{INTERRUPTED} (its process {worker or '?'} "
-                                                                 f"died)")
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        recovered += 1
-    return recovered
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process has just started: nothing of it is running yet
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _load_space(space: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str, str]:
@@ -176,39 +140,53 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
            second: str | None = None, quiet: bool = False, evaluate: Evaluate | None = None,
            latency_mode: str = "measure", latency_repeats: int | None = None, proxy_batch: int | None = None,
            epochs: int | None = None, pruner: str | None = None, data_limit: int | None = None,
-           threads: int | None = None, stream=None) -> SearchResult:
+           threads: int | None = None, runner: str = "local", workers: int | None = None,
+           address: str | None = None, cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
+           heartbeat: float | None = None, as_worker: bool = False, stream=None) -> SearchResult | None:
     """Search ``space`` under the budgets and return the Pareto front and the best feasible genome.
 
     Every trial is stored (``out``/study.db, or ``storage``) before and after it runs; ``resume=True`` (with
-    ``out``) or ``resume="runs/NAME"`` continues a run with the options it was started with (``trials`` and
-    ``timeout`` may be raised). ``evaluate(genome, model) -> float`` replaces the built-in score (maximised).
-    Raises ``InfeasibleBudget`` (an ``InputError``) before any trial when no genome fits the budget, and
-    ``KeyboardInterrupt`` after writing the report for what is done on Ctrl-C.
+    ``out``) or ``resume="runs/NAME"`` continues a run with the options it was started with (``trials``,
+    ``timeout`` and ``workers`` may change). A process given the ``storage`` and ``study`` of a search already
+    under way joins it as a worker, with that search's options. ``runner="ray"`` runs the trials as Ray Tune
+    trials (``address`` of a cluster, else a local Ray instance for the run). ``evaluate(genome, model) ->
+    float`` replaces the built-in score (maximised). Raises ``InfeasibleBudget`` (an ``InputError``) before any
+    trial when no genome fits the budget, and ``KeyboardInterrupt`` after writing the report on Ctrl-C.
+    ``as_worker`` is for the processes ``workers`` starts: no report, no output, returns ``None``.
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stream = stream or sys.stderr
+    quiet = quiet or as_worker
+    joined = False
     if resume:
         run_dir = Path(resume) if isinstance(resume, (str, Path)) else Path(out) if out else latest_run()
         options, space_data = read_run(run_dir)
-        overrides = {k: v for k, v in {"trials": trials, "timeout": parse_duration(timeout)}.items()
-                     if v is not None}
+        overrides = {k: v for k, v in {"trials": trials, "timeout": parse_duration(timeout),
+                                       "workers": 1 if as_worker else workers}.items() if v is not None}
         options = options.model_copy(update=overrides)
         if options.objective == "custom" and evaluate is None:
             raise InputError(f"{run_dir} was searched with a custom evaluate ({options.evaluate}); pass it again")
-        label = str(run_dir / SPACE_FILE)
+        space_text, label = yaml.safe_dump(space_data, sort_keys=False), str(run_dir / SPACE_FILE)
     else:
         given = dict(budget=budget, latency=latency, params=params, device=device, objective=objective, data=data,
                      trials=trials, timeout=timeout, sampler=sampler, seed=seed, storage=storage, study=study,
                      second=second, latency_mode=latency_mode, latency_repeats=latency_repeats,
                      proxy_batch=proxy_batch, epochs=epochs, pruner=pruner, data_limit=data_limit,
-                     threads=threads)
+                     threads=threads, runner=runner, workers=workers, address=address,
+                     cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, heartbeat=heartbeat)
         if evaluate is not None:
             given.update(objective="custom", evaluate=getattr(evaluate, "__qualname__", repr(evaluate)))
         options = _options(space, given)
         space_data, space_text, label = _load_space(space)
-        run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-        if (run_dir / RUN_FILE).exists():
+        run_dir = Path(out) if out else default_run_dir(options)
+        under_way = _search_under_way(run_dir, options)
+        if under_way is not None:  # join it: its options and space are the search's
+            (options, space_text), joined = under_way, True
+            space_data = parse_yaml(space_text, f"{options.storage} ({options.study})")
+            options = options.model_copy(update={k: v for k, v in {"workers": 1, "timeout":
+                                                 parse_duration(timeout)}.items() if v is not None})
+        elif (run_dir / RUN_FILE).exists():
             raise InputError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick "
                              f"another --out")
 
@@ -221,20 +199,21 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
     if threads:
         torch.set_num_threads(threads)
     inputs, adapted = _inputs(space_data, options)
-    if adapted is not space_data:  # the run's space is the one the data fixed classes and channels of
+    if adapted != space_data:  # the run's space is the one the data fixed classes and channels of
         space_data, space_text = adapted, yaml.safe_dump(adapted, sort_keys=False)
     progress = Progress(options.trials, quiet, stream)
     report = survey(space_data, options)
     check_reachable(report, options, label)
 
-    if not resume:
+    if not resume and not (joined and (run_dir / RUN_FILE).exists()):
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / SPACE_FILE).write_text(space_text)
-        (run_dir / RUN_FILE).write_text(yaml.safe_dump(options.model_dump(), sort_keys=False))
+        _write_atomic(run_dir / SPACE_FILE, space_text)
+        _write_atomic(run_dir / RUN_FILE, yaml.safe_dump(options.model_dump(), sort_keys=False))
 
     sampler_ = make_sampler(options.sampler, options.seed, options.trials)
     study_ = open_study(run_dir, options, sampler_, create=True)
-    recovered = recover_interrupted(study_)
+    if "nas.run" not in study_.user_attrs:  # what a worker on another machine joins with
+        study_.set_user_attr("nas.run", {"options": options.model_dump(), "space": space_text})
     table = None
     if options.latency_mode == "lut" and (options.second == "latency" or options.latency):
         from nas.cost import LatencyTable
@@ -242,53 +221,108 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
 
         default_table_path().parent.mkdir(parents=True, exist_ok=True)
         table = LatencyTable(default_table_path())
-    runner = TrialRunner(space_data, options, device_name, inputs, evaluate, table)
-    runner.ms_per_gflop += [t.user_attrs["latency_ms"] / max(t.user_attrs["flops"] / 1e9, 1e-9)
-                            for t in study_.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                            if "latency_ms" in t.user_attrs and "estimated" not in t.user_attrs]
+    work = TrialWork(space_data, options, device_name, inputs, evaluate, table)
 
     done = counted(study_.get_trials(deepcopy=False))
+    workers_ = options.workers or 1
     progress.say(f"nas search: {label}, {options.objective} objective"
                  + (f" and {options.second}" if options.multi_objective else "")
-                 + f", sampler {options.sampler}, device {device_name}; run directory {run_dir}")
+                 + f", sampler {options.sampler}, device {device_name}, runner {options.runner}"
+                 + (f" ({workers_} workers)" if options.runner == "local" and workers_ > 1 else "")
+                 + f"; run directory {run_dir}")
     progress.say(f"  {report.feasible_share:.0%} of {report.sampled} random samples fit the budget"
-                 + (f"; resuming at trial {done}/{options.trials}"
-                    + (f", {recovered} interrupted trial(s) marked failed and re-sampled" if recovered else "")
-                    if resume else ""))
+                 + (f"; resuming at trial {done}/{options.trials}" if resume and not as_worker else "")
+                 + (f"; joining study {options.study!r} at trial {done}/{options.trials}" if joined else ""))
     if not resume and report.median_params and done == 0:
-        study_.enqueue_trial(report.median_params, user_attrs={"calibration": True})
+        study_.enqueue_trial(report.median_params, user_attrs={"calibration": True}, skip_if_exists=True)
 
-    start = time.perf_counter()
-    session = 0
-    invalid_streak = 0
+    prune = options.objective == "train" and not options.multi_objective and options.pruner != "none"
+    state = _LoopState(progress, options, label, report.feasible_share, quiet)
+    procs = []
     try:
-        while done < options.trials:
-            if options.timeout is not None and time.perf_counter() - start >= options.timeout:
+        if options.runner == "ray":
+            from runners.ray import RayOptions, run_ray
+
+            run_ray(RayOptions(storage=storage_url(run_dir, options), study=options.study,
+                               heartbeat=options.heartbeat, run_dir=run_dir.resolve(), target=options.trials,
+                               multi_objective=options.multi_objective, train_epochs=options.epochs if prune
+                               else None, workers=options.workers, address=options.address,
+                               cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial,
+                               timeout=options.timeout, resume=bool(resume)),
+                    work, sampler_, on_trial=state.on_trial)
+        else:
+            if workers_ > 1 and not as_worker:
+                procs = start_workers(workers_ - 1, worker_command(run_dir), run_dir / "workers")
+            why = run_trials(study_, work, options.trials, prune=prune, heartbeat_s=options.heartbeat,
+                             timeout=options.timeout,
+                             on_trial=state.on_trial)
+            if why == "timeout":
                 progress.say(f"timeout of {format_seconds(options.timeout)} reached")
-                break
-            trial = runner.run(study_)
-            session += 1
-            failure = str(trial.user_attrs.get("failure", ""))
-            invalid_streak = invalid_streak + 1 if failure.startswith("invalid genome") else 0
-            if invalid_streak >= INVALID_STREAK:
-                raise NasError(f"{invalid_streak} samples in a row were invalid genomes (last: {failure}); "
-                               f"check the space with `nas validate {label}`")
-            all_trials = study_.get_trials(deepcopy=False)
-            done = counted(all_trials)
-            if session == 1 and trial.state == TrialState.COMPLETE and not quiet:
-                _say_estimate(progress, trial, report.feasible_share, options.trials - done)
-            progress.update(done, _feasible(all_trials), _best_text(all_trials, options), session,
-                            options.timeout)
+            failed = [code for code in wait_workers(procs) if code != 0]
+            if failed:
+                progress.say(f"  {len(failed)} worker process(es) exited with an error; their logs are in "
+                             f"{run_dir / 'workers'}")
     except KeyboardInterrupt:
         progress.close()
-        write_report(run_dir)
-        print(f"interrupted: the report for the {counted(study_.get_trials(deepcopy=False))} finished trials "
-              f"is in {run_dir}", file=stream)
+        wait_workers(procs, stop=True)
+        if not as_worker:
+            write_report(run_dir)
+            print(f"interrupted: the report for the {counted(study_.get_trials(deepcopy=False))} finished "
+                  f"trials is in {run_dir}", file=stream)
         raise
     progress.close()
+    if as_worker:
+        return None
     result = write_report(run_dir)
     print(result.summary(), file=stream)
     return result
+
+
+class _LoopState:
+    """What the driver shows and checks after each trial it sees finish."""
+
+    def __init__(self, progress: Progress, options: SearchOptions, label: str, feasible_share: float,
+                 quiet: bool):
+        self.progress, self.options, self.label = progress, options, label
+        self.feasible_share, self.quiet = feasible_share, quiet
+        self.session = 0
+        self.invalid_streak = 0
+        self.start = time.perf_counter()
+
+    def on_trial(self, trial: optuna.trial.FrozenTrial, all_trials: list[optuna.trial.FrozenTrial]) -> None:
+        self.session += 1
+        failure = str(trial.user_attrs.get("failure", ""))
+        self.invalid_streak = self.invalid_streak + 1 if failure.startswith("invalid genome") else 0
+        if self.invalid_streak >= INVALID_STREAK:
+            raise NasError(f"{self.invalid_streak} samples in a row were invalid genomes (last: {failure}); "
+                           f"check the space with `nas validate {self.label}`")
+        done = counted(all_trials)
+        if self.session == 1 and trial.state == TrialState.COMPLETE and not self.quiet:
+            _say_estimate(self.progress, trial, self.feasible_share, self.options.trials - done)
+        self.progress.update(done, _feasible(all_trials), _best_text(all_trials, self.options), self.session,
+                             self.options.timeout)
+
+
+def _search_under_way(run_dir: Path, options: SearchOptions) -> tuple[SearchOptions, str] | None:
+    """The options and space of the search a shared ``--storage`` already holds under ``--study``, if any."""
+    if not options.storage:
+        return None
+    try:
+        stored = optuna.load_study(storage=open_storage(options.storage), study_name=options.study)
+    except KeyError:
+        return None
+    run = stored.user_attrs.get("nas.run")
+    if not run:
+        raise InputError(f"study {options.study!r} in {options.storage} was not made by nas search; name "
+                         f"another --study")
+    return SearchOptions.model_validate(run["options"]), run["space"]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Workers starting together write the same file: readers see the old or the new, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _say_estimate(progress: Progress, trial: optuna.trial.FrozenTrial, feasible_share: float, left: int) -> None:

@@ -1,0 +1,201 @@
+"""What every runner shares: the work a search hands over, the outcome a trial comes back with, how a finished
+trial is written to the Optuna storage, and which stored trials count.
+
+Runners know the search only through :class:`Work`: ``prepare`` samples a trial where the storage is (it may
+settle the trial there, e.g. over budget), ``evaluate`` runs anywhere (another process, a Ray worker) and
+touches no storage. So a runner moves a picklable payload to where the compute is and an :class:`Outcome`
+back, and nothing else.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+INTERRUPTED = "interrupted"
+SURPLUS = "surplus"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+# ``report(step, value)``: a trial's progress (an epoch's accuracy); a runner may stop the trial from inside it.
+Report = Callable[[int, float], None]
+# ``on_trial(trial, all_trials)``: the driver sees each trial it finished, with the study's trials (it may raise
+# to stop the search).
+OnTrial = Callable[[FrozenTrial, list[FrozenTrial]], None]
+
+
+@dataclass
+class Outcome:
+    """A trial's result: its objective values, or why it has none. Picklable."""
+
+    values: list[float] | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)  # stored as user attributes
+    constraints: dict[str, float] = field(default_factory=dict)  # <= 0 feasible, as Optuna reads them
+    failure: str | None = None
+    pruned: str | None = None
+
+    @property
+    def state(self) -> TrialState:
+        if self.failure is not None:
+            return TrialState.FAIL
+        if self.pruned is not None:
+            return TrialState.PRUNED
+        return TrialState.COMPLETE
+
+
+class Work(Protocol):
+    """The search's side of a trial."""
+
+    def prepare(self, study: optuna.Study, trial: optuna.Trial) -> dict[str, Any] | Outcome:
+        """Sample the trial; the payload to evaluate, or the outcome when no evaluation is needed."""
+
+    def evaluate(self, payload: dict[str, Any], report: Report | None = None) -> Outcome:
+        """Build and score; runs wherever the runner puts it and never raises for a trial's own failure."""
+
+
+def settle(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> FrozenTrial:
+    """Write the outcome to the storage and finish the trial."""
+    for key, value in outcome.attrs.items():
+        trial.set_user_attr(key, value)
+    for key, value in outcome.constraints.items():
+        trial.set_constraint(key, value)
+    if outcome.failure is not None:
+        trial.set_user_attr("failure", outcome.failure)
+    if outcome.pruned is not None:
+        trial.set_user_attr("pruned_at", outcome.pruned)
+    values = outcome.values if outcome.state == TrialState.COMPLETE else None
+    return study.tell(trial, values=values, state=outcome.state)
+
+
+def is_void(trial: FrozenTrial) -> bool:
+    """Failed for a reason outside the genome (its process died, or other workers had reached the count): it
+    does not count, and another trial takes its place."""
+    failure = str(trial.user_attrs.get("failure", ""))
+    return trial.state == TrialState.FAIL and failure.startswith((INTERRUPTED, SURPLUS))
+
+
+def is_interrupted(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.FAIL and str(trial.user_attrs.get("failure", "")).startswith(INTERRUPTED)
+
+
+def counted(trials: list[FrozenTrial]) -> int:
+    """Trials that count toward the requested number: finished and not void."""
+    return sum(t.state in FINISHED and not is_void(t) for t in trials)
+
+
+def in_flight(trials: list[FrozenTrial]) -> int:
+    return sum(t.state == TrialState.RUNNING for t in trials)
+
+
+def claim(trial: optuna.Trial) -> None:
+    """Mark the trial as this process's, so that recovery can tell a live worker's trial from a dead one's."""
+    trial.set_user_attr("worker", WORKER)
+    trial.set_user_attr("heartbeat", time.time())
+
+
+def is_surplus(study: optuna.Study, number: int, target: int) -> bool:
+    """True when ``target`` live trials precede trial ``number``. Storages number trials atomically, so this
+    check after ``ask`` honours the count across workers with no lock: exactly the first live ones run."""
+    earlier = [t for t in study.get_trials(deepcopy=False) if t.number < number]
+    return sum(not is_void(t) for t in earlier) >= target
+
+
+def void(study: optuna.Study, trial: optuna.Trial, reason: str) -> FrozenTrial:
+    trial.set_user_attr("failure", reason)
+    return study.tell(trial, state=TrialState.FAIL)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dead workers: a RUNNING trial whose process is gone is failed as interrupted and tried once more.
+
+def recover(study: optuna.Study, grace_s: float | None = None) -> int:
+    """Fail the RUNNING trials of dead workers and queue each for one retry; returns how many.
+
+    Two signs of death: on this host, the trial's process no longer exists (seen at once); on any host, its
+    heartbeat (see :class:`Heartbeat`) is older than ``grace_s``.
+    """
+    host = WORKER.rpartition(":")[0]
+    recovered = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = str(trial.user_attrs.get("worker", ""))
+        worker_host, _, pid = worker.rpartition(":")
+        beat = trial.user_attrs.get("heartbeat")
+        if not worker or (worker_host == host and pid.isdigit() and not _alive(int(pid))):
+            why = f"its process {worker or '?'} died"
+        elif grace_s and isinstance(beat, (int, float)) and time.time() - beat > grace_s:
+            why = f"no heartbeat from {worker} for {time.time() - beat:.0f}s"
+        else:
+            continue
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "failure", f"{INTERRUPTED} ({why})")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished, or another worker recovered it first
+        retry(study, trial)
+        recovered += 1
+    return recovered
+
+
+def retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue the same parameters once more, unless this already was the retry (a genome that kills its worker,
+    by running out of memory say, must not loop)."""
+    if "retry_of" in trial.user_attrs or not trial.params:
+        return
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process has just started: nothing of it is running yet
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Heartbeat:
+    """Stamps this process's running trials with the time every ``interval_s``, in the storage itself (any
+    storage, any host), so that other workers can tell a live trial from one whose machine went away."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, interval_s: float | None):
+        self.storage, self.interval_s = storage, interval_s
+        self._trials: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, trial_id: int) -> None:
+        if not self.interval_s:
+            return
+        with self._lock:
+            self._trials.add(trial_id)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name="nas-heartbeat", daemon=True)
+            self._thread.start()
+
+    def remove(self, trial_id: int) -> None:
+        with self._lock:
+            self._trials.discard(trial_id)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            with self._lock:
+                ids = list(self._trials)
+            for trial_id in ids:
+                try:
+                    self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+                except Exception:  # noqa: BLE001 - finished meanwhile, or a missed beat retried next interval
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()

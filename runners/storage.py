@@ -1,0 +1,30 @@
+"""Opening the Optuna storage that workers share: SQLite, any SQLAlchemy URL (PostgreSQL, MySQL), or a journal
+file (``journal:PATH``, for file systems where SQLite locking is unsafe, such as NFS)."""
+from __future__ import annotations
+
+import sqlite3
+
+import optuna
+
+JOURNAL = "journal:"
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """A storage object for ``url``. SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit survives
+    SIGKILL (only an OS crash can lose the last ones), and readers (``nas report``, other workers) do not block
+    the writer."""
+    if url.startswith(JOURNAL):
+        path = url[len(JOURNAL):]
+        lock = optuna.storages.journal.JournalFileOpenLock(path)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path, lock_obj=lock))
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+
+        def connect() -> sqlite3.Connection:
+            connection = sqlite3.connect(path, timeout=60, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            return connection
+
+        return optuna.storages.RDBStorage(url, engine_kwargs={"creator": connect})
+    return optuna.storages.RDBStorage(url)
