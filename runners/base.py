@@ -133,14 +133,19 @@ def recover(study: optuna.Study, grace_s: float | None = None) -> int:
             why = f"no heartbeat from {worker} for {time.time() - beat:.0f}s"
         else:
             continue
-        try:
-            study._storage.set_trial_user_attr(trial._trial_id, "failure", f"{INTERRUPTED} ({why})")
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # it finished, or another worker recovered it first
-        retry(study, trial)
-        recovered += 1
+        recovered += interrupt(study, trial, why)
     return recovered
+
+
+def interrupt(study: optuna.Study, trial: FrozenTrial, why: str) -> bool:
+    """Fail a trial whose worker died, and queue its genome once more; False if it had finished meanwhile."""
+    try:
+        study._storage.set_trial_user_attr(trial._trial_id, "failure", f"{INTERRUPTED} ({why})")
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # it finished, or another worker recovered it first
+    retry(study, trial)
+    return True
 
 
 def retry(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -152,8 +157,6 @@ def retry(study: optuna.Study, trial: FrozenTrial) -> None:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process has just started: nothing of it is running yet
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -193,6 +193,8 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
     from nas.cost.profile import resolve_device
 
     device_name = resolve_device(options.device)
+    if options.runner == "ray" and options.gpus_per_trial > 0 and options.device == "auto":
+        device_name = "cuda"  # the trials' device, on the workers Ray gives GPUs to
     # One thread on CPU unless asked: steadier latency ranks, and a CPU shared with other jobs slows two
     # spinning OpenMP threads ~20x (benchmarks/BENCHMARKS.md, "Search")
     threads = options.threads or (1 if device_name == "cpu" else None)
@@ -248,7 +250,7 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
                                multi_objective=options.multi_objective, train_epochs=options.epochs if prune
                                else None, workers=options.workers, address=options.address,
                                cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial,
-                               timeout=options.timeout, resume=bool(resume)),
+                               threads=options.threads, timeout=options.timeout, resume=bool(resume)),
                     work, sampler_, on_trial=state.on_trial)
         else:
             if workers_ > 1 and not as_worker:

@@ -1,0 +1,251 @@
+"""The Ray runner: trials as Ray Tune trials, sampled by Ray Tune's ``OptunaSearch`` on the run's own study.
+
+The driver owns the storage: :class:`StudySearch` asks and prepares each trial there (so a genome over an
+analytic budget, invalid, or already evaluated is settled at sampling time and never becomes a Tune trial),
+Tune ships the payload to a worker, and the outcome comes back in the trial's last result. Workers touch no
+storage, so a cluster needs no shared file system. With ``--objective train`` each epoch is a Tune result and
+ASHA stops poor trials. A worker that dies fails its trial as interrupted and queues it once more, as the
+local runner does; the study's count decides when the search is done.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from runners.base import (
+    SURPLUS, Heartbeat, OnTrial, Outcome, Work, claim, counted, in_flight, interrupt, is_surplus, recover, settle,
+    void,
+)
+from runners.storage import open_storage
+
+EXPERIMENT = "ray"  # the Tune experiment's folder in the run directory
+# Seconds between the searcher's looks at the storage while the last trials run.
+POLL_S = 0.5
+GRACE_BEATS = 4
+
+
+@dataclass
+class RayOptions:
+    storage: str  # the study's storage URL, reopened by the driver after a restore
+    study: str
+    run_dir: Path
+    target: int  # trials the study must count
+    multi_objective: bool
+    train_epochs: int | None = None  # per-epoch results and ASHA when set
+    workers: int | None = None  # trials at once; None: as many as the cluster's resources hold
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    threads: int | None = None  # torch threads in a trial (default: its CPUs)
+    heartbeat: float | None = None
+    timeout: float | None = None
+    resume: bool = False
+
+
+# The driver's live objects for a searcher that Tune unpickled on restore (they cannot be pickled).
+_ATTACHED: dict[str, tuple[Work, OnTrial | None]] = {}
+
+
+def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None):
+    """The study's searcher; its class is made here so that Ray is imported only by Ray runs."""
+    from ray.tune.search import Searcher
+    from ray.tune.search.optuna import OptunaSearch
+
+    class _StudySearch(OptunaSearch):
+        """``OptunaSearch`` on the run's study, sampling define-by-run through ``Work.prepare``."""
+
+        def __init__(self) -> None:
+            self._opts, self._key = opts, str(opts.run_dir)
+            super().__init__(space=self._sample, metric="score", mode="max", sampler=sampler,
+                             study_name=opts.study)
+            self._idle_until = 0.0
+            self._heartbeat: Heartbeat | None = None
+
+        # -- Ray's OptunaSearch builds an in-memory study; this one is the run's --------------------------
+        def _setup_study(self, mode: Any) -> None:
+            self._ot_study = optuna.load_study(storage=open_storage(self._opts.storage),
+                                               study_name=self._opts.study, sampler=self._sampler)
+
+        @property
+        def work(self) -> Work:
+            return _ATTACHED[self._key][0]
+
+        def _sample(self, trial: Any) -> dict[str, Any]:
+            claim(trial)
+            try:
+                prepared: Any = self.work.prepare(self._ot_study, trial)
+            except Exception as err:  # noqa: BLE001 - a bug in preparing one trial fails that trial only
+                prepared = Outcome(failure=f"{type(err).__name__}: {err}")
+            return {"nas": prepared}
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+            now = time.monotonic()
+            if now < self._idle_until:
+                return None
+            study = self._ot_study
+            while True:
+                trials = study.get_trials(deepcopy=False)
+                done, running = counted(trials), in_flight(trials)
+                if done >= self._opts.target:
+                    return Searcher.FINISHED
+                if done + running >= self._opts.target:  # the last trials run; one may fail and need replacing
+                    recover(study, self._grace_s())
+                    self._idle_until = now + POLL_S
+                    return None
+                config = super().suggest(trial_id)
+                ot_trial = self._ot_trials[trial_id]
+                prepared = config.pop("nas")
+                if is_surplus(study, ot_trial.number, self._opts.target):
+                    prepared = None
+                    void(study, ot_trial, f"{SURPLUS} (other workers reached the {self._opts.target} trials "
+                                          f"first)")
+                elif isinstance(prepared, Outcome):  # settled at sampling time: never a Tune trial
+                    self._finish(ot_trial, prepared)
+                if prepared is None or isinstance(prepared, Outcome):
+                    del self._ot_trials[trial_id]
+                    continue
+                self._beat().add(ot_trial._trial_id)
+                return {"payload": prepared, "trial": ot_trial.number}
+
+        def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+            ot_trial = self._ot_trials.get(trial_id)
+            if ot_trial is None or self._opts.multi_objective or "outcome" in result:
+                return
+            ot_trial.report(float(result["score"]), int(result["epoch"]))
+
+        def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                              error: bool = False) -> None:
+            ot_trial = self._ot_trials.pop(trial_id, None)
+            if ot_trial is None:
+                return
+            self._beat().remove(ot_trial._trial_id)
+            frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
+            if frozen.state != optuna.trial.TrialState.RUNNING:
+                return  # told before the driver was killed; Tune's snapshot predates it
+            if error:
+                interrupt(self._ot_study, frozen, "its Ray worker died")
+                return
+            if result and "outcome" in result:
+                outcome = Outcome(**json.loads(result["outcome"]))
+            else:
+                epoch, score = (result or {}).get("epoch", "?"), (result or {}).get("score", math.nan)
+                outcome = Outcome(pruned=f"epoch {epoch}, val accuracy {score:.3f} (ASHA)")
+            self._finish(ot_trial, outcome)
+
+        def _finish(self, ot_trial: optuna.Trial, outcome: Outcome) -> None:
+            frozen = settle(self._ot_study, ot_trial, outcome)
+            on_trial = _ATTACHED[self._key][1]
+            if on_trial is not None:
+                on_trial(frozen, self._ot_study.get_trials(deepcopy=False))
+
+        def _beat(self) -> Heartbeat:
+            if self._heartbeat is None:
+                self._heartbeat = Heartbeat(self._ot_study._storage, self._opts.heartbeat)
+            return self._heartbeat
+
+        def _grace_s(self) -> float | None:
+            return self._opts.heartbeat * GRACE_BEATS if self._opts.heartbeat else None
+
+        # -- Tune pickles the searcher (tuner.pkl, its checkpoints): keep the trial map, reopen the study -------
+        def __getstate__(self) -> dict[str, Any]:
+            state = self.__dict__.copy()
+            state["_ot_trials"] = {tid: t.number for tid, t in self._ot_trials.items()}
+            for key in ("_ot_study", "_space", "_heartbeat"):
+                state[key] = None
+            return state
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            numbers = state.pop("_ot_trials")
+            self.__dict__.update(state)
+            self._space = self._sample
+            self._setup_study(self._mode)
+            by_number = {t.number: t for t in self._ot_study.get_trials(deepcopy=False)}
+            self._ot_trials = {tid: optuna.Trial(self._ot_study, by_number[n]._trial_id)
+                               for tid, n in numbers.items() if n in by_number}
+            for trial in self._ot_trials.values():  # the restored driver owns them now
+                claim(trial)
+
+        def save(self, checkpoint_path: str) -> None:
+            import pickle
+
+            with open(checkpoint_path, "wb") as f:
+                pickle.dump(self.__getstate__(), f)
+
+        def restore(self, checkpoint_path: str) -> None:
+            import pickle
+
+            with open(checkpoint_path, "rb") as f:
+                self.__setstate__(pickle.load(f))
+
+    return _StudySearch()
+
+
+def _trainable(config: dict[str, Any], work: Work, epochs: int | None, threads: int) -> None:
+    """One Tune trial: evaluate the payload; epochs before the last are results ASHA can stop at."""
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(threads)
+
+    def report(epoch: int, accuracy: float) -> None:
+        if epochs is not None and epoch < epochs:
+            tune.report({"score": accuracy, "epoch": epoch})
+
+    outcome = work.evaluate(config["payload"], report=report if epochs else None)
+    score = outcome.values[0] if outcome.values else math.nan
+    # One string, so that Tune does not flatten it into its result columns
+    tune.report({"score": score, "epoch": epochs or 1, "outcome": json.dumps(dataclasses.asdict(outcome))})
+
+
+def run_ray(opts: RayOptions, work: Work, sampler: optuna.samplers.BaseSampler | None = None,
+            on_trial: OnTrial | None = None) -> None:
+    """Run the study's remaining trials on Ray: a cluster at ``opts.address``, else a local instance that
+    starts and stops here. ``opts.resume`` restores the run's Tune experiment (Tune's own restore)."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the study is the record
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+    from ray import tune
+
+    started = not ray.is_initialized()
+    if started:
+        if opts.address:
+            ray.init(address=opts.address, log_to_driver=False, logging_level="ERROR")
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    _ATTACHED[str(opts.run_dir)] = (work, on_trial)
+    try:
+        threads = opts.threads or max(1, int(opts.cpus_per_trial))
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, work=work, epochs=opts.train_epochs, threads=threads),
+            {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+        path = opts.run_dir / EXPERIMENT
+        if opts.resume and tune.Tuner.can_restore(str(path)):
+            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=False)
+        else:
+            scheduler = None
+            if opts.train_epochs:
+                scheduler = tune.schedulers.ASHAScheduler(time_attr="epoch", max_t=opts.train_epochs,
+                                                          grace_period=1, reduction_factor=2)
+            searcher = make_searcher(opts, sampler)
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric="score", mode="max",
+                                            num_samples=-1, max_concurrent_trials=opts.workers,
+                                            time_budget_s=opts.timeout,
+                                            trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
+                run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(opts.run_dir), verbose=0,
+                                          failure_config=tune.FailureConfig(max_failures=0)))
+        tuner.fit()
+    finally:
+        _ATTACHED.pop(str(opts.run_dir), None)
+        if started:
+            ray.shutdown()
