@@ -240,7 +240,7 @@ def run_ray(opts: RayOptions, work: Work, sampler: optuna.samplers.BaseSampler |
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric="score", mode="max",
                                             num_samples=-1, max_concurrent_trials=opts.workers,
-                                            time_budget_s=opts.timeout,
+                                            time_budget_s=opts.timeout, reuse_actors=True,
                                             trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
                 run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(opts.run_dir), verbose=0,
                                           failure_config=tune.FailureConfig(max_failures=0)))

@@ -1,0 +1,134 @@
+"""The local runner and shared-storage workers: real processes on one real SQLite storage.
+
+Recovery rules in brief: a RUNNING trial whose process is gone (this host) or whose heartbeat is stale (any host)
+is failed as ``interrupted`` and queued once more; a trial asked after the count was reached is ``surplus``;
+neither counts toward ``--trials``.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from runners.base import WORKER, claim, counted, is_surplus, is_void, recover
+from runners.slots import device_slot
+from runners.storage import open_storage
+from tests.conftest import run_nas
+from tests.test_search_cli import RESULT_FILES, rows
+
+
+def finished(run_dir: Path, study: str = "search") -> list[optuna.trial.FrozenTrial]:
+    loaded = optuna.load_study(storage=f"sqlite:///{run_dir / 'study.db'}", study_name=study)
+    return loaded.get_trials(deepcopy=False)
+
+
+def new_study(tmp_path: Path) -> optuna.Study:
+    return optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'study.db'}"), study_name="s")
+
+
+def test_two_workers_started_at_once_on_a_new_study_both_join_and_the_counts_add_up(tmp_path: Path):
+    storage = f"sqlite:///{tmp_path / 'shared' / 'study.db'}"
+    (tmp_path / "shared").mkdir()
+    command = [sys.executable, "-m", "nas", "search", "--space", "tiny", "--trials", "16", "--latency-repeats", "2",
+               "--storage", storage, "--study", "shared"]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+
+    trials = finished(tmp_path / "shared", "shared")
+    assert counted(trials) == 16 and not any(t.state == TrialState.RUNNING for t in trials)
+    by_worker = Counter(t.user_attrs["worker"] for t in trials if not is_void(t))
+    assert len(by_worker) == 2 and sum(by_worker.values()) == 16  # both joined; together exactly the count
+    # Their run directory is the storage's folder, with a local run's files
+    assert all((tmp_path / "shared" / name).exists() for name in RESULT_FILES)
+    assert len([r for r in rows(tmp_path / "shared") if r["state"] not in ("interrupted", "surplus")]) == 16
+
+
+def test_workers_flag_starts_processes_that_share_one_count(tmp_path: Path):
+    done = run_nas("search", "--space", "tiny", "--trials", "24", "--latency-repeats", "2", "--workers", "2",
+                   "--out", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    assert "runner local (2 workers)" in done.stderr
+    trials = finished(tmp_path / "run")
+    assert counted(trials) == 24
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # the started worker ran trials too
+    assert (tmp_path / "run" / "workers" / "worker-1.log").is_file()
+    assert all((tmp_path / "run" / name).exists() for name in RESULT_FILES)
+
+
+def test_a_dead_workers_trial_is_failed_and_retried_once(tmp_path: Path):
+    study = new_study(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for params in ({"x": 1}, {"x": 2}, {"x": 3}):
+        study.enqueue_trial(params)
+    gone, quiet, alive = (study.ask() for _ in range(3))
+    for trial in (gone, quiet, alive):
+        trial.suggest_int("x", 0, 9)
+        claim(trial)
+    gone.set_user_attr("worker", f"{WORKER.rpartition(':')[0]}:{dead.pid}")
+    quiet.set_user_attr("worker", "another-host:4242")
+    quiet.set_user_attr("heartbeat", time.time() - 120)  # that host stopped beating two minutes ago
+
+    assert recover(study, grace_s=60) == 2
+    trials = study.get_trials(deepcopy=False)
+    failures = {t.number: t.user_attrs.get("failure", "") for t in trials}
+    assert failures[gone.number].startswith("interrupted (its process")
+    assert failures[quiet.number].startswith("interrupted (no heartbeat from another-host:4242")
+    assert trials[alive.number].state == TrialState.RUNNING  # this process is alive: left alone
+    retries = [t for t in trials if t.state == TrialState.WAITING]
+    assert sorted(t.user_attrs["retry_of"] for t in retries) == [gone.number, quiet.number]
+    assert sorted(t.system_attrs["fixed_params"]["x"] for t in retries) == [1, 2]
+
+    # A retry that dies too is not queued again: a genome that kills its worker must not loop.
+    retry = study.ask()
+    assert retry.number in {t.number for t in retries}
+    retry.set_user_attr("worker", "another-host:4242")
+    retry.set_user_attr("heartbeat", time.time() - 120)
+    assert recover(study, grace_s=60) == 1
+    assert len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) == 1  # only the other retry
+
+
+def test_a_trial_asked_after_the_count_was_reached_is_surplus(tmp_path: Path):
+    study = new_study(tmp_path)
+    first, second, third = (study.ask() for _ in range(3))
+    study.tell(first, 1.0)
+    assert not is_surplus(study, second.number, target=2)
+    assert is_surplus(study, third.number, target=2)  # two live trials precede it
+    study.tell(second, state=TrialState.FAIL)  # a trial's own failure still counts
+    assert is_surplus(study, third.number, target=2)
+
+
+def test_a_latency_measurement_waits_for_compute_and_holds_the_device_alone(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("NAS_LOCK_DIR", str(tmp_path))
+    events: list[str] = []
+    computing = threading.Event()
+
+    def compute() -> None:
+        with device_slot("cpu", exclusive=False):
+            events.append("compute start")
+            computing.set()
+            time.sleep(0.3)
+            events.append("compute end")
+
+    def measure() -> None:
+        computing.wait()
+        with device_slot("cpu", exclusive=True):
+            events.append("measure")
+
+    threads = [threading.Thread(target=compute), threading.Thread(target=measure)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert events == ["compute start", "compute end", "measure"]
+    # Two computations share the device
+    with device_slot("cpu", exclusive=False), device_slot("cpu", exclusive=False):
+        pass
