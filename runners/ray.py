@@ -167,11 +167,14 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
             self.__dict__.update(state)
             self._space = self._sample
             self._setup_study(self._mode)
-            by_number = {t.number: t for t in self._ot_study.get_trials(deepcopy=False)}
-            self._ot_trials = {tid: optuna.Trial(self._ot_study, by_number[n]._trial_id)
-                               for tid, n in numbers.items() if n in by_number}
-            for trial in self._ot_trials.values():  # the restored driver owns them now
+            running = {t.number: t for t in self._ot_study.get_trials(deepcopy=False)
+                       if t.state == optuna.trial.TrialState.RUNNING}
+            # Trials the snapshot saw running: Tune re-runs the unfinished ones, and this driver owns them now
+            self._ot_trials = {tid: optuna.Trial(self._ot_study, running[n]._trial_id)
+                               for tid, n in numbers.items() if n in running}
+            for trial in self._ot_trials.values():
                 claim(trial)
+                self._beat().add(trial._trial_id)
 
         def save(self, checkpoint_path: str) -> None:
             import pickle

@@ -145,3 +145,47 @@ def test_a_training_search_on_ray_reports_epochs_and_asha_decides(tmp_path: Path
     assert complete and all("accuracy_epoch_2" in t.user_attrs for t in complete)
     assert all(t.user_attrs["pruned_at"].endswith("(ASHA)") for t in pruned)
     assert len(complete) + len(pruned) + sum(t.state == TrialState.FAIL for t in trials) == len(trials)
+
+
+SLOW_SEARCH = textwrap.dedent("""
+    import sys, time
+    import nas
+
+    def slow(genome, model):
+        time.sleep(1.0)
+        return float(sum(s.width * s.depth for s in genome.stages))
+
+    nas.search("tiny", budget=None, trials=8, second="params", evaluate=slow, runner="ray", workers=2,
+               address=sys.argv[2], out=sys.argv[1], resume=len(sys.argv) > 3, quiet=True)
+""")
+
+
+def test_a_killed_ray_driver_resumes_through_tune_and_keeps_every_finished_trial(tmp_path: Path, cluster: str):
+    script, run_dir = tmp_path / "slow.py", tmp_path / "run"
+    script.write_text(SLOW_SEARCH)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen([sys.executable, str(script), str(run_dir), cluster], env=env,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline:  # kill while trials run, after at least two have finished
+            time.sleep(0.3)
+            try:
+                states = [t.state for t in stored(run_dir)]
+            except Exception:  # noqa: BLE001 - the study is still being created
+                continue
+            if states.count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states:
+                break
+        driver.send_signal(signal.SIGKILL)
+    finally:
+        driver.wait(timeout=30)
+    before = {t.number: t.values for t in stored(run_dir) if t.state == TrialState.COMPLETE}
+    assert len(before) >= 2 and (run_dir / "ray" / "tuner.pkl").is_file()
+
+    resumed = subprocess.run([sys.executable, str(script), str(run_dir), cluster, "resume"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = stored(run_dir)
+    assert {t.number: t.values for t in after if t.number in before} == before  # nothing finished was lost
+    assert counted(after) == 8 and not any(t.state == TrialState.RUNNING for t in after)
+    assert (run_dir / "best.yaml").is_file()
