@@ -60,6 +60,14 @@ class Work(Protocol):
         """Build and score; runs wherever the runner puts it and never raises for a trial's own failure."""
 
 
+def prepare(work: Work, study: optuna.Study, trial: optuna.Trial) -> dict[str, Any] | Outcome:
+    """``work.prepare``, with a bug in preparing one trial failing that trial rather than the search."""
+    try:
+        return work.prepare(study, trial)
+    except Exception as err:  # noqa: BLE001
+        return Outcome(failure=f"{type(err).__name__}: {err}")
+
+
 def settle(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> FrozenTrial:
     """Write the outcome to the storage and finish the trial."""
     for key, value in outcome.attrs.items():
@@ -79,10 +87,6 @@ def is_void(trial: FrozenTrial) -> bool:
     does not count, and another trial takes its place."""
     failure = str(trial.user_attrs.get("failure", ""))
     return trial.state == TrialState.FAIL and failure.startswith((INTERRUPTED, SURPLUS))
-
-
-def is_interrupted(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.FAIL and str(trial.user_attrs.get("failure", "")).startswith(INTERRUPTED)
 
 
 def counted(trials: list[FrozenTrial]) -> int:

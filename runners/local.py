@@ -17,7 +17,19 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from runners.base import (
-    SURPLUS, Heartbeat, OnTrial, Outcome, Work, claim, counted, in_flight, is_surplus, recover, settle, void,
+    SURPLUS,
+    Heartbeat,
+    OnTrial,
+    Outcome,
+    Work,
+    claim,
+    counted,
+    in_flight,
+    is_surplus,
+    prepare,
+    recover,
+    settle,
+    void,
 )
 
 # Seconds between looks at the storage while other workers' trials finish the count.
@@ -37,14 +49,12 @@ def run_trial(study: optuna.Study, work: Work, *, target: int, prune: bool = Fal
     if heartbeat is not None:
         heartbeat.add(trial._trial_id)
     try:
-        prepared = work.prepare(study, trial)
+        prepared = prepare(work, study, trial)
         outcome = prepared if isinstance(prepared, Outcome) else work.evaluate(
             prepared, report=_pruning(trial) if prune else None)
     except KeyboardInterrupt:
         void(study, trial, "interrupted (Ctrl-C)")
         raise
-    except Exception as err:  # noqa: BLE001 - a bug in preparing one trial fails that trial, not the search
-        outcome = Outcome(failure=f"{type(err).__name__}: {err}")
     finally:
         if heartbeat is not None:
             heartbeat.remove(trial._trial_id)
@@ -61,8 +71,7 @@ def _pruning(trial: optuna.Trial) -> Callable[[int, float], None]:
 
 
 def run_trials(study: optuna.Study, work: Work, target: int, *, prune: bool = False,
-               heartbeat_s: float | None = None, timeout: float | None = None, on_trial: OnTrial | None = None,
-               on_wait: Callable[[int, int], None] | None = None) -> str:
+               heartbeat_s: float | None = None, timeout: float | None = None, on_trial: OnTrial | None = None) -> str:
     """Run trials until the study counts ``target`` (with any other workers); returns why it stopped:
     ``"done"`` or ``"timeout"``. While the last trials run elsewhere, it waits for them: one may yet fail
     and need replacing."""
@@ -79,8 +88,6 @@ def run_trials(study: optuna.Study, work: Work, target: int, *, prune: bool = Fa
             if done >= target:
                 return "done"
             if done + running >= target:
-                if on_wait is not None:
-                    on_wait(done, running)
                 time.sleep(POLL_S)
                 recover(study, grace_s)
                 continue

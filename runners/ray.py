@@ -21,7 +21,19 @@ from typing import Any
 import optuna
 
 from runners.base import (
-    SURPLUS, Heartbeat, OnTrial, Outcome, Work, claim, counted, in_flight, interrupt, is_surplus, recover, settle,
+    SURPLUS,
+    Heartbeat,
+    OnTrial,
+    Outcome,
+    Work,
+    claim,
+    counted,
+    in_flight,
+    interrupt,
+    is_surplus,
+    prepare,
+    recover,
+    settle,
     void,
 )
 from runners.storage import open_storage
@@ -80,11 +92,7 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
 
         def _sample(self, trial: Any) -> dict[str, Any]:
             claim(trial)
-            try:
-                prepared: Any = self.work.prepare(self._ot_study, trial)
-            except Exception as err:  # noqa: BLE001 - a bug in preparing one trial fails that trial only
-                prepared = Outcome(failure=f"{type(err).__name__}: {err}")
-            return {"nas": prepared}
+            return {"nas": prepare(self.work, self._ot_study, trial)}
 
         def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
             now = time.monotonic()
@@ -214,6 +222,8 @@ def run_ray(opts: RayOptions, work: Work, sampler: optuna.samplers.BaseSampler |
     starts and stops here. ``opts.resume`` restores the run's Tune experiment (Tune's own restore)."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the study is the record
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune snapshots its state every 10 s or more by default; a restore re-runs what finished after the last one
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     import ray
     from ray import tune
 
@@ -221,8 +231,8 @@ def run_ray(opts: RayOptions, work: Work, sampler: optuna.samplers.BaseSampler |
     if started:
         if opts.address:
             ray.init(address=opts.address, log_to_driver=False, logging_level="ERROR")
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        else:  # "local": a new instance even when a cluster runs on this machine (that one is --address auto)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     _ATTACHED[str(opts.run_dir)] = (work, on_trial)
     try:
         threads = opts.threads or max(1, int(opts.cpus_per_trial))

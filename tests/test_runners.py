@@ -132,3 +132,31 @@ def test_a_latency_measurement_waits_for_compute_and_holds_the_device_alone(tmp_
     # Two computations share the device
     with device_slot("cpu", exclusive=False), device_slot("cpu", exclusive=False):
         pass
+
+
+def test_a_worker_joins_a_search_under_way_from_its_storage_alone(tmp_path: Path):
+    journal = f"journal:{tmp_path / 'search.log'}"  # a journal file: the storage for NFS and the like
+    first = run_nas("search", "--space", "tiny", "--budget", "10MFLOPs", "--trials", "4", "--latency-repeats", "2",
+                    "--storage", journal, "--study", "hybrid", "--out", tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    # Another machine knows only the storage and the study: the space and budget come from the study
+    elsewhere = tmp_path / "machine_b"
+    elsewhere.mkdir()
+    joined = run_nas("search", "--storage", journal, "--study", "hybrid", "--trials", "7", cwd=elsewhere)
+    assert joined.returncode == 0, joined.stderr
+    assert "joining study 'hybrid' at trial 4/7" in joined.stderr
+    run_b = elsewhere / "runs" / "hybrid"
+    assert (run_b / "space.yaml").read_text() == (tmp_path / "a" / "space.yaml").read_text()
+    assert "budget: 10MFLOPs" in (run_b / "run.yaml").read_text()
+    study = optuna.load_study(storage=open_storage(journal), study_name="hybrid")
+    assert counted(study.get_trials()) == 7
+
+
+def test_runner_flags_that_contradict_each_other_fail_before_any_work(tmp_path: Path):
+    cases = {("--address", "auto"): "add --runner ray",
+             ("--runner", "ray", "--device", "cuda"): "needs --gpus-per-trial",
+             ("--workers", "0"): "--workers must be at least 1"}
+    for flags, message in cases.items():
+        done = run_nas("search", "--space", "tiny", *flags, "--out", tmp_path / "never")
+        assert done.returncode == 2 and message in done.stderr, (flags, done.stderr)
+        assert not (tmp_path / "never").exists()

@@ -93,5 +93,6 @@ def test_help_lists_every_option():
     done = run_nas("search", "--help")
     for flag in ["--space", "--budget", "--latency", "--params", "--device", "--objective", "--data", "--trials",
                  "--timeout", "--sampler", "--seed", "--out", "--resume", "--storage", "--study", "--second",
-                 "--quiet"]:
+                 "--quiet", "--runner", "--workers", "--address", "--gpus-per-trial", "--cpus-per-trial",
+                 "--heartbeat"]:
         assert flag in done.stdout

@@ -87,6 +87,9 @@ class SearchOptions(BaseModel):
             raise InputError(f"--workers must be at least 1, got {self.workers}")
         if self.runner == "local" and self.address:
             raise InputError("--address names a Ray cluster: add --runner ray")
+        if self.runner == "ray" and self.device.startswith("cuda") and self.gpus_per_trial == 0:
+            raise InputError("--device cuda with --runner ray needs --gpus-per-trial (1, or 0.5 to share a GPU): "
+                             "Ray hides GPUs from trials that do not ask for one")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise InputError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
         if self.runner == "local" and (self.workers or 1) > 1 and self.evaluate:

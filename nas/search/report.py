@@ -23,8 +23,8 @@ from nas.io import dump_genome, parse_genome
 from nas.search.params import genome_data, params_picker
 from nas.search.samplers import dominates
 from nas.search.trial import SECOND_UNITS
-from runners.base import SURPLUS, is_void
 from nas.space import choices, space_size
+from runners.base import SURPLUS, is_void
 
 PHASES = ("sample", "cost", "build", "score", "latency")
 

@@ -17,7 +17,13 @@ from optuna.trial import TrialState
 
 from nas.errors import InputError, NasError
 from nas.io import parse_yaml, read_yaml
-from nas.search.options import DEFAULT_SPACE, DEFAULT_TRAIN_TRIALS, DEFAULT_TRIALS, SearchOptions, parse_duration
+from nas.search.options import (
+    DEFAULT_SPACE,
+    DEFAULT_TRAIN_TRIALS,
+    DEFAULT_TRIALS,
+    SearchOptions,
+    parse_duration,
+)
 from nas.search.progress import Progress, format_seconds
 from nas.search.report import SearchResult, write_report
 from nas.search.samplers import make_sampler
@@ -184,7 +190,7 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
         if under_way is not None:  # join it: its options and space are the search's
             (options, space_text), joined = under_way, True
             space_data = parse_yaml(space_text, f"{options.storage} ({options.study})")
-            options = options.model_copy(update={k: v for k, v in {"workers": 1, "timeout":
+            options = options.model_copy(update={k: v for k, v in {"workers": 1, "trials": trials, "timeout":
                                                  parse_duration(timeout)}.items() if v is not None})
         elif (run_dir / RUN_FILE).exists():
             raise InputError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick "
