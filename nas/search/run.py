@@ -218,7 +218,12 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
         _write_atomic(run_dir / SPACE_FILE, space_text)
         _write_atomic(run_dir / RUN_FILE, yaml.safe_dump(options.model_dump(), sort_keys=False))
 
-    sampler_ = make_sampler(options.sampler, options.seed, options.trials)
+    # Each process on a shared study samples its own sequence: two with one seed would draw the same genomes.
+    # So a run on a given --storage is not bit-reproducible; one in its own run directory is.
+    shared = bool(options.storage) or joined or as_worker
+    seed = options.seed + os.getpid() if shared else options.seed
+    parallel = shared or (options.workers or 1) > 1 or options.runner == "ray"
+    sampler_ = make_sampler(options.sampler, seed, options.trials, parallel=parallel)
     study_ = open_study(run_dir, options, sampler_, create=True)
     if "nas.run" not in study_.user_attrs:  # what a worker on another machine joins with
         study_.set_user_attr("nas.run", {"options": options.model_dump(), "space": space_text})

@@ -116,11 +116,13 @@ def _contains(dist: BaseDistribution, value: Any) -> bool:
         return False
 
 
-def make_sampler(name: str, seed: int, trials: int = 100) -> optuna.samplers.BaseSampler:
-    """The named sampler; population sizes follow the trial count so short runs still evolve."""
+def make_sampler(name: str, seed: int, trials: int = 100, parallel: bool = False) -> optuna.samplers.BaseSampler:
+    """The named sampler; population sizes follow the trial count so short runs still evolve. ``parallel``:
+    trials run concurrently, so TPE counts running ones as bad (constant liar) rather than sampling beside them."""
     if name == "tpe":
         # group=True: a nested choice is modelled only with the trials that took its parent option.
-        return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, n_startup_trials=10)
+        return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, n_startup_trials=10,
+                                          constant_liar=parallel)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, trials // 5)))
     if name == "random":
