@@ -22,8 +22,9 @@ import optuna
 CONFIGS = [("local", 1), ("local", 2), ("ray", 1), ("ray", 2)]
 
 
-def run_once(space: str, trials: int, runner: str, workers: int, out: Path) -> dict[str, float]:
+def run_once(space: str, trials: int, sampler: str, runner: str, workers: int, out: Path) -> dict[str, float]:
     command = [sys.executable, "-m", "nas", "search", "--space", space, "--trials", str(trials), "--runner", runner,
+               "--sampler", sampler,
                "--workers", str(workers), "--out", str(out), "--quiet", "--latency-repeats", "3"]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
@@ -41,6 +42,8 @@ def main() -> None:
     parser.add_argument("--space", default="tiny")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sampler", default="random", help="random (default): every configuration draws genomes "
+                        "from one distribution, so their trial costs compare")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -49,13 +52,14 @@ def main() -> None:
         for repeat in range(args.repeats):
             for runner, workers in CONFIGS:
                 out = Path(tmp) / f"{runner}-{workers}-{repeat}"
-                results[(runner, workers)].append(run_once(args.space, args.trials, runner, workers, out))
-                r = results[(runner, workers)][-1]
+                r = run_once(args.space, args.trials, args.sampler, runner, workers, out)
+                results[(runner, workers)].append(r)
                 print(f"repeat {repeat}: {runner:5} x{workers}  {r['per_min']:6.1f} trials/min  "
                       f"fixed {r['fixed_s']:5.1f}s  wall {r['wall_s']:5.1f}s", file=sys.stderr, flush=True)
 
     base = statistics.median(r["per_min"] for r in results[("local", 1)])
-    print(f"\n{args.trials} trials of the {args.space!r} space, proxy objective, median of {args.repeats}\n")
+    print(f"\n{args.trials} trials of the {args.space!r} space, {args.sampler} sampler, proxy objective, median of "
+          f"{args.repeats}\n")
     print("| runner | workers | trials/min | vs local x1 | fixed overhead (s) | wall (s) |")
     print("|---|---|---|---|---|---|")
     for runner, workers in CONFIGS:

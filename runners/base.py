@@ -23,6 +23,8 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 INTERRUPTED = "interrupted"
 SURPLUS = "surplus"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# A trial whose heartbeat is this many intervals old belongs to a dead worker.
+GRACE_BEATS = 4
 
 # ``report(step, value)``: a trial's progress (an epoch's accuracy); a runner may stop the trial from inside it.
 Report = Callable[[int, float], None]
@@ -104,11 +106,31 @@ def claim(trial: optuna.Trial) -> None:
     trial.set_user_attr("heartbeat", time.time())
 
 
+def what_next(study: optuna.Study, target: int, heartbeat_s: float | None) -> str:
+    """``"done"`` when the study counts ``target`` trials (with every worker's), ``"wait"`` while the last ones
+    run (one may yet fail and need replacing: dead workers' trials are recovered here), else ``"ask"``."""
+    trials = study.get_trials(deepcopy=False)
+    done, running = counted(trials), in_flight(trials)
+    if done >= target:
+        return "done"
+    if done + running >= target:
+        recover(study, heartbeat_s * GRACE_BEATS if heartbeat_s else None)
+        return "wait"
+    return "ask"
+
+
 def is_surplus(study: optuna.Study, number: int, target: int) -> bool:
     """True when ``target`` live trials precede trial ``number``. Storages number trials atomically, so this
     check after ``ask`` honours the count across workers with no lock: exactly the first live ones run."""
     earlier = [t for t in study.get_trials(deepcopy=False) if t.number < number]
     return sum(not is_void(t) for t in earlier) >= target
+
+
+def void_if_surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
+    if not is_surplus(study, trial.number, target):
+        return False
+    void(study, trial, f"{SURPLUS} (other workers reached the {target} trials first)")
+    return True
 
 
 def void(study: optuna.Study, trial: optuna.Trial, reason: str) -> FrozenTrial:

@@ -17,25 +17,21 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from runners.base import (
-    SURPLUS,
     Heartbeat,
     OnTrial,
     Outcome,
     Work,
     claim,
-    counted,
-    in_flight,
-    is_surplus,
     prepare,
     recover,
     settle,
     void,
+    void_if_surplus,
+    what_next,
 )
 
 # Seconds between looks at the storage while other workers' trials finish the count.
 POLL_S = 1.0
-# A trial whose heartbeat is this many intervals old belongs to a dead worker.
-GRACE_BEATS = 4
 
 
 def run_trial(study: optuna.Study, work: Work, *, target: int, prune: bool = False,
@@ -43,8 +39,7 @@ def run_trial(study: optuna.Study, work: Work, *, target: int, prune: bool = Fal
     """Ask, prepare, evaluate and tell one trial here; ``None`` when other workers had reached ``target``."""
     trial = study.ask()
     claim(trial)
-    if is_surplus(study, trial.number, target):
-        void(study, trial, f"{SURPLUS} (other workers reached the {target} trials first)")
+    if void_if_surplus(study, trial, target):
         return None
     if heartbeat is not None:
         heartbeat.add(trial._trial_id)
@@ -76,20 +71,17 @@ def run_trials(study: optuna.Study, work: Work, target: int, *, prune: bool = Fa
     ``"done"`` or ``"timeout"``. While the last trials run elsewhere, it waits for them: one may yet fail
     and need replacing."""
     heartbeat = Heartbeat(study._storage, heartbeat_s)
-    grace_s = heartbeat_s * GRACE_BEATS if heartbeat_s else None
     start = time.perf_counter()
-    recover(study, grace_s)
+    recover(study)
     try:
         while True:
             if timeout is not None and time.perf_counter() - start >= timeout:
                 return "timeout"
-            trials = study.get_trials(deepcopy=False)
-            done, running = counted(trials), in_flight(trials)
-            if done >= target:
+            step = what_next(study, target, heartbeat_s)
+            if step == "done":
                 return "done"
-            if done + running >= target:
+            if step == "wait":
                 time.sleep(POLL_S)
-                recover(study, grace_s)
                 continue
             trial = run_trial(study, work, target=target, prune=prune, heartbeat=heartbeat)
             if trial is not None and on_trial is not None:

@@ -21,27 +21,22 @@ from typing import Any
 import optuna
 
 from runners.base import (
-    SURPLUS,
     Heartbeat,
     OnTrial,
     Outcome,
     Work,
     claim,
-    counted,
-    in_flight,
     interrupt,
-    is_surplus,
     prepare,
-    recover,
     settle,
-    void,
+    void_if_surplus,
+    what_next,
 )
 from runners.storage import open_storage
 
 EXPERIMENT = "ray"  # the Tune experiment's folder in the run directory
 # Seconds between the searcher's looks at the storage while the last trials run.
 POLL_S = 0.5
-GRACE_BEATS = 4
 
 
 @dataclass
@@ -98,23 +93,18 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
             now = time.monotonic()
             if now < self._idle_until:
                 return None
-            study = self._ot_study
             while True:
-                trials = study.get_trials(deepcopy=False)
-                done, running = counted(trials), in_flight(trials)
-                if done >= self._opts.target:
+                step = what_next(self._ot_study, self._opts.target, self._opts.heartbeat)
+                if step == "done":
                     return Searcher.FINISHED
-                if done + running >= self._opts.target:  # the last trials run; one may fail and need replacing
-                    recover(study, self._grace_s())
+                if step == "wait":  # only while trials run: Tune blocks on None when none does
                     self._idle_until = now + POLL_S
                     return None
                 config = super().suggest(trial_id)
                 ot_trial = self._ot_trials[trial_id]
                 prepared = config.pop("nas")
-                if is_surplus(study, ot_trial.number, self._opts.target):
+                if void_if_surplus(self._ot_study, ot_trial, self._opts.target):
                     prepared = None
-                    void(study, ot_trial, f"{SURPLUS} (other workers reached the {self._opts.target} trials "
-                                          f"first)")
                 elif isinstance(prepared, Outcome):  # settled at sampling time: never a Tune trial
                     self._finish(ot_trial, prepared)
                 if prepared is None or isinstance(prepared, Outcome):
@@ -158,9 +148,6 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
             if self._heartbeat is None:
                 self._heartbeat = Heartbeat(self._ot_study._storage, self._opts.heartbeat)
             return self._heartbeat
-
-        def _grace_s(self) -> float | None:
-            return self._opts.heartbeat * GRACE_BEATS if self._opts.heartbeat else None
 
         # -- Tune pickles the searcher (tuner.pkl, its checkpoints): keep the trial map, reopen the study -------
         def __getstate__(self) -> dict[str, Any]:
