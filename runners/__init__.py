@@ -1,2 +1,3 @@
-"""Where trials run: local processes, Ray Tune, shared Optuna storage. Filled in by the distributed-search
-issue (#6); runners only run trials and know nothing of blocks."""
+"""Where trials run. ``local``: this process, plus ``--workers`` processes on one shared Optuna storage;
+``ray``: Ray Tune trials, sampled by ``OptunaSearch`` on the same study. Runners only run trials: they see the
+search through ``runners.base.Work`` and know nothing of blocks or genomes."""
