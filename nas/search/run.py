@@ -186,7 +186,7 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
         options = _options(space, given)
         space_data, space_text, label = _load_space(space)
         run_dir = Path(out) if out else default_run_dir(options)
-        under_way = _search_under_way(run_dir, options)
+        under_way = _search_under_way(options)
         if under_way is not None:  # join it: its options and space are the search's
             (options, space_text), joined = under_way, True
             space_data = parse_yaml(space_text, f"{options.storage} ({options.study})")
@@ -316,7 +316,7 @@ class _LoopState:
                              self.options.timeout)
 
 
-def _search_under_way(run_dir: Path, options: SearchOptions) -> tuple[SearchOptions, str] | None:
+def _search_under_way(options: SearchOptions) -> tuple[SearchOptions, str] | None:
     """The options and space of the search a shared ``--storage`` already holds under ``--study``, if any."""
     if not options.storage:
         return None
