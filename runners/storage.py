@@ -3,8 +3,10 @@ file (``journal:PATH``, for file systems where SQLite locking is unsafe, such as
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import optuna
+import sqlalchemy.exc
 
 JOURNAL = "journal:"
 
@@ -26,5 +28,18 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             connection.execute("PRAGMA synchronous=NORMAL")
             return connection
 
-        return optuna.storages.RDBStorage(url, engine_kwargs={"creator": connect})
-    return optuna.storages.RDBStorage(url)
+        return _rdb(url, engine_kwargs={"creator": connect})
+    return _rdb(url)
+
+
+def _rdb(url: str, **kwargs) -> optuna.storages.RDBStorage:
+    """Workers started together on a new database race to create its tables and stamp its schema version; the
+    loser sees an integrity or locking error and succeeds on a second look."""
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
