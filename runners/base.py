@@ -134,8 +134,7 @@ def void_if_surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> bo
 
 
 def void(study: optuna.Study, trial: optuna.Trial, reason: str) -> FrozenTrial:
-    trial.set_user_attr("failure", reason)
-    return study.tell(trial, state=TrialState.FAIL)
+    return settle(study, trial, Outcome(failure=reason))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The Ray runner: trials as Ray Tune trials, sampled by Ray Tune's ``OptunaSearch`` on the run's own study.
 
-The driver owns the storage: :class:`StudySearch` asks and prepares each trial there (so a genome over an
+The driver owns the storage: the searcher (:func:`make_searcher`) asks and prepares each trial there (so a genome over an
 analytic budget, invalid, or already evaluated is settled at sampling time and never becomes a Tune trial),
 Tune ships the payload to a worker, and the outcome comes back in the trial's last result. Workers touch no
 storage, so a cluster needs no shared file system. With ``--objective train`` each epoch is a Tune result and

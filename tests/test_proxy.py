@@ -64,23 +64,26 @@ def test_the_model_is_left_as_it_was(batch):
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
+def with_weights(model: torch.nn.Module, change) -> torch.nn.Module:
+    """A copy of ``model`` with ``change`` applied in place to every parameter."""
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in changed.parameters():
+            change(p)
+    return changed
+
+
 def test_naswot_separates_identical_units_from_a_normal_network(batch):
     """With all-zero weights every image gives the same activation pattern: the kernel is singular."""
     normal = compile_model(tiny(), seed=0)
-    dead = copy.deepcopy(normal)
-    with torch.no_grad():
-        for p in dead.parameters():
-            p.zero_()
+    dead = with_weights(normal, torch.Tensor.zero_)
     assert math.isfinite(zero_cost_scores(normal, *batch)["naswot"])
     assert zero_cost_scores(dead, *batch)["naswot"] == -math.inf
 
 
 def test_synflow_depends_on_weight_magnitudes_only(batch):
     model = compile_model(tiny(), seed=0)
-    flipped = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in flipped.parameters():
-            p.neg_()
+    flipped = with_weights(model, torch.Tensor.neg_)
     assert zero_cost_scores(flipped, *batch)["synflow"] == pytest.approx(zero_cost_scores(model, *batch)["synflow"])
 
 
