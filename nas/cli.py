@@ -206,8 +206,32 @@ def cmd_search(args: argparse.Namespace) -> int:
            latency_mode=args.latency_mode, latency_repeats=args.latency_repeats, proxy_batch=args.proxy_batch,
            epochs=args.epochs, pruner=args.pruner, data_limit=args.data_limit, threads=args.threads,
            runner=args.runner, workers=args.workers, address=args.address, cpus_per_trial=args.cpus_per_trial,
-           gpus_per_trial=args.gpus_per_trial, heartbeat=args.heartbeat, as_worker=args.as_worker)
+           gpus_per_trial=args.gpus_per_trial, heartbeat=args.heartbeat, supernet=args.supernet,
+           finetune_epochs=args.finetune_epochs, as_worker=args.as_worker)
     return 0
+
+
+def cmd_supernet_train(args: argparse.Namespace) -> int:
+    import signal
+
+    from nas.supernet import SupernetTrainOptions, train_supernet
+
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop saves the checkpoint like Ctrl-C
+    if args.resume:
+        resume = args.resume if isinstance(args.resume, str) else True
+        if resume is True and not args.out:
+            raise _input_error("--resume needs the run directory: --resume RUN (or --out RUN)")
+        train_supernet(out=args.out, resume=resume, epochs=args.epochs, quiet=args.quiet)
+        return 0
+    given = {k: getattr(args, k) for k in SupernetTrainOptions.model_fields if getattr(args, k, None) is not None}
+    train_supernet(SupernetTrainOptions(**given), out=args.out, quiet=args.quiet)
+    return 0
+
+
+def _input_error(text: str) -> Exception:
+    from nas.errors import InputError
+
+    return InputError(text)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -281,15 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "choices. Every trial is stored in the run directory as it starts and ends; --resume "
                        "continues a run after a crash. Writes best.yaml, best_model.py, pareto/, pareto.png, "
                        "report.md and trials.csv.")
-    p.add_argument("--space", default="metaformer_hybrid", help="a shipped space (metaformer_hybrid, mobile, "
-                   "isotropic, tiny) or a space YAML file (default metaformer_hybrid)")
+    p.add_argument("--space", help="a shipped space (metaformer_hybrid, mobile, isotropic, tiny) or a space YAML "
+                   "file (default metaformer_hybrid; with --supernet, the supernet's space)")
     p.add_argument("--budget", default="4GFLOPs", help="FLOPs budget, checked before a genome is built "
                    "(default 4GFLOPs; 'none' for no budget)")
     p.add_argument("--latency", help="latency budget on --device, e.g. 15ms")
     p.add_argument("--params", help="parameter budget, e.g. 30M")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    p.add_argument("--objective", choices=["proxy", "train"], default="proxy",
-                   help="proxy: training-free scores (default); train: short training on --data")
+    p.add_argument("--objective", choices=["proxy", "train", "supernet"], default="proxy",
+                   help="proxy: training-free scores (default); train: short training on --data; supernet: "
+                   "validation accuracy with a trained supernet's weights")
+    p.add_argument("--supernet", metavar="RUN", help="with --objective supernet: a run of nas supernet train "
+                   "(or its supernet.pt); its data is the default --data")
+    p.add_argument("--finetune-epochs", type=int, help="with --objective supernet: train the extracted winner "
+                   "this many more epochs before saving best_weights.pt (default 0)")
     p.add_argument("--data", help="an image folder, an .npz, synthetic or digits (train objective; with proxy, "
                    "the batch the scores see)")
     p.add_argument("--trials", type=int, help="trials to run (default: 40 proxy, 20 train; on resume, the "
@@ -330,6 +359,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "faster on a CPU other jobs share)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("supernet", help="train a weight-sharing supernet for a space",
+                       description="One network whose sub-networks are every genome of a space. Train it once, "
+                       "then search it with nas search --objective supernet --supernet RUN.")
+    supernet = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = supernet.add_parser("train", help="train a supernet (sandwich rule, in-place distillation)",
+                            description="Train a supernet for a space: each step trains the largest genome on the "
+                            "labels and the smallest and --random-per-step random genomes on the largest's "
+                            "predictions. Writes RUN/supernet.pt (every epoch, every minute and on Ctrl-C), "
+                            "history.csv, space.yaml and train.yaml; --resume RUN continues exactly where it "
+                            "stopped.")
+    p.add_argument("--space", help="a shipped space or a space YAML file (default tiny)")
+    p.add_argument("--data", help="an image folder, an .npz, synthetic or digits (default synthetic)")
+    p.add_argument("--data-limit", type=int, help="use at most this many images per split (a seeded subset)")
+    p.add_argument("--epochs", type=int, help="epochs in all (default 10; on resume, may be raised)")
+    p.add_argument("--batch-size", type=int, help="images per step (default 64)")
+    p.add_argument("--lr", type=float, help="AdamW peak learning rate (default 0.002)")
+    p.add_argument("--random-per-step", type=int, help="random genomes per step besides the largest and the "
+                   "smallest (default 2)")
+    p.add_argument("--no-distill", dest="distill", action="store_const", const=False, help="train every genome "
+                   "on the labels instead of the largest's predictions")
+    p.add_argument("--device", help="auto (CUDA when present, with autocast), cpu or cuda[:N]")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
+    p.add_argument("--out", help="run directory (default runs/supernet-<timestamp>)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
+                   help="continue a run from its checkpoint")
+    p.add_argument("--quiet", action="store_true", help="print only errors")
+    p.set_defaults(func=cmd_supernet_train)
 
     p = sub.add_parser("report", help="rebuild a run directory's report from its storage",
                        description="Rewrite trials.csv, pareto/, best.yaml, best_model.py, pareto.png and "

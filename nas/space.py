@@ -95,6 +95,20 @@ def choices(space: Any, path: str = "") -> list[Choice]:
     return []
 
 
+def space_resolution(space: dict[str, Any]) -> int:
+    """The input resolution a space (or genome) declares, 224 when it declares none."""
+    res = (space.get("input") or {}).get("resolution", 224)
+    return int(res[0] if isinstance(res, (list, tuple)) else res)
+
+
+def fit_space_to_data(space: dict[str, Any], dataset: Any) -> dict[str, Any]:
+    """The classes and channels come from the data; the resolution stays the space's (data is loaded at it)."""
+    space = dict(space)
+    space["num_classes"] = dataset.num_classes
+    space["input"] = {**space.get("input", {}), "channels": dataset.channels}
+    return space
+
+
 def is_space(data: Any) -> bool:
     return bool(choices(data))
 

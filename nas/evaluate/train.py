@@ -56,12 +56,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return device if device.type != "cuda" or torch.cuda.is_available() else torch.device("cpu")
 
 
-def _on_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+def on_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The whole split on the GPU when it fits in 2 GiB (no copy per batch), else batches are copied over."""
     return tensor.to(device) if tensor.numel() * tensor.element_size() <= 2**31 else tensor
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on weight matrices and kernels only, as timm and the MetaFormer recipes do."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
@@ -81,7 +81,7 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return factor
 
 
-def _autocast(cuda: bool) -> tuple[Callable[[], object], torch.dtype | None]:
+def autocast_for(cuda: bool) -> tuple[Callable[[], object], torch.dtype | None]:
     if not cuda:
         return nullcontext, None
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -93,13 +93,13 @@ def _fit(model, data, epochs, batch_size, lr, weight_decay, warmup_epochs, devic
     batch_size = min(batch_size, n)
     steps_per_epoch = n // batch_size  # drop the ragged last batch: a batch of one breaks batch norm
     total = epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr)
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total, min(total, warmup_epochs * steps_per_epoch)))
-    autocast, dtype = _autocast(cuda)
+    autocast, dtype = autocast_for(cuda)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     memory_format = torch.channels_last if cuda else torch.contiguous_format
-    train_x, train_y = _on_device(data.train_x, device), _on_device(data.train_y, device)
+    train_x, train_y = on_device(data.train_x, device), on_device(data.train_y, device)
     history = []
     for epoch in range(1, epochs + 1):
         model.train()
@@ -132,10 +132,10 @@ def evaluate_accuracy(model: nn.Module, data: Dataset, *, device: str | torch.de
     """Validation top-1 of ``model`` (put in eval mode) on ``data``, in [0, 1]."""
     device = resolve_device(device)
     cuda = device.type == "cuda"
-    autocast, _ = _autocast(cuda)
+    autocast, _ = autocast_for(cuda)
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     model.eval()
-    val_x, val_y = _on_device(data.val_x, device), _on_device(data.val_y, device)
+    val_x, val_y = on_device(data.val_x, device), on_device(data.val_y, device)
     correct = 0
     with torch.inference_mode(), autocast():
         for start in range(0, len(data.val_y), batch_size):

@@ -15,7 +15,7 @@ DEFAULT_SPACE = "metaformer_hybrid"
 DEFAULT_TRIALS = 40
 DEFAULT_TRAIN_TRIALS = 20
 
-Objective = Literal["proxy", "train", "custom"]
+Objective = Literal["proxy", "train", "supernet", "custom"]
 Second = Literal["latency", "params", "flops", "none"]
 SamplerName = Literal["tpe", "nsga2", "random", "evolution"]
 LatencyMode = Literal["measure", "lut"]
@@ -55,6 +55,8 @@ class SearchOptions(BaseModel):
     gpus_per_trial: float = 0.0
     heartbeat: float = 20.0  # seconds between a worker's heartbeats (RDB storages); 0 turns them off
     evaluate: str | None = None  # the custom evaluate callable's name, for the record
+    supernet: str | None = None  # a trained supernet's checkpoint (objective supernet)
+    finetune_epochs: int = 0  # objective supernet: train the extracted winner this much more
 
     @property
     def flops_budget(self) -> int | None:
@@ -79,6 +81,13 @@ class SearchOptions(BaseModel):
             raise InputError(f"--trials must be at least 1, got {self.trials}")
         if self.objective == "train" and not self.data:
             raise InputError("--objective train needs --data (a folder, an .npz, 'synthetic' or 'digits')")
+        if self.objective == "supernet" and not self.supernet:
+            raise InputError("--objective supernet needs --supernet RUN (a run of nas supernet train, or its "
+                             "supernet.pt)")
+        if self.supernet and self.objective != "supernet":
+            raise InputError("--supernet scores genomes with a trained supernet: add --objective supernet")
+        if self.finetune_epochs < 0:
+            raise InputError(f"--finetune-epochs must not be negative, got {self.finetune_epochs}")
         if self.proxy_batch < 2:
             raise InputError(f"the proxy batch needs at least 2 images, got {self.proxy_batch}")
         if self.latency_repeats < 1 or self.epochs < 1:

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from nas.errors import InputError, NasError
 from nas.io import parse_yaml, read_yaml
+from nas.space import fit_space_to_data, space_resolution
 from nas.search.options import (
     DEFAULT_SPACE,
     DEFAULT_TRAIN_TRIALS,
@@ -91,33 +92,20 @@ def _load_space(space: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str
     return data, text, label
 
 
-def _adapt_to_data(space: dict[str, Any], dataset: Any) -> dict[str, Any]:
-    """The classes and channels come from the data; the resolution stays the space's (data is loaded at it)."""
-    space = dict(space)
-    space["num_classes"] = dataset.num_classes
-    space["input"] = {**space.get("input", {}), "channels": dataset.channels}
-    return space
-
-
-def _resolution(space: dict[str, Any]) -> int:
-    res = (space.get("input") or {}).get("resolution", 224)
-    return int(res[0] if isinstance(res, (list, tuple)) else res)
-
-
 def _inputs(space: dict[str, Any], options: SearchOptions) -> tuple[Inputs, dict[str, Any]]:
     """The proxy batch (from the data, or seeded random images) or the training set."""
-    if options.objective == "train" or (options.data and options.objective == "proxy"):
+    if options.objective in ("train", "supernet") or (options.data and options.objective == "proxy"):
         from nas.data import load_data
 
-        limit = options.data_limit if options.objective == "train" else max(options.proxy_batch, 16)
-        dataset = load_data(options.data, resolution=_resolution(space), seed=options.seed, limit=limit)
-        space = _adapt_to_data(space, dataset)
-        if options.objective == "train":
+        limit = options.data_limit if options.objective != "proxy" else max(options.proxy_batch, 16)
+        dataset = load_data(options.data, resolution=space_resolution(space), seed=options.seed, limit=limit)
+        space = fit_space_to_data(space, dataset)
+        if options.objective in ("train", "supernet"):
             return Inputs(dataset=dataset), space
         return Inputs(dataset.train_x[:options.proxy_batch], dataset.train_y[:options.proxy_batch]), space
     generator = torch.Generator().manual_seed(options.seed)
     channels = int((space.get("input") or {}).get("channels", 3))
-    res = _resolution(space)
+    res = space_resolution(space)
     x = torch.randn(options.proxy_batch, channels, res, res, generator=generator)
     y = torch.randint(0, int(space.get("num_classes", 1000)), (options.proxy_batch,), generator=generator)
     return Inputs(x, y), space
@@ -138,7 +126,7 @@ def _options(space: Any, given: dict[str, Any]) -> SearchOptions:
     return SearchOptions(space=str(label), **values).check()
 
 
-def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | None = "4GFLOPs",
+def search(space: str | Path | dict[str, Any] | None = None, *, budget: str | None = "4GFLOPs",
            latency: str | None = None, params: str | None = None, device: str = "auto",
            objective: str = "proxy", data: str | None = None, trials: int | None = None,
            timeout: str | float | None = None, sampler: str = "tpe", seed: int = 0, out: str | Path | None = None,
@@ -148,7 +136,8 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
            epochs: int | None = None, pruner: str | None = None, data_limit: int | None = None,
            threads: int | None = None, runner: str = "local", workers: int | None = None,
            address: str | None = None, cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
-           heartbeat: float | None = None, as_worker: bool = False, stream=None) -> SearchResult | None:
+           heartbeat: float | None = None, supernet: str | Path | None = None, finetune_epochs: int | None = None,
+           as_worker: bool = False, stream=None) -> SearchResult | None:
     """Search ``space`` under the budgets and return the Pareto front and the best feasible genome.
 
     Every trial is stored (``out``/study.db, or ``storage``) before and after it runs; ``resume=True`` (with
@@ -158,7 +147,9 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
     trials (``address`` of a cluster, else a local Ray instance for the run). ``evaluate(genome, model) ->
     float`` replaces the built-in score (maximised). Raises ``InfeasibleBudget`` (an ``InputError``) before any
     trial when no genome fits the budget, and ``KeyboardInterrupt`` after writing the report on Ctrl-C.
-    ``as_worker`` is for the processes ``workers`` starts: no report, no output, returns ``None``.
+    ``objective="supernet"`` scores each genome by its validation accuracy with the weights of a trained
+    ``supernet`` (its space and data unless given), and writes the winner's weights (``best_weights.pt``),
+    fine-tuned for ``finetune_epochs`` when asked. ``as_worker`` is for the processes ``workers`` starts: no report, no output, returns ``None``.
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -175,16 +166,26 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
             raise InputError(f"{run_dir} was searched with a custom evaluate ({options.evaluate}); pass it again")
         space_text, label = yaml.safe_dump(space_data, sort_keys=False), str(run_dir / SPACE_FILE)
     else:
+        own_space = objective == "supernet" and supernet is not None and space is None
+        if objective == "supernet" and supernet is not None:
+            supernet = Path(supernet).resolve()  # workers may start elsewhere
+            if space is None or data is None:
+                space, data, data_limit = _supernet_defaults(supernet, space, data, data_limit)
+        space = DEFAULT_SPACE if space is None else space
         given = dict(budget=budget, latency=latency, params=params, device=device, objective=objective, data=data,
                      trials=trials, timeout=timeout, sampler=sampler, seed=seed, storage=storage, study=study,
                      second=second, latency_mode=latency_mode, latency_repeats=latency_repeats,
                      proxy_batch=proxy_batch, epochs=epochs, pruner=pruner, data_limit=data_limit,
                      threads=threads, runner=runner, workers=workers, address=address,
-                     cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, heartbeat=heartbeat)
+                     cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, heartbeat=heartbeat,
+                     supernet=None if supernet is None else str(supernet), finetune_epochs=finetune_epochs)
         if evaluate is not None:
             given.update(objective="custom", evaluate=getattr(evaluate, "__qualname__", repr(evaluate)))
         options = _options(space, given)
         space_data, space_text, label = _load_space(space)
+        if own_space:
+            label = f"the space of supernet {supernet}"
+            options = options.model_copy(update={"space": label})
         run_dir = Path(out) if out else default_run_dir(options)
         under_way = _search_under_way(options)
         if under_way is not None:  # join it: its options and space are the search's
@@ -288,7 +289,48 @@ def search(space: str | Path | dict[str, Any] = DEFAULT_SPACE, *, budget: str | 
         return None
     result = write_report(run_dir)
     print(result.summary(), file=stream)
+    if options.objective == "supernet" and result.best is not None:
+        _write_winner_weights(run_dir, result.best.genome, options, inputs, device_name, stream)
     return result
+
+
+def _supernet_defaults(path: Path, space: Any, data: str | None, data_limit: int | None
+                       ) -> tuple[Any, str | None, int | None]:
+    """A supernet search runs on the supernet's own space and data unless told otherwise."""
+    from nas.supernet import Supernet
+
+    net, state = Supernet.load(path)
+    trained_on = state.get("data", {})
+    if data is None:
+        data, data_limit = trained_on.get("spec"), data_limit or trained_on.get("limit")
+    return (net.space if space is None else space), data, data_limit
+
+
+WEIGHTS_FILE, WEIGHTS_INFO = "best_weights.pt", "best_weights.yaml"
+
+
+def _write_winner_weights(run_dir: Path, genome: Any, options: SearchOptions, inputs: Inputs, device: str,
+                          stream) -> None:
+    """The winner as a standalone model with the supernet's weights (``best_model.py`` loads them with
+    ``build_model(weights=...)``), fine-tuned on the search's data when ``finetune_epochs`` asks."""
+    from nas.evaluate.train import train_model
+    from nas.supernet import inherited_accuracy
+    from nas.supernet.supernet import cached_supernet
+
+    accuracy, model = inherited_accuracy(cached_supernet(options.supernet), genome, inputs.dataset, device=device,
+                                         seed=options.seed)
+    info: dict[str, Any] = {"genome_hash": genome.content_hash(), "supernet": options.supernet,
+                            "inherited_accuracy": accuracy}
+    if options.finetune_epochs:
+        result = train_model(model, inputs.dataset, epochs=options.finetune_epochs, device=device,
+                             seed=options.seed, lr=5e-4, warmup_epochs=0)
+        info.update(finetune_epochs=options.finetune_epochs, finetuned_accuracy=result.accuracy)
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, run_dir / WEIGHTS_FILE)
+    _write_atomic(run_dir / WEIGHTS_INFO, yaml.safe_dump(info, sort_keys=False))
+    text = f"winner weights: {run_dir / WEIGHTS_FILE} (inherited validation accuracy {accuracy:.1%}"
+    if options.finetune_epochs:
+        text += f"; {info['finetuned_accuracy']:.1%} after {options.finetune_epochs} fine-tuning epochs"
+    print(text + "); load them with best_model.build_model(weights=...)", file=stream)
 
 
 class _LoopState:

@@ -125,7 +125,7 @@ class TrialWork:
         attrs: dict[str, Any] = {}
         with device_slot(device, exclusive=False):
             tick = time.perf_counter()
-            model = compile_model(genome, seed=self.options.seed)
+            model = self._build(genome)
             if device != "cpu":
                 model.to(device)
             times["build"] = time.perf_counter() - tick
@@ -170,10 +170,21 @@ class TrialWork:
         return Outcome(values=[score] if second is None else [score, second], attrs=attrs, constraints=constraints)
 
     # ------------------------------------------------------------------------------------------------------
+    def _build(self, genome: Genome) -> torch.nn.Module:
+        if self.options.objective == "supernet":  # the genome with the supernet's weights
+            from nas.supernet.supernet import cached_supernet
+
+            return cached_supernet(self.options.supernet).extract(genome)
+        return compile_model(genome, seed=self.options.seed)
+
     def _score(self, genome: Genome, model: torch.nn.Module, device: str, attrs: dict[str, Any],
                report: Report | None) -> float:
         if self.evaluate_fn is not None:
             return float(self.evaluate_fn(genome, model))
+        if self.options.objective == "supernet":
+            from nas.supernet.train import score_extracted
+
+            return score_extracted(model, self.inputs.dataset, device=device, seed=self.options.seed)
         if self.options.objective == "proxy":
             from nas.evaluate.proxy import proxy_score
 

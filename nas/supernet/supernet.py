@@ -1,21 +1,25 @@
 """A supernet by weight entanglement, for any block in the registry with no elastic code per block.
 
-The supernet holds, for every unit of the network (the stem, each stage's downsample and blocks, the head) and
-every *family* the space puts there, the largest tensor each parameter takes over the space. A family is the
-unit's tree of module classes: two genomes whose block differs only in widths, kernels, heads or ratios share
-weights; a different mixer type is a different family with weights of its own (weights that cannot be shared
-are not). A genome runs as its own plain network (a *shell*, built once and cached) through
-``torch.func.functional_call`` with slices of the largest tensors: leading channels, and the centre of a conv
-kernel. So the supernet's output for a genome is, by construction, what the plain network computes with those
-slices, and ``extract`` copies the same slices into a standalone network. Gradients reach the shared tensors
-through the slices. Depth is elastic because block ``j`` of a stage is the same unit in every genome.
-Normalisation buffers (BatchNorm statistics) stay per genome in its shell, to be recalibrated before scoring.
+The supernet holds one tensor per *shared key*: the unit of the network a parameter lives in (the stem, each
+stage's downsample and blocks, the head), its name inside the unit, and the classes of the modules on the way to
+it. Two genomes whose block differs only in widths, kernels, heads, ratios, activations or an optional
+squeeze-excite read the same tensors (leading channels, centre of a conv kernel); a different mixer type sits
+under a different class and gets weights of its own, since weights that mean different things are not shared.
+A genome runs as its own plain network (a *shell*, built once and cached) through
+``torch.func.functional_call`` with slices of the largest tensors. So the supernet's output for a genome is, by
+construction, what the plain network computes with those slices, and ``extract`` copies the same slices into a
+standalone network. Gradients reach the shared tensors through the slices. Depth is elastic because block ``j``
+of a stage is the same unit in every genome. BatchNorm statistics stay per genome in its shell and are
+recalibrated (``recalibrate_norms``) before a genome is scored.
 """
 from __future__ import annotations
 
-import hashlib
+import functools
 import random
 import re
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +27,8 @@ from torch import nn
 from torch.func import functional_call
 
 from nas.compiler import compile_model
-from nas.errors import NasError
+from nas.cost import analytic_cost
+from nas.errors import InputError, NasError
 from nas.genome import Genome
 from nas.io import load_genome
 from nas.network import Network
@@ -31,28 +36,17 @@ from nas.space import choices, instantiate, random_picker
 
 _UNIT = re.compile(r"^(stages\.\d+\.(?:blocks\.\d+|downsample)|[^.]+)\.(.+)$")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CHECKPOINT_FORMAT = 1
+SHELL_CACHE = 128  # plain networks kept built; a search scores thousands of genomes
 
 
 class SupernetCoverageError(NasError):
-    """A genome needs a weight the supernet does not hold (a family or a size it never saw)."""
-
-
-def _units(model: nn.Module) -> dict[str, str]:
-    """Each unit prefix of ``model`` and its family signature (its tree of module classes)."""
-    trees: dict[str, list[str]] = {}
-    for name, module in model.named_modules():
-        match = _UNIT.match(name + ".x") if name else None
-        if match is None:
-            continue
-        unit = match[1]
-        inner = name[len(unit):]
-        trees.setdefault(unit, []).append(f"{inner}:{type(module).__name__}")
-    return {unit: hashlib.sha1("|".join(tree).encode()).hexdigest()[:10] for unit, tree in trees.items()}
+    """A genome needs a weight the supernet does not hold (a block type or a size it never saw)."""
 
 
 def _keys(model: nn.Module) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Each parameter's shared key (unit, family, name inside the unit) and its kernel dims (centre-sliced)."""
-    families = _units(model)
+    """Each parameter's shared key and its kernel dims (centre-sliced)."""
+    classes = {name: type(module).__name__ for name, module in model.named_modules()}
     spatial: dict[str, tuple[int, ...]] = {}
     for name, module in model.named_modules():
         if isinstance(module, _CONV):
@@ -60,8 +54,12 @@ def _keys(model: nn.Module) -> dict[str, tuple[str, tuple[int, ...]]]:
     out = {}
     for name, _ in model.named_parameters():
         match = _UNIT.match(name)
+        if match is None:
+            raise NasError(f"{name}: a parameter outside any stem, stage or head")
         unit, inner = match[1], match[2]
-        out[name] = (f"{unit}/{families[unit]}/{inner}", spatial.get(name, ()))
+        parts = inner.split(".")[:-1]
+        chain = [classes[unit]] + [classes[".".join([unit, *parts[:i + 1]])] for i in range(len(parts))]
+        out[name] = (f"{unit}/{inner}/{'.'.join(chain)}", spatial.get(name, ()))
     return out
 
 
@@ -89,78 +87,170 @@ def _extreme_picker(rng: random.Random, forced: dict[str, int], largest: bool) -
     return pick
 
 
+def _with_ancestors(path: str, index: int | None) -> dict[str, int]:
+    """Force a choice and every option it is nested in, so that it is actually reached."""
+    forced = {} if index is None else {path: index}
+    for match in re.finditer(r"\.choice\[(\d+)\]", path):
+        forced[path[:match.start()]] = int(match[1])
+    return forced
+
+
 def coverage_genomes(space: dict[str, Any], samples: int = 48, seed: int = 0) -> list[dict[str, Any]]:
-    """Genomes that show the supernet every option of the space with every number at its largest and at its
-    smallest (heads grow as head_dim shrinks), plus ``samples`` random draws."""
+    """Genomes that show the supernet every option of every choice (with the options it is nested in) with the
+    numbers at their largest and at their smallest, then ``samples`` random draws. Both ends matter: a
+    larger number can give a smaller tensor (heads grow as head_dim shrinks; a gnconv of higher order starts
+    narrower)."""
     rng = random.Random(seed)
     genomes = []
     for choice in choices(space):
         options = range(len(choice.options)) if choice.kind == "choice" else [None]
         for index in options:
-            forced = {} if index is None else {choice.path: index}
+            forced = _with_ancestors(choice.path, index)
             for largest in (True, False):
                 genomes.append(instantiate(space, _extreme_picker(rng, forced, largest)))
     genomes += [instantiate(space, random_picker(rng)) for _ in range(samples)]
     return genomes
 
 
+def recalibrate_norms(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Reset every BatchNorm's running statistics and re-estimate them as a plain average over ``batches``
+    (train-mode forwards, no gradients): shared weights serve many genomes, so no genome's statistics are
+    right until measured for it. Returns the number of BatchNorm layers (0: nothing to do, no forward run)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+    return len(norms)
+
+
 class Supernet(nn.Module):
-    def __init__(self, shapes: dict[str, tuple[int, ...]], spatial: dict[str, tuple[int, ...]]):
+    """The shared weights of a space (``from_space``, ``load``) and any genome of it run on them."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], spatial: dict[str, tuple[int, ...]],
+                 space: dict[str, Any], largest: dict[str, Any], smallest: dict[str, Any]):
         super().__init__()
         self._names = {key: f"w{i}" for i, key in enumerate(sorted(shapes))}
         self.weights = nn.ParameterDict({self._names[k]: nn.Parameter(torch.zeros(s)) for k, s in shapes.items()})
-        self._spatial = spatial
-        self._shells: dict[str, tuple[Network, dict[str, tuple[str, tuple[int, ...]]]]] = {}
-        self._active: str | None = None
+        self._shapes, self._spatial = dict(shapes), dict(spatial)
+        self.space, self.largest, self.smallest = space, largest, smallest
+        self._shells: OrderedDict[str, tuple[Network, dict[str, tuple[str, tuple[int, ...]]]]] = OrderedDict()
+        self._active: Genome | None = None
 
     @classmethod
     def from_space(cls, space: dict[str, Any], samples: int = 48, seed: int = 0) -> Supernet:
-        """The largest weights covering ``space``: shapes from every option once and ``samples`` random genomes,
-        initial values copied from those genomes' own initialisation (larger ones last)."""
-        built = []
+        """The largest weights covering ``space`` (``coverage_genomes``). Shapes come from building every
+        coverage genome on the meta device; initial values are copied from real builds of the genomes that
+        hold each tensor's largest extents (larger ones last). The sandwich rule's largest and smallest
+        genomes are the coverage genomes of most and fewest FLOPs."""
+        genomes, tensors = [], []
         for data in coverage_genomes(space, samples, seed):
             try:
                 genome = load_genome(data)
             except NasError:
                 continue  # an invalid combination: the search skips it too
-            built.append(compile_model(genome, seed=seed))
-        if not built:
+            with torch.device("meta"):
+                model = compile_model(genome)
+            genomes.append(genome)
+            tensors.append({key: (tuple(p.shape), dims) for (key, dims), p in
+                            zip(_keys(model).values(), model.parameters())})
+        if not genomes:
             raise NasError("no valid genome in the space to build a supernet from")
         shapes: dict[str, tuple[int, ...]] = {}
         spatial: dict[str, tuple[int, ...]] = {}
-        pieces = []
-        for model in built:
-            keys = _keys(model)
-            for name, tensor in model.named_parameters():
-                key, dims = keys[name]
-                old = shapes.get(key, (0,) * tensor.dim())
-                shapes[key] = tuple(max(a, b) for a, b in zip(old, tensor.shape))
-                spatial[key] = dims
-                pieces.append((key, tensor.detach()))
-        net = cls(shapes, spatial)
+        for found in tensors:
+            for key, (shape, dims) in found.items():
+                old = shapes.setdefault(key, shape)
+                if len(old) != len(shape):
+                    raise NasError(f"{key}: one shared key with tensors of {len(old)} and {len(shape)} dims")
+                shapes[key], spatial[key] = tuple(max(a, b) for a, b in zip(old, shape)), dims
+        flops = [analytic_cost(genome).flops for genome in genomes]
+        largest = genomes[max(range(len(genomes)), key=flops.__getitem__)]
+        smallest = genomes[min(range(len(genomes)), key=flops.__getitem__)]
+        net = cls(shapes, spatial, space, _plain(largest), _plain(smallest))
+        donors = _donors(shapes, tensors)
+        last = []  # each tensor's largest piece goes in after the others
         with torch.no_grad():
-            for key, tensor in sorted(pieces, key=lambda kv: kv[1].numel()):
-                full = net.weights[net._names[key]]
-                full[_region(full.shape, tuple(tensor.shape), spatial[key])] = tensor
+            for i in sorted({i for found in donors.values() for i in found}):
+                model = compile_model(genomes[i], seed=seed)
+                for (key, _), tensor in zip(_keys(model).values(), model.parameters()):
+                    if i not in donors[key]:
+                        continue
+                    full = net.weights[net._names[key]]
+                    if i == donors[key][0]:
+                        last.append((full, tensor.detach(), spatial[key]))
+                    else:
+                        full[_region(full.shape, tuple(tensor.shape), spatial[key])] = tensor
+            for full, tensor, dims in last:
+                full[_region(full.shape, tuple(tensor.shape), dims)] = tensor
         return net
+
+    # ------------------------------------------------------------------------------------------------------
+    def header(self) -> dict[str, Any]:
+        """What rebuilds this supernet's structure: shapes, kernel dims, space, sandwich ends."""
+        return {"format": CHECKPOINT_FORMAT, "shapes": self._shapes, "spatial": self._spatial,
+                "space": self.space, "largest": self.largest, "smallest": self.smallest}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> Supernet:
+        if header.get("format") != CHECKPOINT_FORMAT:
+            raise InputError(f"supernet checkpoint format {header.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+        shapes = {k: tuple(v) for k, v in header["shapes"].items()}
+        spatial = {k: tuple(v) for k, v in header["spatial"].items()}
+        return cls(shapes, spatial, header["space"], header["largest"], header["smallest"])
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Supernet, dict[str, Any]]:
+        """A supernet saved by ``nas supernet train`` and the rest of its checkpoint (training state, data)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "supernet.pt"
+        if not path.is_file():
+            raise InputError(f"{path}: no such supernet checkpoint (nas supernet train writes RUN/supernet.pt)")
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+            net = cls.from_header(state["supernet"])
+        except (KeyError, TypeError, RuntimeError, EOFError, OSError) as err:
+            raise InputError(f"{path}: not a supernet checkpoint ({type(err).__name__}: {err})") from None
+        net.load_state_dict(state["weights"])
+        return net, state
 
     # ------------------------------------------------------------------------------------------------------
     def _shell(self, genome: Genome) -> tuple[Network, dict[str, tuple[str, tuple[int, ...]]]]:
         digest = genome.content_hash()
-        if digest not in self._shells:
-            shell = compile_model(genome)
-            keys = _keys(shell)
-            for name, param in shell.named_parameters():
-                key = keys[name][0]
-                if key not in self._names:
-                    raise SupernetCoverageError(f"{name}: the supernet holds no weights for this block family")
-                full = self.weights[self._names[key]].shape
-                if any(n > big for n, big in zip(param.shape, full)):
-                    raise SupernetCoverageError(f"{name}: needs {tuple(param.shape)}, the supernet holds "
-                                                f"{tuple(full)}")
-                param.requires_grad_(False)
-            self._shells[digest] = (shell, keys)
-        return self._shells[digest]
+        if digest in self._shells:
+            self._shells.move_to_end(digest)
+            return self._shells[digest]
+        shell = compile_model(genome)
+        keys = _keys(shell)
+        for name, param in shell.named_parameters():
+            key = keys[name][0]
+            if key not in self._names:
+                raise SupernetCoverageError(f"{name}: the supernet holds no weights for this block")
+            full = self._shapes[key]
+            if len(full) != param.dim() or any(n > big for n, big in zip(param.shape, full)):
+                raise SupernetCoverageError(f"{name}: needs {tuple(param.shape)}, the supernet holds {tuple(full)}")
+            param.requires_grad_(False)
+        weight = next(iter(self.weights.values()))
+        shell.to(weight.device)
+        self._shells[digest] = (shell, keys)
+        while len(self._shells) > SHELL_CACHE:
+            self._shells.popitem(last=False)
+        return shell, keys
+
+    def shell(self, genome: Genome | dict[str, Any]) -> Network:
+        """The genome's plain network whose own buffers (BatchNorm statistics) the supernet runs with."""
+        return self._shell(load_genome(genome))[0]
 
     def sliced(self, genome: Genome | dict[str, Any]) -> dict[str, torch.Tensor]:
         """The genome's parameters as slices (views) of the shared weights."""
@@ -175,15 +265,14 @@ class Supernet(nn.Module):
     def set_active(self, genome: Genome | dict[str, Any]) -> None:
         genome = load_genome(genome)
         self._shell(genome)
-        self._active = genome.content_hash()
-        self._active_genome = genome
+        self._active = genome
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._active is None:
             raise NasError("no active genome: call set_active(genome) first")
-        shell, _ = self._shells[self._active]
+        shell, _ = self._shell(self._active)
         shell.train(self.training)
-        return functional_call(shell, self.sliced(self._active_genome), (x,))
+        return functional_call(shell, self.sliced(self._active), (x,))
 
     def extract(self, genome: Genome | dict[str, Any]) -> Network:
         """A plain network for ``genome`` with its slices copied in (and its shell's normalisation buffers)."""
@@ -195,4 +284,45 @@ class Supernet(nn.Module):
             saved = set(model.state_dict())  # persistent buffers only (an attention index is rebuilt)
             state.update({name: b.clone() for name, b in shell.named_buffers() if name in saved})
             model.load_state_dict(state)
-        return model
+        return model.to(next(iter(self.weights.values())).device)
+
+    def _apply(self, fn, recurse=True):  # .to(device) moves the cached shells' buffers with the weights
+        super()._apply(fn, recurse)
+        for shell, _ in self._shells.values():
+            shell._apply(fn, recurse)
+        return self
+
+
+def cached_supernet(path: str | Path) -> Supernet:
+    """The supernet at ``path``, loaded once per process (per file version) for the trials that score on it."""
+    path = Path(path)
+    path = path / "supernet.pt" if path.is_dir() else path
+    stamp = path.stat().st_mtime_ns if path.exists() else 0
+    return _load_once(str(path.resolve()), stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_once(path: str, stamp: int) -> Supernet:
+    net, _ = Supernet.load(path)
+    return net.eval()
+
+
+def _donors(shapes: dict[str, tuple[int, ...]], tensors: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """For each shared tensor, genomes whose pieces reach all its extents between them, the largest first."""
+    donors: dict[str, list[int]] = {}
+    for key, full in shapes.items():
+        holders = sorted((i for i, found in enumerate(tensors) if key in found),
+                         key=lambda i: -torch.Size(tensors[i][key][0]).numel())
+        need = set(range(len(full)))
+        for i in holders:
+            reached = {d for d in need if tensors[i][key][0][d] == full[d]}
+            if reached:
+                donors.setdefault(key, []).append(i)
+                need -= reached
+            if not need:
+                break
+    return donors
+
+
+def _plain(genome: Genome) -> dict[str, Any]:
+    return genome.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,306 @@
+"""Training a supernet once for a whole space: ``nas supernet train``.
+
+Each step follows the sandwich rule (BigNAS): the largest genome learns from the labels, then the smallest and
+``random_per_step`` random genomes learn from the largest's predictions (in-place distillation), and one
+optimizer step applies the summed gradients. Every random draw of a step (batch order, genomes, dropout) comes
+from the seed, the epoch and the step, so a run resumed from its checkpoint is the run that was not stopped.
+The checkpoint (``RUN/supernet.pt``) is written atomically every epoch, every ``checkpoint_every_s`` seconds
+and on Ctrl-C or SIGTERM.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from pydantic import BaseModel, ConfigDict
+from tqdm import tqdm
+
+from nas.data import Dataset, load_data
+from nas.errors import GenomeError, InputError, NasError
+from nas.evaluate.train import (
+    autocast_for,
+    evaluate_accuracy,
+    on_device,
+    param_groups,
+    resolve_device,
+    warmup_cosine,
+)
+from nas.genome import Genome
+from nas.io import load_genome, read_yaml
+from nas.network import Network
+from nas.space import fit_space_to_data, instantiate, random_picker, space_resolution
+from nas.supernet.supernet import Supernet, recalibrate_norms
+
+CHECKPOINT, OPTIONS_FILE, SPACE_FILE, HISTORY_FILE = "supernet.pt", "train.yaml", "space.yaml", "history.csv"
+
+
+class SupernetTrainOptions(BaseModel):
+    """What a supernet training run was started with (``RUN/train.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    space: str = "tiny"
+    data: str = "synthetic"
+    data_limit: int | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    random_per_step: int = 2  # genomes between the largest and the smallest in each step
+    distill: bool = True  # the smaller genomes learn from the largest's predictions, not the labels
+    calibration_batches: int = 8  # batches that re-estimate BatchNorm statistics before a genome is scored
+    coverage_samples: int = 48  # random genomes (beyond every option at both ends) that size the supernet
+    device: str = "auto"
+    seed: int = 0
+    threads: int | None = None
+    checkpoint_every_s: float = 60.0
+
+    def check(self) -> SupernetTrainOptions:
+        for name in ("epochs", "batch_size", "calibration_batches"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.random_per_step < 0:
+            raise InputError(f"--random-per-step must not be negative, got {self.random_per_step}")
+        if self.lr <= 0:
+            raise InputError(f"--lr must be positive, got {self.lr}")
+        return self
+
+
+@dataclass
+class SupernetTrainResult:
+    run_dir: Path
+    history: list[dict[str, float]]  # per epoch: loss, largest and smallest genomes' validation accuracy
+    seconds: float
+
+    def summary(self) -> str:
+        last = self.history[-1]
+        return (f"supernet trained for {len(self.history)} epochs: largest genome {last['largest_accuracy']:.1%}, "
+                f"smallest {last['smallest_accuracy']:.1%} validation accuracy; checkpoint "
+                f"{self.run_dir / CHECKPOINT} (search it with nas search --objective supernet --supernet "
+                f"{self.run_dir})")
+
+
+def inherited_accuracy(net: Supernet, genome: Genome | dict[str, Any], data: Dataset, *,
+                       calibration_batches: int = 8, batch_size: int = 64, device: str | torch.device = "cpu",
+                       seed: int = 0) -> tuple[float, Network]:
+    """A genome's validation accuracy with the supernet's weights: extracted, its BatchNorm statistics
+    re-estimated on training images, then scored. Returns the accuracy and the standalone model."""
+    device = resolve_device(device)
+    model = net.extract(genome).to(device)
+    return score_extracted(model, data, calibration_batches=calibration_batches, batch_size=batch_size,
+                           device=device, seed=seed), model
+
+
+def score_extracted(model: Network, data: Dataset, *, calibration_batches: int = 8, batch_size: int = 64,
+                    device: str | torch.device = "cpu", seed: int = 0) -> float:
+    """Validation accuracy of a model extracted from a supernet, after re-estimating its BatchNorm statistics."""
+    device = resolve_device(device)
+    recalibrate_norms(model, calibration_images(data, calibration_batches, batch_size, device, seed))
+    return evaluate_accuracy(model, data, device=device)
+
+
+def calibration_images(data: Dataset, batches: int, batch_size: int, device: torch.device, seed: int = 0
+                       ) -> list[torch.Tensor]:
+    """The same training images for every genome: comparable statistics, and no genome luckier than another."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data.train_y), generator=generator)[:batches * batch_size]
+    return [data.train_x[idx].to(device) for idx in order.split(batch_size) if len(idx) > 1]
+
+
+def sample_genome(space: dict[str, Any], rng: random.Random, tries: int = 50) -> Genome:
+    """A random valid genome of ``space`` (invalid combinations are drawn again)."""
+    for _ in range(tries):
+        try:
+            return load_genome(instantiate(space, random_picker(rng)))
+        except GenomeError:
+            continue
+    raise NasError(f"no valid genome in {tries} random draws of the space")
+
+
+def default_run_dir() -> Path:
+    return Path("runs") / datetime.now().strftime("supernet-%Y%m%d-%H%M%S")
+
+
+def train_supernet(options: SupernetTrainOptions | None = None, *, out: str | Path | None = None,
+                   resume: bool | str | Path = False, epochs: int | None = None, quiet: bool = False,
+                   stream=None) -> SupernetTrainResult:
+    """Train (or, with ``resume``, go on training) a supernet for ``options.space`` on ``options.data``.
+
+    ``resume`` is a run directory (or ``True`` with ``out``); its options are the run's own, except
+    ``epochs``, which may be raised. Ctrl-C saves the checkpoint before raising ``KeyboardInterrupt``.
+    """
+    stream = stream or sys.stderr
+    if resume:
+        run_dir = Path(resume if isinstance(resume, (str, Path)) else out or "")
+        if not (run_dir / CHECKPOINT).is_file():
+            raise InputError(f"--resume {run_dir}: no {CHECKPOINT} there to resume")
+        net, state = Supernet.load(run_dir / CHECKPOINT)
+        options = SupernetTrainOptions.model_validate(state["options"])
+        if epochs is not None:
+            options = options.model_copy(update={"epochs": epochs}).check()
+    else:
+        options = (options or SupernetTrainOptions()).check()
+        run_dir = Path(out) if out else default_run_dir()
+        if (run_dir / CHECKPOINT).exists():
+            raise InputError(f"{run_dir} already holds a supernet; continue it with --resume {run_dir} or pick "
+                             f"another --out")
+        net, state = None, None
+
+    device = resolve_device(options.device)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    space, _, _ = read_yaml(options.space) if net is None else (net.space, "", "")
+    data = load_data(options.data, resolution=space_resolution(space), seed=options.seed, limit=options.data_limit)
+    if net is None:
+        space = fit_space_to_data(space, data)
+        _say(quiet, stream, f"nas supernet train: sizing the supernet of {options.space} "
+                            f"(every option at both ends, {options.coverage_samples} random genomes)")
+        net = Supernet.from_space(space, samples=options.coverage_samples, seed=options.seed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / SPACE_FILE).write_text(yaml.safe_dump(space, sort_keys=False))
+        (run_dir / OPTIONS_FILE).write_text(yaml.safe_dump(options.model_dump(), sort_keys=False))
+    trainer = _Trainer(net, options, data, device, run_dir, state)
+    _say(quiet, stream, f"nas supernet train: {options.space} on {data.name} ({len(data.train_y)} train, "
+                        f"{len(data.val_y)} val images), {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M "
+                        f"shared params, device {device}; run directory {run_dir}"
+                        + (f"; resuming at epoch {trainer.epoch + 1}, step {trainer.step}" if state else ""))
+    start = time.perf_counter()
+    try:
+        trainer.fit(quiet, stream)
+    except KeyboardInterrupt:
+        trainer.save()
+        print(f"interrupted: checkpoint saved at epoch {trainer.epoch + 1}, step {trainer.step}; continue with "
+              f"nas supernet train --resume {run_dir}", file=stream)
+        raise
+    result = SupernetTrainResult(run_dir, trainer.history, time.perf_counter() - start)
+    _say(quiet, stream, result.summary())
+    return result
+
+
+def _say(quiet: bool, stream, text: str) -> None:
+    if not quiet:
+        print(text, file=stream, flush=True)
+
+
+class _Trainer:
+    """The optimisation state of one run, and its checkpoint."""
+
+    def __init__(self, net: Supernet, options: SupernetTrainOptions, data: Dataset, device: torch.device,
+                 run_dir: Path, state: dict[str, Any] | None):
+        self.net, self.options, self.data, self.device, self.run_dir = net, options, data, device, run_dir
+        self.cuda = device.type == "cuda"
+        net.to(device)
+        self.batch_size = min(options.batch_size, len(data.train_y))
+        self.steps_per_epoch = len(data.train_y) // self.batch_size  # no ragged batch: a batch of one breaks BN
+        total = options.epochs * self.steps_per_epoch
+        self.optimizer = torch.optim.AdamW(param_groups(net, options.weight_decay), lr=options.lr)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(total, min(total, options.warmup_epochs * self.steps_per_epoch)))
+        self.autocast, dtype = autocast_for(self.cuda)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+        self.largest, self.smallest = load_genome(net.largest), load_genome(net.smallest)
+        self.epoch, self.step, self.history = 0, 0, []
+        self.loss_sum, self.loss_steps = 0.0, 0
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
+            self.loss_sum, self.loss_steps = state["loss_sum"], state["loss_steps"]
+        self.train_x, self.train_y = on_device(data.train_x, device), on_device(data.train_y, device)
+        self.saved_at = time.perf_counter()
+
+    def fit(self, quiet: bool, stream) -> None:
+        while self.epoch < self.options.epochs:
+            bar = tqdm(total=self.steps_per_epoch, initial=self.step, file=stream, disable=quiet, leave=False,
+                       desc=f"epoch {self.epoch + 1}/{self.options.epochs}", unit="step",
+                       mininterval=0.5 if getattr(stream, "isatty", lambda: False)() else 10.0)
+            order = torch.randperm(len(self.data.train_y),
+                                   generator=torch.Generator().manual_seed(self.options.seed * 100003 + self.epoch))
+            while self.step < self.steps_per_epoch:
+                idx = order[self.step * self.batch_size:(self.step + 1) * self.batch_size]
+                loss = self._step(idx)
+                self.loss_sum, self.loss_steps, self.step = self.loss_sum + loss, self.loss_steps + 1, self.step + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{self.loss_sum / self.loss_steps:.3f}", refresh=False)
+                if time.perf_counter() - self.saved_at >= self.options.checkpoint_every_s:
+                    self.save()
+            bar.close()
+            self._end_epoch(quiet, stream)
+
+    def _step(self, idx: torch.Tensor) -> float:
+        options = self.options
+        torch.manual_seed(options.seed * 100003 + self.epoch * 10007 + self.step)  # dropout, drop-path
+        rng = random.Random(f"{options.seed}/{self.epoch}/{self.step}")
+        x = self.train_x[idx.to(self.train_x.device)].to(self.device, non_blocking=True)
+        y = self.train_y[idx.to(self.train_y.device)].to(self.device, non_blocking=True)
+        if self.data.augment is not None:
+            x = self.data.augment(x)
+        genomes = [self.largest, self.smallest] + [sample_genome(self.net.space, rng)
+                                                   for _ in range(options.random_per_step)]
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        teacher, total = None, 0.0
+        for genome in genomes:
+            self.net.set_active(genome)
+            with self.autocast():
+                logits = self.net(x)
+                if teacher is None or not options.distill:
+                    loss = F.cross_entropy(logits, y)
+                else:
+                    loss = F.kl_div(F.log_softmax(logits.float(), dim=1), F.softmax(teacher, dim=1),
+                                    reduction="batchmean")
+            if teacher is None:
+                teacher = logits.detach().float()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"supernet loss is {loss.item()} at epoch {self.epoch + 1}, step "
+                                         f"{self.step + 1} (genome {genome.content_hash()})")
+            self.scaler.scale(loss).backward()
+            total += loss.item()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        return total / len(genomes)
+
+    def _end_epoch(self, quiet: bool, stream) -> None:
+        tick = time.perf_counter()
+        row = {"epoch": self.epoch + 1, "loss": self.loss_sum / max(self.loss_steps, 1)}
+        for name, genome in (("largest", self.largest), ("smallest", self.smallest)):
+            row[f"{name}_accuracy"], _ = inherited_accuracy(
+                self.net, genome, self.data, calibration_batches=self.options.calibration_batches,
+                batch_size=self.batch_size, device=self.device, seed=self.options.seed)
+        row["eval_seconds"] = time.perf_counter() - tick
+        self.history.append(row)
+        self.epoch, self.step, self.loss_sum, self.loss_steps = self.epoch + 1, 0, 0.0, 0
+        self.save()
+        with open(self.run_dir / HISTORY_FILE, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            writer.writeheader()
+            writer.writerows(self.history)
+        _say(quiet, stream, f"epoch {row['epoch']}/{self.options.epochs}: loss {row['loss']:.3f}, largest "
+                            f"{row['largest_accuracy']:.1%}, smallest {row['smallest_accuracy']:.1%} validation "
+                            f"accuracy")
+
+    def save(self) -> None:
+        state = {"supernet": self.net.header(), "weights": self.net.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
+                 "history": self.history, "loss_sum": self.loss_sum, "loss_steps": self.loss_steps,
+                 "options": self.options.model_dump(),
+                 "data": {"spec": self.options.data, "limit": self.options.data_limit, "seed": self.options.seed}}
+        path = self.run_dir / CHECKPOINT
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        self.saved_at = time.perf_counter()
