@@ -20,7 +20,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -37,6 +37,7 @@ from nas.space import choices, instantiate, random_picker
 _UNIT = re.compile(r"^(stages\.\d+\.(?:blocks\.\d+|downsample)|[^.]+)\.(.+)$")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CHECKPOINT_FORMAT = 1
+FUSED = {"qkv": 3, "kv": 2}  # projections named so hold q, k and v (or k and v) stacked on their outputs
 SHELL_CACHE = 128  # plain networks kept built; a search scores thousands of genomes
 
 
@@ -44,13 +45,21 @@ class SupernetCoverageError(NasError):
     """A genome needs a weight the supernet does not hold (a block type or a size it never saw)."""
 
 
-def _keys(model: nn.Module) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Each parameter's shared key and its kernel dims (centre-sliced)."""
+class Layout(NamedTuple):
+    """How a smaller tensor sits in its shared tensor: leading entries, except the centre of ``centred`` dims
+    (conv kernels), and dim 0 taken as ``chunks`` equal parts (fused q, k, v) each sliced on its own."""
+
+    chunks: int = 1
+    centred: tuple[int, ...] = ()
+
+
+def _keys(model: nn.Module) -> dict[str, tuple[str, Layout]]:
+    """Each parameter's shared key and its layout."""
     classes = {name: type(module).__name__ for name, module in model.named_modules()}
-    spatial: dict[str, tuple[int, ...]] = {}
+    centred: dict[str, tuple[int, ...]] = {}
     for name, module in model.named_modules():
         if isinstance(module, _CONV):
-            spatial[f"{name}.weight" if name else "weight"] = tuple(range(2, module.weight.dim()))
+            centred[f"{name}.weight" if name else "weight"] = tuple(range(2, module.weight.dim()))
     out = {}
     for name, _ in model.named_parameters():
         match = _UNIT.match(name)
@@ -59,16 +68,33 @@ def _keys(model: nn.Module) -> dict[str, tuple[str, tuple[int, ...]]]:
         unit, inner = match[1], match[2]
         parts = inner.split(".")[:-1]
         chain = [classes[unit]] + [classes[".".join([unit, *parts[:i + 1]])] for i in range(len(parts))]
-        out[name] = (f"{unit}/{inner}/{'.'.join(chain)}", spatial.get(name, ()))
+        chunks = FUSED.get(parts[-1], 1) if parts else 1
+        out[name] = (f"{unit}/{inner}/{'.'.join(chain)}", Layout(chunks, centred.get(name, ())))
     return out
 
 
-def _region(full: tuple[int, ...], shape: tuple[int, ...], spatial: tuple[int, ...]) -> tuple[slice, ...]:
+def _regions(full: tuple[int, ...], shape: tuple[int, ...], layout: Layout) -> list[tuple[slice, ...]]:
+    """Where each chunk of a ``shape`` tensor lies in the ``full`` one."""
     index = []
     for dim, (n, big) in enumerate(zip(shape, full)):
-        start = (big - n) // 2 if dim in spatial else 0
+        start = (big - n) // 2 if dim in layout.centred else 0
         index.append(slice(start, start + n))
-    return tuple(index)
+    if layout.chunks == 1:
+        return [tuple(index)]
+    part, big_part = shape[0] // layout.chunks, full[0] // layout.chunks
+    return [(slice(c * big_part, c * big_part + part), *index[1:]) for c in range(layout.chunks)]
+
+
+def take(full: torch.Tensor, shape: tuple[int, ...], layout: Layout) -> torch.Tensor:
+    """The ``shape`` slice of a shared tensor: a view, or for fused tensors the chunks joined (gradients flow)."""
+    parts = [full[r] for r in _regions(tuple(full.shape), shape, layout)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _put(full: torch.Tensor, tensor: torch.Tensor, layout: Layout) -> None:
+    regions = _regions(tuple(full.shape), tuple(tensor.shape), layout)
+    for region, piece in zip(regions, tensor.chunk(len(regions))):
+        full[region] = piece
 
 
 def _extreme_picker(rng: random.Random, forced: dict[str, int], largest: bool) -> Any:
@@ -137,14 +163,14 @@ def recalibrate_norms(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
 class Supernet(nn.Module):
     """The shared weights of a space (``from_space``, ``load``) and any genome of it run on them."""
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]], spatial: dict[str, tuple[int, ...]],
+    def __init__(self, shapes: dict[str, tuple[int, ...]], layouts: dict[str, Layout],
                  space: dict[str, Any], largest: dict[str, Any], smallest: dict[str, Any]):
         super().__init__()
         self._names = {key: f"w{i}" for i, key in enumerate(sorted(shapes))}
         self.weights = nn.ParameterDict({self._names[k]: nn.Parameter(torch.zeros(s)) for k, s in shapes.items()})
-        self._shapes, self._spatial = dict(shapes), dict(spatial)
+        self._shapes, self._layouts = dict(shapes), dict(layouts)
         self.space, self.largest, self.smallest = space, largest, smallest
-        self._shells: OrderedDict[str, tuple[Network, dict[str, tuple[str, tuple[int, ...]]]]] = OrderedDict()
+        self._shells: OrderedDict[str, tuple[Network, dict[str, tuple[str, Layout]]]] = OrderedDict()
         self._active: Genome | None = None
 
     @classmethod
@@ -162,22 +188,22 @@ class Supernet(nn.Module):
             with torch.device("meta"):
                 model = compile_model(genome)
             genomes.append(genome)
-            tensors.append({key: (tuple(p.shape), dims) for (key, dims), p in
+            tensors.append({key: (tuple(p.shape), layout) for (key, layout), p in
                             zip(_keys(model).values(), model.parameters())})
         if not genomes:
             raise NasError("no valid genome in the space to build a supernet from")
         shapes: dict[str, tuple[int, ...]] = {}
-        spatial: dict[str, tuple[int, ...]] = {}
+        layouts: dict[str, Layout] = {}
         for found in tensors:
-            for key, (shape, dims) in found.items():
+            for key, (shape, layout) in found.items():
                 old = shapes.setdefault(key, shape)
                 if len(old) != len(shape):
                     raise NasError(f"{key}: one shared key with tensors of {len(old)} and {len(shape)} dims")
-                shapes[key], spatial[key] = tuple(max(a, b) for a, b in zip(old, shape)), dims
+                shapes[key], layouts[key] = tuple(max(a, b) for a, b in zip(old, shape)), layout
         flops = [analytic_cost(genome).flops for genome in genomes]
         largest = genomes[max(range(len(genomes)), key=flops.__getitem__)]
         smallest = genomes[min(range(len(genomes)), key=flops.__getitem__)]
-        net = cls(shapes, spatial, space, _plain(largest), _plain(smallest))
+        net = cls(shapes, layouts, space, _plain(largest), _plain(smallest))
         donors = _donors(shapes, tensors)
         last = []  # each tensor's largest piece goes in after the others
         with torch.no_grad():
@@ -188,17 +214,18 @@ class Supernet(nn.Module):
                         continue
                     full = net.weights[net._names[key]]
                     if i == donors[key][0]:
-                        last.append((full, tensor.detach(), spatial[key]))
+                        last.append((full, tensor.detach(), layouts[key]))
                     else:
-                        full[_region(full.shape, tuple(tensor.shape), spatial[key])] = tensor
-            for full, tensor, dims in last:
-                full[_region(full.shape, tuple(tensor.shape), dims)] = tensor
+                        _put(full, tensor, layouts[key])
+            for full, tensor, layout in last:
+                _put(full, tensor, layout)
         return net
 
     # ------------------------------------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:
-        """What rebuilds this supernet's structure: shapes, kernel dims, space, sandwich ends."""
-        return {"format": CHECKPOINT_FORMAT, "shapes": self._shapes, "spatial": self._spatial,
+        """What rebuilds this supernet's structure: shapes, layouts, space, sandwich ends."""
+        return {"format": CHECKPOINT_FORMAT, "shapes": self._shapes,
+                "layouts": {k: [v.chunks, list(v.centred)] for k, v in self._layouts.items()},
                 "space": self.space, "largest": self.largest, "smallest": self.smallest}
 
     @classmethod
@@ -206,8 +233,8 @@ class Supernet(nn.Module):
         if header.get("format") != CHECKPOINT_FORMAT:
             raise InputError(f"supernet checkpoint format {header.get('format')!r}, expected {CHECKPOINT_FORMAT}")
         shapes = {k: tuple(v) for k, v in header["shapes"].items()}
-        spatial = {k: tuple(v) for k, v in header["spatial"].items()}
-        return cls(shapes, spatial, header["space"], header["largest"], header["smallest"])
+        layouts = {k: Layout(chunks, tuple(centred)) for k, (chunks, centred) in header["layouts"].items()}
+        return cls(shapes, layouts, header["space"], header["largest"], header["smallest"])
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Supernet, dict[str, Any]]:
@@ -226,7 +253,7 @@ class Supernet(nn.Module):
         return net, state
 
     # ------------------------------------------------------------------------------------------------------
-    def _shell(self, genome: Genome) -> tuple[Network, dict[str, tuple[str, tuple[int, ...]]]]:
+    def _shell(self, genome: Genome) -> tuple[Network, dict[str, tuple[str, Layout]]]:
         digest = genome.content_hash()
         if digest in self._shells:
             self._shells.move_to_end(digest)
@@ -257,9 +284,8 @@ class Supernet(nn.Module):
         shell, keys = self._shell(load_genome(genome))
         out = {}
         for name, param in shell.named_parameters():
-            key, dims = keys[name]
-            full = self.weights[self._names[key]]
-            out[name] = full[_region(full.shape, tuple(param.shape), dims)]
+            key, layout = keys[name]
+            out[name] = take(self.weights[self._names[key]], tuple(param.shape), layout)
         return out
 
     def set_active(self, genome: Genome | dict[str, Any]) -> None:
@@ -308,11 +334,13 @@ def _load_once(path: str, stamp: int) -> Supernet:
 
 
 def _donors(shapes: dict[str, tuple[int, ...]], tensors: list[dict[str, Any]]) -> dict[str, list[int]]:
-    """For each shared tensor, genomes whose pieces reach all its extents between them, the largest first."""
+    """For each shared tensor, genomes whose pieces reach all its extents between them, the largest piece
+    first. Genomes already picked for other tensors are preferred: each one picked is a real build."""
+    picked: set[int] = set()
     donors: dict[str, list[int]] = {}
     for key, full in shapes.items():
-        holders = sorted((i for i, found in enumerate(tensors) if key in found),
-                         key=lambda i: -torch.Size(tensors[i][key][0]).numel())
+        size = {i: torch.Size(found[key][0]).numel() for i, found in enumerate(tensors) if key in found}
+        holders = sorted(size, key=lambda i: (i not in picked, -size[i]))
         need = set(range(len(full)))
         for i in holders:
             reached = {d for d in need if tensors[i][key][0][d] == full[d]}
@@ -321,6 +349,8 @@ def _donors(shapes: dict[str, tuple[int, ...]], tensors: list[dict[str, Any]]) -
                 need -= reached
             if not need:
                 break
+        donors[key].sort(key=lambda i: -size[i])
+        picked.update(donors[key])
     return donors
 
 
