@@ -212,26 +212,18 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_supernet_train(args: argparse.Namespace) -> int:
-    import signal
-
+    from nas.errors import InputError
     from nas.supernet import SupernetTrainOptions, train_supernet
 
-    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop saves the checkpoint like Ctrl-C
-    if args.resume:
+    if args.resume:  # training saves its checkpoint on Ctrl-C and SIGTERM (a scheduler's stop)
         resume = args.resume if isinstance(args.resume, str) else True
         if resume is True and not args.out:
-            raise _input_error("--resume needs the run directory: --resume RUN (or --out RUN)")
+            raise InputError("--resume needs the run directory: --resume RUN (or --out RUN)")
         train_supernet(out=args.out, resume=resume, epochs=args.epochs, quiet=args.quiet)
         return 0
     given = {k: getattr(args, k) for k in SupernetTrainOptions.model_fields if getattr(args, k, None) is not None}
     train_supernet(SupernetTrainOptions(**given), out=args.out, quiet=args.quiet)
     return 0
-
-
-def _input_error(text: str) -> Exception:
-    from nas.errors import InputError
-
-    return InputError(text)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

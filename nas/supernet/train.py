@@ -5,14 +5,16 @@ Each step follows the sandwich rule (BigNAS): the largest genome learns from the
 optimizer step applies the summed gradients. Every random draw of a step (batch order, genomes, dropout) comes
 from the seed, the epoch and the step, so a run resumed from its checkpoint is the run that was not stopped.
 The checkpoint (``RUN/supernet.pt``) is written atomically every epoch, every ``checkpoint_every_s`` seconds
-and on Ctrl-C or SIGTERM.
+and on Ctrl-C or SIGTERM, which take effect between two steps (a second Ctrl-C stops at once, unsaved).
 """
 from __future__ import annotations
 
 import csv
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -177,15 +179,38 @@ def train_supernet(options: SupernetTrainOptions | None = None, *, out: str | Pa
                         + (f"; resuming at epoch {trainer.epoch + 1}, step {trainer.step}" if state else ""))
     start = time.perf_counter()
     try:
-        trainer.fit(quiet, stream)
+        with _stop_between_steps() as stop:
+            trainer.fit(quiet, stream, stop)
     except KeyboardInterrupt:
-        trainer.save()
-        print(f"interrupted: checkpoint saved at epoch {trainer.epoch + 1}, step {trainer.step}; continue with "
-              f"nas supernet train --resume {run_dir}", file=stream)
+        if trainer.stopped:
+            print(f"interrupted: checkpoint saved at epoch {trainer.epoch + 1}, step {trainer.step}; continue "
+                  f"with nas supernet train --resume {run_dir}", file=stream)
         raise
     result = SupernetTrainResult(run_dir, trainer.history, time.perf_counter() - start)
     _say(quiet, stream, result.summary())
     return result
+
+
+class _stop_between_steps:
+    """SIGINT and SIGTERM set a flag the loop reads after each step, so no step is half applied when the
+    checkpoint is written; a second signal interrupts at once."""
+
+    def __enter__(self) -> threading.Event:
+        self.event = threading.Event()
+        self.saved = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self._handle)
+        return self.event
+
+    def _handle(self, signum, frame) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
 
 
 def _say(quiet: bool, stream, text: str) -> None:
@@ -220,8 +245,9 @@ class _Trainer:
             self.loss_sum, self.loss_steps = state["loss_sum"], state["loss_steps"]
         self.train_x, self.train_y = on_device(data.train_x, device), on_device(data.train_y, device)
         self.saved_at = time.perf_counter()
+        self.stopped = False
 
-    def fit(self, quiet: bool, stream) -> None:
+    def fit(self, quiet: bool, stream, stop: threading.Event) -> None:
         while self.epoch < self.options.epochs:
             bar = tqdm(total=self.steps_per_epoch, initial=self.step, file=stream, disable=quiet, leave=False,
                        desc=f"epoch {self.epoch + 1}/{self.options.epochs}", unit="step",
@@ -234,6 +260,11 @@ class _Trainer:
                 self.loss_sum, self.loss_steps, self.step = self.loss_sum + loss, self.loss_steps + 1, self.step + 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{self.loss_sum / self.loss_steps:.3f}", refresh=False)
+                if stop.is_set():
+                    bar.close()
+                    self.save()
+                    self.stopped = True
+                    raise KeyboardInterrupt
                 if time.perf_counter() - self.saved_at >= self.options.checkpoint_every_s:
                     self.save()
             bar.close()

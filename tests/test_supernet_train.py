@@ -1,0 +1,133 @@
+"""Training a supernet and searching on it, as a user runs them: real ``nas`` subprocesses on ``synthetic``."""
+from __future__ import annotations
+
+import importlib.util
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nas.data import load_data
+from nas.evaluate.train import evaluate_accuracy
+from nas.supernet import Supernet, inherited_accuracy
+from tests.conftest import run_nas
+
+# Small enough to train in seconds: BatchNorm in the stem (recalibrated per genome), LayerNorm in the blocks,
+# conv, attention and pooling mixers, elastic depth, width, kernel and MLP ratio.
+MINI_SPACE = """\
+name: mini
+input: {channels: 3, resolution: 16}
+num_classes: 10
+stem: {type: conv, kernel: 2, stride: 2, post_norm: batchnorm}
+defaults:
+  norm: layernorm
+  downsample: {type: conv, kernel: 2, stride: 2, pre_norm: layernorm}
+stages:
+  - depth: {int: [1, 2]}
+    width: {choice: [8, 16]}
+    block:
+      mlp: {type: mlp, ratio: {choice: [2, 4]}}
+      mixer: {choice: [{type: dwconv, kernel: {choice: [3, 5]}}, {type: pooling, pool_size: 3}]}
+  - depth: {int: [1, 2]}
+    width: {choice: [16, 24]}
+    block:
+      mixer: {choice: [{type: dwconv, kernel: 3}, {type: attention, head_dim: 8}]}
+head: {type: linear, norm: layernorm}
+"""
+TRAIN = ("--data", "synthetic", "--data-limit", "128", "--batch-size", "16", "--random-per-step", "1", "--threads", "1")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """A supernet trained for 3 epochs without a stop, and the space file."""
+    root = tmp_path_factory.mktemp("supernet")
+    space = root / "mini.yaml"
+    space.write_text(MINI_SPACE)
+    proc = run_nas("supernet", "train", "--space", space, *TRAIN, "--epochs", "3", "--out", root / "whole")
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 3/3: loss" in proc.stderr
+    return root / "whole", space
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "supernet.pt", weights_only=True)["weights"]
+
+
+def test_training_writes_a_checkpoint_history_and_the_space(trained):
+    run, _ = trained
+    history = (run / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,loss,largest_accuracy,smallest_accuracy")
+    assert len(history) == 4
+    state = torch.load(run / "supernet.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (3, 0)
+    assert yaml.safe_load((run / "space.yaml").read_text())["num_classes"] == 4  # the data's classes, not 10
+    first, last = (dict(zip(history[0].split(","), row.split(","))) for row in (history[1], history[3]))
+    assert float(last["loss"]) < float(first["loss"])  # the largest genome learns from the labels
+
+
+def test_a_run_stopped_by_sigterm_resumes_to_the_same_weights_as_one_never_stopped(trained, tmp_path):
+    whole, space = trained
+    run = tmp_path / "stopped"
+    proc = subprocess.Popen([sys.executable, "-m", "nas", "supernet", "train", "--space", str(space), *TRAIN,
+                             "--epochs", "3", "--out", str(run)], stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # stop it once the first epoch is done, somewhere in the second
+        if "epoch 1/3: loss" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, rest
+    assert "checkpoint saved at epoch" in rest
+    state = torch.load(run / "supernet.pt", weights_only=True)
+    assert state["epoch"] < 3
+
+    proc = run_nas("supernet", "train", "--resume", run)
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming at epoch" in proc.stderr
+    resumed, never_stopped = _weights(run), _weights(whole)
+    assert resumed.keys() == never_stopped.keys()
+    assert all(torch.allclose(resumed[k], never_stopped[k], atol=1e-6) for k in resumed)
+
+
+def test_bad_training_input_is_refused_before_any_work(trained, tmp_path):
+    whole, space = trained
+    for args, message in [(("--epochs", "0"), "--epochs must be at least 1"),
+                          (("--data", "nowhere.npz"), "no such file"),
+                          (("--out", whole), "already holds a supernet")]:
+        proc = run_nas("supernet", "train", "--space", space, *args)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    proc = run_nas("supernet", "train", "--resume", tmp_path)
+    assert proc.returncode == 2 and "no supernet.pt there" in proc.stderr
+
+
+def test_a_search_on_the_supernet_writes_a_standalone_winner_with_its_weights(trained, tmp_path):
+    whole, _ = trained
+    out = tmp_path / "search"
+    proc = run_nas("search", "--objective", "supernet", "--supernet", whole, "--trials", "6", "--second", "params",
+                   "--finetune-epochs", "1", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "the space of supernet" in proc.stderr and "winner weights:" in proc.stderr
+    info = yaml.safe_load((out / "best_weights.yaml").read_text())
+
+    # The winner's score is its validation accuracy with the supernet's weights ...
+    net, _ = Supernet.load(whole)
+    data = load_data("synthetic", resolution=16, limit=128)
+    accuracy, _ = inherited_accuracy(net, out / "best.yaml", data)
+    assert accuracy == pytest.approx(info["inherited_accuracy"])
+    # ... and best_model.py with best_weights.pt is the fine-tuned winner, with no nas import.
+    spec = importlib.util.spec_from_file_location("best_model", out / "best_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.build_model(weights=out / "best_weights.pt")
+    assert evaluate_accuracy(model, data) == pytest.approx(info["finetuned_accuracy"])
+    assert info["finetune_epochs"] == 1
+
+
+def test_supernet_flags_that_contradict_are_refused():
+    proc = run_nas("search", "--objective", "supernet", "--trials", "2")
+    assert proc.returncode == 2 and "--objective supernet needs --supernet" in proc.stderr
+    proc = run_nas("search", "--supernet", "runs/x", "--trials", "2")
+    assert proc.returncode == 2 and "add --objective supernet" in proc.stderr
