@@ -53,6 +53,9 @@ class Layout(NamedTuple):
     centred: tuple[int, ...] = ()
 
 
+Slots = dict[str, tuple[str, Layout, tuple[int, ...]]]  # per parameter of a genome: shared key, layout, shape
+
+
 def _keys(model: nn.Module) -> dict[str, tuple[str, Layout]]:
     """Each parameter's shared key and its layout."""
     classes = {name: type(module).__name__ for name, module in model.named_modules()}
@@ -170,7 +173,7 @@ class Supernet(nn.Module):
         self.weights = nn.ParameterDict({self._names[k]: nn.Parameter(torch.zeros(s)) for k, s in shapes.items()})
         self._shapes, self._layouts = dict(shapes), dict(layouts)
         self.space, self.largest, self.smallest = space, largest, smallest
-        self._shells: OrderedDict[str, tuple[Network, dict[str, tuple[str, Layout]]]] = OrderedDict()
+        self._shells: OrderedDict[str, tuple[Network, Slots]] = OrderedDict()
         self._active: Genome | None = None
 
     @classmethod
@@ -253,27 +256,30 @@ class Supernet(nn.Module):
         return net, state
 
     # ------------------------------------------------------------------------------------------------------
-    def _shell(self, genome: Genome) -> tuple[Network, dict[str, tuple[str, Layout]]]:
+    def _shell(self, genome: Genome) -> tuple[Network, Slots]:
+        """The genome's plain network (its buffers only) and, per parameter, its shared key, layout and shape."""
         digest = genome.content_hash()
         if digest in self._shells:
             self._shells.move_to_end(digest)
             return self._shells[digest]
         shell = compile_model(genome)
+        slots: Slots = {}
         keys = _keys(shell)
         for name, param in shell.named_parameters():
-            key = keys[name][0]
+            key, layout = keys[name]
             if key not in self._names:
                 raise SupernetCoverageError(f"{name}: the supernet holds no weights for this block")
             full = self._shapes[key]
             if len(full) != param.dim() or any(n > big for n, big in zip(param.shape, full)):
                 raise SupernetCoverageError(f"{name}: needs {tuple(param.shape)}, the supernet holds {tuple(full)}")
+            slots[name] = (key, layout, tuple(param.shape))
             param.requires_grad_(False)
-        weight = next(iter(self.weights.values()))
-        shell.to(weight.device)
-        self._shells[digest] = (shell, keys)
+            param.data = torch.empty(0)  # never read (functional_call passes the slices): keep only buffers
+        shell.to(next(iter(self.weights.values())).device)
+        self._shells[digest] = (shell, slots)
         while len(self._shells) > SHELL_CACHE:
             self._shells.popitem(last=False)
-        return shell, keys
+        return shell, slots
 
     def shell(self, genome: Genome | dict[str, Any]) -> Network:
         """The genome's plain network whose own buffers (BatchNorm statistics) the supernet runs with."""
@@ -281,12 +287,9 @@ class Supernet(nn.Module):
 
     def sliced(self, genome: Genome | dict[str, Any]) -> dict[str, torch.Tensor]:
         """The genome's parameters as slices (views) of the shared weights."""
-        shell, keys = self._shell(load_genome(genome))
-        out = {}
-        for name, param in shell.named_parameters():
-            key, layout = keys[name]
-            out[name] = take(self.weights[self._names[key]], tuple(param.shape), layout)
-        return out
+        _, slots = self._shell(load_genome(genome))
+        return {name: take(self.weights[self._names[key]], shape, layout)
+                for name, (key, layout, shape) in slots.items()}
 
     def set_active(self, genome: Genome | dict[str, Any]) -> None:
         genome = load_genome(genome)

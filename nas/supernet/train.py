@@ -41,7 +41,7 @@ from nas.genome import Genome
 from nas.io import load_genome, read_yaml
 from nas.network import Network
 from nas.space import fit_space_to_data, instantiate, random_picker, space_resolution
-from nas.supernet.supernet import Supernet, recalibrate_norms
+from nas.supernet.supernet import Supernet, SupernetCoverageError, recalibrate_norms
 
 CHECKPOINT, OPTIONS_FILE, SPACE_FILE, HISTORY_FILE = "supernet.pt", "train.yaml", "space.yaml", "history.csv"
 
@@ -278,8 +278,7 @@ class _Trainer:
         y = self.train_y[idx.to(self.train_y.device)].to(self.device, non_blocking=True)
         if self.data.augment is not None:
             x = self.data.augment(x)
-        genomes = [self.largest, self.smallest] + [sample_genome(self.net.space, rng)
-                                                   for _ in range(options.random_per_step)]
+        genomes = [self.largest, self.smallest] + [self._covered(rng) for _ in range(options.random_per_step)]
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         teacher, total = None, 0.0
@@ -303,6 +302,18 @@ class _Trainer:
         self.scaler.update()
         self.schedule.step()
         return total / len(genomes)
+
+    def _covered(self, rng: random.Random) -> Genome:
+        """A random genome the supernet holds weights for (sizing samples the space, so it can miss a rare
+        structure; the search records such a genome as failed)."""
+        for _ in range(20):
+            genome = sample_genome(self.net.space, rng)
+            try:
+                self.net.set_active(genome)
+                return genome
+            except SupernetCoverageError:
+                continue
+        raise NasError("20 random genomes in a row need weights the supernet does not hold")
 
     def _end_epoch(self, quiet: bool, stream) -> None:
         tick = time.perf_counter()
