@@ -149,7 +149,8 @@ def search(space: str | Path | dict[str, Any] | None = None, *, budget: str | No
     trial when no genome fits the budget, and ``KeyboardInterrupt`` after writing the report on Ctrl-C.
     ``objective="supernet"`` scores each genome by its validation accuracy with the weights of a trained
     ``supernet`` (its space and data unless given), and writes the winner's weights (``best_weights.pt``),
-    fine-tuned for ``finetune_epochs`` when asked. ``as_worker`` is for the processes ``workers`` starts: no report, no output, returns ``None``.
+    fine-tuned for ``finetune_epochs`` when asked. ``as_worker`` is for the processes ``workers`` starts: no
+    report, no output, returns ``None``.
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
