@@ -40,15 +40,20 @@ from scipy.stats import kendalltau, spearmanr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nas import analytic_cost, compile_model  # noqa: E402
-from nas.data import load_data  # noqa: E402
-from nas.evaluate.proxy import WEIGHTS, proxy_score  # noqa: E402
-from nas.evaluate.train import train_model  # noqa: E402
-from nas.genome import Genome  # noqa: E402
-from nas.io import read_yaml  # noqa: E402
-from nas.space import fit_space_to_data, space_resolution  # noqa: E402
-from nas.supernet import SupernetTrainOptions, inherited_accuracy, sample_genome, train_supernet  # noqa: E402
-from nas.supernet.supernet import Supernet, SupernetCoverageError  # noqa: E402
+from nas import analytic_cost, compile_model
+from nas.data import load_data
+from nas.evaluate.proxy import WEIGHTS, proxy_score
+from nas.evaluate.train import train_model
+from nas.genome import Genome
+from nas.io import read_yaml
+from nas.space import fit_space_to_data, space_resolution
+from nas.supernet import (
+    SupernetTrainOptions,
+    inherited_accuracy,
+    sample_genome,
+    train_supernet,
+)
+from nas.supernet.supernet import Supernet, SupernetCoverageError
 
 DEFAULT_SPACE = "benchmarks/spaces/supernet_small.yaml"
 DEFAULT_JSON = "benchmarks/results/supernet_fidelity.json"
@@ -123,9 +128,10 @@ def run(args: argparse.Namespace) -> dict:
                         datetime.now().strftime("%Y%m%d-%H%M%S"))
     options = SupernetTrainOptions(space=str(args.space), data=args.data, data_limit=args.limit,
                                    epochs=args.supernet_epochs, random_per_step=args.random_per_step,
+                                   distill=not args.no_distill,
                                    seed=args.seed, threads=args.threads, device="cpu")
     trained = train_supernet(options, out=supernet_dir, quiet=args.quiet)
-    net, state = Supernet.load(supernet_dir)
+    net, _ = Supernet.load(supernet_dir)
     net.eval()
     history = trained.history
     supernet = {"dir": str(supernet_dir), "options": options.model_dump(), "seconds": trained.seconds,
@@ -201,28 +207,33 @@ def run(args: argparse.Namespace) -> dict:
 
 def table(result: dict) -> str:
     sn, cost, sa = result["supernet"], result["cost"], result["standalone"]
-    lines = [f"{cost['candidates']} genomes; stand-alone accuracy {sa['accuracy_min']:.3f}-{sa['accuracy_max']:.3f} "
-             f"(median {sa['accuracy_median']:.3f}) after {sa['epochs']} epochs; supernet "
-             f"{sn['options']['epochs']} epochs, largest genome {sn['largest_accuracy']:.3f}, smallest "
-             f"{sn['smallest_accuracy']:.3f}.", "",
-             "| predictor of stand-alone accuracy | Kendall tau (p) | Spearman rho (p) | its top genome: stand-alone "
-             "rank, regret |", "|---|---|---|---|"]
+    inherited = [r["inherited"] for r in result["records"] if r["inherited"] is not None]
+    n, epochs = cost["candidates"], sn["options"]["epochs"]
+    training = "in-place distillation" if sn["options"]["distill"] else "labels only"
+    summary = (f"{n} genomes; stand-alone accuracy {sa['accuracy_min']:.3f}-{sa['accuracy_max']:.3f} (median "
+               f"{sa['accuracy_median']:.3f}) after {sa['epochs']} epochs; supernet {epochs} epochs ({training}), "
+               f"largest genome {sn['largest_accuracy']:.3f}, smallest {sn['smallest_accuracy']:.3f}; inherited "
+               f"accuracy {min(inherited):.3f}-{max(inherited):.3f} ({n - len(inherited)} genomes it could not run).")
+    lines = [summary, "",
+             "| predictor of stand-alone accuracy | Kendall tau (p) | Spearman rho (p) | its top genome: stand-alone rank, regret |",
+             "|---|---|---|---|"]
     for key, c in result["correlations"].items():
         pick = f"{c['pick_rank']} of {c['n']}, {c['pick_regret']:.3f}" if "pick_rank" in c else "-"
         lines.append(f"| {key} | {c['tau']:+.3f} ({c['tau_p']:.2g}) | {c['rho']:+.3f} ({c['rho_p']:.2g}) | {pick} |")
-    lines += ["", "| cost (s) | total | per candidate (median) |", "|---|---|---|",
-              f"| supernet training ({sn['options']['epochs']} epochs, incl. {sn['eval_seconds']:.0f} s of per-epoch "
-              f"evaluation) | {cost['supernet_train_seconds']:.0f} | - |",
-              f"| inherited evaluation x {cost['candidates']} | {cost['inherited_seconds_sum']:.1f} | "
-              f"{cost['inherited_seconds_median']:.2f} |",
-              f"| **supernet total** | **{cost['supernet_total_seconds']:.0f}** | - |",
-              f"| **stand-alone training x {cost['candidates']}** ({sa['epochs']} epochs each) | "
-              f"**{cost['standalone_seconds_sum']:.0f}** | {cost['standalone_seconds_median']:.1f} |",
-              f"| proxy (build + score) x {cost['candidates']} | {cost['proxy_seconds_sum']:.1f} | "
-              f"{cost['proxy_seconds_median']:.2f} |", "",
-              f"Stand-alone / supernet time at {cost['candidates']} candidates: "
-              f"{cost['standalone_over_supernet']:.2f}x; break-even at "
-              f"{cost['break_even_candidates']:.1f} candidates."]
+    rows = [
+        (f"supernet training ({epochs} epochs, incl. {sn['eval_seconds']:.0f} s of per-epoch evaluation)",
+         f"{cost['supernet_train_seconds']:.0f}", "-"),
+        (f"inherited evaluation x {n}", f"{cost['inherited_seconds_sum']:.1f}",
+         f"{cost['inherited_seconds_median']:.2f}"),
+        ("**supernet total**", f"**{cost['supernet_total_seconds']:.0f}**", "-"),
+        (f"**stand-alone training x {n}** ({sa['epochs']} epochs each)", f"**{cost['standalone_seconds_sum']:.0f}**",
+         f"{cost['standalone_seconds_median']:.1f}"),
+        (f"proxy (build + score) x {n}", f"{cost['proxy_seconds_sum']:.1f}", f"{cost['proxy_seconds_median']:.2f}"),
+    ]
+    lines += ["", "| cost (s) | total | per candidate (median) |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines += ["", (f"Stand-alone / supernet time at {n} candidates: {cost['standalone_over_supernet']:.2f}x; "
+                   f"break-even at {cost['break_even_candidates']:.1f} candidates.")]
     return "\n".join(lines)
 
 
@@ -242,18 +253,20 @@ def main() -> None:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--space", default=DEFAULT_SPACE, help="space YAML (or a shipped space name)")
     parser.add_argument("--data", default="synthetic", help="synthetic, digits, an image folder or an .npz")
-    parser.add_argument("--limit", type=int, default=None, help="cap on each split's size (default: all)")
+    parser.add_argument("--limit", type=int, default=None, help="cap on each split's size (None: all)")
     parser.add_argument("--genomes", type=int, default=24, help="distinct random genomes to compare")
     parser.add_argument("--supernet-epochs", type=int, default=30, help="supernet training epochs")
     parser.add_argument("--random-per-step", type=int, default=2,
                         help="random genomes per supernet step, besides the largest and the smallest")
+    parser.add_argument("--no-distill", action="store_true",
+                        help="supernet: every genome learns from the labels, not from the largest's predictions")
     parser.add_argument("--epochs", type=int, default=12, help="stand-alone training epochs per genome")
     parser.add_argument("--proxy-batch", type=int, default=16,
                         help="training images the zero-cost proxies see (as proxy_validity.py)")
     parser.add_argument("--seed", type=int, default=0, help="data, supernet, init and training seed")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: oversubscribed threads are far slower on a shared CPU)")
-    parser.add_argument("--supernet-dir", help="where the supernet run goes (default runs/supernet_fidelity/TIME)")
+    parser.add_argument("--supernet-dir", help="where the supernet run goes (None: runs/supernet_fidelity/TIME)")
     parser.add_argument("--json", default=DEFAULT_JSON, help="where the results go")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK} unless given (and JSON in runs/ unless --json is given)")
@@ -265,7 +278,7 @@ def main() -> None:
         print(genome_table(result) + "\n\n" + table(result))
         return
     if args.quick:
-        given = set(a.split("=")[0].lstrip("-").replace("-", "_") for a in sys.argv[1:] if a.startswith("--"))
+        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
         for key, value in QUICK.items():
             if key not in given:
                 setattr(args, key, value)
