@@ -1,10 +1,11 @@
 """A supernet by weight entanglement, for any block in the registry with no elastic code per block.
 
 The supernet holds one tensor per *shared key*: the unit of the network a parameter lives in (the stem, each
-stage's downsample and blocks, the head), its name inside the unit, and the classes of the modules on the way to
-it. Two genomes whose block differs only in widths, kernels, heads, ratios, activations or an optional
-squeeze-excite read the same tensors (leading channels, centre of a conv kernel); a different mixer type sits
-under a different class and gets weights of its own, since weights that mean different things are not shared.
+stage's downsample and blocks, the head), the unit's *family* (the classes of its parts that hold weights), the
+parameter's name inside the unit, and the classes of the modules on the way to it. Two genomes whose block
+differs only in widths, kernels, heads, ratios or activations read the same tensors (leading channels, centre
+of a conv kernel); a block with another mixer type is another family with weights of its own, norms and MLP
+included, since weights that serve different features are not shared.
 A genome runs as its own plain network (a *shell*, built once and cached) through
 ``torch.func.functional_call`` with slices of the largest tensors. So the supernet's output for a genome is, by
 construction, what the plain network computes with those slices, and ``extract`` copies the same slices into a
@@ -63,16 +64,20 @@ def _keys(model: nn.Module) -> dict[str, tuple[str, Layout]]:
     for name, module in model.named_modules():
         if isinstance(module, _CONV):
             centred[f"{name}.weight" if name else "weight"] = tuple(range(2, module.weight.dim()))
-    out = {}
+    out, families = {}, {}
     for name, _ in model.named_parameters():
         match = _UNIT.match(name)
         if match is None:
             raise NasError(f"{name}: a parameter outside any stem, stage or head")
         unit, inner = match[1], match[2]
+        if unit not in families:
+            parts_with_weights = sorted({f"{p.split('.')[0]}:{classes[unit + '.' + p.split('.')[0]]}"
+                                         for p, _ in model.get_submodule(unit).named_parameters() if "." in p})
+            families[unit] = "+".join([classes[unit], *parts_with_weights])
         parts = inner.split(".")[:-1]
         chain = [classes[unit]] + [classes[".".join([unit, *parts[:i + 1]])] for i in range(len(parts))]
         chunks = FUSED.get(parts[-1], 1) if parts else 1
-        out[name] = (f"{unit}/{inner}/{'.'.join(chain)}", Layout(chunks, centred.get(name, ())))
+        out[name] = (f"{unit}/{families[unit]}/{inner}/{'.'.join(chain)}", Layout(chunks, centred.get(name, ())))
     return out
 
 
