@@ -179,7 +179,7 @@ def train_supernet(options: SupernetTrainOptions | None = None, *, out: str | Pa
                         + (f"; resuming at epoch {trainer.epoch + 1}, step {trainer.step}" if state else ""))
     start = time.perf_counter()
     try:
-        with _stop_between_steps() as stop:
+        with _StopBetweenSteps() as stop:
             trainer.fit(quiet, stream, stop)
     except KeyboardInterrupt:
         if trainer.stopped:
@@ -191,7 +191,7 @@ def train_supernet(options: SupernetTrainOptions | None = None, *, out: str | Pa
     return result
 
 
-class _stop_between_steps:
+class _StopBetweenSteps:
     """SIGINT and SIGTERM set a flag the loop reads after each step, so no step is half applied when the
     checkpoint is written; a second signal interrupts at once."""
 
