@@ -82,7 +82,8 @@ class SupernetTrainOptions(BaseModel):
 @dataclass
 class SupernetTrainResult:
     run_dir: Path
-    history: list[dict[str, float]]  # per epoch: loss, largest and smallest genomes' validation accuracy
+    history: list[dict[str, float]]  # per epoch: the largest genome's training loss, the largest and smallest
+    # genomes' validation accuracy
     seconds: float
 
     def summary(self) -> str:
@@ -248,10 +249,11 @@ class _Trainer:
         self.stopped = False
 
     def fit(self, quiet: bool, stream, stop: threading.Event) -> None:
-        while self.epoch < self.options.epochs:
+        tty = getattr(stream, "isatty", lambda: False)()
+        while self.epoch < self.options.epochs:  # in a log file, a bar line every 10 s of a long epoch only
             bar = tqdm(total=self.steps_per_epoch, initial=self.step, file=stream, disable=quiet, leave=False,
                        desc=f"epoch {self.epoch + 1}/{self.options.epochs}", unit="step",
-                       mininterval=0.5 if getattr(stream, "isatty", lambda: False)() else 10.0)
+                       mininterval=0.5 if tty else 10.0, delay=0 if tty else 10.0)
             order = torch.randperm(len(self.data.train_y),
                                    generator=torch.Generator().manual_seed(self.options.seed * 100003 + self.epoch))
             while self.step < self.steps_per_epoch:
@@ -281,7 +283,7 @@ class _Trainer:
         genomes = [self.largest, self.smallest] + [self._covered(rng) for _ in range(options.random_per_step)]
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        teacher, total = None, 0.0
+        teacher, supervised = None, 0.0
         for genome in genomes:
             self.net.set_active(genome)
             with self.autocast():
@@ -292,16 +294,15 @@ class _Trainer:
                     loss = F.kl_div(F.log_softmax(logits.float(), dim=1), F.softmax(teacher, dim=1),
                                     reduction="batchmean")
             if teacher is None:
-                teacher = logits.detach().float()
+                teacher, supervised = logits.detach().float(), loss.item()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"supernet loss is {loss.item()} at epoch {self.epoch + 1}, step "
                                          f"{self.step + 1} (genome {genome.content_hash()})")
             self.scaler.scale(loss).backward()
-            total += loss.item()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.schedule.step()
-        return total / len(genomes)
+        return supervised  # the largest genome's loss on the labels: what the progress shows
 
     def _covered(self, rng: random.Random) -> Genome:
         """A random genome the supernet holds weights for (sizing samples the space, so it can miss a rare
