@@ -174,9 +174,11 @@ def train_supernet(options: SupernetTrainOptions | None = None, *, out: str | Pa
         (run_dir / SPACE_FILE).write_text(yaml.safe_dump(space, sort_keys=False))
         (run_dir / OPTIONS_FILE).write_text(yaml.safe_dump(options.model_dump(), sort_keys=False))
     trainer = _Trainer(net, options, data, device, run_dir, state)
+    shared = sum(p.numel() * p.element_size() for p in net.parameters())
     _say(quiet, stream, f"nas supernet train: {options.space} on {data.name} ({len(data.train_y)} train, "
                         f"{len(data.val_y)} val images), {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M "
-                        f"shared params, device {device}; run directory {run_dir}"
+                        f"shared params ({4 * shared / 2**30:.2f} GiB with gradients and AdamW state), device "
+                        f"{device}; run directory {run_dir}"
                         + (f"; resuming at epoch {trainer.epoch + 1}, step {trainer.step}" if state else ""))
     start = time.perf_counter()
     try:
