@@ -10,7 +10,12 @@ from torch import nn
 
 from nas.io import read_yaml
 from nas.space import instantiate, random_picker
-from nas.supernet import Supernet, SupernetCoverageError, recalibrate_norms, sample_genome
+from nas.supernet import (
+    Supernet,
+    SupernetCoverageError,
+    recalibrate_norms,
+    sample_genome,
+)
 from nas.supernet.supernet import coverage_genomes
 
 

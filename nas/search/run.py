@@ -17,7 +17,6 @@ from optuna.trial import TrialState
 
 from nas.errors import InputError, NasError
 from nas.io import parse_yaml, read_yaml
-from nas.space import fit_space_to_data, space_resolution
 from nas.search.options import (
     DEFAULT_SPACE,
     DEFAULT_TRAIN_TRIALS,
@@ -30,6 +29,7 @@ from nas.search.report import SearchResult, write_report
 from nas.search.samplers import make_sampler
 from nas.search.survey import check_reachable, survey
 from nas.search.trial import SECOND_UNITS, Evaluate, Inputs, TrialWork
+from nas.space import fit_space_to_data, space_resolution
 from runners.base import counted
 from runners.local import run_trials, start_workers, wait_workers, worker_command
 from runners.storage import open_storage

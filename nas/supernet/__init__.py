@@ -1,6 +1,11 @@
 """Weight sharing: one supernet trained for a whole space, every genome of it run and scored on the shared
 weights, and winners extracted as standalone models. See ``nas.supernet.supernet`` and ``nas.supernet.train``."""
-from nas.supernet.supernet import Supernet, SupernetCoverageError, coverage_genomes, recalibrate_norms
+from nas.supernet.supernet import (
+    Supernet,
+    SupernetCoverageError,
+    coverage_genomes,
+    recalibrate_norms,
+)
 from nas.supernet.train import (
     SupernetTrainOptions,
     SupernetTrainResult,

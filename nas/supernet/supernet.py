@@ -37,7 +37,7 @@ from nas.space import choices, instantiate, random_picker
 
 _UNIT = re.compile(r"^(stages\.\d+\.(?:blocks\.\d+|downsample)|[^.]+)\.(.+)$")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-CHECKPOINT_FORMAT = 1
+CHECKPOINT, CHECKPOINT_FORMAT = "supernet.pt", 1
 FUSED = {"qkv": 3, "kv": 2}  # projections named so hold q, k and v (or k and v) stacked on their outputs
 SHELL_CACHE = 128  # plain networks kept built; a search scores thousands of genomes
 
@@ -93,7 +93,7 @@ def _regions(full: tuple[int, ...], shape: tuple[int, ...], layout: Layout) -> l
     return [(slice(c * big_part, c * big_part + part), *index[1:]) for c in range(layout.chunks)]
 
 
-def take(full: torch.Tensor, shape: tuple[int, ...], layout: Layout) -> torch.Tensor:
+def _take(full: torch.Tensor, shape: tuple[int, ...], layout: Layout) -> torch.Tensor:
     """The ``shape`` slice of a shared tensor: a view, or for fused tensors the chunks joined (gradients flow)."""
     parts = [full[r] for r in _regions(tuple(full.shape), shape, layout)]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -247,11 +247,9 @@ class Supernet(nn.Module):
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Supernet, dict[str, Any]]:
         """A supernet saved by ``nas supernet train`` and the rest of its checkpoint (training state, data)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "supernet.pt"
+        path = checkpoint_path(path)
         if not path.is_file():
-            raise InputError(f"{path}: no such supernet checkpoint (nas supernet train writes RUN/supernet.pt)")
+            raise InputError(f"{path}: no such supernet checkpoint (nas supernet train writes RUN/{CHECKPOINT})")
         try:
             state = torch.load(path, map_location=map_location, weights_only=True)
             net = cls.from_header(state["supernet"])
@@ -286,14 +284,10 @@ class Supernet(nn.Module):
             self._shells.popitem(last=False)
         return shell, slots
 
-    def shell(self, genome: Genome | dict[str, Any]) -> Network:
-        """The genome's plain network whose own buffers (BatchNorm statistics) the supernet runs with."""
-        return self._shell(load_genome(genome))[0]
-
     def sliced(self, genome: Genome | dict[str, Any]) -> dict[str, torch.Tensor]:
         """The genome's parameters as slices (views) of the shared weights."""
         _, slots = self._shell(load_genome(genome))
-        return {name: take(self.weights[self._names[key]], shape, layout)
+        return {name: _take(self.weights[self._names[key]], shape, layout)
                 for name, (key, layout, shape) in slots.items()}
 
     def set_active(self, genome: Genome | dict[str, Any]) -> None:
@@ -327,10 +321,15 @@ class Supernet(nn.Module):
         return self
 
 
+def checkpoint_path(path: str | Path) -> Path:
+    """A supernet run directory's checkpoint, or the checkpoint file named."""
+    path = Path(path)
+    return path / CHECKPOINT if path.is_dir() else path
+
+
 def cached_supernet(path: str | Path) -> Supernet:
     """The supernet at ``path``, loaded once per process (per file version) for the trials that score on it."""
-    path = Path(path)
-    path = path / "supernet.pt" if path.is_dir() else path
+    path = checkpoint_path(path)
     stamp = path.stat().st_mtime_ns if path.exists() else 0
     return _load_once(str(path.resolve()), stamp)
 

@@ -41,9 +41,14 @@ from nas.genome import Genome
 from nas.io import load_genome, read_yaml
 from nas.network import Network
 from nas.space import fit_space_to_data, instantiate, random_picker, space_resolution
-from nas.supernet.supernet import Supernet, SupernetCoverageError, recalibrate_norms
+from nas.supernet.supernet import (
+    CHECKPOINT,
+    Supernet,
+    SupernetCoverageError,
+    recalibrate_norms,
+)
 
-CHECKPOINT, OPTIONS_FILE, SPACE_FILE, HISTORY_FILE = "supernet.pt", "train.yaml", "space.yaml", "history.csv"
+OPTIONS_FILE, SPACE_FILE, HISTORY_FILE = "train.yaml", "space.yaml", "history.csv"
 
 
 class SupernetTrainOptions(BaseModel):
