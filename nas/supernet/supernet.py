@@ -266,9 +266,21 @@ class Supernet(nn.Module):
             self._shells.move_to_end(digest)
             return self._shells[digest]
         shell = compile_model(genome)
+        slots = self._slots(shell)
+        for param in shell.parameters():
+            param.requires_grad_(False)
+            param.data = torch.empty(0)  # never read (functional_call passes the slices): keep only buffers
+        shell.to(self._device)
+        self._shells[digest] = (shell, slots)
+        while len(self._shells) > SHELL_CACHE:
+            self._shells.popitem(last=False)
+        return shell, slots
+
+    def _slots(self, model: Network) -> Slots:
+        """Where each parameter of a genome's network comes from; SupernetCoverageError if it is not held."""
         slots: Slots = {}
-        keys = _keys(shell)
-        for name, param in shell.named_parameters():
+        keys = _keys(model)
+        for name, param in model.named_parameters():
             key, layout = keys[name]
             if key not in self._names:
                 raise SupernetCoverageError(f"{name}: the supernet holds no weights for this block")
@@ -276,19 +288,19 @@ class Supernet(nn.Module):
             if len(full) != param.dim() or any(n > big for n, big in zip(param.shape, full)):
                 raise SupernetCoverageError(f"{name}: needs {tuple(param.shape)}, the supernet holds {tuple(full)}")
             slots[name] = (key, layout, tuple(param.shape))
-            param.requires_grad_(False)
-            param.data = torch.empty(0)  # never read (functional_call passes the slices): keep only buffers
-        shell.to(next(iter(self.weights.values())).device)
-        self._shells[digest] = (shell, slots)
-        while len(self._shells) > SHELL_CACHE:
-            self._shells.popitem(last=False)
-        return shell, slots
+        return slots
+
+    def _take_all(self, slots: Slots) -> dict[str, torch.Tensor]:
+        return {name: _take(self.weights[self._names[key]], shape, layout)
+                for name, (key, layout, shape) in slots.items()}
+
+    @property
+    def _device(self) -> torch.device:
+        return next(iter(self.weights.values())).device
 
     def sliced(self, genome: Genome | dict[str, Any]) -> dict[str, torch.Tensor]:
         """The genome's parameters as slices (views) of the shared weights."""
-        _, slots = self._shell(load_genome(genome))
-        return {name: _take(self.weights[self._names[key]], shape, layout)
-                for name, (key, layout, shape) in slots.items()}
+        return self._take_all(self._shell(load_genome(genome))[1])
 
     def set_active(self, genome: Genome | dict[str, Any]) -> None:
         genome = load_genome(genome)
@@ -298,21 +310,25 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._active is None:
             raise NasError("no active genome: call set_active(genome) first")
-        shell, _ = self._shell(self._active)
+        shell, slots = self._shell(self._active)
         shell.train(self.training)
-        return functional_call(shell, self.sliced(self._active), (x,))
+        return functional_call(shell, self._take_all(slots), (x,))
 
     def extract(self, genome: Genome | dict[str, Any]) -> Network:
-        """A plain network for ``genome`` with its slices copied in (and its shell's normalisation buffers)."""
+        """A plain network for ``genome`` with its slices copied in. Its buffers are those the supernet ran it
+        with (BatchNorm statistics), or a fresh build's when it never ran: the same a new shell would hold."""
         genome = load_genome(genome)
-        shell, _ = self._shell(genome)
         model = compile_model(genome)
+        weights = self._take_all(self._slots(model))
+        cached = self._shells.get(genome.content_hash())
         with torch.no_grad():
-            state = {name: tensor.detach().clone() for name, tensor in self.sliced(genome).items()}
-            saved = set(model.state_dict())  # persistent buffers only (an attention index is rebuilt)
-            state.update({name: b.clone() for name, b in shell.named_buffers() if name in saved})
-            model.load_state_dict(state)
-        return model.to(next(iter(self.weights.values())).device)
+            for name, param in model.named_parameters():
+                param.copy_(weights[name])
+            if cached is not None:
+                buffers = dict(cached[0].named_buffers())
+                for name, buffer in model.named_buffers():
+                    buffer.copy_(buffers[name])
+        return model.to(self._device)
 
     def _apply(self, fn, recurse=True):  # .to(device) moves the cached shells' buffers with the weights
         super()._apply(fn, recurse)
