@@ -1,0 +1,40 @@
+"""Where a command will write, checked before it does any work: a bad output path is bad input (exit 2, one line
+naming the option and the path), found before anything is computed or half written."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nas.errors import InputError
+
+
+def output_file(path: str | Path, option: str) -> Path:
+    """``path`` as a file this process can create or replace; ``option`` names it in the error (``-o``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a directory; name a file")
+    parent = path.parent
+    if not parent.exists():
+        raise InputError(f"{option} {path}: the folder {parent} does not exist")
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: {parent} is not a folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{option} {path}: not writable")
+    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: cannot create files in {parent}")
+    return path
+
+
+def output_dir(path: str | Path, option: str) -> Path:
+    """``path`` as a folder this process can create (with its parents) or write into."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path}: is a file, not a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: cannot write in {existing}")
+    return path
