@@ -7,16 +7,20 @@ exported ``model.py`` files alike.
 from __future__ import annotations
 
 import inspect
+import math
 from functools import cached_property
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidatorFunctionWrapHandler, field_validator
 from torch import nn
 
 Shape = tuple[int, int, int]  # (channels, height, width) of a feature map
 
 ROLES = ("stem", "downsample", "block", "mixer", "mlp", "norm", "head")
+# The largest magnitude of any number in a genome (a width, a depth, a kernel, a resolution, a ratio): far
+# above any published network, and small enough that no cost formula overflows or hangs before it is checked.
+MAX_NUMBER = 1 << 16
 
 # role -> type -> module class. Filled by ``register``; exported files get a literal copy.
 MODULES: dict[str, dict[str, type[nn.Module]]] = {}
@@ -47,10 +51,33 @@ def join_path(prefix: str | None, field: str | None) -> str | None:
     return f"{prefix}{field}" if field.startswith("[") else f"{prefix}.{field}"
 
 
+def checked_number(raw: Any, value: Any) -> Any:
+    """``value`` as validated from ``raw``, refused when a boolean stood for a number (``depth: true`` would be
+    1), or when it is not finite or beyond ``MAX_NUMBER``; sequences (a ``[height, width]``) item by item."""
+    if isinstance(value, (tuple, list)):  # a [height, width], given as one number or as two
+        raws = raw if isinstance(raw, (tuple, list)) and len(raw) == len(value) else [raw] * len(value)
+        for r, v in zip(raws, value):
+            checked_number(r, v)
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if isinstance(raw, bool):
+        raise ValueError("expected a number, not a boolean")
+    if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+        raise ValueError(f"beyond the limit of {MAX_NUMBER:,} for any number in a genome")
+    return value
+
+
+def check_numbers(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A wrap validator for every field of a model: see ``checked_number``."""
+    return checked_number(value, handler(value))
+
+
 class BlockConfig(BaseModel):
     """Base of every block config. Cost methods take the input shape and the output channel count."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _numbers = field_validator("*", mode="wrap")(check_numbers)
     module: ClassVar[type[nn.Module]]
     # Configs tests/test_blocks.py builds and checks against the module, besides the all-defaults one
     # (which is skipped when a field is required).

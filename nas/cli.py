@@ -6,10 +6,34 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
 GENOME_HELP = "a genome YAML file, or zoo:NAME for a shipped architecture"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are bad input like any other: one line, exit 2 (argparse prints the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(minimum: int):
+    """An argparse type: a whole number no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "count"  # argparse names the type in its messages
+    return parse
 
 
 def _fmt_count(n: float) -> str:
@@ -24,10 +48,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from nas.cost import analytic_cost
     from nas.errors import GenomeError, Problem
     from nas.graph import build_graph, write_graph
-    from nas.io import parse_genome, read_yaml
-    from nas.space import check_space, is_space
+    from nas.io import parse_genome
+    from nas.space import check_space, is_space, read_space
 
-    data, text, label = read_yaml(args.file)
+    data, text, label = read_space(args.file)
     if is_space(data):
         if args.graph:
             raise GenomeError(Problem("", "--graph needs a genome, not a space"), label)
@@ -234,9 +258,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nas")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nas", description="Neural architecture search and composition for "
-                                     "hybrid vision backbones.")
+    parser = _Parser(prog="nas", description="Neural architecture search and composition for hybrid vision "
+                     "backbones.")
+    parser.add_argument("--version", action="version", version=f"nas {_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -244,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "space: structure, types and shapes. Prints its size and cost, or every problem found.")
     p.add_argument("file", help=GENOME_HELP + ", or a space")
     p.add_argument("--graph", metavar="OUT", help="also write the genome's graph (.dot, .gv or .graphml)")
-    p.add_argument("--samples", type=int, default=64, help="random genomes drawn to check a space (default 64)")
+    p.add_argument("--samples", type=_at_least(0), default=64, help="random genomes drawn to check a space, "
+                   "besides one for each option of each choice (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed for those draws")
     p.set_defaults(func=cmd_validate)
 

@@ -1,6 +1,7 @@
 """Errors a person can act on: each problem is one line naming the YAML path and the reason."""
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from blocks import CONFIGS
+from nas.genome import Defaults, Genome, InputSpec, StageSpec
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,27 @@ def parse_path(path: str) -> list[Any]:
 
 
 _ALL_TYPES = {tag for configs in CONFIGS.values() for tag in configs}
+_CHOICE_KEYS = ("choice", "int", "float")  # nas.space's keywords, spelt out here to suggest them
+
+
+def did_you_mean(word: str, known: Any) -> str:
+    """`` (did you mean 'kernel'?)`` for the nearest known name, or nothing."""
+    close = difflib.get_close_matches(str(word), sorted(set(known)), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fields_at(raw_loc: tuple[Any, ...], data: Any) -> set[str]:
+    """The field names the mapping holding ``raw_loc``'s last key accepts. Pydantic puts a union member's tag
+    before its fields, so a tag there names the config; otherwise the place in the genome does."""
+    parent = raw_loc[:-1]
+    if parent and isinstance(parent[-1], str) and parent[-1] in _ALL_TYPES:
+        return {name for configs in CONFIGS.values() if parent[-1] in configs
+                for name in configs[parent[-1]].model_fields}
+    keys = [k for k in parent if isinstance(k, str)]
+    model = {(): Genome, ("stages",): StageSpec, ("input",): InputSpec, ("defaults",): Defaults}.get(tuple(keys))
+    if model is not None:
+        return set(model.model_fields)
+    return {name for configs in CONFIGS.values() for cls in configs.values() for name in cls.model_fields}
 
 
 def _clean_loc(loc: tuple[Any, ...], data: Any) -> list[Any]:
@@ -94,11 +117,12 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: dict[str, Any], data: Any = None) -> str:
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "union_tag_invalid":
         expected = ctx["expected_tags"].replace("'", "")
-        return f"unknown type {ctx['tag']!r}; expected one of: {expected}"
+        hint = did_you_mean(ctx["tag"], expected.split(", "))
+        return f"unknown type {ctx['tag']!r}{hint}; expected one of: {expected}"
     if kind == "union_tag_not_found":
         role = ctx.get("discriminator", "").rstrip("()")
         known = ", ".join(sorted(CONFIGS.get(role, {})))
@@ -106,7 +130,7 @@ def _message(error: dict[str, Any]) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "extra_forbidden":
-        return "unknown field"
+        return "unknown field" + did_you_mean(error["loc"][-1], _fields_at(error["loc"], data))
     if kind in ("model_type", "dict_type", "model_attributes_type"):
         return f"expected a mapping, got {type(error['input']).__name__} {_short(error['input'])}"
     message = error["msg"]
@@ -117,11 +141,28 @@ def _message(error: dict[str, Any]) -> str:
     return message
 
 
+def _misspelt_choice(error: dict[str, Any]) -> tuple[str, str] | None:
+    """A value that should be a number or a name but is a mapping with a key like ``choise``: a choice
+    misspelt in a space. The key and the message that names it."""
+    value = error.get("input")
+    if not isinstance(value, dict) or error["type"] in ("model_type", "dict_type", "model_attributes_type"):
+        return None
+    for key in value:
+        hint = did_you_mean(key, _CHOICE_KEYS)
+        if hint and key not in _CHOICE_KEYS:
+            return str(key), f"unknown key{hint}; a space makes a value a choice with {', '.join(_CHOICE_KEYS)}"
+    return None
+
+
 def from_validation_error(err: ValidationError, data: Any) -> GenomeError:
     problems = []
     for error in err.errors():
-        path = format_path(_clean_loc(error["loc"], data))
-        problem = Problem(path, _message(error))
+        loc = _clean_loc(error["loc"], data)
+        misspelt = _misspelt_choice(error)
+        if misspelt:
+            problem = Problem(format_path([*loc, misspelt[0]]), misspelt[1])
+        else:
+            problem = Problem(format_path(loc), _message(error, data))
         if problem not in problems:
             problems.append(problem)
     # A bad ``defaults:`` entry also fails in every stage that inherits it: report it once, at its source.

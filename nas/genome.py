@@ -11,10 +11,14 @@ import json
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeInt, PlainSerializer, PositiveInt, \
-    model_validator
+    field_validator, model_validator
 
 from blocks import CONFIGS, BlockConfig, union
-from blocks.base import repeat_pattern, strided
+from blocks.base import check_numbers, repeat_pattern, strided
+
+# Blocks in a whole genome: ten times the deepest published backbone here (MLP-Mixer-B/16 has 12, ResNet-152
+# 50), and a bound on the time any cost walk takes.
+MAX_BLOCKS = 4096
 
 Stem = union("stem")
 Downsample = union("downsample")
@@ -38,6 +42,7 @@ Resolution = Annotated[
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _numbers = field_validator("*", mode="wrap")(check_numbers)
 
 
 class InputSpec(_Model):
@@ -101,6 +106,14 @@ class Genome(_Model):
     @classmethod
     def _inherit_defaults(cls, data: Any) -> Any:
         return apply_defaults(data)
+
+    @field_validator("stages")
+    @classmethod
+    def _bounded_depth(cls, stages: list[StageSpec]) -> list[StageSpec]:
+        total = sum(stage.depth for stage in stages)
+        if total > MAX_BLOCKS:
+            raise ValueError(f"{total:,} blocks in all; a genome may hold at most {MAX_BLOCKS:,}")
+        return stages
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical form: every default written out, each stage's pattern at its shortest period."""

@@ -1,4 +1,10 @@
-"""Reading and writing genomes: YAML files (``yaml.safe_load`` only), ``zoo:NAME`` references, mappings."""
+"""Reading and writing genomes: YAML files (safe loading only), ``zoo:NAME`` references, mappings.
+
+Input limits, stated in the README: a YAML document of at most ``MAX_YAML_BYTES``, nested at most
+``MAX_DEPTH`` deep, holding at most ``MAX_VALUES`` values once its aliases are expanded (a 1 KB "billion laughs"
+file expands to 10^9), with no duplicate keys. Numbers inside a genome have their own limits
+(``blocks.base.MAX_INT``).
+"""
 from __future__ import annotations
 
 from importlib.resources import files
@@ -8,11 +14,37 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from nas.errors import GenomeError, InputError, Problem, from_validation_error
+from nas.errors import GenomeError, InputError, Problem, format_path, from_validation_error, parse_path
 from nas.genome import Genome
 from nas.graph import check_genome
 
 ZOO_PREFIX = "zoo:"
+MAX_YAML_BYTES = 1 << 20  # 1 MiB: the largest shipped space is 5 KB
+MAX_VALUES = 100_000  # values after alias expansion; the largest shipped space holds about 1,000
+MAX_DEPTH = 64  # nesting of mappings and lists; genomes and spaces nest about 12 deep
+
+# libyaml's parser where the wheel has it (10x faster); the pure-Python one otherwise.
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """Safe loading that refuses duplicate keys (YAML says the last wins, which hides a typo)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<: *base``: keys written beside it may override the merged ones
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if first is not line:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first on line {first})",
+                                                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def data_dir() -> Path:
@@ -33,10 +65,9 @@ def resolve(spec: str | Path) -> Path:
     text = str(spec)
     if text.startswith(ZOO_PREFIX):
         name = text[len(ZOO_PREFIX):]
-        path = zoo_dir() / f"{name}.yaml"
-        if name == "reference" or not path.is_file():
+        if name not in zoo_names():  # a name from the list, never a path
             raise InputError(f"unknown zoo genome {name!r}; known: {', '.join(zoo_names())}")
-        return path
+        return zoo_dir() / f"{name}.yaml"
     path = Path(text)
     if not path.exists():
         shipped = data_dir() / f"{text}.yaml"
@@ -53,6 +84,9 @@ def read_yaml(spec: str | Path) -> tuple[Any, str, str]:
     path = resolve(spec)
     label = str(spec)
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise InputError(f"{label}: {path.stat().st_size:,} bytes; a genome or space file may hold at most "
+                             f"{MAX_YAML_BYTES:,}")
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{label}: cannot read: {err}") from None
@@ -60,13 +94,20 @@ def read_yaml(spec: str | Path) -> tuple[Any, str, str]:
 
 
 def parse_yaml(text: str, label: str = "<string>") -> dict[str, Any]:
+    """A YAML mapping, within the module's input limits; anything else is a GenomeError naming ``label``."""
+    if len(text) > MAX_YAML_BYTES:
+        raise GenomeError(Problem("", f"{len(text):,} characters; a genome or space may hold at most "
+                                      f"{MAX_YAML_BYTES:,}"), label)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except RecursionError:
+        raise GenomeError(Problem("", f"nested more than {MAX_DEPTH} levels deep"), label) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         reason = " ".join(str(part) for part in (err.context, err.problem) if part)
         column = f" at column {mark.column + 1}" if mark else ""
-        raise GenomeError(Problem("", f"YAML syntax error{column}: {reason}", mark.line + 1 if mark else None),
+        kind = "YAML error" if isinstance(err, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise GenomeError(Problem("", f"{kind}{column}: {reason}", mark.line + 1 if mark else None),
                           label) from None
     except yaml.YAMLError as err:
         raise GenomeError(Problem("", f"YAML error: {err}"), label) from None
@@ -76,7 +117,50 @@ def parse_yaml(text: str, label: str = "<string>") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise GenomeError(Problem("", f"the top level must be a mapping (stem:, stages:, ...), got a "
                                       f"{type(data).__name__}"), label)
+    problem = _size_problem(data)
+    if problem:
+        raise GenomeError(problem, label)
     return data
+
+
+def _size_problem(data: Any) -> Problem | None:
+    """Aliases share one object, so a small file can stand for a huge or endless tree; count what it expands to
+    (each shared object once per use, its count memoised) before anything walks it."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(value: Any, path: str, depth: int) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        key = id(value)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise _Refused(Problem(path, "an alias refers to a value that contains it (an endless value)"))
+        if depth > MAX_DEPTH:
+            raise _Refused(Problem(path, f"nested more than {MAX_DEPTH} levels deep"))
+        open_.add(key)
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        total = 1
+        for k, v in items:
+            total += size(v, format_path([*parse_path(path), k]), depth + 1)
+            if total > MAX_VALUES:
+                raise _Refused(Problem(path, f"expands to more than {MAX_VALUES:,} values (through YAML aliases?); "
+                                             f"a genome or space may hold at most {MAX_VALUES:,}"))
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        size(data, "", 0)
+    except _Refused as refused:
+        return refused.problem
+    return None
+
+
+class _Refused(Exception):
+    def __init__(self, problem: Problem):
+        self.problem = problem
 
 
 def parse_genome(data: Any, source: str | None = None, text: str | None = None) -> Genome:

@@ -11,13 +11,15 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from nas.errors import GenomeError, Problem, format_path, from_validation_error
+from nas.errors import GenomeError, Problem, did_you_mean, format_path, from_validation_error
 from nas.genome import Genome
 from nas.graph import check_genome
+from nas.io import read_yaml
 
 _KINDS = {"choice": set(), "int": {"step", "log"}, "float": {"step", "log"}}
 
@@ -51,9 +53,10 @@ def parse_choice(node: Any, path: str) -> Choice | None:
     kind = kinds[0]
     extra = set(node) - {kind} - _KINDS[kind]
     if len(kinds) > 1 or extra:
-        bad = ", ".join(sorted(extra | set(kinds[1:])))
-        raise GenomeError(Problem(path, f"a '{kind}' choice takes only {', '.join([kind, *_KINDS[kind]])}; "
-                                        f"remove {bad}"))
+        bad = sorted(extra | set(kinds[1:]), key=str)
+        allowed = [kind, *sorted(_KINDS[kind])]
+        raise GenomeError(Problem(path, f"a '{kind}' choice takes only {', '.join(allowed)}; remove "
+                                        f"{', '.join(map(str, bad))}{did_you_mean(bad[0], allowed)}"))
     spec = node[kind]
     if kind == "choice":
         if not isinstance(spec, list) or not spec:
@@ -93,6 +96,17 @@ def choices(space: Any, path: str = "") -> list[Choice]:
     if isinstance(space, list):
         return [c for i, value in enumerate(space) for c in choices(value, _child(path, i))]
     return []
+
+
+def read_space(spec: str | Path) -> tuple[dict[str, Any], str, str]:
+    """(data, text, label) of a space file or shipped space, its choices checked: a malformed choice is a
+    GenomeError naming the file, the YAML path and the line."""
+    data, text, label = read_yaml(spec)
+    try:
+        choices(data)
+    except GenomeError as err:
+        raise err.located(label, text) from None
+    return data, text, label
 
 
 def space_resolution(space: dict[str, Any]) -> int:

@@ -7,8 +7,8 @@ import networkx as nx
 
 from nas.genome import Genome
 from nas.graph import build_graph
+from nas.memory import peak_memory_estimate  # noqa: F401 - part of nas.cost's public surface
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
 
 @dataclass(frozen=True)
@@ -64,20 +64,3 @@ def stage_costs(genome: Genome, graph: nx.DiGraph | None = None) -> list[PartCos
         parts[name] = PartCost(name, blocks, data["out_shape"], (part.cost if part else ZERO) + _node_cost(data),
                                (part.nodes if part else []) + [node])
     return list(parts.values())
-
-
-def peak_memory_estimate(genome: Genome, batch: int = 1, dtype: str = "float32",
-                         graph: nx.DiGraph | None = None) -> int:
-    """An estimate, in bytes, of inference memory: the weights plus the largest input + output + workspace of
-    any one node at ``batch``. It ignores allocator overhead and fragmentation."""
-    graph = graph if graph is not None else build_graph(genome)
-    size = DTYPE_BYTES[dtype]
-    params = sum(data["params"] for _, data in graph.nodes(data=True))
-    peak = 0
-    for node, data in graph.nodes(data=True):
-        if data["role"] == "input":
-            continue
-        c, h, w = data["in_shape"]
-        o_c, o_h, o_w = data["out_shape"]
-        peak = max(peak, c * h * w + o_c * o_h * o_w + data["workspace"])
-    return (params + batch * peak) * size

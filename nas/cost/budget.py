@@ -1,6 +1,7 @@
 """Budgets as a person writes them: ``4GFLOPs``, ``4.5G``, ``800MFLOPs``, ``4e9``, ``30M`` params, ``10ms``."""
 from __future__ import annotations
 
+import math
 import re
 
 from nas.errors import InputError
@@ -24,7 +25,12 @@ def _count(text: str, kind: str) -> float:
     match = re.fullmatch(_NUMBER + r"(?P<unit>[A-Za-z]*)", text.strip())
     if not match or match["unit"].lower() not in _UNITS[kind]:
         raise _fail(text, kind)
-    value = float(match["num"]) * _SCALE[match["scale"]]
+    return _positive(float(match["num"]) * _SCALE[match["scale"]], text, kind)
+
+
+def _positive(value: float, text: str, kind: str) -> float:
+    if not math.isfinite(value):
+        raise InputError(f"a {kind} budget must be a finite number, got {text!r}")
     if value <= 0:
         raise InputError(f"a {kind} budget must be positive, got {text!r}")
     return value
@@ -44,10 +50,7 @@ def parse_latency_ms(text: str | float) -> float:
     match = re.fullmatch(r"(?P<num>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?P<unit>[a-zµ]*)", str(text).strip())
     if not match or match["unit"] not in _TIME:
         raise _fail(str(text), "latency")
-    value = float(match["num"]) * _TIME[match["unit"]]
-    if value <= 0:
-        raise InputError(f"a latency budget must be positive, got {text!r}")
-    return value
+    return _positive(float(match["num"]) * _TIME[match["unit"]], str(text), "latency")
 
 
 def format_count(value: float, unit: str = "") -> str:

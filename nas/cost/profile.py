@@ -8,11 +8,12 @@ from typing import Any
 import torch
 
 from nas.compiler import compile_model
-from nas.cost.analytic import ZERO, peak_memory_estimate, stage_costs
+from nas.cost.analytic import ZERO, stage_costs
 from nas.errors import InputError
 from nas.genome import Genome
 from nas.graph import build_graph
 from nas.io import load_genome
+from nas.memory import peak_memory_estimate, require_memory
 
 FVCORE_MODULES = {"stem": "stem", "head": "head"}
 
@@ -47,6 +48,8 @@ def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: s
     measured end-to-end latency and each part's share of the summed per-block latencies."""
     if batch < 1:
         raise InputError(f"--batch must be at least 1, got {batch}")
+    if latency or fvcore:
+        require_memory(genome, batch if latency else 1, dtype, device)
     graph = build_graph(genome)
     parts = stage_costs(genome, graph)
     total = sum((p.cost for p in parts), ZERO)

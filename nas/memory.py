@@ -1,0 +1,60 @@
+"""Memory a genome needs, from its analytic shapes, and the check that refuses to build what would not fit.
+
+Below ``nas.cost`` so that the compiler, which ``nas.cost.latency`` uses, can check before it allocates."""
+from __future__ import annotations
+
+import networkx as nx
+
+from nas.errors import InputError
+from nas.genome import Genome
+from nas.graph import build_graph
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
+def peak_memory_estimate(genome: Genome, batch: int = 1, dtype: str = "float32",
+                         graph: nx.DiGraph | None = None) -> int:
+    """An estimate, in bytes, of inference memory: the weights plus the largest input + output + workspace of
+    any one node at ``batch``. It ignores allocator overhead and fragmentation."""
+    graph = graph if graph is not None else build_graph(genome)
+    size = DTYPE_BYTES[dtype]
+    params = sum(data["params"] for _, data in graph.nodes(data=True))
+    peak = 0
+    for node, data in graph.nodes(data=True):
+        if data["role"] == "input":
+            continue
+        c, h, w = data["in_shape"]
+        o_c, o_h, o_w = data["out_shape"]
+        peak = max(peak, c * h * w + o_c * o_h * o_w + data["workspace"])
+    return (params + batch * peak) * size
+
+
+# Share of the memory available now that one model may take: the rest is for the data, the allocator and the
+# other processes of a search.
+MEMORY_SHARE = 0.8
+
+
+def available_memory() -> int | None:
+    """Bytes the OS could give this process now (Linux ``MemAvailable``), None where that is not known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def require_memory(genome: Genome, batch: int = 0, dtype: str = "float32", device: str = "cpu") -> None:
+    """Refuse, before allocating, a genome whose weights (``batch`` 0) or inference at ``batch`` would not fit in
+    the host memory available now. GPU memory is left to CUDA's own out-of-memory error, which a search
+    records per trial."""
+    if device != "cpu":
+        return
+    available = available_memory()
+    need = peak_memory_estimate(genome, batch, dtype)
+    if available is not None and need > MEMORY_SHARE * available:
+        what = f"inference at batch {batch}" if batch else "its weights"
+        raise InputError(f"{genome.name}: {what} need about {need / 2**30:.3g} GiB; this machine has "
+                         f"{available / 2**30:.3g} GiB available")
