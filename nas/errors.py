@@ -144,8 +144,10 @@ def _message(error: dict[str, Any], data: Any = None) -> str:
 def _misspelt_choice(error: dict[str, Any]) -> tuple[str, str] | None:
     """A value that should be a number or a name but is a mapping with a key like ``choise``: a choice
     misspelt in a space. The key and the message that names it."""
-    value = error.get("input")
-    if not isinstance(value, dict) or error["type"] in ("model_type", "dict_type", "model_attributes_type"):
+    value, kind = error.get("input"), error["type"]
+    scalar_expected = kind.endswith(("_type", "_parsing")) or kind == "union_tag_not_found"
+    if not isinstance(value, dict) or not scalar_expected or kind in ("model_type", "dict_type",
+                                                                      "model_attributes_type"):
         return None
     for key in value:
         hint = did_you_mean(key, _CHOICE_KEYS)

@@ -204,9 +204,10 @@ def check_space(space: Any, samples: int = 64, seed: int = 0) -> SpaceReport:
             raise from_validation_error(err, data) from None
         except GenomeError as err:
             shape_problems.update(str(p) for p in err.problems)
-    if not valid:
-        problems = [Problem("", f"no valid genome in {len(plans)} samples of this space; most common problems:")]
-        problems += [Problem(p.split(": ", 1)[0], p.split(": ", 1)[-1] + f" ({n} samples)")
-                     for p, n in shape_problems.most_common(3)]
-        raise GenomeError(problems)
+    if not valid:  # one line: the most common problem, where it is
+        (problem, n), *others = shape_problems.most_common()
+        path, _, message = problem.partition(": ")
+        more = f"; {len(others)} other problems too" if others else ""
+        raise GenomeError(Problem(path, f"no valid genome in {len(plans)} samples of this space; in {n} of them: "
+                                        f"{message}{more}"))
     return SpaceReport(found, space_size(space), len(plans), valid, shape_problems.most_common())

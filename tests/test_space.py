@@ -66,7 +66,7 @@ def test_check_space_counts_valid_samples_and_skipped_problems():
     (("{choice: [16, 32]}", "{choice: []}"), "stages[0].width.choice", "non-empty list"),
     (("{int: [1, 2]}", "{int: [1, 2], stepp: 1}"), "stages[0].depth", "remove stepp"),
     (("{choice: [{type: attention, heads: {choice: [2, 3]}}, pooling]}", "{type: attention, heads: {choice: [3, 5]}}"),
-     "", "no valid genome"),
+     "stages[1].block.mixer.heads", "no valid genome"),
 ])
 def test_bad_spaces_name_the_path(edit, path, words):
     with pytest.raises(GenomeError) as info:

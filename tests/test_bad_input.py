@@ -1,0 +1,251 @@
+"""Every bad input, given as a careless user or an adversary would: exit status 2 and one line that starts with
+``error:`` and names the file or option, and the YAML path where there is one; never a traceback, never a hang,
+never a file half written.
+
+The table goes through ``nas.cli.main`` in this process: the same parsing, dispatch and error formatting as the
+``nas`` command, without paying for a fresh interpreter per case. ``test_bad_input_in_a_real_process`` runs one
+case of each command as a real subprocess, and ``test_inputs_that_used_to_hang_end_in_seconds`` runs the cases
+that once hung or ate memory as subprocesses under a time limit.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from nas.cli import main
+from tests.conftest import run_nas
+
+GOOD = """\
+name: g
+input: {channels: 3, resolution: 32}
+num_classes: 10
+stem: {type: conv, kernel: 4, stride: 4}
+defaults: {downsample: {type: conv, kernel: 2, stride: 2}}
+stages:
+  - {depth: 1, width: 16, block: {mixer: {type: dwconv, kernel: 3}}}
+  - {depth: 1, width: 32, block: {mixer: {type: attention, heads: 2}}}
+"""
+
+
+def edit(old: str, new: str) -> str:
+    assert old in GOOD
+    return GOOD.replace(old, new)
+
+
+SPACE = GOOD.replace("width: 16,", "width: {choice: [16, 24]},")
+BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")) + "stem: *i\n"
+
+
+@dataclass
+class Case:
+    argv: str  # split on spaces; {d} is the case's own folder
+    words: list[str]  # each must appear in the error line
+    files: dict[str, str | bytes] = field(default_factory=dict)
+
+
+GENOME = "validate {d}/g.yaml"
+CASES: dict[str, Case] = {
+    # --- genome files: the grammar ------------------------------------------------------------------------
+    "unknown type": Case(GENOME, ["g.yaml", "stages[0].block.mixer", "'dwconvv'", "did you mean 'dwconv'"],
+                         {"g.yaml": edit("type: dwconv", "type: dwconvv")}),
+    "unknown field": Case(GENOME, ["stages[0].block.mixer.kernal", "did you mean 'kernel'"],
+                          {"g.yaml": edit("kernel: 3}", "kernal: 3}")}),
+    "unknown top-level field": Case(GENOME, ["num_clases", "did you mean 'num_classes'"],
+                                    {"g.yaml": edit("num_classes", "num_clases")}),
+    "wrong value type": Case(GENOME, ["stages[0].depth", "'two'"], {"g.yaml": edit("depth: 1, width: 16",
+                                                                                     "depth: two, width: 16")}),
+    "boolean as a number": Case(GENOME, ["stages[0].depth", "not a boolean"],
+                                {"g.yaml": edit("depth: 1, width: 16", "depth: true, width: 16")}),
+    "negative size": Case(GENOME, ["stages[1].width", "greater than 0"], {"g.yaml": edit("width: 32", "width: -32")}),
+    "zero kernel": Case(GENOME, ["stages[0].block.mixer.kernel", "greater than 0"],
+                        {"g.yaml": edit("kernel: 3}", "kernel: 0}")}),
+    "width beyond the limit": Case(GENOME, ["stages[0].width", "limit of 65,536"],
+                                   {"g.yaml": edit("width: 16", "width: 10000000")}),
+    "float beyond any int": Case(GENOME, ["stages[0].width", "1e+35"], {"g.yaml": edit("width: 16",
+                                                                                         "width: 1.0e+35")}),
+    "infinite size": Case(GENOME, ["stages[0].width", "finite"], {"g.yaml": edit("width: 16", "width: .inf")}),
+    "not-a-number rate": Case(GENOME, ["drop_path_rate"], {"g.yaml": GOOD + "drop_path_rate: .nan\n"}),
+    "resolution beyond the limit": Case(GENOME, ["input.resolution", "limit"],
+                                        {"g.yaml": edit("resolution: 32", "resolution: 1000000")}),
+    "too many blocks": Case(GENOME, ["stages", "at most 4,096"], {"g.yaml": edit("depth: 1, width: 16",
+                                                                                 "depth: 5000, width: 16")}),
+    "heads do not divide the width": Case(GENOME, ["stages[1].block.mixer.heads", "does not divide"],
+                                          {"g.yaml": edit("heads: 2", "heads: 7")}),
+    "window does not tile the map": Case(GENOME, ["stages[1].block.mixer.window", "does not divide"],
+                                         {"g.yaml": edit("heads: 2", "heads: 2, window: 3")}),
+    "resolution too small": Case(GENOME, ["input.resolution", "too small"],
+                                 {"g.yaml": edit("resolution: 32", "resolution: 4")}),
+    "missing required field": Case(GENOME, ["stages[1].width", "required"],
+                                   {"g.yaml": edit("depth: 1, width: 32", "depth: 1")}),
+    "missing stem": Case(GENOME, ["stem", "required"], {"g.yaml": edit("stem: {type: conv, kernel: 4, stride: 4}\n",
+                                                                       "")}),
+    "block and pattern": Case(GENOME, ["stages[0]", "exactly one"],
+                              {"g.yaml": edit("block: {mixer: {type: dwconv, kernel: 3}}",
+                                              "block: {mixer: identity}, pattern: [{mixer: identity}]")}),
+    "width change without downsample": Case(GENOME, ["stages[1].width"],
+                                            {"g.yaml": edit("defaults: {downsample: {type: conv, kernel: 2, "
+                                                            "stride: 2}}\n", "")}),
+    "stride on a block that cannot": Case(GENOME, ["stages[0]", "cannot stride"],
+                                          {"g.yaml": edit("depth: 1, width: 16", "depth: 1, width: 16, stride: 2")}),
+    "even kernel": Case(GENOME, ["stages[0].block.mixer.kernel", "odd"], {"g.yaml": edit("kernel: 3}",
+                                                                                         "kernel: 4}")}),
+    "bad default": Case(GENOME, ["defaults.mlp.ratio"], {"g.yaml": GOOD.replace("defaults: {",
+                                                                              "defaults: {mlp: {ratio: -1}, ")}),
+    # --- genome files: the YAML ---------------------------------------------------------------------------
+    "syntax error": Case(GENOME, ["g.yaml", "line 2", "syntax error"], {"g.yaml": "stem: {type: conv\nstages: [\n"}),
+    "empty file": Case(GENOME, ["g.yaml", "empty"], {"g.yaml": ""}),
+    "a list, not a mapping": Case(GENOME, ["g.yaml", "mapping", "list"], {"g.yaml": "- 1\n- 2\n"}),
+    "a scalar, not a mapping": Case(GENOME, ["g.yaml", "mapping", "str"], {"g.yaml": "just text\n"}),
+    "duplicate key": Case(GENOME, ["g.yaml", "duplicate key 'name'", "line 1"], {"g.yaml": "name: a\n" + GOOD}),
+    "python tag": Case(GENOME, ["g.yaml", "python/object"], {"g.yaml": "stem: !!python/object/apply:os.system "
+                                                                        "['echo hi']\n"}),
+    "alias bomb": Case(GENOME, ["g.yaml", "more than 100,000 values"], {"g.yaml": BOMB}),
+    "recursive alias": Case(GENOME, ["g.yaml", "contains it"], {"g.yaml": "a: &a [*a]\nstem: *a\n"}),
+    "nested too deep": Case(GENOME, ["g.yaml", "more than 64 levels"], {"g.yaml": "a: " + "[" * 200 + "]" * 200}),
+    "file too large": Case(GENOME, ["g.yaml", "at most 1,048,576"], {"g.yaml": "a: " + "x" * (1 << 20) + "\n"}),
+    "unhashable key": Case(GENOME, ["g.yaml", "unhashable key"], {"g.yaml": "stem: {? [a]: b}\n"}),
+    "not UTF-8": Case(GENOME, ["g.yaml", "cannot read"], {"g.yaml": b"stem: \xff\xfe\x00\x81\n"}),
+    "no such file": Case("validate {d}/nope.yaml", ["nope.yaml", "no such file"]),
+    "a folder, not a file": Case("validate {d}", ["is a directory"]),
+    "unknown zoo name": Case("validate zoo:resnet9000", ["unknown zoo genome 'resnet9000'", "convnext_t"]),
+    "zoo name escaping the zoo": Case("validate zoo:../zoo/reference", ["unknown zoo genome"]),
+    "zoo name as a path": Case("validate zoo:../../tests/../search_spaces/tiny", ["unknown zoo genome"]),
+    # --- spaces -------------------------------------------------------------------------------------------
+    "misspelt choice": Case(GENOME, ["stages[0].width.choise", "did you mean 'choice'"],
+                            {"g.yaml": edit("width: 16", "width: {choise: [16, 24]}")}),
+    "empty choice": Case(GENOME, ["stages[0].width.choice", "non-empty"], {"g.yaml": edit("width: 16",
+                                                                                          "width: {choice: []}")}),
+    "range upside down": Case(GENOME, ["stages[0].depth.int", "above high"],
+                              {"g.yaml": edit("depth: 1, width: 16", "depth: {int: [4, 2]}, width: 16")}),
+    "int range of floats": Case(GENOME, ["stages[0].depth.int", "two ints"],
+                                {"g.yaml": edit("depth: 1, width: 16", "depth: {int: [1.5, 2]}, width: 16")}),
+    "misspelt range option": Case(GENOME, ["stages[0].depth", "remove stp", "did you mean 'step'"],
+                                  {"g.yaml": edit("depth: 1, width: 16", "depth: {int: [1, 4], stp: 2}, width: 16")}),
+    "log range from zero": Case(GENOME, ["drop_path_rate.float", "log"],
+                                {"g.yaml": GOOD + "drop_path_rate: {float: [0.0, 0.5], log: true}\n"}),
+    "space with no valid genome": Case(GENOME, ["stages[1].block.mixer.heads", "no valid genome", "does not divide"], {"g.yaml": edit("heads: 2",
+                                                                                    "heads: {choice: [3, 5]}")}),
+    # --- command-line options -----------------------------------------------------------------------------
+    "unknown command": Case("frobnicate", ["invalid choice"]),
+    "missing argument": Case("validate", ["required"]),
+    "negative sample count": Case("validate {d}/s.yaml --samples -5", ["--samples", "at least 0"],
+                                  {"s.yaml": SPACE}),
+    "graph of a space": Case("validate {d}/s.yaml --graph {d}/g.dot", ["--graph needs a genome"],
+                             {"s.yaml": SPACE}),
+    "graph format unknown": Case("validate {d}/g.yaml --graph {d}/g.png", ["g.png"], {"g.yaml": GOOD}),
+    "graph into a missing folder": Case("validate {d}/g.yaml --graph {d}/no/g.dot", ["--graph", "does not exist"],
+                                        {"g.yaml": GOOD}),
+    "compile into a folder": Case("compile {d}/g.yaml -o {d}", ["-o", "is a directory"], {"g.yaml": GOOD}),
+    "compile into a missing folder": Case("compile {d}/g.yaml -o {d}/no/model.py", ["does not exist"],
+                                          {"g.yaml": GOOD}),
+    "weights into a folder": Case("compile {d}/g.yaml -o {d}/m.py --weights {d}", ["--weights", "is a directory"],
+                                  {"g.yaml": GOOD}),
+    "weights beyond memory": Case("compile {d}/g.yaml -o {d}/m.py --weights {d}/w.pt", ["GiB", "available"],
+                                  {"g.yaml": edit("width: 32", "width: 60000")}),
+    "schema into a folder": Case("schema -o {d}", ["-o", "is a directory"]),
+    "profile repeats zero": Case("profile {d}/g.yaml --latency --repeats 0", ["--repeats"], {"g.yaml": GOOD}),
+    "profile threads negative": Case("profile {d}/g.yaml --latency --threads -2", ["--threads"], {"g.yaml": GOOD}),
+    "profile batch zero": Case("profile {d}/g.yaml --batch 0", ["--batch"], {"g.yaml": GOOD}),
+    "profile resolution zero": Case("profile {d}/g.yaml --resolution 0", ["--resolution"], {"g.yaml": GOOD}),
+    "inference beyond memory": Case("profile {d}/g.yaml --latency", ["GiB", "available"],
+                                    {"g.yaml": edit("resolution: 32", "resolution: 60000")}),
+    "latency table of garbage": Case("profile {d}/g.yaml --latency --repeats 1 --table {d}/t.sqlite", ["t.sqlite"],
+                                     {"g.yaml": GOOD, "t.sqlite": os.urandom(4096)}),
+    "zoo show unknown": Case("zoo show nope", ["nope"]),
+    "blocks unknown role": Case("blocks frobs", ["unknown role 'frobs'"]),
+    # --- search ---------------------------------------------------------------------------------------------
+    "budget overflows": Case("search --space tiny --budget 1e400 --out {d}/r", ["budget", "finite"]),
+    "budget unreadable": Case("search --space tiny --budget lots --out {d}/r", ["'lots'", "4GFLOPs"]),
+    "latency budget zero": Case("search --space tiny --latency 0ms --out {d}/r", ["latency budget", "positive"]),
+    "zero trials": Case("search --space tiny --trials 0 --out {d}/r", ["--trials"]),
+    "zero threads": Case("search --space tiny --threads 0 --out {d}/r", ["--threads"]),
+    "negative threads": Case("search --space tiny --threads -2 --out {d}/r", ["--threads"]),
+    "negative heartbeat": Case("search --space tiny --heartbeat -1 --out {d}/r", ["--heartbeat"]),
+    "zero workers": Case("search --space tiny --workers 0 --out {d}/r", ["--workers"]),
+    "run directory is a file": Case("search --space tiny --out {d}/f", ["--out", "f"], {"f": "x"}),
+    "train without data": Case("search --space tiny --objective train --out {d}/r", ["--data"]),
+    "address without ray": Case("search --space tiny --address 127.0.0.1:1 --out {d}/r", ["--runner ray"]),
+    "missing data file": Case("search --space tiny --data {d}/none.npz --out {d}/r", ["none.npz"]),
+    "timeout unreadable": Case("search --space tiny --timeout soon --out {d}/r", ["'soon'", "duration"]),
+    "nothing under the budget": Case("search --space tiny --budget 1kFLOPs --out {d}/r", ["budget"]),
+    "space file with a bad choice": Case("search --space {d}/g.yaml --out {d}/r", ["g.yaml", "stages[0].depth",
+                                                                                   "line 7"],
+                                         {"g.yaml": edit("depth: 1, width: 16", "depth: {int: [4, 2]}, width: 16")}),
+    "space file alias bomb": Case("search --space {d}/g.yaml --out {d}/r", ["g.yaml", "100,000"], {"g.yaml": BOMB}),
+    "resume a folder that is no run": Case("search --resume {d}", ["run.yaml"]),
+    "storage of garbage": Case("search --space tiny --storage sqlite:///{d}/x.db --out {d}/r", ["x.db"],
+                               {"x.db": os.urandom(8192)}),
+    "storage scheme unknown": Case("search --space tiny --storage mongodb://x/y --out {d}/r", ["mongodb"]),
+    "supernet checkpoint of garbage": Case("search --objective supernet --supernet {d}/s.pt --out {d}/r",
+                                           ["s.pt", "not a supernet checkpoint"], {"s.pt": os.urandom(4096)}),
+    "report of a folder that is no run": Case("report {d}", ["run.yaml"]),
+    # --- supernet training ------------------------------------------------------------------------------------
+    "learning rate not a number": Case("supernet train --lr nan --out {d}/sn", ["--lr"]),
+    "zero epochs": Case("supernet train --epochs 0 --out {d}/sn", ["--epochs"]),
+    "resume from garbage": Case("supernet train --resume {d}/sn", ["not a supernet checkpoint"],
+                                {"sn/supernet.pt": os.urandom(4096)}),
+}
+
+
+def _prepare(case: Case, folder: Path) -> list[str]:
+    for name, content in case.files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    return case.argv.format(d=folder).split()
+
+
+def _snapshot(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_and_exit_2(name: str, tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a default run directory would land here, not in the checkout
+    case = CASES[name]
+    argv = _prepare(case, tmp_path)
+    before = _snapshot(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own exits
+        code = exit_.code
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for word in case.words:
+        assert word in lines[0], lines[0]
+    assert _snapshot(tmp_path) == before, "bad input must leave nothing behind"
+
+
+@pytest.mark.parametrize("name", ["unknown type", "python tag", "compile into a folder", "profile repeats zero",
+                                  "budget overflows", "zero epochs", "unknown command"])
+def test_bad_input_in_a_real_process(name: str, tmp_path: Path):
+    case = CASES[name]
+    result = run_nas(*_prepare(case, tmp_path), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and all(w in lines[0] for w in case.words)
+
+
+@pytest.mark.parametrize("name", ["alias bomb", "space file alias bomb", "nested too deep", "file too large",
+                                  "too many blocks", "width beyond the limit", "weights beyond memory"])
+def test_inputs_that_used_to_hang_end_in_seconds(name: str, tmp_path: Path):
+    argv = _prepare(CASES[name], tmp_path)
+    start = time.perf_counter()
+    # An interpreter starting with torch takes a few seconds here; these inputs once took minutes, or forever.
+    result = subprocess.run([sys.executable, "-m", "nas", *argv], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert time.perf_counter() - start < 60
