@@ -172,7 +172,8 @@ def _merge(default: Any, given: Any) -> Any:
 def _fill_block(block: Any, defaults: dict[str, Any]) -> Any:
     if not isinstance(block, dict):
         return block
-    cls = CONFIGS["block"].get(block.get("type", "metaformer"))
+    tag = block.get("type", "metaformer")
+    cls = CONFIGS["block"].get(tag) if isinstance(tag, str) else None
     if cls is None:
         return block
     out = dict(block)
