@@ -121,5 +121,5 @@ def postgres_url() -> Iterator[str]:
         yield f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DB}"
     finally:
         if (data / "postmaster.pid").exists():
-            pg("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+            pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(home, ignore_errors=True)
