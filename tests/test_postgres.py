@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -44,15 +44,26 @@ def database(postgres_url: str) -> str:
     return f"{postgres_url.rpartition('/')[0]}/{name}"
 
 
-def start_nas(*args: object, cwd: Path) -> subprocess.Popen:
-    """``nas ARGS`` in a real process, as if on a machine of its own (its own device locks, so a frozen worker
-    does not hold up the others' latency measurements), logging to ``cwd/nas-*.log``."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    log = (cwd / f"nas-{uuid.uuid4().hex[:6]}.log").open("w")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT), "NAS_LOCK_DIR": str(cwd / "locks")}
-    with log:
-        return subprocess.Popen([sys.executable, "-m", "nas", *map(str, args)], cwd=cwd, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+@pytest.fixture
+def start_nas() -> Iterator[Callable[..., subprocess.Popen]]:
+    """``start_nas(*ARGS, cwd=DIR)``: ``nas ARGS`` in a real process, as if on a machine of its own (its own
+    device locks, so a frozen worker does not hold up the others' latency measurements), logging to
+    ``DIR/nas-*.log``. Whatever still runs when the test ends is killed."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: object, cwd: Path) -> subprocess.Popen:
+        cwd.mkdir(parents=True, exist_ok=True)
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # this checkout's nas
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path, "NAS_LOCK_DIR": str(cwd / "locks")}
+        with (cwd / f"nas-{uuid.uuid4().hex[:6]}.log").open("w") as log:
+            started.append(subprocess.Popen([sys.executable, "-m", "nas", *map(str, args)], cwd=cwd, env=env,
+                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()
 
 
 def logs(cwd: Path) -> str:
@@ -103,19 +114,18 @@ def freeze_mid_trial(proc: subprocess.Popen, storage: optuna.storages.BaseStorag
         proc.send_signal(signal.SIGCONT)
 
 
-def test_a_worker_killed_mid_trial_is_recovered_by_the_other_and_the_count_holds(database: str, tmp_path: Path):
+def test_a_worker_killed_mid_trial_is_recovered_by_the_other_and_the_count_holds(database: str, tmp_path: Path,
+                                                                                 start_nas):
     storage, n = open_storage(database), 8
     first = start_nas("search", *FAST, "--trials", n, "--storage", database, "--study", "pair",
                       "--out", tmp_path / "a", cwd=tmp_path)
-    try:
-        wait_for("the study", lambda: trials_of(storage, "pair"))
-        # Machine B joins with the storage and study alone, and works while A holds a trial RUNNING
-        second = start_nas("search", "--storage", database, "--study", "pair", cwd=tmp_path / "b")
-        killed = freeze_mid_trial(first, storage, "pair", after=2)
-        wait_for("a trial of the joined worker", lambda: any(
-            pid_of(t) == second.pid and t.state in FINISHED for t in trials_of(storage, "pair")))
-    finally:
-        first.kill()
+    wait_for("the study", lambda: trials_of(storage, "pair"))
+    # Machine B joins with the storage and study alone, and works while A holds a trial RUNNING
+    second = start_nas("search", "--storage", database, "--study", "pair", cwd=tmp_path / "b")
+    killed = freeze_mid_trial(first, storage, "pair", after=1)
+    wait_for("a trial of the joined worker", lambda: any(
+        pid_of(t) == second.pid and t.state in FINISHED for t in trials_of(storage, "pair")))
+    first.kill()
     assert first.wait() == -signal.SIGKILL
     assert second.wait(timeout=300) == 0, logs(tmp_path / "b")
 
@@ -138,14 +148,12 @@ def test_a_worker_killed_mid_trial_is_recovered_by_the_other_and_the_count_holds
     assert (tmp_path / "b" / "runs" / "pair" / "report.md").is_file()  # B's run directory, B's report
 
 
-def test_a_driver_killed_mid_run_resumes_from_the_postgres_study(database: str, tmp_path: Path):
+def test_a_driver_killed_mid_run_resumes_from_the_postgres_study(database: str, tmp_path: Path, start_nas):
     storage, n = open_storage(database), 5
     driver = start_nas("search", *FAST, "--trials", n, "--storage", database, "--study", "solo",
                        "--out", tmp_path / "run", cwd=tmp_path)
-    try:
-        killed = freeze_mid_trial(driver, storage, "solo", after=2)
-    finally:
-        driver.kill()
+    killed = freeze_mid_trial(driver, storage, "solo", after=2)
+    driver.kill()
     assert driver.wait() == -signal.SIGKILL
     before = trials_of(storage, "solo")
     kept = {t.number: (t.state, t.values) for t in before if t.state in FINISHED}
