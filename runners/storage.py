@@ -34,11 +34,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 def _rdb(url: str, **kwargs) -> optuna.storages.RDBStorage:
     """Workers started together on a new database race to create its tables and stamp its schema version; the
-    loser sees an integrity or locking error and succeeds on a second look."""
+    loser sees an integrity or locking error (PostgreSQL: ``DuplicateTable``, a programming error, when the
+    winner's tables appeared between the loser's look and its CREATE) and succeeds on a second look."""
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(url, **kwargs)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError):
             if attempt == 4:
                 raise
             time.sleep(0.5 * (attempt + 1))

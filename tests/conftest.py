@@ -1,11 +1,17 @@
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,3 +46,80 @@ def run_nas(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "nas", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A throwaway PostgreSQL server for the tests of shared storage (tests/test_postgres.py). CI installs the server
+# (.ci/run) and must never skip these tests; elsewhere they skip when no server binaries are found.
+
+PG_DB, PG_USER = "nas", "nas"
+
+
+def _pg_bin() -> Path | None:
+    """The folder with initdb, pg_ctl and postgres: from PATH, else Debian's /usr/lib/postgresql/VERSION/bin."""
+    on_path = shutil.which("pg_ctl")
+    if on_path and (Path(on_path).resolve().parent / "initdb").exists():
+        return Path(on_path).resolve().parent
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    return found[-1].parent if found else None
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must run the PostgreSQL tests (.ci/run installs the server)")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_user(home: Path) -> list[str]:
+    """The prefix that runs the server's programs: none, or ``runuser -u postgres --`` as root (postgres refuses
+    to run as root; the Debian package makes that user), which then owns ``home``."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        owner = pwd.getpwnam("postgres")
+    except KeyError:
+        _missing("running as root, and no 'postgres' user to run the PostgreSQL server as")
+    os.chown(home, owner.pw_uid, owner.pw_gid)
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """``postgresql://nas@127.0.0.1:PORT/nas`` on a server of its own (trust auth, loopback only) in a temporary
+    folder, stopped after the session."""
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        _missing("no PostgreSQL server binaries (initdb, pg_ctl) on PATH or under /usr/lib/postgresql")
+    try:  # the driver SQLAlchemy picks for a postgresql:// URL (psycopg 3 from SQLAlchemy 2.1 on)
+        make_url("postgresql://").get_dialect().import_dbapi()
+    except ImportError as err:
+        _missing(f'no PostgreSQL driver ({err}): pip install -e ".[postgres]"')
+    # In /tmp itself, not pytest's tmp_path: pytest-of-root is closed to the postgres user
+    home = Path(tempfile.mkdtemp(prefix="nas-pg-"))
+    data, log, port = home / "data", home / "server.log", _free_port()
+
+    def pg(program: str, *args: str, server: bool = True) -> None:
+        command = [*(as_user if server else []), str(bin_dir / program), *args]
+        done = subprocess.run(command, cwd=home, check=False, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            pytest.fail(f"{program} failed: {done.stderr}{log.read_text() if log.exists() else ''}")
+
+    try:
+        as_user = _server_user(home)
+        pg("initdb", "-D", str(data), "-U", PG_USER, "--auth=trust", "--no-sync", "--no-locale", "--encoding=UTF8")
+        # fsync off: a throwaway server, and the tests kill its clients, never the server
+        pg("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-o",
+           f"-h 127.0.0.1 -p {port} -k {home} -c fsync=off -c synchronous_commit=off", "start")
+        pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, PG_DB, server=False)
+        yield f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DB}"
+    finally:
+        if (data / "postmaster.pid").exists():
+            pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(home, ignore_errors=True)
