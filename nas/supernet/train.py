@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm import tqdm
 
 from nas.data import Dataset, load_data
@@ -154,9 +154,10 @@ def train_supernet(options: SupernetTrainOptions | None = None, *, out: str | Pa
         if not (run_dir / CHECKPOINT).is_file():
             raise InputError(f"--resume {run_dir}: no {CHECKPOINT} there to resume")
         net, state = Supernet.load(run_dir / CHECKPOINT)
-        options = SupernetTrainOptions.model_validate(state["options"])
+        options = _resumed_options(run_dir / CHECKPOINT, state)
         if epochs is not None:
-            options = options.model_copy(update={"epochs": epochs}).check()
+            options = options.model_copy(update={"epochs": epochs})
+        options.check()
     else:
         options = (options or SupernetTrainOptions()).check()
         run_dir = Path(out) if out else default_run_dir()
@@ -197,6 +198,23 @@ def train_supernet(options: SupernetTrainOptions | None = None, *, out: str | Pa
     result = SupernetTrainResult(run_dir, trainer.history, time.perf_counter() - start)
     _say(quiet, stream, result.summary())
     return result
+
+
+TRAINING_STATE = ("options", "optimizer", "schedule", "scaler", "epoch", "step", "history", "loss_sum",
+                  "loss_steps")
+
+
+def _resumed_options(path: Path, state: dict[str, Any]) -> SupernetTrainOptions:
+    """The options of the run a checkpoint was saved by; a supernet checkpoint without its training state
+    cannot be resumed (it can still be searched)."""
+    missing = [key for key in TRAINING_STATE if key not in state]
+    if missing:
+        raise InputError(f"{path}: a supernet checkpoint without training state ({', '.join(missing)}); it "
+                         f"cannot be resumed")
+    try:
+        return SupernetTrainOptions.model_validate(state["options"])
+    except ValidationError:
+        raise InputError(f"{path}: a supernet checkpoint whose training options are damaged") from None
 
 
 class _StopBetweenSteps:
