@@ -225,13 +225,18 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
     from nas.errors import InputError
     from nas.supernet import SupernetTrainOptions, train_supernet
 
+    given = {k: getattr(args, k) for k in SupernetTrainOptions.model_fields if getattr(args, k, None) is not None}
     if args.resume:  # training saves its checkpoint on Ctrl-C and SIGTERM (a scheduler's stop)
         resume = args.resume if isinstance(args.resume, str) else True
         if resume is True and not args.out:
             raise InputError("--resume needs the run directory: --resume RUN (or --out RUN)")
+        ignored = [k for k in given if k != "epochs"]
+        if ignored:  # a resumed run is the run that was not stopped: its options are its own
+            flag = "--no-distill" if ignored[0] == "distill" else f"--{ignored[0].replace('_', '-')}"
+            raise InputError(f"{flag}: a resumed run keeps the options it was started with; only --epochs "
+                             f"may change")
         train_supernet(out=args.out, resume=resume, epochs=args.epochs, quiet=args.quiet)
         return 0
-    given = {k: getattr(args, k) for k in SupernetTrainOptions.model_fields if getattr(args, k, None) is not None}
     train_supernet(SupernetTrainOptions(**given), out=args.out, quiet=args.quiet)
     return 0
 

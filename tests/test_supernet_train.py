@@ -12,11 +12,17 @@ import pytest
 import torch
 import yaml
 
+import nas.supernet.train as train_module
 from nas import compile_model, load_genome
 from nas.data import load_data
 from nas.errors import InputError
 from nas.evaluate.train import evaluate_accuracy
-from nas.supernet import Supernet, inherited_accuracy
+from nas.supernet import (
+    Supernet,
+    SupernetTrainOptions,
+    inherited_accuracy,
+    train_supernet,
+)
 from tests.conftest import run_nas
 
 # Small enough to train in seconds: BatchNorm in the stem (recalibrated per genome), LayerNorm in the blocks,
@@ -193,3 +199,45 @@ def test_a_supernet_checkpoint_without_training_state_cannot_be_resumed(tmp_path
     assert sum(p.numel() for p in net.parameters()) == 2
     proc = run_nas("supernet", "train", "--resume", tmp_path)
     assert proc.returncode == 2 and "without training state" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--lr", "nan", "--lr must be a finite positive number, got nan"),
+    ("--lr", "inf", "--lr must be a finite positive number, got inf"),
+    ("--lr", "-1", "--lr must be a finite positive number, got -1.0"),
+    ("--epochs", "0", "--epochs must be at least 1, got 0"),
+    ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
+    ("--random-per-step", "-1", "--random-per-step must not be negative, got -1"),
+    ("--threads", "0", "--threads must be at least 1, got 0")])
+def test_bad_training_options_are_refused_before_a_run_directory_is_made(flag, value, message, tmp_path):
+    proc = run_nas("supernet", "train", "--space", "tiny", f"{flag}={value}", "--out", tmp_path / "new" / "run")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [f"error: {message}"]
+    assert not (tmp_path / "new").exists()
+
+
+def test_options_cannot_change_on_resume(tmp_path):
+    proc = run_nas("supernet", "train", "--resume", tmp_path, "--lr", "0.1")
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    assert line == "error: --lr: a resumed run keeps the options it was started with; only --epochs may change"
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_only_what_was_there(tmp_path, monkeypatch):
+    def fail(self, *args):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(train_module._Trainer, "fit", fail)
+    space = tmp_path / "mini.yaml"
+    space.write_text(MINI_SPACE)
+    options = SupernetTrainOptions(space=str(space), data="synthetic", data_limit=32, coverage_samples=0, threads=1)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train_supernet(options, out=tmp_path / "new" / "run", quiet=True)
+    assert not (tmp_path / "new").exists()  # both folders were this command's
+
+    mine = tmp_path / "mine"  # a folder of the user's, with a file in it
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train_supernet(options, out=mine, quiet=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
