@@ -47,10 +47,12 @@ def _fmt_flops(n: float) -> str:
 def cmd_validate(args: argparse.Namespace) -> int:
     from nas.cost import analytic_cost
     from nas.errors import GenomeError, Problem
-    from nas.graph import build_graph, write_graph
+    from nas.graph import GRAPH_SUFFIXES, build_graph, write_graph
     from nas.io import parse_genome
+    from nas.outputs import output_file
     from nas.space import check_space, is_space, read_space
 
+    graph_out = output_file(args.graph, "--graph", GRAPH_SUFFIXES) if args.graph else None  # before any work
     data, text, label = read_space(args.file)
     if is_space(data):
         if args.graph:
@@ -69,9 +71,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     blocks = sum(s.depth for s in genome.stages)
     print(f"ok: {label}: genome {genome.name!r}, {len(genome.stages)} stages, {blocks} blocks, "
           f"{_fmt_count(cost.params)} params, {_fmt_flops(cost.flops)} FLOPs, hash {genome.content_hash()}")
-    if args.graph:
-        write_graph(build_graph(genome), args.graph)
-        print(f"graph written to {args.graph}")
+    if graph_out:
+        write_graph(build_graph(genome), graph_out)
+        print(f"graph written to {graph_out}")
     return 0
 
 
@@ -120,12 +122,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from nas.genome import Genome
+    from nas.outputs import output_file
 
+    out: Path | None = output_file(args.output, "-o") if args.output else None
     schema = Genome.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     text = json.dumps(schema, indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
+    if out:
+        out.write_text(text + "\n")
     else:
         print(text)
     return 0
@@ -135,16 +139,22 @@ def cmd_compile(args: argparse.Namespace) -> int:
     import torch
 
     from nas.compiler import compile_model
+    from nas.errors import InputError
     from nas.export import export_model
     from nas.io import load_genome
+    from nas.outputs import output_file
 
+    out = output_file(args.output, "-o")  # every output checked before any work, so none is half written
+    weights = output_file(args.weights, "--weights") if args.weights else None
+    if weights and weights.resolve() == out.resolve():
+        raise InputError(f"--weights {weights}: the same file as -o; name another")
     genome = load_genome(args.genome)
-    out = export_model(genome, args.output)
+    state = compile_model(genome, seed=args.seed).state_dict() if weights else None
+    export_model(genome, out)
     print(f"wrote {out} ({genome.name}, hash {genome.content_hash()})")
-    if args.weights:
-        model = compile_model(genome, seed=args.seed)
-        torch.save(model.state_dict(), args.weights)
-        print(f"wrote {args.weights}: initial weights (seed {args.seed}); load with build_model(weights=...)")
+    if weights:
+        torch.save(state, weights)
+        print(f"wrote {weights}: initial weights (seed {args.seed}); load with build_model(weights=...)")
     return 0
 
 
@@ -239,13 +249,18 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
     from nas.errors import InputError
     from nas.supernet import SupernetTrainOptions, train_supernet
 
+    given = {k: getattr(args, k) for k in SupernetTrainOptions.model_fields if getattr(args, k, None) is not None}
     if args.resume:  # training saves its checkpoint on Ctrl-C and SIGTERM (a scheduler's stop)
         resume = args.resume if isinstance(args.resume, str) else True
         if resume is True and not args.out:
             raise InputError("--resume needs the run directory: --resume RUN (or --out RUN)")
+        ignored = [k for k in given if k != "epochs"]
+        if ignored:  # a resumed run is the run that was not stopped: its options are its own
+            flag = "--no-distill" if ignored[0] == "distill" else f"--{ignored[0].replace('_', '-')}"
+            raise InputError(f"{flag}: a resumed run keeps the options it was started with; only --epochs "
+                             f"may change")
         train_supernet(out=args.out, resume=resume, epochs=args.epochs, quiet=args.quiet)
         return 0
-    given = {k: getattr(args, k) for k in SupernetTrainOptions.model_fields if getattr(args, k, None) is not None}
     train_supernet(SupernetTrainOptions(**given), out=args.out, quiet=args.quiet)
     return 0
 

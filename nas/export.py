@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 import pprint
 import sys
 import textwrap
 import types
 from pathlib import Path
+from typing import Any
 
 from blocks import MODULES
 from nas.errors import NasError
@@ -132,8 +134,35 @@ def used_modules(genome: Genome) -> dict[str, dict[str, type]]:
             for role, table in MODULES.items() if any(cls in classes for cls in table.values())}
 
 
+class _NonFinite(float):
+    """A float pprint writes as ``float('inf')``: ``inf`` and ``nan`` have no Python literal."""
+
+    def __repr__(self) -> str:
+        return f"float({float.__repr__(self)!r})"
+
+
+def _literal_values(value: Any, where: str = "GENOME") -> Any:
+    """The genome's JSON values as pprint writes them back as Python: strings and numbers by ``repr`` (so a
+    name holding quotes, backslashes or newlines stays a string), non-finite floats as ``float('...')``.
+    Anything else is refused rather than written as text."""
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise ExportError(f"cannot write {where}: key {key!r} is not a string")
+        return {key: _literal_values(item, f"{where}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, list):
+        return [_literal_values(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NonFinite(value)
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    raise ExportError(f"cannot write {where}: {type(value).__name__} is not a JSON value")
+
+
 def standalone_source(genome: Genome) -> str:
-    """The text of a standalone ``model.py`` for this genome."""
+    """The text of a standalone ``model.py`` for this genome. Every value from the genome (its name
+    included) is written only inside the ``GENOME`` literal, by ``repr``: no genome text reaches the code or
+    the docstring."""
     modules = used_modules(genome)
     collector = _Collector()
     collector.add(Network)
@@ -143,16 +172,17 @@ def standalone_source(genome: Genome) -> str:
     table = "MODULES = {\n" + "".join(
         f"    {role!r}: {{{', '.join(f'{tag!r}: {cls.__name__}' for tag, cls in entries.items())}}},\n"
         for role, entries in modules.items()) + "}\n"
-    header = (f'"""{genome.name}: a standalone model written by `nas compile` (genome hash '
+    header = ('"""A standalone model written by `nas compile` from the genome in GENOME (hash '
               f'{genome.content_hash()}).\n\nNeeds only torch. `build_model()` returns the network; run this '
               'file for a smoke test.\n"""\n')
     imports = "\n".join(["from __future__ import annotations", *sorted(collector.imports)])
-    genome_literal = "GENOME = " + pprint.pformat(genome.to_dict(), sort_dicts=False, width=110) + "\n"
+    genome_literal = "GENOME = " + pprint.pformat(_literal_values(genome.to_dict()), sort_dicts=False,
+                                                  width=110) + "\n"
     parts = [header + "\n" + imports, *collector.definitions, table + "\n" + genome_literal, _BUILD_MODEL.strip()]
     return "\n\n\n".join(part.rstrip() for part in parts) + "\n"
 
 
 def export_model(genome: Genome, path: str | Path) -> Path:
     path = Path(path)
-    path.write_text(standalone_source(genome))
+    path.write_text(standalone_source(genome), encoding="utf-8")  # Python's source encoding, whatever the locale
     return path

@@ -94,6 +94,9 @@ def to_dot(graph: nx.DiGraph) -> str:
     return "\n".join(lines + ["}"]) + "\n"
 
 
+GRAPH_SUFFIXES = (".dot", ".gv", ".graphml")
+
+
 def write_graph(graph: nx.DiGraph, path: str | Path) -> None:
     """Write DOT (``.dot``/``.gv``) or GraphML (``.graphml``), by the file's suffix."""
     path = Path(path)
@@ -102,4 +105,4 @@ def write_graph(graph: nx.DiGraph, path: str | Path) -> None:
     elif path.suffix == ".graphml":
         nx.write_graphml(_flat(graph), path)
     else:
-        raise InputError(f"{path}: unknown graph format {path.suffix!r}; use .dot, .gv or .graphml")
+        raise InputError(f"{path}: unknown graph format {path.suffix!r}; use {', '.join(GRAPH_SUFFIXES)}")

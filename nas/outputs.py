@@ -8,11 +8,14 @@ from pathlib import Path
 from nas.errors import InputError
 
 
-def output_file(path: str | Path, option: str) -> Path:
-    """``path`` as a file this process can create or replace; ``option`` names it in the error (``-o``)."""
+def output_file(path: str | Path, option: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """``path`` as a file this process can create or replace; ``option`` names it in the error (``-o``).
+    ``suffixes``: the formats the command writes, told by the file's suffix (any when empty)."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{option} {path}: is a directory; name a file")
+    if suffixes and path.suffix not in suffixes:
+        raise InputError(f"{option} {path}: unknown format {path.suffix!r}; use {', '.join(suffixes)}")
     parent = path.parent
     if not parent.exists():
         raise InputError(f"{option} {path}: the folder {parent} does not exist")

@@ -3,24 +3,29 @@ gives the compiled model's outputs for the same weights."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from nas import compile_model, load_genome
-from tests.conftest import run_nas
+from tests.conftest import ROOT, run_nas
 
-# Runs model.py with nas, blocks and runners made unimportable.
-CLEAN_RUN = """
+# Makes nas, blocks and runners unimportable, so that model.py shows it needs only torch.
+REFUSE_OUR_PACKAGES = """
 import importlib.abc, sys
 class Refuse(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in ('nas', 'blocks', 'runners', 'search_spaces'):
             raise ImportError('standalone model.py imported ' + name)
 sys.meta_path.insert(0, Refuse())
+"""
+# Runs model.py and saves its outputs on a seeded input.
+CLEAN_RUN = REFUSE_OUR_PACKAGES + """
 import importlib.util, torch
 spec = importlib.util.spec_from_file_location('model', sys.argv[1])
 module = importlib.util.module_from_spec(spec)
@@ -36,7 +41,7 @@ print(module.GENOME['name'], sum(p.numel() for p in model.parameters()))
 
 def run_clean(model_py: Path, weights: Path, out: Path, chw: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-I", "-c", CLEAN_RUN, str(model_py), str(weights), str(out), chw],
-                          capture_output=True, text=True, cwd=model_py.parent, timeout=300)
+                          capture_output=True, text=True, cwd=model_py.parent, timeout=300, check=False)
 
 
 # One genome crossing the families: inception conv, focal modulation, a spectral filter and a shift MLP, a
@@ -104,5 +109,72 @@ def test_model_py_imports_only_torch_and_the_standard_library(tmp_path, hybrid_f
     text = model_py.read_text()
     assert "GENOME = {" in text and "def build_model(" in text and "class SepConv(" in text
     assert "class Pooling(" not in text  # only the classes this genome uses
-    smoke = subprocess.run([sys.executable, "-I", str(model_py)], capture_output=True, text=True, timeout=300)
+    smoke = subprocess.run([sys.executable, "-I", str(model_py)], capture_output=True, text=True, timeout=300,
+                           check=False)
     assert smoke.returncode == 0 and smoke.stdout.startswith("my_hybrid (1, 10)"), smoke.stderr
+
+
+# A genome's name is free text; model.py must hold it as data only. Each of these broke the old exporter's
+# docstring or could have written code into model.py.
+HOSTILE_NAMES = [
+    "net\\unet_v2",  # \\u starts a unicode escape in a string literal
+    "ends with a backslash\\",
+    'x"""\n__import__("os").system("touch PWNED")\n"""',  # closed the old docstring, then ran
+    "x'''\n__import__('os').system('touch PWNED')\n'''",
+    "__import__('os').system('touch PWNED')",
+    "two\nlines\r\n\ta nul\x00 and an escape \x1b[31m",
+    "ünïcødé ネット 🚀 {name} {0} %s %(x)s \\N{BULLET} \\x41 \"'",
+]
+TINY_GENOME = {"input": {"resolution": 16}, "num_classes": 3, "stem": {"type": "conv", "kernel": 4, "stride": 4},
+               "stages": [{"depth": 1, "width": 8, "block": {"mixer": {"type": "pooling"}}}]}
+
+# Imports each model.py in this clean interpreter, builds its model and prints the name it holds, as JSON.
+CHECK_NAMES = REFUSE_OUR_PACKAGES + """
+import importlib.util, json
+names = []
+for i, path in enumerate(sys.argv[1:]):
+    spec = importlib.util.spec_from_file_location(f'model{i}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.build_model()
+    names.append(module.GENOME['name'])
+print(json.dumps(names))
+"""
+# After the docstring, model.py holds only these statements: an injected call would be an ast.Expr.
+AFTER_DOCSTRING = (ast.ImportFrom, ast.Import, ast.Assign, ast.ClassDef, ast.FunctionDef, ast.If)
+
+
+def test_a_genome_name_is_written_as_data_never_as_code(tmp_path):
+    files = []
+    for i, name in enumerate(HOSTILE_NAMES):
+        genome_file, model_py = tmp_path / f"g{i}.yaml", tmp_path / f"model{i}.py"
+        genome_file.write_text(yaml.safe_dump({"name": name, **TINY_GENOME}))
+        assert load_genome(genome_file).name == name
+        result = run_nas("compile", genome_file, "-o", model_py)
+        assert result.returncode == 0, result.stderr
+        tree = ast.parse(model_py.read_text(encoding="utf-8"))  # a SyntaxError here is the bug
+        docstring, *rest = tree.body
+        assert all(isinstance(node, AFTER_DOCSTRING) for node in rest), name
+        assert name not in docstring.value.value and "PWNED" not in docstring.value.value
+        genome_literal = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                              and node.targets[0].id == "GENOME")
+        assert ast.literal_eval(genome_literal)["name"] == name
+        files.append(model_py)
+    clean = subprocess.run([sys.executable, "-I", "-c", CHECK_NAMES, *map(str, files)], capture_output=True,
+                           text=True, cwd=tmp_path, timeout=300, check=False)
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout) == HOSTILE_NAMES
+    assert not list(tmp_path.rglob("PWNED")) and not (ROOT / "PWNED").exists()
+
+
+def test_non_finite_floats_are_written_as_python(tmp_path):
+    """YAML's .inf and .nan reach the genome; bare ``inf`` in model.py would be a NameError."""
+    genome_file, model_py = tmp_path / "g.yaml", tmp_path / "model.py"
+    block = {"mixer": {"type": "pooling"}, "layer_scale": float("nan"), "norm": {"type": "layernorm",
+                                                                              "eps": float("inf")}}
+    genome_file.write_text(yaml.safe_dump({**TINY_GENOME, "stages": [{"depth": 1, "width": 8, "block": block}]}))
+    assert run_nas("compile", genome_file, "-o", model_py).returncode == 0
+    text = model_py.read_text()
+    assert "'eps': float('inf')" in text and "'layer_scale': float('nan')" in text
+    clean = subprocess.run([sys.executable, "-I", model_py], capture_output=True, text=True, timeout=300, check=False)
+    assert clean.returncode == 0, clean.stderr

@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 import json
+import random
+import re
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
+from nas.cost.latency import LatencyTable
+from nas.errors import InputError
 from tests.conftest import run_nas
 
 
@@ -58,3 +65,57 @@ def test_profile_latency_measures_on_the_device_and_caches_blocks(hybrid_file, t
     assert second["table_measured"] == 0  # every block came from the table
     text = run_nas("profile", hybrid_file, "--latency", "--repeats", "3", "--table", table)
     assert text.returncode == 0 and "latency (measured end to end): median" in text.stdout
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--repeats", "0"), ("--repeats", "-1"), ("--threads", "-2"),
+                                             ("--threads", "0"), ("--batch", "0"), ("--resolution", "0")])
+def test_profile_refuses_counts_below_one_naming_the_flag(flag, value):
+    result = run_nas("profile", "zoo:deit_s", "--latency", flag, value)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {flag} must be at least 1") and line.endswith(f"got {value}"), line
+
+
+def _unusable_tables(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Files --table cannot use, and the reason the error must give."""
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(random.Random(0).randbytes(4096))
+    other = tmp_path / "other.sqlite"  # another program's database
+    with closing(sqlite3.connect(other)) as db, db:
+        db.execute("CREATE TABLE users (id INTEGER, email TEXT)")
+    older = tmp_path / "older.sqlite"
+    with closing(sqlite3.connect(older)) as db, db:
+        db.execute("CREATE TABLE latency (key TEXT, ms REAL)")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    return {"random bytes": (garbage, "not an SQLite database"),
+            "another database": (other, "an SQLite database without a latency table (it holds users)"),
+            "another latency table": (older, "its latency table has columns (key, ms)"),
+            "a directory": (folder, "a directory, not a file")}
+
+
+def test_a_latency_table_that_cannot_be_used_is_named_with_the_reason(tmp_path):
+    for path, reason in _unusable_tables(tmp_path).values():
+        with pytest.raises(InputError, match=re.escape(f"latency table {path}: {reason}")):
+            LatencyTable(path)
+    with closing(sqlite3.connect(tmp_path / "other.sqlite")) as db:  # never written into
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("users",)]
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "another database", "a directory"])
+def test_profile_refuses_an_unusable_table_before_timing(kind, tmp_path):
+    path, reason = _unusable_tables(tmp_path)[kind]
+    result = run_nas("profile", "zoo:deit_s", "--latency", "--table", path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"error: latency table {path}: {reason}"]
+
+
+def test_a_lut_search_refuses_an_unusable_default_table(tmp_path, monkeypatch):
+    path, reason = _unusable_tables(tmp_path)["random bytes"]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    path.rename(cache / "latency.sqlite")
+    monkeypatch.setenv("NAS_CACHE_DIR", str(cache))
+    result = run_nas("search", "--space", "tiny", "--latency-mode", "lut", "--trials", "1", "--out", tmp_path / "run")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"error: latency table {cache / 'latency.sqlite'}: {reason}"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import random
 import signal
 import subprocess
 import sys
@@ -11,9 +12,17 @@ import pytest
 import torch
 import yaml
 
+import nas.supernet.train as train_module
+from nas import compile_model, load_genome
 from nas.data import load_data
+from nas.errors import InputError
 from nas.evaluate.train import evaluate_accuracy
-from nas.supernet import Supernet, inherited_accuracy
+from nas.supernet import (
+    Supernet,
+    SupernetTrainOptions,
+    inherited_accuracy,
+    train_supernet,
+)
 from tests.conftest import run_nas
 
 # Small enough to train in seconds: BatchNorm in the stem (recalibrated per genome), LayerNorm in the blocks,
@@ -131,3 +140,104 @@ def test_supernet_flags_that_contradict_are_refused():
     assert proc.returncode == 2 and "--objective supernet needs --supernet" in proc.stderr
     proc = run_nas("search", "--supernet", "runs/x", "--trials", "2")
     assert proc.returncode == 2 and "add --objective supernet" in proc.stderr
+
+
+def _not_checkpoints(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Files that are not supernet checkpoints, and the reason the error must give."""
+    plain = tmp_path / "plain.pt"  # what nas compile --weights writes
+    torch.save(compile_model(load_genome("zoo:randformer_s12")).state_dict(), plain)
+    files = {"random bytes": (tmp_path / "random.pt", "not a file written by torch.save"),
+             "truncated": (tmp_path / "truncated.pt", "a truncated or damaged torch file"),
+             "empty": (tmp_path / "empty.pt", "an empty file"),
+             "plain state dict": (plain, "a plain state dict, with no supernet header"),
+             "pickled module": (tmp_path / "module.pt", "it holds Python objects besides tensors"),
+             "damaged header": (tmp_path / "header.pt", "a damaged supernet header"),
+             "weights not the header's": (tmp_path / "weights.pt", "its weights do not match its header")}
+    files["random bytes"][0].write_bytes(random.Random(0).randbytes(4096))
+    files["truncated"][0].write_bytes(plain.read_bytes()[:5000])
+    files["empty"][0].write_bytes(b"")
+    torch.save(torch.nn.Linear(2, 2), files["pickled module"][0])
+    torch.save({"supernet": {"format": 1}, "weights": {}}, files["damaged header"][0])
+    torch.save({"supernet": TINY_HEADER, "weights": {"weights.w0": torch.zeros(3)}}, files["weights not the header's"][0])
+    return files
+
+
+# The header of a supernet with one shared tensor of shape (2,).
+TINY_HEADER = {"format": 1, "shapes": {"stem/x/weight/Conv": [2]}, "layouts": {"stem/x/weight/Conv": [1, []]},
+               "space": {}, "largest": {}, "smallest": {}}
+NEVER_SAY = ("weights_only", "unpickl", "will likely succeed", "Traceback", "internal error")
+
+
+def test_a_file_that_is_not_a_supernet_checkpoint_is_named_with_the_reason(tmp_path):
+    for path, reason in _not_checkpoints(tmp_path).values():
+        with pytest.raises(InputError) as info:
+            Supernet.load(path)
+        assert str(info.value).startswith(f"{path}: not a supernet checkpoint ({reason}")
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "truncated", "plain state dict"])
+def test_search_and_resume_refuse_a_bad_checkpoint_in_one_line(kind, tmp_path):
+    path, reason = _not_checkpoints(tmp_path)[kind]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "supernet.pt").write_bytes(path.read_bytes())
+    for args, named in [(("search", "--objective", "supernet", "--supernet", path, "--trials", "1", "--out",
+                          tmp_path / "search"), path),
+                        (("search", "--objective", "supernet", "--supernet", path, "--space", "tiny", "--data",
+                          "synthetic", "--trials", "1", "--out", tmp_path / "search"), path),
+                        (("supernet", "train", "--resume", run), run / "supernet.pt")]:
+        proc = run_nas(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.splitlines() == [f"error: {named}: not a supernet checkpoint ({reason})"]
+        assert not any(word in proc.stderr for word in NEVER_SAY)
+    assert not (tmp_path / "search").exists()
+
+
+def test_a_supernet_checkpoint_without_training_state_cannot_be_resumed(tmp_path):
+    torch.save({"supernet": TINY_HEADER, "weights": {"weights.w0": torch.zeros(2)}}, tmp_path / "supernet.pt")
+    net, _ = Supernet.load(tmp_path)  # a supernet: it could be searched
+    assert sum(p.numel() for p in net.parameters()) == 2
+    proc = run_nas("supernet", "train", "--resume", tmp_path)
+    assert proc.returncode == 2 and "without training state" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--lr", "nan", "--lr must be a finite positive number, got nan"),
+    ("--lr", "inf", "--lr must be a finite positive number, got inf"),
+    ("--lr", "-1", "--lr must be a finite positive number, got -1.0"),
+    ("--epochs", "0", "--epochs must be at least 1, got 0"),
+    ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
+    ("--random-per-step", "-1", "--random-per-step must not be negative, got -1"),
+    ("--threads", "0", "--threads must be at least 1, got 0")])
+def test_bad_training_options_are_refused_before_a_run_directory_is_made(flag, value, message, tmp_path):
+    proc = run_nas("supernet", "train", "--space", "tiny", f"{flag}={value}", "--out", tmp_path / "new" / "run")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [f"error: {message}"]
+    assert not (tmp_path / "new").exists()
+
+
+def test_options_cannot_change_on_resume(tmp_path):
+    proc = run_nas("supernet", "train", "--resume", tmp_path, "--lr", "0.1")
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    assert line == "error: --lr: a resumed run keeps the options it was started with; only --epochs may change"
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_only_what_was_there(tmp_path, monkeypatch):
+    def fail(self, *args):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(train_module._Trainer, "fit", fail)
+    space = tmp_path / "mini.yaml"
+    space.write_text(MINI_SPACE)
+    options = SupernetTrainOptions(space=str(space), data="synthetic", data_limit=32, coverage_samples=0, threads=1)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train_supernet(options, out=tmp_path / "new" / "run", quiet=True)
+    assert not (tmp_path / "new").exists()  # both folders were this command's
+
+    mine = tmp_path / "mine"  # a folder of the user's, with a file in it
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train_supernet(options, out=mine, quiet=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

@@ -1,6 +1,8 @@
 """Every bad input gets a one-line error naming the YAML path and the reason; the CLI exits 2."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nas import GenomeError, load_genome
@@ -93,7 +95,34 @@ def test_missing_file_and_unknown_zoo_name_are_bad_input(tmp_path):
     assert "convnext_t" in result.stderr
 
 
-def test_environment_failures_exit_1_with_a_message(tmp_path):
-    result = run_nas("compile", "zoo:deit_s", "-o", tmp_path / "no_such_dir" / "model.py")
+def test_environment_failures_exit_1_with_a_message():
+    result = run_nas("compile", "zoo:deit_s", "-o", "/dev/full")  # a disk with no space left
     assert result.returncode == 1
-    assert "No such file or directory" in result.stderr and "Traceback" not in result.stderr
+    assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
+
+
+def _bad_outputs(tmp_path: Path, genome: Path) -> list[tuple[list, str, str]]:
+    """(command, the option and path the error names, the reason) for output paths no command can write."""
+    folder, missing, model = tmp_path / "folder", tmp_path / "missing", tmp_path / "model.py"
+    return [(["compile", genome, "-o", folder], f"-o {folder}", "is a directory"),
+            (["compile", genome, "-o", missing / "model.py"], f"-o {missing / 'model.py'}", "does not exist"),
+            (["compile", genome, "-o", model, "--weights", folder], f"--weights {folder}", "is a directory"),
+            (["compile", genome, "-o", model, "--weights", missing / "w.pt"], f"--weights {missing / 'w.pt'}",
+             "does not exist"),
+            (["compile", genome, "-o", model, "--weights", model], f"--weights {model}", "the same file as -o"),
+            (["validate", genome, "--graph", missing / "g.dot"], f"--graph {missing / 'g.dot'}", "does not exist"),
+            (["validate", genome, "--graph", folder], f"--graph {folder}", "is a directory"),
+            (["validate", genome, "--graph", tmp_path / "g.txt"], f"--graph {tmp_path / 'g.txt'}",
+             "unknown format '.txt'; use .dot, .gv, .graphml"),
+            (["schema", "-o", folder], f"-o {folder}", "is a directory")]
+
+
+def test_bad_output_paths_are_bad_input_found_before_anything_is_written(tmp_path, hybrid_file):
+    (tmp_path / "folder").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    for command, named, reason in _bad_outputs(tmp_path, hybrid_file):
+        result = run_nas(*command)
+        assert result.returncode == 2, (command, result.stderr)
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"error: {named}: ") and reason in line, line
+        assert sorted(tmp_path.rglob("*")) == before, command  # model.py is not written before --weights fails

@@ -26,6 +26,7 @@ from torch import nn
 
 from blocks import BlockConfig, create
 from nas.compiler import compile_model
+from nas.errors import InputError
 from nas.genome import Genome
 from nas.graph import build_graph
 from nas.io import load_genome
@@ -195,14 +196,39 @@ class LatencyTable:
     network filesystem, where SQLite's locks are unreliable.
     """
 
+    COLUMNS = ("device", "role", "config", "in_shape", "out", "ms")
+
     def __init__(self, path: str | Path, timeout_s: float = 60.0):
+        """Open (or create) the table at ``path``; a file that is not one is an InputError naming it."""
         self.path = Path(path)
         self.timeout_s = timeout_s
-        with self._connect() as db:
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS latency (device TEXT, role TEXT, config TEXT, in_shape TEXT, "
-                       "out INTEGER, ms REAL NOT NULL, PRIMARY KEY (device, role, config, in_shape, out))")
+        if self.path.is_dir():
+            raise self._unusable("a directory, not a file")
+        try:
+            with self._connect() as db:
+                self._check_or_create(db)
+        except sqlite3.DatabaseError as err:  # OperationalError included: cannot open, read-only, ...
+            reason = "not an SQLite database" if "not a database" in str(err) else f"cannot use it ({err})"
+            raise self._unusable(reason) from None
+
+    def _unusable(self, why: str) -> InputError:
+        return InputError(f"latency table {self.path}: {why}")
+
+    def _check_or_create(self, db: sqlite3.Connection) -> None:
+        """A new or empty file gets the table; another program's database is refused, never written into."""
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        if tables and "latency" not in tables:
+            raise self._unusable(f"an SQLite database without a latency table (it holds {', '.join(tables[:3])}"
+                                 f"{', ...' if len(tables) > 3 else ''})")
+        if "latency" in tables:
+            columns = tuple(row[1] for row in db.execute("PRAGMA table_info(latency)"))
+            if columns != self.COLUMNS:
+                raise self._unusable(f"its latency table has columns ({', '.join(columns)}), not "
+                                     f"({', '.join(self.COLUMNS)})")
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS latency (device TEXT, role TEXT, config TEXT, in_shape TEXT, "
+                   "out INTEGER, ms REAL NOT NULL, PRIMARY KEY (device, role, config, in_shape, out))")
 
     @contextmanager
     def _connect(self):

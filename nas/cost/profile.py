@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -14,6 +14,10 @@ from nas.genome import Genome
 from nas.graph import build_graph
 from nas.io import load_genome
 from nas.memory import peak_memory_estimate, require_memory
+from nas.outputs import output_dir
+
+if TYPE_CHECKING:
+    from nas.cost.latency import LatencyTable
 
 FVCORE_MODULES = {"stem": "stem", "head": "head"}
 
@@ -30,8 +34,11 @@ def resolve_device(device: str) -> str:
 
 
 def with_resolution(genome: Genome, resolution: int | None) -> Genome:
+    """The genome at another input resolution (``--resolution``), checked like any genome."""
     if resolution is None:
         return genome
+    if resolution < 1:
+        raise InputError(f"--resolution must be at least 1, got {resolution}")
     data = genome.to_dict()
     data["input"]["resolution"] = resolution
     return load_genome(data)
@@ -45,11 +52,12 @@ def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: s
             fvcore: bool = False, latency: bool = False, threads: int | None = None,
             repeats: int = 30, table: str | Path | None = None) -> dict[str, Any]:
     """Per-part and total params and FLOPs; with ``fvcore`` the traced count beside each; with ``latency`` the
-    measured end-to-end latency and each part's share of the summed per-block latencies."""
-    if batch < 1:
-        raise InputError(f"--batch must be at least 1, got {batch}")
+    measured end-to-end latency and each part's share of the summed per-block latencies (cached in ``table``,
+    default ``default_table_path()``)."""
+    _check_options(batch=batch, dtype=dtype, threads=threads, repeats=repeats)
     if latency or fvcore:
         require_memory(genome, batch if latency else 1, dtype, device)
+    latency_table = open_table(table) if latency else None  # a bad table is found before any timing
     graph = build_graph(genome)
     parts = stage_costs(genome, graph)
     total = sum((p.cost for p in parts), ZERO)
@@ -76,13 +84,35 @@ def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: s
         report["total"]["fvcore_flops"] = counted[""]
     if latency:
         report["latency"] = _latency(genome, batch=batch, dtype=dtype, device=device, threads=threads,
-                                     repeats=repeats, table=table)
+                                     repeats=repeats, table=latency_table)
         shares = report["latency"].pop("parts")
         for row in report["blocks"]:
             row["latency_ms"] = report["latency"]["nodes"][row["node"]]
         for row in report["parts"]:
             row["latency_share"] = shares.get(row["name"], 0.0)
     return report
+
+
+def _check_options(*, batch: int, dtype: str, threads: int | None, repeats: int) -> None:
+    """The CLI's flags and the Python API's arguments alike, named as flags (bad input, exit 2)."""
+    if batch < 1:
+        raise InputError(f"--batch must be at least 1, got {batch}")
+    if repeats < 1:
+        raise InputError(f"--repeats must be at least 1, got {repeats}")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1 (or left out for torch's current count), got {threads}")
+    if dtype not in _DTYPES:
+        raise InputError(f"--dtype {dtype}: expected one of {', '.join(_DTYPES)}")
+
+
+def open_table(table: str | Path | None) -> LatencyTable:
+    """The per-block latency cache: ``table``, or the default one (its folder made when missing)."""
+    from nas.cost.latency import LatencyTable
+
+    path = Path(table) if table else default_table_path()
+    output_dir(path.parent, f"{'--table' if table else 'latency cache'} {path}: folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return LatencyTable(path)
 
 
 def default_table_path() -> Path:
@@ -95,20 +125,18 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def _latency(genome: Genome, *, batch: int, dtype: str, device: str, threads: int | None, repeats: int,
-             table: str | Path | None = None) -> dict[str, Any]:
+             table: LatencyTable) -> dict[str, Any]:
     """End-to-end median, plus each part's share of the per-block table sum. Half precision runs as
     float32 weights under autocast on CUDA, and as plain float32 on CPU (where it is rarely faster)."""
-    from nas.cost.latency import LatencyTable, measure_latency, predict_latency
+    from nas.cost.latency import measure_latency, predict_latency
 
     autocast = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype) if device.startswith("cuda") else None
     run_dtype = torch.float32 if autocast or not device.startswith("cuda") else _DTYPES[dtype]
-    path = Path(table) if table else default_table_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     res = genome.input
     model = compile_model(genome, seed=0)
     result = measure_latency(model, (res.channels, *res.resolution), device, run_dtype, batch,
                              warmup=max(repeats // 5, 2), repeats=repeats, threads=threads, autocast=autocast)
-    prediction = predict_latency(genome, LatencyTable(path), device, run_dtype, batch, threads,
+    prediction = predict_latency(genome, table, device, run_dtype, batch, threads,
                                  warmup=max(repeats // 5, 2), repeats=repeats)
     fp = result.fingerprint
     return {"median_ms": result.median_ms, "p10_ms": result.p10_ms, "p90_ms": result.p90_ms,
@@ -116,6 +144,6 @@ def _latency(genome: Genome, *, batch: int, dtype: str, device: str, threads: in
             "fingerprint_text": f"{fp['name']}, torch {fp['torch']}, {fp['dtype']}"
                                 f"{' autocast ' + fp['autocast'] if fp.get('autocast') else ''}, "
                                 f"batch {fp['batch']}, {fp['threads']} threads",
-            "predicted_ms": prediction.total_ms, "table": str(path), "table_measured": prediction.measured,
+            "predicted_ms": prediction.total_ms, "table": str(table.path), "table_measured": prediction.measured,
             "parts": {name: ms / prediction.total_ms for name, ms in prediction.stages.items()},
             "nodes": prediction.nodes}

@@ -86,6 +86,10 @@ class SearchOptions(BaseModel):
                              "supernet.pt)")
         if self.supernet and self.objective != "supernet":
             raise InputError("--supernet scores genomes with a trained supernet: add --objective supernet")
+        if self.supernet:  # a bad file is bad input now, not a failure in every trial
+            from nas.supernet.supernet import read_checkpoint
+
+            read_checkpoint(self.supernet, mmap=True)  # mmap: the header and shapes, not gigabytes of weights
         if self.finetune_epochs < 0:
             raise InputError(f"--finetune-epochs must not be negative, got {self.finetune_epochs}")
         if self.proxy_batch < 2:

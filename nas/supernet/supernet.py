@@ -238,24 +238,19 @@ class Supernet(nn.Module):
 
     @classmethod
     def from_header(cls, header: dict[str, Any]) -> Supernet:
-        if header.get("format") != CHECKPOINT_FORMAT:
-            raise InputError(f"supernet checkpoint format {header.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+        """The supernet's structure, zero weights (``header()`` of a supernet; ``read_checkpoint`` checks it)."""
         shapes = {k: tuple(v) for k, v in header["shapes"].items()}
         layouts = {k: Layout(chunks, tuple(centred)) for k, (chunks, centred) in header["layouts"].items()}
         return cls(shapes, layouts, header["space"], header["largest"], header["smallest"])
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Supernet, dict[str, Any]]:
-        """A supernet saved by ``nas supernet train`` and the rest of its checkpoint (training state, data)."""
+        """A supernet saved by ``nas supernet train`` and the rest of its checkpoint (training state, data);
+        any other file is an InputError saying what it is instead (``read_checkpoint``)."""
         path = checkpoint_path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: no such supernet checkpoint (nas supernet train writes RUN/{CHECKPOINT})")
-        try:
-            state = torch.load(path, map_location=map_location, weights_only=True)
-            net = cls.from_header(state["supernet"])
-        except (KeyError, TypeError, RuntimeError, EOFError, OSError) as err:
-            raise InputError(f"{path}: not a supernet checkpoint ({type(err).__name__}: {err})") from None
-        net.load_state_dict(state["weights"])
+        state = read_checkpoint(path, map_location)
+        net = cls.from_header(state["supernet"])
+        net.load_state_dict(state["weights"])  # read_checkpoint matched its keys and shapes to the header
         return net, state
 
     # ------------------------------------------------------------------------------------------------------
@@ -341,6 +336,73 @@ def checkpoint_path(path: str | Path) -> Path:
     """A supernet run directory's checkpoint, or the checkpoint file named."""
     path = Path(path)
     return path / CHECKPOINT if path.is_dir() else path
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False
+                    ) -> dict[str, Any]:
+    """The contents of a supernet checkpoint (``RUN/supernet.pt`` or the run directory), checked to be one:
+    a header ``from_header`` can build and weights of the header's names and shapes. Anything else is an
+    InputError, ``PATH: not a supernet checkpoint (why)``. Loading is ``weights_only``: a file holding other
+    Python objects is refused, never unpickled. ``mmap`` checks a large file without reading its weights."""
+    path = checkpoint_path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such supernet checkpoint (nas supernet train writes RUN/{CHECKPOINT})")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise InputError(f"{path}: cannot read it ({err.strerror or err})") from None
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as err:  # noqa: BLE001 - any failure to decode untrusted bytes means "not a checkpoint"
+        raise _not_a_checkpoint(path, _unloadable(head, err)) from None
+    _check_contents(path, state)
+    return state
+
+
+def _not_a_checkpoint(path: Path, why: str) -> InputError:
+    return InputError(f"{path}: not a supernet checkpoint ({why})")
+
+
+def _unloadable(head: bytes, err: Exception) -> str:
+    """Why torch.load refused a file starting with ``head``, in a few words (torch's own text suggests
+    unpickling it: never)."""
+    if not head:
+        return "an empty file"
+    if "Unsupported global" in str(err):
+        return "it holds Python objects besides tensors and plain data, so it was not loaded"
+    if head.startswith(b"PK"):  # torch.save's zip format
+        return "a truncated or damaged torch file"
+    return "not a file written by torch.save"
+
+
+def _check_contents(path: Path, state: Any) -> None:
+    """A loaded file is a supernet checkpoint: a header of the current format, weights to match it."""
+    if not isinstance(state, dict):
+        raise _not_a_checkpoint(path, f"it holds a {type(state).__name__}, not a checkpoint's mapping")
+    if "supernet" not in state or "weights" not in state:
+        if state and all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise _not_a_checkpoint(path, "a plain state dict, with no supernet header")
+        raise _not_a_checkpoint(path, "no supernet header and weights")
+    header, weights = state["supernet"], state["weights"]
+    if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
+        found = header.get("format") if isinstance(header, dict) else None
+        raise _not_a_checkpoint(path, f"header format {found!r}, expected {CHECKPOINT_FORMAT}")
+    try:
+        shapes = {key: tuple(int(n) for n in shape) for key, shape in header["shapes"].items()}
+        layouts = [Layout(int(chunks), tuple(int(d) for d in centred)) for chunks, centred in
+                   header["layouts"].values()]
+        expected = {f"weights.w{i}": shapes[key] for i, key in enumerate(sorted(shapes))}  # Supernet's names
+        whole = (len(layouts) == len(shapes) and set(header["layouts"]) == set(shapes)
+                 and all(isinstance(header[k], dict) for k in ("space", "largest", "smallest")))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        whole = False
+    if not whole:
+        raise _not_a_checkpoint(path, "a damaged supernet header")
+    found = ({k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
+             if isinstance(weights, dict) else None)
+    if found != expected:
+        raise _not_a_checkpoint(path, "its weights do not match its header")
 
 
 def cached_supernet(path: str | Path) -> Supernet:

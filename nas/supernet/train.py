@@ -10,12 +10,14 @@ and on Ctrl-C or SIGTERM, which take effect between two steps (a second Ctrl-C s
 from __future__ import annotations
 
 import csv
+import math
 import os
 import random
 import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm import tqdm
 
 from nas.data import Dataset, load_data
@@ -40,6 +42,7 @@ from nas.evaluate.train import (
 from nas.genome import Genome
 from nas.io import load_genome, read_yaml
 from nas.network import Network
+from nas.outputs import output_dir
 from nas.space import fit_space_to_data, instantiate, random_picker, space_resolution
 from nas.supernet.supernet import (
     CHECKPOINT,
@@ -74,13 +77,21 @@ class SupernetTrainOptions(BaseModel):
     checkpoint_every_s: float = 60.0
 
     def check(self) -> SupernetTrainOptions:
-        for name in ("epochs", "batch_size", "calibration_batches"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.random_per_step < 0:
-            raise InputError(f"--random-per-step must not be negative, got {self.random_per_step}")
-        if self.lr <= 0:
-            raise InputError(f"--lr must be positive, got {self.lr}")
+        """Refuse values no run can use, before anything is loaded or written (bad input, exit 2)."""
+        for name in ("epochs", "batch_size", "calibration_batches", "data_limit", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for name in ("random_per_step", "warmup_epochs", "coverage_samples"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        # float flags take "nan" and "inf", which pass any comparison a NaN is in: test finiteness first
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"--lr must be a finite positive number, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(f"--weight-decay must be a finite number, not negative, got {self.weight_decay}")
+        if not self.checkpoint_every_s > 0:  # inf is allowed: a checkpoint every epoch only
+            raise InputError(f"--checkpoint-every-s must be positive, got {self.checkpoint_every_s}")
         return self
 
 
@@ -154,12 +165,13 @@ def train_supernet(options: SupernetTrainOptions | None = None, *, out: str | Pa
         if not (run_dir / CHECKPOINT).is_file():
             raise InputError(f"--resume {run_dir}: no {CHECKPOINT} there to resume")
         net, state = Supernet.load(run_dir / CHECKPOINT)
-        options = SupernetTrainOptions.model_validate(state["options"])
+        options = _resumed_options(run_dir / CHECKPOINT, state)
         if epochs is not None:
-            options = options.model_copy(update={"epochs": epochs}).check()
+            options = options.model_copy(update={"epochs": epochs})
+        options.check()
     else:
         options = (options or SupernetTrainOptions()).check()
-        run_dir = Path(out) if out else default_run_dir()
+        run_dir = output_dir(Path(out) if out else default_run_dir(), "--out")
         if (run_dir / CHECKPOINT).exists():
             raise InputError(f"{run_dir} already holds a supernet; continue it with --resume {run_dir} or pick "
                              f"another --out")
@@ -170,14 +182,21 @@ def train_supernet(options: SupernetTrainOptions | None = None, *, out: str | Pa
         torch.set_num_threads(options.threads)
     space, _, _ = read_yaml(options.space) if net is None else (net.space, "", "")
     data = load_data(options.data, resolution=space_resolution(space), seed=options.seed, limit=options.data_limit)
-    if net is None:
-        space = fit_space_to_data(space, data)
-        _say(quiet, stream, f"nas supernet train: sizing the supernet of {options.space} "
-                            f"(every option at both ends, {options.coverage_samples} random genomes)")
-        net = Supernet.from_space(space, samples=options.coverage_samples, seed=options.seed)
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if net is not None:
+        return _train(net, options, data, device, run_dir, state, quiet, stream)
+    space = fit_space_to_data(space, data)
+    _say(quiet, stream, f"nas supernet train: sizing the supernet of {options.space} "
+                        f"(every option at both ends, {options.coverage_samples} random genomes)")
+    net = Supernet.from_space(space, samples=options.coverage_samples, seed=options.seed)
+    with _removed_unless_saved(run_dir):
         (run_dir / SPACE_FILE).write_text(yaml.safe_dump(space, sort_keys=False))
         (run_dir / OPTIONS_FILE).write_text(yaml.safe_dump(options.model_dump(), sort_keys=False))
+        return _train(net, options, data, device, run_dir, None, quiet, stream)
+
+
+def _train(net: Supernet, options: SupernetTrainOptions, data: Dataset, device: torch.device, run_dir: Path,
+           state: dict[str, Any] | None, quiet: bool, stream) -> SupernetTrainResult:
+    """Fit from ``state`` (a checkpoint's, or None for a new run) to the last epoch."""
     trainer = _Trainer(net, options, data, device, run_dir, state)
     shared = sum(p.numel() * p.element_size() for p in net.parameters())
     _say(quiet, stream, f"nas supernet train: {options.space} on {data.name} ({len(data.train_y)} train, "
@@ -197,6 +216,44 @@ def train_supernet(options: SupernetTrainOptions | None = None, *, out: str | Pa
     result = SupernetTrainResult(run_dir, trainer.history, time.perf_counter() - start)
     _say(quiet, stream, result.summary())
     return result
+
+
+TRAINING_STATE = ("options", "optimizer", "schedule", "scaler", "epoch", "step", "history", "loss_sum",
+                  "loss_steps")
+
+
+def _resumed_options(path: Path, state: dict[str, Any]) -> SupernetTrainOptions:
+    """The options of the run a checkpoint was saved by; a supernet checkpoint without its training state
+    cannot be resumed (it can still be searched)."""
+    missing = [key for key in TRAINING_STATE if key not in state]
+    if missing:
+        raise InputError(f"{path}: a supernet checkpoint without training state ({', '.join(missing)}); it "
+                         f"cannot be resumed")
+    try:
+        return SupernetTrainOptions.model_validate(state["options"])
+    except ValidationError:
+        raise InputError(f"{path}: a supernet checkpoint whose training options are damaged") from None
+
+
+@contextmanager
+def _removed_unless_saved(run_dir: Path):
+    """Make ``run_dir``; if the run fails before its first checkpoint, remove what this command made there and
+    nothing else: its own files, and the folders it created once they are empty. A run with a checkpoint is
+    kept for --resume."""
+    made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
+    ours = [run_dir / name for name in (SPACE_FILE, OPTIONS_FILE, HISTORY_FILE) if not (run_dir / name).exists()]
+    ours.append(run_dir / f".{CHECKPOINT}.{os.getpid()}")  # a save cut short
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if not (run_dir / CHECKPOINT).exists():
+            for path in ours:
+                path.unlink(missing_ok=True)
+            for folder in made:  # deepest first
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+        raise
 
 
 class _StopBetweenSteps:
