@@ -63,7 +63,9 @@ def checked_number(raw: Any, value: Any) -> Any:
         return value
     if isinstance(raw, bool):
         raise ValueError("expected a number, not a boolean")
-    if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    if abs(value) > MAX_NUMBER:
         raise ValueError(f"beyond the limit of {MAX_NUMBER:,} for any number in a genome")
     return value
 

@@ -134,17 +134,10 @@ def used_modules(genome: Genome) -> dict[str, dict[str, type]]:
             for role, table in MODULES.items() if any(cls in classes for cls in table.values())}
 
 
-class _NonFinite(float):
-    """A float pprint writes as ``float('inf')``: ``inf`` and ``nan`` have no Python literal."""
-
-    def __repr__(self) -> str:
-        return f"float({float.__repr__(self)!r})"
-
-
 def _literal_values(value: Any, where: str = "GENOME") -> Any:
     """The genome's JSON values as pprint writes them back as Python: strings and numbers by ``repr`` (so a
-    name holding quotes, backslashes or newlines stays a string), non-finite floats as ``float('...')``.
-    Anything else is refused rather than written as text."""
+    name holding quotes, backslashes or newlines stays a string). Anything without a literal (``inf``,
+    ``nan``: a loaded genome never holds them) is refused rather than written as text."""
     if isinstance(value, dict):
         for key in value:
             if not isinstance(key, str):
@@ -153,7 +146,7 @@ def _literal_values(value: Any, where: str = "GENOME") -> Any:
     if isinstance(value, list):
         return [_literal_values(item, f"{where}[{i}]") for i, item in enumerate(value)]
     if isinstance(value, float) and not math.isfinite(value):
-        return _NonFinite(value)
+        raise ExportError(f"cannot write {where}: {value} has no Python literal")
     if value is None or type(value) in (bool, int, float, str):
         return value
     raise ExportError(f"cannot write {where}: {type(value).__name__} is not a JSON value")
