@@ -22,6 +22,8 @@ from optuna.trial import FrozenTrial, TrialState
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 INTERRUPTED = "interrupted"
 SURPLUS = "surplus"
+# User attribute of a trial settled as a copy of an earlier trial's genome (its result reused, nothing run).
+DUPLICATE_OF = "duplicate_of"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # A trial whose heartbeat is this many intervals old belongs to a dead worker.
 GRACE_BEATS = 4
@@ -50,6 +52,10 @@ class Outcome:
         if self.pruned is not None:
             return TrialState.PRUNED
         return TrialState.COMPLETE
+
+
+class StopSearch(Exception):
+    """Raised by ``on_trial`` to end the search cleanly: the runner starts no more trials and returns."""
 
 
 class Work(Protocol):
@@ -91,9 +97,14 @@ def is_void(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and failure.startswith((INTERRUPTED, SURPLUS))
 
 
+def is_duplicate(trial: FrozenTrial) -> bool:
+    """A genome evaluated before: its stored result was reused, so it does not use up a trial of the count."""
+    return DUPLICATE_OF in trial.user_attrs
+
+
 def counted(trials: list[FrozenTrial]) -> int:
-    """Trials that count toward the requested number: finished and not void."""
-    return sum(t.state in FINISHED and not is_void(t) for t in trials)
+    """Trials that count toward the requested number: finished, not void and not duplicates."""
+    return sum(t.state in FINISHED and not is_void(t) and not is_duplicate(t) for t in trials)
 
 
 def in_flight(trials: list[FrozenTrial]) -> int:
@@ -121,9 +132,10 @@ def what_next(study: optuna.Study, target: int, heartbeat_s: float | None) -> st
 
 def is_surplus(study: optuna.Study, number: int, target: int) -> bool:
     """True when ``target`` live trials precede trial ``number``. Storages number trials atomically, so this
-    check after ``ask`` honours the count across workers with no lock: exactly the first live ones run."""
+    check after ``ask`` honours the count across workers with no lock: exactly the first live ones run. A
+    running trial counts here even if it turns out a duplicate; then one more is asked (as for a void one)."""
     earlier = [t for t in study.get_trials(deepcopy=False) if t.number < number]
-    return sum(not is_void(t) for t in earlier) >= target
+    return sum(not is_void(t) and not is_duplicate(t) for t in earlier) >= target
 
 
 def void_if_surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
