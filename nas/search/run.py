@@ -252,10 +252,10 @@ def search(space: str | Path | dict[str, Any] | None = None, *, budget: str | No
             fresh.undo(study_)
         raise
     progress.close()
-    if state.stopped:
-        progress.say(state.stopped)
     if as_worker:
         return None
+    if state.stopped:  # fewer trials than asked: said even when quiet
+        print(state.stopped, file=stream)
     result = write_report(run_dir)
     print(result.summary(), file=stream)
     if options.objective == "supernet" and result.best is not None:
