@@ -6,6 +6,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import optuna
 import torch
 import yaml
 from optuna.trial import TrialState
+from pydantic import ValidationError
 
 from nas.errors import InputError, NasError
 from nas.io import parse_yaml, read_yaml
@@ -114,7 +116,11 @@ def _options(space: Any, given: dict[str, Any]) -> SearchOptions:
     if "trials" not in values:
         values["trials"] = DEFAULT_TRAIN_TRIALS if values.get("objective") == "train" else DEFAULT_TRIALS
     label = space if isinstance(space, (str, Path)) else "<mapping>"
-    return SearchOptions(space=str(label), **values).check()
+    try:
+        return SearchOptions(space=str(label), **values).check()
+    except ValidationError as err:  # the Python API's values; the CLI's choices are argparse's
+        first = err.errors()[0]
+        raise InputError(f"{first['loc'][0]}: {first['msg']} (got {first.get('input')!r})") from None
 
 
 def search(space: str | Path | dict[str, Any] | None = None, *, budget: str | None = None,
@@ -160,94 +166,41 @@ def search(space: str | Path | dict[str, Any] | None = None, *, budget: str | No
                    epochs=epochs, pruner=pruner, data_limit=data_limit, threads=threads, runner=runner,
                    address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                    heartbeat=heartbeat, supernet=supernet, finetune_epochs=finetune_epochs)
-    changes = {k: v for k, v in {"trials": trials, "timeout": parse_duration(timeout),
-                                 "workers": 1 if as_worker else workers}.items() if v is not None}
-    joined = False
-    if resume:
-        run_dir = _resume_dir(resume, out)
-        options, space_data = read_run(run_dir)
-        _refuse_changes(options, space, given, evaluate, f"--resume continues {run_dir}", "start a new run")
-        options = options.model_copy(update=changes).check()
-        check_storage(storage_url(run_dir, options), options.study, must_exist=True)
-        space_text, label = yaml.safe_dump(space_data, sort_keys=False), str(run_dir / SPACE_FILE)
-    else:
-        if out is not None:
-            output_dir(out, "--out")
-        own_space = given.get("objective") == "supernet" and supernet is not None and space is None
-        if given.get("objective") == "supernet" and supernet is not None:
-            given["supernet"] = Path(supernet).resolve()  # workers may start elsewhere
-            if space is None or data is None:
-                space, given["data"], given["data_limit"] = _supernet_defaults(given["supernet"], space, data,
-                                                                               data_limit)
-        options = _new_options(space, given, changes, evaluate)
-        space_data, space_text, label = _load_space(DEFAULT_SPACE if space is None else space)
-        if own_space:
-            label = f"the space of supernet {options.supernet}"
-            options = options.model_copy(update={"space": label})
-        run_dir = Path(out) if out else default_run_dir(options)
-        under_way = _search_under_way(options)
-        if under_way is not None:  # join it: its options and space are the search's
-            (options, space_text), joined = under_way, True
-            _refuse_changes(options, space, given, evaluate, f"study {options.study!r} in {shown(options.storage)} "
-                            f"is a search under way", "name another --study")
-            space_data = parse_yaml(space_text, f"{shown(options.storage)} ({options.study})")
-            options = options.model_copy(update={"workers": 1, **changes}).check()
-        else:
-            refuse_results(run_dir, keep=storage_file(options.storage))
+    changes = _given(trials=trials, timeout=parse_duration(timeout), workers=1 if as_worker else workers)
+    run = (_resumed(resume, out, space, given, changes, evaluate) if resume
+           else _started(space, out, given, changes, evaluate))
+    options, run_dir = run.options, run.run_dir
     if options.runner == "ray":
         _check_ray_address(options.address)
-
-    from nas.cost.profile import resolve_device
-
-    device_name = resolve_device(options.device)
-    if options.runner == "ray" and options.gpus_per_trial > 0 and options.device == "auto":
-        device_name = "cuda"  # the trials' device, on the workers Ray gives GPUs to
-    # One thread on CPU unless asked: steadier latency ranks, and a CPU shared with other jobs slows two
-    # spinning OpenMP threads ~20x (benchmarks/BENCHMARKS.md, "Search")
-    threads = options.threads or (1 if device_name == "cpu" else None)
-    if threads:
-        torch.set_num_threads(threads)
-    inputs, adapted = _inputs(space_data, options)
-    if adapted != space_data:  # the run's space is the one the data fixed classes and channels of
-        space_data, space_text = adapted, yaml.safe_dump(adapted, sort_keys=False)
+    device_name = _set_up_device(options)
+    inputs, adapted = _inputs(run.space, options)
+    if adapted != run.space:  # the run's space is the one the data fixed classes and channels of
+        run.space, run.space_text = adapted, yaml.safe_dump(adapted, sort_keys=False)
     progress = Progress(options.trials, quiet, stream)
-    report = survey(space_data, options)
-    check_reachable(report, options, label)
+    report = survey(run.space, options)
+    check_reachable(report, options, run.label)
 
     # Everything checked: only now is anything written, and all of it is removed if no trial gets to run.
-    url = storage_url(run_dir, options)
     fresh = None
-    if not resume and not (joined and (run_dir / RUN_FILE).exists()):
-        fresh = NewRun(run_dir, url, default_storage=not options.storage)
+    if not resume and not (run.joined and (run_dir / RUN_FILE).exists()):
+        fresh = NewRun(run_dir, storage_url(run_dir, options), default_storage=not options.storage)
+    state = _LoopState(progress, options, run.label, report.feasible_share, quiet)
     study_: optuna.Study | None = None
-    procs: list = []
-    state = _LoopState(progress, options, label, report.feasible_share, quiet)
     try:
-        if fresh is not None:
-            fresh.write(SPACE_FILE, space_text)
-            fresh.write(RUN_FILE, dump_options(options))
-        study_ = open_study(run_dir, options, create=True)
-        if "nas.run" not in study_.user_attrs:  # what a worker on another machine joins with
-            study_.set_user_attr("nas.run", {"options": options.model_dump(), "space": space_text})
-        parallel = joined or bool(options.storage) or (options.workers or 1) > 1 or options.runner == "ray"
-        sampler_ = make_sampler(options.sampler, _sampler_seed(options, study_, joined or as_worker),
-                                options.trials, parallel=parallel)
-        study_.sampler = sampler_
-        work = TrialWork(space_data, options, device_name, inputs, evaluate, _latency_table(options))
-
+        study_ = _open(run, fresh, shared=run.joined or as_worker)
+        work = TrialWork(run.space, options, device_name, inputs, evaluate, _latency_table(options))
         done = counted(study_.get_trials(deepcopy=False))
-        _say_start(progress, options, report, label, device_name, run_dir, done,
-                   "resuming" if resume and not as_worker else f"joining study {options.study!r}" if joined else "")
+        _say_start(progress, options, report, run.label, device_name, run_dir, done, "resuming" if resume and not
+                   as_worker else f"joining study {options.study!r}" if run.joined else "")
         if not resume and report.median_params and done == 0:
             study_.enqueue_trial(report.median_params, user_attrs={"calibration": True}, skip_if_exists=True)
-        procs = _run(options, run_dir, study_, work, sampler_, state, resume=bool(resume), as_worker=as_worker)
+        _run(options, run_dir, study_, work, state, resume=bool(resume), as_worker=as_worker)
     except KeyboardInterrupt:
         progress.close()
-        _interrupted(run_dir, procs, fresh, study_, as_worker, stream)
+        _interrupted(run_dir, fresh, study_, as_worker, stream)
         raise
     except BaseException:
         progress.close()
-        wait_workers(procs, stop=True)
         if fresh is not None:
             fresh.undo(study_)
         raise
@@ -263,14 +216,99 @@ def search(space: str | Path | dict[str, Any] | None = None, *, budget: str | No
     return result
 
 
+@dataclass
+class _Run:
+    """A run about to start: where, with which options and space, and whether it joins a search under way."""
+
+    run_dir: Path
+    options: SearchOptions
+    space: dict[str, Any]
+    space_text: str
+    label: str
+    joined: bool = False
+
+
+def _resumed(resume: bool | str | Path, out: str | Path | None, space: Any, given: dict[str, Any],
+             changes: dict[str, Any], evaluate: Evaluate | None) -> _Run:
+    """A run directory to continue, with its own options: refused when they are contradicted, or when its
+    storage is missing or damaged (starting over would write over its results)."""
+    run_dir = _resume_dir(resume, out)
+    options, space_data = read_run(run_dir)
+    _refuse_changes(options, space, given, evaluate, f"--resume continues {run_dir}", "start a new run")
+    options = options.model_copy(update=changes).check()
+    check_storage(storage_url(run_dir, options), options.study, must_exist=True)
+    return _Run(run_dir, options, space_data, yaml.safe_dump(space_data, sort_keys=False), str(run_dir / SPACE_FILE))
+
+
+def _started(space: Any, out: str | Path | None, given: dict[str, Any], changes: dict[str, Any],
+             evaluate: Evaluate | None) -> _Run:
+    """A new run, or a worker joining the search under way on a shared ``--storage``; nothing written yet."""
+    if out is not None:
+        output_dir(out, "--out")
+    explicit, asked_space = dict(given), space  # what a search under way is compared with
+    given = dict(given)
+    own_space = given.get("objective") == "supernet" and "supernet" in given and space is None
+    if given.get("objective") == "supernet" and "supernet" in given:
+        given["supernet"] = Path(given["supernet"]).resolve()  # workers may start elsewhere
+        if space is None or "data" not in given:
+            space, data, limit = _supernet_defaults(given["supernet"], space, given.get("data"),
+                                                    given.get("data_limit"))
+            given.update(_given(data=data, data_limit=limit))
+    options = _new_options(space, given, changes, evaluate)
+    space_data, space_text, label = _load_space(DEFAULT_SPACE if space is None else space)
+    if own_space:
+        label = f"the space of supernet {options.supernet}"
+        options = options.model_copy(update={"space": label})
+    run_dir = Path(out) if out else default_run_dir(options)
+    under_way = _search_under_way(options)
+    if under_way is None:
+        refuse_results(run_dir, keep=storage_file(options.storage))
+        return _Run(run_dir, options, space_data, space_text, label)
+    stored, space_text = under_way  # join it: its options and space are the search's
+    _refuse_changes(stored, asked_space, explicit, evaluate, f"study {options.study!r} in {shown(options.storage)} is a "
+                    f"search under way", "name another --study")
+    space_data = parse_yaml(space_text, f"{shown(options.storage)} ({options.study})")
+    return _Run(run_dir, stored.model_copy(update={"workers": 1, **changes}).check(), space_data, space_text,
+                label, joined=True)
+
+
+def _set_up_device(options: SearchOptions) -> str:
+    from nas.cost.profile import resolve_device
+
+    device_name = resolve_device(options.device)
+    if options.runner == "ray" and options.gpus_per_trial > 0 and options.device == "auto":
+        device_name = "cuda"  # the trials' device, on the workers Ray gives GPUs to
+    # One thread on CPU unless asked: steadier latency ranks, and a CPU shared with other jobs slows two
+    # spinning OpenMP threads ~20x (benchmarks/BENCHMARKS.md, "Search")
+    threads = options.threads or (1 if device_name == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
+    return device_name
+
+
+def _open(run: _Run, fresh: NewRun | None, shared: bool) -> optuna.Study:
+    """Write the new run's files, open (or create) its study and give it its sampler."""
+    options = run.options
+    if fresh is not None:
+        fresh.write(SPACE_FILE, run.space_text)
+        fresh.write(RUN_FILE, dump_options(options))
+    study_ = open_study(run.run_dir, options, create=True)
+    if "nas.run" not in study_.user_attrs:  # what a worker on another machine joins with
+        study_.set_user_attr("nas.run", {"options": options.model_dump(), "space": run.space_text})
+    parallel = shared or bool(options.storage) or (options.workers or 1) > 1 or options.runner == "ray"
+    study_.sampler = make_sampler(options.sampler, _sampler_seed(options, study_, shared), options.trials,
+                                  parallel=parallel)
+    return study_
+
+
 def _given(**options: Any) -> dict[str, Any]:
     """The options the caller gave: None is "not given", so that a resumed run can tell a contradiction."""
     return {key: value for key, value in options.items() if value is not None}
 
 
-def _run(options: SearchOptions, run_dir: Path, study_: optuna.Study, work: TrialWork,
-         sampler_: optuna.samplers.BaseSampler, state: _LoopState, resume: bool, as_worker: bool) -> list:
-    """The trials, on the run's runner; returns the worker processes it started (already finished)."""
+def _run(options: SearchOptions, run_dir: Path, study_: optuna.Study, work: TrialWork, state: _LoopState,
+         resume: bool, as_worker: bool) -> None:
+    """The trials, on the run's runner (with the local runner's extra worker processes, stopped on failure)."""
     prune = options.objective == "train" and not options.multi_objective and options.pruner != "none"
     if options.runner == "ray":
         from runners.ray import RayOptions, RayUnreachable, run_ray
@@ -282,10 +320,10 @@ def _run(options: SearchOptions, run_dir: Path, study_: optuna.Study, work: Tria
                                else None, workers=options.workers, address=options.address,
                                cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial,
                                threads=options.threads, timeout=options.timeout, resume=resume),
-                    work, sampler_, on_trial=state.on_trial)
+                    work, study_.sampler, on_trial=state.on_trial)
         except RayUnreachable as err:
             raise InputError(str(err)) from None
-        return []
+        return
     procs = []
     workers_ = options.workers or 1
     if workers_ > 1 and not as_worker:
@@ -302,15 +340,12 @@ def _run(options: SearchOptions, run_dir: Path, study_: optuna.Study, work: Tria
     if failed:
         state.progress.say(f"  {len(failed)} worker process(es) exited with an error; their logs are in "
                            f"{run_dir / 'workers'}")
-    return procs
 
 
-def _interrupted(run_dir: Path, procs: list, fresh: NewRun | None, study_: optuna.Study | None, as_worker: bool,
-                 stream) -> None:
+def _interrupted(run_dir: Path, fresh: NewRun | None, study_: optuna.Study | None, as_worker: bool, stream) -> None:
     """Ctrl-C (or SIGTERM): the report for what is done. A second one while that is written leaves the earlier
     report files whole (each is replaced at once) and says how to write the report later."""
     try:
-        wait_workers(procs, stop=True)
         if fresh is not None and fresh.undo(study_):
             print(f"interrupted before the first trial: {run_dir} was left as it was", file=stream)
             return
