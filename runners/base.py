@@ -8,6 +8,7 @@ back, and nothing else.
 """
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import threading
@@ -27,6 +28,9 @@ DUPLICATE_OF = "duplicate_of"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # A trial whose heartbeat is this many intervals old belongs to a dead worker.
 GRACE_BEATS = 4
+# Seconds a trial may run unclaimed: ``ask`` creates it RUNNING and samples it (TPE may take a while) before the
+# asking worker can stamp it as its own; only after this long is an unclaimed trial taken for a dead worker's.
+UNCLAIMED_GRACE_S = 120
 
 # ``report(step, value)``: a trial's progress (an epoch's accuracy); a runner may stop the trial from inside it.
 Report = Callable[[int, float], None]
@@ -164,14 +168,23 @@ def recover(study: optuna.Study, grace_s: float | None = None) -> int:
         worker = str(trial.user_attrs.get("worker", ""))
         worker_host, _, pid = worker.rpartition(":")
         beat = trial.user_attrs.get("heartbeat")
-        if not worker or (worker_host == host and pid.isdigit() and not _alive(int(pid))):
-            why = f"its process {worker or '?'} died"
+        if not worker:
+            if _age_s(trial) < UNCLAIMED_GRACE_S:
+                continue  # just asked: its worker has not claimed it yet
+            why = f"no worker claimed it in {UNCLAIMED_GRACE_S} s"
+        elif worker_host == host and pid.isdigit() and not _alive(int(pid)):
+            why = f"its process {worker} died"
         elif grace_s and isinstance(beat, (int, float)) and time.time() - beat > grace_s:
             why = f"no heartbeat from {worker} for {time.time() - beat:.0f}s"
         else:
             continue
         recovered += interrupt(study, trial, why)
     return recovered
+
+
+def _age_s(trial: FrozenTrial) -> float:
+    started = trial.datetime_start
+    return (datetime.datetime.now() - started).total_seconds() if started else float("inf")
 
 
 def interrupt(study: optuna.Study, trial: FrozenTrial, why: str) -> bool:

@@ -33,8 +33,10 @@ def quick(out: Path, **options) -> nas.search.SearchResult:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
+    """A run as a finished `nas search` leaves it: its process gone, so study.db holds every trial (no -wal)."""
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    quick(run_dir)
+    done = run_nas("search", *QUICK, "--trials", "3", "--out", run_dir)
+    assert done.returncode == 0, done.stderr
     return run_dir
 
 

@@ -347,7 +347,7 @@ def _interrupted(run_dir: Path, fresh: NewRun | None, study_: optuna.Study | Non
     report files whole (each is replaced at once) and says how to write the report later."""
     try:
         if fresh is not None and fresh.undo(study_):
-            print(f"interrupted before the first trial: {run_dir} was left as it was", file=stream)
+            print(f"interrupted before the first trial: nothing of it was kept in {run_dir}", file=stream)
             return
         if as_worker:
             return

@@ -267,8 +267,12 @@ class NewRun:
 
     def undo(self, study: optuna.Study | None) -> bool:
         """Remove what this run created, if no trial has run (a queued one has not); True when it did."""
-        if study is not None and any(t.state != optuna.trial.TrialState.WAITING
-                                     for t in study.get_trials(deepcopy=False)):
+        try:
+            started = study is not None and any(t.state != optuna.trial.TrialState.WAITING
+                                                for t in study.get_trials(deepcopy=False))
+        except Exception:  # noqa: BLE001 - the storage itself failed: whether a trial ran is unknown, so keep all
+            return False
+        if started:
             return False
         paths = list(self.written)
         if self.db is not None:
