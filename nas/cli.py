@@ -349,12 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "report.md and trials.csv.")
     p.add_argument("--space", help="a shipped space (metaformer_hybrid, mobile, isotropic, tiny) or a space YAML "
                    "file (default metaformer_hybrid; with --supernet, the supernet's space)")
-    p.add_argument("--budget", default="4GFLOPs", help="FLOPs budget, checked before a genome is built "
-                   "(default 4GFLOPs; 'none' for no budget)")
+    p.add_argument("--budget", help="FLOPs budget, checked before a genome is built (default 4GFLOPs; 'none' for "
+                   "no budget)")
     p.add_argument("--latency", help="latency budget on --device, e.g. 15ms")
     p.add_argument("--params", help="parameter budget, e.g. 30M")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    p.add_argument("--objective", choices=["proxy", "train", "supernet"], default="proxy",
+    p.add_argument("--device", help="auto (CUDA when present; the default), cpu or cuda[:N]")
+    p.add_argument("--objective", choices=["proxy", "train", "supernet"],
                    help="proxy: training-free scores (default); train: short training on --data; supernet: "
                    "validation accuracy with a trained supernet's weights")
     p.add_argument("--supernet", metavar="RUN", help="with --objective supernet: a run of nas supernet train "
@@ -366,21 +366,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, help="trials to run (default: 40 proxy, 20 train; on resume, the "
                    "run's own count)")
     p.add_argument("--timeout", help="stop starting trials after this long, e.g. 2h or 30m")
-    p.add_argument("--sampler", choices=["tpe", "nsga2", "random", "evolution"], default="tpe")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", choices=["tpe", "nsga2", "random", "evolution"],
+                   help="tpe: Optuna's TPE (default); nsga2: NSGA-II; random; evolution: regularized evolution "
+                   "(mutates one choice of a tournament winner)")
+    p.add_argument("--seed", type=int, help="seed of the sampler, the proxy batch and model weights (default 0); a "
+                   "run in its own directory is reproducible from it")
     p.add_argument("--out", help="run directory (default runs/<timestamp>)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
-                   help="continue a run (default: --out, else the newest under runs/)")
+                   help="continue a run (default: --out, else the newest under runs/) with its own options; "
+                   "--trials, --timeout and --workers may change, any other option given must match the run's")
     p.add_argument("--storage", help="an Optuna storage shared by workers: sqlite:///PATH, postgresql://..., "
                    "or journal:PATH (default RUN/study.db). A process given the storage and --study of a search "
                    "under way joins it as a worker")
     p.add_argument("--study", help="the study name in the storage (default 'search')")
-    p.add_argument("--runner", choices=["local", "ray"], default="local",
-                   help="local: trials in this process and --workers processes; ray: Ray Tune trials")
+    p.add_argument("--runner", choices=["local", "ray"],
+                   help="local: trials in this process and --workers processes (default); ray: Ray Tune trials")
     p.add_argument("--workers", type=int, help="local: processes sharing the storage (default 1); ray: trials "
                    "at once (default: as many as the cluster's CPUs hold)")
     p.add_argument("--address", help="Ray cluster to run on: auto or HOST:PORT (default: a local Ray instance "
-                   "started and stopped with the command)")
+                   "started and stopped with the command); one that does not answer within 30 s is refused")
     p.add_argument("--cpus-per-trial", type=float, help="Ray resources per trial (default 1 CPU)")
     p.add_argument("--gpus-per-trial", type=float, help="Ray resources per trial (default 0 GPUs), e.g. 0.5")
     p.add_argument("--heartbeat", type=float, help="seconds between a worker's heartbeats to an SQL storage; a "
@@ -389,8 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--second", choices=["latency", "params", "flops", "none"],
                    help="second objective, minimised (default latency; none with --objective train, so the "
                    "pruner can stop poor trials)")
-    p.add_argument("--latency-mode", choices=["measure", "lut"], default="measure",
-                   help="measure: time each network end to end; lut: sum of cached per-block times")
+    p.add_argument("--latency-mode", choices=["measure", "lut"],
+                   help="measure: time each network end to end (default); lut: sum of cached per-block times")
     p.add_argument("--latency-repeats", type=int, help="timed runs per latency measurement (default 5)")
     p.add_argument("--proxy-batch", type=int, help="images the zero-cost scores see (default 8)")
     p.add_argument("--epochs", type=int, help="training epochs per trial with --objective train (default 3)")

@@ -8,6 +8,7 @@ back, and nothing else.
 """
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import threading
@@ -22,9 +23,14 @@ from optuna.trial import FrozenTrial, TrialState
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 INTERRUPTED = "interrupted"
 SURPLUS = "surplus"
+# User attribute of a trial settled as a copy of an earlier trial's genome (its result reused, nothing run).
+DUPLICATE_OF = "duplicate_of"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # A trial whose heartbeat is this many intervals old belongs to a dead worker.
 GRACE_BEATS = 4
+# Seconds a trial may run unclaimed: ``ask`` creates it RUNNING and samples it (TPE may take a while) before the
+# asking worker can stamp it as its own; only after this long is an unclaimed trial taken for a dead worker's.
+UNCLAIMED_GRACE_S = 120
 
 # ``report(step, value)``: a trial's progress (an epoch's accuracy); a runner may stop the trial from inside it.
 Report = Callable[[int, float], None]
@@ -50,6 +56,10 @@ class Outcome:
         if self.pruned is not None:
             return TrialState.PRUNED
         return TrialState.COMPLETE
+
+
+class StopSearch(Exception):
+    """Raised by ``on_trial`` to end the search cleanly: the runner starts no more trials and returns."""
 
 
 class Work(Protocol):
@@ -91,9 +101,14 @@ def is_void(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and failure.startswith((INTERRUPTED, SURPLUS))
 
 
+def is_duplicate(trial: FrozenTrial) -> bool:
+    """A genome evaluated before: its stored result was reused, so it does not use up a trial of the count."""
+    return DUPLICATE_OF in trial.user_attrs
+
+
 def counted(trials: list[FrozenTrial]) -> int:
-    """Trials that count toward the requested number: finished and not void."""
-    return sum(t.state in FINISHED and not is_void(t) for t in trials)
+    """Trials that count toward the requested number: finished, not void and not duplicates."""
+    return sum(t.state in FINISHED and not is_void(t) and not is_duplicate(t) for t in trials)
 
 
 def in_flight(trials: list[FrozenTrial]) -> int:
@@ -121,9 +136,10 @@ def what_next(study: optuna.Study, target: int, heartbeat_s: float | None) -> st
 
 def is_surplus(study: optuna.Study, number: int, target: int) -> bool:
     """True when ``target`` live trials precede trial ``number``. Storages number trials atomically, so this
-    check after ``ask`` honours the count across workers with no lock: exactly the first live ones run."""
+    check after ``ask`` honours the count across workers with no lock: exactly the first live ones run. A
+    running trial counts here even if it turns out a duplicate; then one more is asked (as for a void one)."""
     earlier = [t for t in study.get_trials(deepcopy=False) if t.number < number]
-    return sum(not is_void(t) for t in earlier) >= target
+    return sum(not is_void(t) and not is_duplicate(t) for t in earlier) >= target
 
 
 def void_if_surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
@@ -152,14 +168,23 @@ def recover(study: optuna.Study, grace_s: float | None = None) -> int:
         worker = str(trial.user_attrs.get("worker", ""))
         worker_host, _, pid = worker.rpartition(":")
         beat = trial.user_attrs.get("heartbeat")
-        if not worker or (worker_host == host and pid.isdigit() and not _alive(int(pid))):
-            why = f"its process {worker or '?'} died"
+        if not worker:
+            if _age_s(trial) < UNCLAIMED_GRACE_S:
+                continue  # just asked: its worker has not claimed it yet
+            why = f"no worker claimed it in {UNCLAIMED_GRACE_S} s"
+        elif worker_host == host and pid.isdigit() and not _alive(int(pid)):
+            why = f"its process {worker} died"
         elif grace_s and isinstance(beat, (int, float)) and time.time() - beat > grace_s:
             why = f"no heartbeat from {worker} for {time.time() - beat:.0f}s"
         else:
             continue
         recovered += interrupt(study, trial, why)
     return recovered
+
+
+def _age_s(trial: FrozenTrial) -> float:
+    started = trial.datetime_start
+    return (datetime.datetime.now() - started).total_seconds() if started else float("inf")
 
 
 def interrupt(study: optuna.Study, trial: FrozenTrial, why: str) -> bool:

@@ -20,6 +20,7 @@ from runners.base import (
     Heartbeat,
     OnTrial,
     Outcome,
+    StopSearch,
     Work,
     claim,
     prepare,
@@ -68,8 +69,8 @@ def _pruning(trial: optuna.Trial) -> Callable[[int, float], None]:
 def run_trials(study: optuna.Study, work: Work, target: int, *, prune: bool = False,
                heartbeat_s: float | None = None, timeout: float | None = None, on_trial: OnTrial | None = None) -> str:
     """Run trials until the study counts ``target`` (with any other workers); returns why it stopped:
-    ``"done"`` or ``"timeout"``. While the last trials run elsewhere, it waits for them: one may yet fail
-    and need replacing."""
+    ``"done"``, ``"timeout"`` or ``"stopped"`` (``on_trial`` raised ``StopSearch``). While the last trials run
+    elsewhere, it waits for them: one may yet fail and need replacing."""
     heartbeat = Heartbeat(study._storage, heartbeat_s)
     start = time.perf_counter()
     recover(study)
@@ -85,7 +86,10 @@ def run_trials(study: optuna.Study, work: Work, target: int, *, prune: bool = Fa
                 continue
             trial = run_trial(study, work, target=target, prune=prune, heartbeat=heartbeat)
             if trial is not None and on_trial is not None:
-                on_trial(trial, study.get_trials(deepcopy=False))
+                try:
+                    on_trial(trial, study.get_trials(deepcopy=False))
+                except StopSearch:
+                    return "stopped"
     finally:
         heartbeat.close()
 

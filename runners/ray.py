@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from runners.base import (
     Heartbeat,
     OnTrial,
     Outcome,
+    StopSearch,
     Work,
     claim,
     interrupt,
@@ -37,6 +39,38 @@ from runners.storage import open_storage
 EXPERIMENT = "ray"  # the Tune experiment's folder in the run directory
 # Seconds between the searcher's looks at the storage while the last trials run.
 POLL_S = 0.5
+# Seconds a cluster's address has to answer; Ray's own connect retries for minutes before it gives up.
+CONNECT_TIMEOUT_S = 30
+
+
+class RayUnreachable(ConnectionError):
+    """No Ray cluster answered at the address: nothing ran."""
+
+
+def unreachable(host: str, port: int, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why nothing answers at ``host:port`` (refused, no route, silent for ``timeout_s``), found by opening a TCP
+    connection; ``None`` when one opens."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except OSError as err:
+        return err.strerror or str(err)
+
+
+def check_address(address: str | None) -> None:
+    """Raise :class:`RayUnreachable` within ``CONNECT_TIMEOUT_S`` when no cluster answers at ``address``
+    (``HOST:PORT`` or ``ray://HOST:PORT``). ``auto`` and a local instance are Ray's to find, and it fails fast."""
+    if not address or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise RayUnreachable(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    why = unreachable(host.strip("[]"), int(port))
+    if why is not None:
+        raise RayUnreachable(f"--address {address}: no Ray cluster answers there ({why}; a cluster must answer "
+                             f"within {CONNECT_TIMEOUT_S} s); start one with `ray start --head` or fix the address")
 
 
 @dataclass
@@ -75,6 +109,7 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
                              study_name=opts.study)
             self._idle_until = 0.0
             self._heartbeat: Heartbeat | None = None
+            self._stopped = False
 
         # -- Ray's OptunaSearch builds an in-memory study; this one is the run's --------------------------
         def _setup_study(self, mode: Any) -> None:
@@ -95,7 +130,7 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
                 return None
             while True:
                 step = what_next(self._ot_study, self._opts.target, self._opts.heartbeat)
-                if step == "done":
+                if step == "done" or self._stopped:
                     return Searcher.FINISHED
                 if step == "wait":  # only while trials run: Tune blocks on None when none does
                     self._idle_until = now + POLL_S
@@ -142,7 +177,10 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
             frozen = settle(self._ot_study, ot_trial, outcome)
             on_trial = _ATTACHED[self._key][1]
             if on_trial is not None:
-                on_trial(frozen, self._ot_study.get_trials(deepcopy=False))
+                try:
+                    on_trial(frozen, self._ot_study.get_trials(deepcopy=False))
+                except StopSearch:
+                    self._stopped = True  # no more suggestions; Tune ends once the running trials end
 
         def _beat(self) -> Heartbeat:
             if self._heartbeat is None:
@@ -203,6 +241,17 @@ def _trainable(config: dict[str, Any], work: Work, epochs: int | None, threads: 
     tune.report({"score": score, "epoch": epochs or 1, "outcome": json.dumps(dataclasses.asdict(outcome))})
 
 
+def _init(ray: Any, address: str | None) -> None:
+    if not address:  # "local": a new instance even when a cluster runs on this machine (that one is --address auto)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        return
+    check_address(address)
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    except ConnectionError as err:
+        raise RayUnreachable(f"--address {address}: {str(err).strip().splitlines()[0]}") from None
+
+
 def run_ray(opts: RayOptions, work: Work, sampler: optuna.samplers.BaseSampler | None = None,
             on_trial: OnTrial | None = None) -> None:
     """Run the study's remaining trials on Ray: a cluster at ``opts.address``, else a local instance that
@@ -216,10 +265,7 @@ def run_ray(opts: RayOptions, work: Work, sampler: optuna.samplers.BaseSampler |
 
     started = not ray.is_initialized()
     if started:
-        if opts.address:
-            ray.init(address=opts.address, log_to_driver=False, logging_level="ERROR")
-        else:  # "local": a new instance even when a cluster runs on this machine (that one is --address auto)
-            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        _init(ray, opts.address)
     _ATTACHED[str(opts.run_dir)] = (work, on_trial)
     try:
         threads = opts.threads or max(1, int(opts.cpus_per_trial))

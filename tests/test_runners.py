@@ -16,7 +16,15 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from runners.base import WORKER, claim, counted, is_surplus, is_void, recover
+from runners.base import (
+    WORKER,
+    claim,
+    counted,
+    is_duplicate,
+    is_surplus,
+    is_void,
+    recover,
+)
 from runners.slots import device_slot
 from runners.storage import open_storage
 from tests.conftest import run_nas
@@ -44,11 +52,11 @@ def test_two_workers_started_at_once_on_a_new_study_both_join_and_the_counts_add
 
     trials = finished(tmp_path / "shared", "shared")
     assert counted(trials) == 16 and not any(t.state == TrialState.RUNNING for t in trials)
-    by_worker = Counter(t.user_attrs["worker"] for t in trials if not is_void(t))
+    by_worker = Counter(t.user_attrs["worker"] for t in trials if not is_void(t) and not is_duplicate(t))
     assert len(by_worker) == 2 and sum(by_worker.values()) == 16  # both joined; together exactly the count
     # Their run directory is the storage's folder, with a local run's files
     assert all((tmp_path / "shared" / name).exists() for name in RESULT_FILES)
-    assert len([r for r in rows(tmp_path / "shared") if r["state"] not in ("interrupted", "surplus")]) == 16
+    assert len([r for r in rows(tmp_path / "shared") if r["state"] not in ("interrupted", "surplus", "duplicate")]) == 16
 
 
 def test_workers_flag_starts_processes_that_share_one_count(tmp_path: Path):
@@ -95,6 +103,14 @@ def test_a_dead_workers_trial_is_failed_and_retried_once(tmp_path: Path):
     retry.set_user_attr("heartbeat", time.time() - 120)
     assert recover(study, grace_s=60) == 1
     assert len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) == 1  # only the other retry
+
+
+def test_a_trial_just_asked_and_not_yet_claimed_is_left_to_its_worker(tmp_path: Path):
+    study = new_study(tmp_path)
+    asked = study.ask()  # another worker's: ask() samples it before that worker can claim it
+    assert recover(study, grace_s=60) == 0
+    assert study.get_trials(deepcopy=False)[asked.number].state == TrialState.RUNNING
+    claim(asked)  # and its worker can still claim it
 
 
 def test_a_trial_asked_after_the_count_was_reached_is_surplus(tmp_path: Path):

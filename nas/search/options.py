@@ -93,11 +93,16 @@ class SearchOptions(BaseModel):
         if self.finetune_epochs < 0:
             raise InputError(f"--finetune-epochs must not be negative, got {self.finetune_epochs}")
         if self.proxy_batch < 2:
-            raise InputError(f"the proxy batch needs at least 2 images, got {self.proxy_batch}")
-        if self.latency_repeats < 1 or self.epochs < 1:
-            raise InputError("latency repeats and epochs must be at least 1")
-        if self.workers is not None and self.workers < 1:
-            raise InputError(f"--workers must be at least 1, got {self.workers}")
+            raise InputError(f"--proxy-batch needs at least 2 images, got {self.proxy_batch}")
+        for flag, value in (("--latency-repeats", self.latency_repeats), ("--epochs", self.epochs),
+                            ("--threads", self.threads), ("--workers", self.workers),
+                            ("--data-limit", self.data_limit)):
+            if value is not None and value < 1:
+                raise InputError(f"{flag} must be at least 1, got {value}")
+        if self.heartbeat < 0:
+            raise InputError(f"--heartbeat must not be negative (0 turns heartbeats off), got {self.heartbeat:g}")
+        if self.seed < 0:
+            raise InputError(f"--seed must not be negative, got {self.seed}")
         if self.runner == "local" and self.address:
             raise InputError("--address names a Ray cluster: add --runner ray")
         if self.runner == "ray" and self.device.startswith("cuda") and self.gpus_per_trial == 0:

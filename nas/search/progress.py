@@ -34,7 +34,9 @@ class Progress:
         print(text, file=self.stream, flush=True)
 
     def update(self, done: int, feasible: int, best: str, session_done: int, timeout: float | None = None,
-               force: bool = False) -> None:
+               force: bool = False, *, invalid: int = 0, duplicates: int = 0) -> None:
+        """``done`` trials count toward the total, ``invalid`` of them invalid genomes (no genome, so neither
+        fitting the budget nor not: the feasible share leaves them out); ``duplicates`` were reused, uncounted."""
         if self.quiet:
             return
         now = time.perf_counter()
@@ -45,9 +47,11 @@ class Progress:
         left = (self.total - done) * elapsed / session_done if session_done else float("nan")
         if timeout is not None:
             left = min(left, max(timeout - elapsed, 0.0)) if left == left else max(timeout - elapsed, 0.0)
-        share = f"{feasible / done:.0%}" if done else "-"
-        line = (f"trial {done}/{self.total}  feasible {share}  best {best}  "
-                f"elapsed {format_seconds(elapsed)}  left ~{format_seconds(left)}")
+        genomes = done - invalid
+        share = f"{feasible / genomes:.0%}" if genomes > 0 else "-"
+        others = ", ".join(f"{n} {what}" for n, what in ((invalid, "invalid"), (duplicates, "duplicates")) if n)
+        line = (f"trial {done}/{self.total}  feasible {share}" + (f" ({others})" if others else "")
+                + f"  best {best}  elapsed {format_seconds(elapsed)}  left ~{format_seconds(left)}")
         if self.tty:
             pad = max(self._width - len(line), 0)
             self.stream.write("\r" + line + " " * pad)

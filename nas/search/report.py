@@ -3,10 +3,13 @@
 ``write_report`` the search calls when it ends (or is interrupted)."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,11 @@ from nas.export import export_model
 from nas.genome import Genome
 from nas.io import dump_genome, parse_genome
 from nas.search.params import genome_data, params_picker
+from nas.search.rundir import read_run, write_atomic
 from nas.search.samplers import dominates
-from nas.search.trial import SECOND_UNITS
+from nas.search.trial import SECOND_UNITS, is_invalid
 from nas.space import choices, space_size
-from runners.base import SURPLUS, is_void
+from runners.base import FINISHED, SURPLUS, counted, is_duplicate, is_void
 
 PHASES = ("sample", "cost", "build", "score", "latency")
 
@@ -56,9 +60,7 @@ class SearchResult:
         return self.best.genome if self.best else None
 
     def summary(self) -> str:
-        c = self.counts
-        head = (f"{c['trials']} trials: {c['feasible']} feasible, {c['infeasible']} over budget, "
-                f"{c['duplicates']} duplicates, {c['failed']} failed, {c['pruned']} pruned")
+        head = f"{self.counts['trials']} trials: {_breakdown(self.counts)}"
         if self.best is None:
             return head + f"; no feasible genome yet. Run directory: {self.run_dir}"
         best = self.best
@@ -67,6 +69,39 @@ class SearchResult:
                 f"{format_count(best.flops)}FLOPs, {format_count(best.params)} params; "
                 f"{len(self.pareto)} on the Pareto front\nrun directory: {self.run_dir} "
                 f"(best.yaml, best_model.py, pareto/, pareto.png, report.md, trials.csv)")
+
+
+def _breakdown(c: dict[str, int]) -> str:
+    """Each finished trial in exactly one category; the first five add up to the trials counted."""
+    invalid = f"{c['invalid']} invalid genomes, " if c["invalid"] else ""
+    return (f"{c['feasible']} feasible, {c['infeasible']} over budget, {invalid}{c['failed']} failed, "
+            f"{c['pruned']} pruned; {c['duplicates']} duplicates (earlier results reused, not counted)")
+
+
+def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    """``trials`` (those counted toward ``--trials``) split into feasible, infeasible, invalid, failed and
+    pruned; beside them, duplicates and interrupted or surplus trials (void), which do not count."""
+    kinds = {"feasible": 0, "infeasible": 0, "invalid": 0, "failed": 0, "pruned": 0, "duplicates": 0,
+             "interrupted": 0}
+    for t in trials:
+        kind = _kind(t)
+        if kind is not None:
+            kinds[kind] += 1
+    return {"trials": counted(trials), **kinds}
+
+
+def _kind(t: FrozenTrial) -> str | None:
+    if t.state not in FINISHED:
+        return None
+    if is_void(t):
+        return "interrupted"
+    if is_duplicate(t):
+        return "duplicates"
+    if t.state == TrialState.COMPLETE:
+        return "feasible" if t.user_attrs.get("feasible") else "infeasible"
+    if t.state == TrialState.PRUNED:
+        return "pruned"
+    return "invalid" if is_invalid(t) else "failed"
 
 
 def _genome(space: dict[str, Any], trial: FrozenTrial) -> Genome | None:
@@ -104,7 +139,9 @@ def _state(trial: FrozenTrial) -> str:
         return "feasible" if trial.user_attrs.get("feasible") else "over_budget"
     if is_void(trial):
         return SURPLUS if str(trial.user_attrs["failure"]).startswith(SURPLUS) else "interrupted"
-    return trial.state.name.lower()
+    if "duplicate_of" in trial.user_attrs:
+        return "duplicate"
+    return "invalid" if is_invalid(trial) else trial.state.name.lower()
 
 
 def write_trials_csv(path: Path, trials: list[FrozenTrial], multi: bool) -> None:
@@ -216,8 +253,9 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def write_report(run_dir: str | Path) -> SearchResult:
-    """Rebuild every result file of ``run_dir`` from its storage; returns what ``nas.search`` returns."""
-    from nas.search.run import open_study, read_run
+    """Rebuild every result file of ``run_dir`` from its storage; returns what ``nas.search`` returns. Each file
+    is replaced whole, so an interrupted rebuild leaves the previous files, never half of one."""
+    from nas.search.run import open_study
 
     run_dir = Path(run_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -226,15 +264,7 @@ def write_report(run_dir: str | Path) -> SearchResult:
     trials = study.get_trials(deepcopy=False)
     directions = study.directions
     front = pareto_trials(trials, directions)
-    counts = {"trials": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-                            and not is_void(t) for t in trials),
-              "feasible": sum(_feasible(t) and "duplicate_of" not in t.user_attrs for t in trials),
-              "infeasible": sum(t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible")
-                                and "duplicate_of" not in t.user_attrs for t in trials),
-              "duplicates": sum("duplicate_of" in t.user_attrs for t in trials),
-              "failed": sum(t.state == TrialState.FAIL and not is_void(t) for t in trials),
-              "interrupted": sum(is_void(t) for t in trials),
-              "pruned": sum(t.state == TrialState.PRUNED for t in trials)}
+    counts = trial_counts(trials)
 
     def point(t: FrozenTrial) -> ParetoPoint | None:
         genome = _genome(space, t)
@@ -250,33 +280,60 @@ def write_report(run_dir: str | Path) -> SearchResult:
     best = point(best_trial) if best_trial else None
 
     files = [run_dir / "trials.csv"]
-    write_trials_csv(files[0], trials, options.multi_objective)
-    pareto_dir = run_dir / "pareto"
-    shutil.rmtree(pareto_dir, ignore_errors=True)
-    pareto_dir.mkdir()
-    for p in points:
-        path = pareto_dir / f"trial{p.number:04d}.yaml"
-        _write_genome(path, p, options)
-        files.append(path)
-    for stale in ("best.yaml", "best_model.py"):
-        (run_dir / stale).unlink(missing_ok=True)
+    with _replacing(files[0]) as tmp:
+        write_trials_csv(tmp, trials, options.multi_objective)
+    files += _write_pareto(run_dir / "pareto", points, options)
     if best is not None:
         _write_genome(run_dir / "best.yaml", best, options)
-        export_model(best.genome, run_dir / "best_model.py")
+        with _replacing(run_dir / "best_model.py") as tmp:
+            export_model(best.genome, tmp)
         files += [run_dir / "best.yaml", run_dir / "best_model.py"]
-    _plot(run_dir / "pareto.png", trials, front, options)
+    else:
+        for stale in ("best.yaml", "best_model.py"):
+            (run_dir / stale).unlink(missing_ok=True)
+    with _replacing(run_dir / "pareto.png") as tmp:
+        _plot(tmp, trials, front, options)
     files.append(run_dir / "pareto.png")
-    (run_dir / "report.md").write_text(_markdown(run_dir, options, space, trials, points, best, counts,
-                                                 _importances(trials, directions)))
+    write_atomic(run_dir / "report.md", _markdown(run_dir, options, space, trials, points, best, counts,
+                                                  _importances(trials, directions)))
     files.append(run_dir / "report.md")
     return SearchResult(run_dir, points, best, counts, options.second, files)
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; it replaces ``path`` only once written in full."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_pareto(folder: Path, points: list[ParetoPoint], options: Any) -> list[Path]:
+    """The front's genomes, written to a new folder that then takes the old one's place."""
+    fresh = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir()
+    try:
+        for p in points:
+            _write_genome(fresh / f"trial{p.number:04d}.yaml", p, options)
+        old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(fresh, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+    return [folder / f"trial{p.number:04d}.yaml" for p in points]
 
 
 def _write_genome(path: Path, p: ParetoPoint, options: Any) -> None:
     second = f", {options.second} {p.second:.4g} {SECOND_UNITS[options.second]}" if p.second is not None else ""
     header = (f"# trial {p.number}: score {p.score:.4g}{second}; {format_count(p.flops)}FLOPs, "
               f"{format_count(p.params)} params; hash {p.genome.content_hash()}\n")
-    path.write_text(header + dump_genome(p.genome))
+    write_atomic(path, header + dump_genome(p.genome))
 
 
 def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[FrozenTrial],
@@ -293,16 +350,15 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
                                                                if options.multi_objective else ""),
              f"- sampler {options.sampler}, seed {options.seed}, device {options.device}, latency "
              f"{options.latency_mode} ({options.latency_repeats} repeats)",
-             f"- trials: {counts['trials']} of {options.trials} ({counts['feasible']} feasible and built, "
-             f"{counts['infeasible']} over budget, {counts['duplicates']} duplicates, {counts['failed']} failed, "
-             f"{counts['pruned']} pruned, {counts['interrupted']} interrupted or surplus, replaced)", ""]
+             f"- trials: {counts['trials']} of {options.trials} ({_breakdown(counts)}; "
+             f"{counts['interrupted']} interrupted or surplus, replaced)", ""]
     durations = [t.user_attrs["seconds"] for t in trials if "build" in t.user_attrs.get("seconds", {})]
     if durations:
         means = {p: sum(a.get(p, 0) for a in durations) / len(durations) for p in PHASES}
         lines += ["Mean seconds per built trial: " + ", ".join(f"{p} {means[p]:.3f}" for p in PHASES), ""]
     failures: dict[str, int] = {}
     for t in trials:
-        if t.state == TrialState.FAIL:
+        if t.state == TrialState.FAIL and not is_duplicate(t):
             reason = str(t.user_attrs.get("failure", "?"))[:120]
             failures[reason] = failures.get(reason, 0) + 1
     if failures:

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 import warnings
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,11 @@ import optuna
 import torch
 import yaml
 from optuna.trial import TrialState
+from pydantic import ValidationError
 
 from nas.errors import InputError, NasError
 from nas.io import parse_yaml, read_yaml
+from nas.outputs import output_dir
 from nas.search.options import (
     DEFAULT_SPACE,
     DEFAULT_TRAIN_TRIALS,
@@ -26,63 +28,54 @@ from nas.search.options import (
 )
 from nas.search.progress import Progress, format_seconds
 from nas.search.report import SearchResult, write_report
+from nas.search.rundir import (
+    RUN_FILE,
+    SPACE_FILE,
+    NewRun,
+    check_storage,
+    connect,
+    default_run_dir,
+    dump_options,
+    latest_run,
+    load_stored_study,
+    read_run,
+    refuse_results,
+    shown,
+    storage_file,
+    storage_url,
+    write_atomic,
+)
 from nas.search.samplers import make_sampler
 from nas.search.survey import check_reachable, survey
-from nas.search.trial import SECOND_UNITS, Evaluate, Inputs, TrialWork
+from nas.search.trial import SECOND_UNITS, Evaluate, Inputs, TrialWork, is_invalid
 from nas.space import fit_space_to_data, space_resolution
-from runners.base import counted
+from runners.base import StopSearch, counted, is_duplicate, is_void
 from runners.local import run_trials, start_workers, wait_workers, worker_command
-from runners.storage import open_storage
 
-RUN_FILE, SPACE_FILE, DB_FILE = "run.yaml", "space.yaml", "study.db"
 # Stop when this many samples in a row are invalid genomes and nearly nothing else came out.
 INVALID_STREAK = 50
-
-
-def storage_url(run_dir: Path, options: SearchOptions) -> str:
-    return options.storage or f"sqlite:///{(run_dir / DB_FILE).resolve()}"
-
-
-def default_run_dir(options: SearchOptions) -> Path:
-    """Workers given one ``--storage`` share one run directory: beside a SQLite file, else runs/STUDY."""
-    if options.storage and options.storage.startswith("sqlite:///"):
-        return Path(options.storage[len("sqlite:///"):]).parent
-    if options.storage:
-        return Path("runs") / options.study
-    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+# Stop when this many samples in a row are genomes already evaluated. They cost nothing and do not count toward
+# --trials, so a small space, once exhausted, would otherwise be sampled forever.
+DUPLICATE_STREAK = 50
+# What a resumed run (or a worker joining a search) may change; any other option given must match the run's.
+CHANGEABLE = ("trials", "timeout", "workers")
+BUDGETS = {"budget": "flops_budget", "params": "params_budget", "latency": "latency_budget_ms"}
 
 
 def open_study(run_dir: Path, options: SearchOptions, sampler: optuna.samplers.BaseSampler | None = None,
                create: bool = False) -> optuna.Study:
+    """The run's study; unless ``create``, it must exist, and its storage is checked before it is opened (a
+    missing SQLite file would otherwise be created empty)."""
     directions = ["maximize", "minimize"] if options.multi_objective else ["maximize"]
     pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
               "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=options.epochs),
               "none": optuna.pruners.NopPruner()}[options.pruner]
-    url = open_storage(storage_url(run_dir, options))
+    url = storage_url(run_dir, options)
     if create:
-        return optuna.create_study(storage=url, study_name=options.study, directions=directions, sampler=sampler,
-                                   pruner=pruner, load_if_exists=True)
-    try:
-        return optuna.load_study(storage=url, study_name=options.study, sampler=sampler, pruner=pruner)
-    except KeyError:
-        raise InputError(f"{run_dir}: no study {options.study!r} in {storage_url(run_dir, options)}") from None
-
-
-def read_run(run_dir: Path) -> tuple[SearchOptions, dict[str, Any]]:
-    """The options and the space a run directory was started with."""
-    run_file = run_dir / RUN_FILE
-    if not run_file.is_file():
-        raise InputError(f"{run_dir}: not a search run directory (no {RUN_FILE})")
-    options = SearchOptions.model_validate(yaml.safe_load(run_file.read_text()))
-    space = parse_yaml((run_dir / SPACE_FILE).read_text(), str(run_dir / SPACE_FILE))
-    return options, space
-
-
-def latest_run(root: Path = Path("runs")) -> Path:
-    runs = sorted((p for p in root.glob("*") if (p / RUN_FILE).is_file()), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise InputError(f"--resume: no run directory with a {RUN_FILE} under {root}/; name one")
-    return runs[-1]
+        return optuna.create_study(storage=connect(url), study_name=options.study, directions=directions,
+                                   sampler=sampler, pruner=pruner, load_if_exists=True)
+    check_storage(url, options.study, must_exist=True)
+    return load_stored_study(url, options.study, sampler=sampler, pruner=pruner)
 
 
 def _load_space(space: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str, str]:
@@ -123,30 +116,41 @@ def _options(space: Any, given: dict[str, Any]) -> SearchOptions:
     if "trials" not in values:
         values["trials"] = DEFAULT_TRAIN_TRIALS if values.get("objective") == "train" else DEFAULT_TRIALS
     label = space if isinstance(space, (str, Path)) else "<mapping>"
-    return SearchOptions(space=str(label), **values).check()
+    try:
+        return SearchOptions(space=str(label), **values).check()
+    except ValidationError as err:  # the Python API's values; the CLI's choices are argparse's
+        first = err.errors()[0]
+        raise InputError(f"{first['loc'][0]}: {first['msg']} (got {first.get('input')!r})") from None
 
 
-def search(space: str | Path | dict[str, Any] | None = None, *, budget: str | None = "4GFLOPs",
-           latency: str | None = None, params: str | None = None, device: str = "auto",
-           objective: str = "proxy", data: str | None = None, trials: int | None = None,
-           timeout: str | float | None = None, sampler: str = "tpe", seed: int = 0, out: str | Path | None = None,
-           resume: bool | str | Path = False, storage: str | None = None, study: str | None = None,
-           second: str | None = None, quiet: bool = False, evaluate: Evaluate | None = None,
-           latency_mode: str = "measure", latency_repeats: int | None = None, proxy_batch: int | None = None,
-           epochs: int | None = None, pruner: str | None = None, data_limit: int | None = None,
-           threads: int | None = None, runner: str = "local", workers: int | None = None,
-           address: str | None = None, cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
-           heartbeat: float | None = None, supernet: str | Path | None = None, finetune_epochs: int | None = None,
-           as_worker: bool = False, stream=None) -> SearchResult | None:
+def search(space: str | Path | dict[str, Any] | None = None, *, budget: str | None = None,
+           latency: str | None = None, params: str | None = None, device: str | None = None,
+           objective: str | None = None, data: str | None = None, trials: int | None = None,
+           timeout: str | float | None = None, sampler: str | None = None, seed: int | None = None,
+           out: str | Path | None = None, resume: bool | str | Path = False, storage: str | None = None,
+           study: str | None = None, second: str | None = None, quiet: bool = False,
+           evaluate: Evaluate | None = None, latency_mode: str | None = None, latency_repeats: int | None = None,
+           proxy_batch: int | None = None, epochs: int | None = None, pruner: str | None = None,
+           data_limit: int | None = None, threads: int | None = None, runner: str | None = None,
+           workers: int | None = None, address: str | None = None, cpus_per_trial: float | None = None,
+           gpus_per_trial: float | None = None, heartbeat: float | None = None, supernet: str | Path | None = None,
+           finetune_epochs: int | None = None, as_worker: bool = False, stream=None) -> SearchResult | None:
     """Search ``space`` under the budgets and return the Pareto front and the best feasible genome.
 
+    An option left at ``None`` takes its default (``SearchOptions``): space ``metaformer_hybrid``, budget
+    ``4GFLOPs`` (``"none"``: no FLOPs budget), device ``auto``, objective ``proxy``, sampler ``tpe``, seed 0,
+    40 trials (20 with ``objective="train"``), second objective ``latency`` (``none`` for training), latency
+    ``measure``d with 5 repeats, proxy batch 8, 3 epochs, pruner ``median``, runner ``local``.
+
     Every trial is stored (``out``/study.db, or ``storage``) before and after it runs; ``resume=True`` (with
-    ``out``) or ``resume="runs/NAME"`` continues a run with the options it was started with (``trials``,
-    ``timeout`` and ``workers`` may change). A process given the ``storage`` and ``study`` of a search already
-    under way joins it as a worker, with that search's options. ``runner="ray"`` runs the trials as Ray Tune
-    trials (``address`` of a cluster, else a local Ray instance for the run). ``evaluate(genome, model) ->
-    float`` replaces the built-in score (maximised). Raises ``InfeasibleBudget`` (an ``InputError``) before any
-    trial when no genome fits the budget, and ``KeyboardInterrupt`` after writing the report on Ctrl-C.
+    ``out``) or ``resume="runs/NAME"`` continues a run with the options it was started with: ``trials``,
+    ``timeout`` and ``workers`` may change, and any other option given that differs from the run's is refused
+    (``InputError``), as is a run whose storage is missing or damaged. A process given the ``storage`` and
+    ``study`` of a search already under way joins it as a worker, with that search's options. ``runner="ray"``
+    runs the trials as Ray Tune trials (``address`` of a cluster, else a local Ray instance for the run).
+    ``evaluate(genome, model) -> float`` replaces the built-in score (maximised). Raises ``InfeasibleBudget``
+    (an ``InputError``) before any trial when no genome fits the budget, and ``KeyboardInterrupt`` after
+    writing the report on Ctrl-C; a run that fails before its first trial leaves no files behind.
     ``objective="supernet"`` scores each genome by its validation accuracy with the weights of a trained
     ``supernet`` (its space and data unless given), and writes the winner's weights (``best_weights.pt``),
     fine-tuned for ``finetune_epochs`` when asked. ``as_worker`` is for the processes ``workers`` starts: no
@@ -156,48 +160,119 @@ def search(space: str | Path | dict[str, Any] | None = None, *, budget: str | No
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stream = stream or sys.stderr
     quiet = quiet or as_worker
-    joined = False
-    if resume:
-        run_dir = Path(resume) if isinstance(resume, (str, Path)) else Path(out) if out else latest_run()
-        options, space_data = read_run(run_dir)
-        overrides = {k: v for k, v in {"trials": trials, "timeout": parse_duration(timeout),
-                                       "workers": 1 if as_worker else workers}.items() if v is not None}
-        options = options.model_copy(update=overrides)
-        if options.objective == "custom" and evaluate is None:
-            raise InputError(f"{run_dir} was searched with a custom evaluate ({options.evaluate}); pass it again")
-        space_text, label = yaml.safe_dump(space_data, sort_keys=False), str(run_dir / SPACE_FILE)
-    else:
-        own_space = objective == "supernet" and supernet is not None and space is None
-        if objective == "supernet" and supernet is not None:
-            supernet = Path(supernet).resolve()  # workers may start elsewhere
-            if space is None or data is None:
-                space, data, data_limit = _supernet_defaults(supernet, space, data, data_limit)
-        space = DEFAULT_SPACE if space is None else space
-        given = dict(budget=budget, latency=latency, params=params, device=device, objective=objective, data=data,
-                     trials=trials, timeout=timeout, sampler=sampler, seed=seed, storage=storage, study=study,
-                     second=second, latency_mode=latency_mode, latency_repeats=latency_repeats,
-                     proxy_batch=proxy_batch, epochs=epochs, pruner=pruner, data_limit=data_limit,
-                     threads=threads, runner=runner, workers=workers, address=address,
-                     cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, heartbeat=heartbeat,
-                     supernet=None if supernet is None else str(supernet), finetune_epochs=finetune_epochs)
-        if evaluate is not None:
-            given.update(objective="custom", evaluate=getattr(evaluate, "__qualname__", repr(evaluate)))
-        options = _options(space, given)
-        space_data, space_text, label = _load_space(space)
-        if own_space:
-            label = f"the space of supernet {supernet}"
-            options = options.model_copy(update={"space": label})
-        run_dir = Path(out) if out else default_run_dir(options)
-        under_way = _search_under_way(options)
-        if under_way is not None:  # join it: its options and space are the search's
-            (options, space_text), joined = under_way, True
-            space_data = parse_yaml(space_text, f"{options.storage} ({options.study})")
-            options = options.model_copy(update={k: v for k, v in {"workers": 1, "trials": trials, "timeout":
-                                                 parse_duration(timeout)}.items() if v is not None})
-        elif (run_dir / RUN_FILE).exists():
-            raise InputError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick "
-                             f"another --out")
+    given = _given(budget=budget, latency=latency, params=params, device=device, objective=objective, data=data,
+                   sampler=sampler, seed=seed, storage=storage, study=study, second=second,
+                   latency_mode=latency_mode, latency_repeats=latency_repeats, proxy_batch=proxy_batch,
+                   epochs=epochs, pruner=pruner, data_limit=data_limit, threads=threads, runner=runner,
+                   address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                   heartbeat=heartbeat, supernet=supernet, finetune_epochs=finetune_epochs)
+    changes = _given(trials=trials, timeout=parse_duration(timeout), workers=1 if as_worker else workers)
+    run = (_resumed(resume, out, space, given, changes, evaluate) if resume
+           else _started(space, out, given, changes, evaluate))
+    options, run_dir = run.options, run.run_dir
+    if options.runner == "ray":
+        _check_ray_address(options.address)
+    device_name = _set_up_device(options)
+    inputs, adapted = _inputs(run.space, options)
+    if adapted != run.space:  # the run's space is the one the data fixed classes and channels of
+        run.space, run.space_text = adapted, yaml.safe_dump(adapted, sort_keys=False)
+    progress = Progress(options.trials, quiet, stream)
+    report = survey(run.space, options)
+    check_reachable(report, options, run.label)
 
+    # Everything checked: only now is anything written, and all of it is removed if no trial gets to run.
+    fresh = None
+    if not resume and not (run.joined and (run_dir / RUN_FILE).exists()):
+        fresh = NewRun(run_dir, storage_url(run_dir, options), default_storage=not options.storage)
+    state = _LoopState(progress, options, run.label, report.feasible_share, quiet)
+    study_: optuna.Study | None = None
+    try:
+        study_ = _open(run, fresh, shared=run.joined or as_worker)
+        work = TrialWork(run.space, options, device_name, inputs, evaluate, _latency_table(options))
+        done = counted(study_.get_trials(deepcopy=False))
+        _say_start(progress, options, report, run.label, device_name, run_dir, done, "resuming" if resume and not
+                   as_worker else f"joining study {options.study!r}" if run.joined else "")
+        if not resume and report.median_params and done == 0:
+            study_.enqueue_trial(report.median_params, user_attrs={"calibration": True}, skip_if_exists=True)
+        _run(options, run_dir, study_, work, state, resume=bool(resume), as_worker=as_worker)
+    except KeyboardInterrupt:
+        progress.close()
+        _interrupted(run_dir, fresh, study_, as_worker, stream)
+        raise
+    except BaseException:
+        progress.close()
+        if fresh is not None:
+            fresh.undo(study_)
+        raise
+    progress.close()
+    if as_worker:
+        return None
+    if state.stopped:  # fewer trials than asked: said even when quiet
+        print(state.stopped, file=stream)
+    result = write_report(run_dir)
+    print(result.summary(), file=stream)
+    if options.objective == "supernet" and result.best is not None:
+        _write_winner_weights(run_dir, result.best.genome, options, inputs, device_name, stream)
+    return result
+
+
+@dataclass
+class _Run:
+    """A run about to start: where, with which options and space, and whether it joins a search under way."""
+
+    run_dir: Path
+    options: SearchOptions
+    space: dict[str, Any]
+    space_text: str
+    label: str
+    joined: bool = False
+
+
+def _resumed(resume: bool | str | Path, out: str | Path | None, space: Any, given: dict[str, Any],
+             changes: dict[str, Any], evaluate: Evaluate | None) -> _Run:
+    """A run directory to continue, with its own options: refused when they are contradicted, or when its
+    storage is missing or damaged (starting over would write over its results)."""
+    run_dir = _resume_dir(resume, out)
+    options, space_data = read_run(run_dir)
+    _refuse_changes(options, space, given, evaluate, f"--resume continues {run_dir}", "start a new run")
+    options = options.model_copy(update=changes).check()
+    check_storage(storage_url(run_dir, options), options.study, must_exist=True)
+    return _Run(run_dir, options, space_data, yaml.safe_dump(space_data, sort_keys=False), str(run_dir / SPACE_FILE))
+
+
+def _started(space: Any, out: str | Path | None, given: dict[str, Any], changes: dict[str, Any],
+             evaluate: Evaluate | None) -> _Run:
+    """A new run, or a worker joining the search under way on a shared ``--storage``; nothing written yet."""
+    if out is not None:
+        output_dir(out, "--out")
+    explicit, asked_space = dict(given), space  # what a search under way is compared with
+    given = dict(given)
+    own_space = given.get("objective") == "supernet" and "supernet" in given and space is None
+    if given.get("objective") == "supernet" and "supernet" in given:
+        given["supernet"] = Path(given["supernet"]).resolve()  # workers may start elsewhere
+        if space is None or "data" not in given:
+            space, data, limit = _supernet_defaults(given["supernet"], space, given.get("data"),
+                                                    given.get("data_limit"))
+            given.update(_given(data=data, data_limit=limit))
+    options = _new_options(space, given, changes, evaluate)
+    space_data, space_text, label = _load_space(DEFAULT_SPACE if space is None else space)
+    if own_space:
+        label = f"the space of supernet {options.supernet}"
+        options = options.model_copy(update={"space": label})
+    run_dir = Path(out) if out else default_run_dir(options)
+    under_way = _search_under_way(options)
+    if under_way is None:
+        refuse_results(run_dir, keep=storage_file(options.storage))
+        return _Run(run_dir, options, space_data, space_text, label)
+    stored, space_text = under_way  # join it: its options and space are the search's
+    _refuse_changes(stored, asked_space, explicit, evaluate, f"study {options.study!r} in {shown(options.storage)} is a "
+                    f"search under way", "name another --study")
+    space_data = parse_yaml(space_text, f"{shown(options.storage)} ({options.study})")
+    return _Run(run_dir, stored.model_copy(update={"workers": 1, **changes}).check(), space_data, space_text,
+                label, joined=True)
+
+
+def _set_up_device(options: SearchOptions) -> str:
     from nas.cost.profile import resolve_device
 
     device_name = resolve_device(options.device)
@@ -208,91 +283,173 @@ def search(space: str | Path | dict[str, Any] | None = None, *, budget: str | No
     threads = options.threads or (1 if device_name == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
-    inputs, adapted = _inputs(space_data, options)
-    if adapted != space_data:  # the run's space is the one the data fixed classes and channels of
-        space_data, space_text = adapted, yaml.safe_dump(adapted, sort_keys=False)
-    progress = Progress(options.trials, quiet, stream)
-    report = survey(space_data, options)
-    check_reachable(report, options, label)
+    return device_name
 
-    if not resume and not (joined and (run_dir / RUN_FILE).exists()):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run_dir / SPACE_FILE, space_text)
-        _write_atomic(run_dir / RUN_FILE, yaml.safe_dump(options.model_dump(), sort_keys=False))
 
-    # Each process on a shared study samples its own sequence: two with one seed would draw the same genomes.
-    # So a run on a given --storage is not bit-reproducible; one in its own run directory is.
-    shared = bool(options.storage) or joined or as_worker
-    seed = options.seed + os.getpid() if shared else options.seed
-    parallel = shared or (options.workers or 1) > 1 or options.runner == "ray"
-    sampler_ = make_sampler(options.sampler, seed, options.trials, parallel=parallel)
-    study_ = open_study(run_dir, options, sampler_, create=True)
+def _open(run: _Run, fresh: NewRun | None, shared: bool) -> optuna.Study:
+    """Write the new run's files, open (or create) its study and give it its sampler."""
+    options = run.options
+    if fresh is not None:
+        fresh.write(SPACE_FILE, run.space_text)
+        fresh.write(RUN_FILE, dump_options(options))
+    study_ = open_study(run.run_dir, options, create=True)
     if "nas.run" not in study_.user_attrs:  # what a worker on another machine joins with
-        study_.set_user_attr("nas.run", {"options": options.model_dump(), "space": space_text})
-    table = None
-    if options.latency_mode == "lut" and (options.second == "latency" or options.latency):
-        from nas.cost import LatencyTable
-        from nas.cost.profile import default_table_path
+        study_.set_user_attr("nas.run", {"options": options.model_dump(), "space": run.space_text})
+    parallel = shared or bool(options.storage) or (options.workers or 1) > 1 or options.runner == "ray"
+    study_.sampler = make_sampler(options.sampler, _sampler_seed(options, study_, shared), options.trials,
+                                  parallel=parallel)
+    return study_
 
-        default_table_path().parent.mkdir(parents=True, exist_ok=True)
-        table = LatencyTable(default_table_path())
-    work = TrialWork(space_data, options, device_name, inputs, evaluate, table)
 
-    done = counted(study_.get_trials(deepcopy=False))
-    workers_ = options.workers or 1
-    progress.say(f"nas search: {label}, {options.objective} objective"
-                 + (f" and {options.second}" if options.multi_objective else "")
-                 + f", sampler {options.sampler}, device {device_name}, runner {options.runner}"
-                 + (f" ({workers_} workers)" if options.runner == "local" and workers_ > 1 else "")
-                 + f"; run directory {run_dir}")
-    progress.say(f"  {report.feasible_share:.0%} of {report.sampled} random samples fit the budget"
-                 + (f"; resuming at trial {done}/{options.trials}" if resume and not as_worker else "")
-                 + (f"; joining study {options.study!r} at trial {done}/{options.trials}" if joined else ""))
-    if not resume and report.median_params and done == 0:
-        study_.enqueue_trial(report.median_params, user_attrs={"calibration": True}, skip_if_exists=True)
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the caller gave: None is "not given", so that a resumed run can tell a contradiction."""
+    return {key: value for key, value in options.items() if value is not None}
 
+
+def _run(options: SearchOptions, run_dir: Path, study_: optuna.Study, work: TrialWork, state: _LoopState,
+         resume: bool, as_worker: bool) -> None:
+    """The trials, on the run's runner (with the local runner's extra worker processes, stopped on failure)."""
     prune = options.objective == "train" and not options.multi_objective and options.pruner != "none"
-    state = _LoopState(progress, options, label, report.feasible_share, quiet)
-    procs = []
-    try:
-        if options.runner == "ray":
-            from runners.ray import RayOptions, run_ray
+    if options.runner == "ray":
+        from runners.ray import RayOptions, RayUnreachable, run_ray
 
+        try:
             run_ray(RayOptions(storage=storage_url(run_dir, options), study=options.study,
                                heartbeat=options.heartbeat, run_dir=run_dir.resolve(), target=options.trials,
                                multi_objective=options.multi_objective, train_epochs=options.epochs if prune
                                else None, workers=options.workers, address=options.address,
                                cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial,
-                               threads=options.threads, timeout=options.timeout, resume=bool(resume)),
-                    work, sampler_, on_trial=state.on_trial)
-        else:
-            if workers_ > 1 and not as_worker:
-                procs = start_workers(workers_ - 1, worker_command(run_dir), run_dir / "workers")
-            why = run_trials(study_, work, options.trials, prune=prune, heartbeat_s=options.heartbeat,
-                             timeout=options.timeout,
-                             on_trial=state.on_trial)
-            if why == "timeout":
-                progress.say(f"timeout of {format_seconds(options.timeout)} reached")
-            failed = [code for code in wait_workers(procs) if code != 0]
-            if failed:
-                progress.say(f"  {len(failed)} worker process(es) exited with an error; their logs are in "
-                             f"{run_dir / 'workers'}")
-    except KeyboardInterrupt:
-        progress.close()
+                               threads=options.threads, timeout=options.timeout, resume=resume),
+                    work, study_.sampler, on_trial=state.on_trial)
+        except RayUnreachable as err:
+            raise InputError(str(err)) from None
+        return
+    procs = []
+    workers_ = options.workers or 1
+    if workers_ > 1 and not as_worker:
+        procs = start_workers(workers_ - 1, worker_command(run_dir), run_dir / "workers")
+    try:
+        why = run_trials(study_, work, options.trials, prune=prune, heartbeat_s=options.heartbeat,
+                         timeout=options.timeout, on_trial=state.on_trial)
+    except BaseException:
         wait_workers(procs, stop=True)
-        if not as_worker:
-            write_report(run_dir)
-            print(f"interrupted: the report for the {counted(study_.get_trials(deepcopy=False))} finished "
-                  f"trials is in {run_dir}", file=stream)
         raise
-    progress.close()
-    if as_worker:
+    if why == "timeout":
+        state.progress.say(f"timeout of {format_seconds(options.timeout)} reached")
+    failed = [code for code in wait_workers(procs) if code != 0]
+    if failed:
+        state.progress.say(f"  {len(failed)} worker process(es) exited with an error; their logs are in "
+                           f"{run_dir / 'workers'}")
+
+
+def _interrupted(run_dir: Path, fresh: NewRun | None, study_: optuna.Study | None, as_worker: bool, stream) -> None:
+    """Ctrl-C (or SIGTERM): the report for what is done. A second one while that is written leaves the earlier
+    report files whole (each is replaced at once) and says how to write the report later."""
+    try:
+        if fresh is not None and fresh.undo(study_):
+            print(f"interrupted before the first trial: nothing of it was kept in {run_dir}", file=stream)
+            return
+        if as_worker:
+            return
+        result = write_report(run_dir)
+    except KeyboardInterrupt:
+        print(f"interrupted again: the report was not written; write it with `nas report {run_dir}`",
+              file=stream)
+        return
+    print(f"interrupted: the report for the {result.counts['trials']} finished trials is in {run_dir}",
+          file=stream)
+
+
+def _say_start(progress: Progress, options: SearchOptions, report: Any, label: str, device: str, run_dir: Path,
+               done: int, how: str) -> None:
+    workers_ = options.workers or 1
+    progress.say(f"nas search: {label}, {options.objective} objective"
+                 + (f" and {options.second}" if options.multi_objective else "")
+                 + f", sampler {options.sampler}, device {device}, runner {options.runner}"
+                 + (f" ({workers_} workers)" if options.runner == "local" and workers_ > 1 else "")
+                 + f"; run directory {run_dir}")
+    invalid = report.sampled - report.valid
+    progress.say(f"  {report.feasible / max(report.valid, 1):.0%} of {report.valid} valid random samples fit the "
+                 f"budget" + (f" ({invalid} of {report.sampled} were invalid genomes)" if invalid else "")
+                 + (f"; {how} at trial {done}/{options.trials}" if how else ""))
+
+
+def _sampler_seed(options: SearchOptions, study_: optuna.Study, shared: bool) -> int:
+    """The sampler's seed. A resumed run must not replay its own draws: the same seed gives the same stream,
+    hence the genomes it already evaluated. So the seed moves on by the trials the study holds (a new run's is
+    --seed itself, reproducible). Each process on a shared study samples its own sequence too: two with one
+    seed would draw the same genomes, so a run on a shared --storage is not bit-reproducible."""
+    seed = options.seed + len(study_.get_trials(deepcopy=False))
+    shared = shared or bool(options.storage)
+    return (seed + os.getpid() if shared else seed) % 2**32
+
+
+def _latency_table(options: SearchOptions) -> Any:
+    if options.latency_mode != "lut" or not (options.second == "latency" or options.latency):
         return None
-    result = write_report(run_dir)
-    print(result.summary(), file=stream)
-    if options.objective == "supernet" and result.best is not None:
-        _write_winner_weights(run_dir, result.best.genome, options, inputs, device_name, stream)
-    return result
+    from nas.cost import LatencyTable
+    from nas.cost.profile import default_table_path
+
+    default_table_path().parent.mkdir(parents=True, exist_ok=True)
+    return LatencyTable(default_table_path())
+
+
+def _check_ray_address(address: str | None) -> None:
+    """A cluster that does not answer is refused in seconds, before anything is written."""
+    from runners.ray import RayUnreachable, check_address
+
+    try:
+        check_address(address)
+    except RayUnreachable as err:
+        raise InputError(str(err)) from None
+
+
+def _resume_dir(resume: bool | str | Path, out: str | Path | None) -> Path:
+    if not isinstance(resume, (str, Path)):
+        return Path(out) if out else latest_run()
+    run_dir = Path(resume)
+    if out is not None and Path(out).resolve() != run_dir.resolve():
+        raise InputError(f"--resume {run_dir} continues that run in its own directory; drop --out {out}")
+    return run_dir
+
+
+def _refuse_changes(options: SearchOptions, space: Any, given: dict[str, Any], evaluate: Evaluate | None,
+                    what: str, instead: str) -> None:
+    """A run keeps the options it was started with: one given that differs is refused, never ignored."""
+    if space is not None and (str(space) if isinstance(space, (str, Path)) else "<mapping>") != options.space:
+        raise InputError(f"{what} with its own --space {options.space}; drop --space {space} or {instead}")
+    if evaluate is not None and options.objective != "custom":
+        raise InputError(f"{what} with its own --objective {options.objective}; drop evaluate= or {instead}")
+    if options.objective == "custom" and evaluate is None:
+        raise InputError(f"{what}, searched with a custom evaluate ({options.evaluate}); pass it again")
+    for key, value in given.items():
+        if not _same(options, key, value):
+            flag = "--" + key.replace("_", "-")
+            raise InputError(f"{what} with its own {flag} {_shown(getattr(options, key))}; drop {flag} "
+                             f"{_shown(value)} or {instead}")
+
+
+def _same(options: SearchOptions, key: str, value: Any) -> bool:
+    if key in BUDGETS:  # as parsed: 4G is 4GFLOPs
+        value = None if str(value).lower() == "none" else str(value)
+        return getattr(options.model_copy(update={key: value}), BUDGETS[key]) == getattr(options, BUDGETS[key])
+    if key == "supernet":
+        return options.supernet is not None and Path(value).resolve() == Path(options.supernet).resolve()
+    return value == getattr(options, key)
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else shown(str(value))
+
+
+def _new_options(space: Any, given: dict[str, Any], changes: dict[str, Any], evaluate: Evaluate | None
+                 ) -> SearchOptions:
+    values = {**given, **changes}
+    if "supernet" in values:
+        values["supernet"] = str(values["supernet"])
+    if evaluate is not None:
+        values.update(objective="custom", evaluate=getattr(evaluate, "__qualname__", repr(evaluate)))
+    return _options(DEFAULT_SPACE if space is None else space, values)
 
 
 def _supernet_defaults(path: Path, space: Any, data: str | None, data_limit: int | None
@@ -327,7 +484,7 @@ def _write_winner_weights(run_dir: Path, genome: Any, options: SearchOptions, in
                              seed=options.seed, lr=5e-4, warmup_epochs=0)
         info.update(finetune_epochs=options.finetune_epochs, finetuned_accuracy=result.accuracy)
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, run_dir / WEIGHTS_FILE)
-    _write_atomic(run_dir / WEIGHTS_INFO, yaml.safe_dump(info, sort_keys=False))
+    write_atomic(run_dir / WEIGHTS_INFO, yaml.safe_dump(info, sort_keys=False))
     text = f"winner weights: {run_dir / WEIGHTS_FILE} (inherited validation accuracy {accuracy:.1%}"
     if options.finetune_epochs:
         text += f"; {info['finetuned_accuracy']:.1%} after {options.finetune_epochs} fine-tuning epochs"
@@ -341,44 +498,53 @@ class _LoopState:
                  quiet: bool):
         self.progress, self.options, self.label = progress, options, label
         self.feasible_share, self.quiet = feasible_share, quiet
-        self.session = 0
-        self.invalid_streak = 0
+        self.session = self.session_counted = 0
+        self.invalid_streak = self.duplicate_streak = 0
+        self.stopped = ""  # why the search ended before the count, when it did
         self.start = time.perf_counter()
 
     def on_trial(self, trial: optuna.trial.FrozenTrial, all_trials: list[optuna.trial.FrozenTrial]) -> None:
         self.session += 1
-        failure = str(trial.user_attrs.get("failure", ""))
-        self.invalid_streak = self.invalid_streak + 1 if failure.startswith("invalid genome") else 0
+        self.session_counted += not is_duplicate(trial)
+        self.invalid_streak = self.invalid_streak + 1 if is_invalid(trial) else 0
         if self.invalid_streak >= INVALID_STREAK:
-            raise NasError(f"{self.invalid_streak} samples in a row were invalid genomes (last: {failure}); "
-                           f"check the space with `nas validate {self.label}`")
+            raise NasError(f"{self.invalid_streak} samples in a row were invalid genomes (last: "
+                           f"{trial.user_attrs.get('failure')}); check the space with `nas validate {self.label}`")
         done = counted(all_trials)
-        if self.session == 1 and trial.state == TrialState.COMPLETE and not self.quiet:
+        self.duplicate_streak = self.duplicate_streak + 1 if is_duplicate(trial) else 0
+        if self.duplicate_streak >= DUPLICATE_STREAK:
+            self.stopped = (f"stopped at trial {done}/{self.options.trials}: the last {self.duplicate_streak} "
+                            f"samples were all genomes already evaluated (the space looks exhausted: "
+                            f"{_distinct(all_trials)} distinct genomes sampled)")
+            raise StopSearch(self.stopped)
+        if self.session_counted == 1 and trial.state == TrialState.COMPLETE and not self.quiet:
             _say_estimate(self.progress, trial, self.feasible_share, self.options.trials - done)
-        self.progress.update(done, _feasible(all_trials), _best_text(all_trials, self.options), self.session,
-                             self.options.timeout)
+        self.progress.update(done, _feasible(all_trials), _best_text(all_trials, self.options),
+                             self.session_counted, self.options.timeout, invalid=sum(map(is_invalid, all_trials)),
+                             duplicates=sum(map(is_duplicate, all_trials)))
+
+
+def _distinct(trials: list[optuna.trial.FrozenTrial]) -> int:
+    return len({t.user_attrs["genome_hash"] for t in trials if "genome_hash" in t.user_attrs and not is_void(t)})
 
 
 def _search_under_way(options: SearchOptions) -> tuple[SearchOptions, str] | None:
     """The options and space of the search a shared ``--storage`` already holds under ``--study``, if any."""
     if not options.storage:
         return None
+    check_storage(options.storage, None, must_exist=False)
+    file = storage_file(options.storage)
+    if file is not None and not file.exists():
+        return None  # nothing there yet (and opening it would create it before the run is ready)
     try:
-        stored = optuna.load_study(storage=open_storage(options.storage), study_name=options.study)
+        stored = optuna.load_study(storage=connect(options.storage), study_name=options.study)
     except KeyError:
         return None
     run = stored.user_attrs.get("nas.run")
     if not run:
-        raise InputError(f"study {options.study!r} in {options.storage} was not made by nas search; name "
+        raise InputError(f"study {options.study!r} in {shown(options.storage)} was not made by nas search; name "
                          f"another --study")
     return SearchOptions.model_validate(run["options"]), run["space"]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Workers starting together write the same file: readers see the old or the new, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _say_estimate(progress: Progress, trial: optuna.trial.FrozenTrial, feasible_share: float, left: int) -> None:
@@ -391,7 +557,8 @@ def _say_estimate(progress: Progress, trial: optuna.trial.FrozenTrial, feasible_
 
 
 def _feasible(trials: list[optuna.trial.FrozenTrial]) -> int:
-    return sum(t.state == TrialState.COMPLETE and bool(t.user_attrs.get("feasible")) for t in trials)
+    return sum(t.state == TrialState.COMPLETE and bool(t.user_attrs.get("feasible")) and not is_duplicate(t)
+               for t in trials)
 
 
 def _best_text(trials: list[optuna.trial.FrozenTrial], options: SearchOptions) -> str:

@@ -30,6 +30,7 @@ from runners.base import FINISHED, Outcome, Report, is_void
 from runners.slots import device_slot
 
 Evaluate = Callable[[Genome, torch.nn.Module], float]
+INVALID = "invalid genome"  # the failure of a sample that is no genome: never built, nothing to score
 SECOND_UNITS = {"latency": "ms", "params": "M params", "flops": "GFLOPs", "none": ""}
 
 
@@ -79,7 +80,7 @@ class TrialWork:
             data = genome_data(self.space, trial_picker(trial))
             genome = parse_genome(data)
         except GenomeError as err:
-            return Outcome(failure=f"invalid genome: {err}", attrs=_times(sample=time.perf_counter() - tick))
+            return Outcome(failure=f"{INVALID}: {err}", attrs=_times(sample=time.perf_counter() - tick))
         sample_s = time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -215,6 +216,11 @@ class TrialWork:
         res = genome.input
         return measure_latency(model, (res.channels, *res.resolution), device, warmup=2,
                                repeats=repeats).median_ms
+
+
+def is_invalid(trial: FrozenTrial) -> bool:
+    """A sample the space's choices made into no valid genome (a shape that does not fit, say)."""
+    return trial.state == TrialState.FAIL and str(trial.user_attrs.get("failure", "")).startswith(INVALID)
 
 
 def _times(**seconds: float) -> dict[str, Any]:

@@ -1,0 +1,312 @@
+"""A run directory and its storage, checked before anything is opened or written.
+
+A run's trials live in its Optuna storage (``study.db`` unless ``--storage`` says otherwise). Opening a missing
+SQLite file creates an empty one, and a resumed or reported run on an empty storage would start over and
+overwrite its results. So a storage a run needs is checked first, read-only, and refused (exit 2, one line
+naming the file) when it is missing, unreadable or not an Optuna study. A new run writes its files only once it
+is ready to start, and removes what it wrote when it fails before its first trial (:class:`NewRun`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from pydantic import ValidationError
+
+from nas.errors import InputError, from_validation_error
+from nas.io import parse_yaml
+from nas.search.options import SearchOptions
+from runners.storage import JOURNAL, open_storage
+
+RUN_FILE, SPACE_FILE, DB_FILE = "run.yaml", "space.yaml", "study.db"
+# What a finished (or interrupted) search leaves; a new run never writes over any of them.
+RESULTS = (DB_FILE, "trials.csv", "report.md", "best.yaml", "best_model.py", "pareto.png", "pareto")
+SQLITE = "sqlite:///"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# Tables every Optuna RDB storage has; a database without them is not a study's.
+OPTUNA_TABLES = {"studies", "trials", "version_info"}
+
+
+def storage_url(run_dir: Path, options: SearchOptions) -> str:
+    return options.storage or f"{SQLITE}{(run_dir / DB_FILE).resolve()}"
+
+
+def storage_file(url: str | None) -> Path | None:
+    """The file an SQLite or journal storage lives in; None for a database server."""
+    for prefix in (SQLITE, JOURNAL):
+        if url and url.startswith(prefix):
+            return Path(url[len(prefix):])
+    return None
+
+
+def default_run_dir(options: SearchOptions) -> Path:
+    """Workers given one ``--storage`` share one run directory: beside a SQLite file, else runs/STUDY."""
+    if options.storage and options.storage.startswith(SQLITE):
+        return Path(options.storage[len(SQLITE):]).parent
+    if options.storage:
+        return Path("runs") / options.study
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def read_run(run_dir: Path) -> tuple[SearchOptions, dict[str, Any]]:
+    """The options and the space a run directory was started with; a damaged file is bad input naming it."""
+    run_file = run_dir / RUN_FILE
+    if not run_file.is_file():
+        raise InputError(f"{run_dir}: not a search run directory (no {RUN_FILE})")
+    data = parse_yaml(_read(run_file), str(run_file))
+    try:
+        options = SearchOptions.model_validate(data)
+    except ValidationError as err:
+        problems = from_validation_error(err, data).located(str(run_file), _read(run_file)).problems
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InputError(f"{run_file}: {problems[0]}{more}") from None
+    try:
+        options.check()
+    except InputError as err:
+        raise InputError(f"{run_file}: {err}") from None
+    space_file = run_dir / SPACE_FILE
+    if not space_file.is_file():
+        raise InputError(f"{space_file}: missing; the run's space is gone, so the run cannot be read")
+    return options, parse_yaml(_read(space_file), str(space_file))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read: {getattr(err, 'strerror', None) or err}") from None
+
+
+def latest_run(root: Path = Path("runs")) -> Path:
+    runs = sorted((p for p in root.glob("*") if (p / RUN_FILE).is_file()), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise InputError(f"--resume: no run directory with a {RUN_FILE} under {root}/; name one")
+    return runs[-1]
+
+
+def refuse_results(run_dir: Path, keep: Path | None = None) -> None:
+    """A new run never writes over another run's files; ``keep`` is a shared storage file the run may use."""
+    if (run_dir / RUN_FILE).exists():
+        raise InputError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
+    kept = keep.resolve() if keep is not None else None
+    found = [name for name in RESULTS if (run_dir / name).exists() and (run_dir / name).resolve() != kept]
+    if found:
+        raise InputError(f"{run_dir} already holds results of a search ({', '.join(found)}); pick another --out")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The storage, read-only
+
+def shown(url: str) -> str:
+    """The URL as an error message may show it: no password."""
+    if url.startswith((SQLITE, JOURNAL)):
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - unparsable: shown as given, it holds no readable password
+        return url
+
+
+def check_storage(url: str, study: str | None, *, must_exist: bool) -> None:
+    """Refuse a storage that is not what a run needs, opening nothing that could create it. ``must_exist``: the
+    storage of a run being resumed or reported, which must hold study ``study``; otherwise a new run's storage,
+    which may be absent (it is created) but must not be a file of something else."""
+    if url.startswith(SQLITE):
+        _check_sqlite(Path(url[len(SQLITE):]), study if must_exist else None, must_exist)
+    elif url.startswith(JOURNAL):
+        _check_journal(Path(url[len(JOURNAL):]), must_exist)
+    else:
+        _check_url(url)
+    if must_exist and study is not None and not url.startswith(SQLITE):
+        load_stored_study(url, study)
+
+
+def load_stored_study(url: str, study: str, **kwargs) -> optuna.Study:
+    """``optuna.load_study`` with its failures as bad input naming the storage."""
+    storage = connect(url)
+    try:
+        return optuna.load_study(storage=storage, study_name=study, **kwargs)
+    except KeyError:
+        raise InputError(f"{shown(url)}: no study {study!r} in it") from None
+
+
+def connect(url: str) -> optuna.storages.BaseStorage:
+    """``runners.storage.open_storage`` with a storage that cannot be opened as bad input naming it."""
+    _check_url(url)
+    try:
+        return open_storage(url)
+    except Exception as err:  # noqa: BLE001 - sqlalchemy, a driver or the file system: one line, the storage named
+        raise InputError(f"{shown(url)}: cannot open the storage: {_first_line(err)}") from None
+
+
+def _check_url(url: str) -> None:
+    if url.startswith((SQLITE, JOURNAL)):
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    schemes = "sqlite:///PATH, postgresql://..., mysql://... or journal:PATH"
+    try:
+        make_url(url).get_dialect()
+    except ArgumentError:  # also NoSuchModuleError, its subclass: a scheme SQLAlchemy has no dialect for
+        scheme = url.partition("://")[0] if "://" in url else ""
+        what = f"unknown scheme {scheme!r}" if scheme else "not a storage URL"
+        raise InputError(f"--storage {shown(url)}: {what}; use {schemes}") from None
+    except ImportError as err:
+        raise InputError(f"--storage {shown(url)}: its database driver is not installed ({err})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _check_sqlite(path: Path, study: str | None, must_exist: bool) -> None:
+    if not path.exists():
+        if must_exist:
+            raise InputError(f"{path}: missing; the run's trials are not there, so it cannot be resumed or "
+                             f"reported (nothing was changed)")
+        if not path.parent.is_dir():
+            raise InputError(f"{path}: the folder {path.parent} does not exist")
+        return
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise InputError(f"{path}: not a readable file")
+    with path.open("rb") as f:
+        head = f.read(100)
+    if not head:
+        if must_exist:
+            raise InputError(f"{path}: empty, not an Optuna study")
+        return
+    if not head.startswith(SQLITE_MAGIC):
+        raise InputError(f"{path}: not an SQLite database (garbage or another kind of file)")
+    tables, studies = _sqlite_contents(path, head)
+    if (tables or must_exist) and not OPTUNA_TABLES <= tables:
+        missing = ", ".join(sorted(OPTUNA_TABLES - tables))
+        raise InputError(f"{path}: an SQLite database, but not an Optuna storage (no {missing} table)")
+    if study is not None and study not in studies:
+        raise InputError(f"{path}: no study {study!r} in it (it holds {', '.join(map(repr, studies)) or 'none'})")
+
+
+def _sqlite_contents(path: Path, head: bytes) -> tuple[set[str], list[str]]:
+    """The tables and study names of an SQLite file, read without writing a byte: read-only, and without the
+    ``-shm`` and ``-wal`` files SQLite would create beside a WAL database when none is open (no ``-wal``)."""
+    wal_mode = len(head) > 18 and head[18] == 2
+    immutable = wal_mode and not Path(f"{path}-wal").exists()
+    uri = path.resolve().as_uri() + ("?immutable=1" if immutable else "?mode=ro")
+    try:
+        connection = sqlite3.connect(uri, uri=True, timeout=60)
+        try:
+            damage = connection.execute("PRAGMA quick_check").fetchone()[0]
+            if damage != "ok":
+                raise InputError(f"{path}: damaged SQLite database ({damage})")
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            studies = []
+            if "studies" in tables:
+                studies = [row[0] for row in connection.execute("SELECT study_name FROM studies")]
+            return tables, studies
+        finally:
+            connection.close()
+    except sqlite3.Error as err:
+        raise InputError(f"{path}: unreadable SQLite database ({err}); truncated or damaged?") from None
+
+
+def _check_journal(path: Path, must_exist: bool) -> None:
+    """Every complete line of an Optuna journal is a JSON operation; only a last, unterminated one (a write cut
+    short) may be partial, and Optuna skips it."""
+    if not path.exists():
+        if must_exist:
+            raise InputError(f"{path}: missing; the run's trials are not there, so it cannot be resumed or "
+                             f"reported (nothing was changed)")
+        if not path.parent.is_dir():
+            raise InputError(f"{path}: the folder {path.parent} does not exist")
+        return
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read: {err.strerror or err}") from None
+    lines = data.split(b"\n")[:-1]  # the part after the last newline is a write in progress, if any
+    if data and not lines:
+        raise InputError(f"{path}: not an Optuna journal (no complete line)")
+    for number, line in enumerate(lines, start=1):
+        try:
+            op = json.loads(line)
+        except ValueError:
+            op = None
+        if not isinstance(op, dict) or "op_code" not in op:
+            raise InputError(f"{path}: not an Optuna journal (line {number} is not a journal operation)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A new run's files
+
+class NewRun:
+    """The files a new run writes into its directory, written when it is ready to start and removed again if it
+    fails before any trial ran, so that the same ``--out`` works next time. Nothing it did not create is
+    touched: not a directory that existed, not a shared ``--storage`` (other workers may be starting on it)."""
+
+    def __init__(self, run_dir: Path, url: str, default_storage: bool):
+        self.run_dir = run_dir
+        self.created_dir = not run_dir.exists()
+        self.written: list[Path] = []
+        db = storage_file(url) if default_storage else None
+        self.db = db if db is not None and not db.exists() else None
+
+    def write(self, name: str, text: str) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / name
+        write_atomic(path, text)
+        self.written.append(path)
+
+    def undo(self, study: optuna.Study | None) -> bool:
+        """Remove what this run created, if no trial has run (a queued one has not); True when it did."""
+        try:
+            started = study is not None and any(t.state != optuna.trial.TrialState.WAITING
+                                                for t in study.get_trials(deepcopy=False))
+        except Exception:  # noqa: BLE001 - the storage itself failed: whether a trial ran is unknown, so keep all
+            return False
+        if started:
+            return False
+        paths = list(self.written)
+        if self.db is not None:
+            paths += [Path(f"{self.db}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
+        for path in paths:
+            path.unlink(missing_ok=True)
+        for folder in ("workers", "ray"):
+            _remove_empty_tree(self.run_dir / folder)
+        if self.created_dir:
+            _remove_empty_tree(self.run_dir)
+        return True
+
+
+def _remove_empty_tree(path: Path) -> None:
+    """Remove ``path`` if it holds nothing but empty folders and logs of this run's own workers."""
+    if not path.is_dir():
+        return
+    for child in path.iterdir():
+        if child.is_dir():
+            _remove_empty_tree(child)
+        elif child.parent.name == "workers" and child.name.startswith("worker-"):
+            child.unlink()
+    try:
+        path.rmdir()
+    except OSError:  # not empty: something this run did not make is there
+        pass
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Readers (and workers starting together) see the old file or the new, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def dump_options(options: SearchOptions) -> str:
+    return yaml.safe_dump(options.model_dump(), sort_keys=False)

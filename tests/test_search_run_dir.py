@@ -1,0 +1,279 @@
+"""Nothing lost, nothing injected, nothing hangs: a run directory is checked before it is used, never written
+over, and left as it was when a command fails; `nas search` on the tiny space in real subprocesses."""
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
+
+import nas
+from nas.cli import build_parser
+from nas.errors import InputError
+from nas.search import run as search_run
+from nas.search.progress import Progress
+from nas.search.report import trial_counts, write_report
+from tests.conftest import run_nas
+from tests.test_search import SMALL_SPACE, score_by_width, stored
+
+# Three trials without latency timing: a finished run in a few seconds.
+QUICK = ["--space", "tiny", "--second", "params", "--sampler", "random", "--quiet"]
+
+
+def quick(out: Path, **options) -> nas.search.SearchResult:
+    return nas.search(**{"space": "tiny", "second": "params", "sampler": "random", "trials": 3, "quiet": True,
+                         "out": out, **options})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A run as a finished `nas search` leaves it: its process gone, so study.db holds every trial (no -wal)."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    done = run_nas("search", *QUICK, "--trials", "3", "--out", run_dir)
+    assert done.returncode == 0, done.stderr
+    return run_dir
+
+
+@pytest.fixture
+def run_copy(finished_run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(finished_run, tmp_path / "run"))
+
+
+def snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def one_line(done) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+# --- 1 and 2: a run whose storage or options are damaged is refused, and nothing is changed ----------------------
+
+def test_resume_and_report_refuse_a_run_whose_storage_is_gone_and_change_nothing(run_copy: Path):
+    (run_copy / "study.db").unlink()
+    before = snapshot(run_copy)
+    for command in (["search", "--resume", run_copy, "--trials", "5"], ["report", run_copy]):
+        done = run_nas(*command)
+        assert done.returncode == 2 and "study.db: missing" in one_line(done), done.stderr
+        assert snapshot(run_copy) == before  # no new empty study.db; trials.csv, report.md, best.yaml kept
+
+
+def _garbage(db: Path) -> None:
+    db.write_bytes(b"\x8f not a database \x00" * 300)
+
+
+def _truncated(db: Path) -> None:
+    db.write_bytes(db.read_bytes()[:db.stat().st_size // 2])
+
+
+def _not_optuna(db: Path) -> None:
+    db.unlink()
+    connection = sqlite3.connect(db)
+    connection.execute("CREATE TABLE notes (text)")
+    connection.commit()
+    connection.close()
+
+
+def _other_study(db: Path) -> None:
+    run_yaml = db.parent / "run.yaml"
+    run_yaml.write_text(run_yaml.read_text().replace("study: search", "study: other"))
+
+
+@pytest.mark.parametrize("damage, why", [(Path.unlink, "missing"), (_garbage, "not an SQLite database"),
+                                         (_truncated, "unreadable SQLite database"),
+                                         (_not_optuna, "not an Optuna storage"), (_other_study, "no study 'other'")])
+def test_a_damaged_storage_is_refused_naming_it_and_left_as_it_was(run_copy: Path, damage, why: str):
+    damage(run_copy / "study.db")
+    before = snapshot(run_copy)
+    for attempt in (lambda: nas.search(resume=run_copy, trials=5), lambda: write_report(run_copy)):
+        with pytest.raises(InputError, match=why) as err:
+            attempt()
+        assert str(err.value).startswith(f"{run_copy / 'study.db'}: ") and "\n" not in str(err.value)
+        assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("text, why", [("trials: [3,\nseed: 0\n", "YAML syntax error"),
+                                       ("trials: many\n", "trials (line 1): input should be a valid integer"),
+                                       ("budget: lots\n", "cannot read 'lots' as a flops budget")])
+def test_a_damaged_run_yaml_is_named_with_the_reason(run_copy: Path, text: str, why: str):
+    (run_copy / "run.yaml").write_text(text)
+    with pytest.raises(InputError, match=re.escape(why)) as err:
+        write_report(run_copy)
+    assert str(err.value).startswith(str(run_copy / "run.yaml")) and "\n" not in str(err.value)
+
+
+def test_storage_urls_that_cannot_hold_a_study_are_refused_before_any_work(tmp_path: Path):
+    (tmp_path / "garbage.db").write_bytes(b"\x8f garbage \x00" * 300)
+    (tmp_path / "garbage.log").write_text("this is no journal\n")
+    cases = {f"sqlite:///{tmp_path / 'garbage.db'}": f"{tmp_path / 'garbage.db'}: not an SQLite database",
+             f"journal:{tmp_path / 'garbage.log'}": f"{tmp_path / 'garbage.log'}: not an Optuna journal",
+             "foo://somewhere/db": "--storage foo://somewhere/db: unknown scheme 'foo'"}
+    for url, why in cases.items():
+        with pytest.raises(InputError, match=re.escape(why)):
+            quick(tmp_path / "never", storage=url)
+        assert not (tmp_path / "never").exists()
+    done = run_nas("search", *QUICK, "--storage", "foo://somewhere/db", "--out", tmp_path / "never")
+    assert done.returncode == 2 and "unknown scheme" in one_line(done)
+
+
+def test_a_new_run_never_writes_over_another_runs_results(run_copy: Path):
+    (run_copy / "run.yaml").unlink()  # results without their run.yaml: still results
+    before = snapshot(run_copy)
+    with pytest.raises(InputError, match="already holds results of a search"):
+        quick(run_copy)
+    assert snapshot(run_copy) == before
+
+
+# --- 3 and 4: a command that fails before its first trial leaves nothing behind ------------------------------------
+
+def test_an_unreachable_ray_address_fails_fast_and_writes_nothing(tmp_path: Path):
+    start = time.perf_counter()
+    done = run_nas("search", *QUICK, "--runner", "ray", "--address", "127.0.0.1:1", "--out", tmp_path / "run")
+    assert done.returncode == 2, done.stderr
+    assert "127.0.0.1:1" in one_line(done) and "30 s" in done.stderr
+    assert time.perf_counter() - start < 60
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failure_before_the_first_trial_removes_only_what_the_command_created(tmp_path: Path, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("the cluster went away")
+
+    monkeypatch.setattr(search_run, "run_trials", unreachable)
+    for out in (tmp_path / "new", tmp_path / "existing"):
+        if out.name == "existing":
+            out.mkdir()
+            (out / "notes.txt").write_text("mine")
+        with pytest.raises(ConnectionError):
+            nas.search(SMALL_SPACE, trials=2, second="params", evaluate=score_by_width, out=out, quiet=True)
+    assert not (tmp_path / "new").exists()
+    assert [p.name for p in (tmp_path / "existing").iterdir()] == ["notes.txt"]
+
+
+# --- 5 and 6: resume continues the same search, with fresh samples -----------------------------------------------
+
+def test_resume_refuses_an_option_that_contradicts_the_run_and_accepts_one_that_may_change(run_copy: Path):
+    done = run_nas("search", "--resume", run_copy, "--budget", "2GFLOPs", "--trials", "4")
+    assert done.returncode == 2, done.stderr
+    assert one_line(done) == (f"error: --resume continues {run_copy} with its own --budget 4GFLOPs; drop --budget "
+                              f"2GFLOPs or start a new run")
+    for given, message in [({"sampler": "tpe"}, "its own --sampler random; drop --sampler tpe"),
+                           ({"space": "mobile"}, "its own --space tiny; drop --space mobile"),
+                           ({"seed": 1}, "its own --seed 0; drop --seed 1")]:
+        with pytest.raises(InputError, match=re.escape(message)):
+            nas.search(resume=run_copy, **given)
+    # the run's own values, written either way, and the options that may change are no contradiction
+    result = nas.search(resume=run_copy, budget="4G", sampler="random", trials=4, quiet=True)
+    assert result.counts["trials"] == 4
+
+
+@pytest.mark.parametrize("sampler", ["random", "evolution"])
+def test_a_resumed_run_samples_new_genomes_rather_than_replaying_its_own(tmp_path: Path, sampler: str):
+    quick(tmp_path / "run", sampler=sampler)
+    result = nas.search(resume=tmp_path / "run", trials=6, quiet=True)
+    trials = stored(tmp_path / "run")
+    assert result.counts["duplicates"] == 0
+    assert len({t.user_attrs["genome_hash"] for t in trials}) == len(trials) == 6
+
+
+def test_an_exhausted_space_ends_the_search_with_a_message(tmp_path: Path):
+    space = {**SMALL_SPACE, "stages": [
+        {"depth": 1, "width": {"choice": [16, 24, 32]}, "block": {"mixer": {"type": "pooling"}}},
+        {"depth": 1, "width": 32, "block": {"mixer": {"type": "pooling"}}}]}
+    stream = io.StringIO()
+    result = nas.search(space, second="params", trials=10, evaluate=score_by_width, out=tmp_path / "run",
+                        quiet=True, stream=stream)
+    assert "stopped at trial 3/10" in stream.getvalue() and "3 distinct genomes" in stream.getvalue()
+    assert result.counts["trials"] == result.counts["feasible"] == 3
+    assert result.counts["duplicates"] >= search_run.DUPLICATE_STREAK
+
+
+# --- 7: the smaller ones ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("given, message", [
+    ({"threads": 0}, "--threads must be at least 1, got 0"), ({"threads": -2}, "--threads must be at least 1"),
+    ({"heartbeat": -1}, "--heartbeat must not be negative"), ({"workers": 0}, "--workers must be at least 1"),
+    ({"latency_repeats": 0}, "--latency-repeats must be at least 1")])
+def test_out_of_range_options_are_refused(tmp_path: Path, given: dict, message: str):
+    with pytest.raises(InputError, match=message):
+        quick(tmp_path / "never", **given)
+    assert not (tmp_path / "never").exists()
+
+
+def test_an_out_of_range_option_is_one_line_and_exit_2(tmp_path: Path):
+    done = run_nas("search", *QUICK, "--threads", "-2", "--out", tmp_path / "never")
+    assert done.returncode == 2 and "--threads must be at least 1" in one_line(done)
+
+
+def test_out_naming_a_file_is_refused(tmp_path: Path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="--out .*: is a file, not a folder"):
+        quick(tmp_path / "file")
+
+
+def test_the_progress_line_counts_invalid_genomes_apart_from_the_feasible_share():
+    stream = io.StringIO()
+    Progress(10, stream=stream).update(4, 3, "-", 4, force=True, invalid=1, duplicates=2)
+    assert "trial 4/10  feasible 100% (1 invalid, 2 duplicates)" in stream.getvalue()
+
+
+def test_each_trial_is_counted_in_exactly_one_category():
+    width = {"w": CategoricalDistribution([16, 32])}
+
+    def trial(state, **attrs):
+        values = [1.0] if state == TrialState.COMPLETE else None
+        return create_trial(state=state, values=values, params={"w": 16}, distributions=width, user_attrs=attrs)
+
+    trials = [trial(TrialState.FAIL, failure="RuntimeError: boom", genome_hash="a"),
+              trial(TrialState.FAIL, failure="RuntimeError: boom", genome_hash="a", duplicate_of=0),
+              trial(TrialState.FAIL, failure="invalid genome: bad shape"),
+              trial(TrialState.COMPLETE, feasible=True, genome_hash="b"),
+              trial(TrialState.FAIL, failure="interrupted (Ctrl-C)")]
+    counts = trial_counts(trials)
+    assert counts == {"trials": 3, "feasible": 1, "infeasible": 0, "invalid": 1, "failed": 1, "pruned": 0,
+                      "duplicates": 1, "interrupted": 1}
+
+
+def test_a_second_ctrl_c_while_the_report_is_written_says_how_to_write_it(tmp_path: Path, monkeypatch):
+    def interrupted(genome, model):
+        raise KeyboardInterrupt  # the first Ctrl-C, during a trial
+
+    def interrupted_again(run_dir):
+        raise KeyboardInterrupt  # the second, while the report is written
+
+    monkeypatch.setattr(search_run, "write_report", interrupted_again)
+    stream = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        nas.search(SMALL_SPACE, trials=2, second="params", evaluate=interrupted, out=tmp_path / "run",
+                   stream=stream)
+    assert f"write it with `nas report {tmp_path / 'run'}`" in stream.getvalue()
+
+
+def test_an_interrupted_report_leaves_the_previous_files_whole(tmp_path: Path, monkeypatch):
+    nas.search(SMALL_SPACE, trials=3, second="params", evaluate=score_by_width, out=tmp_path / "run", quiet=True)
+    before = snapshot(tmp_path / "run")
+
+    def half_written(path: Path, trials, multi: bool) -> None:
+        path.write_text("number,sta")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("nas.search.report.write_trials_csv", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(tmp_path / "run")
+    assert snapshot(tmp_path / "run") == before  # trials.csv whole, and no temporary file left beside it
+    assert len(stored(tmp_path / "run")) == 3
+
+
+def test_every_search_option_has_help():
+    search = build_parser()._subparsers._group_actions[0].choices["search"]
+    missing = [a.option_strings[0] for a in search._actions if a.option_strings and a.help is None]
+    assert not missing
+
