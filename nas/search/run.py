@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from pydantic import ValidationError
 
 from nas.errors import InputError, NasError
-from nas.io import parse_yaml, read_yaml
+from nas.io import parse_yaml
 from nas.outputs import output_dir
 from nas.search.options import (
     DEFAULT_SPACE,
@@ -48,7 +48,7 @@ from nas.search.rundir import (
 from nas.search.samplers import make_sampler
 from nas.search.survey import check_reachable, survey
 from nas.search.trial import SECOND_UNITS, Evaluate, Inputs, TrialWork, is_invalid
-from nas.space import fit_space_to_data, space_resolution
+from nas.space import fit_space_to_data, read_space, space_resolution
 from runners.base import StopSearch, counted, is_duplicate, is_void
 from runners.local import run_trials, start_workers, wait_workers, worker_command
 
@@ -81,7 +81,7 @@ def open_study(run_dir: Path, options: SearchOptions, sampler: optuna.samplers.B
 def _load_space(space: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str, str]:
     if isinstance(space, dict):
         return space, yaml.safe_dump(space, sort_keys=False), "<mapping>"
-    data, text, label = read_yaml(space)
+    data, text, label = read_space(space)
     return data, text, label
 
 
