@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, list[dict]]:
 
 def mixers(genome: Genome) -> str:
     blocks = [s.block or s.pattern[0] for s in genome.stages]
-    return "/".join(f"{s.depth}x{getattr(getattr(b, 'mixer', b), 'type')}@{s.width}" for s, b in zip(genome.stages, blocks))
+    return "/".join(f"{s.depth}x{getattr(b, 'mixer', b).type}@{s.width}" for s, b in zip(genome.stages, blocks))
 
 
 def rescore(results: dict[str, list[dict]]) -> None:

@@ -72,7 +72,8 @@ def main() -> None:
         rows = results[(runner, workers)]
         per_min = statistics.median(r["per_min"] for r in rows)
         print(f"| {runner} | {workers} | {per_min:.1f} | {per_min / base:.2f}x | "
-              f"{statistics.median(r['busy'] for r in rows):.0%} | {statistics.median(r['trial_s'] for r in rows):.2f} | "
+              f"{statistics.median(r['busy'] for r in rows):.0%} | "
+              f"{statistics.median(r['trial_s'] for r in rows):.2f} | "
               f"{statistics.median(r['fixed_s'] for r in rows):.1f} | "
               f"{statistics.median(r['wall_s'] for r in rows):.1f} |")
 

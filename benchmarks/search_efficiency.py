@@ -73,11 +73,13 @@ def main() -> None:
                                                for s in samplers), flush=True)
     print(f"\n{args.space}, budget {args.budget}, {args.trials} trials x {args.seeds} seeds, second objective "
           f"{args.second}")
-    print(f"| sampler | hypervolume (mean ± sd) | best feasible score (mean ± sd) | s per run |")
+    print("| sampler | hypervolume (mean ± sd) | best feasible score (mean ± sd) | s per run |")
     print("|---|---|---|---|")
+    def sd(v):
+        return statistics.stdev(v) if len(v) > 1 else 0.0
+
     for s in samplers:
         r = results[s]
-        sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
         print(f"| {s} | {statistics.mean(r['hv']):.4g} ± {sd(r['hv']):.2g} | "
               f"{statistics.mean(r['best']):.4g} ± {sd(r['best']):.2g} | {statistics.mean(r['seconds']):.0f} |")
 

@@ -215,7 +215,8 @@ def table(result: dict) -> str:
                f"largest genome {sn['largest_accuracy']:.3f}, smallest {sn['smallest_accuracy']:.3f}; inherited "
                f"accuracy {min(inherited):.3f}-{max(inherited):.3f} ({n - len(inherited)} genomes it could not run).")
     lines = [summary, "",
-             "| predictor of stand-alone accuracy | Kendall tau (p) | Spearman rho (p) | its top genome: stand-alone rank, regret |",
+             "| predictor of stand-alone accuracy | Kendall tau (p) | Spearman rho (p) "
+             "| its top genome: stand-alone rank, regret |",
              "|---|---|---|---|"]
     for key, c in result["correlations"].items():
         pick = f"{c['pick_rank']} of {c['n']}, {c['pick_regret']:.3f}" if "pick_rank" in c else "-"
@@ -291,7 +292,8 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1, default=str))
     print("\n" + genome_table(result) + "\n\n" + table(result))
-    print(f"\nwall {result['wall_seconds'] / 60:.1f} min; load average {result['machine']['load_average_start'][0]:.1f} "
+    print(f"\nwall {result['wall_seconds'] / 60:.1f} min; "
+          f"load average {result['machine']['load_average_start'][0]:.1f} "
           f"at the start, {result['machine']['load_average_end'][0]:.1f} at the end; results in {path}")
 
 

@@ -10,8 +10,17 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeInt, PlainSerializer, PositiveInt, \
-    field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PlainSerializer,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from blocks import CONFIGS, BlockConfig, union
 from blocks.base import check_numbers, repeat_pattern, strided

@@ -1,7 +1,7 @@
 """The Ray runner: trials as Ray Tune trials, sampled by Ray Tune's ``OptunaSearch`` on the run's own study.
 
-The driver owns the storage: the searcher (:func:`make_searcher`) asks and prepares each trial there (so a genome over an
-analytic budget, invalid, or already evaluated is settled at sampling time and never becomes a Tune trial),
+The driver owns the storage: the searcher (:func:`make_searcher`) asks and prepares each trial there (so a genome
+over an analytic budget, invalid, or already evaluated is settled at sampling time and never becomes a Tune trial),
 Tune ships the payload to a worker, and the outcome comes back in the trial's last result. Workers touch no
 storage, so a cluster needs no shared file system. With ``--objective train`` each epoch is a Tune result and
 ASHA stops poor trials. A worker that dies fails its trial as interrupted and queues it once more, as the

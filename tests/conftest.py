@@ -28,7 +28,8 @@ defaults:
 stages:
   - {depth: 2, width: 32, block: {mixer: {type: sepconv, kernel: 5}}}
   - {depth: 2, width: 48, block: {type: convnext, kernel: 5}}
-  - {depth: 2, width: 64, pattern: [{mixer: {type: attention, heads: 4, window: 2}}, {mixer: {type: attention, head_dim: 16}}]}
+  - {depth: 2, width: 64, pattern: [{mixer: {type: attention, heads: 4, window: 2}},
+                                    {mixer: {type: attention, head_dim: 16}}]}
   - {depth: 1, width: 96, block: {mixer: {type: attention, heads: 3}, layer_scale: 1.0e-5}}
 head: {type: mlp_head, ratio: 2}
 """

@@ -130,8 +130,8 @@ CASES: dict[str, Case] = {
                                   {"g.yaml": edit("depth: 1, width: 16", "depth: {int: [1, 4], stp: 2}, width: 16")}),
     "log range from zero": Case(GENOME, ["drop_path_rate.float", "log"],
                                 {"g.yaml": GOOD + "drop_path_rate: {float: [0.0, 0.5], log: true}\n"}),
-    "space with no valid genome": Case(GENOME, ["stages[1].block.mixer.heads", "no valid genome", "does not divide"], {"g.yaml": edit("heads: 2",
-                                                                                    "heads: {choice: [3, 5]}")}),
+    "space with no valid genome": Case(GENOME, ["stages[1].block.mixer.heads", "no valid genome", "does not divide"],
+                                       {"g.yaml": edit("heads: 2", "heads: {choice: [3, 5]}")}),
     # --- command-line options -----------------------------------------------------------------------------
     "unknown command": Case("frobnicate", ["invalid choice"]),
     "missing argument": Case("validate", ["required"]),

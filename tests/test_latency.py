@@ -15,8 +15,15 @@ import torch
 from torch import nn
 
 from nas import compile_model, load_genome
-from nas.cost.latency import LatencyKey, LatencyTable, device_fingerprint, fingerprint_key, genome_latency, \
-    measure_latency, predict_latency
+from nas.cost.latency import (
+    LatencyKey,
+    LatencyTable,
+    device_fingerprint,
+    fingerprint_key,
+    genome_latency,
+    measure_latency,
+    predict_latency,
+)
 from tests.conftest import ROOT
 
 FAST = {"warmup": 1, "repeats": 3}

@@ -56,7 +56,8 @@ def test_two_workers_started_at_once_on_a_new_study_both_join_and_the_counts_add
     assert len(by_worker) == 2 and sum(by_worker.values()) == 16  # both joined; together exactly the count
     # Their run directory is the storage's folder, with a local run's files
     assert all((tmp_path / "shared" / name).exists() for name in RESULT_FILES)
-    assert len([r for r in rows(tmp_path / "shared") if r["state"] not in ("interrupted", "surplus", "duplicate")]) == 16
+    counted_rows = [r for r in rows(tmp_path / "shared") if r["state"] not in ("interrupted", "surplus", "duplicate")]
+    assert len(counted_rows) == 16
 
 
 def test_workers_flag_starts_processes_that_share_one_count(tmp_path: Path):

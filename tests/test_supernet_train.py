@@ -158,7 +158,8 @@ def _not_checkpoints(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     files["empty"][0].write_bytes(b"")
     torch.save(torch.nn.Linear(2, 2), files["pickled module"][0])
     torch.save({"supernet": {"format": 1}, "weights": {}}, files["damaged header"][0])
-    torch.save({"supernet": TINY_HEADER, "weights": {"weights.w0": torch.zeros(3)}}, files["weights not the header's"][0])
+    torch.save({"supernet": TINY_HEADER, "weights": {"weights.w0": torch.zeros(3)}},
+               files["weights not the header's"][0])
     return files
 
 

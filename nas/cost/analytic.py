@@ -10,7 +10,6 @@ from nas.graph import build_graph
 from nas.memory import peak_memory_estimate  # noqa: F401 - part of nas.cost's public surface
 
 
-
 @dataclass(frozen=True)
 class Cost:
     params: int  # every parameter, frozen ones included: equals the compiled model's count

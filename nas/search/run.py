@@ -265,7 +265,8 @@ def _started(space: Any, out: str | Path | None, given: dict[str, Any], changes:
         refuse_results(run_dir, keep=storage_file(options.storage))
         return _Run(run_dir, options, space_data, space_text, label)
     stored, space_text = under_way  # join it: its options and space are the search's
-    _refuse_changes(stored, asked_space, explicit, evaluate, f"study {options.study!r} in {shown(options.storage)} is a "
+    _refuse_changes(stored, asked_space, explicit, evaluate,
+                    f"study {options.study!r} in {shown(options.storage)} is a "
                     f"search under way", "name another --study")
     space_data = parse_yaml(space_text, f"{shown(options.storage)} ({options.study})")
     return _Run(run_dir, stored.model_copy(update={"workers": 1, **changes}).check(), space_data, space_text,
