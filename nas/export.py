@@ -71,16 +71,33 @@ class _Names(ast.NodeVisitor):
             self.visit(node.value)
 
 
+# Names model.py defines itself around the collected code.
+_RESERVED = {"MODULES": "the registry literal of model.py", "GENOME": "the genome literal of model.py",
+             "build_model": "model.py's build_model()"}
+
+
 class _Collector:
+    """Gathers the definitions and imports model.py needs into one flat namespace, where each name is bound
+    once: two different objects under one name (two helpers named alike in two files, a user's block named
+    like one of ours) are refused, naming both, rather than one silently replacing the other."""
+
     def __init__(self) -> None:
         self.imports: list[str] = []
         self.definitions: list[str] = []
         self.seen: set[int] = set()
+        self.bound: dict[str, str] = dict(_RESERVED)  # name -> what it stands for, in words
+
+    def bind(self, name: str, meaning: str) -> None:
+        known = self.bound.setdefault(name, meaning)
+        if known != meaning:
+            raise ExportError(f"cannot export: the name {name!r} would stand for both {known} and {meaning} in "
+                              f"one model.py; rename one of them")
 
     def add(self, obj: object) -> None:
         if id(obj) in self.seen:
             return
         self.seen.add(id(obj))
+        self.bind(obj.__name__, _where(obj))  # type: ignore[attr-defined]
         source = textwrap.dedent(inspect.getsource(obj))  # type: ignore[arg-type]
         visitor = _Names()
         visitor.visit(ast.parse(source))
@@ -94,16 +111,23 @@ class _Collector:
         if name == "MODULES":
             return  # written as a literal of the types the genome uses
         if isinstance(value, types.ModuleType):
+            self.bind(name, f"module {value.__name__}")
             self._import(_import_line(name, value), value.__name__)
         elif inspect.isclass(value) or inspect.isfunction(value):
             module = value.__module__
             if module.split(".")[0] in _OUR_PACKAGES:
                 self.add(value)
+                if name != value.__name__:  # imported under another name: model.py needs that name too
+                    self.bind(name, _where(value))
+                    if f"{name} = {value.__name__}" not in self.definitions:
+                        self.definitions.append(f"{name} = {value.__name__}")
             else:
+                self.bind(name, _where(value))
                 self._import(f"from {module} import {value.__name__}" +
                              (f" as {name}" if name != value.__name__ else ""), module)
         elif isinstance(value, (int, float, str, bool, tuple)) and ast.literal_eval(repr(value)) == value:
             line = f"{name} = {value!r}"
+            self.bind(name, line)
             if line not in self.definitions:
                 self.definitions.insert(0, line)
         else:
@@ -116,6 +140,10 @@ class _Collector:
             raise ExportError(f"cannot export: {line!r} is neither torch nor the standard library")
         if line not in self.imports:
             self.imports.append(line)
+
+
+def _where(obj: object) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"  # type: ignore[attr-defined]
 
 
 def _import_line(name: str, module: types.ModuleType) -> str:

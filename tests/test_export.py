@@ -12,7 +12,9 @@ import pytest
 import torch
 import yaml
 
+from blocks import CONFIGS
 from nas import compile_model, load_genome
+from nas.export import ExportError, _Collector, used_modules
 from tests.conftest import ROOT, run_nas
 
 # Makes nas, blocks and runners unimportable, so that model.py shows it needs only torch.
@@ -176,3 +178,78 @@ def test_non_finite_floats_never_reach_model_py(tmp_path):
     result = run_nas("compile", genome_file, "-o", model_py)
     assert result.returncode == 2 and "stages[0].block.layer_scale" in result.stderr and "finite" in result.stderr
     assert not model_py.exists()
+
+
+def _first_config(role: str, tag: str) -> dict:
+    cls = CONFIGS[role][tag]
+    return {"type": tag, **(cls.examples[0] if cls.examples else {})}
+
+
+def _every_type_genomes() -> dict[str, dict]:
+    """A few genomes that together use every registered module type: one stage of every mixer, channel mixer,
+    norm and block type in a pattern at 8x8x32; then the stems, downsamples and heads, cycled."""
+    pattern = ([{"mixer": _first_config("mixer", t)} for t in sorted(CONFIGS["mixer"])]
+               + [{"mixer": "pooling", "mlp": _first_config("mlp", t)} for t in sorted(CONFIGS["mlp"])]
+               + [{"mixer": "pooling", "norm": _first_config("norm", t)} for t in sorted(CONFIGS["norm"])]
+               + [{k: v for k, v in _first_config("block", t).items() if k != "stride"}  # one map size throughout
+                  for t in sorted(CONFIGS["block"]) if t != "metaformer"])
+    genomes = {"blocks": {"name": "every_block", "input": {"resolution": 32}, "num_classes": 5,
+                          "stem": {"type": "conv", "kernel": 4, "stride": 4},
+                          "stages": [{"depth": len(pattern), "width": 32, "pattern": pattern}]}}
+    stems, downsamples, heads = (sorted(CONFIGS[role]) for role in ("stem", "downsample", "head"))
+    for k in range(max(len(stems), len(downsamples), len(heads))):
+        stem = _first_config("stem", stems[k % len(stems)])
+        genomes[f"ends{k}"] = {
+            "name": f"ends_{k}", "input": {"resolution": 64}, "num_classes": 5,
+            "stem": stem, "head": _first_config("head", heads[k % len(heads)]),
+            "stages": [{"depth": 1, "width": stem.get("width", 32), "block": {"mixer": "pooling"}},
+                       {"depth": 1, "width": 48, "downsample": _first_config("downsample",
+                                                                             downsamples[k % len(downsamples)]),
+                        "block": {"mixer": "pooling"}}]}
+    return genomes
+
+
+def test_the_every_type_genomes_use_every_registered_type():
+    used = {(role, tag) for genome in _every_type_genomes().values()
+            for role, table in used_modules(load_genome(genome)).items() for tag in table}
+    assert used == {(role, tag) for role, table in CONFIGS.items() for tag in table}
+
+
+@pytest.mark.parametrize("name", list(_every_type_genomes()))
+def test_every_registered_type_exports_into_one_model_py(name, tmp_path):
+    """One flat model.py per genome: no name may be bound to two objects (two helpers called alike in two
+    files once broke a gated + gnconv genome), and the outputs equal the compiled model's."""
+    genome = load_genome(_every_type_genomes()[name])
+    model_py, weights, out = tmp_path / "model.py", tmp_path / "weights.pt", tmp_path / "out.pt"
+    genome_file = tmp_path / "g.yaml"
+    genome_file.write_text(yaml.safe_dump(genome.to_dict()))
+    result = run_nas("compile", genome_file, "-o", model_py, "--weights", weights)
+    assert result.returncode == 0, result.stderr
+    res = genome.input.resolution[0]
+    clean = run_clean(model_py, weights, out, f"3,{res},{res}")
+    assert clean.returncode == 0, clean.stderr
+    model = compile_model(genome).eval()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    saved = torch.load(out, weights_only=True)
+    with torch.inference_mode():
+        assert torch.allclose(saved["y"], model(saved["x"]), atol=1e-5, rtol=1e-5)
+
+
+def test_a_gated_block_and_a_gnconv_mixer_share_one_model_py(tmp_path):
+    """The genome of the issue that found the name collision."""
+    genome = tmp_path / "collide.yaml"
+    genome.write_text("name: collide\ninput: {channels: 3, resolution: 32}\nnum_classes: 10\n"
+                      "stem: {type: conv, kernel: 4, stride: 4}\n"
+                      "defaults: {downsample: {type: conv, kernel: 2, stride: 2}}\nstages:\n"
+                      "  - {depth: 1, width: 32, block: {type: gated}}\n"
+                      "  - {depth: 1, width: 64, block: {mixer: {type: gnconv}}}\n")
+    model_py, weights, out = tmp_path / "model.py", tmp_path / "w.pt", tmp_path / "out.pt"
+    assert run_nas("compile", genome, "-o", model_py, "--weights", weights).returncode == 0
+    assert run_clean(model_py, weights, out, "3,32,32").returncode == 0
+
+
+def test_one_name_for_two_objects_is_refused_naming_both():
+    collector = _Collector()
+    collector.bind("helper", "blocks.a.helper")
+    with pytest.raises(ExportError, match="'helper' would stand for both blocks.a.helper and blocks.b.helper"):
+        collector.bind("helper", "blocks.b.helper")
