@@ -20,6 +20,8 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from runners.optuna_internals import storage_of, trial_id
+
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 INTERRUPTED = "interrupted"
 SURPLUS = "surplus"
@@ -190,8 +192,8 @@ def _age_s(trial: FrozenTrial) -> float:
 def interrupt(study: optuna.Study, trial: FrozenTrial, why: str) -> bool:
     """Fail a trial whose worker died, and queue its genome once more; False if it had finished meanwhile."""
     try:
-        study._storage.set_trial_user_attr(trial._trial_id, "failure", f"{INTERRUPTED} ({why})")
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        storage_of(study).set_trial_user_attr(trial_id(trial), "failure", f"{INTERRUPTED} ({why})")
+        storage_of(study).set_trial_state_values(trial_id(trial), TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return False  # it finished, or another worker recovered it first
     retry(study, trial)
@@ -244,9 +246,9 @@ class Heartbeat:
         while not self._stop.wait(self.interval_s):
             with self._lock:
                 ids = list(self._trials)
-            for trial_id in ids:
+            for id_ in ids:
                 try:
-                    self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+                    self.storage.set_trial_user_attr(id_, "heartbeat", time.time())
                 except Exception:  # noqa: BLE001 - finished meanwhile, or a missed beat retried next interval
                     pass
 

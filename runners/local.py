@@ -8,7 +8,6 @@ study's, a trial number beyond it is voided as surplus, and trials of dead worke
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from runners.base import (
     void_if_surplus,
     what_next,
 )
+from runners.optuna_internals import storage_of, trial_id
 
 # Seconds between looks at the storage while other workers' trials finish the count.
 POLL_S = 1.0
@@ -43,7 +43,7 @@ def run_trial(study: optuna.Study, work: Work, *, target: int, prune: bool = Fal
     if void_if_surplus(study, trial, target):
         return None
     if heartbeat is not None:
-        heartbeat.add(trial._trial_id)
+        heartbeat.add(trial_id(trial))
     try:
         prepared = prepare(work, study, trial)
         outcome = prepared if isinstance(prepared, Outcome) else work.evaluate(
@@ -53,7 +53,7 @@ def run_trial(study: optuna.Study, work: Work, *, target: int, prune: bool = Fal
         raise
     finally:
         if heartbeat is not None:
-            heartbeat.remove(trial._trial_id)
+            heartbeat.remove(trial_id(trial))
     return settle(study, trial, outcome)
 
 
@@ -71,7 +71,7 @@ def run_trials(study: optuna.Study, work: Work, target: int, *, prune: bool = Fa
     """Run trials until the study counts ``target`` (with any other workers); returns why it stopped:
     ``"done"``, ``"timeout"`` or ``"stopped"`` (``on_trial`` raised ``StopSearch``). While the last trials run
     elsewhere, it waits for them: one may yet fail and need replacing."""
-    heartbeat = Heartbeat(study._storage, heartbeat_s)
+    heartbeat = Heartbeat(storage_of(study), heartbeat_s)
     start = time.perf_counter()
     recover(study)
     try:
@@ -120,7 +120,3 @@ def wait_workers(procs: list[subprocess.Popen], stop: bool = False) -> list[int]
             proc.kill()
             codes.append(proc.wait())
     return codes
-
-
-def worker_command(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "nas", "search", "--resume", str(run_dir), "--as-worker"]

@@ -34,6 +34,7 @@ from runners.base import (
     void_if_surplus,
     what_next,
 )
+from runners.optuna_internals import storage_of, trial_for_id, trial_id
 from runners.storage import open_storage
 
 EXPERIMENT = "ray"  # the Tune experiment's folder in the run directory
@@ -95,6 +96,12 @@ class RayOptions:
 _ATTACHED: dict[str, tuple[Work, OnTrial | None]] = {}
 
 
+# Ray's OptunaSearch internals the searcher below relies on: the study it samples, its Tune-trial -> Optuna-trial
+# map, the define-by-run space, the sampler and mode it was given, and the hook that makes its study. Checked
+# against the installed Ray by tests/test_ray_runner.py, so an upgrade that moves one fails there, loudly.
+OPTUNA_SEARCH_INTERNALS = ("_ot_study", "_ot_trials", "_space", "_sampler", "_mode", "_setup_study")
+
+
 def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None):
     """The study's searcher; its class is made here so that Ray is imported only by Ray runs."""
     from ray.tune.search import Searcher
@@ -145,7 +152,7 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
                 if prepared is None or isinstance(prepared, Outcome):
                     del self._ot_trials[trial_id]
                     continue
-                self._beat().add(ot_trial._trial_id)
+                self._beat().add(trial_id(ot_trial))
                 return {"payload": prepared, "trial": ot_trial.number}
 
         def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -159,8 +166,8 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
             ot_trial = self._ot_trials.pop(trial_id, None)
             if ot_trial is None:
                 return
-            self._beat().remove(ot_trial._trial_id)
-            frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
+            self._beat().remove(trial_id(ot_trial))
+            frozen = storage_of(self._ot_study).get_trial(trial_id(ot_trial))
             if frozen.state != optuna.trial.TrialState.RUNNING:
                 return  # told before the driver was killed; Tune's snapshot predates it
             if error:
@@ -184,7 +191,7 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
 
         def _beat(self) -> Heartbeat:
             if self._heartbeat is None:
-                self._heartbeat = Heartbeat(self._ot_study._storage, self._opts.heartbeat)
+                self._heartbeat = Heartbeat(storage_of(self._ot_study), self._opts.heartbeat)
             return self._heartbeat
 
         # -- Tune pickles the searcher (tuner.pkl, its checkpoints): keep the trial map, reopen the study -------
@@ -203,11 +210,11 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
             running = {t.number: t for t in self._ot_study.get_trials(deepcopy=False)
                        if t.state == optuna.trial.TrialState.RUNNING}
             # Trials the snapshot saw running: Tune re-runs the unfinished ones, and this driver owns them now
-            self._ot_trials = {tid: optuna.Trial(self._ot_study, running[n]._trial_id)
+            self._ot_trials = {tid: trial_for_id(self._ot_study, trial_id(running[n]))
                                for tid, n in numbers.items() if n in running}
             for trial in self._ot_trials.values():
                 claim(trial)
-                self._beat().add(trial._trial_id)
+                self._beat().add(trial_id(trial))
 
         def save(self, checkpoint_path: str) -> None:
             import pickle

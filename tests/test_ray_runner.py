@@ -189,3 +189,14 @@ def test_a_killed_ray_driver_resumes_through_tune_and_keeps_every_finished_trial
     assert {t.number: t.values for t in after if t.number in before} == before  # nothing finished was lost
     assert counted(after) == 8 and not any(t.state == TrialState.RUNNING for t in after)
     assert (run_dir / "best.yaml").is_file()
+
+
+def test_the_ray_internals_the_searcher_relies_on_exist():
+    """An upgrade of Ray that renames what ``runners.ray`` overrides or reads fails here, not in a search."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from runners.ray import OPTUNA_SEARCH_INTERNALS
+
+    searcher = OptunaSearch(space=lambda trial: {"x": trial.suggest_float("x", 0, 1)}, metric="score", mode="max")
+    missing = [name for name in OPTUNA_SEARCH_INTERNALS if not hasattr(searcher, name)]
+    assert not missing, f"Ray's OptunaSearch no longer has {missing}"

@@ -178,3 +178,21 @@ def test_runner_flags_that_contradict_each_other_fail_before_any_work(tmp_path: 
         done = run_nas("search", "--space", "tiny", *flags, "--out", tmp_path / "never")
         assert done.returncode == 2 and message in done.stderr, (flags, done.stderr)
         assert not (tmp_path / "never").exists()
+
+
+def test_the_optuna_internals_the_runners_rely_on_exist(tmp_path):
+    """An upgrade of Optuna that moves what ``runners.optuna_internals`` reads fails here, not in a search."""
+    from runners import optuna_internals
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    trial = study.ask()
+    objects = {"Study": study, "Trial": trial, "FrozenTrial": study.trials[0],
+               "BaseDistribution": optuna.distributions.CategoricalDistribution([1, 2])}
+    assert {name for name, _ in optuna_internals.USED} == set(objects)
+    for name, attribute in optuna_internals.USED:
+        assert hasattr(objects[name], attribute), f"optuna.{name} no longer has {attribute}"
+    assert optuna_internals.storage_of(study) is study._storage
+    assert optuna_internals.trial_id(trial) == study.trials[0]._trial_id
+    assert optuna_internals.trial_for_id(study, optuna_internals.trial_id(trial)).number == trial.number
+    assert optuna_internals.contains(objects["BaseDistribution"], 2)
+    assert not optuna_internals.contains(objects["BaseDistribution"], 3)

@@ -24,7 +24,7 @@ from nas.export import export_model
 from nas.genome import Genome
 from nas.io import dump_genome, parse_genome
 from nas.search.params import genome_data, params_picker
-from nas.search.rundir import read_run, write_atomic
+from nas.search.rundir import open_study, read_run, write_atomic
 from nas.search.samplers import dominates
 from nas.search.trial import SECOND_UNITS, is_invalid
 from nas.space import choices, space_size
@@ -255,8 +255,6 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def write_report(run_dir: str | Path) -> SearchResult:
     """Rebuild every result file of ``run_dir`` from its storage; returns what ``nas.search`` returns. Each file
     is replaced whole, so an interrupted rebuild leaves the previous files, never half of one."""
-    from nas.search.run import open_study
-
     run_dir = Path(run_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     options, space = read_run(run_dir)

@@ -37,7 +37,7 @@ from nas.search.rundir import (
     default_run_dir,
     dump_options,
     latest_run,
-    load_stored_study,
+    open_study,
     read_run,
     refuse_results,
     shown,
@@ -50,7 +50,7 @@ from nas.search.survey import check_reachable, survey
 from nas.search.trial import SECOND_UNITS, Evaluate, Inputs, TrialWork, is_invalid
 from nas.space import fit_space_to_data, read_space, space_resolution
 from runners.base import StopSearch, counted, is_duplicate, is_void
-from runners.local import run_trials, start_workers, wait_workers, worker_command
+from runners.local import run_trials, start_workers, wait_workers
 
 # Stop when this many samples in a row are invalid genomes and nearly nothing else came out.
 INVALID_STREAK = 50
@@ -60,22 +60,6 @@ DUPLICATE_STREAK = 50
 # What a resumed run (or a worker joining a search) may change; any other option given must match the run's.
 CHANGEABLE = ("trials", "timeout", "workers")
 BUDGETS = {"budget": "flops_budget", "params": "params_budget", "latency": "latency_budget_ms"}
-
-
-def open_study(run_dir: Path, options: SearchOptions, sampler: optuna.samplers.BaseSampler | None = None,
-               create: bool = False) -> optuna.Study:
-    """The run's study; unless ``create``, it must exist, and its storage is checked before it is opened (a
-    missing SQLite file would otherwise be created empty)."""
-    directions = ["maximize", "minimize"] if options.multi_objective else ["maximize"]
-    pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
-              "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=options.epochs),
-              "none": optuna.pruners.NopPruner()}[options.pruner]
-    url = storage_url(run_dir, options)
-    if create:
-        return optuna.create_study(storage=connect(url), study_name=options.study, directions=directions,
-                                   sampler=sampler, pruner=pruner, load_if_exists=True)
-    check_storage(url, options.study, must_exist=True)
-    return load_stored_study(url, options.study, sampler=sampler, pruner=pruner)
 
 
 def _load_space(space: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str, str]:
@@ -328,7 +312,7 @@ def _run(options: SearchOptions, run_dir: Path, study_: optuna.Study, work: Tria
     procs = []
     workers_ = options.workers or 1
     if workers_ > 1 and not as_worker:
-        procs = start_workers(workers_ - 1, worker_command(run_dir), run_dir / "workers")
+        procs = start_workers(workers_ - 1, _worker_command(run_dir), run_dir / "workers")
     try:
         why = run_trials(study_, work, options.trials, prune=prune, heartbeat_s=options.heartbeat,
                          timeout=options.timeout, on_trial=state.on_trial)
@@ -403,6 +387,11 @@ def _check_ray_address(address: str | None) -> None:
         check_address(address)
     except RayUnreachable as err:
         raise InputError(str(err)) from None
+
+
+def _worker_command(run_dir: Path) -> list[str]:
+    """A process that joins this run as a worker; ``runners.local`` starts it without knowing what it is."""
+    return [sys.executable, "-m", "nas", "search", "--resume", str(run_dir), "--as-worker"]
 
 
 def _resume_dir(resume: bool | str | Path, out: str | Path | None) -> Path:

@@ -54,6 +54,22 @@ def default_run_dir(options: SearchOptions) -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+def open_study(run_dir: Path, options: SearchOptions, sampler: optuna.samplers.BaseSampler | None = None,
+               create: bool = False) -> optuna.Study:
+    """The run's study; unless ``create``, it must exist, and its storage is checked before it is opened (a
+    missing SQLite file would otherwise be created empty)."""
+    directions = ["maximize", "minimize"] if options.multi_objective else ["maximize"]
+    pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+              "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=options.epochs),
+              "none": optuna.pruners.NopPruner()}[options.pruner]
+    url = storage_url(run_dir, options)
+    if create:
+        return optuna.create_study(storage=connect(url), study_name=options.study, directions=directions,
+                                   sampler=sampler, pruner=pruner, load_if_exists=True)
+    check_storage(url, options.study, must_exist=True)
+    return load_stored_study(url, options.study, sampler=sampler, pruner=pruner)
+
+
 def read_run(run_dir: Path) -> tuple[SearchOptions, dict[str, Any]]:
     """The options and the space a run directory was started with; a damaged file is bad input naming it."""
     run_file = run_dir / RUN_FILE

@@ -15,6 +15,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import InputError
+from runners.optuna_internals import contains
 
 SAMPLERS = ("tpe", "nsga2", "random", "evolution")
 
@@ -87,7 +88,7 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
 
     def sample_independent(self, study, trial, param_name: str, param_distribution: BaseDistribution) -> Any:
         params, mutated = self._plan(study, trial)
-        if param_name in params and param_name != mutated and _contains(param_distribution, params[param_name]):
+        if param_name in params and param_name != mutated and contains(param_distribution, params[param_name]):
             return params[param_name]
         if param_name == mutated:
             return self._mutate(param_distribution, params[param_name])
@@ -107,13 +108,6 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
 
     def after_trial(self, study, trial, state, values) -> None:
         self._plans.pop(trial.number, None)
-
-
-def _contains(dist: BaseDistribution, value: Any) -> bool:
-    try:
-        return dist._contains(dist.to_internal_repr(value))
-    except (ValueError, TypeError, IndexError):
-        return False
 
 
 def make_sampler(name: str, seed: int, trials: int = 100, parallel: bool = False) -> optuna.samplers.BaseSampler:

@@ -1,0 +1,41 @@
+"""The Optuna internals ``nas`` relies on, in one place: what the public API does not offer. Each is a one-line
+reach into a private attribute, checked against the installed Optuna by ``tests/test_runners.py`` so that an
+upgrade that moves one fails there, loudly, rather than in a search.
+
+- A trial's storage id: the heartbeat and dead-worker recovery write to a trial by id, from threads and from
+  processes that did not ``ask`` it.
+- A study's storage: recovery fails another process's RUNNING trial, which ``Study.tell`` refuses.
+- A distribution's membership test: the evolution sampler keeps a parent's value only where the child's
+  distribution still holds it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+
+# (object, attribute) pairs this module reads; the test checks each exists on real objects.
+USED = (("Study", "_storage"), ("Trial", "_trial_id"), ("FrozenTrial", "_trial_id"),
+        ("BaseDistribution", "_contains"))
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    return study._storage
+
+
+def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    return trial._trial_id
+
+
+def trial_for_id(study: optuna.Study, trial_id_: int) -> optuna.Trial:
+    """A live handle on a RUNNING trial of the study (Ray restores its trials this way after a restart)."""
+    return optuna.Trial(study, trial_id_)
+
+
+def contains(dist: BaseDistribution, value: Any) -> bool:
+    """Whether ``value`` is one of ``dist``'s values."""
+    try:
+        return dist._contains(dist.to_internal_repr(value))
+    except (ValueError, TypeError, IndexError):
+        return False
