@@ -55,10 +55,6 @@ class SearchResult:
     second: str
     files: list[Path] = field(default_factory=list)
 
-    @property
-    def best_genome(self) -> Genome | None:
-        return self.best.genome if self.best else None
-
     def summary(self) -> str:
         head = f"{self.counts['trials']} trials: {_breakdown(self.counts)}"
         if self.best is None:
