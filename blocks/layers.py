@@ -1,12 +1,11 @@
-"""Small layers shared by block families: activations, layer scale, drop path."""
+"""Small layers and helpers shared by block families: layout views, layer scale, drop path, conv-BN,
+squeeze-excitation, and the one rule for a width scaled by a ratio."""
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from torch import nn
 
-Act = Literal["gelu", "relu", "relu6", "silu", "hardswish", "sigmoid", "tanh", "star_relu", "squared_relu", "identity"]
+from blocks.activations import create_act
 
 
 def nchw(x):
@@ -18,49 +17,39 @@ def nhwc(x):
     return x.permute(0, 2, 3, 1)
 
 
-class StarReLU(nn.Module):
-    """s * relu(x)^2 + b with learnable scalars (MetaFormer baselines)."""
+def scaled_width(width, ratio, rounding="nearest"):
+    """``width * ratio`` as a channel count: every "width x ratio" in blocks/ goes through here.
 
-    def __init__(self, scale=1.0, bias=0.0):
+    Two roundings, because the published models differ and a block must keep the widths (and so the params and
+    FLOPs) of the models it reproduces: ``nearest`` (round half to even) for MLP hidden widths, expansions and
+    bottleneck widths; ``floor`` where the reference code takes ``int()`` of the product and the product is not
+    whole: MambaOut's hidden width (int(8/3 * 96) = 255), VMamba's and Mamba's SSM widths, squeeze-excitation
+    widths, InceptionNeXt's branch width, the MambaOut stem's first width."""
+    scaled = width * ratio
+    return int(scaled) if rounding == "floor" else round(scaled)
+
+
+def conv_bn(in_chs, out_chs, kernel=1, stride=1, groups=1, act="identity"):
+    """Conv (no bias: the BN after it has one) -> BatchNorm -> act, on NCHW maps."""
+    return nn.Sequential(
+        nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_chs),
+        create_act(act),
+    )
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gate from globally pooled features (NCHW): fc -> act -> fc -> sigmoid."""
+
+    def __init__(self, chs, reduced, act="silu"):
         super().__init__()
-        self.scale = nn.Parameter(torch.tensor([float(scale)]))
-        self.bias = nn.Parameter(torch.tensor([float(bias)]))
+        self.reduce = nn.Linear(chs, reduced)
+        self.act = create_act(act)
+        self.expand = nn.Linear(reduced, chs)
 
     def forward(self, x):
-        return self.scale * torch.relu(x) ** 2 + self.bias
-
-
-class SquaredReLU(nn.Module):
-    def forward(self, x):
-        return torch.relu(x) ** 2
-
-
-def create_act(name):
-    if name == "gelu":
-        return nn.GELU()
-    if name == "relu":
-        return nn.ReLU()
-    if name == "relu6":
-        return nn.ReLU6()
-    if name == "silu":
-        return nn.SiLU()
-    if name == "hardswish":
-        return nn.Hardswish()
-    if name == "sigmoid":
-        return nn.Sigmoid()
-    if name == "tanh":
-        return nn.Tanh()
-    if name == "star_relu":
-        return StarReLU()
-    if name == "squared_relu":
-        return SquaredReLU()
-    if name == "identity":
-        return nn.Identity()
-    raise ValueError(f"unknown activation {name!r}")
-
-
-def act_params(name: str) -> int:
-    return 2 if name == "star_relu" else 0
+        gate = torch.sigmoid(self.expand(self.act(self.reduce(x.mean((2, 3))))))
+        return x * gate[:, :, None, None]
 
 
 class Scale(nn.Module):
