@@ -14,7 +14,7 @@ from blocks.mlp import MlpConfig
 from blocks.norm import LayerNormConfig
 from blocks.validators import OddInt
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
     from blocks import ChannelMixer, Norm
 
 

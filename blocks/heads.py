@@ -12,7 +12,7 @@ from blocks.base import BlockConfig, HeadModule, Shape, create, register
 from blocks.layers import conv_bn, nchw, scaled_width
 from blocks.norm import LayerNormConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
     from blocks import Norm
 
 

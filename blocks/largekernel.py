@@ -14,7 +14,7 @@ from blocks.base import BlockConfig, BlockModule, Shape, ShapeError, count, crea
 from blocks.layers import DropPath, SqueezeExcite, nchw, nhwc, optional_scale, scaled_width
 from blocks.validators import OddInt
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
     from blocks import Mixer
 
 

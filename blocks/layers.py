@@ -18,13 +18,18 @@ def nhwc(x):
 
 
 def scaled_width(width, ratio, rounding="nearest"):
-    """``width * ratio`` as a channel count: every "width x ratio" in blocks/ goes through here.
+    """``width * ratio`` as a channel count, the one rule for every "width x ratio" in blocks/.
 
-    Two roundings, because the published models differ and a block must keep the widths (and so the params and
-    FLOPs) of the models it reproduces: ``nearest`` (round half to even) for MLP hidden widths, expansions and
-    bottleneck widths; ``floor`` where the reference code takes ``int()`` of the product and the product is not
-    whole: MambaOut's hidden width (int(8/3 * 96) = 255), VMamba's and Mamba's SSM widths, squeeze-excitation
-    widths, InceptionNeXt's branch width, the MambaOut stem's first width."""
+    ``nearest`` rounds half to even: MLP and head hidden widths, separable-conv, MBConv and bottleneck widths,
+    token-MLP widths, the conv_pair stem (MobileNetV2's int(round(inp * t))). ``floor`` takes int() of the
+    product, as the reference code does for MambaOut's hidden and conv widths, Mamba's and VMamba's inner
+    widths, InceptionNeXt's branch width, the MambaOut stem's first width (out // 2) and squeeze-excitation
+    widths (UniRepLKNet's dim // 4). Either rule alone keeps every zoo genome's counts, whose products are
+    whole; but elsewhere (expansion 2.5 on width 35, se 0.3 on width 33) one rule would change a block's
+    widths, so its params, FLOPs and state-dict shapes, and saved weights would no longer load. Hence two.
+    """
+    if rounding not in ("nearest", "floor"):
+        raise ValueError(f"rounding is 'nearest' or 'floor', not {rounding!r}")
     scaled = width * ratio
     return int(scaled) if rounding == "floor" else round(scaled)
 

@@ -12,7 +12,7 @@ from blocks.layers import DropPath, optional_scale
 from blocks.mlp import MlpConfig
 from blocks.norm import LayerNormConfig
 
-if TYPE_CHECKING:  # bound at run time by blocks/__init__.py once every block type is registered
+if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
     from blocks import Block, ChannelMixer, Mixer, Norm
 
 

@@ -13,7 +13,7 @@ from blocks.base import BlockModule, Shape, ShapeError, check_within, conv_out, 
 from blocks.layers import nchw, nhwc
 from blocks.norm import LayerNormConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
     from blocks import Norm
 
 

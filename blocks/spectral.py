@@ -20,7 +20,7 @@ from blocks.layers import DropPath, optional_scale
 from blocks.mlp import MlpConfig
 from blocks.norm import LayerNormConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
     from blocks import ChannelMixer, Mixer, Norm
 
 

@@ -21,7 +21,7 @@ from blocks.layers import conv_bn, nchw, nhwc, scaled_width
 from blocks.norm import LayerNormConfig
 from blocks.validators import OddInt
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
     from blocks import Norm
 
 
