@@ -25,7 +25,7 @@ class SquaredReLU(nn.Module):
         return torch.relu(x) ** 2
 
 
-def activation_table():
+def activation_table() -> dict:
     """The activation registry: name -> module class, or a factory taking no arguments. A new activation is
     one entry here. It is a literal in this function, not a dict filled at import, because exported
     ``model.py`` files copy ``create_act`` and this function by source and need the same table."""
@@ -43,7 +43,7 @@ def activation_table():
     }
 
 
-def create_act(name):
+def create_act(name: str) -> nn.Module:
     table = activation_table()
     if name not in table:
         raise ValueError(f"unknown activation {name!r}")

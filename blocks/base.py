@@ -65,7 +65,7 @@ class BlockModule(nn.Module):
       source: plain torch and the standard library, with names unique across blocks/.
     """
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, int]) -> tuple[int, int]:
         return size
 
 
@@ -78,10 +78,10 @@ class HeadModule(BlockModule):
     ``forward`` returns the pooled (B, in_chs) features.
     """
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, int]) -> tuple[int, int]:
         return (1, 1)
 
-    def reset(self, num_classes):
+    def reset(self, num_classes: int) -> None:
         raise NotImplementedError(f"{type(self).__name__}.reset")
 
 

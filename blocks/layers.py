@@ -17,7 +17,7 @@ def nhwc(x):
     return x.permute(0, 2, 3, 1)
 
 
-def scaled_width(width, ratio, rounding="nearest"):
+def scaled_width(width: int, ratio: float, rounding: str = "nearest") -> int:
     """``width * ratio`` as a channel count, the one rule for every "width x ratio" in blocks/.
 
     ``nearest`` rounds half to even: MLP and head hidden widths, separable-conv, MBConv and bottleneck widths,

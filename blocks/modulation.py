@@ -7,8 +7,9 @@ of attention's query-key product.
 - Large kernel attention (VAN): a depthwise, a dilated depthwise and a 1x1 conv give an attention map that
   multiplies its input.
 
-One family, as tests/test_modulation_family.py tests it: each is a token mixer of a few convs and linears with
-an element-wise product, and none is a whole architecture's block of its own.
+One file for one family: each is a token mixer in which convolutions build a context that multiplies a
+projection of the input, and none brings a block, stem or helper of its own (FocalNet, SMT, HorNet and VAN
+stack them in MetaFormer blocks), so a file each would split one family four ways.
 """
 from __future__ import annotations
 
