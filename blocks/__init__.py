@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from importlib.metadata import entry_points
 from typing import Annotated, Any, Union
 
 from pydantic import BeforeValidator, Discriminator, Tag
 
-from blocks.base import CONFIGS, MODULES, ROLES, BlockConfig, Shape, ShapeError, create, register
+from blocks.base import CONFIGS, MODULES, ROLES, BlockConfig, BlockModule, Shape, ShapeError, create, register
 
-__all__ = ["BlockConfig", "CONFIGS", "MODULES", "ROLES", "Shape", "ShapeError", "create", "register", "union",
-           "UNION_NAMES"]
+__all__ = ["BlockConfig", "BlockModule", "CONFIGS", "MODULES", "ROLES", "Shape", "ShapeError", "create", "register",
+           "union", "UNION_NAMES", "Stem", "Downsample", "Block", "Mixer", "ChannelMixer", "Norm", "Head"]
 
 # The name composite configs use in annotations for each role's discriminated union.
 UNION_NAMES = {"stem": "Stem", "downsample": "Downsample", "block": "Block", "mixer": "Mixer",
@@ -51,13 +52,33 @@ def _import_all() -> None:
         entry.load()
 
 
-def _resolve_unions() -> None:
-    """Composite configs name other roles' unions; build those now that every type is registered."""
-    namespace = {name: union(role) for role, name in UNION_NAMES.items()}
-    for configs in CONFIGS.values():
-        for cls in configs.values():
-            cls.model_rebuild(force=True, _types_namespace=namespace)
-
-
 _import_all()
+
+# Each role's discriminated union, by the name configs use in annotations (``mixer: Mixer``). Built once every
+# type is registered, so a union holds types from files imported after the one that names it. Family files
+# import these names under ``TYPE_CHECKING`` only (an import at run time would be circular).
+Stem = union("stem")
+Downsample = union("downsample")
+Block = union("block")
+Mixer = union("mixer")
+ChannelMixer = union("mlp")
+Norm = union("norm")
+Head = union("head")
+
+
+def _resolve_unions() -> None:
+    """Bind the union names in the module of every registered config (and of its config bases), where pydantic
+    resolves annotations, then rebuild the configs."""
+    unions = {name: globals()[name] for name in UNION_NAMES.values()}
+    registered = {cls for configs in CONFIGS.values() for cls in configs.values()}
+    for module in {sys.modules[base.__module__] for cls in registered for base in cls.__mro__
+                   if issubclass(base, BlockConfig)}:
+        for name, value in unions.items():
+            if getattr(module, name, value) is not value:
+                raise ImportError(f"{module.__name__} defines {name!r}, the name of a role's union")
+            setattr(module, name, value)
+    for cls in registered:
+        cls.model_rebuild(force=True)
+
+
 _resolve_unions()

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, ShapeError, register
+from blocks.base import BlockConfig, BlockModule, Shape, ShapeError, register
 from blocks.layers import nchw, nhwc
 from blocks.validators import OddInt
 
@@ -21,7 +21,7 @@ def attention_heads(dim, heads, head_dim):
     return heads, head_dim
 
 
-class Attention(nn.Module):
+class Attention(BlockModule):
     """Multi-head self-attention, global or within non-overlapping windows.
 
     Uses ``F.scaled_dot_product_attention`` so fused kernels run where the device has them.
@@ -100,6 +100,14 @@ class HeadsConfig(BlockConfig):
         """Weights and biases of the qkv and output projections."""
         inner = self.inner(dim)
         return 4 * dim * inner + 3 * inner * self.qkv_bias + dim * self.proj_bias
+
+
+class HeadedAttentionConfig(HeadsConfig):
+    """Heads with biases on qkv and on the output projection by default, as every published model of this
+    family has them."""
+
+    qkv_bias: bool = True
+    proj_bias: bool = True
 
 
 @register("mixer", module=Attention)

@@ -1,15 +1,16 @@
 """The block registry: a block type is a pydantic config plus the torch module it builds.
 
-Config classes carry the analytic side (shape, params, FLOPs); module classes are plain torch so the
-exporter can inline them. ``create`` is the one place a config dict becomes a module, in the engine and in
-exported ``model.py`` files alike.
+Config classes (``BlockConfig``) carry the analytic side (shape, params, FLOPs); module classes
+(``BlockModule``, ``HeadModule``) are plain torch so the exporter can inline them. Both base classes state
+the contract their subclasses keep. ``create`` is the one place a config dict becomes a module, in the engine
+and in exported ``model.py`` files alike.
 """
 from __future__ import annotations
 
 import inspect
 import math
-from functools import cached_property
 from collections.abc import Callable, Iterator
+from functools import cached_property
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidatorFunctionWrapHandler, field_validator
@@ -23,12 +24,65 @@ ROLES = ("stem", "downsample", "block", "mixer", "mlp", "norm", "head")
 MAX_NUMBER = 1 << 16
 
 # role -> type -> module class. Filled by ``register``; exported files get a literal copy.
-MODULES: dict[str, dict[str, type[nn.Module]]] = {}
+MODULES: dict[str, dict[str, type[BlockModule]]] = {}
 # role -> type -> config class.
 CONFIGS: dict[str, dict[str, type[BlockConfig]]] = {}
+# What ``create`` passes to a role's module besides the config's fields: the engine's call sites (nas/network.py,
+# and blocks that build nested configs) give these, and a constructor takes the ones it names.
+CONTEXT: dict[str, tuple[str, ...]] = {
+    "stem": ("in_chs", "out_chs", "size"),
+    "downsample": ("in_chs", "out_chs", "size"),
+    "block": ("dim", "in_chs", "out_chs", "size", "drop_path"),
+    "mixer": ("dim", "size"),
+    "mlp": ("dim",),
+    "norm": ("dim",),
+    "head": ("in_chs", "num_classes"),
+}
+# Submodule names that mark a linear layer whose output stacks q, k and v (or k and v) in equal parts; the
+# supernet slices each part on its own (nas/supernet/supernet.py).
+FUSED_PROJECTIONS = {"qkv": 3, "kv": 2}
 # traced op name -> FLOP counter, for ops fvcore does not count (FFTs, custom scans). A counter takes the
 # op's traced inputs and outputs, as fvcore handles do, and returns multiply-accumulates.
 FLOP_HANDLES: dict[str, Callable[[list[Any], list[Any]], int]] = {}
+
+
+class BlockModule(nn.Module):
+    """Base of every module a block config builds (``register`` refuses any other). The contract:
+
+    - Construction: ``create(role, cfg, **context)`` calls the class with the config's fields (all but
+      ``type``) as keyword arguments of the same names, plus those of the role's ``CONTEXT`` arguments that
+      the constructor names: ``dim`` (the input width of a width-keeping module), ``in_chs`` and ``out_chs``,
+      ``size`` (the input map's (height, width), for weights or buffers sized by the map), ``drop_path``,
+      ``num_classes``. Nested configs (a block's ``mixer``, ``norm``) arrive as dicts, built with ``create``.
+    - Data: ``forward`` takes and returns channels-last (B, H, W, C) maps; a head returns (B, classes).
+    - Size: ``out_size(size)`` is the output map's (height, width) for an input of ``size``, and agrees with
+      the config's ``out_shape``. The default keeps the size: stems, downsamples and resampling blocks
+      (a strided bottleneck) override it.
+    - Weights: state-dict keys follow attribute names, so renaming one breaks saved weights and supernet
+      checkpoints. A linear layer stacking q, k and v (or k and v) in equal parts of its output is named
+      ``qkv`` (or ``kv``), and no other layer is (``FUSED_PROJECTIONS``).
+    - Export: ``nas compile`` copies the class, and every module-level helper it names, into ``model.py`` by
+      source: plain torch and the standard library, with names unique across blocks/.
+    """
+
+    def out_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        return size
+
+
+class HeadModule(BlockModule):
+    """Base of classifier heads (context: ``in_chs``, ``num_classes``).
+
+    ``forward(x, pre_logits=False)`` maps the last stage's (B, H, W, C) features to (B, num_classes) logits,
+    or with ``pre_logits`` to the pooled features its classifier reads. ``reset(num_classes)`` rebuilds the
+    classifier for another class count (``Network.reset_classifier``); with zero classes there is none, and
+    ``forward`` returns the pooled (B, in_chs) features.
+    """
+
+    def out_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        return (1, 1)
+
+    def reset(self, num_classes: int) -> None:
+        raise NotImplementedError(f"{type(self).__name__}.reset")
 
 
 class ShapeError(ValueError):
@@ -80,7 +134,7 @@ class BlockConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     _numbers = field_validator("*", mode="wrap")(check_numbers)
-    module: ClassVar[type[nn.Module]]
+    module: ClassVar[type[BlockModule]]
     # Configs tests/test_blocks.py builds and checks against the module, besides the all-defaults one
     # (which is skipped when a field is required).
     examples: ClassVar[tuple[dict[str, Any], ...]] = ()
@@ -156,7 +210,7 @@ def check_within(name: str, child: BlockConfig, shape: Shape) -> None:
         raise err.within(name) from None
 
 
-def register(*roles: str, module: type[nn.Module]):
+def register(*roles: str, module: type[BlockModule]):
     """Class decorator: make a config usable everywhere under its ``type`` name in the given roles."""
 
     def decorate(cls: type[BlockConfig]) -> type[BlockConfig]:
@@ -164,6 +218,9 @@ def register(*roles: str, module: type[nn.Module]):
         for role in roles:
             if role not in ROLES:
                 raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+            base = HeadModule if role == "head" else BlockModule
+            if not issubclass(module, base):
+                raise TypeError(f"{role} type {tag!r}: {module.__name__} must subclass blocks.base.{base.__name__}")
             known = CONFIGS.setdefault(role, {})
             if tag in known and known[tag] is not cls:
                 raise ValueError(f"{role} type {tag!r} is registered twice")
@@ -176,7 +233,8 @@ def register(*roles: str, module: type[nn.Module]):
 
 
 def create(role, cfg, **context):
-    """Build the module for a config dict. Context arguments the module does not take are dropped."""
+    """Build the module for a config dict: its fields as keyword arguments, with the context arguments (see
+    ``CONTEXT``) the module's constructor names; the others are dropped."""
     cls = MODULES[role][cfg["type"]]
     accepted = inspect.signature(cls).parameters
     kwargs = {k: v for k, v in context.items() if k in accepted}

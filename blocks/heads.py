@@ -1,18 +1,19 @@
-"""Classifier heads: global average pooling, a norm, then a linear or MLP classifier."""
+"""Classifier heads: global average pooling, a norm, then a linear or MLP classifier; and MobileNetV2's head,
+a 1x1 conv to a wide feature before pooling."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, PositiveFloat
+from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, create, register
-from blocks.layers import Act, act_params, create_act
-from blocks.mlp import hidden_width
+from blocks.activations import Act, act_params, create_act
+from blocks.base import BlockConfig, HeadModule, Shape, create, register
+from blocks.layers import conv_bn, nchw, scaled_width
 from blocks.norm import LayerNormConfig
 
-# Annotations name role unions (Norm, Mixer, ChannelMixer, Block): blocks/__init__.py resolves them once
-# every block type is registered, so a union includes types from files imported later.
+if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
+    from blocks import Norm
 
 
 def norm_vector(x, norm):
@@ -28,7 +29,7 @@ def pool_features(x, norm, norm_tokens):
     return norm_vector(x.mean((1, 2)), norm)
 
 
-class LinearHead(nn.Module):
+class LinearHead(HeadModule):
     """Global average pool, optional norm, linear classifier."""
 
     def __init__(self, in_chs, num_classes, norm=None, norm_tokens=False, dropout=0.0, bias=True):
@@ -47,7 +48,7 @@ class LinearHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
-class MlpHead(nn.Module):
+class MlpHead(HeadModule):
     """Pooled features through a two-layer MLP classifier (MetaFormer's MlpHead)."""
 
     def __init__(self, in_chs, num_classes, ratio=4.0, act="squared_relu", norm=None, norm_tokens=False,
@@ -55,7 +56,7 @@ class MlpHead(nn.Module):
         super().__init__()
         self.norm = create("norm", norm, dim=in_chs) if norm else nn.Identity()
         self.norm_tokens = norm_tokens
-        self.in_chs, self.hidden = in_chs, hidden_width(in_chs, ratio)
+        self.in_chs, self.hidden = in_chs, scaled_width(in_chs, ratio)
         self.act_name, self.hidden_norm_cfg, self.dropout, self.bias = act, hidden_norm, dropout, bias
         self.reset(num_classes)
 
@@ -133,7 +134,7 @@ class MlpHeadConfig(_HeadConfig):
         dim = shape[0]
         if not out:
             return self._norm_cost(shape, False)
-        hidden = hidden_width(dim, self.ratio)
+        hidden = scaled_width(dim, self.ratio)
         n = self._norm_cost(shape, False) + dim * hidden + hidden * self.bias + act_params(self.act)
         n += self.hidden_norm.params((hidden, 1, 1), hidden) if self.hidden_norm else 0
         return n + self._fc_params(hidden, out)
@@ -142,6 +143,61 @@ class MlpHeadConfig(_HeadConfig):
         dim = shape[0]
         if not out:
             return self._norm_cost(shape, True)
-        hidden = hidden_width(dim, self.ratio)
+        hidden = scaled_width(dim, self.ratio)
         n = self._norm_cost(shape, True) + dim * hidden + hidden * out
         return n + (self.hidden_norm.flops((hidden, 1, 1), hidden) if self.hidden_norm else 0)
+
+
+class ConvHead(HeadModule):
+    """MobileNetV2's head: 1x1 conv to a wide feature -> BN -> act, global average pool, dropout, linear.
+    The conv belongs to the classifier: with zero classes the head returns the pooled input features."""
+
+    def __init__(self, in_chs, num_classes, width=1280, act="relu6", dropout=0.0, bias=True):
+        super().__init__()
+        self.in_chs, self.width, self.act, self.dropout, self.bias = in_chs, width, act, dropout, bias
+        self.reset(num_classes)
+
+    def reset(self, num_classes):
+        self.conv = self.drop = self.fc = None
+        if num_classes:
+            self.conv = conv_bn(self.in_chs, self.width, act=self.act)
+            self.drop = nn.Dropout(self.dropout)
+            self.fc = nn.Linear(self.width, num_classes, bias=self.bias)
+
+    def forward(self, x, pre_logits=False):
+        if self.conv is None:
+            return x.mean((1, 2))
+        x = self.drop(self.conv(nchw(x)).mean((2, 3)))
+        return x if pre_logits else self.fc(x)
+
+
+@register("head", module=ConvHead)
+class ConvHeadConfig(BlockConfig):
+    type: Literal["conv_head"] = "conv_head"
+    examples = (
+        {'width': 48, 'act': 'silu', 'dropout': 0.2},
+    )
+    width: PositiveInt = 1280
+    act: Act = "relu6"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    bias: bool = True
+
+    def out_shape(self, shape: Shape, out: int) -> Shape:
+        return (out, 1, 1)
+
+    def check(self, shape: Shape, out: int) -> None:
+        pass
+
+    def params(self, shape: Shape, out: int) -> int:
+        if not out:
+            return 0
+        return shape[0] * self.width + 2 * self.width + self.width * out + out * self.bias
+
+    def flops(self, shape: Shape, out: int) -> int:
+        if not out:
+            return 0
+        _, h, w = shape
+        return (shape[0] + 2) * self.width * h * w + self.width * out
+
+    def workspace(self, shape: Shape, out: int) -> int:
+        return self.width * shape[1] * shape[2]

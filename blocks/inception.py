@@ -2,28 +2,29 @@
 (token mixer -> norm -> MLP -> layer scale, one residual)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field, PositiveFloat
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, ShapeError, count, create, register
-from blocks.layers import DropPath, nchw, nhwc, optional_scale
+from blocks.base import BlockConfig, BlockModule, Shape, ShapeError, count, create, register
+from blocks.layers import DropPath, nchw, nhwc, optional_scale, scaled_width
 from blocks.mlp import MlpConfig
 from blocks.norm import BatchNormConfig
 from blocks.validators import OddInt
 
-# Annotations name role unions (Norm, Mixer, ChannelMixer): blocks/__init__.py resolves them.
+if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
+    from blocks import ChannelMixer, Mixer, Norm
 
 
 def inception_split(dim, branch_ratio):
     """Channels per conv branch, and the identity remainder."""
-    branch = int(dim * branch_ratio)
+    branch = scaled_width(dim, branch_ratio, "floor")
     return branch, dim - 3 * branch
 
 
-class InceptionDWConv(nn.Module):
+class InceptionDWConv(BlockModule):
     """Channels split into an identity part and three depthwise branches: square kxk, band 1xK and Kx1."""
 
     def __init__(self, dim, square_kernel=3, band_kernel=11, branch_ratio=0.125):
@@ -63,7 +64,7 @@ class InceptionDWConvConfig(BlockConfig):
         return branch * count(*shape[1:]) * (self.square_kernel**2 + 2 * self.band_kernel)
 
 
-class MetaNeXtBlock(nn.Module):
+class MetaNeXtBlock(BlockModule):
     """mixer -> norm -> MLP -> layer scale, with one residual (InceptionNeXt; ConvNeXt with any mixer)."""
 
     def __init__(self, dim, size, mixer, mlp=None, norm=None, layer_scale=1e-6, drop_path=0.0):

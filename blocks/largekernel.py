@@ -3,19 +3,19 @@ reparam block in its training-time form (each conv followed by BN, branches summ
 branches fold into the large kernel; here they are kept, as trained. Also the UniRepLKNet block around it."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, ShapeError, count, create, register
-from blocks.layers import Act, DropPath, create_act, nchw, nhwc, optional_scale
-from blocks.mlp import hidden_width
-from blocks.mobile import SqueezeExcite
+from blocks.activations import Act, create_act
+from blocks.base import BlockConfig, BlockModule, Shape, ShapeError, count, create, register
+from blocks.layers import DropPath, SqueezeExcite, nchw, nhwc, optional_scale, scaled_width
 from blocks.validators import OddInt
 
-# Annotations name role unions (Mixer): blocks/__init__.py resolves them.
+if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
+    from blocks import Mixer
 
 
 def dw_conv_bn(chs, kernel, dilation=1):
@@ -27,7 +27,7 @@ def dw_conv_bn(chs, kernel, dilation=1):
     )
 
 
-class LargeKernelConv(nn.Module):
+class LargeKernelConv(BlockModule):
     """BN(dwconv_K(x)) + sum_i BN(dilated dwconv_k_i(x))."""
 
     def __init__(self, dim, kernel=13, branches=()):
@@ -91,16 +91,16 @@ class GlobalResponseNorm(nn.Module):
         return x + self.gamma * (x * relative) + self.beta
 
 
-class UniRepLKNetBlock(nn.Module):
+class UniRepLKNetBlock(BlockModule):
     """mixer -> BN -> squeeze-excitation -> fc -> act -> GRN -> fc -> BN -> layer scale, one residual."""
 
     def __init__(self, dim, size, mixer, se=0.25, ratio=4.0, act="gelu", grn=True, layer_scale=1e-6,
                  drop_path=0.0):
         super().__init__()
-        hidden = hidden_width(dim, ratio)
+        hidden = scaled_width(dim, ratio)
         self.mixer = create("mixer", mixer, dim=dim, size=size)
         self.norm = nn.BatchNorm2d(dim)
-        self.se = SqueezeExcite(dim, int(se * dim), "relu") if se else nn.Identity()
+        self.se = SqueezeExcite(dim, scaled_width(dim, se, "floor"), "relu") if se else nn.Identity()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = create_act(act)
         self.grn = GlobalResponseNorm(hidden) if grn else nn.Identity()
@@ -130,24 +130,24 @@ class UniRepLKNetBlockConfig(BlockConfig):
     layer_scale: float | None = 1e-6
 
     def check(self, shape: Shape, out: int) -> None:
-        if self.se and int(self.se * shape[0]) < 1:
+        if self.se and scaled_width(shape[0], self.se, "floor") < 1:
             raise ShapeError("se", f"{self.se} of width {shape[0]} leaves no squeeze-excitation channel")
         super().check(shape, out)
 
     def params(self, shape: Shape, out: int) -> int:
         dim = shape[0]
-        hidden = hidden_width(dim, self.ratio)
+        hidden = scaled_width(dim, self.ratio)
         n = self.mixer.params(shape, dim) + 4 * dim + 2 * dim * hidden + hidden + 2 * hidden * self.grn
         if self.se:
-            reduced = int(self.se * dim)
+            reduced = scaled_width(dim, self.se, "floor")
             n += 2 * dim * reduced + reduced + dim
         return n + (dim if self.layer_scale is not None else 0)
 
     def flops(self, shape: Shape, out: int) -> int:
         dim, h, w = shape
-        hidden = hidden_width(dim, self.ratio)
+        hidden = scaled_width(dim, self.ratio)
         n = self.mixer.flops(shape, dim) + 4 * count(*shape) + 2 * h * w * dim * hidden
-        return n + (2 * dim * int(self.se * dim) if self.se else 0)
+        return n + (2 * dim * scaled_width(dim, self.se, "floor") if self.se else 0)
 
     def workspace(self, shape: Shape, out: int) -> int:
-        return 2 * shape[1] * shape[2] * hidden_width(shape[0], self.ratio)
+        return 2 * shape[1] * shape[2] * scaled_width(shape[0], self.ratio)

@@ -1,12 +1,11 @@
-"""Small layers shared by block families: activations, layer scale, drop path."""
+"""Small layers and helpers shared by block families: layout views, layer scale, drop path, conv-BN,
+squeeze-excitation, and the one rule for a width scaled by a ratio."""
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from torch import nn
 
-Act = Literal["gelu", "relu", "relu6", "silu", "hardswish", "sigmoid", "tanh", "star_relu", "squared_relu", "identity"]
+from blocks.activations import create_act
 
 
 def nchw(x):
@@ -18,49 +17,44 @@ def nhwc(x):
     return x.permute(0, 2, 3, 1)
 
 
-class StarReLU(nn.Module):
-    """s * relu(x)^2 + b with learnable scalars (MetaFormer baselines)."""
+def scaled_width(width: int, ratio: float, rounding: str = "nearest") -> int:
+    """``width * ratio`` as a channel count, the one rule for every "width x ratio" in blocks/.
 
-    def __init__(self, scale=1.0, bias=0.0):
+    ``nearest`` rounds half to even: MLP and head hidden widths, separable-conv, MBConv and bottleneck widths,
+    token-MLP widths, the conv_pair stem (MobileNetV2's int(round(inp * t))). ``floor`` takes int() of the
+    product, as the reference code does for MambaOut's hidden and conv widths, Mamba's and VMamba's inner
+    widths, InceptionNeXt's branch width, the MambaOut stem's first width (out // 2) and squeeze-excitation
+    widths (UniRepLKNet's dim // 4). Either rule alone keeps every zoo genome's counts, whose products are
+    whole; but elsewhere (expansion 2.5 on width 35, se 0.3 on width 33) one rule would change a block's
+    widths, so its params, FLOPs and state-dict shapes, and saved weights would no longer load. Hence two.
+    """
+    if rounding not in ("nearest", "floor"):
+        raise ValueError(f"rounding is 'nearest' or 'floor', not {rounding!r}")
+    scaled = width * ratio
+    return int(scaled) if rounding == "floor" else round(scaled)
+
+
+def conv_bn(in_chs, out_chs, kernel=1, stride=1, groups=1, act="identity"):
+    """Conv (no bias: the BN after it has one) -> BatchNorm -> act, on NCHW maps."""
+    return nn.Sequential(
+        nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_chs),
+        create_act(act),
+    )
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gate from globally pooled features (NCHW): fc -> act -> fc -> sigmoid."""
+
+    def __init__(self, chs, reduced, act="silu"):
         super().__init__()
-        self.scale = nn.Parameter(torch.tensor([float(scale)]))
-        self.bias = nn.Parameter(torch.tensor([float(bias)]))
+        self.reduce = nn.Linear(chs, reduced)
+        self.act = create_act(act)
+        self.expand = nn.Linear(reduced, chs)
 
     def forward(self, x):
-        return self.scale * torch.relu(x) ** 2 + self.bias
-
-
-class SquaredReLU(nn.Module):
-    def forward(self, x):
-        return torch.relu(x) ** 2
-
-
-def create_act(name):
-    if name == "gelu":
-        return nn.GELU()
-    if name == "relu":
-        return nn.ReLU()
-    if name == "relu6":
-        return nn.ReLU6()
-    if name == "silu":
-        return nn.SiLU()
-    if name == "hardswish":
-        return nn.Hardswish()
-    if name == "sigmoid":
-        return nn.Sigmoid()
-    if name == "tanh":
-        return nn.Tanh()
-    if name == "star_relu":
-        return StarReLU()
-    if name == "squared_relu":
-        return SquaredReLU()
-    if name == "identity":
-        return nn.Identity()
-    raise ValueError(f"unknown activation {name!r}")
-
-
-def act_params(name: str) -> int:
-    return 2 if name == "star_relu" else 0
+        gate = torch.sigmoid(self.expand(self.act(self.reduce(x.mean((2, 3))))))
+        return x * gate[:, :, None, None]
 
 
 class Scale(nn.Module):

@@ -2,21 +2,21 @@
 composite blocks that chain sub-blocks."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, ShapeError, create, register
+from blocks.base import BlockConfig, BlockModule, Shape, ShapeError, create, register
 from blocks.layers import DropPath, optional_scale
 from blocks.mlp import MlpConfig
 from blocks.norm import LayerNormConfig
 
-# Annotations name role unions (Norm, Mixer, ChannelMixer, Block): blocks/__init__.py resolves them once
-# every block type is registered, so a union includes types from files imported later.
+if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
+    from blocks import Block, ChannelMixer, Mixer, Norm
 
 
-class MetaFormerBlock(nn.Module):
+class MetaFormerBlock(BlockModule):
     """norm -> token mixer -> residual, then norm -> channel mixer -> residual; the default block type."""
 
     def __init__(self, dim, size, mixer, mlp=None, norm=None, layer_scale=None, res_scale=None, drop_path=0.0):
@@ -70,7 +70,7 @@ class MetaFormerBlockConfig(BlockConfig):
         return n + (self.mlp.flops(shape, dim) if self.mlp else 0)
 
 
-class SequenceBlock(nn.Sequential):
+class SequenceBlock(BlockModule, nn.Sequential):
     """Sub-blocks applied in order, counted as one block of the stage (MaxViT: MBConv, block, grid). The first
     sub-block may resample; the rest run at its output."""
 
@@ -78,13 +78,13 @@ class SequenceBlock(nn.Sequential):
         layers, chs, out = [], in_chs or dim, out_chs or dim
         for cfg in blocks:
             layer = create("block", cfg, dim=chs, in_chs=chs, out_chs=out, size=size, drop_path=drop_path)
-            size, chs = layer.out_size(size) if hasattr(layer, "out_size") else size, out
+            size, chs = layer.out_size(size), out
             layers.append(layer)
         super().__init__(*layers)
 
     def out_size(self, size):
         for layer in self:
-            size = layer.out_size(size) if hasattr(layer, "out_size") else size
+            size = layer.out_size(size)
         return size
 
 

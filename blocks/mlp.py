@@ -7,21 +7,18 @@ import torch
 from pydantic import Field, PositiveFloat
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, count, register
-from blocks.layers import Act, act_params, create_act, nchw, nhwc
+from blocks.activations import Act, act_params, create_act
+from blocks.base import BlockConfig, BlockModule, Shape, count, register
+from blocks.layers import nchw, nhwc, scaled_width
 from blocks.validators import OddInt
 
 
-def hidden_width(dim, ratio):
-    return int(round(dim * ratio))
-
-
-class Mlp(nn.Module):
+class Mlp(BlockModule):
     """Linear -> act -> Linear on channels-last maps."""
 
     def __init__(self, dim, ratio=4.0, act="gelu", bias=True):
         super().__init__()
-        hidden = hidden_width(dim, ratio)
+        hidden = scaled_width(dim, ratio)
         self.fc1 = nn.Linear(dim, hidden, bias=bias)
         self.act = create_act(act)
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
@@ -43,28 +40,28 @@ class MlpConfig(BlockConfig):
 
     def params(self, shape: Shape, out: int) -> int:
         dim = shape[0]
-        hidden = hidden_width(dim, self.ratio)
+        hidden = scaled_width(dim, self.ratio)
         return 2 * dim * hidden + (hidden + dim) * self.bias + act_params(self.act)
 
     def flops(self, shape: Shape, out: int) -> int:
         dim, h, w = shape
-        return 2 * h * w * dim * hidden_width(dim, self.ratio)
+        return 2 * h * w * dim * scaled_width(dim, self.ratio)
 
     def workspace(self, shape: Shape, out: int) -> int:
-        return shape[1] * shape[2] * hidden_width(shape[0], self.ratio)
+        return shape[1] * shape[2] * scaled_width(shape[0], self.ratio)
 
 
 def depthwise_conv(channels, kernel, bias=True):
     return nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels, bias=bias)
 
 
-class ConvFfn(nn.Module):
+class ConvFfn(BlockModule):
     """fc1 -> depthwise conv -> act -> fc2: the MLP with a 3x3 depthwise conv between its layers that gives
     PVT v2 and VAN their positional information. ``conv_residual`` is SMT's form, act(x + dwconv(x))."""
 
     def __init__(self, dim, ratio=4.0, kernel=3, act="gelu", bias=True, conv_residual=False):
         super().__init__()
-        hidden = hidden_width(dim, ratio)
+        hidden = scaled_width(dim, ratio)
         self.fc1 = nn.Linear(dim, hidden, bias=bias)
         self.dwconv = depthwise_conv(hidden, kernel)
         self.act = create_act(act)
@@ -93,26 +90,26 @@ class ConvFfnConfig(BlockConfig):
 
     def params(self, shape: Shape, out: int) -> int:
         dim = shape[0]
-        hidden = hidden_width(dim, self.ratio)
+        hidden = scaled_width(dim, self.ratio)
         fc = 2 * dim * hidden + (hidden + dim) * self.bias
         return fc + hidden * (self.kernel**2 + 1) + act_params(self.act)
 
     def flops(self, shape: Shape, out: int) -> int:
         dim, h, w = shape
-        hidden = hidden_width(dim, self.ratio)
+        hidden = scaled_width(dim, self.ratio)
         return h * w * hidden * (2 * dim + self.kernel**2)
 
     def workspace(self, shape: Shape, out: int) -> int:
-        return 2 * shape[1] * shape[2] * hidden_width(shape[0], self.ratio)
+        return 2 * shape[1] * shape[2] * scaled_width(shape[0], self.ratio)
 
 
-class Glu(nn.Module):
+class Glu(BlockModule):
     """fc1 to a gate and a value of ``hidden`` channels each, act(gate) * value, fc2 (Shazeer's GLU
     variants; SiLU gives SwiGLU). ratio 8/3 keeps the parameters of a ratio-4 MLP."""
 
     def __init__(self, dim, ratio=4.0, act="silu", bias=True):
         super().__init__()
-        hidden = hidden_width(dim, ratio)
+        hidden = scaled_width(dim, ratio)
         self.fc1 = nn.Linear(dim, 2 * hidden, bias=bias)
         self.act = create_act(act)
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
@@ -129,7 +126,7 @@ class _GatedConfig(BlockConfig):
     bias: bool = True
 
     def _hidden(self, shape: Shape) -> int:
-        return hidden_width(shape[0], self.ratio)
+        return scaled_width(shape[0], self.ratio)
 
     def params(self, shape: Shape, out: int) -> int:
         dim, hidden = shape[0], self._hidden(shape)
@@ -153,13 +150,13 @@ class GluConfig(_GatedConfig):
     act: Act = "silu"
 
 
-class ConvGlu(nn.Module):
+class ConvGlu(BlockModule):
     """TransNeXt's convolutional GLU: fc1 to x and v, act(dwconv3x3(x)) * v, fc2. The gate sees its 3x3
     neighbourhood. TransNeXt sizes hidden as int(2/3 * mlp_ratio * dim); give that as ``ratio * dim``."""
 
     def __init__(self, dim, ratio=4.0, kernel=3, act="gelu", bias=True):
         super().__init__()
-        hidden = hidden_width(dim, ratio)
+        hidden = scaled_width(dim, ratio)
         self.fc1 = nn.Linear(dim, 2 * hidden, bias=bias)
         self.dwconv = depthwise_conv(hidden, kernel)
         self.act = create_act(act)
@@ -187,7 +184,7 @@ class ConvGluConfig(_GatedConfig):
         return super().flops(shape, out) + count(self._hidden(shape), *shape[1:]) * self.kernel**2
 
 
-class RandomMixing(nn.Module):
+class RandomMixing(BlockModule):
     """Tokens mixed by a frozen random row-stochastic matrix (RandFormer)."""
 
     def __init__(self, size):

@@ -1,40 +1,16 @@
-"""Mobile inverted residuals: the MobileNetV2 block and MaxViT's MBConv as one ``mbconv`` type, plus the
-MobileNetV2 classifier head (a 1x1 conv to a wide feature before pooling)."""
+"""Mobile inverted residuals: the MobileNetV2 block and MaxViT's MBConv as one ``mbconv`` type. (The
+MobileNetV2 classifier head is in blocks/heads.py.)"""
 from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, ShapeError, conv_out, count, register
-from blocks.layers import Act, DropPath, create_act, nchw, nhwc
-from blocks.mlp import hidden_width
+from blocks.activations import Act
+from blocks.base import BlockConfig, BlockModule, Shape, ShapeError, conv_out, count, register
+from blocks.layers import DropPath, SqueezeExcite, conv_bn, nchw, nhwc, scaled_width
 from blocks.validators import OddInt
-
-
-class SqueezeExcite(nn.Module):
-    """Channel gate from globally pooled features (NCHW): fc -> act -> fc -> sigmoid."""
-
-    def __init__(self, chs, reduced, act="silu"):
-        super().__init__()
-        self.reduce = nn.Linear(chs, reduced)
-        self.act = create_act(act)
-        self.expand = nn.Linear(reduced, chs)
-
-    def forward(self, x):
-        gate = torch.sigmoid(self.expand(self.act(self.reduce(x.mean((2, 3))))))
-        return x * gate[:, :, None, None]
-
-
-def conv_bn(in_chs, out_chs, kernel=1, stride=1, groups=1, act="identity"):
-    """Conv (no bias: the BN after it has one) -> BatchNorm -> act, on NCHW maps."""
-    return nn.Sequential(
-        nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_chs),
-        create_act(act),
-    )
 
 
 class PoolConvShortcut(nn.Module):
@@ -49,7 +25,7 @@ class PoolConvShortcut(nn.Module):
         return self.proj(self.pool(x))
 
 
-class MBConv(nn.Module):
+class MBConv(BlockModule):
     """[BN] -> 1x1 expand -> BN -> act -> kxk depthwise (strided) -> BN -> act -> [SE] -> 1x1 project [-> BN],
     with a residual when the map keeps its shape, or a pooled shortcut (MaxViT) when it does not."""
 
@@ -61,7 +37,7 @@ class MBConv(nn.Module):
         self.pre_norm = nn.BatchNorm2d(in_chs) if pre_norm else nn.Identity()
         self.expand = conv_bn(in_chs, mid, act=act) if expansion != 1 else nn.Identity()
         self.dwconv = conv_bn(mid, mid, kernel, stride=stride, groups=mid, act=act)
-        self.se = SqueezeExcite(mid, int(se * out_chs), se_act) if se else nn.Identity()
+        self.se = SqueezeExcite(mid, scaled_width(out_chs, se, "floor"), se_act) if se else nn.Identity()
         if out_norm:
             self.project = conv_bn(mid, out_chs)
         else:
@@ -88,7 +64,7 @@ class MBConv(nn.Module):
 
 def mbconv_mid(in_chs, out_chs, expansion, expand_from):
     """Expanded width: MobileNetV2 expands the input width, MaxViT the output width."""
-    return hidden_width(in_chs if expand_from == "in" else out_chs, expansion)
+    return scaled_width(in_chs if expand_from == "in" else out_chs, expansion)
 
 
 @register("block", module=MBConv)
@@ -125,7 +101,7 @@ class MBConvConfig(BlockConfig):
         if pooled and (shape[1] % self.stride or shape[2] % self.stride):
             raise ShapeError("stride", f"{self.stride} does not divide the {shape[1]}x{shape[2]} feature map, "
                                        "which the pooled shortcut needs")
-        if self.se and int(self.se * out) < 1:
+        if self.se and scaled_width(out, self.se, "floor") < 1:
             raise ShapeError("se", f"{self.se} of width {out} leaves no squeeze-excitation channel")
         if self.expansion == 1 and shape[0] != self._mid(shape, out):
             raise ShapeError("expansion", "expansion 1 (no expand conv) needs expand_from: in")
@@ -139,7 +115,7 @@ class MBConvConfig(BlockConfig):
         n += (in_chs * mid + 2 * mid) if self.expansion != 1 else 0
         n += mid * self.kernel**2 + 2 * mid
         if self.se:
-            reduced = int(self.se * out)
+            reduced = scaled_width(out, self.se, "floor")
             n += 2 * mid * reduced + reduced + mid
         n += mid * out + (2 * out if self.out_norm else out)
         if self.shortcut == "pool_conv" and in_chs != out:
@@ -154,7 +130,7 @@ class MBConvConfig(BlockConfig):
         n += (in_chs * mid * h * w + 2 * mid * h * w) if self.expansion != 1 else 0
         n += mid * self.kernel**2 * h2 * w2 + 2 * mid * h2 * w2
         if self.se:
-            n += 2 * mid * int(self.se * out)
+            n += 2 * mid * scaled_width(out, self.se, "floor")
         n += mid * out * h2 * w2 + (2 * out * h2 * w2 if self.out_norm else 0)
         if self.shortcut == "pool_conv" and in_chs != out:
             n += in_chs * out * h2 * w2
@@ -164,56 +140,3 @@ class MBConvConfig(BlockConfig):
         return 2 * self._mid(shape, out) * shape[1] * shape[2]
 
 
-class ConvHead(nn.Module):
-    """MobileNetV2's head: 1x1 conv to a wide feature -> BN -> act, global average pool, dropout, linear.
-    The conv belongs to the classifier: with zero classes the head returns the pooled input features."""
-
-    def __init__(self, in_chs, num_classes, width=1280, act="relu6", dropout=0.0, bias=True):
-        super().__init__()
-        self.in_chs, self.width, self.act, self.dropout, self.bias = in_chs, width, act, dropout, bias
-        self.reset(num_classes)
-
-    def reset(self, num_classes):
-        self.conv = self.drop = self.fc = None
-        if num_classes:
-            self.conv = conv_bn(self.in_chs, self.width, act=self.act)
-            self.drop = nn.Dropout(self.dropout)
-            self.fc = nn.Linear(self.width, num_classes, bias=self.bias)
-
-    def forward(self, x, pre_logits=False):
-        if self.conv is None:
-            return x.mean((1, 2))
-        x = self.drop(self.conv(nchw(x)).mean((2, 3)))
-        return x if pre_logits else self.fc(x)
-
-
-@register("head", module=ConvHead)
-class ConvHeadConfig(BlockConfig):
-    type: Literal["conv_head"] = "conv_head"
-    examples = (
-        {'width': 48, 'act': 'silu', 'dropout': 0.2},
-    )
-    width: PositiveInt = 1280
-    act: Act = "relu6"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    bias: bool = True
-
-    def out_shape(self, shape: Shape, out: int) -> Shape:
-        return (out, 1, 1)
-
-    def check(self, shape: Shape, out: int) -> None:
-        pass
-
-    def params(self, shape: Shape, out: int) -> int:
-        if not out:
-            return 0
-        return shape[0] * self.width + 2 * self.width + self.width * out + out * self.bias
-
-    def flops(self, shape: Shape, out: int) -> int:
-        if not out:
-            return 0
-        _, h, w = shape
-        return (shape[0] + 2) * self.width * h * w + self.width * out
-
-    def workspace(self, shape: Shape, out: int) -> int:
-        return self.width * shape[1] * shape[2]

@@ -14,10 +14,9 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 from torch import nn
 
-from blocks.attention import attention_heads
-from blocks.base import Shape, ShapeError, register
+from blocks.attention import HeadedAttentionConfig, attention_heads
+from blocks.base import BlockModule, Shape, ShapeError, register
 from blocks.validators import OddInt
-from blocks.window_attention import HeadedAttentionConfig
 
 
 def line_neighbours(length, kernel, dilation):
@@ -46,7 +45,7 @@ def neighbour_indices(size, kernel, dilation):
     return keys.reshape(h * w, kernel**2), offsets.reshape(h * w, kernel**2)
 
 
-class NeighborhoodAttention(nn.Module):
+class NeighborhoodAttention(BlockModule):
     """Multi-head attention over each token's (dilated) neighbourhood, with NAT's relative position bias."""
 
     def __init__(self, dim, size, kernel=7, dilation=1, heads=None, head_dim=None, qkv_bias=True, proj_bias=True,

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, ShapeError, count, register
+from blocks.base import BlockConfig, BlockModule, Shape, ShapeError, count, register
 
 
-class LayerNorm(nn.Module):
+class LayerNorm(BlockModule):
     """LayerNorm over channels, with an optional bias (MetaFormer drops it)."""
 
     def __init__(self, dim, eps=1e-6, bias=True):
@@ -24,7 +24,7 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
 
 
-class GroupNorm(nn.Module):
+class GroupNorm(BlockModule):
     """GroupNorm on channels-last maps; one group normalises over (C, H, W) as in PoolFormer."""
 
     def __init__(self, dim, groups=1, eps=1e-5, bias=True):
@@ -39,7 +39,7 @@ class GroupNorm(nn.Module):
         return x.permute(0, 2, 3, 1)
 
 
-class BatchNorm(nn.BatchNorm2d):
+class BatchNorm(BlockModule, nn.BatchNorm2d):
     """BatchNorm2d on channels-last maps."""
 
     def __init__(self, dim, eps=1e-5, momentum=0.1):

@@ -5,18 +5,18 @@ from typing import Literal
 
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, register
+from blocks.base import BlockConfig, BlockModule, Shape, register
 from blocks.validators import OddInt
 
 
-class Identity(nn.Module):
+class Identity(BlockModule):
     """No token mixing (IdentityFormer): what the rest of the block achieves alone."""
 
     def forward(self, x):
         return x
 
 
-class Pooling(nn.Module):
+class Pooling(BlockModule):
     """Average pooling minus the input: the block's residual already adds the input back."""
 
     def __init__(self, pool_size=3):

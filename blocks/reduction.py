@@ -2,22 +2,22 @@
 map shrunk by a strided conv, so attention over a large early-stage map stays affordable."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 from torch import nn
 
-from blocks.attention import attention_heads
-from blocks.base import Shape, ShapeError, check_within, conv_out, count, create, register
+from blocks.attention import HeadedAttentionConfig, attention_heads
+from blocks.base import BlockModule, Shape, ShapeError, check_within, conv_out, count, create, register
 from blocks.layers import nchw, nhwc
 from blocks.norm import LayerNormConfig
-from blocks.window_attention import HeadedAttentionConfig
 
-# Annotations name role unions (Norm, ...): blocks/__init__.py resolves them once every block type is registered.
+if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
+    from blocks import Norm
 
 
-class ReductionAttention(nn.Module):
+class ReductionAttention(BlockModule):
     """q from every token; k, v from a ``sr_ratio x sr_ratio``-strided conv of the map, then a norm.
     ``sr_ratio: 1`` is plain global attention (no conv, no norm), as in PVT's last stage."""
 

@@ -1,4 +1,5 @@
-"""ResNet: the v1.5 bottleneck block (stride on the 3x3 conv) and the 7x7 conv + max-pool stem."""
+"""ResNet: the v1.5 bottleneck block (stride on the 3x3 conv). (ResNet's 7x7 conv and max-pool stem is in
+blocks/stems.py.)"""
 from __future__ import annotations
 
 from typing import Literal
@@ -6,19 +7,19 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, ShapeError, conv_out, count, register
-from blocks.layers import Act, DropPath, create_act, nchw, nhwc
-from blocks.mobile import conv_bn
+from blocks.activations import Act, create_act
+from blocks.base import BlockConfig, BlockModule, Shape, ShapeError, conv_out, count, register
+from blocks.layers import DropPath, conv_bn, nchw, nhwc, scaled_width
 from blocks.validators import OddInt
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(BlockModule):
     """1x1 reduce -> 3x3 (strided) -> 1x1 expand, BN after each conv, ReLU after the sum with the shortcut
     (a strided 1x1 conv + BN when the map changes shape)."""
 
     def __init__(self, in_chs, out_chs, mid=None, ratio=0.25, kernel=3, stride=1, act="relu", drop_path=0.0):
         super().__init__()
-        mid = mid or bottleneck_mid(out_chs, ratio)
+        mid = mid or scaled_width(out_chs, ratio)
         self.stride = stride
         self.reduce = conv_bn(in_chs, mid, act=act)
         self.conv = conv_bn(mid, mid, kernel, stride=stride, act=act)
@@ -40,10 +41,6 @@ class Bottleneck(nn.Module):
         return nhwc(self.act(self.shortcut(x) + self.drop_path(y)))
 
 
-def bottleneck_mid(out_chs, ratio):
-    return round(out_chs * ratio)
-
-
 @register("block", module=Bottleneck)
 class BottleneckConfig(BlockConfig):
     type: Literal["bottleneck"] = "bottleneck"
@@ -58,7 +55,7 @@ class BottleneckConfig(BlockConfig):
     act: Act = "relu"
 
     def _mid(self, out: int) -> int:
-        return self.mid or bottleneck_mid(out, self.ratio)
+        return self.mid or scaled_width(out, self.ratio)
 
     def _projects(self, shape: Shape, out: int) -> bool:
         return self.stride != 1 or shape[0] != out
@@ -88,54 +85,3 @@ class BottleneckConfig(BlockConfig):
         return self._mid(out) * count(*shape[1:])
 
 
-class ResNetStem(nn.Module):
-    """kxk strided conv -> BN -> act, then an optional 3x3 stride-2 max-pool. ``width`` sets its output
-    channels when they differ from the first stage's (ResNet: 64 into a 256-wide stage)."""
-
-    def __init__(self, in_chs, out_chs, kernel=7, stride=2, act="relu", pool=True, width=None):
-        super().__init__()
-        self.out_chs = width or out_chs
-        self.conv = conv_bn(in_chs, self.out_chs, kernel, stride=stride, act=act)
-        self.pool = nn.MaxPool2d(3, stride=2, padding=1) if pool else nn.Identity()
-
-    def out_size(self, size):
-        conv = self.conv[0]
-        size = conv_out(size, conv.kernel_size[0], conv.stride[0], conv.padding[0])
-        return conv_out(size, 3, 2, 1) if isinstance(self.pool, nn.MaxPool2d) else size
-
-    def forward(self, x):
-        return nhwc(self.pool(self.conv(nchw(x))))
-
-
-@register("stem", module=ResNetStem)
-class ResNetStemConfig(BlockConfig):
-    type: Literal["resnet"] = "resnet"
-    examples = (
-        {'width': 8},
-        {'kernel': 3, 'act': 'relu6', 'pool': False},
-    )
-    kernel: OddInt = 7
-    stride: PositiveInt = 2
-    act: Act = "relu"
-    pool: bool = Field(True, description="3x3 stride-2 max-pool after the conv")
-    width: PositiveInt | None = Field(None, description="output channels; default: the first stage's width")
-
-    def _sizes(self, shape: Shape) -> tuple[tuple[int, int], tuple[int, int]]:
-        conv = conv_out(shape[1:], self.kernel, self.stride, self.kernel // 2)
-        return conv, conv_out(conv, 3, 2, 1) if self.pool else conv
-
-    def out_shape(self, shape: Shape, out: int) -> Shape:
-        return (self.width or out, *self._sizes(shape)[1])
-
-    def check(self, shape: Shape, out: int) -> None:
-        if min(shape[1:]) < self.stride * (2 if self.pool else 1):
-            raise ShapeError(None, f"a {shape[1]}x{shape[2]} feature map is too small for this stem")
-
-    def params(self, shape: Shape, out: int) -> int:
-        width = self.width or out
-        return (shape[0] * self.kernel**2 + 2) * width
-
-    def flops(self, shape: Shape, out: int) -> int:
-        width = self.width or out
-        h, w = self._sizes(shape)[0]
-        return (shape[0] * self.kernel**2 + 2) * width * h * w

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from blocks.base import flop_handle
 
 
-
 def scan_flops(batch: int, channels: int, length: int, state: int) -> int:
     """Multiply-accumulates of one selective scan with a D skip: VMamba's and Mamba's convention
     (``flops_selective_scan_fn``, state-spaces/mamba issue 110): 9 per (token, channel, state) plus the skip."""

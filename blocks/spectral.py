@@ -9,19 +9,19 @@ element-wise filter product is not counted, as fvcore counts no element-wise op.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, count, create, flop_handle, register
+from blocks.base import BlockConfig, BlockModule, Shape, count, create, flop_handle, register
 from blocks.layers import DropPath, optional_scale
 from blocks.mlp import MlpConfig
 from blocks.norm import LayerNormConfig
 
-# Annotations name role unions (Norm, Mixer, ChannelMixer): blocks/__init__.py resolves them once every block
-# type is registered.
+if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
+    from blocks import ChannelMixer, Mixer, Norm
 
 
 def fft_cost(numel: int, transformed: int) -> int:
@@ -56,7 +56,7 @@ def global_filter_cost(shape: Shape) -> int:
     return fft_cost(c * h * w, h * w) + fft_cost(c * h * half, h * half)
 
 
-class GlobalFilter(nn.Module):
+class GlobalFilter(BlockModule):
     """GFNet's global filter layer: a learnable complex filter per frequency and channel multiplies the 2D
     spectrum of the map, i.e. a depthwise circular convolution as large as the map. SpectFormer's spectral
     gating layers are this mixer too (a stage pattern puts them before attention blocks). The filter is
@@ -96,7 +96,7 @@ class GlobalFilterConfig(BlockConfig):
         return 2 * h * (w // 2 + 1) * c  # the complex spectrum
 
 
-class GFNetBlock(nn.Module):
+class GFNetBlock(BlockModule):
     """GFNet's block: norm -> token mixer -> norm -> channel MLP under ONE residual, x + mlp(norm(mix(norm(x)))),
     unlike the MetaFormer block's two. Layer scale as in the hierarchical GFNet-H models."""
 

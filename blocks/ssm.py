@@ -14,14 +14,10 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, register
-from blocks.layers import nchw
+from blocks.base import BlockConfig, BlockModule, Shape, register
+from blocks.layers import nchw, scaled_width
 from blocks.scan import scan_flops, selective_scan
 from blocks.validators import OddInt
-
-
-def ssm_width(dim, ratio):
-    return int(ratio * dim)
 
 
 def auto_dt_rank(dim, dt_rank):
@@ -63,14 +59,14 @@ class SelectiveSSM(nn.Module):
         return y.reshape(batch, directions, width, length).transpose(-1, -2)  # (batch, K, L, width)
 
 
-class Mamba(nn.Module):
+class Mamba(BlockModule):
     """Mamba: in_proj to (x, z), causal depthwise conv1d + SiLU on x, selective scan, y * silu(z), out_proj.
     With ``directions=2`` the second direction reads the sequence reversed, with its own conv and SSM (Vim)."""
 
     def __init__(self, dim, d_state=16, expand=2.0, dt_rank=None, d_conv=4, conv_bias=True, bias=False,
                  directions=1, average=False):
         super().__init__()
-        width = ssm_width(dim, expand)
+        width = scaled_width(dim, expand, "floor")
         self.directions, self.d_conv, self.average = directions, d_conv, average
         self.in_proj = nn.Linear(dim, 2 * width, bias=bias)
         # one depthwise conv over the stacked directions: each direction has its own filters
@@ -115,13 +111,13 @@ def cross_merge(ys, h, w):
     return rows + cols.reshape(b, w, h, width).transpose(1, 2).reshape(b, length, width)
 
 
-class SS2D(nn.Module):
+class SS2D(BlockModule):
     """VMamba's 2D selective scan: in_proj, depthwise conv + SiLU, four-direction cross-scan, per-direction
     selective scans, cross-merge, LayerNorm, optional silu(z) gate, out_proj."""
 
     def __init__(self, dim, d_state=16, ratio=2.0, dt_rank=None, d_conv=3, conv_bias=True, gate=True, bias=False):
         super().__init__()
-        width = ssm_width(dim, ratio)
+        width = scaled_width(dim, ratio, "floor")
         self.gate = gate
         self.in_proj = nn.Linear(dim, (2 if gate else 1) * width, bias=bias)
         self.conv = nn.Conv2d(width, width, d_conv, padding=d_conv // 2, groups=width, bias=conv_bias)
@@ -179,7 +175,7 @@ class MambaConfig(_SSMConfig):
     d_conv: PositiveInt = 4
 
     def _width(self, dim: int) -> int:
-        return ssm_width(dim, self.expand)
+        return scaled_width(dim, self.expand, "floor")
 
     def params(self, shape: Shape, out: int) -> int:
         dim, width, k = shape[0], self._width(shape[0]), self.directions
@@ -222,7 +218,7 @@ class SS2DConfig(_SSMConfig):
     directions: ClassVar[int] = 4
 
     def _width(self, dim: int) -> int:
-        return ssm_width(dim, self.ratio)
+        return scaled_width(dim, self.ratio, "floor")
 
     def params(self, shape: Shape, out: int) -> int:
         dim, width = shape[0], self._width(shape[0])

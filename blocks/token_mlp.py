@@ -7,16 +7,17 @@ import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
-from blocks.base import BlockConfig, Shape, ShapeError, count, register
-from blocks.layers import Act, act_params, create_act
+from blocks.activations import Act, act_params, create_act
+from blocks.base import BlockConfig, BlockModule, Shape, ShapeError, count, register
+from blocks.layers import scaled_width
 
 
 def token_hidden_width(tokens, ratio, hidden=None):
     """The token MLP's hidden width: ``hidden`` when given, else ``ratio`` times the token count."""
-    return hidden if hidden is not None else round(tokens * ratio)
+    return hidden if hidden is not None else scaled_width(tokens, ratio)
 
 
-class TokenMlp(nn.Module):
+class TokenMlp(BlockModule):
     """MLP-Mixer's token-mixing MLP: Linear -> act -> Linear across the H*W tokens, shared by all channels.
 
     Its weights are sized for the H*W tokens of the map it is built for, so the network is tied to its input
@@ -84,7 +85,7 @@ def spatial_shift(x):
     ], dim=-1)
 
 
-class ShiftMlp(nn.Module):
+class ShiftMlp(BlockModule):
     """S2-MLP's spatial-shift token mixer (Yu et al., S2-MLP, WACV 2022): Linear -> act -> spatial shift ->
     Linear. Tokens only meet their four neighbours through the shift; the projections mix channels. No
     weight depends on the map size."""

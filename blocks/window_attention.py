@@ -1,5 +1,5 @@
 """Attention within windows: Swin's (shifted) windows, MaxViT's block and grid attention, with a learned
-relative position bias; Swin's patch merging and a two-conv stem (MaxViT, NAT).
+relative position bias. (Swin's patch merging and the MaxViT/NAT stem are in blocks/stems.py.)
 """
 from __future__ import annotations
 
@@ -7,27 +7,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from torch import nn
 
-from blocks.attention import HeadsConfig, attention_heads
-from blocks.base import BlockConfig, Shape, ShapeError, check_within, conv_out, count, create, register
-from blocks.layers import Act, create_act, nchw, nhwc
-from blocks.mlp import hidden_width
-from blocks.norm import LayerNormConfig
-from blocks.validators import OddInt
-
-# Annotations name role unions (Norm, ...): blocks/__init__.py resolves them once every block type is registered.
+from blocks.attention import HeadedAttentionConfig, attention_heads
+from blocks.base import BlockModule, Shape, ShapeError, register
 
 MASKED = -100.0  # Swin's additive mask between tokens of different regions in a shifted window
-
-
-class HeadedAttentionConfig(HeadsConfig):
-    """Heads with biases on qkv and on the output projection by default, as every published model of this
-    family has them."""
-
-    qkv_bias: bool = True
-    proj_bias: bool = True
 
 
 def fit_window(size, window, shift):
@@ -78,7 +64,7 @@ def shifted_window_mask(size, window, shift):
     return torch.zeros(different.shape).masked_fill(different, MASKED)
 
 
-class WindowAttention(nn.Module):
+class WindowAttention(BlockModule):
     """Multi-head self-attention within windows, plus a learned bias per head and relative offset.
 
     ``shift`` rolls the map before partitioning (Swin's shifted windows, with their mask); ``partition: grid``
@@ -188,124 +174,3 @@ class WindowAttentionConfig(HeadedAttentionConfig):
         window, _ = self.fitted(shape)
         heads, _ = self.heads_of(dim)
         return 3 * h * w * self.inner(dim) + heads * h * w * window**2
-
-
-class PatchMerging(nn.Module):
-    """Swin's downsampling: each 2x2 neighbourhood concatenated to 4C channels, normed, then a linear map to
-    ``out_chs`` without bias. Odd sides are zero-padded."""
-
-    def __init__(self, in_chs, out_chs, norm=None):
-        super().__init__()
-        self.norm = create("norm", norm or {"type": "layernorm", "eps": 1e-5}, dim=4 * in_chs)
-        self.reduction = nn.Linear(4 * in_chs, out_chs, bias=False)
-
-    def out_size(self, size):
-        return ((size[0] + 1) // 2, (size[1] + 1) // 2)
-
-    def forward(self, x):
-        b, h, w, c = x.shape
-        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-        h, w = self.out_size((h, w))
-        # Channel order as Swin's: (row 0, col 0), (row 1, col 0), (row 0, col 1), (row 1, col 1).
-        x = x.reshape(b, h, 2, w, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h, w, 4 * c)
-        return self.reduction(self.norm(x))
-
-
-@register("downsample", module=PatchMerging)
-class PatchMergingConfig(BlockConfig):
-    type: Literal["patch_merging"] = "patch_merging"
-    examples = (
-        {},
-        {'norm': {'type': 'layernorm', 'bias': False}},
-    )
-    norm: Norm = Field(default_factory=lambda: LayerNormConfig(eps=1e-5))
-
-    def out_shape(self, shape: Shape, out: int) -> Shape:
-        return (out, (shape[1] + 1) // 2, (shape[2] + 1) // 2)
-
-    def check(self, shape: Shape, out: int) -> None:
-        if min(shape[1:]) < 2:
-            raise ShapeError(None, f"a {shape[1]}x{shape[2]} feature map is too small for 2x2 patch merging")
-        check_within("norm", self.norm, self._merged(shape))
-
-    def _merged(self, shape: Shape) -> Shape:
-        _, h, w = self.out_shape(shape, shape[0])
-        return (4 * shape[0], h, w)
-
-    def params(self, shape: Shape, out: int) -> int:
-        merged = self._merged(shape)
-        return self.norm.params(merged, merged[0]) + merged[0] * out
-
-    def flops(self, shape: Shape, out: int) -> int:
-        merged = self._merged(shape)
-        return self.norm.flops(merged, merged[0]) + count(*merged) * out
-
-
-class ConvPairStem(nn.Module):
-    """conv (stride s1) -> [norm -> act] -> conv (stride s2) -> [norm], both convs kernel x kernel, the first
-    to ``mid_ratio * out_chs`` channels. MaxViT: 3x3 s2, BatchNorm, GELU, 3x3 s1. NAT: 3x3 s2, 3x3 s2, LayerNorm."""
-
-    def __init__(self, in_chs, out_chs, kernel=3, strides=(2, 2), mid_ratio=0.5, bias=True, mid_norm=None,
-                 act="identity", post_norm=None):
-        super().__init__()
-        mid = hidden_width(out_chs, mid_ratio)
-        self.conv1 = nn.Conv2d(in_chs, mid, kernel, stride=strides[0], padding=kernel // 2, bias=bias)
-        self.mid_norm = create("norm", mid_norm, dim=mid) if mid_norm else nn.Identity()
-        self.act = create_act(act)
-        self.conv2 = nn.Conv2d(mid, out_chs, kernel, stride=strides[1], padding=kernel // 2, bias=bias)
-        self.post_norm = create("norm", post_norm, dim=out_chs) if post_norm else nn.Identity()
-
-    def out_size(self, size):
-        for conv in (self.conv1, self.conv2):
-            size = conv_out(size, conv.kernel_size[0], conv.stride[0], conv.padding[0])
-        return size
-
-    def forward(self, x):
-        x = self.act(self.mid_norm(nhwc(self.conv1(nchw(x)))))
-        return self.post_norm(nhwc(self.conv2(nchw(x))))
-
-
-@register("stem", module=ConvPairStem)
-class ConvPairStemConfig(BlockConfig):
-    type: Literal["conv_pair"] = "conv_pair"
-    examples = (
-        {},
-        {'strides': [2, 1], 'mid_ratio': 1.0, 'mid_norm': 'batchnorm', 'act': 'gelu'},
-        {'post_norm': 'layernorm', 'bias': False, 'kernel': 5},
-    )
-    kernel: OddInt = 3
-    strides: tuple[PositiveInt, PositiveInt] = (2, 2)
-    mid_ratio: PositiveFloat = Field(0.5, description="channels after the first conv, relative to the output")
-    bias: bool = True
-    mid_norm: Norm | None = None
-    act: Act = "identity"
-    post_norm: Norm | None = None
-
-    def _shapes(self, shape: Shape, out: int) -> tuple[Shape, Shape]:
-        mid = (hidden_width(out, self.mid_ratio), *conv_out(shape[1:], self.kernel, self.strides[0], self.kernel // 2))
-        return mid, (out, *conv_out(mid[1:], self.kernel, self.strides[1], self.kernel // 2))
-
-    def out_shape(self, shape: Shape, out: int) -> Shape:
-        return self._shapes(shape, out)[1]
-
-    def check(self, shape: Shape, out: int) -> None:
-        mid, end = self._shapes(shape, out)
-        if min(shape[1:]) < self.strides[0] or min(mid[1:]) < self.strides[1]:
-            raise ShapeError(None, f"a {shape[1]}x{shape[2]} feature map is too small for two convs of stride "
-                                   f"{self.strides[0]} and {self.strides[1]}")
-        if self.mid_norm:
-            check_within("mid_norm", self.mid_norm, mid)
-        if self.post_norm:
-            check_within("post_norm", self.post_norm, end)
-
-    def params(self, shape: Shape, out: int) -> int:
-        mid, end = self._shapes(shape, out)
-        n = self.kernel**2 * (shape[0] * mid[0] + mid[0] * out) + (mid[0] + out) * self.bias
-        n += self.mid_norm.params(mid, mid[0]) if self.mid_norm else 0
-        return n + (self.post_norm.params(end, out) if self.post_norm else 0)
-
-    def flops(self, shape: Shape, out: int) -> int:
-        mid, end = self._shapes(shape, out)
-        n = self.kernel**2 * (shape[0] * count(*mid) + mid[0] * count(*end))
-        n += self.mid_norm.flops(mid, mid[0]) if self.mid_norm else 0
-        return n + (self.post_norm.flops(end, out) if self.post_norm else 0)

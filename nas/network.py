@@ -57,7 +57,7 @@ class Network(nn.Module):
                                drop_path=drop_path[len(blocks) + sum(depths[:i])])
                 blocks.append(block)
                 # Resampling blocks (a stage's first, for ResNet-like stages) change width and size.
-                size, chs = block.out_size(size) if hasattr(block, "out_size") else size, width
+                size, chs = block.out_size(size), width
             self.stages.append(Stage(downsample, blocks))
             self.feature_info.append({"num_chs": chs, "reduction": input_size[0] // size[0], "module": f"stages.{i}"})
         self.num_features = chs

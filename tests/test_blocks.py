@@ -5,10 +5,19 @@ in its class's ``examples``. A type with required fields and no examples fails t
 """
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+import sys
+import types
+
 import pytest
 import torch
 
-from blocks import CONFIGS, create
+from blocks import CONFIGS, MODULES, UNION_NAMES, create
+from blocks.activations import NOT_SWITCHING, act_params, activation_table, create_act
+from blocks.base import CONTEXT, FUSED_PROJECTIONS, BlockModule, HeadModule
+from blocks.layers import scaled_width
 from nas.cost.fvcore import fvcore_flops
 from nas.network import count_parameters
 
@@ -87,3 +96,95 @@ def test_blocks_train_and_backpropagate():
     block(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     assert all(p.grad is not None for p in block.parameters())
+
+
+@pytest.mark.parametrize(("role", "tag", "example"), [c for c in cases() if c.values[0] != "head"])
+def test_out_size_agrees_with_the_output(role, tag, example):
+    """The contract's ``out_size`` (blocks.base.BlockModule): what the network builds the next module for."""
+    config = CONFIGS[role][tag].model_validate({"type": tag, **example})
+    shape, out, context = site(role)
+    module = create(role, config.model_dump(), **context).eval()
+    with torch.no_grad():
+        y = module(torch.randn(1, shape[1], shape[2], shape[0]))
+    assert tuple(module.out_size(shape[1:])) == tuple(y.shape[1:3]) == config.out_shape(shape, out)[1:]
+
+
+@pytest.mark.parametrize(("role", "tag"), [(r, t) for r, table in sorted(CONFIGS.items()) for t in sorted(table)])
+def test_module_keeps_the_module_contract(role, tag):
+    """A registered module subclasses BlockModule (a head HeadModule), takes every field of its config, and
+    needs nothing that neither its config nor its role's context (blocks.base.CONTEXT) gives."""
+    config, module = CONFIGS[role][tag], MODULES[role][tag]
+    assert issubclass(module, HeadModule if role == "head" else BlockModule)
+    parameters = inspect.signature(module).parameters
+    fields = set(config.model_fields) - {"type"}
+    assert fields <= set(parameters), f"{module.__name__} does not take {fields - set(parameters)}"
+    needed = {name for name, p in parameters.items() if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD}
+    assert needed <= fields | set(CONTEXT[role]), f"{module.__name__} needs {needed - fields - set(CONTEXT[role])}"
+
+
+def test_fused_projections_hold_equal_parts():
+    """Layers named ``qkv``/``kv`` stack q, k, v (k, v) in equal parts, which the supernet slices one by one."""
+    found = 0
+    for role, tag, example in (c.values for c in cases()):
+        config = CONFIGS[role][tag].model_validate({"type": tag, **example})
+        _, _, context = site(role)
+        for name, layer in create(role, config.model_dump(), **context).named_modules():
+            parts = FUSED_PROJECTIONS.get(name.rsplit(".", 1)[-1])
+            if parts:
+                found += 1
+                assert isinstance(layer, torch.nn.Linear) and layer.out_features % parts == 0, (tag, name)
+    assert found
+
+
+def test_activations_are_one_registry():
+    """Every registered activation is accepted wherever an ``act`` is, builds, and counts its parameters; the
+    zero-cost proxy reads the same table."""
+    from nas.evaluate.proxy import ACTIVATIONS
+
+    for name in activation_table():
+        layer = create_act(name)
+        assert isinstance(layer, torch.nn.Module)
+        config = CONFIGS["mlp"]["mlp"](act=name)
+        mlp = create("mlp", config.model_dump(), dim=DIM)
+        assert count_parameters(mlp) == config.params((DIM, *SIZE), DIM)
+        assert act_params(name) == count_parameters(layer)
+    assert set(ACTIVATIONS) == {type(create_act(n)) for n in activation_table() if n not in NOT_SWITCHING}
+    with pytest.raises(ValueError, match="unknown activation"):
+        create_act("swish2")
+    with pytest.raises(ValueError):
+        CONFIGS["mlp"]["mlp"](act="swish2")
+
+
+def test_scaled_width_rounds_by_one_named_rule():
+    assert [scaled_width(35, 2.5), scaled_width(33, 0.3), scaled_width(64, 8 / 3)] == [88, 10, 171]
+    assert [scaled_width(35, 2.5, "floor"), scaled_width(33, 0.3, "floor")] == [87, 9]
+    with pytest.raises(ValueError):
+        scaled_width(35, 2.5, "ceil")
+
+
+def test_role_unions_are_importable_and_bound_where_configs_use_them():
+    import blocks
+
+    for role, name in UNION_NAMES.items():
+        union_type = getattr(blocks, name)
+        for config in CONFIGS[role].values():
+            assert getattr(sys.modules[config.__module__], name) is union_type
+
+
+def test_no_two_definitions_in_blocks_share_a_name():
+    """The exporter copies helpers into one flat model.py by name, so a name in blocks/ means one thing: two
+    modules may import the same object, never define two under one name."""
+    import blocks
+
+    seen: dict[str, tuple[str, object]] = {}
+    clashes = []
+    modules = [blocks, *(importlib.import_module(f"blocks.{m.name}") for m in pkgutil.iter_modules(blocks.__path__))]
+    for module in modules:
+        for name, value in vars(module).items():
+            if name.startswith("__") and name.endswith("__") or isinstance(value, types.ModuleType):
+                continue
+            first = seen.setdefault(name, (module.__name__, value))
+            same = first[1] is value or (type(value) in (int, float, str, bool) and first[1] == value)
+            if not same:
+                clashes.append(f"{name}: {first[0]} and {module.__name__}")
+    assert not clashes, clashes

@@ -22,15 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blocks.activations import NOT_SWITCHING, activation_table, create_act
 from blocks.base import MODULES
-from blocks.layers import SquaredReLU, StarReLU
 from nas.genome import Genome
 from nas.graph import build_graph
 
-# Element-wise non-linearities whose input sign is the unit's on/off state. Sigmoid gates (squeeze-excite)
-# are left out: they scale a path rather than switch a unit.
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.ELU, nn.Tanh,
-               StarReLU, SquaredReLU)
+# Element-wise non-linearities whose input sign is the unit's on/off state: the registered activations, less
+# those that scale a path rather than switch a unit (sigmoid gates) or do nothing (identity).
+ACTIVATIONS = tuple(type(create_act(name)) for name in activation_table() if name not in NOT_SWITCHING)
 # Layers SynFlow bypasses: they re-normalise the all-ones signal and break the positive flow.
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, *MODULES["norm"].values())
 

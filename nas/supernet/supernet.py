@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from blocks.base import FUSED_PROJECTIONS
 from nas.compiler import compile_model
 from nas.cost import analytic_cost
 from nas.errors import InputError, NasError
@@ -38,7 +39,6 @@ from nas.space import choices, instantiate, random_picker
 _UNIT = re.compile(r"^(stages\.\d+\.(?:blocks\.\d+|downsample)|[^.]+)\.(.+)$")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CHECKPOINT, CHECKPOINT_FORMAT = "supernet.pt", 1
-FUSED = {"qkv": 3, "kv": 2}  # projections named so hold q, k and v (or k and v) stacked on their outputs
 SHELL_CACHE = 128  # plain networks kept built; a search scores thousands of genomes
 
 
@@ -76,7 +76,7 @@ def _keys(model: nn.Module) -> dict[str, tuple[str, Layout]]:
             families[unit] = "+".join([classes[unit], *parts_with_weights])
         parts = inner.split(".")[:-1]
         chain = [classes[unit]] + [classes[".".join([unit, *parts[:i + 1]])] for i in range(len(parts))]
-        chunks = FUSED.get(parts[-1], 1) if parts else 1
+        chunks = FUSED_PROJECTIONS.get(parts[-1], 1) if parts else 1
         out[name] = (f"{unit}/{families[unit]}/{inner}/{'.'.join(chain)}", Layout(chunks, centred.get(name, ())))
     return out
 
