@@ -108,8 +108,8 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     The options are the fields of ``SearchOptions`` (``nas search --help`` lists them with their defaults):
     ``options=SearchOptions(...)``, keywords of the same names (``budget="10MFLOPs", trials=20``), or both, the
     keywords winning; ``space`` (a shipped space's name, a YAML file or a mapping) wins over ``options.space``.
-    A keyword left at ``None`` is not given and takes the default, so ``budget=None`` is the default 4GFLOPs
-    and ``budget="none"`` means no FLOPs budget. An unknown keyword is a ``TypeError`` naming the nearest option.
+    A keyword left at ``None`` is not given and takes the default, so ``budget=None`` keeps the default FLOPs
+    budget and ``budget="none"`` means none. An unknown keyword is a ``TypeError`` naming the nearest option.
 
     Every trial is stored (``out``/study.db, or ``storage``) before and after it runs; ``resume=True`` (with
     ``out``) or ``resume="runs/NAME"`` continues a run with the options it was started with: ``trials``,
