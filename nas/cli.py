@@ -228,35 +228,29 @@ def _interrupt(signum, frame) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     import signal
 
-    from nas.search import search
+    from nas.flags import given_flags
+    from nas.search import SearchOptions, search
 
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop (SLURM, kill) ends the run like Ctrl-C
 
-    resume = args.resume
-    search(args.space, budget=args.budget, latency=args.latency, params=args.params, device=args.device,
-           objective=args.objective, data=args.data, trials=args.trials, timeout=args.timeout,
-           sampler=args.sampler, seed=args.seed, out=args.out, resume=resume if resume else False,
-           storage=args.storage, study=args.study, second=args.second, quiet=args.quiet,
-           latency_mode=args.latency_mode, latency_repeats=args.latency_repeats, proxy_batch=args.proxy_batch,
-           epochs=args.epochs, pruner=args.pruner, data_limit=args.data_limit, threads=args.threads,
-           runner=args.runner, workers=args.workers, address=args.address, cpus_per_trial=args.cpus_per_trial,
-           gpus_per_trial=args.gpus_per_trial, heartbeat=args.heartbeat, supernet=args.supernet,
-           finetune_epochs=args.finetune_epochs, as_worker=args.as_worker)
+    search(out=args.out, resume=args.resume or False, quiet=args.quiet, as_worker=args.as_worker,
+           **given_flags(args, SearchOptions))
     return 0
 
 
 def cmd_supernet_train(args: argparse.Namespace) -> int:
     from nas.errors import InputError
+    from nas.flags import flag_name, given_flags
     from nas.supernet import SupernetTrainOptions, train_supernet
 
-    given = {k: getattr(args, k) for k in SupernetTrainOptions.model_fields if getattr(args, k, None) is not None}
+    given = given_flags(args, SupernetTrainOptions)
     if args.resume:  # training saves its checkpoint on Ctrl-C and SIGTERM (a scheduler's stop)
         resume = args.resume if isinstance(args.resume, str) else True
         if resume is True and not args.out:
             raise InputError("--resume needs the run directory: --resume RUN (or --out RUN)")
         ignored = [k for k in given if k != "epochs"]
         if ignored:  # a resumed run is the run that was not stopped: its options are its own
-            flag = "--no-distill" if ignored[0] == "distill" else f"--{ignored[0].replace('_', '-')}"
+            flag = flag_name(SupernetTrainOptions, ignored[0])
             raise InputError(f"{flag}: a resumed run keeps the options it was started with; only --epochs "
                              f"may change")
         train_supernet(out=args.out, resume=resume, epochs=args.epochs, quiet=args.quiet)
@@ -283,6 +277,10 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nas.flags import add_flags
+    from nas.search.options import SearchOptions
+    from nas.supernet.train import SupernetTrainOptions
+
     parser = _Parser(prog="nas", description="Neural architecture search and composition for hybrid vision "
                      "backbones.")
     parser.add_argument("--version", action="version", version=f"nas {_version()}")
@@ -347,63 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "choices. Every trial is stored in the run directory as it starts and ends; --resume "
                        "continues a run after a crash. Writes best.yaml, best_model.py, pareto/, pareto.png, "
                        "report.md and trials.csv.")
-    p.add_argument("--space", help="a shipped space (metaformer_hybrid, mobile, isotropic, tiny) or a space YAML "
-                   "file (default metaformer_hybrid; with --supernet, the supernet's space)")
-    p.add_argument("--budget", help="FLOPs budget, checked before a genome is built (default 4GFLOPs; 'none' for "
-                   "no budget)")
-    p.add_argument("--latency", help="latency budget on --device, e.g. 15ms")
-    p.add_argument("--params", help="parameter budget, e.g. 30M")
-    p.add_argument("--device", help="auto (CUDA when present; the default), cpu or cuda[:N]")
-    p.add_argument("--objective", choices=["proxy", "train", "supernet"],
-                   help="proxy: training-free scores (default); train: short training on --data; supernet: "
-                   "validation accuracy with a trained supernet's weights")
-    p.add_argument("--supernet", metavar="RUN", help="with --objective supernet: a run of nas supernet train "
-                   "(or its supernet.pt); its data is the default --data")
-    p.add_argument("--finetune-epochs", type=int, help="with --objective supernet: train the extracted winner "
-                   "this many more epochs before saving best_weights.pt (default 0)")
-    p.add_argument("--data", help="an image folder, an .npz, synthetic or digits (train objective; with proxy, "
-                   "the batch the scores see)")
-    p.add_argument("--trials", type=int, help="trials to run (default: 40 proxy, 20 train; on resume, the "
-                   "run's own count)")
-    p.add_argument("--timeout", help="stop starting trials after this long, e.g. 2h or 30m")
-    p.add_argument("--sampler", choices=["tpe", "nsga2", "random", "evolution"],
-                   help="tpe: Optuna's TPE (default); nsga2: NSGA-II; random; evolution: regularized evolution "
-                   "(mutates one choice of a tournament winner)")
-    p.add_argument("--seed", type=int, help="seed of the sampler, the proxy batch and model weights (default 0); a "
-                   "run in its own directory is reproducible from it")
-    p.add_argument("--out", help="run directory (default runs/<timestamp>)")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
-                   help="continue a run (default: --out, else the newest under runs/) with its own options; "
-                   "--trials, --timeout and --workers may change, any other option given must match the run's")
-    p.add_argument("--storage", help="an Optuna storage shared by workers: sqlite:///PATH, postgresql://..., "
-                   "or journal:PATH (default RUN/study.db). A process given the storage and --study of a search "
-                   "under way joins it as a worker")
-    p.add_argument("--study", help="the study name in the storage (default 'search')")
-    p.add_argument("--runner", choices=["local", "ray"],
-                   help="local: trials in this process and --workers processes (default); ray: Ray Tune trials")
-    p.add_argument("--workers", type=int, help="local: processes sharing the storage (default 1); ray: trials "
-                   "at once (default: as many as the cluster's CPUs hold)")
-    p.add_argument("--address", help="Ray cluster to run on: auto or HOST:PORT (default: a local Ray instance "
-                   "started and stopped with the command); one that does not answer within 30 s is refused")
-    p.add_argument("--cpus-per-trial", type=float, help="Ray resources per trial (default 1 CPU)")
-    p.add_argument("--gpus-per-trial", type=float, help="Ray resources per trial (default 0 GPUs), e.g. 0.5")
-    p.add_argument("--heartbeat", type=float, help="seconds between a worker's heartbeats to an SQL storage; a "
-                   "trial whose worker misses 4 is failed and retried (default 20; 0: off)")
-    p.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--second", choices=["latency", "params", "flops", "none"],
-                   help="second objective, minimised (default latency; none with --objective train, so the "
-                   "pruner can stop poor trials)")
-    p.add_argument("--latency-mode", choices=["measure", "lut"],
-                   help="measure: time each network end to end (default); lut: sum of cached per-block times")
-    p.add_argument("--latency-repeats", type=int, help="timed runs per latency measurement (default 5)")
-    p.add_argument("--proxy-batch", type=int, help="images the zero-cost scores see (default 8)")
-    p.add_argument("--epochs", type=int, help="training epochs per trial with --objective train (default 3)")
-    p.add_argument("--data-limit", type=int, help="use at most this many images per split (a seeded subset)")
-    p.add_argument("--pruner", choices=["median", "hyperband", "none"], help="stops poor training trials "
-                   "(single objective only; default median)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default 1 on CPU: steadier latency, and far "
-                   "faster on a CPU other jobs share)")
-    p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    add_flags(p.add_argument_group("options of the search", "kept in RUN/run.yaml, so that --resume needs none "
+                                   "of them; in Python, the fields of nas.search.SearchOptions"), SearchOptions)
+    run = p.add_argument_group("this run")
+    run.add_argument("--out", help="run directory (default runs/<timestamp>)")
+    run.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
+                     help="continue a run (default: --out, else the newest under runs/) with its own options; "
+                     "--trials, --timeout and --workers may change, any other option given must match the run's")
+    run.add_argument("--quiet", action="store_true", help="print only the final summary")
+    run.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("supernet", help="train a weight-sharing supernet for a space",
@@ -416,23 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "predictions. Writes RUN/supernet.pt (every epoch, every minute and on Ctrl-C), "
                             "history.csv, space.yaml and train.yaml; --resume RUN continues exactly where it "
                             "stopped.")
-    p.add_argument("--space", help="a shipped space or a space YAML file (default tiny)")
-    p.add_argument("--data", help="an image folder, an .npz, synthetic or digits (default synthetic)")
-    p.add_argument("--data-limit", type=int, help="use at most this many images per split (a seeded subset)")
-    p.add_argument("--epochs", type=int, help="epochs in all (default 10; on resume, may be raised)")
-    p.add_argument("--batch-size", type=int, help="images per step (default 64)")
-    p.add_argument("--lr", type=float, help="AdamW peak learning rate (default 0.002)")
-    p.add_argument("--random-per-step", type=int, help="random genomes per step besides the largest and the "
-                   "smallest (default 2)")
-    p.add_argument("--no-distill", dest="distill", action="store_const", const=False, help="train every genome "
-                   "on the labels instead of the largest's predictions")
-    p.add_argument("--device", help="auto (CUDA when present, with autocast), cpu or cuda[:N]")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
-    p.add_argument("--out", help="run directory (default runs/supernet-<timestamp>)")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
-                   help="continue a run from its checkpoint")
-    p.add_argument("--quiet", action="store_true", help="print only errors")
+    add_flags(p.add_argument_group("options of the training", "kept in RUN/train.yaml; in Python, the fields of "
+                                   "nas.supernet.SupernetTrainOptions"), SupernetTrainOptions)
+    run = p.add_argument_group("this run")
+    run.add_argument("--out", help="run directory (default runs/supernet-<timestamp>)")
+    run.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
+                     help="continue a run from its checkpoint; only --epochs may change")
+    run.add_argument("--quiet", action="store_true", help="print only errors")
     p.set_defaults(func=cmd_supernet_train)
 
     p = sub.add_parser("report", help="rebuild a run directory's report from its storage",

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 import optuna
 import pytest
@@ -19,7 +20,8 @@ from optuna.trial import TrialState
 
 import nas
 from nas.cost import analytic_cost
-from nas.search import InfeasibleBudget, RegularizedEvolutionSampler
+from nas.flags import option_fields
+from nas.search import InfeasibleBudget, RegularizedEvolutionSampler, SearchOptions
 from nas.search import run as search_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,3 +204,50 @@ def test_sigkill_mid_trial_then_resume_keeps_finished_trials_and_reruns_the_inte
     finished = [t for t in after if t not in interrupted and "duplicate_of" not in t.user_attrs]
     assert len(finished) == 8
     assert (run_dir / "best.yaml").is_file()
+
+
+class _Started(Exception):
+    """Raised in place of starting a run: what the search was asked for is in ``args``."""
+
+
+@pytest.fixture
+def asked(monkeypatch) -> dict:
+    """What ``nas.search`` passes on to start a run, instead of starting it."""
+    seen: dict = {}
+
+    def started(space, out, given, changes, evaluate):
+        seen.clear()
+        seen.update(given, **changes, space=space)
+        raise _Started
+
+    monkeypatch.setattr(search_run, "_started", started)
+    return seen
+
+
+def example(field) -> object:
+    """A value the option's type accepts: its default, else one made from the type."""
+    if field.default is not None:
+        return field.default
+    kind = next(a for a in get_args(field.annotation) if a is not type(None))
+    return get_args(kind)[-1] if get_origin(kind) is Literal else {int: 2, float: 0.5, str: "x"}[kind]
+
+
+def test_every_option_is_a_keyword_of_search(asked: dict):
+    for name, field in option_fields(SearchOptions).items():
+        value = example(field)
+        with pytest.raises(_Started):
+            nas.search(**{name: value})
+        assert asked[name] == value, name
+
+
+def test_options_and_keywords_together_the_keywords_win(asked: dict):
+    with pytest.raises(_Started):
+        nas.search(options=SearchOptions(space="tiny", budget="none", trials=5, sampler="random"), trials=7,
+                   timeout="2h")
+    # what the options object set and the keywords, parsed; defaults are not "given"
+    assert asked == {"space": "tiny", "budget": None, "sampler": "random", "trials": 7, "timeout": 7200.0}
+
+
+def test_an_unknown_keyword_names_the_option_meant():
+    with pytest.raises(TypeError, match="'budgett'.*did you mean 'budget'"):
+        nas.search("tiny", budgett="4GFLOPs")

@@ -7,10 +7,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
+from nas.cli import main
 from nas.cost import analytic_cost
+from nas.flags import flag_name, option_fields
 from nas.io import load_genome
+from nas.search import SearchOptions
+from nas.supernet import SupernetTrainOptions
 from tests.conftest import run_nas
 from tests.test_search import SMALL_SPACE
 
@@ -96,3 +101,24 @@ def test_help_lists_every_option():
                  "--quiet", "--runner", "--workers", "--address", "--gpus-per-trial", "--cpus-per-trial",
                  "--heartbeat"]:
         assert flag in done.stdout
+
+
+@pytest.mark.parametrize(("command", "model"), [(["search"], SearchOptions),
+                                                (["supernet", "train"], SupernetTrainOptions)])
+def test_every_option_is_a_flag_whose_help_is_its_description(command, model, capsys):
+    """The flags are made from the options model: a field without a flag or a description fails here."""
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    shown = "".join(capsys.readouterr().out.split())  # argparse wraps lines, at hyphens too
+    for name, field in option_fields(model).items():
+        assert field.description, f"{model.__name__}.{name} has no description"
+        assert flag_name(model, name) in shown
+        assert "".join(field.description.split()) in shown, name
+
+
+def test_a_flag_says_its_default_taken_from_the_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    shown = capsys.readouterr().out
+    assert "(default: 4GFLOPs)" in shown and "(default: tpe)" in shown
+    assert "{proxy,train,supernet}" in shown  # custom is a Python evaluate=, not a flag

@@ -1,14 +1,18 @@
-"""Every option of a search, as stored in ``run.yaml`` so that ``nas search --resume runs/NAME`` needs nothing
-else; budgets are kept as the person wrote them and parsed once here."""
+"""Every option of a search, defined once: the field is the ``nas search`` flag (its description the help, its
+default appended to it; ``nas.flags``), the keyword of ``nas.search(...)``, and the key in ``run.yaml``, which is
+stored so that ``nas search --resume runs/NAME`` needs nothing else. Budgets are kept as the person wrote them
+and parsed once here."""
 from __future__ import annotations
 
+import os
 import re
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from nas.cost.budget import parse_flops, parse_latency_ms, parse_params
 from nas.errors import InputError
+from nas.flags import Flag
 
 DEFAULT_SPACE = "metaformer_hybrid"
 # Measured on the 2-core CPU the default must fit in 10 minutes (benchmarks/BENCHMARKS.md, "Search").
@@ -17,46 +21,105 @@ DEFAULT_TRAIN_TRIALS = 20
 
 Objective = Literal["proxy", "train", "supernet", "custom"]
 Second = Literal["latency", "params", "flops", "none"]
-SamplerName = Literal["tpe", "nsga2", "random", "evolution"]
+SamplerName = Literal["tpe", "nsga2", "random", "evolution"]  # the one list of samplers (samplers.SAMPLERS)
 LatencyMode = Literal["measure", "lut"]
 PrunerName = Literal["median", "hyperband", "none"]
 RunnerName = Literal["local", "ray"]
 
 
+def parse_duration(text: str | float | None) -> float | None:
+    """Seconds from ``2h``, ``30m``, ``90s``, ``1.5h`` or a bare number of seconds."""
+    if text is None or isinstance(text, (int, float)):
+        return None if text is None else float(text)
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h|hr|d)?\s*", str(text))
+    if not match:
+        raise InputError(f"cannot read {text!r} as a duration; write it like 2h, 30m or 90s")
+    scale = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}[match[2]]
+    value = float(match[1]) * scale
+    if value <= 0:
+        raise InputError(f"a timeout must be positive, got {text!r}")
+    return value
+
+
 class SearchOptions(BaseModel):
+    """The options of a search. ``trials`` and ``second`` default by the objective: ``None`` until validated,
+    then always set; their descriptions say how."""
+
     model_config = ConfigDict(extra="forbid")
 
-    space: str = DEFAULT_SPACE  # what the user named; the run reads its copy, space.yaml
-    budget: str | None = "4GFLOPs"
-    latency: str | None = None
-    params: str | None = None
-    device: str = "auto"
-    objective: Objective = "proxy"
-    data: str | None = None
-    data_limit: int | None = None  # cap on each split's images (a seeded subset), for quick training searches
-    trials: int = DEFAULT_TRIALS
-    timeout: float | None = None  # seconds
-    sampler: SamplerName = "tpe"
-    seed: int = 0
-    second: Second = "latency"
-    latency_mode: LatencyMode = "measure"
-    latency_repeats: int = 5
-    threads: int | None = None  # torch CPU threads for the whole search (None: 1 on CPU)
-    proxy_batch: int = 8
-    epochs: int = 3
-    pruner: PrunerName = "median"
-    storage: str | None = None
-    study: str = "search"
-    runner: RunnerName = "local"
-    workers: int | None = None  # local: processes sharing the storage (default 1); ray: trials at once (default:
-    # as many as the cluster's CPUs hold)
-    address: str | None = None  # a Ray cluster (auto or HOST:PORT); none: a local Ray instance for the run
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    heartbeat: float = 20.0  # seconds between a worker's heartbeats (RDB storages); 0 turns them off
-    evaluate: str | None = None  # the custom evaluate callable's name, for the record
-    supernet: str | None = None  # a trained supernet's checkpoint (objective supernet)
-    finetune_epochs: int = 0  # objective supernet: train the extracted winner this much more
+    space: str = Field(DEFAULT_SPACE, description="a shipped space (metaformer_hybrid, mobile, isotropic, tiny) or "
+                       "a space YAML file; with --objective supernet, the supernet's own space unless given")
+    budget: str | None = Field("4GFLOPs", description="FLOPs budget, checked before a genome is built, e.g. "
+                               "600MFLOPs; 'none' for no budget")
+    latency: str | None = Field(None, description="latency budget on --device, e.g. 15ms")
+    params: str | None = Field(None, description="parameter budget, e.g. 30M")
+    device: str = Field("auto", description="auto (CUDA when present), cpu or cuda[:N]")
+    objective: Annotated[Objective, Flag(python_only=("custom",))] = Field(
+        "proxy", description="proxy: training-free scores; train: short training on --data; supernet: validation "
+        "accuracy with a trained supernet's weights; custom (Python only): the score of an evaluate= callable")
+    supernet: Annotated[str | None, Flag(metavar="RUN")] = Field(
+        None, description="with --objective supernet: a run of nas supernet train (or its supernet.pt); its data "
+        "is the default --data")
+    finetune_epochs: int = Field(0, description="with --objective supernet: train the extracted winner this many "
+                                 "more epochs before saving best_weights.pt")
+    data: str | None = Field(None, description="an image folder, an .npz, synthetic or digits (train objective; "
+                             "with proxy, the batch the scores see)")
+    data_limit: int | None = Field(None, description="use at most this many images per split (a seeded subset)")
+    trials: int | None = Field(None, description=f"trials to run (default: {DEFAULT_TRIALS}, or {DEFAULT_TRAIN_TRIALS} "
+                        "with --objective train; on resume, the run's own count)")
+    timeout: Annotated[float | None, BeforeValidator(parse_duration), Flag(text=True)] = Field(
+        None, description="stop starting trials after this long, e.g. 2h, 30m or 90s (a number: seconds)")
+    sampler: SamplerName = Field("tpe", description="tpe: Optuna's TPE; nsga2: NSGA-II; random; evolution: "
+                                 "regularized evolution, mutating one choice of a tournament winner")
+    seed: int = Field(0, description="seed of the sampler, the proxy batch and model weights; a run in its own "
+                      "directory is reproducible from it")
+    second: Second | None = Field(None, description="second objective, minimised (default: latency, or none with "
+                           "--objective train, so the pruner can stop poor trials)")
+    latency_mode: LatencyMode = Field("measure", description="measure: time each network end to end; lut: sum of "
+                                      "cached per-block times")
+    latency_repeats: int = Field(5, description="timed runs per latency measurement")
+    proxy_batch: int = Field(8, description="images the zero-cost scores see")
+    epochs: int = Field(3, description="training epochs per trial with --objective train")
+    pruner: PrunerName = Field("median", description="stops poor training trials, with a single objective only")
+    threads: int | None = Field(None, description="torch CPU threads for the whole search (default: 1 on CPU: "
+                                "steadier latency, and far faster on a CPU other jobs share)")
+    storage: str | None = Field(None, description="an Optuna storage shared by workers: sqlite:///PATH, "
+                                "postgresql://..., or journal:PATH (default: RUN/study.db). A process given the "
+                                "storage and --study of a search under way joins it as a worker")
+    study: str = Field("search", description="the study name in the storage")
+    runner: RunnerName = Field("local", description="local: trials in this process and --workers processes; ray: "
+                               "Ray Tune trials")
+    workers: int | None = Field(None, description="local: processes sharing the storage (default: 1); ray: trials "
+                                "at once (default: as many as the cluster's CPUs hold)")
+    address: str | None = Field(None, description="Ray cluster to run on: auto or HOST:PORT (default: a local Ray "
+                                "instance started and stopped with the command); one that does not answer within "
+                                "30 s is refused")
+    cpus_per_trial: float = Field(1.0, description="Ray resources per trial: CPUs")
+    gpus_per_trial: float = Field(0.0, description="Ray resources per trial: GPUs, e.g. 0.5 to share one")
+    heartbeat: float = Field(20.0, description="seconds between a worker's heartbeats to an SQL storage; a trial "
+                             "whose worker misses 4 is failed and retried; 0 turns them off")
+    evaluate: Annotated[str | None, Flag(cli=False)] = Field(
+        None, description="the custom evaluate callable's name, for the record (objective custom)")
+
+    @field_validator("budget", "latency", "params", mode="before")
+    @classmethod
+    def _none_is_no_budget(cls, value: Any) -> Any:
+        return None if str(value).lower() == "none" else value
+
+    @field_validator("supernet", "data", "storage", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @model_validator(mode="after")
+    def _defaults_by_objective(self) -> SearchOptions:
+        """Pruning needs one objective, so a training search defaults to accuracy alone, and to fewer trials.
+        Filled in without counting as given (``model_fields_set``): a resumed run compares only what was."""
+        if self.second is None:
+            self.__dict__["second"] = "none" if self.objective == "train" else "latency"
+        if self.trials is None:
+            self.__dict__["trials"] = DEFAULT_TRAIN_TRIALS if self.objective == "train" else DEFAULT_TRIALS
+        return self
 
     @property
     def flops_budget(self) -> int | None:
@@ -115,16 +178,3 @@ class SearchOptions(BaseModel):
                              "receive a custom evaluate; run the workers yourself or use --runner ray")
         return self
 
-
-def parse_duration(text: str | float | None) -> float | None:
-    """Seconds from ``2h``, ``30m``, ``90s``, ``1.5h`` or a bare number of seconds."""
-    if text is None or isinstance(text, (int, float)):
-        return None if text is None else float(text)
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h|hr|d)?\s*", str(text))
-    if not match:
-        raise InputError(f"cannot read {text!r} as a duration; write it like 2h, 30m or 90s")
-    scale = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}[match[2]]
-    value = float(match[1]) * scale
-    if value <= 0:
-        raise InputError(f"a timeout must be positive, got {text!r}")
-    return value

@@ -16,16 +16,11 @@ import yaml
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
-from nas.errors import InputError, NasError
+from nas.errors import InputError, NasError, did_you_mean
+from nas.flags import flag_name, option_fields
 from nas.io import parse_yaml
 from nas.outputs import output_dir
-from nas.search.options import (
-    DEFAULT_SPACE,
-    DEFAULT_TRAIN_TRIALS,
-    DEFAULT_TRIALS,
-    SearchOptions,
-    parse_duration,
-)
+from nas.search.options import DEFAULT_SPACE, SearchOptions
 from nas.search.progress import Progress, format_seconds
 from nas.search.report import SearchResult, write_report
 from nas.search.rundir import (
@@ -88,43 +83,17 @@ def _inputs(space: dict[str, Any], options: SearchOptions) -> tuple[Inputs, dict
     return Inputs(x, y), space
 
 
-def _options(space: Any, given: dict[str, Any]) -> SearchOptions:
-    values = {k: v for k, v in given.items() if v is not None}
-    for key in ("budget", "latency", "params"):
-        if str(values.get(key, "")).lower() == "none":
-            values[key] = None
-    if "timeout" in values:
-        values["timeout"] = parse_duration(values["timeout"])
-    if "second" not in values:  # pruning needs one objective: training searches accuracy under the budgets
-        values["second"] = "none" if values.get("objective") == "train" else "latency"
-    if "trials" not in values:
-        values["trials"] = DEFAULT_TRAIN_TRIALS if values.get("objective") == "train" else DEFAULT_TRIALS
-    label = space if isinstance(space, (str, Path)) else "<mapping>"
-    try:
-        return SearchOptions(space=str(label), **values).check()
-    except ValidationError as err:  # the Python API's values; the CLI's choices are argparse's
-        first = err.errors()[0]
-        raise InputError(f"{first['loc'][0]}: {first['msg']} (got {first.get('input')!r})") from None
-
-
-def search(space: str | Path | dict[str, Any] | None = None, *, budget: str | None = None,
-           latency: str | None = None, params: str | None = None, device: str | None = None,
-           objective: str | None = None, data: str | None = None, trials: int | None = None,
-           timeout: str | float | None = None, sampler: str | None = None, seed: int | None = None,
-           out: str | Path | None = None, resume: bool | str | Path = False, storage: str | None = None,
-           study: str | None = None, second: str | None = None, quiet: bool = False,
-           evaluate: Evaluate | None = None, latency_mode: str | None = None, latency_repeats: int | None = None,
-           proxy_batch: int | None = None, epochs: int | None = None, pruner: str | None = None,
-           data_limit: int | None = None, threads: int | None = None, runner: str | None = None,
-           workers: int | None = None, address: str | None = None, cpus_per_trial: float | None = None,
-           gpus_per_trial: float | None = None, heartbeat: float | None = None, supernet: str | Path | None = None,
-           finetune_epochs: int | None = None, as_worker: bool = False, stream=None) -> SearchResult | None:
+def search(space: str | Path | dict[str, Any] | None = None, options: SearchOptions | None = None, *,
+           out: str | Path | None = None, resume: bool | str | Path = False, quiet: bool = False,
+           evaluate: Evaluate | None = None, stream=None, as_worker: bool = False,
+           **overrides: Any) -> SearchResult | None:
     """Search ``space`` under the budgets and return the Pareto front and the best feasible genome.
 
-    An option left at ``None`` takes its default (``SearchOptions``): space ``metaformer_hybrid``, budget
-    ``4GFLOPs`` (``"none"``: no FLOPs budget), device ``auto``, objective ``proxy``, sampler ``tpe``, seed 0,
-    40 trials (20 with ``objective="train"``), second objective ``latency`` (``none`` for training), latency
-    ``measure``d with 5 repeats, proxy batch 8, 3 epochs, pruner ``median``, runner ``local``.
+    The options are the fields of ``SearchOptions`` (``nas search --help`` lists them with their defaults):
+    ``options=SearchOptions(...)``, keywords of the same names (``budget="10MFLOPs", trials=20``), or both, the
+    keywords winning; ``space`` (a shipped space's name, a YAML file or a mapping) wins over ``options.space``.
+    A keyword left at ``None`` is not given and takes the default, so ``budget=None`` keeps the default FLOPs
+    budget and ``budget="none"`` means none. An unknown keyword is a ``TypeError`` naming the nearest option.
 
     Every trial is stored (``out``/study.db, or ``storage``) before and after it runs; ``resume=True`` (with
     ``out``) or ``resume="runs/NAME"`` continues a run with the options it was started with: ``trials``,
@@ -137,20 +106,15 @@ def search(space: str | Path | dict[str, Any] | None = None, *, budget: str | No
     writing the report on Ctrl-C; a run that fails before its first trial leaves no files behind.
     ``objective="supernet"`` scores each genome by its validation accuracy with the weights of a trained
     ``supernet`` (its space and data unless given), and writes the winner's weights (``best_weights.pt``),
-    fine-tuned for ``finetune_epochs`` when asked. ``as_worker`` is for the processes ``workers`` starts: no
-    report, no output, returns ``None``.
+    fine-tuned for ``finetune_epochs`` when asked. ``quiet`` prints only the final summary (to ``stream``,
+    default stderr). ``as_worker`` is for the processes ``workers`` starts: no report, no output, returns
+    ``None``.
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stream = stream or sys.stderr
     quiet = quiet or as_worker
-    given = _given(budget=budget, latency=latency, params=params, device=device, objective=objective, data=data,
-                   sampler=sampler, seed=seed, storage=storage, study=study, second=second,
-                   latency_mode=latency_mode, latency_repeats=latency_repeats, proxy_batch=proxy_batch,
-                   epochs=epochs, pruner=pruner, data_limit=data_limit, threads=threads, runner=runner,
-                   address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                   heartbeat=heartbeat, supernet=supernet, finetune_epochs=finetune_epochs)
-    changes = _given(trials=trials, timeout=parse_duration(timeout), workers=1 if as_worker else workers)
+    space, given, changes = _asked(space, options, overrides, as_worker)
     run = (_resumed(resume, out, space, given, changes, evaluate) if resume
            else _started(space, out, given, changes, evaluate))
     options, run_dir = run.options, run.run_dir
@@ -212,6 +176,36 @@ class _Run:
     joined: bool = False
 
 
+def _asked(space: Any, options: SearchOptions | None, overrides: dict[str, Any], as_worker: bool
+           ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The space and the options the caller gave, parsed (a duration in seconds, a budget of 'none' as None):
+    what a run under way is compared with. Those a resumed run may change (``CHANGEABLE``) come apart."""
+    names = option_fields(SearchOptions)
+    for key in overrides:
+        if key not in names:
+            raise TypeError(f"search() got an unexpected keyword argument {key!r}{did_you_mean(key, names)}")
+    written = {key: value for key, value in overrides.items() if value is not None}  # None: not given
+    parsed = _validated(written)
+    given = {key: getattr(options, key) for key in options.model_fields_set} if options else {}
+    given.update({key: getattr(parsed, key) for key in written})
+    from_options = given.pop("space", None)
+    space = from_options if space is None else space
+    changes = {key: given.pop(key) for key in CHANGEABLE if key in given}
+    if as_worker:  # a worker process starts no workers of its own
+        changes["workers"] = 1
+    return space, given, changes
+
+
+def _validated(values: dict[str, Any]) -> SearchOptions:
+    """Options from Python values, whose mistakes are bad input too (the command line's are typed by argparse)."""
+    try:
+        return SearchOptions(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "options"
+        raise InputError(f"{where}: {first['msg']} (got {first.get('input')!r})") from None
+
+
 def _resumed(resume: bool | str | Path, out: str | Path | None, space: Any, given: dict[str, Any],
              changes: dict[str, Any], evaluate: Evaluate | None) -> _Run:
     """A run directory to continue, with its own options: refused when they are contradicted, or when its
@@ -233,11 +227,12 @@ def _started(space: Any, out: str | Path | None, given: dict[str, Any], changes:
     given = dict(given)
     own_space = given.get("objective") == "supernet" and "supernet" in given and space is None
     if given.get("objective") == "supernet" and "supernet" in given:
-        given["supernet"] = Path(given["supernet"]).resolve()  # workers may start elsewhere
+        given["supernet"] = str(Path(given["supernet"]).resolve())  # workers may start elsewhere
         if space is None or "data" not in given:
             space, data, limit = _supernet_defaults(given["supernet"], space, given.get("data"),
                                                     given.get("data_limit"))
-            given.update(_given(data=data, data_limit=limit))
+            given.update({key: value for key, value in (("data", data), ("data_limit", limit))
+                          if value is not None})
     options = _new_options(space, given, changes, evaluate)
     space_data, space_text, label = _load_space(DEFAULT_SPACE if space is None else space)
     if own_space:
@@ -284,11 +279,6 @@ def _open(run: _Run, fresh: NewRun | None, shared: bool) -> optuna.Study:
     study_.sampler = make_sampler(options.sampler, _sampler_seed(options, study_, shared), options.trials,
                                   parallel=parallel)
     return study_
-
-
-def _given(**options: Any) -> dict[str, Any]:
-    """The options the caller gave: None is "not given", so that a resumed run can tell a contradiction."""
-    return {key: value for key, value in options.items() if value is not None}
 
 
 def _run(options: SearchOptions, run_dir: Path, study_: optuna.Study, work: TrialWork, state: _LoopState,
@@ -414,7 +404,7 @@ def _refuse_changes(options: SearchOptions, space: Any, given: dict[str, Any], e
         raise InputError(f"{what}, searched with a custom evaluate ({options.evaluate}); pass it again")
     for key, value in given.items():
         if not _same(options, key, value):
-            flag = "--" + key.replace("_", "-")
+            flag = flag_name(SearchOptions, key)
             raise InputError(f"{what} with its own {flag} {_shown(getattr(options, key))}; drop {flag} "
                              f"{_shown(value)} or {instead}")
 
@@ -435,14 +425,13 @@ def _shown(value: Any) -> str:
 def _new_options(space: Any, given: dict[str, Any], changes: dict[str, Any], evaluate: Evaluate | None
                  ) -> SearchOptions:
     values = {**given, **changes}
-    if "supernet" in values:
-        values["supernet"] = str(values["supernet"])
     if evaluate is not None:
         values.update(objective="custom", evaluate=getattr(evaluate, "__qualname__", repr(evaluate)))
-    return _options(DEFAULT_SPACE if space is None else space, values)
+    label = DEFAULT_SPACE if space is None else space if isinstance(space, (str, Path)) else "<mapping>"
+    return _validated({**values, "space": str(label)}).check()
 
 
-def _supernet_defaults(path: Path, space: Any, data: str | None, data_limit: int | None
+def _supernet_defaults(path: str, space: Any, data: str | None, data_limit: int | None
                        ) -> tuple[Any, str | None, int | None]:
     """A supernet search runs on the supernet's own space and data unless told otherwise."""
     from nas.supernet import Supernet

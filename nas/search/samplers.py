@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import InputError
+from nas.search.options import SamplerName
 from runners.optuna_internals import contains
 
-SAMPLERS = ("tpe", "nsga2", "random", "evolution")
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)  # named once, in the option's type
 
 
 def violation(trial: FrozenTrial) -> float:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
 from nas.data import Dataset, load_data
@@ -55,26 +55,31 @@ OPTIONS_FILE, SPACE_FILE, HISTORY_FILE = "train.yaml", "space.yaml", "history.cs
 
 
 class SupernetTrainOptions(BaseModel):
-    """What a supernet training run was started with (``RUN/train.yaml``)."""
+    """What a supernet training run was started with (``RUN/train.yaml``); each field is also a flag of ``nas
+    supernet train`` (``nas.flags``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    space: str = "tiny"
-    data: str = "synthetic"
-    data_limit: int | None = None
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: int = 1
-    random_per_step: int = 2  # genomes between the largest and the smallest in each step
-    distill: bool = True  # the smaller genomes learn from the largest's predictions, not the labels
-    calibration_batches: int = 8  # batches that re-estimate BatchNorm statistics before a genome is scored
-    coverage_samples: int = 48  # random genomes (beyond every option at both ends) that size the supernet
-    device: str = "auto"
-    seed: int = 0
-    threads: int | None = None
-    checkpoint_every_s: float = 60.0
+    space: str = Field("tiny", description="a shipped space or a space YAML file")
+    data: str = Field("synthetic", description="an image folder, an .npz, synthetic or digits")
+    data_limit: int | None = Field(None, description="use at most this many images per split (a seeded subset)")
+    epochs: int = Field(10, description="epochs in all; on resume, may be raised")
+    batch_size: int = Field(64, description="images per step")
+    lr: float = Field(2e-3, description="AdamW peak learning rate")
+    weight_decay: float = Field(0.05, description="AdamW weight decay, on weights but not on norms and biases")
+    warmup_epochs: int = Field(1, description="epochs of linear learning-rate warm-up before the cosine decay")
+    random_per_step: int = Field(2, description="random genomes per step besides the largest and the smallest")
+    distill: bool = Field(True, description="in-place distillation: the smaller genomes learn from the largest's "
+                          "predictions, not the labels")
+    calibration_batches: int = Field(8, description="training batches that re-estimate BatchNorm statistics "
+                                     "before a genome is scored")
+    coverage_samples: int = Field(48, description="random genomes, beyond every option at both ends, that size "
+                                  "the supernet")
+    device: str = Field("auto", description="auto (CUDA when present, with autocast), cpu or cuda[:N]")
+    seed: int = Field(0, description="seed of the weights, the batch order and the genomes of each step")
+    threads: int | None = Field(None, description="torch CPU threads (default: torch's own)")
+    checkpoint_every_s: float = Field(60.0, description="seconds between checkpoints within an epoch; one is also "
+                                      "written after every epoch and on Ctrl-C")
 
     def check(self) -> SupernetTrainOptions:
         """Refuse values no run can use, before anything is loaded or written (bad input, exit 2)."""
