@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from runners.optuna_internals import storage_of, trial_id
+from runners.optuna_internals import storage_id, storage_of
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 INTERRUPTED = "interrupted"
@@ -192,8 +192,8 @@ def _age_s(trial: FrozenTrial) -> float:
 def interrupt(study: optuna.Study, trial: FrozenTrial, why: str) -> bool:
     """Fail a trial whose worker died, and queue its genome once more; False if it had finished meanwhile."""
     try:
-        storage_of(study).set_trial_user_attr(trial_id(trial), "failure", f"{INTERRUPTED} ({why})")
-        storage_of(study).set_trial_state_values(trial_id(trial), TrialState.FAIL)
+        storage_of(study).set_trial_user_attr(storage_id(trial), "failure", f"{INTERRUPTED} ({why})")
+        storage_of(study).set_trial_state_values(storage_id(trial), TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return False  # it finished, or another worker recovered it first
     retry(study, trial)

@@ -29,7 +29,7 @@ from runners.base import (
     void_if_surplus,
     what_next,
 )
-from runners.optuna_internals import storage_of, trial_id
+from runners.optuna_internals import storage_id, storage_of
 
 # Seconds between looks at the storage while other workers' trials finish the count.
 POLL_S = 1.0
@@ -43,7 +43,7 @@ def run_trial(study: optuna.Study, work: Work, *, target: int, prune: bool = Fal
     if void_if_surplus(study, trial, target):
         return None
     if heartbeat is not None:
-        heartbeat.add(trial_id(trial))
+        heartbeat.add(storage_id(trial))
     try:
         prepared = prepare(work, study, trial)
         outcome = prepared if isinstance(prepared, Outcome) else work.evaluate(
@@ -53,7 +53,7 @@ def run_trial(study: optuna.Study, work: Work, *, target: int, prune: bool = Fal
         raise
     finally:
         if heartbeat is not None:
-            heartbeat.remove(trial_id(trial))
+            heartbeat.remove(storage_id(trial))
     return settle(study, trial, outcome)
 
 

@@ -24,7 +24,8 @@ def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     return study._storage
 
 
-def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+def storage_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """The trial's id in its storage (not its number in the study)."""
     return trial._trial_id
 
 

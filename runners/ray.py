@@ -34,7 +34,7 @@ from runners.base import (
     void_if_surplus,
     what_next,
 )
-from runners.optuna_internals import storage_of, trial_for_id, trial_id
+from runners.optuna_internals import storage_id, storage_of, trial_for_id
 from runners.storage import open_storage
 
 EXPERIMENT = "ray"  # the Tune experiment's folder in the run directory
@@ -152,7 +152,7 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
                 if prepared is None or isinstance(prepared, Outcome):
                     del self._ot_trials[trial_id]
                     continue
-                self._beat().add(trial_id(ot_trial))
+                self._beat().add(storage_id(ot_trial))
                 return {"payload": prepared, "trial": ot_trial.number}
 
         def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -166,8 +166,8 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
             ot_trial = self._ot_trials.pop(trial_id, None)
             if ot_trial is None:
                 return
-            self._beat().remove(trial_id(ot_trial))
-            frozen = storage_of(self._ot_study).get_trial(trial_id(ot_trial))
+            self._beat().remove(storage_id(ot_trial))
+            frozen = storage_of(self._ot_study).get_trial(storage_id(ot_trial))
             if frozen.state != optuna.trial.TrialState.RUNNING:
                 return  # told before the driver was killed; Tune's snapshot predates it
             if error:
@@ -210,11 +210,11 @@ def make_searcher(opts: RayOptions, sampler: optuna.samplers.BaseSampler | None)
             running = {t.number: t for t in self._ot_study.get_trials(deepcopy=False)
                        if t.state == optuna.trial.TrialState.RUNNING}
             # Trials the snapshot saw running: Tune re-runs the unfinished ones, and this driver owns them now
-            self._ot_trials = {tid: trial_for_id(self._ot_study, trial_id(running[n]))
+            self._ot_trials = {tid: trial_for_id(self._ot_study, storage_id(running[n]))
                                for tid, n in numbers.items() if n in running}
             for trial in self._ot_trials.values():
                 claim(trial)
-                self._beat().add(trial_id(trial))
+                self._beat().add(storage_id(trial))
 
         def save(self, checkpoint_path: str) -> None:
             import pickle

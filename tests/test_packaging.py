@@ -1,6 +1,7 @@
 """The wheel ships the YAML, and an installed copy finds it without the source tree."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -10,8 +11,12 @@ from tests.conftest import ROOT
 
 def test_installed_copy_finds_the_shipped_yaml(tmp_path):
     wheels = tmp_path / "wheels"
+    # From a copy without build outputs: setuptools reuses build/lib, which keeps files a checkout has deleted.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "dist", "runs", "*.egg-info",
+                                                                "__pycache__", ".pytest_cache"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(wheels), str(ROOT)], capture_output=True, text=True, timeout=300)
+                            "-w", str(wheels), str(source)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     wheel = next(wheels.glob("nas-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()

@@ -192,7 +192,7 @@ def test_the_optuna_internals_the_runners_rely_on_exist(tmp_path):
     for name, attribute in optuna_internals.USED:
         assert hasattr(objects[name], attribute), f"optuna.{name} no longer has {attribute}"
     assert optuna_internals.storage_of(study) is study._storage
-    assert optuna_internals.trial_id(trial) == study.trials[0]._trial_id
-    assert optuna_internals.trial_for_id(study, optuna_internals.trial_id(trial)).number == trial.number
+    assert optuna_internals.storage_id(trial) == study.trials[0]._trial_id
+    assert optuna_internals.trial_for_id(study, optuna_internals.storage_id(trial)).number == trial.number
     assert optuna_internals.contains(objects["BaseDistribution"], 2)
     assert not optuna_internals.contains(objects["BaseDistribution"], 3)
