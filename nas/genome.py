@@ -22,20 +22,13 @@ from pydantic import (
     model_validator,
 )
 
-from blocks import CONFIGS, BlockConfig, union
+from blocks import CONFIGS, Block, BlockConfig, ChannelMixer, Downsample, Head, Mixer, Norm, Stem
 from blocks.base import check_numbers, repeat_pattern, strided
 
 # Blocks in a whole genome: ten times the deepest published backbone here (MLP-Mixer-B/16 has 12, ResNet-152
 # 50), and a bound on the time any cost walk takes.
 MAX_BLOCKS = 4096
 
-Stem = union("stem")
-Downsample = union("downsample")
-Block = union("block")
-Mixer = union("mixer")
-ChannelMixer = union("mlp")
-Norm = union("norm")
-Head = union("head")
 
 
 def _square(value: Any) -> Any:
