@@ -185,13 +185,21 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
+def _exists(path: Path, must_exist: bool) -> bool:
+    """Whether the storage file is there to check; a missing one is refused where the run needs it, and a new
+    one needs its folder."""
+    if path.exists():
+        return True
+    if must_exist:
+        raise InputError(f"{path}: missing; the run's trials are not there, so it cannot be resumed or "
+                         f"reported (nothing was changed)")
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the folder {path.parent} does not exist")
+    return False
+
+
 def _check_sqlite(path: Path, study: str | None, must_exist: bool) -> None:
-    if not path.exists():
-        if must_exist:
-            raise InputError(f"{path}: missing; the run's trials are not there, so it cannot be resumed or "
-                             f"reported (nothing was changed)")
-        if not path.parent.is_dir():
-            raise InputError(f"{path}: the folder {path.parent} does not exist")
+    if not _exists(path, must_exist):
         return
     if not path.is_file() or not os.access(path, os.R_OK):
         raise InputError(f"{path}: not a readable file")
@@ -237,12 +245,7 @@ def _sqlite_contents(path: Path, head: bytes) -> tuple[set[str], list[str]]:
 def _check_journal(path: Path, must_exist: bool) -> None:
     """Every complete line of an Optuna journal is a JSON operation; only a last, unterminated one (a write cut
     short) may be partial, and Optuna skips it."""
-    if not path.exists():
-        if must_exist:
-            raise InputError(f"{path}: missing; the run's trials are not there, so it cannot be resumed or "
-                             f"reported (nothing was changed)")
-        if not path.parent.is_dir():
-            raise InputError(f"{path}: the folder {path.parent} does not exist")
+    if not _exists(path, must_exist):
         return
     try:
         data = path.read_bytes()
