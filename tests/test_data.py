@@ -160,7 +160,7 @@ def test_npz_errors_say_what_is_wrong(tmp_path, arrays, message):
 
 
 def test_unknown_specs_are_input_errors(tmp_path):
-    with pytest.raises(InputError, match="expected 'synthetic', 'digits'"):
+    with pytest.raises(InputError, match="expected 'synthetic', 'patterns', 'digits'"):
         load_data("cifar10")
     with pytest.raises(InputError, match="no such file"):
         load_data(str(tmp_path / "missing.npz"))

@@ -41,9 +41,10 @@ from nas.search.rundir import (
     write_atomic,
 )
 from nas.search.samplers import make_sampler
+from nas.search.scoring import latency_table, search_inputs, set_up_device
 from nas.search.survey import check_reachable, survey
 from nas.search.trial import SECOND_UNITS, Evaluate, Inputs, TrialWork, is_invalid
-from nas.space import fit_space_to_data, read_space, space_resolution
+from nas.space import read_space
 from runners.base import StopSearch, counted, is_duplicate, is_void
 from runners.local import run_trials, start_workers, wait_workers
 
@@ -62,25 +63,6 @@ def _load_space(space: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str
         return space, yaml.safe_dump(space, sort_keys=False), "<mapping>"
     data, text, label = read_space(space)
     return data, text, label
-
-
-def _inputs(space: dict[str, Any], options: SearchOptions) -> tuple[Inputs, dict[str, Any]]:
-    """The proxy batch (from the data, or seeded random images) or the training set."""
-    if options.objective in ("train", "supernet") or (options.data and options.objective == "proxy"):
-        from nas.data import load_data
-
-        limit = options.data_limit if options.objective != "proxy" else max(options.proxy_batch, 16)
-        dataset = load_data(options.data, resolution=space_resolution(space), seed=options.seed, limit=limit)
-        space = fit_space_to_data(space, dataset)
-        if options.objective in ("train", "supernet"):
-            return Inputs(dataset=dataset), space
-        return Inputs(dataset.train_x[:options.proxy_batch], dataset.train_y[:options.proxy_batch]), space
-    generator = torch.Generator().manual_seed(options.seed)
-    channels = int((space.get("input") or {}).get("channels", 3))
-    res = space_resolution(space)
-    x = torch.randn(options.proxy_batch, channels, res, res, generator=generator)
-    y = torch.randint(0, int(space.get("num_classes", 1000)), (options.proxy_batch,), generator=generator)
-    return Inputs(x, y), space
 
 
 def search(space: str | Path | dict[str, Any] | None = None, options: SearchOptions | None = None, *,
@@ -120,8 +102,8 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     options, run_dir = run.options, run.run_dir
     if options.runner == "ray":
         _check_ray_address(options.address)
-    device_name = _set_up_device(options)
-    inputs, adapted = _inputs(run.space, options)
+    device_name = set_up_device(options)
+    inputs, adapted = search_inputs(run.space, options)
     if adapted != run.space:  # the run's space is the one the data fixed classes and channels of
         run.space, run.space_text = adapted, yaml.safe_dump(adapted, sort_keys=False)
     progress = Progress(options.trials, quiet, stream)
@@ -136,7 +118,7 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     study_: optuna.Study | None = None
     try:
         study_ = _open(run, fresh, shared=run.joined or as_worker)
-        work = TrialWork(run.space, options, device_name, inputs, evaluate, _latency_table(options))
+        work = TrialWork(run.space, options, device_name, inputs, evaluate, latency_table(options))
         done = counted(study_.get_trials(deepcopy=False))
         _say_start(progress, options, report, run.label, device_name, run_dir, done, "resuming" if resume and not
                    as_worker else f"joining study {options.study!r}" if run.joined else "")
@@ -252,20 +234,6 @@ def _started(space: Any, out: str | Path | None, given: dict[str, Any], changes:
                 label, joined=True)
 
 
-def _set_up_device(options: SearchOptions) -> str:
-    from nas.cost.profile import resolve_device
-
-    device_name = resolve_device(options.device)
-    if options.runner == "ray" and options.gpus_per_trial > 0 and options.device == "auto":
-        device_name = "cuda"  # the trials' device, on the workers Ray gives GPUs to
-    # One thread on CPU unless asked: steadier latency ranks, and a CPU shared with other jobs slows two
-    # spinning OpenMP threads ~20x (benchmarks/BENCHMARKS.md, "Search")
-    threads = options.threads or (1 if device_name == "cpu" else None)
-    if threads:
-        torch.set_num_threads(threads)
-    return device_name
-
-
 def _open(run: _Run, fresh: NewRun | None, shared: bool) -> optuna.Study:
     """Write the new run's files, open (or create) its study and give it its sampler."""
     options = run.options
@@ -357,16 +325,6 @@ def _sampler_seed(options: SearchOptions, study_: optuna.Study, shared: bool) ->
     seed = options.seed + len(study_.get_trials(deepcopy=False))
     shared = shared or bool(options.storage)
     return (seed + os.getpid() if shared else seed) % 2**32
-
-
-def _latency_table(options: SearchOptions) -> Any:
-    if options.latency_mode != "lut" or not (options.second == "latency" or options.latency):
-        return None
-    from nas.cost import LatencyTable
-    from nas.cost.profile import default_table_path
-
-    default_table_path().parent.mkdir(parents=True, exist_ok=True)
-    return LatencyTable(default_table_path())
 
 
 def _check_ray_address(address: str | None) -> None:

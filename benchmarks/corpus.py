@@ -1,0 +1,192 @@
+"""The trained ground truth every objective is scored against: genomes of the tiny space, trained on two tasks
+at two fidelities, some with three seeds. Resumable and appending; CI never runs it.
+
+Genomes: distinct valid genomes drawn from ``search_spaces/tiny.yaml`` (32x32, seven mixer families) with
+``random.Random(SAMPLE_SEED)``; the list is a prefix of one fixed sequence, so ``--genomes 160`` after
+``--genomes 120`` keeps the first 120 and adds 40. Each is written once to ``genomes.jsonl`` (its index, its id
+= the content hash of the tiny-space genome, canonical form, params, FLOPs, mixers).
+
+Runs, one line each in ``runs.jsonl``: (genome, task, fidelity, seed) with the validation accuracy after every
+epoch, the wall time and the machine. Tasks: ``digits`` (1437 train / 360 val) and ``patterns`` (2000 / 1000),
+both at 32x32 with 10 classes; the genome's input channels follow the task. Fidelities: ``short`` is the
+search's ``--objective train`` default (3 epochs), ``long`` has its own, longer cosine schedule (``--long``).
+The seed sets the initial weights and the training order (``compile_model(seed=)``, ``train_model(seed=)``);
+the data are the same for every seed. Seed 0 runs for every genome; seeds 1 and 2 for the first
+``--replicated`` genomes, interleaved so the noise ceiling grows with the corpus (genome j's replicas follow
+genome 5j + 4's seed-0 runs).
+
+    python benchmarks/corpus.py                      # runs what is missing, in order
+    nohup python benchmarks/corpus.py --worker 0 --of 2 > corpus0.log &   # two workers share the list
+    python benchmarks/corpus.py --status             # what is done
+
+Each run is appended under a file lock as soon as it ends, so a kill loses at most the runs in progress.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nas import analytic_cost, compile_model  # noqa: E402
+from nas.data import Dataset, load_data  # noqa: E402
+from nas.errors import GenomeError  # noqa: E402
+from nas.evaluate.train import train_model  # noqa: E402
+from nas.genome import Genome  # noqa: E402
+from nas.graph import check_genome  # noqa: E402
+from nas.space import instantiate, random_picker  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results" / "corpus"
+SPACE = ROOT / "search_spaces" / "tiny.yaml"
+SAMPLE_SEED = 0
+TASKS = ("digits", "patterns")
+SHORT_EPOCHS = 3  # SearchOptions.epochs
+SEEDS = (0, 1, 2)
+
+
+def sample_genomes(space: dict, count: int, seed: int = SAMPLE_SEED) -> list[Genome]:
+    """``count`` distinct valid genomes (by content hash), a prefix of one sequence fixed by ``seed``."""
+    rng, found, seen = random.Random(seed), [], set()
+    for _ in range(200 * count):
+        data = instantiate(space, random_picker(rng))
+        try:
+            genome = Genome.model_validate(data)
+            check_genome(genome)
+        except GenomeError:
+            continue
+        if genome.content_hash() not in seen:
+            seen.add(genome.content_hash())
+            found.append(genome)
+        if len(found) == count:
+            break
+    return found
+
+
+def for_task(genome: Genome, data: Dataset) -> Genome:
+    """The genome with the task's input channels, resolution and class count."""
+    raw = genome.to_dict()
+    raw["input"] = {**raw["input"], "channels": data.channels, "resolution": data.resolution}
+    raw["num_classes"] = data.num_classes
+    return Genome.model_validate(raw)
+
+
+def mixers(genome: Genome) -> list[str]:
+    blocks = [s.block or s.pattern[0] for s in genome.stages]
+    return [getattr(b, "mixer", b).type for b in blocks]
+
+
+def jobs(count: int, replicated: int, long_epochs: int) -> list[tuple[int, str, str, int, int]]:
+    """(genome index, task, fidelity, seed, epochs) in the order they run."""
+    fidelities = (("short", SHORT_EPOCHS), ("long", long_epochs))
+    order = []
+    for i in range(count):
+        order += [(i, task, name, 0, epochs) for task in TASKS for name, epochs in fidelities]
+        if i % 5 == 4 and i // 5 < replicated:
+            j = i // 5
+            order += [(j, task, name, seed, epochs) for seed in SEEDS[1:] for task in TASKS
+                      for name, epochs in fidelities]
+    for j in range(count // 5, min(replicated, count)):  # a short corpus still replicates its first genomes
+        order += [(j, task, name, seed, epochs) for seed in SEEDS[1:] for task in TASKS
+                  for name, epochs in fidelities]
+    return order
+
+
+def append(path: Path, record: dict) -> None:
+    """One JSON line, appended under an exclusive lock (workers share the file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+    return records
+
+
+def run_key(record: dict) -> tuple:
+    return record["genome"], record["task"], record["fidelity"], record["seed"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--genomes", type=int, default=120)
+    parser.add_argument("--replicated", type=int, default=20, help="genomes trained with seeds 0, 1 and 2")
+    parser.add_argument("--long", type=int, default=12, help="epochs of the long fidelity")
+    parser.add_argument("--worker", type=int, default=0)
+    parser.add_argument("--of", type=int, default=1, help="workers sharing the job list (job k goes to k %% of)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--status", action="store_true", help="print what is done and stop")
+    parser.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    space = yaml.safe_load(SPACE.read_text())
+    genomes = sample_genomes(space, args.genomes)
+    ids = [g.content_hash() for g in genomes]
+    known = {r["genome"] for r in read_jsonl(args.out / "genomes.jsonl")}
+    if args.worker == 0:
+        for i, genome in enumerate(genomes):
+            if ids[i] not in known:
+                cost = analytic_cost(genome)
+                append(args.out / "genomes.jsonl", {"index": i, "genome": ids[i], "canonical": genome.to_dict(),
+                                                    "params": cost.params, "flops": cost.flops,
+                                                    "mixers": mixers(genome)})
+    done = {run_key(r) for r in read_jsonl(args.out / "runs.jsonl")}
+    todo = [job for k, job in enumerate(jobs(len(genomes), args.replicated, args.long))
+            if k % args.of == args.worker and (ids[job[0]], job[1], job[2], job[3]) not in done]
+    if args.status:
+        total = len(jobs(len(genomes), args.replicated, args.long))
+        print(f"{len(done)} runs done of {total}; {len(todo)} left for worker {args.worker} of {args.of}")
+        return
+
+    data = {task: load_data(task, resolution=32, seed=0) for task in TASKS}
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads"
+    for n, (i, task, fidelity, seed, epochs) in enumerate(todo):
+        if args.max_runs is not None and n >= args.max_runs:
+            break
+        if (ids[i], task, fidelity, seed) in {run_key(r) for r in read_jsonl(args.out / "runs.jsonl")}:
+            continue  # another worker got there (a second process on the same share)
+        genome = for_task(genomes[i], data[task])
+        model = compile_model(genome, seed=seed)
+        start = time.perf_counter()
+        try:
+            result = train_model(model, data[task], epochs=epochs, seed=seed)
+            history, failure = result.history, None
+        except (FloatingPointError, RuntimeError) as err:
+            history, failure = [], f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        seconds = time.perf_counter() - start
+        record = {"genome": ids[i], "index": i, "task": task, "fidelity": fidelity, "seed": seed,
+                  "epochs": epochs, "history": history, "accuracy": history[-1] if history else None,
+                  "failure": failure, "seconds": round(seconds, 2), "machine": machine,
+                  "load": round(os.getloadavg()[0], 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        append(args.out / "runs.jsonl", record)
+        acc = f"{history[-1]:.3f}" if history else failure
+        print(f"[{n + 1}/{len(todo)}] genome {i:3d} {task:8s} {fidelity:5s} seed {seed} {epochs:2d} ep: {acc} "
+              f"({seconds:.0f} s) {'/'.join(mixers(genomes[i]))}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""One genome scored the way a search scores it: the same inputs, objective, device and latency as a trial.
+
+``nas score``, the reference architectures in a run's report and the search's trials all go through
+``TrialWork.evaluate``, so a hand-written hybrid, a published design and a search's winner are compared under
+one measure.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nas.cost import analytic_cost
+from nas.genome import Genome
+from nas.io import parse_genome
+from nas.search.options import SearchOptions
+from nas.search.trial import Inputs, TrialWork
+from nas.space import fit_space_to_data, space_resolution
+
+
+def search_inputs(space: dict[str, Any], options: SearchOptions) -> tuple[Inputs, dict[str, Any]]:
+    """What scoring needs besides the model (the proxy batch, from the data or the structured default, or the
+    training set) and the space with the data's classes and channels."""
+    if options.objective in ("train", "supernet") or (options.data and options.objective == "proxy"):
+        from nas.data import load_data
+
+        limit = options.data_limit if options.objective != "proxy" else max(options.proxy_batch, 16)
+        dataset = load_data(options.data, resolution=space_resolution(space), seed=options.seed, limit=limit)
+        space = fit_space_to_data(space, dataset)
+        if options.objective in ("train", "supernet"):
+            return Inputs(dataset=dataset), space
+        return Inputs(dataset.train_x[:options.proxy_batch], dataset.train_y[:options.proxy_batch]), space
+    generator = torch.Generator().manual_seed(options.seed)
+    channels = int((space.get("input") or {}).get("channels", 3))
+    res = space_resolution(space)
+    x = torch.randn(options.proxy_batch, channels, res, res, generator=generator)
+    y = torch.randint(0, int(space.get("num_classes", 1000)), (options.proxy_batch,), generator=generator)
+    return Inputs(x, y), space
+
+
+def set_up_device(options: SearchOptions) -> str:
+    """The device trials run on, with the search's thread count set."""
+    from nas.cost.profile import resolve_device
+
+    device_name = resolve_device(options.device)
+    if options.runner == "ray" and options.gpus_per_trial > 0 and options.device == "auto":
+        device_name = "cuda"  # the trials' device, on the workers Ray gives GPUs to
+    # One thread on CPU unless asked: steadier latency ranks, and a CPU shared with other jobs slows two
+    # spinning OpenMP threads ~20x (benchmarks/BENCHMARKS.md, "Search")
+    threads = options.threads or (1 if device_name == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
+    return device_name
+
+
+def latency_table(options: SearchOptions) -> Any:
+    """The per-block latency table when the search measures latency by lookup, else ``None``."""
+    if options.latency_mode != "lut" or not (options.second == "latency" or options.latency):
+        return None
+    from nas.cost import LatencyTable
+    from nas.cost.profile import default_table_path
+
+    default_table_path().parent.mkdir(parents=True, exist_ok=True)
+    return LatencyTable(default_table_path())
+
+
+@dataclass
+class GenomeScore:
+    """A genome's objective under a search's options, with what it is made of."""
+
+    name: str
+    objective: str
+    score: float | None  # None when the genome failed
+    components: dict[str, float] = field(default_factory=dict)  # the proxy's scores, or accuracy per epoch
+    params: int = 0
+    flops: int = 0
+    latency_ms: float | None = None
+    second: str = "none"
+    failure: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "objective": self.objective, "score": self.score, "components": self.components,
+                "params": self.params, "flops": self.flops, "latency_ms": self.latency_ms, "second": self.second,
+                "failure": self.failure}
+
+
+def score_genome(genome: Genome, work: TrialWork) -> GenomeScore:
+    """``genome`` evaluated by ``work`` (a search's ``TrialWork``) exactly as a trial
+    would be; a failure (an exception in the forward pass, a NaN score) is the result's ``failure``."""
+    cost = analytic_cost(genome)
+    payload = {"genome": genome.to_dict(), "cost": [cost.params, cost.frozen_params, cost.flops]}
+    outcome = work.evaluate(payload)
+    attrs = outcome.attrs
+    components = dict(attrs.get("scores") or {})
+    components.update({k: v for k, v in attrs.items() if k.startswith("accuracy_epoch_")})
+    score = outcome.values[0] if outcome.values else None
+    return GenomeScore(name=genome.name, objective=work.options.objective,
+                       score=score if score is None or math.isfinite(score) else None, components=components,
+                       params=cost.params, flops=cost.flops, latency_ms=attrs.get("latency_ms"),
+                       second=work.options.second, failure=outcome.failure or outcome.pruned)
+
+
+def fit_genome(genome: Genome, space: dict[str, Any]) -> Genome:
+    """``genome`` with the input channels and class count of a (data-fitted) space."""
+    raw = genome.to_dict()
+    raw["num_classes"] = space.get("num_classes", raw["num_classes"])
+    raw["input"] = {**raw["input"], "channels": (space.get("input") or {}).get("channels",
+                                                                              raw["input"]["channels"])}
+    return parse_genome(raw)
