@@ -238,6 +238,62 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# The options of a search that decide a genome's score; `nas score` takes them with the search's own flags.
+SCORE_OPTIONS = ("objective", "supernet", "data", "data_limit", "seed", "second", "device", "threads", "proxy_batch",
+                 "epochs", "latency_mode", "latency_repeats")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from nas.cost.profile import with_resolution
+    from nas.errors import InputError, NasError
+    from nas.flags import given_flags
+    from nas.io import parse_genome, read_yaml
+    from nas.search import SearchOptions
+    from nas.search.scoring import fit_genome, latency_table, score_genome, search_inputs, set_up_device
+    from nas.search.trial import TrialWork
+    from nas.space import is_space
+
+    given = given_flags(args, SearchOptions)
+    if given.get("objective") == "custom":
+        raise InputError("--objective custom needs a Python evaluate callable; use nas.search(evaluate=...)")
+    options = SearchOptions(**given).check()
+    data, text, label = read_yaml(args.genome)
+    if is_space(data):
+        raise InputError(f"{label}: a search space, not a genome; nas score scores one genome (nas search "
+                         "scores a space's)")
+    genome = with_resolution(parse_genome(data, label, text), args.resolution)
+    device = set_up_device(options)
+    inputs, space = search_inputs(genome.to_dict(), options)
+    genome = fit_genome(genome, space)
+    result = score_genome(genome, TrialWork(space, options, device, inputs, None, latency_table(options)))
+    if args.json:
+        print(json.dumps({**result.as_dict(), "hash": genome.content_hash(), "device": device,
+                          "input": [genome.input.channels, *genome.input.resolution],
+                          "num_classes": genome.num_classes, "options": options.model_dump(include=set(
+                              SCORE_OPTIONS))}, indent=2))
+    if result.failure is not None:
+        raise NasError(f"{args.genome}: cannot be scored: {result.failure}")
+    if args.json:
+        return 0
+    what = {"proxy": f"training-free scores on {options.data or 'the structured default batch'} "
+                     f"({options.proxy_batch} images)",
+            "train": f"validation accuracy after {options.epochs} epochs on {options.data}",
+            "supernet": f"validation accuracy with the weights of {options.supernet}"}[options.objective]
+    res = "x".join(map(str, genome.input.resolution))
+    print(f"{genome.name} (hash {genome.content_hash()}), {genome.input.channels}x{res} input, "
+          f"{genome.num_classes} classes, on {device}")
+    print(f"objective {options.objective}: {what}, seed {options.seed}")
+    print(f"  {'score':<16} {result.score:>12.4f}   what the search maximises")
+    for name, value in result.components.items():
+        print(f"  {name:<16} {value:>12.4g}")
+    line = f"params {_fmt_count(result.params)}, FLOPs {_fmt_flops(result.flops)}"
+    if result.latency_ms is not None:
+        line += (f", latency {result.latency_ms:.2f} ms ({options.latency_mode}, batch 1, median of "
+                 f"{options.latency_repeats})")
+    print(line)
+    return 0
+
+
 def cmd_supernet_train(args: argparse.Namespace) -> int:
     from nas.errors import InputError
     from nas.flags import flag_name, given_flags
@@ -339,6 +395,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("role", nargs="?", help="only this role")
     p.add_argument("--fields", action="store_true", help="also list each type's fields and defaults")
     p.set_defaults(func=cmd_blocks)
+
+    p = sub.add_parser("score", help="score a genome as a search would", description="The objective a search "
+                       "would give a genome, with each of its components: the training-free scores, or the "
+                       "accuracy per epoch, and its cost. Exit 1 when the genome builds but cannot be scored "
+                       "(its forward pass fails, or a score is not finite).")
+    p.add_argument("genome", help=GENOME_HELP)
+    p.add_argument("--resolution", type=int, help="score the genome at another input resolution")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_flags(p.add_argument_group("options of the search that decide the score", "as nas search takes them"),
+              SearchOptions, only=SCORE_OPTIONS)
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("search", help="search a space under FLOPs, params and latency budgets",
                        description="Constrained multi-objective search (score up, latency down) over a space's "

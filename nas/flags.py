@@ -41,9 +41,12 @@ def flag_name(model: type[BaseModel], name: str) -> str:
     return ("--no-" if negated else "--") + name.replace("_", "-")
 
 
-def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, model: type[BaseModel]) -> None:
-    """A flag for every option of ``model``, in the order of its fields."""
+def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, model: type[BaseModel],
+              only: tuple[str, ...] | None = None) -> None:
+    """A flag for every option of ``model`` (or those named in ``only``), in the order of its fields."""
     for name, field in option_fields(model).items():
+        if only is not None and name not in only:
+            continue
         parser.add_argument(flag_name(model, name), dest=name, default=None, help=_help(model, name, field),
                             **_parse(name, field))
 

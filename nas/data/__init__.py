@@ -4,7 +4,7 @@
 - ``synthetic``: a procedural task that needs spatial reasoning (see ``nas.data.synthetic``), 2000 train and
   500 validation images, the same for the same seed;
 - ``patterns``: ten classes of texture and layout (which of stripes and checks lies where; see
-  ``nas.data.patterns``), 2000 train and 1000 validation images, the same for the same seed;
+  ``nas.data.patterns``), 1500 train and 1000 validation images, the same for the same seed;
 - ``digits``: scikit-learn's bundled 8x8 digits, one grey channel, upsampled;
 - a directory in ImageFolder layout: ``DIR/<class>/*.png`` (split 80/20 by seed), or ``DIR/train/<class>`` and
   ``DIR/val/<class>``; decoded with Pillow as RGB, resized on the shorter side and centre-cropped;

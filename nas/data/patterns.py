@@ -22,11 +22,11 @@ LAYOUTS = ["vertical", "horizontal", "centre", "diagonal", "antidiagonal"]
 _REGIONS = {"vertical": ("left", "right"), "horizontal": ("top", "bottom"), "centre": ("centre", "frame"),
             "diagonal": ("lower-left", "upper-right"), "antidiagonal": ("upper-left", "lower-right")}
 CLASSES = [f"{layout}/stripes-{region}" for layout in LAYOUTS for region in _REGIONS[layout]]
-TRAIN_SIZE, VAL_SIZE = 2000, 1000
+TRAIN_SIZE, VAL_SIZE = 1500, 1000
 # Texture period as a fraction of the image side: 3.2 to 5.8 pixels at 32x32.
 PERIOD = (0.10, 0.18)
 JITTER = 0.1  # how far a cut may move from the middle, as a fraction of the side
-NOISE = (0.05, 0.6)  # the per-pixel noise's standard deviation, drawn per image
+NOISE = (0.02, 0.45)  # the per-pixel noise's standard deviation, drawn per image
 
 
 def make_patterns(count: int, resolution: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
