@@ -1,0 +1,254 @@
+"""How far to trust each objective, measured on the trained corpus; and the fit of the default training-free
+objective.
+
+Reads ``benchmarks/results/corpus/``: ``genomes.jsonl`` and ``runs.jsonl`` (``benchmarks/corpus.py``) and
+``scores.jsonl`` (``benchmarks/corpus_scores.py``). The truth for a task is the validation accuracy after the
+long schedule, seed 0. Every figure is Kendall's tau-b against it with a bootstrap 95% interval (genomes
+resampled, ``--bootstrap`` times), beside the noise ceiling: the tau between seeds of the same genome.
+
+The default objective is a ridge regression of the within-task rank of long accuracy on standardised log-scores,
+log params and log FLOPs (``FEATURES``), scored only on what it was not fitted on:
+
+- *held-out genomes*: 5 folds over genomes; each fold's genomes are predicted by a model fitted on the other
+  folds' genomes (both tasks), and the tau is taken over all out-of-fold predictions, per task;
+- *held-out task*: fitted on every genome of one task, judged on the other task.
+
+``--write`` refits on every genome of both tasks and writes the coefficients to ``nas/evaluate/objective.json``,
+which ``nas.evaluate.proxy.combine`` reads.
+
+    python benchmarks/objective_fit.py                 # the tables (markdown)
+    python benchmarks/objective_fit.py --write         # and ship the refitted objective
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import kendalltau, rankdata
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from corpus import OUT, read_jsonl  # noqa: E402
+
+OBJECTIVE_FILE = ROOT / "nas" / "evaluate" / "objective.json"
+# Scores whose logarithm is used (they span orders of magnitude); the rest are used as they are.
+LOGGED = {"structural", "synflow", "grad_norm", "snip", "params", "flops", "jacov_abs", "fisher"}
+RIDGE = 1.0
+
+
+def tau(x: list[float], y: list[float]) -> float:
+    pairs = [(a, b) for a, b in zip(x, y) if a is not None and b is not None and math.isfinite(a)]
+    if len(pairs) < 3:
+        return math.nan
+    return float(kendalltau([p[0] for p in pairs], [p[1] for p in pairs]).statistic)
+
+
+def bootstrap(x: list[float], y: list[float], reps: int, seed: int = 0) -> tuple[float, float]:
+    """A 95% percentile interval of tau over genomes resampled with replacement."""
+    rng, n, taus = random.Random(seed), len(x), []
+    for _ in range(reps):
+        idx = [rng.randrange(n) for _ in range(n)]
+        t = tau([x[i] for i in idx], [y[i] for i in idx])
+        if math.isfinite(t):
+            taus.append(t)
+    if not taus:
+        return math.nan, math.nan
+    taus.sort()
+    return taus[int(0.025 * len(taus))], taus[min(len(taus) - 1, int(0.975 * len(taus)))]
+
+
+def accuracy(runs: list[dict], task: str, fidelity: str, seed: int = 0) -> dict[str, float]:
+    return {r["genome"]: r["accuracy"] for r in runs if r["task"] == task and r["fidelity"] == fidelity
+            and r["seed"] == seed and r["accuracy"] is not None}
+
+
+def noise_ceiling(runs: list[dict], task: str, fidelity: str, reps: int) -> tuple[float, tuple[float, float], int]:
+    """Mean tau between two seeds' accuracies of the same genomes, over the seed pairs, and its interval."""
+    by_seed = {s: accuracy(runs, task, fidelity, s) for s in (0, 1, 2)}
+    common = sorted(set(by_seed[0]) & set(by_seed[1]) & set(by_seed[2]))
+    if len(common) < 3:
+        return math.nan, (math.nan, math.nan), len(common)
+    pairs = ((0, 1), (0, 2), (1, 2))
+    taus = [tau([by_seed[a][g] for g in common], [by_seed[b][g] for g in common]) for a, b in pairs]
+    lows, highs = zip(*(bootstrap([by_seed[a][g] for g in common], [by_seed[b][g] for g in common], reps)
+                        for a, b in pairs))
+    return sum(taus) / 3, (sum(lows) / 3, sum(highs) / 3), len(common)
+
+
+def stability(runs: list[dict], task: str) -> tuple[float, int]:
+    """Tau between the accuracies after the long schedule's last two epochs (seed 0)."""
+    longs = [r for r in runs if r["task"] == task and r["fidelity"] == "long" and r["seed"] == 0 and r["history"]]
+    return tau([r["history"][-2] for r in longs], [r["history"][-1] for r in longs]), len(longs)
+
+
+def transform(name: str, value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    if name in LOGGED:
+        return math.log(value) if value > 0 else None
+    return value
+
+
+def feature_rows(genomes: dict[str, dict], scores: list[dict], task: str, batch: str, features: list[str]
+                 ) -> dict[str, list[float]]:
+    """Genome -> its feature vector (transformed), for the genomes with every feature finite."""
+    rows = {}
+    for s in scores:
+        if s["task"] != task or s["batch"] != batch or s["seed"] != 0:
+            continue
+        values = {**s["scores"], "params": genomes[s["genome"]]["params"], "flops": genomes[s["genome"]]["flops"]}
+        if values.get("naswot") is not None:  # a log-determinant over the batch: per image, as combine() uses it
+            values["naswot"] = values["naswot"] / s["batch_size"]
+        row = [transform(f, values.get(f)) for f in features]
+        if all(v is not None for v in row):
+            rows[s["genome"]] = row
+    return rows
+
+
+def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge on standardised features: (mean, std, coefficients)."""
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-12
+    z = (x - mean) / std
+    coef = np.linalg.solve(z.T @ z + RIDGE * np.eye(z.shape[1]), z.T @ (y - y.mean()))
+    return mean, std, coef
+
+
+def predict(model: tuple[np.ndarray, np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
+    mean, std, coef = model
+    return ((x - mean) / std) @ coef
+
+
+def rank_target(acc: list[float]) -> np.ndarray:
+    return (rankdata(acc) - 0.5) / len(acc)
+
+
+def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: int = 0) -> dict[str, dict]:
+    """Out-of-fold predictions per task: task -> genome -> prediction."""
+    ids = sorted(set.intersection(*(set(rows) & set(acc) for rows, acc in data.values())))
+    random.Random(seed).shuffle(ids)
+    out: dict[str, dict] = {task: {} for task in data}
+    for k in range(folds):
+        test = set(ids[k::folds])
+        xs, ys = [], []
+        for rows, acc in data.values():
+            train = [g for g in ids if g not in test]
+            xs += [rows[g] for g in train]
+            ys += list(rank_target([acc[g] for g in train]))
+        model = fit(np.array(xs), np.array(ys))
+        for task, (rows, _) in data.items():
+            for g in test:
+                out[task][g] = float(predict(model, np.array([rows[g]]))[0])
+    return out
+
+
+def held_out_task(data: dict[str, tuple[dict, dict]]) -> dict[str, dict]:
+    """Each task predicted by a model fitted on the other task(s)."""
+    out = {}
+    for task in data:
+        xs, ys = [], []
+        for other, (rows, acc) in data.items():
+            if other != task:
+                ids = sorted(set(rows) & set(acc))
+                xs += [rows[g] for g in ids]
+                ys += list(rank_target([acc[g] for g in ids]))
+        model = fit(np.array(xs), np.array(ys))
+        rows = data[task][0]
+        out[task] = {g: float(predict(model, np.array([rows[g]]))[0]) for g in rows}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", type=Path, default=OUT)
+    parser.add_argument("--batch", default="default", help="which proxy batch's scores: default or task")
+    parser.add_argument("--features", default="structural,naswot,synflow,grad_norm,snip,zico,meco,params,flops")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--write", action="store_true", help=f"refit on everything and write {OBJECTIVE_FILE}")
+    args = parser.parse_args()
+    features = args.features.split(",")
+
+    genomes = {g["genome"]: g for g in read_jsonl(args.corpus / "genomes.jsonl")}
+    runs = read_jsonl(args.corpus / "runs.jsonl")
+    scores = read_jsonl(args.corpus / "scores.jsonl")
+    tasks = sorted({r["task"] for r in runs})
+    present = {k for s in scores for k in s["scores"]} | {"params", "flops"}
+    features = [f for f in features if f in present]
+    data = {}
+    for task in tasks:
+        truth = accuracy(runs, task, "long")
+        rows = feature_rows(genomes, scores, task, args.batch, features)
+        data[task] = (rows, truth)
+
+    print(f"corpus: {len(genomes)} genomes; features {', '.join(features)}; scores on the {args.batch} batch\n")
+    print("| task | genomes (long) | noise ceiling: tau between seeds (95% CI, genomes) | tau of the last two "
+          "epochs |")
+    print("|---|---|---|---|")
+    for task in tasks:
+        ceiling, (lo, hi), n = noise_ceiling(runs, task, "long", args.bootstrap)
+        stable, m = stability(runs, task)
+        print(f"| {task} | {len(data[task][1])} | {ceiling:+.3f} ({lo:+.2f}, {hi:+.2f}; n={n}) | {stable:+.3f} "
+              f"(n={m}) |")
+    print()
+
+    oof = held_out_genomes(data) if all(len(d[0]) >= 10 for d in data.values()) else {}
+    cross = held_out_task(data) if len(tasks) > 1 else {}
+    print("| predictor | " + " | ".join(f"tau on {t} (95% CI)" for t in tasks) + " |")
+    print("|---|" + "---|" * len(tasks))
+
+    def row(name: str, per_task: dict[str, dict[str, float]]) -> None:
+        cells = []
+        for task in tasks:
+            truth = data[task][1]
+            ids = [g for g in per_task.get(task, {}) if g in truth]
+            x, y = [per_task[task][g] for g in ids], [truth[g] for g in ids]
+            t = tau(x, y)
+            lo, hi = bootstrap(x, y, args.bootstrap)
+            cells.append(f"{t:+.3f} ({lo:+.2f}, {hi:+.2f}; n={len(ids)})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+    for key in features:
+        per_task = {}
+        for task in tasks:
+            per_task[task] = {}
+            for s in scores:
+                if s["task"] == task and s["batch"] == args.batch and s["seed"] == 0:
+                    value = (s["scores"].get(key) if key not in ("params", "flops")
+                             else genomes[s["genome"]][key])
+                    if value is not None and math.isfinite(value):
+                        per_task[task][s["genome"]] = value
+        row(key, per_task)
+    row("short schedule (3 epochs)", {t: accuracy(runs, t, "short") for t in tasks})
+    if oof:
+        row("fitted objective, held-out genomes (5-fold)", oof)
+    if cross:
+        row("fitted objective, held-out task", cross)
+
+    if args.write:
+        xs, ys = [], []
+        for rows, acc in data.values():
+            ids = sorted(set(rows) & set(acc))
+            xs += [rows[g] for g in ids]
+            ys += list(rank_target([acc[g] for g in ids]))
+        mean, std, coef = fit(np.array(xs), np.array(ys))
+        OBJECTIVE_FILE.write_text(json.dumps({
+            "about": "The default training-free objective: a ridge regression of the within-task rank of trained "
+                     "accuracy on standardised features (log where 'log' is true). Fitted by "
+                     "benchmarks/objective_fit.py on the corpus in benchmarks/results/corpus.",
+            "command": "python benchmarks/objective_fit.py --write " + " ".join(
+                a for a in sys.argv[1:] if a != "--write"),
+            "genomes": len(xs) // max(1, len(data)), "tasks": tasks, "batch": args.batch,
+            "features": [{"name": f, "log": f in LOGGED, "mean": float(m), "std": float(s), "weight": float(c)}
+                         for f, m, s, c in zip(features, mean, std, coef)],
+        }, indent=1) + "\n")
+        print(f"\nwrote {OBJECTIVE_FILE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""``nas score``: a genome scored the way a search scores it, with each component; as a user runs it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nas import analytic_cost, compile_model, load_genome
+from nas.cli import main
+from nas.evaluate.proxy import proxy_score
+from nas.search import SearchOptions
+from nas.search.scoring import search_inputs
+from tests.conftest import run_nas
+
+HYBRID = {
+    "name": "my_hybrid", "input": {"channels": 3, "resolution": 32}, "num_classes": 10,
+    "stem": {"type": "conv", "kernel": 3, "stride": 2, "padding": 1},
+    "defaults": {"norm": "layernorm", "mlp": {"type": "mlp", "ratio": 2},
+                 "downsample": {"type": "conv", "kernel": 3, "stride": 2, "padding": 1}},
+    "stages": [{"depth": 1, "width": 16, "block": {"mixer": {"type": "dwconv", "kernel": 5}}},
+               {"depth": 1, "width": 32, "block": {"mixer": {"type": "attention", "head_dim": 16}}}],
+    "head": {"type": "linear", "norm": "layernorm"},
+}
+
+
+@pytest.fixture
+def hybrid(tmp_path: Path) -> Path:
+    path = tmp_path / "my_hybrid.yaml"
+    path.write_text(yaml.safe_dump(HYBRID))
+    return path
+
+
+def test_a_hand_written_hybrid_gets_the_score_a_search_would_give_it(hybrid: Path):
+    done = run_nas("score", hybrid, "--second", "none", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    genome = load_genome(hybrid)
+    assert result["name"] == "my_hybrid" and result["objective"] == "proxy"
+    assert result["params"] == analytic_cost(genome).params and result["flops"] == analytic_cost(genome).flops
+    # The same batch, seed and weights as a search's trial: the same score, component by component.
+    inputs, _ = search_inputs(genome.to_dict(), SearchOptions())
+    expected = proxy_score(genome, compile_model(genome, seed=0), inputs.x, inputs.y, seed=0)
+    assert result["score"] == pytest.approx(expected["score"], rel=1e-6)
+    for name, value in result["components"].items():
+        assert value == pytest.approx(expected[name], rel=1e-6), name
+
+
+def test_the_text_output_lists_the_components_cost_and_latency_of_a_zoo_genome():
+    done = run_nas("score", "zoo:mobilenetv2_100", "--resolution", "64", "--latency-repeats", "1",
+                   "--proxy-batch", "2")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("mobilenetv2_100 (hash ") and "3x64x64 input, 1000 classes, on cpu" in lines[0]
+    assert any(line.split()[0] == "score" for line in lines[2:])
+    assert {"structural", "synflow", "grad_norm"} <= {line.split()[0] for line in lines[2:]}
+    assert "latency" in lines[-1] and "params 3.50M" in lines[-1]
+
+
+def test_the_train_objective_scores_the_accuracy_after_training(hybrid: Path):
+    done = run_nas("score", hybrid, "--objective", "train", "--data", "digits", "--data-limit", "64",
+                   "--epochs", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["num_classes"] == 10 and result["input"][0] == 1  # fitted to the data: one grey channel
+    assert set(result["components"]) == {"accuracy_epoch_1", "accuracy_epoch_2"}
+    assert result["score"] == result["components"]["accuracy_epoch_2"]
+    assert 0 <= result["score"] <= 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (("search_spaces/tiny.yaml",), "a search space, not a genome"),
+    (("zoo:convnext_tt",), "unknown zoo genome 'convnext_tt'"),
+    (("HYBRID", "--objective", "train"), "--objective train needs --data"),
+    (("HYBRID", "--objective", "supernet"), "--objective supernet needs --supernet"),
+    (("HYBRID", "--objective", "custom"), "invalid choice: 'custom'"),
+    (("HYBRID", "--proxy-batch", "1"), "--proxy-batch needs at least 2 images"),
+])
+def test_bad_input_is_one_line_and_exit_2(hybrid: Path, args: tuple[str, ...], message: str):
+    done = run_nas("score", *(str(hybrid) if a == "HYBRID" else a for a in args))
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_genome_whose_forward_pass_fails_is_one_line_not_a_traceback(hybrid: Path, monkeypatch, capsys):
+    from blocks.attention import Attention
+
+    def broken(self, x):
+        raise RuntimeError("shapes cannot be multiplied (8x16 and 32x32)")
+
+    monkeypatch.setattr(Attention, "forward", broken)
+    assert main(["score", str(hybrid), "--second", "none"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {hybrid}: cannot be scored: RuntimeError: shapes cannot be multiplied (8x16 and 32x32)"]
