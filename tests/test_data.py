@@ -64,6 +64,44 @@ def test_synthetic_needs_spatial_reasoning_not_colour_statistics():
     assert convnet_accuracy > 0.55, (histogram_accuracy, convnet_accuracy)
 
 
+def test_patterns_has_ten_balanced_classes_of_texture_and_layout_and_is_reproducible():
+    data = load_data("patterns", resolution=24, seed=2, limit=300)
+    assert (len(data.train_y), len(data.val_y), data.num_classes, data.channels) == (300, 300, 10, 3)
+    assert data.classes[:2] == ["vertical/stripes-left", "vertical/stripes-right"]
+    assert torch.bincount(data.train_y).tolist() == [30] * 10
+    assert_normalised(data)
+    assert torch.equal(data.train_x, load_data("patterns", resolution=24, seed=2, limit=300).train_x)
+    assert not torch.equal(data.train_x, load_data("patterns", resolution=24, seed=3, limit=300).train_x)
+    assert data.augment is None  # flips would swap the sides that hold the stripes
+    full = load_data("patterns")
+    assert (len(full.train_y), len(full.val_y), full.resolution) == (1500, 1000, 32)
+
+
+def test_patterns_needs_texture_and_layout_not_colour_statistics():
+    """Colour histograms say nothing of the label, nor do the four quadrants' mean colours (layout without
+    texture); a small conv net that sees both learns it."""
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_data("patterns", resolution=16, limit=1000)
+
+    def quadrant_means(x: torch.Tensor) -> np.ndarray:
+        return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1).numpy()
+
+    probes = {}
+    for name, features in (("histogram", colour_histograms), ("quadrants", quadrant_means)):
+        probe = LogisticRegression(max_iter=2000).fit(features(data.train_x), data.train_y.numpy())
+        probes[name] = probe.score(features(data.val_x), data.val_y.numpy())
+    torch.manual_seed(0)
+    convnet = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 16, 10))
+    convnet_accuracy = train_model(convnet, data, epochs=6, lr=3e-3).accuracy
+    assert max(probes.values()) < 0.2, probes  # chance is 0.1
+    assert convnet_accuracy > 0.3, (probes, convnet_accuracy)
+
+
 def test_digits_are_one_grey_channel_upsampled_with_a_fixed_split():
     data = load_data("digits")
     assert (len(data.train_y), len(data.val_y)) == (1438, 359)  # all 1797 images, 80/20
