@@ -25,7 +25,7 @@ from nas.evaluate.zero_cost import zero_cost_scores
 from nas.genome import Genome
 from nas.graph import build_graph
 
-__all__ = ["WEIGHTS", "combine", "proxy_score", "structural_score", "zero_cost_scores"]
+__all__ = ["WEIGHTS", "combine", "proxy_score", "structural_score", "with_norm_type", "zero_cost_scores"]
 
 # DeepMAD's multi-scale weights: the last stage's entropy counts 8 times, each earlier stage once.
 LAST_STAGE_WEIGHT = 8.0
@@ -54,11 +54,11 @@ def structural_score(genome: Genome) -> float:
     mean of their channel counts, ``rho0 = 0.5``): depth that outgrows width stops adding entropy. DeepMAD's
     stage-depth-variance term is left out. The head is not counted (DeepMAD scores the map before pooling).
 
-    Every norm counts as a LayerNorm (``_one_norm_type``), so a genome's norm type, whose FLOPs per value
+    Every norm counts as a LayerNorm (``with_norm_type``), so a genome's norm type, whose FLOPs per value
     differ (5 for LayerNorm, 2 for folded BatchNorm), does not change its fan-in. Wider, deeper and
     higher-resolution networks score higher; the search's budgets keep that in check.
     """
-    graph = build_graph(_one_norm_type(genome))
+    graph = build_graph(Genome.model_validate(with_norm_type(genome.to_dict(), "layernorm")))
     log_widths: list[float] = []
     log_channels: list[float] = []
     stage_entropy: dict[int, float] = {}
@@ -77,20 +77,25 @@ def structural_score(genome: Genome) -> float:
     return entropy * min(1.0, MAX_EFFECTIVENESS / effectiveness)
 
 
-def _one_norm_type(genome: Genome) -> Genome:
-    """``genome`` with every norm field (``norm``, ``pre_norm``, ``post_norm``, ...) a default LayerNorm."""
+def with_norm_type(data: dict[str, Any], norm: str) -> dict[str, Any]:
+    """A genome (or space) mapping with every norm field (``norm``, ``pre_norm``, ``post_norm``, ...) that holds
+    a norm replaced by a default ``norm`` of that type; absent (null) norms stay absent."""
     norm_types = set(CONFIGS["norm"])
 
+    def is_norm(value: Any) -> bool:  # a norm config, or its shorthand ``norm: layernorm``
+        kind = value.get("type") if isinstance(value, dict) else value
+        return isinstance(kind, str) and kind in norm_types
+
     def replaced(value: Any, key: str = "") -> Any:
+        if key.endswith("norm") and is_norm(value):
+            return {"type": norm}
         if isinstance(value, dict):
-            if key.endswith("norm") and value.get("type") in norm_types:
-                return {"type": "layernorm"}
             return {k: replaced(v, k) for k, v in value.items()}
         if isinstance(value, list):
             return [replaced(v) for v in value]
         return value
 
-    return Genome.model_validate(replaced(genome.to_dict()))
+    return replaced(data)
 
 
 # --------------------------------------------------------------------------------------------------------------
