@@ -95,7 +95,7 @@ def table(results: list[dict[bool, dict[str, tuple[float, float]]]]) -> str:
         gap = statistics.median(p[0] for p in pairs)
         spread = statistics.median(p[1] for p in pairs)
         unfair = sum(p[0] > p[1] or math.isnan(p[0]) for p in pairs)
-        return [f"{gap:.3f}", f"{spread:.3f}", f"{unfair}/{len(pairs)}"]
+        return [f"{gap:.3g}", f"{spread:.3g}", f"{unfair}/{len(pairs)}"]
 
     lines = ["| score | raw: norm gap | raw: seed spread | raw: gap > spread | canonical: norm gap "
              "| canonical: seed spread | canonical: gap > spread |",

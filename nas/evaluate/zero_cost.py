@@ -10,11 +10,12 @@ is split rather than a second one drawn), and one forward and backward pass of a
 Norm canonicalisation (DESIGN.md principle 8: a score must not reward a genome for its norm type). At
 initialisation the norm type changes a network's function in ways the scores amplify and training mostly
 erases: BatchNorm couples the images of a batch, LayerNorm normalises each token, GroupNorm a group of channels,
-and their affine weights differ in number (a LayerNorm without bias has half). Left as they are, grad-norm of a
-genome changes by a factor of two with its norm type alone (benchmarks/norm_fairness.py). So while scoring,
-every norm layer (the registered ones, ``blocks.base.MODULES["norm"]``, and torch's, such as the BatchNorm of a
-conv-BN pair) computes ``standardise`` instead of its own normalisation: each sample minus its mean, over its
-standard deviation, over all of that sample's values. Why this one:
+and their affine weights differ in number (a LayerNorm without bias has half). Left as they are, grad-norm,
+SNIP and ZiCo move more with a genome's norm type than with its weight-init seed (benchmarks/norm_fairness.py,
+tests/test_proxy_fairness.py). So while scoring, every norm layer (the registered ones,
+``blocks.base.MODULES["norm"]``, and torch's, such as the BatchNorm of a conv-BN pair) computes ``standardise``
+instead of its own normalisation: each sample minus its mean, over its standard deviation, over all of that
+sample's values. Why this one:
 
 - It is layout-independent: the registered norms see channels-last maps, torch's BatchNorm2d channels-first
   ones, the LayerNorm inside SS2D token sequences; a per-sample statistic needs no guess of which axis holds
