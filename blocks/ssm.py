@@ -74,18 +74,20 @@ class Mamba(BlockModule):
                               bias=conv_bias)
         self.ssm = SelectiveSSM(width, d_state, auto_dt_rank(dim, dt_rank), directions)
         self.out_proj = nn.Linear(width, dim, bias=bias)
+        # Modules, not F.silu, so that hooks (the zero-cost proxies' activation sites) see them; no weights.
+        self.act, self.gate_act = nn.SiLU(), nn.SiLU()
 
     def forward(self, x):
         b, h, w, c = x.shape
         x, z = self.in_proj(x.reshape(b, h * w, c)).chunk(2, dim=-1)
         xs = torch.stack([x, x.flip(1)], 1) if self.directions == 2 else x[:, None]  # (b, K, L, width)
         xs = xs.transpose(-1, -2).reshape(b, -1, h * w)
-        xs = F.silu(self.conv(F.pad(xs, (self.d_conv - 1, 0))))  # causal: left padding only
+        xs = self.act(self.conv(F.pad(xs, (self.d_conv - 1, 0))))  # causal: left padding only
         ys = self.ssm(xs.reshape(b, self.directions, -1, h * w).transpose(-1, -2))
         y = ys[:, 0] if self.directions == 1 else ys[:, 0] + ys[:, 1].flip(1)
         if self.average:
             y = y / self.directions
-        return self.out_proj(y * F.silu(z)).reshape(b, h, w, c)
+        return self.out_proj(y * self.gate_act(z)).reshape(b, h, w, c)
 
 
 class Vim(Mamba):
@@ -124,16 +126,19 @@ class SS2D(BlockModule):
         self.ssm = SelectiveSSM(width, d_state, auto_dt_rank(dim, dt_rank), directions=4)
         self.out_norm = nn.LayerNorm(width)
         self.out_proj = nn.Linear(width, dim, bias=bias)
+        # Modules, not F.silu, so that hooks (the zero-cost proxies' activation sites) see them; no weights.
+        self.act = nn.SiLU()
+        self.gate_act = nn.SiLU() if gate else None
 
     def forward(self, x):
         b, h, w, c = x.shape
         x = self.in_proj(x)
         if self.gate:
             x, z = x.chunk(2, dim=-1)
-        x = F.silu(self.conv(nchw(x)))
+        x = self.act(self.conv(nchw(x)))
         y = self.out_norm(cross_merge(self.ssm(cross_scan(x)), h, w)).reshape(b, h, w, -1)
         if self.gate:
-            y = y * F.silu(z)
+            y = y * self.gate_act(z)
         return self.out_proj(y)
 
 

@@ -139,7 +139,7 @@ def test_fused_projections_hold_equal_parts():
 def test_activations_are_one_registry():
     """Every registered activation is accepted wherever an ``act`` is, builds, and counts its parameters; the
     zero-cost proxy reads the same table."""
-    from nas.evaluate.proxy import ACTIVATIONS
+    from nas.evaluate.zero_cost import ACTIVATIONS
 
     for name in activation_table():
         layer = create_act(name)

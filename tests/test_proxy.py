@@ -1,5 +1,5 @@
-"""Training-free scores: the structural score from the genome alone, and NASWOT, SynFlow and grad-norm from one
-small batch through tiny untrained networks at 32x32."""
+"""Training-free scores: the structural score from the genome alone, and the zero-cost scores (NASWOT, SynFlow,
+grad-norm, SNIP, ZiCo, MeCo) from one small batch through tiny untrained networks at 32x32."""
 from __future__ import annotations
 
 import copy
@@ -45,7 +45,7 @@ def test_structural_score_prefers_the_wider_deeper_genome_and_is_cheap():
 def test_zero_cost_scores_are_finite_and_deterministic(batch):
     model = compile_model(tiny(), seed=0)
     first = zero_cost_scores(model, *batch)
-    assert set(first) >= {"naswot", "synflow", "grad_norm"}
+    assert set(first) == {"naswot", "synflow", "grad_norm", "snip", "zico", "meco"}
     assert all(math.isfinite(v) and v > 0 for v in first.values())
     assert zero_cost_scores(model, *batch) == first
 
@@ -100,12 +100,22 @@ def test_nan_weights_give_nan_scores_instead_of_raising(batch):
         model.head.fc.weight[0, 0] = math.nan
     scores = proxy_score(load_genome(tiny()), model, *batch)
     assert math.isnan(scores["grad_norm"]) and math.isnan(scores["score"])
+    assert math.isnan(scores["snip"]) and math.isnan(scores["zico"])
     assert math.isfinite(scores["structural"])
+
+
+def test_a_nan_in_the_first_layer_makes_every_batch_score_nan(batch):
+    model = compile_model(tiny(), seed=0)
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():
+        first_conv.weight[0, 0, 0, 0] = math.nan
+    scores = zero_cost_scores(model, *batch)
+    assert all(math.isnan(scores[k]) for k in ("naswot", "grad_norm", "snip", "zico", "meco")), scores
 
 
 def test_proxy_score_adds_the_combined_objective(batch):
     genome = load_genome(tiny())
     scores = proxy_score(genome, compile_model(genome, seed=0), *batch)
-    assert set(scores) == {"structural", "naswot", "synflow", "grad_norm", "score"}
+    assert set(scores) == {"structural", "naswot", "synflow", "grad_norm", "snip", "zico", "meco", "score"}
     assert math.isfinite(scores["score"])
     assert scores["structural"] == structural_score(genome)

@@ -40,8 +40,7 @@ def build_dataset(name: str, train_x: torch.Tensor, train_y: torch.Tensor, val_x
                   val_y: torch.Tensor, classes: list[str], augment: Augmentation | None) -> Dataset:
     """Normalise images in [0, 1] (or any float scale) with the train split's per-channel mean and std."""
     train_x, val_x = train_x.float(), val_x.float()
-    mean = train_x.mean(dim=(0, 2, 3))
-    std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    mean, std = channel_statistics(train_x)
     shape = (1, -1, 1, 1)
     return Dataset(
         name=name,
@@ -57,6 +56,12 @@ def build_dataset(name: str, train_x: torch.Tensor, train_y: torch.Tensor, val_x
         std=tuple(std.tolist()),
         augment=augment,
     )
+
+
+def channel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation (floored at 1e-6) of ``(N, C, H, W)`` images: what
+    ``build_dataset`` normalises with."""
+    return images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3)).clamp_min(1e-6)
 
 
 def seeded_permutation(n: int, seed: int) -> torch.Tensor:

@@ -1,1 +1,3 @@
-"""Evaluators that score a candidate network: short training (``train``) and training-free proxies (``proxy``)."""
+"""Evaluators that score a candidate network: short training (``train``), training-free scores (``proxy``: the
+structural score and the objective; ``zero_cost``: the scores from one batch) and the default batch they see
+(``batch``)."""

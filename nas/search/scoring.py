@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from nas.cost import analytic_cost
+from nas.evaluate.batch import proxy_batch
 from nas.genome import Genome
 from nas.io import parse_genome
 from nas.search.options import SearchOptions
@@ -32,11 +33,9 @@ def search_inputs(space: dict[str, Any], options: SearchOptions) -> tuple[Inputs
         if options.objective in ("train", "supernet"):
             return Inputs(dataset=dataset), space
         return Inputs(dataset.train_x[:options.proxy_batch], dataset.train_y[:options.proxy_batch]), space
-    generator = torch.Generator().manual_seed(options.seed)
     channels = int((space.get("input") or {}).get("channels", 3))
     res = space_resolution(space)
-    x = torch.randn(options.proxy_batch, channels, res, res, generator=generator)
-    y = torch.randint(0, int(space.get("num_classes", 1000)), (options.proxy_batch,), generator=generator)
+    x, y = proxy_batch(channels, res, int(space.get("num_classes", 1000)), options.proxy_batch, options.seed)
     return Inputs(x, y), space
 
 
