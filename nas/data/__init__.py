@@ -15,8 +15,8 @@
 
 Train-time augmentation (``Dataset.augment``): random shifts and horizontal flips for image folders (photos),
 shifts only for ``.npz`` (flips would corrupt digits or text), none for ``synthetic`` and ``patterns``
-(their shapes are already placed at random, and flips would swap their left/right labels) and ``digits`` (shifts cost a small conv net 13
-to 14 points of validation accuracy in the 4- and 5-epoch runs a search uses).
+(their shapes are already placed at random, and flips would swap their left/right labels) and ``digits``
+(shifts cost a small conv net 13 to 14 points of validation accuracy in the 4- and 5-epoch runs a search uses).
 ``dataclasses.replace(data, augment=...)`` changes it.
 """
 from __future__ import annotations
