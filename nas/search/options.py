@@ -41,6 +41,13 @@ def parse_duration(text: str | float | None) -> float | None:
     return value
 
 
+def _comma_list(value: Any) -> Any:
+    """``references=["zoo:convnext_t", Path("mine.yaml")]`` in Python is the flag's comma list."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(os.fspath(item) if isinstance(item, os.PathLike) else str(item) for item in value)
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
 class SearchOptions(BaseModel):
     """The options of a search. ``trials`` and ``second`` default by the objective: ``None`` until validated,
     then always set; their descriptions say how."""
@@ -81,6 +88,11 @@ class SearchOptions(BaseModel):
     proxy_batch: int = Field(8, description="images the zero-cost scores see")
     epochs: int = Field(3, description="training epochs per trial with --objective train")
     pruner: PrunerName = Field("median", description="stops poor training trials, with a single objective only")
+    references: Annotated[str, BeforeValidator(_comma_list)] = Field(
+        "auto", description="published architectures scored as the trials are and shown beside the winner in the "
+        "report: auto (zoo genomes that fit the budget at the run's input, nearest the cost its genomes reach; at "
+        "most 6, and a quarter of --trials: each costs about a trial), none, or a comma list of zoo:NAME and "
+        "genome YAML files (auto may be one of them); a resumed run may change it")
     threads: int | None = Field(None, description="torch CPU threads for the whole search (default: 1 on CPU: "
                                 "steadier latency, and far faster on a CPU other jobs share)")
     storage: str | None = Field(None, description="an Optuna storage shared by workers: sqlite:///PATH, "
