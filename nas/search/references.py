@@ -255,7 +255,9 @@ def _write(path: Path, selection: Selection, keys: dict[int, str], scores: dict[
         shown.append(entry)
     data = {"objective": options.objective, "second": options.second, "device": device, "note": selection.note,
             "shown": shown, "scores": scores}
-    write_atomic(path, json.dumps(data, indent=1) + "\n")
+    text = json.dumps(data, indent=1) + "\n"
+    if not path.is_file() or path.read_text() != text:  # a resume with nothing new leaves the file as it was
+        write_atomic(path, text)
 
 
 def _read(path: Path) -> dict[str, Any] | None:

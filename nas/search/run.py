@@ -148,6 +148,8 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     except KeyboardInterrupt:
         _interrupted(run_dir, None, study_, as_worker, stream)
         raise
+    except Exception as err:  # noqa: BLE001 - a yardstick that breaks must not cost the run its results
+        print(f"reference architectures not scored: {type(err).__name__}: {err}", file=stream)
     result = write_report(run_dir)
     print(result.summary(), file=stream)
     if options.objective == "supernet" and result.best is not None:
