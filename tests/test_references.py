@@ -16,7 +16,8 @@ from nas.cost import analytic_cost
 from nas.errors import InputError
 from nas.search import SearchOptions
 from nas.search import references as refs_module
-from nas.search.references import MOST, pick_references
+from nas.search.options import MOST_REFERENCES
+from nas.search.references import pick_references
 from nas.space import read_space
 from tests.conftest import run_nas
 from tests.test_search import SMALL_SPACE, score_by_width
@@ -55,7 +56,7 @@ def test_auto_falls_back_to_the_nearest_few_when_none_fits_and_scores_one_per_fo
     assert all(analytic_cost(ref.genome).flops > 3e6 for ref in below_all.references)
 
     no_budget = pick_references(TINY, tiny_options(budget="none", trials=100))
-    assert len(no_budget.references) == MOST
+    assert len(no_budget.references) == MOST_REFERENCES
     assert len(pick_references(TINY, tiny_options(budget="none", trials=8)).references) == 2  # a quarter
 
 

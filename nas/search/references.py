@@ -9,7 +9,7 @@ them beside the winner and marks them on ``pareto.png``.
 ``auto`` picks, among the zoo genomes still valid at the run's input, those within its analytic budgets (FLOPs,
 params), nearest in FLOPs to what the run's genomes reach: the survey's largest feasible sample, which is the
 FLOPs budget when it binds and the space's own reach when it does not (a tiny space under the default 4 GFLOPs
-budget is compared with MobileNetV2, not with MLP-Mixer-B/16). When none fits, the few nearest the budget.
+budget is set beside the S12 MetaFormers, not MLP-Mixer-B/16). When none fits, the few nearest the budget.
 A reference costs about a trial, so auto scores at most one per ``TRIALS_PER_REFERENCE`` trials.
 """
 from __future__ import annotations
@@ -27,14 +27,12 @@ from nas.cost.budget import format_count
 from nas.errors import GenomeError, InputError, did_you_mean
 from nas.genome import Genome, InputSpec
 from nas.io import ZOO_PREFIX, load_genome, resolve, zoo_names
-from nas.search.options import SearchOptions
+from nas.search.options import MOST_REFERENCES, TRIALS_PER_REFERENCE, SearchOptions
 from nas.search.rundir import REFERENCES_FILE, write_atomic
 from nas.search.scoring import GenomeScore, fit_genome, score_genome
 from nas.search.trial import TrialWork, constraint_values
 
-MOST = 6  # auto: references that fit the budget
-NEAREST_FEW = 3  # auto: references when none fits
-TRIALS_PER_REFERENCE = 4  # auto: a reference costs about a trial; keep them to about a quarter of the run
+NEAREST_FEW = 3  # auto: references when none fits the budget
 AUTO, NONE = "auto", "none"
 PENDING = "not scored yet: the run stopped first; `nas search --resume RUN` scores it"
 TURNED_OFF = "Turned off with --references none."
@@ -126,10 +124,10 @@ def pick_references(space: dict[str, Any], options: SearchOptions, reach_flops: 
             reach_flops = survey(space, options).largest_flops
         auto, note = _auto(space, options, reach_flops)
         picked += auto
-    for item in items:
-        if item != AUTO and all(ref.source != item for ref in picked):
-            picked.append(_named(item, space))
-    return Selection(picked, note)
+    named = [_named(item, space) for item in items if item != AUTO and all(ref.source != item for ref in picked)]
+    if named and AUTO in items:
+        note += f" Named with --references: {', '.join(ref.name for ref in named)}."
+    return Selection(picked + named, note)
 
 
 def _named(source: str, space: dict[str, Any]) -> Reference:
@@ -168,13 +166,13 @@ def _auto(space: dict[str, Any], options: SearchOptions, reach_flops: int | None
     skipped = f" Not valid at {res}: {', '.join(invalid)}." if invalid else ""
     if fitting:
         fitting.sort(key=lambda item: (_distance(item[1].flops, anchor), item[0].name))
-        chosen = fitting[:min(MOST, room)]
+        chosen = fitting[:min(MOST_REFERENCES, room)]
         which = (f"the {len(chosen)} zoo genome{'s' if len(chosen) > 1 else ''}" if len(chosen) == len(fitting)
                  else f"{len(chosen)} of the {len(fitting)} zoo genomes")
         near = (f", nearest in FLOPs to this run's largest genomes ({format_count(anchor)}FLOPs) first"
                 if anchor else ", the smallest first")
         return [ref for ref, _ in chosen], (
-            f"Picked by auto: {which} that fit the budget at {res}{near}; at most {MOST}, and one per "
+            f"Picked by auto: {which} that fit the budget at {res}{near}; at most {MOST_REFERENCES}, and one per "
             f"{TRIALS_PER_REFERENCE} trials, as a reference costs about a trial.{skipped}")
     valid.sort(key=lambda item: (_excess(options, item[1]), _distance(item[1].flops, anchor), item[0].name))
     chosen = valid[:min(NEAREST_FEW, room)]

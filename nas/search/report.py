@@ -195,11 +195,11 @@ def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], optio
                   "params": (options.params_budget or 0) / 1e6 or None}[options.second]
         if budget:
             ax.axvline(budget, c="k", ls="--", lw=1, label=f"budget {budget:g} {unit}")
-        placed = [(second_value(r, options.second), r) for r in scored]
-        _mark_references(ax, [(x, r) for x, r in placed if x is not None])
-        xs = [t.values[1] for t in built + over if t.values[1] > 0] + [x for x, _ in placed if x]
+        placed = [(x, r) for x, r in ((second_value(r, options.second), r) for r in scored) if x is not None]
+        xs = [t.values[1] for t in built + over if t.values[1] > 0] + [x for x, _ in placed if x > 0]
         if xs and max(xs) / min(xs) > 30:
             ax.set_xscale("log")
+        _mark_references(ax, placed)
         ax.set_xlabel(f"{options.second} ({unit})")
     else:
         numbers = [t.number for t in built]
@@ -209,10 +209,10 @@ def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], optio
             best = max(best, t.values[0])
             running.append(best)
         ax.step(numbers, running, where="post", c="tab:red", label="best so far")
-        for i, r in enumerate(scored):  # no trial number to place a reference at: a level line
+        for i, r in enumerate(sorted(scored, key=lambda r: r.score)):  # no trial to place it at: a level line
             ax.axhline(r.score, c="tab:green", ls=":", lw=1, label="reference architectures" if i == 0 else None)
-            ax.annotate(r.name, (0.01, r.score), xycoords=("axes fraction", "data"), fontsize=7, c="tab:green",
-                        va="bottom")
+            ax.annotate(r.name, (0.01 + 0.5 * (i % 2), r.score), xycoords=("axes fraction", "data"), fontsize=7,
+                        c="tab:green", va="bottom")  # alternating sides: close scores do not overwrite
         ax.set_xlabel("trial")
     if show_flops:
         right = axes[0][1]
@@ -248,8 +248,10 @@ def _mark_references(ax: Any, placed: list[tuple[float, GenomeScore]]) -> None:
         return
     ax.scatter([x for x, _ in placed], [r.score for _, r in placed], s=110, marker="*", c="tab:green",
                edgecolors="k", linewidths=0.5, zorder=3, label="reference architectures")
-    for x, r in placed:
-        ax.annotate(r.name, (x, r.score), xytext=(5, 3), textcoords="offset points", fontsize=7)
+    for x, r in placed:  # labels of points in the right part of the plot go to their left, inside it
+        right = ax.transAxes.inverted().transform(ax.transData.transform((x, r.score)))[0] > 0.6
+        ax.annotate(r.name, (x, r.score), xytext=(-5 if right else 5, 3), textcoords="offset points", fontsize=7,
+                    ha="right" if right else "left")
 
 
 def _importances(trials: list[FrozenTrial], directions) -> dict[str, float] | str:
