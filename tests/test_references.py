@@ -14,7 +14,7 @@ import yaml
 import nas
 from nas.cost import analytic_cost
 from nas.errors import InputError
-from nas.search import SearchOptions
+from nas.search import SearchOptions, write_report
 from nas.search import references as refs_module
 from nas.search.options import MOST_REFERENCES
 from nas.search.references import pick_references
@@ -64,7 +64,7 @@ def test_named_references_are_used_as_given_and_one_that_cannot_be_retargeted_sa
     mine = tmp_path / "my_net.yaml"
     mine.write_text(yaml.safe_dump({**SMALL_SPACE, "stages": [
         {"depth": 1, "width": 16, "block": {"mixer": {"type": "pooling"}}}]}))
-    picked = pick_references(TINY, tiny_options(references=f"zoo:swin_t,{mine},zoo:convnext_t"))
+    picked = pick_references(TINY, tiny_options(references=["zoo:swin_t", mine, "zoo:convnext_t"]))  # or a,b,c
     assert [ref.name for ref in picked.references] == ["swin_t @32px", "my_net", "convnext_t @32px"]
     swin, own, convnext = picked.references
     assert swin.genome is None and "window 7 does not divide the 8x8 feature map" in swin.failure
@@ -140,6 +140,15 @@ def test_report_and_resume_reuse_the_scores_and_never_recompute(run_with_referen
     assert [r.name for r in result.references] == ["identityformer_s12 @32px", "poolformerv2_s12 @32px"]
     assert all(r.score is not None for r in result.references)
     assert (cache.stat().st_mtime_ns, cache.read_text()) == before
+
+
+def test_a_run_whose_references_were_never_scored_says_how_to_score_them(run_with_references, tmp_path: Path):
+    run_dir = Path(shutil.copytree(run_with_references[0], tmp_path / "run"))
+    (run_dir / "references.json").unlink()  # a run from before references, or one stopped before them
+    result = write_report(run_dir)
+    assert result.references == []
+    assert "Not scored yet: the run stopped before them; `nas search --resume RUN` scores them" in (
+        run_dir / "report.md").read_text()
 
 
 def test_references_none_scores_none(tmp_path: Path):
