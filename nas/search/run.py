@@ -84,12 +84,12 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     run's is refused (``InputError``), as is a run whose storage is missing or damaged. A process given the
     ``storage`` and ``study`` of a search already under way joins it as a worker, with that search's options.
     ``runner="ray"`` runs the trials as Ray Tune trials (``address`` of a cluster, else a local Ray instance for
-    the run).
-    When the trials are done, the ``references`` (published architectures; ``nas.search.references``) are
-    scored as a trial is, once per run directory (``references.json``), and the report shows them beside the
-    winner. ``evaluate(genome, model) -> float`` replaces the built-in score (maximised). Raises ``InfeasibleBudget``
-    (an ``InputError``) before any trial when no genome fits the budget, and ``KeyboardInterrupt`` after
-    writing the report on Ctrl-C; a run that fails before its first trial leaves no files behind.
+    the run). When the trials are done, the ``references`` (published architectures; ``nas.search.references``)
+    are scored as a trial is, once per run directory (``references.json``), and the report shows them beside the
+    winner. ``evaluate(genome, model) -> float`` replaces the built-in score (maximised). Raises
+    ``InfeasibleBudget`` (an ``InputError``) before any trial when no genome fits the budget, and
+    ``KeyboardInterrupt`` after writing the report on Ctrl-C; a run that fails before its first trial leaves no
+    files behind.
     ``objective="supernet"`` scores each genome by its validation accuracy with the weights of a trained
     ``supernet`` (its space and data unless given), and writes the winner's weights (``best_weights.pt``),
     fine-tuned for ``finetune_epochs`` when asked. ``quiet`` prints only the final summary (to ``stream``,
