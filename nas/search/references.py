@@ -176,8 +176,9 @@ def _auto(space: dict[str, Any], options: SearchOptions, reach_flops: int | None
             f"{TRIALS_PER_REFERENCE} trials, as a reference costs about a trial.{skipped}")
     valid.sort(key=lambda item: (_excess(options, item[1]), _distance(item[1].flops, anchor), item[0].name))
     chosen = valid[:min(NEAREST_FEW, room)]
+    these = "this is the nearest one" if len(chosen) == 1 else f"these are the {len(chosen)} nearest"
     return [ref for ref, _ in chosen], (
-        f"Picked by auto: no zoo genome fits the budget at {res}; these are the {len(chosen)} nearest it.{skipped}")
+        f"Picked by auto: no zoo genome fits the budget at {res}; {these}.{skipped}")
 
 
 def _excess(options: SearchOptions, cost: Cost) -> float:
@@ -321,7 +322,7 @@ def report_section(scored: Scored, best: Any, front: list[Any], options: SearchO
              f"{_resolution_text(space)}, {classes} classes) and scored as a trial is: {options.objective} objective "
              f"on the trials' inputs, device {scored.device}" + (", latency measured the same way" if latency else "")
              + f". {note}", ""]
-    multi = options.multi_objective and options.second != "none"
+    multi = options.multi_objective
     head = ["reference", "score", *(["latency (ms)"] if latency else []), "GFLOPs", "params (M)", "within budget"]
     if best is not None:
         head.append(f"winner (trial {best.number}) beats it")
@@ -329,7 +330,7 @@ def report_section(scored: Scored, best: Any, front: list[Any], options: SearchO
         head.append("dominated by the front")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ref in references:
-        row = [ref.name, f"{ref.score:.4g}" if ref.score is not None else f"failed: {ref.failure}",
+        row = [_cell(ref.name), f"{ref.score:.4g}" if ref.score is not None else _cell(f"failed: {ref.failure}"),
                *([f"{ref.latency_ms:.3g}" if ref.latency_ms is not None else "-"] if latency else []),
                f"{ref.flops / 1e9:.3f}" if ref.flops else "-", f"{ref.params / 1e6:.2f}" if ref.params else "-",
                _within(ref, options)]
@@ -352,6 +353,11 @@ def report_section(scored: Scored, best: Any, front: list[Any], options: SearchO
     else:
         lines.append("No reference could be scored; the reasons are in the table.")
     return lines + [""]
+
+
+def _cell(text: str) -> str:
+    """Text as one markdown table cell (an exception's message may hold a pipe)."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _within(ref: GenomeScore, options: SearchOptions) -> str:
