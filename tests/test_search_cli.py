@@ -20,7 +20,7 @@ from tests.conftest import run_nas
 from tests.test_search import SMALL_SPACE
 
 RESULT_FILES = ["run.yaml", "space.yaml", "study.db", "trials.csv", "best.yaml", "best_model.py", "pareto.png",
-                "report.md"]
+                "report.md", "references.json"]
 
 
 def rows(run_dir: Path) -> list[dict[str, str]]:

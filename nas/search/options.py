@@ -18,6 +18,8 @@ DEFAULT_SPACE = "metaformer_hybrid"
 # Measured on the 2-core CPU the default must fit in 10 minutes (benchmarks/BENCHMARKS.md, "Search").
 DEFAULT_TRIALS = 40
 DEFAULT_TRAIN_TRIALS = 20
+# --references auto: at most this many, and one per this many trials (a reference costs about a trial)
+MOST_REFERENCES, TRIALS_PER_REFERENCE = 6, 4
 
 Objective = Literal["proxy", "train", "supernet", "custom"]
 Second = Literal["latency", "params", "flops", "none"]
@@ -39,6 +41,13 @@ def parse_duration(text: str | float | None) -> float | None:
     if value <= 0:
         raise InputError(f"a timeout must be positive, got {text!r}")
     return value
+
+
+def _comma_list(value: Any) -> Any:
+    """``references=["zoo:convnext_t", Path("mine.yaml")]`` in Python is the flag's comma list."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(os.fspath(item) if isinstance(item, os.PathLike) else str(item) for item in value)
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 class SearchOptions(BaseModel):
@@ -81,6 +90,11 @@ class SearchOptions(BaseModel):
     proxy_batch: int = Field(8, description="images the zero-cost scores see")
     epochs: int = Field(3, description="training epochs per trial with --objective train")
     pruner: PrunerName = Field("median", description="stops poor training trials, with a single objective only")
+    references: Annotated[str, BeforeValidator(_comma_list), Flag(metavar="LIST")] = Field(
+        "auto", description="published architectures scored as the trials are and shown beside the winner: auto "
+        "(zoo genomes that fit the budget at the run's input, nearest the FLOPs its genomes reach; at most "
+        f"{MOST_REFERENCES}, and one per {TRIALS_PER_REFERENCE} trials, as each costs about a trial), none, or a "
+        "comma list of zoo:NAME, genome YAML files and auto; a resumed run may change it")
     threads: int | None = Field(None, description="torch CPU threads for the whole search (default: 1 on CPU: "
                                 "steadier latency, and far faster on a CPU other jobs share)")
     storage: str | None = Field(None, description="an Optuna storage shared by workers: sqlite:///PATH, "

@@ -1,6 +1,7 @@
 """A run directory's results, rebuilt from its Optuna storage alone: ``trials.csv``, ``pareto/*.yaml``,
 ``best.yaml``, ``best_model.py``, ``pareto.png`` and ``report.md``. ``nas report runs/NAME`` calls the same
-``write_report`` the search calls when it ends (or is interrupted)."""
+``write_report`` the search calls when it ends (or is interrupted). The reference architectures are read from
+``references.json``, where the search left their scores: a report never scores a model."""
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,10 @@ from nas.export import export_model
 from nas.genome import Genome
 from nas.io import dump_genome, parse_genome
 from nas.search.params import genome_data, params_picker
+from nas.search.references import REFERENCES_FILE, Scored, read_references, report_section, second_value, summary_line
 from nas.search.rundir import open_study, read_run, write_atomic
 from nas.search.samplers import dominates
+from nas.search.scoring import GenomeScore
 from nas.search.trial import SECOND_UNITS, is_invalid
 from nas.space import choices, space_size
 from runners.base import FINISHED, SURPLUS, counted, is_duplicate, is_void
@@ -54,17 +57,21 @@ class SearchResult:
     counts: dict[str, int]
     second: str
     files: list[Path] = field(default_factory=list)
+    references: list[GenomeScore] = field(default_factory=list)  # scored as the trials were (references.json)
 
     def summary(self) -> str:
         head = f"{self.counts['trials']} trials: {_breakdown(self.counts)}"
+        against = summary_line(self.references, self.best)
         if self.best is None:
-            return head + f"; no feasible genome yet. Run directory: {self.run_dir}"
+            return head + f"; no feasible genome yet. Run directory: {self.run_dir}" + (
+                f"\n{against}" if against else "")
         best = self.best
         second = f", {best.second:.4g} {SECOND_UNITS[self.second]}" if best.second is not None else ""
         return (f"{head}\nbest: trial {best.number}, score {best.score:.4g}{second}, "
                 f"{format_count(best.flops)}FLOPs, {format_count(best.params)} params; "
-                f"{len(self.pareto)} on the Pareto front\nrun directory: {self.run_dir} "
-                f"(best.yaml, best_model.py, pareto/, pareto.png, report.md, trials.csv)")
+                f"{len(self.pareto)} on the Pareto front\n" + (f"{against}\n" if against else "")
+                + f"run directory: {self.run_dir} (best.yaml, best_model.py, pareto/, pareto.png, report.md, "
+                f"trials.csv)")
 
 
 def _breakdown(c: dict[str, int]) -> str:
@@ -160,7 +167,8 @@ def write_trials_csv(path: Path, trials: list[FrozenTrial], multi: bool) -> None
             writer.writerow(["" if row.get(c) is None else row.get(c, "") for c in columns])
 
 
-def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], options: Any) -> None:
+def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], options: Any,
+          references: list[GenomeScore]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,6 +182,7 @@ def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], optio
     over = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible")
             and not t.user_attrs.get("estimated") and "duplicate_of" not in t.user_attrs]
     unit = SECOND_UNITS[options.second]
+    scored = [r for r in references if r.score is not None]
     if options.multi_objective:
         ax.scatter([t.values[1] for t in built], [t.values[0] for t in built], s=14, c="tab:blue", alpha=0.6,
                    label="feasible")
@@ -186,9 +195,11 @@ def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], optio
                   "params": (options.params_budget or 0) / 1e6 or None}[options.second]
         if budget:
             ax.axvline(budget, c="k", ls="--", lw=1, label=f"budget {budget:g} {unit}")
-        xs = [t.values[1] for t in built + over if t.values[1] > 0]
+        placed = [(x, r) for x, r in ((second_value(r, options.second), r) for r in scored) if x is not None]
+        xs = [t.values[1] for t in built + over if t.values[1] > 0] + [x for x, _ in placed if x > 0]
         if xs and max(xs) / min(xs) > 30:
             ax.set_xscale("log")
+        _mark_references(ax, placed)
         ax.set_xlabel(f"{options.second} ({unit})")
     else:
         numbers = [t.number for t in built]
@@ -198,6 +209,10 @@ def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], optio
             best = max(best, t.values[0])
             running.append(best)
         ax.step(numbers, running, where="post", c="tab:red", label="best so far")
+        for i, r in enumerate(sorted(scored, key=lambda r: r.score)):  # no trial to place it at: a level line
+            ax.axhline(r.score, c="tab:green", ls=":", lw=1, label="reference architectures" if i == 0 else None)
+            ax.annotate(r.name, (0.01 + 0.5 * (i % 2), r.score), xycoords=("axes fraction", "data"), fontsize=7,
+                        c="tab:green", va="bottom")  # alternating sides: close scores do not overwrite
         ax.set_xlabel("trial")
     if show_flops:
         right = axes[0][1]
@@ -209,6 +224,7 @@ def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], optio
             right.scatter(unbuilt, [low] * len(unbuilt), s=14, c="tab:gray", marker="|",
                           label="over budget, never built")
         right.axvline(options.flops_budget / 1e9, c="k", ls="--", lw=1, label=f"budget {options.budget}")
+        _mark_references(right, [(r.flops / 1e9, r) for r in scored])
         right.set_xlabel("GFLOPs (analytic)")
         right.set_ylabel("score" if options.objective != "train" else "val accuracy")
         right.grid(alpha=0.3)
@@ -224,6 +240,18 @@ def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], optio
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _mark_references(ax: Any, placed: list[tuple[float, GenomeScore]]) -> None:
+    """Reference architectures as labelled stars at (x, score)."""
+    if not placed:
+        return
+    ax.scatter([x for x, _ in placed], [r.score for _, r in placed], s=110, marker="*", c="tab:green",
+               edgecolors="k", linewidths=0.5, zorder=3, label="reference architectures")
+    for x, r in placed:  # labels of points in the right part of the plot go to their left, inside it
+        right = ax.transAxes.inverted().transform(ax.transData.transform((x, r.score)))[0] > 0.6
+        ax.annotate(r.name, (x, r.score), xytext=(-5 if right else 5, 3), textcoords="offset points", fontsize=7,
+                    ha="right" if right else "left")
 
 
 def _importances(trials: list[FrozenTrial], directions) -> dict[str, float] | str:
@@ -259,6 +287,7 @@ def write_report(run_dir: str | Path) -> SearchResult:
     directions = study.directions
     front = pareto_trials(trials, directions)
     counts = trial_counts(trials)
+    references = read_references(run_dir)
 
     def point(t: FrozenTrial) -> ParetoPoint | None:
         genome = _genome(space, t)
@@ -286,12 +315,14 @@ def write_report(run_dir: str | Path) -> SearchResult:
         for stale in ("best.yaml", "best_model.py"):
             (run_dir / stale).unlink(missing_ok=True)
     with _replacing(run_dir / "pareto.png") as tmp:
-        _plot(tmp, trials, front, options)
+        _plot(tmp, trials, front, options, references.references)
     files.append(run_dir / "pareto.png")
     write_atomic(run_dir / "report.md", _markdown(run_dir, options, space, trials, points, best, counts,
-                                                  _importances(trials, directions)))
+                                                  _importances(trials, directions), references))
     files.append(run_dir / "report.md")
-    return SearchResult(run_dir, points, best, counts, options.second, files)
+    if (run_dir / REFERENCES_FILE).is_file():
+        files.append(run_dir / REFERENCES_FILE)
+    return SearchResult(run_dir, points, best, counts, options.second, files, references.references)
 
 
 @contextlib.contextmanager
@@ -332,7 +363,7 @@ def _write_genome(path: Path, p: ParetoPoint, options: Any) -> None:
 
 def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[FrozenTrial],
               points: list[ParetoPoint], best: ParetoPoint | None, counts: dict[str, int],
-              importances: dict[str, float] | str) -> str:
+              importances: dict[str, float] | str, references: Scored) -> str:
     unit = SECOND_UNITS[options.second]
     found = choices(space)
     lines = [f"# Search report: {run_dir.name}", "",
@@ -365,7 +396,9 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
         second = p.second if options.multi_objective else p.latency_ms
         lines.append(f"| {p.number} | {p.score:.4g} | {_fmt(second)} | {p.flops / 1e9:.3f} | "
                      f"{p.params / 1e6:.2f} | pareto/trial{p.number:04d}.yaml |")
-    lines += ["", "![Pareto front](pareto.png)", "", "## Parameter importances (score, feasible trials)", ""]
+    lines += ["", "![Pareto front](pareto.png)", ""]
+    lines += report_section(references, best, points, options, space)
+    lines += ["## Parameter importances (score, feasible trials)", ""]
     if isinstance(importances, str):
         lines.append(importances)
     else:

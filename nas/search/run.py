@@ -22,6 +22,7 @@ from nas.io import parse_yaml
 from nas.outputs import output_dir
 from nas.search.options import DEFAULT_SPACE, SearchOptions
 from nas.search.progress import Progress, format_seconds
+from nas.search.references import check_references, score_references
 from nas.search.report import SearchResult, write_report
 from nas.search.rundir import (
     RUN_FILE,
@@ -54,7 +55,7 @@ INVALID_STREAK = 50
 # --trials, so a small space, once exhausted, would otherwise be sampled forever.
 DUPLICATE_STREAK = 50
 # What a resumed run (or a worker joining a search) may change; any other option given must match the run's.
-CHANGEABLE = ("trials", "timeout", "workers")
+CHANGEABLE = ("trials", "timeout", "workers", "references")
 BUDGETS = {"budget": "flops_budget", "params": "params_budget", "latency": "latency_budget_ms"}
 
 
@@ -79,13 +80,16 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
 
     Every trial is stored (``out``/study.db, or ``storage``) before and after it runs; ``resume=True`` (with
     ``out``) or ``resume="runs/NAME"`` continues a run with the options it was started with: ``trials``,
-    ``timeout`` and ``workers`` may change, and any other option given that differs from the run's is refused
-    (``InputError``), as is a run whose storage is missing or damaged. A process given the ``storage`` and
-    ``study`` of a search already under way joins it as a worker, with that search's options. ``runner="ray"``
-    runs the trials as Ray Tune trials (``address`` of a cluster, else a local Ray instance for the run).
-    ``evaluate(genome, model) -> float`` replaces the built-in score (maximised). Raises ``InfeasibleBudget``
-    (an ``InputError``) before any trial when no genome fits the budget, and ``KeyboardInterrupt`` after
-    writing the report on Ctrl-C; a run that fails before its first trial leaves no files behind.
+    ``timeout``, ``workers`` and ``references`` may change, and any other option given that differs from the
+    run's is refused (``InputError``), as is a run whose storage is missing or damaged. A process given the
+    ``storage`` and ``study`` of a search already under way joins it as a worker, with that search's options.
+    ``runner="ray"`` runs the trials as Ray Tune trials (``address`` of a cluster, else a local Ray instance for
+    the run). When the trials are done, the ``references`` (published architectures; ``nas.search.references``)
+    are scored as a trial is, once per run directory (``references.json``), and the report shows them beside the
+    winner. ``evaluate(genome, model) -> float`` replaces the built-in score (maximised). Raises
+    ``InfeasibleBudget`` (an ``InputError``) before any trial when no genome fits the budget, and
+    ``KeyboardInterrupt`` after writing the report on Ctrl-C; a run that fails before its first trial leaves no
+    files behind.
     ``objective="supernet"`` scores each genome by its validation accuracy with the weights of a trained
     ``supernet`` (its space and data unless given), and writes the winner's weights (``best_weights.pt``),
     fine-tuned for ``finetune_epochs`` when asked. ``quiet`` prints only the final summary (to ``stream``,
@@ -139,6 +143,13 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
         return None
     if state.stopped:  # fewer trials than asked: said even when quiet
         print(state.stopped, file=stream)
+    try:  # after the trials, so Ctrl-C here still leaves their report (and the references scored so far)
+        score_references(run_dir, run.space, options, work, report.largest_flops, progress.say)
+    except KeyboardInterrupt:
+        _interrupted(run_dir, None, study_, as_worker, stream)
+        raise
+    except Exception as err:  # noqa: BLE001 - a yardstick that breaks must not cost the run its results
+        print(f"reference architectures not scored: {type(err).__name__}: {err}", file=stream)
     result = write_report(run_dir)
     print(result.summary(), file=stream)
     if options.objective == "supernet" and result.best is not None:
@@ -173,6 +184,8 @@ def _asked(space: Any, options: SearchOptions | None, overrides: dict[str, Any],
     from_options = given.pop("space", None)
     space = from_options if space is None else space
     changes = {key: given.pop(key) for key in CHANGEABLE if key in given}
+    if "references" in changes:
+        changes["references"] = check_references(changes["references"])
     if as_worker:  # a worker process starts no workers of its own
         changes["workers"] = 1
     return space, given, changes

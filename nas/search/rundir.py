@@ -25,8 +25,10 @@ from nas.search.options import SearchOptions
 from runners.storage import JOURNAL, open_storage
 
 RUN_FILE, SPACE_FILE, DB_FILE = "run.yaml", "space.yaml", "study.db"
+REFERENCES_FILE = "references.json"  # the reference architectures' scores (nas.search.references)
 # What a finished (or interrupted) search leaves; a new run never writes over any of them.
-RESULTS = (DB_FILE, "trials.csv", "report.md", "best.yaml", "best_model.py", "pareto.png", "pareto")
+RESULTS = (DB_FILE, "trials.csv", "report.md", "best.yaml", "best_model.py", "pareto.png", "pareto",
+           REFERENCES_FILE)
 SQLITE = "sqlite:///"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # Tables every Optuna RDB storage has; a database without them is not a study's.
