@@ -37,9 +37,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from corpus import OUT, read_jsonl  # noqa: E402
 
-OBJECTIVE_FILE = ROOT / "nas" / "evaluate" / "objective.json"
-# Scores whose logarithm is used (they span orders of magnitude); the rest are used as they are.
-LOGGED = {"structural", "synflow", "grad_norm", "snip", "params", "flops", "jacov_abs", "fisher"}
+from nas.evaluate.proxy import OBJECTIVE_FILE, TERMS  # noqa: E402
+
 RIDGE = 1.0
 
 
@@ -88,12 +87,12 @@ def stability(runs: list[dict], task: str) -> tuple[float, int]:
     return tau([r["history"][-2] for r in longs], [r["history"][-1] for r in longs]), len(longs)
 
 
-def transform(name: str, value: float | None) -> float | None:
+def transform(name: str, value: float | None, batch_size: int) -> float | None:
+    """The term ``combine`` makes of a score (``nas.evaluate.proxy.TERMS``); ``None`` when not finite."""
     if value is None or not math.isfinite(value):
         return None
-    if name in LOGGED:
-        return math.log(value) if value > 0 else None
-    return value
+    term = TERMS[name](value, batch_size)
+    return term if math.isfinite(term) else None
 
 
 def feature_rows(genomes: dict[str, dict], scores: list[dict], task: str, batch: str, features: list[str]
@@ -104,9 +103,7 @@ def feature_rows(genomes: dict[str, dict], scores: list[dict], task: str, batch:
         if s["task"] != task or s["batch"] != batch or s["seed"] != 0:
             continue
         values = {**s["scores"], "params": genomes[s["genome"]]["params"], "flops": genomes[s["genome"]]["flops"]}
-        if values.get("naswot") is not None:  # a log-determinant over the batch: per image, as combine() uses it
-            values["naswot"] = values["naswot"] / s["batch_size"]
-        row = [transform(f, values.get(f)) for f in features]
+        row = [transform(f, values.get(f), s["batch_size"]) for f in features]
         if all(v is not None for v in row):
             rows[s["genome"]] = row
     return rows
@@ -239,12 +236,12 @@ def main() -> None:
         mean, std, coef = fit(np.array(xs), np.array(ys))
         OBJECTIVE_FILE.write_text(json.dumps({
             "about": "The default training-free objective: a ridge regression of the within-task rank of trained "
-                     "accuracy on standardised features (log where 'log' is true). Fitted by "
+                     "accuracy on standardised terms (nas.evaluate.proxy.TERMS). Fitted by "
                      "benchmarks/objective_fit.py on the corpus in benchmarks/results/corpus.",
             "command": "python benchmarks/objective_fit.py --write " + " ".join(
                 a for a in sys.argv[1:] if a != "--write"),
             "genomes": len(xs) // max(1, len(data)), "tasks": tasks, "batch": args.batch,
-            "features": [{"name": f, "log": f in LOGGED, "mean": float(m), "std": float(s), "weight": float(c)}
+            "features": [{"name": f, "mean": float(m), "std": float(s), "weight": float(c)}
                          for f, m, s, c in zip(features, mean, std, coef)],
         }, indent=1) + "\n")
         print(f"\nwrote {OBJECTIVE_FILE}")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from nas import analytic_cost, compile_model  # noqa: E402
 from nas.data import load_data  # noqa: E402
 from nas.errors import GenomeError  # noqa: E402
-from nas.evaluate.proxy import WEIGHTS, combine, proxy_score  # noqa: E402
+from nas.evaluate.proxy import combine, fitted_objective, proxy_score  # noqa: E402
 from nas.evaluate.train import train_model  # noqa: E402
 from nas.genome import Genome  # noqa: E402
 from nas.graph import check_genome  # noqa: E402
@@ -171,7 +171,8 @@ def main() -> None:
                    f"{torch.__version__}, {args.threads} threads; load average {load[0]:.1f} at the end "
                    f"(shared). Command: `{command}`. Wall time {wall / 60:.1f} min.\n"
                    f"{args.genomes} genomes, {args.epochs} epochs on {args.limit} images at 32x32, proxies on "
-                   f"{args.batch} training images before training; `score` weights {WEIGHTS}.\n\n{text}\n")
+                   f"{args.batch} training images before training; `score` = "
+                   f"{fitted_objective()['features']}.\n\n{text}\n")
         with open(ROOT / "benchmarks" / "BENCHMARKS.md", "a") as f:
             f.write(section)
 

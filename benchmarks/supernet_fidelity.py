@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from nas import analytic_cost, compile_model
 from nas.data import load_data
-from nas.evaluate.proxy import WEIGHTS, proxy_score
+from nas.evaluate.proxy import fitted_objective, proxy_score
 from nas.evaluate.train import train_model
 from nas.genome import Genome
 from nas.io import read_yaml
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> dict:
     info["load_average_end"] = list(os.getloadavg())
     accuracies = [r["standalone"] for r in records]
     return {"started": started, "command": "python benchmarks/supernet_fidelity.py " + " ".join(sys.argv[1:]),
-            "machine": info, "args": vars(args), "proxy_weights": WEIGHTS,
+            "machine": info, "args": vars(args), "proxy_objective": fitted_objective()["features"],
             "data": {"spec": args.data, "train": len(data.train_y), "val": len(data.val_y),
                      "classes": data.num_classes, "resolution": space_resolution(space)},
             "supernet": supernet, "standalone": {"epochs": args.epochs, "batch_size": 64, "seed": args.seed,

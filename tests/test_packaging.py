@@ -22,16 +22,19 @@ def test_installed_copy_finds_the_shipped_yaml(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "search_spaces/zoo/caformer_s18.yaml" in names and "search_spaces/zoo/reference.yaml" in names
     assert {"nas/cli.py", "blocks/attention.py", "runners/__init__.py"} <= set(names)
+    assert "nas/evaluate/objective.json" in names  # the fitted default objective is data the search reads
 
     target = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
                               str(wheel)], capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr
     probe = ("import nas.io as io; g = io.load_genome('zoo:caformer_s18'); "
-             "print(io.zoo_dir()); print(g.name)")
+             "print(io.zoo_dir()); print(g.name); "
+             "from nas.evaluate.proxy import OBJECTIVE_FILE, fitted_objective; "
+             "print(OBJECTIVE_FILE if fitted_objective()['features'] else '')")
     # -I ignores PYTHONPATH and the cwd, so only the target copy can provide nas; run from an empty folder.
     run = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {probe}"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr
-    zoo, name = run.stdout.split()
-    assert zoo.startswith(str(target)) and name == "caformer_s18"
+    zoo, name, objective = run.stdout.split()
+    assert zoo.startswith(str(target)) and name == "caformer_s18" and objective.startswith(str(target))

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from nas import compile_model, load_genome
+from nas import analytic_cost, compile_model, load_genome
 from nas.evaluate.proxy import proxy_score, structural_score, zero_cost_scores
 
 
@@ -119,3 +119,19 @@ def test_proxy_score_adds_the_combined_objective(batch):
     assert set(scores) == {"structural", "naswot", "synflow", "grad_norm", "snip", "zico", "meco", "score"}
     assert math.isfinite(scores["score"])
     assert scores["structural"] == structural_score(genome)
+
+
+def test_the_search_objective_is_the_shipped_fit_of_standardised_terms(batch):
+    """``score`` is ``sum w * (t - mean) / std`` over the terms of ``objective.json``; explicit ``weights`` give
+    another combination of the same terms."""
+    from nas.evaluate.proxy import TERMS, combine, fitted_objective
+
+    genome = load_genome(tiny())
+    cost = analytic_cost(genome)
+    scores = proxy_score(genome, compile_model(genome, seed=0), *batch)
+    terms = {**scores, "params": cost.params, "flops": cost.flops}
+    expected = sum(f["weight"] * (TERMS[f["name"]](terms[f["name"]], 8) - f["mean"]) / f["std"]
+                   for f in fitted_objective()["features"])
+    assert scores["score"] == pytest.approx(expected)
+    assert combine(terms, 8, weights={"params": 1.0}) == pytest.approx(math.log(cost.params))
+    assert math.isnan(combine({**terms, "synflow": math.nan}, 8))

@@ -13,19 +13,23 @@ search can record the trial as failed with its reason.
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from blocks.base import CONFIGS
+from nas.cost import analytic_cost
 from nas.evaluate.zero_cost import zero_cost_scores
 from nas.genome import Genome
 from nas.graph import build_graph
 
-__all__ = ["WEIGHTS", "combine", "proxy_score", "structural_score", "with_norm_type", "zero_cost_scores"]
+__all__ = ["combine", "fitted_objective", "proxy_score", "structural_score", "with_norm_type", "zero_cost_scores"]
 
 # DeepMAD's multi-scale weights: the last stage's entropy counts 8 times, each earlier stage once.
 LAST_STAGE_WEIGHT = 8.0
@@ -101,21 +105,14 @@ def with_norm_type(data: dict[str, Any], norm: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------------
 # The search objective
 
-# Weights of the scaled scores in ``score``: equal, with NASWOT left out because it ranked trained accuracy the
-# wrong way on both data sets of the validity benchmark (benchmarks/BENCHMARKS.md, "Proxy validity"). SNIP,
-# ZiCo and MeCo are reported but weigh nothing until the objective is fitted on a trained corpus.
-WEIGHTS = {"structural": 1.0, "naswot": 0.0, "synflow": 1.0, "grad_norm": 1.0, "snip": 0.0, "zico": 0.0,
-           "meco": 0.0}
-
-
 def _log(value: float) -> float:
     return math.log(value) if value > 0 else -math.inf
 
 
 # How each score enters ``combine``, given the score and the batch size: by its log where the score scales
-# with the network's size or weight scale (entropy, flows, gradient sums), per image for NASWOT (already a
-# log-determinant over the batch), as it is for ZiCo (a sum of logs) and MeCo (a sum of eigenvalues of
-# correlation matrices, each at most 1).
+# with the network's size or weight scale (entropy, flows, gradient sums, params, FLOPs), per image for NASWOT
+# (already a log-determinant over the batch), as it is for ZiCo (a sum of logs) and MeCo (a sum of eigenvalues
+# of correlation matrices, each at most 1).
 TERMS: dict[str, Callable[[float, int], float]] = {
     "structural": lambda s, n: _log(s),
     "naswot": lambda s, n: s / n,
@@ -124,28 +121,37 @@ TERMS: dict[str, Callable[[float, int], float]] = {
     "snip": lambda s, n: _log(s),
     "zico": lambda s, n: s,
     "meco": lambda s, n: s,
+    "params": lambda s, n: _log(s),
+    "flops": lambda s, n: _log(s),
 }
+# The objective the search maximises, fitted on the trained corpus by benchmarks/objective_fit.py (the command
+# is in the file): per term, the corpus mean and standard deviation and a weight.
+OBJECTIVE_FILE = Path(__file__).with_name("objective.json")
+
+
+@functools.cache
+def fitted_objective() -> dict[str, Any]:
+    """The shipped objective: ``{"features": [{"name", "mean", "std", "weight"}, ...], "command": ..., ...}``."""
+    return json.loads(OBJECTIVE_FILE.read_text())
 
 
 def combine(scores: dict[str, float], batch_size: int, weights: dict[str, float] | None = None) -> float:
-    """The objective the search maximises: ``sum_k WEIGHTS[k] * t_k`` over scaled scores (``TERMS``):
-    ``t = log(s)`` for structural, SynFlow, grad-norm and SNIP, ``naswot / batch_size`` for NASWOT, ZiCo and
-    MeCo as they are. ``weights`` replaces ``WEIGHTS`` (for studies); scores weighted zero may be missing
-    (records from before they existed).
+    """The objective the search maximises: ``sum_k w_k * (t_k - mean_k) / std_k`` over the scaled terms
+    ``t_k = TERMS[k](score_k)`` of the fitted objective (``objective.json``; ``params`` and ``flops`` are terms
+    too). Fitted to predict the rank of a genome's trained accuracy among the corpus's, so 0 is about the
+    corpus's median genome. ``weights`` instead gives ``sum_k weights[k] * t_k`` (for studies of other
+    combinations); terms weighted zero may be missing.
 
-    Logs make the combination rank-free and usable on a single trial: a score's units, or any constant factor
-    in it, only shift ``score`` by a constant, so no statistics over other trials are needed to normalise it.
-    A NaN in any score makes ``score`` NaN (a broken network, for the search to record as failed).
-
-    Default: ``log(structural) + log(synflow) + log(grad_norm)``. On 30 tiny-space genomes trained for 4 epochs
-    its Kendall tau against accuracy was +0.01 (synthetic) and +0.18 (digits); NASWOT alone was -0.26 and
-    -0.35, so it is reported but not weighted. Those figures were measured on a white-noise batch and before
-    norms were made canonical, and neither is far from noise: treat ``score`` as a cheap filter for broken or
-    starved networks, not as a ranking of good ones."""
+    Logs make the combination usable on a single trial: a score's units, or any constant factor in it, only
+    shift ``score`` by a constant, so no statistics over other trials are needed. A NaN in any score makes
+    ``score`` NaN (a broken network, for the search to record as failed). How far it can be trusted, on genomes
+    and a task it was not fitted on: README, "How far to trust the objective"."""
     if any(math.isnan(value) for key, value in scores.items() if key in TERMS):
         return math.nan
-    return sum(weight * TERMS[key](scores[key], batch_size) for key, weight in (weights or WEIGHTS).items()
-               if weight)
+    if weights is not None:
+        return sum(weight * TERMS[key](scores[key], batch_size) for key, weight in weights.items() if weight)
+    return sum(f["weight"] * (TERMS[f["name"]](scores[f["name"]], batch_size) - f["mean"]) / f["std"]
+               for f in fitted_objective()["features"] if f["weight"])
 
 
 def proxy_score(genome: Genome, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0
@@ -153,5 +159,6 @@ def proxy_score(genome: Genome, model: nn.Module, x: torch.Tensor, y: torch.Tens
     """``structural``, the zero-cost scores (``naswot``, ``synflow``, ``grad_norm``, ``snip``, ``zico``,
     ``meco``) and ``score`` (see ``combine``)."""
     scores = {"structural": structural_score(genome), **zero_cost_scores(model, x, y, seed=seed)}
-    scores["score"] = combine(scores, x.shape[0])
+    cost = analytic_cost(genome)
+    scores["score"] = combine({**scores, "params": cost.params, "flops": cost.flops}, x.shape[0])
     return scores

@@ -71,8 +71,8 @@ class SearchOptions(BaseModel):
         "is the default --data")
     finetune_epochs: int = Field(0, description="with --objective supernet: train the extracted winner this many "
                                  "more epochs before saving best_weights.pt")
-    data: str | None = Field(None, description="an image folder, an .npz, synthetic or digits (train objective; "
-                             "with proxy, the batch the scores see)")
+    data: str | None = Field(None, description="an image folder, an .npz, synthetic, patterns or digits (train "
+                             "objective; with proxy, the batch the scores see)")
     data_limit: int | None = Field(None, description="use at most this many images per split (a seeded subset)")
     trials: int | None = Field(None, description=f"trials to run (default: {DEFAULT_TRIALS}, or {DEFAULT_TRAIN_TRIALS} "
                         "with --objective train; on resume, the run's own count)")
@@ -157,7 +157,7 @@ class SearchOptions(BaseModel):
         if self.trials < 1:
             raise InputError(f"--trials must be at least 1, got {self.trials}")
         if self.objective == "train" and not self.data:
-            raise InputError("--objective train needs --data (a folder, an .npz, 'synthetic' or 'digits')")
+            raise InputError("--objective train needs --data (a folder, an .npz, 'synthetic', 'patterns' or 'digits')")
         if self.objective == "supernet" and not self.supernet:
             raise InputError("--objective supernet needs --supernet RUN (a run of nas supernet train, or its "
                              "supernet.pt)")

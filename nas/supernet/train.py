@@ -61,7 +61,7 @@ class SupernetTrainOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     space: str = Field("tiny", description="a shipped space or a space YAML file")
-    data: str = Field("synthetic", description="an image folder, an .npz, synthetic or digits")
+    data: str = Field("synthetic", description="an image folder, an .npz, synthetic, patterns or digits")
     data_limit: int | None = Field(None, description="use at most this many images per split (a seeded subset)")
     epochs: int = Field(10, description="epochs in all; on resume, may be raised")
     batch_size: int = Field(64, description="images per step")
