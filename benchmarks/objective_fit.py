@@ -37,9 +37,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from corpus import OUT, read_jsonl  # noqa: E402
 
-from nas.evaluate.proxy import OBJECTIVE_FILE, TERMS  # noqa: E402
+from nas.evaluate.proxy import OBJECTIVE_FILE, TERMS, combine  # noqa: E402
 
 RIDGE = 1.0
+# The default objective before the corpus existed, for comparison.
+HAND_SET = {"structural": 1.0, "synflow": 1.0, "grad_norm": 1.0}
 
 
 def tau(x: list[float], y: list[float]) -> float:
@@ -221,7 +223,20 @@ def main() -> None:
                     if value is not None and math.isfinite(value):
                         per_task[task][s["genome"]] = value
         row(key, per_task)
+    hand = {}
+    for task in tasks:
+        hand[task] = {}
+        for s in scores:
+            if s["task"] == task and s["batch"] == args.batch and s["seed"] == 0:
+                value = combine(s["scores"], s["batch_size"], weights=HAND_SET)
+                if math.isfinite(value):
+                    hand[task][s["genome"]] = value
+    row("hand-set objective before the fit (log structural + log SynFlow + log grad-norm)", hand)
     row("short schedule (3 epochs)", {t: accuracy(runs, t, "short") for t in tasks})
+    inherited = read_jsonl(args.corpus / "supernet.jsonl")
+    if inherited:
+        row("supernet inherited accuracy", {t: {r["genome"]: r["inherited"] for r in inherited
+                                                if r["task"] == t and r["inherited"] is not None} for t in tasks})
     if oof:
         row("fitted objective, held-out genomes (5-fold)", oof)
     if cross:

@@ -4,6 +4,7 @@ rank of each among the zoo. Shows that every zoo genome scores, and where the ob
 
     python benchmarks/zoo_scores.py                    # the table
     python benchmarks/zoo_scores.py --json out.json    # and the records
+    python benchmarks/zoo_scores.py --table out.json   # the table again, scored by the current objective.json
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nas.evaluate.proxy import combine  # noqa: E402
 from nas.io import load_genome, zoo_names  # noqa: E402
 from nas.search import SearchOptions  # noqa: E402
 from nas.search.scoring import score_genome, search_inputs  # noqa: E402
@@ -28,11 +30,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--names", help="comma list (default: the whole zoo)")
+    parser.add_argument("--table", type=Path, help="records of an earlier --json: rescore and print only")
     args = parser.parse_args()
     torch.set_num_threads(1)
     options = SearchOptions(second="none")
-    records = []
-    for name in (args.names.split(",") if args.names else zoo_names()):
+    records = json.loads(args.table.read_text()) if args.table else []
+    for r in records:  # the components stay; the objective is today's
+        terms = {**r["components"], "params": r["params"], "flops": r["flops"]}
+        r["score"] = combine(terms, options.proxy_batch) if r["score"] is not None else None
+    for name in ([] if args.table else args.names.split(",") if args.names else zoo_names()):
         genome = load_genome(f"zoo:{name}")
         inputs, space = search_inputs(genome.to_dict(), options)
         start = time.perf_counter()
