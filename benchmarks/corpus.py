@@ -28,7 +28,6 @@ import fcntl
 import json
 import os
 import platform
-import random
 import sys
 import time
 from pathlib import Path
@@ -41,11 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from nas import analytic_cost, compile_model  # noqa: E402
 from nas.data import Dataset, load_data  # noqa: E402
-from nas.errors import GenomeError  # noqa: E402
 from nas.evaluate.train import train_model  # noqa: E402
 from nas.genome import Genome  # noqa: E402
-from nas.graph import check_genome  # noqa: E402
-from nas.space import instantiate, random_picker  # noqa: E402
+from nas.space import sample_genomes  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "corpus"
 SPACE = ROOT / "search_spaces" / "tiny.yaml"
@@ -56,24 +53,6 @@ TASKS = {"digits": 500, "patterns": None}
 SHORT_EPOCHS = 3  # SearchOptions.epochs
 LONG_EPOCHS = 12
 SEEDS = (0, 1, 2)
-
-
-def sample_genomes(space: dict, count: int, seed: int = SAMPLE_SEED) -> list[Genome]:
-    """``count`` distinct valid genomes (by content hash), a prefix of one sequence fixed by ``seed``."""
-    rng, found, seen = random.Random(seed), [], set()
-    for _ in range(200 * count):
-        data = instantiate(space, random_picker(rng))
-        try:
-            genome = Genome.model_validate(data)
-            check_genome(genome)
-        except GenomeError:
-            continue
-        if genome.content_hash() not in seen:
-            seen.add(genome.content_hash())
-            found.append(genome)
-        if len(found) == count:
-            break
-    return found
 
 
 def for_task(genome: Genome, data: Dataset) -> Genome:
@@ -148,7 +127,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     space = yaml.safe_load(SPACE.read_text())
-    genomes = sample_genomes(space, args.genomes)
+    genomes = sample_genomes(space, args.genomes, SAMPLE_SEED)
     ids = [g.content_hash() for g in genomes]
     known = {r["genome"] for r in read_jsonl(args.out / "genomes.jsonl")}
     if args.worker == 0:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import random
 import statistics
 import sys
 from pathlib import Path
@@ -30,33 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nas import compile_model  # noqa: E402
-from nas.errors import GenomeError  # noqa: E402
 from nas.evaluate.batch import proxy_batch  # noqa: E402
 from nas.evaluate.proxy import with_norm_type  # noqa: E402
 from nas.evaluate.zero_cost import zero_cost_scores  # noqa: E402
-from nas.genome import Genome  # noqa: E402
-from nas.graph import check_genome  # noqa: E402
-from nas.space import instantiate, random_picker  # noqa: E402
+from nas.space import sample_genomes  # noqa: E402
 
 NORMS = ("layernorm", "batchnorm", "groupnorm")
 SEEDS = (0, 1, 2)
 SCORES = ("naswot", "synflow", "grad_norm", "snip", "zico", "meco")
-
-
-def sample_genomes(count: int, seed: int) -> list[dict]:
-    """``count`` distinct valid genomes of the tiny space, as dicts."""
-    space = yaml.safe_load((ROOT / "search_spaces" / "tiny.yaml").read_text())
-    rng, found, seen = random.Random(seed), [], set()
-    while len(found) < count:
-        try:
-            genome = Genome.model_validate(instantiate(space, random_picker(rng)))
-            check_genome(genome)
-        except GenomeError:
-            continue
-        if genome.content_hash() not in seen:
-            seen.add(genome.content_hash())
-            found.append(genome.to_dict())
-    return found
 
 
 def relative_range(values: list[float]) -> float:
@@ -115,7 +95,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     batch = proxy_batch(channels=3, resolution=32, num_classes=10, count=args.batch, seed=args.seed)
     results = []
-    for genome in sample_genomes(args.genomes, args.seed):
+    space = yaml.safe_load((ROOT / "search_spaces" / "tiny.yaml").read_text())
+    for genome in [g.to_dict() for g in sample_genomes(space, args.genomes, args.seed)]:
         results.append(measure(genome, batch))
         mixers = [(stage.get("block") or stage["pattern"][0]).get("mixer", {}).get("type", "?")
                   for stage in genome["stages"]]

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import sys
 import time
 from pathlib import Path
@@ -29,12 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from nas import analytic_cost, compile_model  # noqa: E402
 from nas.data import load_data  # noqa: E402
-from nas.errors import GenomeError  # noqa: E402
 from nas.evaluate.proxy import combine, fitted_objective, proxy_score  # noqa: E402
 from nas.evaluate.train import train_model  # noqa: E402
 from nas.genome import Genome  # noqa: E402
-from nas.graph import check_genome  # noqa: E402
-from nas.space import instantiate, random_picker  # noqa: E402
+from nas.space import sample_genomes  # noqa: E402
 
 PROXIES = ("structural", "naswot", "synflow", "grad_norm", "score", "params", "flops")
 # Other weightings of the same log-scaled terms (nas.evaluate.proxy.combine), scored on the same records.
@@ -45,24 +42,6 @@ ALTERNATIVES = {
     "structural + synflow": {"structural": 1, "synflow": 1},
     "naswot + grad_norm": {"naswot": 1, "grad_norm": 1},
 }
-
-
-def sample_genomes(space: dict, count: int, seed: int) -> list[dict]:
-    """``count`` distinct valid genomes (by content hash), as dicts."""
-    rng, found, seen = random.Random(seed), [], set()
-    for _ in range(100 * count):
-        data = instantiate(space, random_picker(rng))
-        try:
-            genome = Genome.model_validate(data)
-            check_genome(genome)
-        except GenomeError:
-            continue
-        if genome.content_hash() not in seen:
-            seen.add(genome.content_hash())
-            found.append(genome.to_dict())
-        if len(found) == count:
-            break
-    return found
 
 
 def for_data(genome: dict, data) -> Genome:
@@ -81,7 +60,7 @@ def tau(records: list[dict], key: str) -> tuple[float, float]:
 
 def run(args: argparse.Namespace) -> dict[str, list[dict]]:
     space = yaml.safe_load((ROOT / "search_spaces" / "tiny.yaml").read_text())
-    genomes = sample_genomes(space, args.genomes, args.seed)
+    genomes = [g.to_dict() for g in sample_genomes(space, args.genomes, args.seed)]
     results: dict[str, list[dict]] = {}
     for spec in args.data:
         data = load_data(spec, resolution=32, seed=args.seed, limit=args.limit)

@@ -183,6 +183,24 @@ def space_size(space: Any, path: str = "") -> float:
     return math.prod(space_size(value, _child(path, key)) for key, value in items)
 
 
+def sample_genomes(space: Any, count: int, seed: int = 0) -> list[Genome]:
+    """``count`` distinct valid genomes (by content hash) drawn with ``random.Random(seed)``; a prefix of one
+    fixed sequence, so asking for more keeps the first ones. Fewer when 200 draws per genome find no more."""
+    rng, found, seen = random.Random(seed), [], set()
+    for _ in range(200 * count):
+        try:
+            genome = Genome.model_validate(instantiate(space, random_picker(rng)))
+            check_genome(genome)
+        except GenomeError:
+            continue
+        if genome.content_hash() not in seen:
+            seen.add(genome.content_hash())
+            found.append(genome)
+        if len(found) == count:
+            break
+    return found
+
+
 def check_space(space: Any, samples: int = 64, seed: int = 0) -> SpaceReport:
     """Validate a space by sampling it. Every option of every choice is tried at least once.
 

@@ -8,7 +8,7 @@ import torch
 
 from nas import GenomeError, load_genome
 from nas.io import parse_yaml
-from nas.space import check_space, choices, instantiate, is_space, random_picker, space_size
+from nas.space import check_space, choices, instantiate, is_space, random_picker, read_space, space_size
 from tests.conftest import run_nas
 
 SPACE = """\
@@ -110,3 +110,15 @@ def test_every_registered_type_can_be_a_choice(role):
         genome = load_genome(instantiate(space, random_picker(random.Random(0), {path: index})))
         model = compile_model(genome).eval()
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_sample_genomes_draws_distinct_valid_genomes_and_more_keeps_the_first():
+    from nas.space import sample_genomes
+
+    space = read_space("tiny")[0]
+    few, more = sample_genomes(space, 5, seed=3), sample_genomes(space, 12, seed=3)
+    assert len(more) == 12 and len({g.content_hash() for g in more}) == 12
+    assert [g.content_hash() for g in more[:5]] == [g.content_hash() for g in few]
+    assert [g.content_hash() for g in sample_genomes(space, 5, seed=4)] != [g.content_hash() for g in few]
+    only = sample_genomes(few[0].to_dict(), 3)  # a space of one genome gives that one, not three
+    assert [g.content_hash() for g in only] == [few[0].content_hash()]
