@@ -141,3 +141,23 @@ def test_the_gate_activation_of_a_gated_block_is_a_naswot_site(role, config, gat
     module(torch.randn(2, 4, 4, 16))
     handle.remove()
     assert seen and seen[0][0] == 2  # it runs in the forward pass, on the batch
+
+
+def test_a_search_computes_only_the_scores_its_objective_weighs_and_gets_the_same_values():
+    from nas import compile_model, load_genome
+    from nas.evaluate.proxy import objective_scores, proxy_score
+    from tests.test_proxy import tiny
+
+    model = compile_model(tiny(), seed=0)
+    x, y = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 10
+    everything = zero_cost_scores(model, x, y)
+    for which in ({"synflow"}, {"grad_norm", "snip"}, {"naswot"}):
+        some = zero_cost_scores(model, x, y, which=which)
+        assert set(some) >= which and set(some) < set(everything)
+        for key, value in some.items():  # a full backward pass gives the split one's gradients
+            assert value == pytest.approx(everything[key], rel=1e-5), key
+    with pytest.raises(ValueError, match="unknown zero-cost scores"):
+        zero_cost_scores(model, x, y, which={"synflw"})
+    genome = load_genome(tiny())
+    assert proxy_score(genome, model, x, y, which=objective_scores())["score"] == pytest.approx(
+        proxy_score(genome, model, x, y)["score"])

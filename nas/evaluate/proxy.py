@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from torch import nn
 
 from blocks.base import CONFIGS
 from nas.cost import analytic_cost
-from nas.evaluate.zero_cost import zero_cost_scores
+from nas.evaluate.zero_cost import SCORES, zero_cost_scores
 from nas.genome import Genome
 from nas.graph import build_graph
 
@@ -154,11 +154,17 @@ def combine(scores: dict[str, float], batch_size: int, weights: dict[str, float]
                for f in fitted_objective()["features"] if f["weight"])
 
 
-def proxy_score(genome: Genome, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0
-                ) -> dict[str, float]:
+def objective_scores() -> set[str]:
+    """The zero-cost scores the shipped objective weighs: what a search computes for each trial."""
+    return {f["name"] for f in fitted_objective()["features"] if f["weight"]} & set(SCORES)
+
+
+def proxy_score(genome: Genome, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0,
+                which: Collection[str] | None = None) -> dict[str, float]:
     """``structural``, the zero-cost scores (``naswot``, ``synflow``, ``grad_norm``, ``snip``, ``zico``,
-    ``meco``) and ``score`` (see ``combine``)."""
-    scores = {"structural": structural_score(genome), **zero_cost_scores(model, x, y, seed=seed)}
+    ``meco``; only those in ``which`` when given) and ``score`` (see ``combine``), which needs those its
+    objective weighs (``objective_scores()``)."""
+    scores = {"structural": structural_score(genome), **zero_cost_scores(model, x, y, seed=seed, which=which)}
     cost = analytic_cost(genome)
     scores["score"] = combine({**scores, "params": cost.params, "flops": cost.flops}, x.shape[0])
     return scores

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -322,16 +322,24 @@ def synflow(model: nn.Module, image_shape: Sequence[int]) -> float:
 
 # --------------------------------------------------------------------------------------------------------------
 
+SCORES = ("naswot", "synflow", "grad_norm", "snip", "zico", "meco")
+
+
 def zero_cost_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0,
-                     canonical: bool = True) -> dict[str, float]:
+                     canonical: bool = True, which: Collection[str] | None = None) -> dict[str, float]:
     """``naswot``, ``synflow``, ``grad_norm``, ``snip``, ``zico`` and ``meco`` of an untrained network on a
-    small batch (cost: see the module docstring). The batch scores run in train mode (dropout and drop path
-    as in training), the gradients are of the cross-entropy against ``y``.
+    small batch (cost: see the module docstring), or only those in ``which`` (a search computes the ones its
+    objective weighs: NASWOT and MeCo cost a forward pass, ZiCo splits the backward pass, SynFlow a pass of its
+    own). The batch scores run in train mode (dropout and drop path as in training), the gradients are of the
+    cross-entropy against ``y``.
 
     The scores are computed on a deep copy, so ``model`` keeps its weights, buffers, gradients and modes;
     ``seed`` fixes any randomness inside the forward pass (dropout, drop path). ``canonical=False`` leaves the
     norms as they are for the batch scores (BatchNorm then uses batch statistics): for measuring what the
     canonicalisation removes, not for ranking genomes. SynFlow always uses ``rms_scale``."""
+    wanted = set(SCORES if which is None else which)
+    if wanted - set(SCORES):
+        raise ValueError(f"unknown zero-cost scores {sorted(wanted - set(SCORES))}; known: {', '.join(SCORES)}")
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     probe = copy.deepcopy(model)
@@ -342,11 +350,18 @@ def zero_cost_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed
     probe.train()
     params = [p for p in probe.parameters() if p.requires_grad]
     cuda = [device] if device.type == "cuda" else []
+    scores: dict[str, float] = {}
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-        naswot_score, meco_score = _forward_statistics(probe, x)
-        batch_grads, grads = _split_gradients(probe, x, y, params)
-        scores = {"naswot": naswot_score, "grad_norm": grad_norm(grads), "snip": snip(params, grads),
-                  "zico": zico(batch_grads), "meco": meco_score}
-        scores["synflow"] = synflow(probe, x.shape[1:])  # last: it changes the probe's weights
-    return scores
+        if wanted & {"naswot", "meco"}:
+            scores["naswot"], scores["meco"] = _forward_statistics(probe, x)
+        if "zico" in wanted:
+            batch_grads, grads = _split_gradients(probe, x, y, params)
+            scores["zico"] = zico(batch_grads)
+        elif wanted & {"grad_norm", "snip"}:
+            grads = list(torch.autograd.grad(F.cross_entropy(probe(x).float(), y), params, allow_unused=True))
+        if wanted & {"grad_norm", "snip", "zico"}:
+            scores["grad_norm"], scores["snip"] = grad_norm(grads), snip(params, grads)
+        if "synflow" in wanted:
+            scores["synflow"] = synflow(probe, x.shape[1:])  # last: it changes the probe's weights
+    return {key: scores[key] for key in SCORES if key in wanted}

@@ -187,9 +187,11 @@ class TrialWork:
 
             return score_extracted(model, self.inputs.dataset, device=device, seed=self.options.seed)
         if self.options.objective == "proxy":
-            from nas.evaluate.proxy import proxy_score
+            from nas.evaluate.proxy import objective_scores, proxy_score
 
-            scores = proxy_score(genome, model, self.inputs.x, self.inputs.y, seed=self.options.seed)
+            # Only the scores the objective weighs: the others would cost passes and change nothing.
+            scores = proxy_score(genome, model, self.inputs.x, self.inputs.y, seed=self.options.seed,
+                                 which=objective_scores())
             attrs["scores"] = {k: v for k, v in scores.items() if k != "score"}
             return float(scores["score"])
         return self._train(model, device, attrs, report)
