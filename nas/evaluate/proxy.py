@@ -137,15 +137,16 @@ def fitted_objective() -> dict[str, Any]:
 
 def combine(scores: dict[str, float], batch_size: int, weights: dict[str, float] | None = None) -> float:
     """The objective the search maximises: ``sum_k w_k * (t_k - mean_k) / std_k`` over the scaled terms
-    ``t_k = TERMS[k](score_k)`` of the fitted objective (``objective.json``; ``params`` and ``flops`` are terms
-    too). Fitted to predict the rank of a genome's trained accuracy among the corpus's, so 0 is about the
-    corpus's median genome. ``weights`` instead gives ``sum_k weights[k] * t_k`` (for studies of other
+    ``t_k = TERMS[k](score_k)`` of the shipped objective (``objective.json``; ``params`` and ``flops`` are terms
+    too). ``benchmarks/objective_fit.py --write`` fits it to the rank of trained accuracy on the corpus; the file
+    shipped today is still the hand-set ``log structural + log synflow + log grad_norm`` (mean 0, std 1, weight
+    1 each), because no fit on the corpus so far beat it on held-out genomes and tasks (README, "How far to
+    trust the objective"). ``weights`` instead gives ``sum_k weights[k] * t_k`` (for studies of other
     combinations); terms weighted zero may be missing.
 
     Logs make the combination usable on a single trial: a score's units, or any constant factor in it, only
     shift ``score`` by a constant, so no statistics over other trials are needed. A NaN in any score makes
-    ``score`` NaN (a broken network, for the search to record as failed). How far it can be trusted, on genomes
-    and a task it was not fitted on: README, "How far to trust the objective"."""
+    ``score`` NaN (a broken network, for the search to record as failed)."""
     if any(math.isnan(value) for key, value in scores.items() if key in TERMS):
         return math.nan
     if weights is not None:
