@@ -10,6 +10,7 @@ import yaml
 from nas import analytic_cost, compile_model, load_genome
 from nas.cli import main
 from nas.evaluate.proxy import proxy_score
+from nas.io import zoo_names
 from nas.search import SearchOptions
 from nas.search.scoring import search_inputs
 from tests.conftest import run_nas
@@ -77,10 +78,20 @@ def test_the_train_objective_scores_the_accuracy_after_training(hybrid: Path):
     (("HYBRID", "--objective", "custom"), "invalid choice: 'custom'"),
     (("HYBRID", "--proxy-batch", "1"), "--proxy-batch needs at least 2 images"),
 ])
-def test_bad_input_is_one_line_and_exit_2(hybrid: Path, args: tuple[str, ...], message: str):
-    done = run_nas("score", *(str(hybrid) if a == "HYBRID" else a for a in args))
-    assert done.returncode == 2
-    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+def test_bad_input_is_one_line_and_exit_2(hybrid: Path, args: tuple[str, ...], message: str, capsys):
+    argv = ["score", *(str(hybrid) if a == "HYBRID" else a for a in args)]
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse's own mistakes (an unknown choice) exit from inside
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_bad_input_in_a_real_process_is_one_line_and_exit_2():
+    done = run_nas("score", "zoo:convnext_tt")
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"error: unknown zoo genome 'convnext_tt'; known: {', '.join(zoo_names())}"], done.stderr
 
 
 def test_a_genome_whose_forward_pass_fails_is_one_line_not_a_traceback(hybrid: Path, monkeypatch, capsys):
