@@ -42,7 +42,7 @@ from nas import analytic_cost, compile_model  # noqa: E402
 from nas.data import Dataset, load_data  # noqa: E402
 from nas.evaluate.train import train_model  # noqa: E402
 from nas.genome import Genome  # noqa: E402
-from nas.space import sample_genomes  # noqa: E402
+from nas.space import fit_space_to_data, sample_genomes  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "corpus"
 SPACE = ROOT / "search_spaces" / "tiny.yaml"
@@ -56,11 +56,8 @@ SEEDS = (0, 1, 2)
 
 
 def for_task(genome: Genome, data: Dataset) -> Genome:
-    """The genome with the task's input channels, resolution and class count."""
-    raw = genome.to_dict()
-    raw["input"] = {**raw["input"], "channels": data.channels, "resolution": data.resolution}
-    raw["num_classes"] = data.num_classes
-    return Genome.model_validate(raw)
+    """The genome with the task's input channels and class count (every task is at the genome's 32x32)."""
+    return Genome.model_validate(fit_space_to_data(genome.to_dict(), data))
 
 
 def mixers(genome: Genome) -> list[str]:

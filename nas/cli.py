@@ -249,7 +249,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from nas.flags import given_flags
     from nas.io import parse_genome, read_yaml
     from nas.search import SearchOptions
-    from nas.search.scoring import fit_genome, latency_table, score_genome, search_inputs, set_up_device
+    from nas.search.scoring import latency_table, score_genome, search_inputs, set_up_device
     from nas.search.trial import TrialWork
     from nas.space import is_space
 
@@ -263,8 +263,8 @@ def cmd_score(args: argparse.Namespace) -> int:
                          "scores a space's)")
     genome = with_resolution(parse_genome(data, label, text), args.resolution)
     device = set_up_device(options)
-    inputs, space = search_inputs(genome.to_dict(), options)
-    genome = fit_genome(genome, space)
+    inputs, space = search_inputs(genome.to_dict(), options)  # with the data's classes and channels
+    genome = parse_genome(space)
     result = score_genome(genome, TrialWork(space, options, device, inputs, None, latency_table(options)))
     if args.json:
         print(json.dumps({**result.as_dict(), "hash": genome.content_hash(), "device": device,

@@ -30,7 +30,7 @@ from nas.io import ZOO_PREFIX, load_genome, resolve, zoo_names
 from nas.search.options import MOST_REFERENCES, TRIALS_PER_REFERENCE, SearchOptions
 from nas.search.rundir import REFERENCES_FILE, write_atomic
 from nas.search.scoring import GenomeScore, fit_genome, score_genome
-from nas.search.trial import TrialWork, constraint_values
+from nas.search.trial import TrialWork, constraint_values, second_from_cost
 
 NEAREST_FEW = 3  # auto: references when none fits the budget
 AUTO, NONE = "auto", "none"
@@ -293,7 +293,9 @@ def read_references(run_dir: Path) -> Scored:
 
 def second_value(score: GenomeScore, second: str) -> float | None:
     """The reference's second objective in the unit the trials' is stored in (``SECOND_UNITS``)."""
-    return {"latency": score.latency_ms, "params": score.params / 1e6, "flops": score.flops / 1e9}.get(second)
+    if second == "latency":
+        return score.latency_ms
+    return second_from_cost(second, Cost(score.params, 0, score.flops))
 
 
 def describe(score: GenomeScore) -> str:

@@ -6,7 +6,6 @@ one measure.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,17 +85,16 @@ class GenomeScore:
 
 
 def score_genome(genome: Genome, work: TrialWork) -> GenomeScore:
-    """``genome`` evaluated by ``work`` (a search's ``TrialWork``) exactly as a trial
-    would be; a failure (an exception in the forward pass, a NaN score) is the result's ``failure``."""
+    """``genome`` evaluated by ``work`` (a search's ``TrialWork``) exactly as a trial would be; a failure (an
+    exception in the forward pass, a score that is not finite) is the result's ``failure``."""
     cost = analytic_cost(genome)
     payload = {"genome": genome.to_dict(), "cost": [cost.params, cost.frozen_params, cost.flops]}
     outcome = work.evaluate(payload)
     attrs = outcome.attrs
     components = dict(attrs.get("scores") or {})
     components.update({k: v for k, v in attrs.items() if k.startswith("accuracy_epoch_")})
-    score = outcome.values[0] if outcome.values else None
     return GenomeScore(name=genome.name, objective=work.options.objective,
-                       score=score if score is None or math.isfinite(score) else None, components=components,
+                       score=outcome.values[0] if outcome.values else None, components=components,
                        params=cost.params, flops=cost.flops, latency_ms=attrs.get("latency_ms"),
                        second=work.options.second, failure=outcome.failure or outcome.pruned)
 

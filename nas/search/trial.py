@@ -144,7 +144,7 @@ class TrialWork:
             with device_slot(device, exclusive=True):
                 latency_ms = self._latency(genome, model, device)
             attrs["latency_ms"] = latency_ms
-        second = latency_ms if kind == "latency" else _second_from_cost(kind, cost)
+        second = latency_ms if kind == "latency" else second_from_cost(kind, cost)
         times["latency"] = time.perf_counter() - tick
 
         constraints = constraint_values(self.options, cost, latency_ms)
@@ -162,7 +162,7 @@ class TrialWork:
 
             score = structural_score(genome)
         kind = self.options.second
-        second = (_latency_estimate(study, cost) if kind == "latency" else _second_from_cost(kind, cost))
+        second = (_latency_estimate(study, cost) if kind == "latency" else second_from_cost(kind, cost))
         attrs: dict[str, Any] = {"estimated": "over budget, never built: score is the structural score, "
                                               "latency scaled from FLOPs", "feasible": False, "score": None}
         if kind == "latency":
@@ -229,7 +229,8 @@ def _times(**seconds: float) -> dict[str, Any]:
     return {"seconds": {phase: round(s, 4) for phase, s in seconds.items()}}
 
 
-def _second_from_cost(kind: str, cost: Cost) -> float | None:
+def second_from_cost(kind: str, cost: Cost) -> float | None:
+    """The second objective a cost gives, in the unit trials store it in (``SECOND_UNITS``); None for latency."""
     return {"params": cost.params / 1e6, "flops": cost.flops / 1e9}.get(kind)
 
 
