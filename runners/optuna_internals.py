@@ -5,6 +5,7 @@ upgrade that moves one fails there, loudly, rather than in a search.
 - A trial's storage id: the heartbeat and dead-worker recovery write to a trial by id, from threads and from
   processes that did not ``ask`` it.
 - A study's storage: recovery fails another process's RUNNING trial, which ``Study.tell`` refuses.
+- An enqueued trial's mark: a sampler leaves the genome of a trial enqueued with its params alone.
 - A distribution's membership test: the evolution sampler keeps a parent's value only where the child's
   distribution still holds it.
 """
@@ -40,3 +41,8 @@ def contains(dist: BaseDistribution, value: Any) -> bool:
         return dist._contains(dist.to_internal_repr(value))
     except (ValueError, TypeError, IndexError):
         return False
+
+
+def is_enqueued(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial was enqueued with fixed params (``Study.enqueue_trial``), which its sampler must keep."""
+    return "fixed_params" in trial.system_attrs

@@ -196,3 +196,7 @@ def test_the_optuna_internals_the_runners_rely_on_exist(tmp_path):
     assert optuna_internals.trial_for_id(study, optuna_internals.storage_id(trial)).number == trial.number
     assert optuna_internals.contains(objects["BaseDistribution"], 2)
     assert not optuna_internals.contains(objects["BaseDistribution"], 3)
+    study.enqueue_trial({"x": 1.0})
+    enqueued = study.ask()
+    assert optuna_internals.is_enqueued(study.trials[enqueued.number])
+    assert not optuna_internals.is_enqueued(study.trials[trial.number])

@@ -18,12 +18,14 @@ DEFAULT_SPACE = "metaformer_hybrid"
 # Measured on the 2-core CPU the default must fit in 10 minutes (benchmarks/BENCHMARKS.md, "Search").
 DEFAULT_TRIALS = 40
 DEFAULT_TRAIN_TRIALS = 20
+# The cascade's data-free screen: measured in benchmarks/BENCHMARKS.md ("Search"), a minute on 2 cores.
+DEFAULT_SCREEN = 10_000
 # --references auto: at most this many, and one per this many trials (a reference costs about a trial)
 MOST_REFERENCES, TRIALS_PER_REFERENCE = 6, 4
 
 Objective = Literal["proxy", "train", "supernet", "custom"]
 Second = Literal["latency", "params", "flops", "none"]
-SamplerName = Literal["tpe", "nsga2", "random", "evolution"]  # the one list of samplers (samplers.SAMPLERS)
+SamplerName = Literal["cascade", "tpe", "nsga2", "random", "evolution"]  # the one list of samplers (samplers.SAMPLERS)
 LatencyMode = Literal["measure", "lut"]
 PrunerName = Literal["median", "hyperband", "none"]
 RunnerName = Literal["local", "ray"]
@@ -78,8 +80,12 @@ class SearchOptions(BaseModel):
                         "with --objective train; on resume, the run's own count)")
     timeout: Annotated[float | None, BeforeValidator(parse_duration), Flag(text=True)] = Field(
         None, description="stop starting trials after this long, e.g. 2h, 30m or 90s (a number: seconds)")
-    sampler: SamplerName = Field("tpe", description="tpe: Optuna's TPE; nsga2: NSGA-II; random; evolution: "
-                                 "regularized evolution, mutating one choice of a tournament winner")
+    sampler: SamplerName = Field("cascade", description="cascade: screen --screen genomes data-free, then pick each "
+                                 "trial from them by a surrogate fitted on the trials so far; tpe: Optuna's TPE; "
+                                 "nsga2: NSGA-II; random; evolution: regularized evolution, mutating one choice of a "
+                                 "tournament winner")
+    screen: int = Field(DEFAULT_SCREEN, description="with --sampler cascade: genomes drawn and costed analytically "
+                        "(about 5 ms each) before any is built; the trials are picked from those within budget")
     seed: int = Field(0, description="seed of the sampler, the proxy batch and model weights; a run in its own "
                       "directory is reproducible from it")
     second: Second | None = Field(None, description="second objective, minimised (default: latency, or none with "
@@ -172,6 +178,7 @@ class SearchOptions(BaseModel):
         if self.proxy_batch < 2:
             raise InputError(f"--proxy-batch needs at least 2 images, got {self.proxy_batch}")
         for flag, value in (("--latency-repeats", self.latency_repeats), ("--epochs", self.epochs),
+                            ("--screen", self.screen),
                             ("--threads", self.threads), ("--workers", self.workers),
                             ("--data-limit", self.data_limit)):
             if value is not None and value < 1:

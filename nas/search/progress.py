@@ -22,9 +22,13 @@ class Progress:
         self.stream = stream or sys.stderr
         self.tty = getattr(self.stream, "isatty", lambda: False)()
         self.every_s = every_s
-        self.start = time.perf_counter()
+        self.start = self.trials_start = time.perf_counter()
         self._last = 0.0
         self._width = 0
+
+    def begin_trials(self) -> None:
+        """The trials start now: what came before (a screen) is in the elapsed time, not in the rate per trial."""
+        self.trials_start = time.perf_counter()
 
     def say(self, text: str) -> None:
         """A message of its own, above the progress line."""
@@ -44,9 +48,10 @@ class Progress:
             return
         self._last = now
         elapsed = now - self.start
-        left = (self.total - done) * elapsed / session_done if session_done else float("nan")
+        left = (self.total - done) * (now - self.trials_start) / session_done if session_done else float("nan")
         if timeout is not None:
-            left = min(left, max(timeout - elapsed, 0.0)) if left == left else max(timeout - elapsed, 0.0)
+            running = now - self.trials_start  # --timeout counts from the first trial, as the runners do
+            left = min(left, max(timeout - running, 0.0)) if left == left else max(timeout - running, 0.0)
         genomes = done - invalid
         share = f"{feasible / genomes:.0%}" if genomes > 0 else "-"
         others = ", ".join(f"{n} {what}" for n, what in ((invalid, "invalid"), (duplicates, "duplicates")) if n)

@@ -24,6 +24,7 @@ from nas.errors import GenomeError
 from nas.export import export_model
 from nas.genome import Genome
 from nas.io import dump_genome, parse_genome
+from nas.search.cascade import SCREEN_ATTR, surrogate_summary
 from nas.search.params import genome_data, params_picker
 from nas.search.references import REFERENCES_FILE, Scored, read_references, report_section, second_value, summary_line
 from nas.search.rundir import open_study, read_run, write_atomic
@@ -318,7 +319,8 @@ def write_report(run_dir: str | Path) -> SearchResult:
         _plot(tmp, trials, front, options, references.references)
     files.append(run_dir / "pareto.png")
     write_atomic(run_dir / "report.md", _markdown(run_dir, options, space, trials, points, best, counts,
-                                                  _importances(trials, directions), references))
+                                                  _importances(trials, directions), references,
+                                                  study.user_attrs.get(SCREEN_ATTR)))
     files.append(run_dir / "report.md")
     if (run_dir / REFERENCES_FILE).is_file():
         files.append(run_dir / REFERENCES_FILE)
@@ -361,9 +363,35 @@ def _write_genome(path: Path, p: ParetoPoint, options: Any) -> None:
     write_atomic(path, header + dump_genome(p.genome))
 
 
+def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened: dict[str, Any], seed: int
+                     ) -> list[str]:
+    """What each stage of the cascade saw, and how far its surrogate can be trusted in this run."""
+    stages: dict[str, int] = {}
+    for t in trials:
+        if t.state in FINISHED and not is_duplicate(t) and "stage" in t.user_attrs and "estimated" not in t.user_attrs:
+            stages[t.user_attrs["stage"]] = stages.get(t.user_attrs["stage"], 0) + 1
+    summary = surrogate_summary(space, trials, seed)
+    tau = summary["held_out_tau"]
+    lines = ["## Cascade", "", "| stage | genomes | cost each |", "|---|---|---|",
+             f"| screen (data-free: analytic cost, structural score) | {screened['drawn']:,} drawn, "
+             f"{screened['within_budget']:,} distinct within budget | "
+             f"{1000 * screened['seconds'] / max(screened['drawn'], 1):.1f} ms |"]
+    built = [t.user_attrs["seconds"] for t in trials if "build" in t.user_attrs.get("seconds", {})]
+    per_trial = sum(sum(s.values()) for s in built) / len(built) if built else float("nan")
+    lines += [f"| {stage} (built, scored{', timed' if stage == 'zero-cost' else ''}) | {n} | {per_trial:.2f} s |"
+              for stage, n in stages.items()]
+    lines += ["", f"The surrogate (a random forest on the genome's choices and data-free costs) picked "
+                  f"{summary['surrogate_picks']} of the trials; the others were uniform picks from the screened "
+                  f"genomes. Its leave-one-out Kendall tau over the {summary['results']} results: "
+                  + (f"**{tau:+.2f}**" if tau is not None else "not measured (too few distinct results)")
+                  + " (1: it ranks the genomes it did not see as they scored; 0: no better than chance).", ""]
+    return lines
+
+
 def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[FrozenTrial],
               points: list[ParetoPoint], best: ParetoPoint | None, counts: dict[str, int],
-              importances: dict[str, float] | str, references: Scored) -> str:
+              importances: dict[str, float] | str, references: Scored, screened: dict[str, Any] | None = None
+              ) -> str:
     unit = SECOND_UNITS[options.second]
     found = choices(space)
     lines = [f"# Search report: {run_dir.name}", "",
@@ -381,6 +409,8 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
     if durations:
         means = {p: sum(a.get(p, 0) for a in durations) / len(durations) for p in PHASES}
         lines += ["Mean seconds per built trial: " + ", ".join(f"{p} {means[p]:.3f}" for p in PHASES), ""]
+    if screened:
+        lines += _cascade_section(space, trials, screened, options.seed)
     failures: dict[str, int] = {}
     for t in trials:
         if t.state == TrialState.FAIL and not is_duplicate(t):

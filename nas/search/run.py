@@ -6,6 +6,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from nas.errors import InputError, NasError, did_you_mean
 from nas.flags import flag_name, option_fields
 from nas.io import parse_yaml
 from nas.outputs import output_dir
+from nas.search.cascade import SCREEN_ATTR, SCREEN_FILE, SECOND_COST, CascadeSampler, screen
 from nas.search.options import DEFAULT_SPACE, SearchOptions
 from nas.search.progress import Progress, format_seconds
 from nas.search.references import check_references, score_references
@@ -44,7 +46,7 @@ from nas.search.rundir import (
 from nas.search.samplers import make_sampler
 from nas.search.scoring import latency_table, search_inputs, set_up_device
 from nas.search.survey import check_reachable, survey
-from nas.search.trial import SECOND_UNITS, Evaluate, Inputs, TrialWork, is_invalid
+from nas.search.trial import SECOND_UNITS, Evaluate, Inputs, TrialWork, constraint_values, is_invalid
 from nas.space import read_space
 from runners.base import StopSearch, counted, is_duplicate, is_void
 from runners.local import run_trials, start_workers, wait_workers
@@ -121,11 +123,14 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     state = _LoopState(progress, options, run.label, report.feasible_share, quiet)
     study_: optuna.Study | None = None
     try:
-        study_ = _open(run, fresh, shared=run.joined or as_worker)
+        shared = run.joined or as_worker
+        study_ = _open(run, fresh)
         work = TrialWork(run.space, options, device_name, inputs, evaluate, latency_table(options))
         done = counted(study_.get_trials(deepcopy=False))
         _say_start(progress, options, report, run.label, device_name, run_dir, done, "resuming" if resume and not
                    as_worker else f"joining study {options.study!r}" if run.joined else "")
+        _set_sampler(run, study_, shared, progress, quiet=as_worker)
+        progress.begin_trials()
         if not resume and report.median_params and done == 0:
             study_.enqueue_trial(report.median_params, user_attrs={"calibration": True}, skip_if_exists=True)
         _run(options, run_dir, study_, work, state, resume=bool(resume), as_worker=as_worker)
@@ -247,8 +252,8 @@ def _started(space: Any, out: str | Path | None, given: dict[str, Any], changes:
                 label, joined=True)
 
 
-def _open(run: _Run, fresh: NewRun | None, shared: bool) -> optuna.Study:
-    """Write the new run's files, open (or create) its study and give it its sampler."""
+def _open(run: _Run, fresh: NewRun | None) -> optuna.Study:
+    """Write the new run's files and open (or create) its study."""
     options = run.options
     if fresh is not None:
         fresh.write(SPACE_FILE, run.space_text)
@@ -256,10 +261,39 @@ def _open(run: _Run, fresh: NewRun | None, shared: bool) -> optuna.Study:
     study_ = open_study(run.run_dir, options, create=True)
     if "nas.run" not in study_.user_attrs:  # what a worker on another machine joins with
         study_.set_user_attr("nas.run", {"options": options.model_dump(), "space": run.space_text})
+    return study_
+
+
+def _set_sampler(run: _Run, study_: optuna.Study, shared: bool, progress: Progress, quiet: bool) -> None:
+    """The run's sampler on its study (for the cascade, after its screen, which it says)."""
+    options = run.options
     parallel = shared or bool(options.storage) or (options.workers or 1) > 1 or options.runner == "ray"
     study_.sampler = make_sampler(options.sampler, _sampler_seed(options, study_, shared), options.trials,
-                                  parallel=parallel)
-    return study_
+                                  parallel=parallel, cascade=_cascade(run, progress, quiet))
+    if isinstance(study_.sampler, CascadeSampler) and SCREEN_ATTR not in study_.user_attrs:
+        study_.set_user_attr(SCREEN_ATTR, study_.sampler.pool.counts())
+
+
+def _cascade(run: _Run, progress: Progress, quiet: bool) -> Callable[[int], CascadeSampler]:
+    """The cascade's sampler, made when the run's sampler is the cascade: the data-free screen (the same pool
+    for every process of the run: seeded by --seed, cached in the run directory), then the sampler on it."""
+    options = run.options
+
+    def within_budget(cost: Any) -> bool:
+        return all(v <= 0 for v in constraint_values(options, cost, None).values())
+
+    def make(seed: int) -> CascadeSampler:
+        cached = (run.run_dir / SCREEN_FILE).exists()
+        if not (quiet or cached):
+            progress.say(f"  screening {options.screen:,} genomes data-free (analytic cost, structural score)")
+        pool = screen(run.space, options.screen, options.seed, within_budget, run.run_dir)
+        if not quiet:
+            progress.say(f"  screened {pool.drawn:,} genomes in {format_seconds(pool.seconds)}"
+                         + (f" ({SCREEN_FILE})" if cached else "") + f": {pool.valid:,} valid, {len(pool):,} "
+                         f"distinct within budget; the surrogate picks the trials from those")
+        return CascadeSampler(pool, run.space, seed, second_cost=SECOND_COST.get(options.second))
+
+    return make
 
 
 def _run(options: SearchOptions, run_dir: Path, study_: optuna.Study, work: TrialWork, state: _LoopState,
@@ -469,9 +503,19 @@ class _LoopState:
             raise StopSearch(self.stopped)
         if self.session_counted == 1 and trial.state == TrialState.COMPLETE and not self.quiet:
             _say_estimate(self.progress, trial, self.feasible_share, self.options.trials - done)
-        self.progress.update(done, _feasible(all_trials), _best_text(all_trials, self.options),
+        self.progress.update(done, _feasible(all_trials), _best_text(all_trials, self.options) +
+                             _surrogate_text(all_trials),
                              self.session_counted, self.options.timeout, invalid=sum(map(is_invalid, all_trials)),
                              duplicates=sum(map(is_duplicate, all_trials)))
+
+
+def _surrogate_text(trials: list[optuna.trial.FrozenTrial]) -> str:
+    """The cascade's surrogate as of its latest pick: how well it ranks the results it did not see."""
+    for t in reversed(trials):
+        if t.user_attrs.get("picked_by") == "surrogate":
+            tau = t.user_attrs.get("surrogate_tau")
+            return "" if tau is None else f"  surrogate tau {tau:+.2f} ({t.user_attrs['surrogate_results']} results)"
+    return ""
 
 
 def _distinct(trials: list[optuna.trial.FrozenTrial]) -> int:

@@ -1,5 +1,5 @@
-"""Samplers: Optuna's TPE, NSGA-II and random, and regularized evolution written as an Optuna sampler so it
-shares storage, resume and distributed workers with the others.
+"""Samplers: the cascade's (``nas.search.cascade``), Optuna's TPE, NSGA-II and random, and regularized
+evolution written as an Optuna sampler so it shares storage, resume and distributed workers with the others.
 
 Constraints reach every sampler through ``Trial.set_constraint`` (stored with the trial), which Optuna 5's
 TPE and NSGA-II read directly: the deprecated ``constraints_func`` is not needed.
@@ -7,7 +7,7 @@ TPE and NSGA-II read directly: the deprecated ``constraints_func`` is not needed
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, get_args
 
 import optuna
@@ -111,9 +111,15 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
         self._plans.pop(trial.number, None)
 
 
-def make_sampler(name: str, seed: int, trials: int = 100, parallel: bool = False) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, trials: int = 100, parallel: bool = False,
+                 cascade: Callable[[int], optuna.samplers.BaseSampler] | None = None) -> optuna.samplers.BaseSampler:
     """The named sampler; population sizes follow the trial count so short runs still evolve. ``parallel``:
-    trials run concurrently, so TPE counts running ones as bad (constant liar) rather than sampling beside them."""
+    trials run concurrently, so TPE counts running ones as bad (constant liar) rather than sampling beside them.
+    ``cascade(seed)`` makes the cascade's sampler, which needs the run's screened pool (``nas.search.cascade``)."""
+    if name == "cascade":
+        if cascade is None:
+            raise InputError("the cascade sampler needs the run's screened genomes: nas.search builds it")
+        return cascade(seed)
     if name == "tpe":
         # group=True: a nested choice is modelled only with the trials that took its parent option.
         return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, n_startup_trials=10,

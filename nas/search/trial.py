@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.compiler import compile_model
 from nas.cost import Cost, analytic_cost
 from nas.errors import GenomeError
+from nas.evaluate.proxy import structural_score
 from nas.genome import Genome
 from nas.io import parse_genome
 from nas.search.options import SearchOptions
@@ -31,6 +32,8 @@ from runners.slots import device_slot
 
 Evaluate = Callable[[Genome, torch.nn.Module], float]
 INVALID = "invalid genome"  # the failure of a sample that is no genome: never built, nothing to score
+# The cascade stage each objective's trials are at (nas.search.cascade): what a trial paid for its value.
+STAGES = {"proxy": "zero-cost", "train": "train", "supernet": "supernet", "custom": "custom"}
 SECOND_UNITS = {"latency": "ms", "params": "M params", "flops": "GFLOPs", "none": ""}
 
 
@@ -87,7 +90,8 @@ class TrialWork:
         cost = analytic_cost(genome)
         genome_hash = genome.content_hash()
         times = {"sample": sample_s, "cost": time.perf_counter() - tick}
-        attrs = {"genome_hash": genome_hash, "flops": cost.flops, "params": cost.params}
+        attrs = {"genome_hash": genome_hash, "flops": cost.flops, "params": cost.params,
+                 "structural": round(structural_score(genome), 6), "stage": STAGES[self.options.objective]}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
@@ -156,11 +160,7 @@ class TrialWork:
                      times: dict[str, float]) -> Outcome:
         """Never built. Its values are what is known without a model (documented as estimates), so that
         constraint-aware samplers still learn where the budget lies from it."""
-        score = 0.0
-        if self.options.objective == "proxy":
-            from nas.evaluate.proxy import structural_score
-
-            score = structural_score(genome)
+        score = structural_score(genome) if self.options.objective == "proxy" else 0.0
         kind = self.options.second
         second = (_latency_estimate(study, cost) if kind == "latency" else second_from_cost(kind, cost))
         attrs: dict[str, Any] = {"estimated": "over budget, never built: score is the structural score, "

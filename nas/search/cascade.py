@@ -1,0 +1,265 @@
+"""The cascade (DESIGN 9): many genomes screened for almost nothing, and only the promising ones paid for.
+
+Stage ``screen`` (data-free, about 5 ms a genome): ``--screen`` uniform draws of the space are parsed and costed
+analytically; the distinct ones within the analytic budgets form the pool, each with its encoding and
+structural score (``nas.search.surrogate.Encoder``). The pool is a pure function of the space, the budgets and
+the seed, so a resumed run or a worker rebuilds the same one (``screen.json`` in the run directory caches it).
+
+Stage of the objective (``zero-cost`` for ``--objective proxy``, ``train``, ``supernet``, ``custom``): the
+``CascadeSampler`` picks each trial's genome from the pool. Its first picks are uniform; after that a
+``Surrogate`` fitted on the stage's results so far (the trials' first objective) ranks the pool by its upper
+confidence bound, and the best genome not yet in the study is the next trial. With a second objective each pick
+weighs the bound against the genome's data-free cost (FLOPs, or params when params are the second objective)
+with a random weight, so the picks spread along the front rather than piling at its top. Every pick stores on
+its trial the prediction it was picked on, and the surrogate's leave-one-out Kendall tau over the
+results it was fitted on: what the progress line and ``report.md`` show.
+
+The screen is not stored as one trial per genome: ten thousand trials cost minutes of storage writes and would
+flood the samplers and the report with values no other trial shares. Its counts are a study attribute
+(``nas.screen``) and the pool is recomputed, never lost.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.cost import analytic_cost
+from nas.errors import GenomeError
+from nas.io import parse_genome
+from nas.search.params import random_params
+from nas.search.surrogate import MIN_FIT, Encoder, Surrogate, held_out_tau, ucb
+from nas.space import choices
+from runners.optuna_internals import contains, is_enqueued, storage_id, storage_of
+
+SCREEN_FILE = "screen.json.gz"
+SCREEN_ATTR = "nas.screen"  # the study's record of the screen: its counts
+# The data-free cost that stands for each second objective when picks weigh one against the other: 0 params, 1 FLOPs
+SECOND_COST = {"latency": 1, "flops": 1, "params": 0}
+# Uniform picks before the surrogate chooses: enough results for a forest to say something.
+FIRST_PICKS = 6
+# The leave-one-out tau refits one forest per result: past this many results it is refreshed every few picks.
+TAU_EVERY_PAST = 24
+
+
+@dataclass
+class Pool:
+    """The screened genomes within budget: Optuna params, content hash and data-free features of each."""
+
+    params: list[dict[str, Any]]
+    hashes: list[str]
+    costs: list[tuple[int, int]]  # (params, FLOPs)
+    structural: list[float]
+    drawn: int = 0
+    valid: int = 0
+    seconds: float = 0.0
+    index: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.index = {h: i for i, h in enumerate(self.hashes)}
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def counts(self) -> dict[str, Any]:
+        return {"drawn": self.drawn, "valid": self.valid, "within_budget": len(self), "seconds": round(self.seconds, 1)}
+
+
+def screen(space: dict[str, Any], size: int, seed: int, within_budget: Callable[[Any], bool],
+           run_dir: Path | None = None) -> Pool:
+    """``size`` uniform draws of ``space`` (``random.Random(seed)``); the distinct valid ones that
+    ``within_budget(cost)`` keeps, with their structural scores. Read from ``run_dir/screen.json.gz`` when that
+    holds the same screen (same size and seed), written there otherwise."""
+    from nas.evaluate.proxy import structural_score
+
+    cached = _read_cache(run_dir, size, seed)
+    if cached is not None:
+        return cached
+    tick = time.perf_counter()
+    rng = random.Random(seed)
+    pool = Pool([], [], [], [])
+    seen: set[str] = set()
+    for _ in range(size):
+        data, params = random_params(space, rng)
+        pool.drawn += 1
+        try:
+            genome = parse_genome(data)
+        except GenomeError:
+            continue
+        pool.valid += 1
+        digest = genome.content_hash()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        cost = analytic_cost(genome)
+        if not within_budget(cost):
+            continue
+        pool.params.append(params)
+        pool.hashes.append(digest)
+        pool.costs.append((cost.params, cost.flops))
+        pool.structural.append(structural_score(genome))
+    pool.seconds = time.perf_counter() - tick
+    pool.__post_init__()
+    _write_cache(run_dir, size, seed, pool)
+    return pool
+
+
+def _read_cache(run_dir: Path | None, size: int, seed: int) -> Pool | None:
+    path = run_dir / SCREEN_FILE if run_dir else None
+    if path is None or not path.exists():
+        return None
+    try:
+        with gzip.open(path, "rt") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None  # a damaged cache is screened again
+    if data.get("size") != size or data.get("seed") != seed:
+        return None
+    return Pool(data["params"], data["hashes"], [tuple(c) for c in data["costs"]], data["structural"],
+                data["drawn"], data["valid"], data["seconds"])
+
+
+def _write_cache(run_dir: Path | None, size: int, seed: int, pool: Pool) -> None:
+    if run_dir is None or not run_dir.is_dir():
+        return
+    tmp = run_dir / (SCREEN_FILE + ".tmp")
+    with gzip.open(tmp, "wt") as f:
+        json.dump({"size": size, "seed": seed, "params": pool.params, "hashes": pool.hashes, "costs": pool.costs,
+                   "structural": pool.structural, "drawn": pool.drawn, "valid": pool.valid,
+                   "seconds": pool.seconds}, f)
+    tmp.replace(run_dir / SCREEN_FILE)
+
+
+@dataclass
+class Pick:
+    index: int  # in the pool
+    params: dict[str, Any]
+    attrs: dict[str, Any]
+
+
+class CascadeSampler(optuna.samplers.BaseSampler):
+    """Picks each trial's genome from a screened ``Pool`` by a surrogate of the trials' first objective.
+
+    ``second_cost``: which data-free cost stands for the second objective (0 params, 1 FLOPs), None for a single
+    objective. Past the pool (every genome taken), it samples
+    uniformly, and the search's twin check reuses any genome already evaluated.
+    """
+
+    def __init__(self, pool: Pool, space: dict[str, Any], seed: int = 0, second_cost: int | None = None,
+                 first_picks: int = FIRST_PICKS):
+        self.pool, self.second_cost, self.first_picks = pool, second_cost, first_picks
+        self.encoder = Encoder(choices(space))
+        self._features = np.array([self.encoder.row(p, c[0], c[1], s) for p, c, s in
+                                   zip(pool.params, pool.costs, pool.structural)]).reshape(len(pool), -1)
+        self._seed = seed
+        self._rng = random.Random(seed)
+        self._random = optuna.samplers.RandomSampler(seed=seed)
+        self._picks: dict[int, Pick] = {}
+        self._tau: tuple[int, float | None] = (0, None)  # (results it was computed on, tau)
+
+    def reseed_rng(self) -> None:
+        self._rng.seed()
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
+        return {}
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if is_enqueued(trial):  # it brings its own genome (the calibration trial, a replayed one)
+            return
+        pick = self._pick(study)
+        if pick is None:
+            return
+        self._picks[trial.number] = pick
+        storage = storage_of(study)
+        for key, value in pick.attrs.items():
+            storage.set_trial_user_attr(storage_id(trial), key, value)
+
+    def sample_independent(self, study, trial, param_name: str, param_distribution: BaseDistribution) -> Any:
+        pick = self._picks.get(trial.number)
+        if pick is not None and param_name in pick.params and contains(param_distribution, pick.params[param_name]):
+            return pick.params[param_name]
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._picks.pop(trial.number, None)
+
+    # ------------------------------------------------------------------------------------------------------
+    def _pick(self, study: optuna.Study) -> Pick | None:
+        trials = study.get_trials(deepcopy=False)
+        taken = {t.user_attrs.get("genome_hash") for t in trials} | {
+            self.pool.hashes[p.index] for p in self._picks.values()}  # asked here, not yet prepared
+        free = [i for i, h in enumerate(self.pool.hashes) if h not in taken]
+        if not free:
+            return None
+        x, y = self.results(trials)
+        attrs: dict[str, Any] = {}
+        if len(y) < max(self.first_picks, MIN_FIT) or np.ptp(y) == 0:
+            chosen = self._rng.choice(free)
+            attrs["picked_by"] = "uniform"
+        else:
+            surrogate = Surrogate(seed=self._seed).fit(x, y)
+            mean, spread = surrogate.predict(self._features[free])
+            gain = ucb(mean, spread)
+            if self.second_cost is not None:
+                weight = self._rng.random()
+                cost = np.log10(np.array([max(self.pool.costs[i][self.second_cost], 1) for i in free]))
+                gain = weight * _standard(gain) - (1 - weight) * _standard(cost)
+            best = int(np.argmax(gain))
+            chosen = free[best]
+            attrs.update(picked_by="surrogate", predicted=round(float(mean[best]), 6),
+                         spread=round(float(spread[best]), 6), surrogate_results=len(y),
+                         surrogate_tau=self._held_out_tau(x, y))
+        return Pick(chosen, dict(self.pool.params[chosen]), attrs)
+
+    def results(self, trials: list[FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
+        return stage_results(self.encoder, trials)
+
+    def _held_out_tau(self, x: np.ndarray, y: np.ndarray) -> float | None:
+        n, tau = self._tau
+        if n == len(y) or (len(y) > TAU_EVERY_PAST and len(y) - n < 4):
+            return tau
+        value = held_out_tau(x, y, seed=self._seed)
+        self._tau = (len(y), None if value is None else round(value, 4))
+        return self._tau[1]
+
+
+def stage_results(encoder: Encoder, trials: list[FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
+    """Features and first objective of the finished, measured trials (not the estimates of over-budget ones,
+    not reused twins): what the surrogate is fitted on, and its held-out tau measured over."""
+    rows, values = [], []
+    for t in trials:
+        attrs = t.user_attrs
+        if (t.state != TrialState.COMPLETE or not t.values or "estimated" in attrs or "duplicate_of" in attrs
+                or not math.isfinite(t.values[0]) or "structural" not in attrs):
+            continue
+        rows.append(encoder.row(t.params, attrs["params"], attrs["flops"], attrs["structural"]))
+        values.append(t.values[0])
+    return np.array(rows).reshape(len(rows), len(encoder.columns)), np.array(values)
+
+
+def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], seed: int = 0) -> dict[str, Any]:
+    """For the report: the stage's results, how many picks the surrogate made, and its leave-one-out tau over
+    all the results (the figure the progress line showed, brought up to the last trial)."""
+    x, y = stage_results(Encoder(choices(space)), trials)
+    picked = sum(t.user_attrs.get("picked_by") == "surrogate" for t in trials)
+    return {"results": len(y), "surrogate_picks": picked, "held_out_tau": held_out_tau(x, y, seed=seed)}
+
+
+def _standard(values: np.ndarray) -> np.ndarray:
+    spread = values.std()
+    return (values - values.mean()) / spread if spread > 0 else values * 0.0
