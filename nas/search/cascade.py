@@ -40,7 +40,7 @@ from nas.errors import GenomeError
 from nas.io import parse_genome
 from nas.search.params import random_params
 from nas.search.surrogate import MIN_FIT, Encoder, Surrogate, held_out_tau, ucb
-from nas.space import choices
+from nas.space import choices, space_size
 from runners.optuna_internals import contains, is_enqueued, storage_id, storage_of
 
 SCREEN_FILE = "screen.json.gz"
@@ -90,8 +90,12 @@ def screen(space: dict[str, Any], size: int, seed: int, within_budget: Callable[
     rng = random.Random(seed)
     pool = Pool([], [], [], [])
     seen: set[str] = set()
+    distinct, drawn = space_size(space), set()
     for _ in range(size):
+        if len(drawn) >= distinct:
+            break  # a small space, all of it drawn: more draws would only repeat it
         data, params = random_params(space, rng)
+        drawn.add(json.dumps(params, sort_keys=True))
         pool.drawn += 1
         try:
             genome = parse_genome(data)

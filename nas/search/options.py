@@ -18,8 +18,9 @@ DEFAULT_SPACE = "metaformer_hybrid"
 # Measured on the 2-core CPU the default must fit in 10 minutes (benchmarks/BENCHMARKS.md, "Search").
 DEFAULT_TRIALS = 40
 DEFAULT_TRAIN_TRIALS = 20
-# The cascade's data-free screen: measured in benchmarks/BENCHMARKS.md ("Search"), a minute on 2 cores.
-DEFAULT_SCREEN = 10_000
+# The cascade's data-free screen per trial: 250 genomes cost about a second, a fifth of what a trial of the
+# default space costs (benchmarks/BENCHMARKS.md, "Search").
+SCREEN_PER_TRIAL = 250
 # --references auto: at most this many, and one per this many trials (a reference costs about a trial)
 MOST_REFERENCES, TRIALS_PER_REFERENCE = 6, 4
 
@@ -84,8 +85,10 @@ class SearchOptions(BaseModel):
                                  "trial from them by a surrogate fitted on the trials so far; tpe: Optuna's TPE; "
                                  "nsga2: NSGA-II; random; evolution: regularized evolution, mutating one choice of a "
                                  "tournament winner")
-    screen: int = Field(DEFAULT_SCREEN, description="with --sampler cascade: genomes drawn and costed analytically "
-                        "(about 5 ms each) before any is built; the trials are picked from those within budget")
+    screen: int | None = Field(None, description="with --sampler cascade: genomes drawn and costed analytically "
+                               "(about 5 ms each) before any is built; the trials are picked from those within "
+                               f"budget (default: {SCREEN_PER_TRIAL} per trial, {SCREEN_PER_TRIAL * DEFAULT_TRIALS:,} "
+                               f"for the default {DEFAULT_TRIALS} trials)")
     seed: int = Field(0, description="seed of the sampler, the proxy batch and model weights; a run in its own "
                       "directory is reproducible from it")
     second: Second | None = Field(None, description="second objective, minimised (default: latency, or none with "
@@ -152,6 +155,10 @@ class SearchOptions(BaseModel):
     @property
     def latency_budget_ms(self) -> float | None:
         return parse_latency_ms(self.latency) if self.latency else None
+
+    @property
+    def screen_size(self) -> int:
+        return self.screen or SCREEN_PER_TRIAL * self.trials
 
     @property
     def multi_objective(self) -> bool:

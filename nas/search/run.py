@@ -120,6 +120,7 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     fresh = None
     if not resume and not (run.joined and (run_dir / RUN_FILE).exists()):
         fresh = NewRun(run_dir, storage_url(run_dir, options), default_storage=not options.storage)
+        fresh.owns(SCREEN_FILE)
     state = _LoopState(progress, options, run.label, report.feasible_share, quiet)
     study_: optuna.Study | None = None
     try:
@@ -270,7 +271,7 @@ def _set_sampler(run: _Run, study_: optuna.Study, shared: bool, progress: Progre
     parallel = shared or bool(options.storage) or (options.workers or 1) > 1 or options.runner == "ray"
     study_.sampler = make_sampler(options.sampler, _sampler_seed(options, study_, shared), options.trials,
                                   parallel=parallel, cascade=_cascade(run, progress, quiet))
-    if isinstance(study_.sampler, CascadeSampler) and SCREEN_ATTR not in study_.user_attrs:
+    if isinstance(study_.sampler, CascadeSampler) and not quiet:  # the driver's (a resumed run may screen more)
         study_.set_user_attr(SCREEN_ATTR, study_.sampler.pool.counts())
 
 
@@ -285,8 +286,8 @@ def _cascade(run: _Run, progress: Progress, quiet: bool) -> Callable[[int], Casc
     def make(seed: int) -> CascadeSampler:
         cached = (run.run_dir / SCREEN_FILE).exists()
         if not (quiet or cached):
-            progress.say(f"  screening {options.screen:,} genomes data-free (analytic cost, structural score)")
-        pool = screen(run.space, options.screen, options.seed, within_budget, run.run_dir)
+            progress.say(f"  screening {options.screen_size:,} genomes data-free (analytic cost, structural score)")
+        pool = screen(run.space, options.screen_size, options.seed, within_budget, run.run_dir)
         if not quiet:
             progress.say(f"  screened {pool.drawn:,} genomes in {format_seconds(pool.seconds)}"
                          + (f" ({SCREEN_FILE})" if cached else "") + f": {pool.valid:,} valid, {len(pool):,} "

@@ -286,6 +286,11 @@ class NewRun:
         write_atomic(path, text)
         self.written.append(path)
 
+    def owns(self, name: str) -> None:
+        """A file the run writes itself later (a cache): removed with the others, unless it is already there."""
+        if not (self.run_dir / name).exists():
+            self.written.append(self.run_dir / name)
+
     def undo(self, study: optuna.Study | None) -> bool:
         """Remove what this run created, if no trial has run (a queued one has not); True when it did."""
         try:
