@@ -7,7 +7,7 @@ the command's wall time minus that span (imports, Ray start and stop, the report
 spent inside trials (sampling, building, scoring, timing) over span x workers: what a runner's own overhead and
 the latency lock leave of the machine; "s per trial inside it" shows whether the genomes drawn cost alike.
 
-    python benchmarks/runners.py --space tiny --trials 30 --repeats 3
+    python benchmarks/runner_throughput.py --space tiny --trials 30 --repeats 3
 """
 from __future__ import annotations
 

@@ -1,0 +1,156 @@
+"""The cascade: a data-free screen of many genomes, then trials picked from it by a surrogate of the trials so far
+(``nas.search.cascade``, ``nas.search.surrogate``), as the default sampler of ``nas.search``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+import nas
+from nas.cost import analytic_cost
+from nas.errors import InputError
+from nas.search.cascade import SCREEN_ATTR, SCREEN_FILE, CascadeSampler, screen
+from nas.search.params import option_labels
+from nas.search.rundir import open_study, read_run
+from nas.search.surrogate import Encoder, Surrogate, held_out_tau
+from nas.space import choices, read_space
+from tests.test_search import SMALL_SPACE
+
+TINY = read_space("tiny")[0]
+
+
+def total_width(genome, model) -> float:
+    """A stand-in objective a surrogate can learn from the genome's choices: the widths of its stages."""
+    return float(sum(stage.width * stage.depth for stage in genome.stages))
+
+
+def everything(cost) -> bool:
+    return True
+
+
+def test_the_screen_keeps_distinct_genomes_within_budget_and_is_the_same_for_a_seed(tmp_path: Path):
+    budget = 8e6
+    pool = screen(TINY, 400, seed=3, within_budget=lambda cost: cost.flops <= budget)
+    assert pool.drawn == 400 and 0 < len(pool) <= pool.valid <= 400
+    assert len(set(pool.hashes)) == len(pool)
+    assert all(flops <= budget for _, flops in pool.costs)
+    assert pool.hashes == screen(TINY, 400, seed=3, within_budget=lambda cost: cost.flops <= budget).hashes
+    assert pool.hashes != screen(TINY, 400, seed=4, within_budget=lambda cost: cost.flops <= budget).hashes
+
+    # Cached in the run directory: a resumed run or a worker reads the same pool back.
+    written = screen(TINY, 100, seed=0, within_budget=everything, run_dir=tmp_path)
+    assert (tmp_path / SCREEN_FILE).exists()
+    read = screen(TINY, 100, seed=0, within_budget=everything, run_dir=tmp_path)
+    assert (read.hashes, read.params, read.structural) == (written.hashes, written.params, written.structural)
+
+
+def test_the_screen_stops_once_a_small_space_is_drawn_whole():
+    pool = screen(SMALL_SPACE, 10_000, seed=0, within_budget=everything)
+    assert len(pool) == 40  # every genome of the space
+    assert pool.drawn < 1_000
+
+
+def test_the_encoder_has_a_column_per_option_and_per_range():
+    found = choices(SMALL_SPACE)
+    encoder = Encoder(found)
+    mixer = next(c for c in found if c.path == "stages[0].block.mixer")
+    assert [f"{mixer.path}={label}" for label in option_labels(mixer)] == [
+        c for c in encoder.columns if c.startswith(f"{mixer.path}=")]
+    assert "stages[0].depth" in encoder.columns and encoder.columns[-3:] == ["log10_params", "log10_flops",
+                                                                             "structural"]
+    row = encoder.row({"stages[0].depth": 2, mixer.path: "pooling" if "pooling" in option_labels(mixer) else
+                       option_labels(mixer)[1]}, 1e5, 1e7, 3.0)
+    assert len(row) == len(encoder.columns)
+    assert row[encoder.columns.index("stages[0].depth")] == 2
+    kernel = next(c for c in encoder.columns if "kernel" in c)  # a choice this genome never made
+    assert row[encoder.columns.index(kernel)] in (0.0, -1.0)
+    assert row[-3:] == [5.0, 7.0, 3.0]
+
+
+def test_the_surrogate_ranks_held_out_results_it_can_learn_and_not_noise():
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 6))
+    learnable = 3 * x[:, 0] + x[:, 1]
+    assert held_out_tau(x, learnable) > 0.6
+    assert abs(held_out_tau(x, rng.random(40))) < 0.35
+    assert held_out_tau(x[:3], learnable[:3]) is None  # too few results to hold one out
+    mean, spread = Surrogate(seed=0).fit(x, learnable).predict(x[:5])
+    assert mean.shape == spread.shape == (5,) and (spread >= 0).all()
+    assert np.corrcoef(mean, learnable[:5])[0, 1] > 0.8
+
+
+def test_the_cascade_sampler_picks_new_genomes_and_better_ones_once_it_has_learned():
+    """A real Optuna study over the tiny space: uniform picks first, then the surrogate's, which score higher."""
+    from nas.io import parse_genome
+    from nas.search.params import genome_data, trial_picker
+
+    pool = screen(TINY, 600, seed=0, within_budget=everything)
+    sampler = CascadeSampler(pool, TINY, seed=0, first_picks=6)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial: optuna.Trial) -> float:
+        genome = parse_genome(genome_data(TINY, trial_picker(trial)))
+        cost = analytic_cost(genome)
+        trial.set_user_attr("genome_hash", genome.content_hash())
+        for key, value in (("params", cost.params), ("flops", cost.flops),
+                           ("structural", pool.structural[pool.index[genome.content_hash()]])):
+            trial.set_user_attr(key, value)
+        return total_width(genome, None)
+
+    study.optimize(objective, n_trials=22)
+    trials = study.trials
+    hashes = [t.user_attrs["genome_hash"] for t in trials]
+    assert len(set(hashes)) == len(hashes) and set(hashes) <= set(pool.hashes)  # from the pool, never twice
+    uniform = [t.value for t in trials if t.user_attrs["picked_by"] == "uniform"]
+    learned = [t for t in trials if t.user_attrs["picked_by"] == "surrogate"]
+    assert len(uniform) == 6 and len(learned) == 16
+    assert all({"predicted", "spread", "surrogate_results", "surrogate_tau"} <= set(t.user_attrs) for t in learned)
+    everything_in_pool = [sum(w for w in _widths(p)) for p in pool.params]
+    assert np.median([t.value for t in learned]) > np.percentile(everything_in_pool, 75)
+    assert np.median([t.value for t in learned]) > np.median(uniform)
+    assert learned[-1].user_attrs["surrogate_tau"] > 0.3
+
+
+def _widths(params: dict) -> list[float]:
+    """total_width from a genome's Optuna params (widths times depths per stage)."""
+    return [float(params[f"stages[{i}].width"]) * float(params[f"stages[{i}].depth"]) for i in range(3)]
+
+
+def test_a_default_search_screens_tags_its_trials_and_reports_the_cascade(tmp_path: Path):
+    out = tmp_path / "run"
+    result = nas.search("tiny", trials=12, screen=500, second="params", evaluate=total_width, out=out,
+                        references="none", quiet=True)
+    options, _ = read_run(out)
+    assert options.sampler == "cascade"
+    study = open_study(out, options)
+    assert study.user_attrs[SCREEN_ATTR]["drawn"] == 500
+    trials = study.get_trials(deepcopy=False)
+    assert {t.user_attrs["stage"] for t in trials} == {"custom"}
+    assert sum(t.user_attrs.get("picked_by") == "surrogate" for t in trials) >= 4
+    report = (out / "report.md").read_text()
+    assert "## Cascade" in report and "500 drawn" in report and "held-out Kendall tau over the 12 results" in report
+    assert result.best is not None
+
+    # Resumed with more trials: the same pool (from the cache), and no genome evaluated twice.
+    nas.search(resume=out, trials=18, evaluate=total_width, quiet=True)
+    trials = open_study(out, options).get_trials(deepcopy=False)
+    evaluated = [t.user_attrs["genome_hash"] for t in trials if "duplicate_of" not in t.user_attrs]
+    assert len(trials) >= 18 and len(set(evaluated)) == len(evaluated)
+
+
+def test_a_screen_of_no_genomes_is_refused_before_anything_is_written(tmp_path: Path):
+    with pytest.raises(InputError, match="--screen must be at least 1, got 0"):
+        nas.search("tiny", screen=0, out=tmp_path / "never", quiet=True)
+    assert not (tmp_path / "never").exists()
+
+
+def test_the_screen_draws_what_sample_genomes_draws_for_a_seed():
+    """The screen's draws are the space's uniform draws, so a corpus genome is a screened genome."""
+    from nas.space import sample_genomes
+
+    pool = screen(TINY, 50, seed=0, within_budget=everything)
+    expected = [g.content_hash() for g in sample_genomes(TINY, 5, seed=0)]
+    assert pool.hashes[:5] == expected
