@@ -1,0 +1,580 @@
+"""A tabular replay of search strategies on the trained corpus (NAS-Bench style): every training a search would
+pay for is looked up in ``benchmarks/results/corpus/`` instead of run, so ten seeds of six strategies on two
+tasks take minutes, not days.
+
+For a task the replay holds every corpus genome with seed-0 runs at both fidelities (``short``, 3 epochs;
+``long``, 12) and finite training-free scores; the corpus is still growing, so the figures say how many. The
+truth is the long accuracy, seed 0; the target is the corpus's top 5% by it (the ceil(5% of n) best genomes,
+ties included).
+
+Cost axis: trainings paid for, in long-training equivalents, a short training costing 3/12 = 0.25. A search's
+answer at a cost is the best long accuracy among the genomes it has trained long by then; its regret is the
+corpus's best long accuracy minus the answer's (minus the corpus's worst before any long training).
+
+Strategies, each from its own seeded rng:
+
+- ``random``: genomes in a random order, each trained long.
+- ``tpe``, ``nsga2``, ``evolution`` and ``snapped`` (Optuna's random sampler, the control for the snapping
+  below): ``make_sampler(name, seed, trials=n)`` behind a single-objective (maximise) Optuna study that asks
+  over the tiny space through ``trial_picker``. The proposal is snapped to the nearest genome of the replay
+  not yet evaluated: squared Euclidean distance between ``Encoder`` rows without the cost columns, ties broken
+  by an rng of the seed that the four samplers share. The study must record what was evaluated, so the
+  proposal trial is told FAIL (TPE, NSGA-II and the evolution sampler all ignore failed trials) and the
+  snapped genome's params are enqueued and asked for again through ``trial_picker``, and told the genome's
+  long accuracy. A trial whose params are all enqueued never reaches the sampler's relative step, where NSGA-II
+  gives a trial its generation (without one it is never a parent, and NSGA-II stays random): the replay runs
+  that step on each such trial, so it passes the sampler's hooks like any other.
+- ``cascade``: successive halving steered by a surrogate. Free features: the ``Encoder`` row (choices, log
+  params, log FLOPs, structural score) and the zero-cost scores on the default batch, seed 0 (as the terms
+  ``objective_fit.feature_rows`` makes of them). The first 4 picks are random; after that a ``Surrogate``
+  refitted on every genome trained so far picks the untrained genome of highest ``ucb``. A pick is trained
+  short, then promoted to long when its short accuracy is in the top third of the short accuracies seen so far
+  (rank within ceil(n/3), itself counted). The surrogate's target is the long accuracy where known, else the
+  short accuracy plus the median (long - short) over the genomes trained at both: a shift, so it never
+  reorders the short ranking, and defined from the first pick on (the first pick is always promoted). Once
+  every genome has had its short training, the rest are promoted in order of short accuracy. The forest has
+  ``--trees`` trees, 32 by default rather than the search's 100 (``surrogate.TREES``): it is refitted after
+  every result of every seed, and 100 trees make ten seeds take many minutes once the corpus is complete.
+
+Snapping is not a uniform pick: a genome with a large neighbourhood in the choice space is the nearest one to
+more proposals, so ``snapped`` differs from ``random`` by the replay's own bias, and the samplers are read
+against ``snapped``. All four samplers get the same seed, so their first proposals coincide: each starts from
+Optuna's random sampler with that seed (TPE's 10 start-up trials, NSGA-II's first generation, evolution's first
+population).
+
+A replay stops when every genome is evaluated, or once it has both trained a top-5% genome long and spent the
+largest budget of the regret table.
+
+Figures per task and strategy: the median over seeds of the cost of training a top-5% genome long; the median
+regret at 5, 10, 20 and 40 trainings; random's median cost over the cascade's (target: at least 3), and beside
+it random's exact median, which ten seeds of a uniform order only estimate (the first k at which a top-5%
+genome is among the first k trainings with probability 1/2: 1 - C(n - t, k) / C(n, k) >= 1/2). And how
+well the surrogate ranks: fitted on 20 random genomes (the features above, target long accuracy), the Kendall
+tau of its predictions on the other genomes, beside the leave-one-out tau ``held_out_tau`` reports on the 20,
+and beside the best single training-free score on the same held-out genomes, picked by its tau on the 20 (what
+a search could know) and in hindsight (the best on the held-out genomes themselves, an upper bound).
+
+    python benchmarks/replay.py                  # writes benchmarks/results/replay/{replay.json,SECTION.md}
+    python benchmarks/replay.py --seeds 20 --tasks digits --corpus /elsewhere/corpus
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import re
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import sklearn
+import yaml
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# nas first: objective_fit puts benchmarks/ at the head of sys.path, where benchmarks/runners.py would hide the
+# top-level runners package that nas.search.samplers imports.
+from nas.errors import GenomeError  # noqa: E402
+from nas.genome import Genome  # noqa: E402
+from nas.graph import check_genome  # noqa: E402
+from nas.search.params import random_params, trial_picker  # noqa: E402
+from nas.search.samplers import make_sampler  # noqa: E402
+from nas.search.surrogate import COST_FEATURES, Encoder, Surrogate, held_out_tau, ucb  # noqa: E402
+from nas.space import choices, instantiate  # noqa: E402
+
+# isort: split
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from corpus import LONG_EPOCHS, OUT, SAMPLE_SEED, SHORT_EPOCHS, SPACE, read_jsonl  # noqa: E402
+from objective_fit import accuracy, feature_rows, tau  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "replay"
+STRATEGIES = ("random", "snapped", "tpe", "nsga2", "evolution", "cascade")
+SAMPLER_OF = {"snapped": "random", "tpe": "tpe", "nsga2": "nsga2", "evolution": "evolution"}  # make_sampler's name
+SHORT_COST = SHORT_EPOCHS / LONG_EPOCHS
+BUDGETS = (5, 10, 20, 40)
+TOP_FRACTION = 0.05
+RANDOM_START = 4  # the cascade's random picks before its surrogate chooses
+REPLAY_TREES = 32  # the cascade's forest: refitted after every result, so its size sets the replay's time
+FIT_SIZE = 20  # genomes the held-out surrogate figure is fitted on
+TARGET_RATIO = 3.0  # random's cost to the top 5% over the cascade's
+ZERO_COST = ("naswot", "synflow", "grad_norm", "snip", "zico", "meco")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The corpus as a table
+
+@dataclass
+class Task:
+    """One task's replay table; genomes are positions 0..n-1 in corpus order."""
+
+    name: str
+    indexes: list[int]  # corpus index (genomes.jsonl) of each position
+    short: np.ndarray
+    long: np.ndarray
+    params: list[dict[str, Any]]  # Optuna params, by YAML path
+    choice_rows: np.ndarray  # Encoder columns of the choices only: the snapping distance
+    features: np.ndarray  # Encoder row + zero-cost terms: what the cascade's surrogate sees
+    scores: dict[str, np.ndarray]  # training-free score -> raw value per genome
+    top: set[int] = field(default_factory=set)
+
+    @property
+    def n(self) -> int:
+        return len(self.indexes)
+
+
+def corpus_params(space: dict[str, Any], ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Genome id -> Optuna params: ``sample_genomes``' draws replayed through ``random_params``, which consumes
+    the rng as ``random_picker`` does, skipping invalid genomes and duplicates alike. Checked against the ids of
+    genomes.jsonl (the hash of the tiny-space genome, before ``for_task`` sets a task's channels)."""
+    rng, found = random.Random(SAMPLE_SEED), {}
+    for _ in range(200 * len(ids)):
+        mapping, params = random_params(space, rng)
+        try:
+            genome = Genome.model_validate(mapping)
+            check_genome(genome)
+        except GenomeError:
+            continue
+        found.setdefault(genome.content_hash(), params)
+        if len(found) == len(ids):
+            break
+    if list(found) != ids:
+        raise SystemExit("replaying sample_genomes does not give genomes.jsonl's ids: was the corpus drawn with "
+                         f"another space or seed than {SPACE.name}, seed {SAMPLE_SEED}?")
+    return found
+
+
+def load_task(name: str, genomes: list[dict], runs: list[dict], scores: list[dict], params: dict[str, dict],
+              encoder: Encoder) -> Task:
+    """The genomes with seed-0 runs at both fidelities and finite scores on the task, in corpus order."""
+    by_id = {g["genome"]: g for g in genomes}
+    short, long = accuracy(runs, name, "short"), accuracy(runs, name, "long")
+    raw = {s["genome"]: s["scores"] for s in scores
+           if s["task"] == name and s["batch"] == "default" and s["seed"] == 0}
+    terms = feature_rows(by_id, scores, name, "default", ["structural", *ZERO_COST])  # finite ones only
+    ids = [g["genome"] for g in genomes if g["genome"] in short and g["genome"] in long and g["genome"] in terms]
+    rows = [encoder.row(params[g], by_id[g]["params"], by_id[g]["flops"], raw[g]["structural"]) for g in ids]
+    task = Task(name=name, indexes=[by_id[g]["index"] for g in ids],
+                short=np.array([short[g] for g in ids]), long=np.array([long[g] for g in ids]),
+                params=[params[g] for g in ids], choice_rows=np.array([choice_row(encoder, params[g]) for g in ids]),
+                features=np.array([r + terms[g][1:] for r, g in zip(rows, ids)]),
+                scores={s: np.array([raw[g][s] for g in ids]) for s in ("structural", *ZERO_COST)})
+    task.top = top_genomes(task.long)
+    return task
+
+
+def choice_row(encoder: Encoder, params: dict[str, Any]) -> list[float]:
+    """The Encoder row without its cost columns: a proposal has no costs, and snapping compares choices only."""
+    return encoder.row(params, 1.0, 1.0, 0.0)[:len(encoder.columns) - len(COST_FEATURES)]
+
+
+def top_genomes(long: np.ndarray) -> set[int]:
+    """The top 5% by long accuracy, ties at the threshold included."""
+    if len(long) == 0:
+        return set()
+    k = max(1, math.ceil(TOP_FRACTION * len(long)))
+    threshold = np.sort(long)[::-1][k - 1]
+    return {int(i) for i in np.flatnonzero(long >= threshold)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What a search paid for
+
+@dataclass
+class Trace:
+    """The trainings of one replay in order: (cost so far, genome, fidelity, accuracy)."""
+
+    steps: list[tuple[float, int, str, float]] = field(default_factory=list)
+    cost: float = 0.0
+
+    def train(self, genome: int, fidelity: str, acc: float) -> None:
+        self.cost += 1.0 if fidelity == "long" else SHORT_COST
+        self.steps.append((self.cost, genome, fidelity, float(acc)))
+
+    def answer(self, budget: float = math.inf) -> float | None:
+        """The best long accuracy trained within ``budget``."""
+        longs = [a for c, _, f, a in self.steps if f == "long" and c <= budget + 1e-9]
+        return max(longs) if longs else None
+
+    def cost_to(self, genomes: set[int]) -> float:
+        """The cost when one of ``genomes`` was first trained long; inf if never."""
+        return next((c for c, g, f, _ in self.steps if f == "long" and g in genomes), math.inf)
+
+
+def finished(trace: Trace, task: Task) -> bool:
+    return trace.cost >= max(BUDGETS) and math.isfinite(trace.cost_to(task.top))
+
+
+def regret(trace: Trace, task: Task, budget: float) -> float:
+    answer = trace.answer(budget)
+    return float(task.long.max() - (task.long.min() if answer is None else answer))
+
+
+def strategy_rng(task: Task, strategy: str, seed: int) -> random.Random:
+    return random.Random(f"{task.name}/{strategy}/{seed}")  # str seeds are stable across processes
+
+
+def pick_max(values: np.ndarray, candidates: list[int], rng: random.Random) -> int:
+    """The candidate of the highest value, ties broken by the rng."""
+    return candidates[rng.choice(np.flatnonzero(values == values.max()).tolist())]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The strategies
+
+def replay_random(task: Task, seed: int) -> Trace:
+    order = list(range(task.n))
+    strategy_rng(task, "random", seed).shuffle(order)
+    trace = Trace()
+    for i in order:
+        if finished(trace, task):
+            break
+        trace.train(i, "long", task.long[i])
+    return trace
+
+
+def nearest(row: np.ndarray, task: Task, left: list[int], rng: random.Random) -> int:
+    """The genome of ``left`` closest to ``row`` on the choice columns."""
+    return pick_max(-((task.choice_rows[left] - row) ** 2).sum(axis=1), left, rng)
+
+
+def replay_sampler(task: Task, strategy: str, seed: int, space: dict[str, Any], encoder: Encoder) -> Trace:
+    # One tie-breaking rng for all samplers: on a seed, their shared random start snaps to the same genomes.
+    rng, sampler = strategy_rng(task, "snap", seed), make_sampler(SAMPLER_OF[strategy], seed, trials=task.n)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    left, trace = list(range(task.n)), Trace()
+    while left and not finished(trace, task):
+        proposal = study.ask()
+        instantiate(space, trial_picker(proposal))
+        i = nearest(np.array(choice_row(encoder, proposal.params)), task, left, rng)
+        study.tell(proposal, state=TrialState.FAIL)  # not evaluated: the snapped genome is, as its own trial
+        study.enqueue_trial(task.params[i])
+        trial = study.ask()
+        trial.relative_params  # noqa: B018 -- the sampler's relative step: NSGA-II assigns the generation there
+        instantiate(space, trial_picker(trial))
+        if trial.params != task.params[i]:
+            raise RuntimeError(f"enqueued params not replayed: {trial.params} != {task.params[i]}")
+        study.tell(trial, float(task.long[i]))
+        left.remove(i)
+        trace.train(i, "long", task.long[i])
+    return trace
+
+
+def in_top_third(value: float, seen: list[float]) -> bool:
+    """Successive halving's promotion rule; ``seen`` includes ``value``."""
+    return sum(v > value for v in seen) < math.ceil(len(seen) / 3)
+
+
+def surrogate_pick(task: Task, short: dict[int, float], long: dict[int, float], left: list[int],
+                   model: Surrogate, rng: random.Random) -> int:
+    shift = statistics.median(long[i] - short[i] for i in long)  # long is never empty: pick 1 is promoted
+    trained = list(short)
+    target = np.array([long.get(i, short[i] + shift) for i in trained])
+    model.fit(task.features[trained], target)
+    mean, std = model.predict(task.features[left])
+    return pick_max(ucb(mean, std), left, rng)
+
+
+def replay_cascade(task: Task, seed: int, trees: int) -> Trace:
+    rng, model = strategy_rng(task, "cascade", seed), Surrogate(seed=seed, trees=trees)
+    short: dict[int, float] = {}
+    long: dict[int, float] = {}
+    left, trace = list(range(task.n)), Trace()
+    while left and not finished(trace, task):
+        if len(short) < RANDOM_START:
+            i = rng.choice(left)
+        else:
+            i = surrogate_pick(task, short, long, left, model, rng)
+        left.remove(i)
+        short[i] = float(task.short[i])
+        trace.train(i, "short", short[i])
+        if in_top_third(short[i], list(short.values())):
+            long[i] = float(task.long[i])
+            trace.train(i, "long", long[i])
+    for i in sorted(set(short) - set(long), key=lambda i: -short[i]):  # every genome screened: promote the rest
+        if finished(trace, task):
+            break
+        trace.train(i, "long", task.long[i])
+    return trace
+
+
+def replay(task: Task, strategy: str, seed: int, space: dict[str, Any], encoder: Encoder, trees: int) -> Trace:
+    if strategy == "random":
+        return replay_random(task, seed)
+    if strategy == "cascade":
+        return replay_cascade(task, seed, trees)
+    return replay_sampler(task, strategy, seed, space, encoder)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# How well the surrogate ranks
+
+def _tau(x: np.ndarray, y: np.ndarray) -> float:
+    return tau(x.tolist(), y.tolist())
+
+
+def _best(taus: dict[str, float]) -> str:
+    return max(taus, key=lambda s: taus[s] if math.isfinite(taus[s]) else -math.inf)
+
+
+def held_out(task: Task, seed: int, trees: int) -> dict[str, Any]:
+    """The surrogate fitted on FIT_SIZE random genomes, judged on the rest, beside the single scores."""
+    rng = random.Random(f"{task.name}/held-out/{seed}")
+    fit = sorted(rng.sample(range(task.n), FIT_SIZE))
+    rest = sorted(set(range(task.n)) - set(fit))
+    model = Surrogate(seed=seed, trees=trees).fit(task.features[fit], task.long[fit])
+    predicted, _ = model.predict(task.features[rest])
+    on_fit = {s: _tau(v[fit], task.long[fit]) for s, v in task.scores.items()}
+    on_rest = {s: _tau(v[rest], task.long[rest]) for s, v in task.scores.items()}
+    picked, hindsight = _best(on_fit), _best(on_rest)
+    return {"seed": seed, "surrogate": _tau(predicted, task.long[rest]),
+            "leave_one_out": held_out_tau(task.features[fit], task.long[fit], seed=seed),
+            "picked": picked, "picked_tau": on_rest[picked], "hindsight": hindsight,
+            "hindsight_tau": on_rest[hindsight], "held_out_genomes": len(rest)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Figures
+
+def median(values: list[float | None]) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def seed_record(trace: Trace, task: Task, seed: int) -> dict[str, Any]:
+    return {"seed": seed, "cost_to_top": trace.cost_to(task.top),
+            "regret": {str(b): regret(trace, task, b) for b in BUDGETS},
+            "long_trainings": sum(f == "long" for _, _, f, _ in trace.steps),
+            "short_trainings": sum(f == "short" for _, _, f, _ in trace.steps),
+            # the per-seed curve: (cost so far, corpus index, fidelity, accuracy) of every training; the regret
+            # after each is the corpus's best_long minus the best long accuracy so far
+            "steps": [[c, task.indexes[g], f, round(a, 5)] for c, g, f, a in trace.steps]}
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """25th and 75th percentiles by nearest rank (costs may be inf, which interpolation would make nan)."""
+    ordered = sorted(values)
+    return ordered[int(0.25 * (len(ordered) - 1))], ordered[math.ceil(0.75 * (len(ordered) - 1))]
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    costs = [r["cost_to_top"] for r in records]
+    return {"median_cost_to_top": statistics.median(costs), "quartiles_cost_to_top": quartiles(costs),
+            "reached": sum(math.isfinite(c) for c in costs), "seeds": len(records),
+            "median_regret": {str(b): median([r["regret"][str(b)] for r in records]) for b in BUDGETS}}
+
+
+def random_exact_median(n: int, targets: int) -> int:
+    """The median cost of the random strategy without sampling noise: the first k with P(a target among the
+    first k of a uniform order) >= 1/2, where P = 1 - C(n - t, k) / C(n, k)."""
+    return next(k for k in range(1, n + 1) if 2 * math.comb(n - targets, k) <= math.comb(n, k))
+
+
+def corpus_summary(task: Task) -> dict[str, Any]:
+    return {"genomes": task.n, "top_genomes": len(task.top), "top_threshold": float(min(task.long[list(task.top)])),
+            "best_long": float(task.long.max()), "worst_long": float(task.long.min()),
+            "tau_short_long": _tau(task.short, task.long),
+            "random_exact_median": random_exact_median(task.n, len(task.top))}
+
+
+def replay_task(task: Task, seeds: int, space: dict[str, Any], encoder: Encoder, trees: int) -> dict[str, Any]:
+    per_seed = {s: [seed_record(replay(task, s, seed, space, encoder, trees), task, seed) for seed in range(seeds)]
+                for s in STRATEGIES}
+    figures = {s: summarise(records) for s, records in per_seed.items()}
+    cascade = figures["cascade"]["median_cost_to_top"]
+    ratio = figures["random"]["median_cost_to_top"] / cascade
+    taus = [held_out(task, seed, trees) for seed in range(seeds)] if task.n >= FIT_SIZE + 3 else []
+    surrogate = {}
+    if taus:
+        picks = [t["picked"] for t in taus]
+        surrogate = {"fit_genomes": FIT_SIZE, "median_surrogate": median([t["surrogate"] for t in taus]),
+                     "median_leave_one_out": median([t["leave_one_out"] for t in taus]),
+                     "median_picked_score": median([t["picked_tau"] for t in taus]),
+                     "most_picked": max(sorted(set(picks)), key=picks.count),
+                     "median_hindsight_score": median([t["hindsight_tau"] for t in taus]), "per_seed": taus}
+    corpus = corpus_summary(task)
+    return {"corpus": corpus, "strategies": figures, "random_over_cascade": ratio,
+            "exact_random_over_cascade": corpus["random_exact_median"] / cascade,
+            "target_met": ratio >= TARGET_RATIO, "surrogate_tau": surrogate, "per_seed": per_seed}
+
+
+def cost_cell(summary: dict[str, Any]) -> str:
+    cost = summary["median_cost_to_top"]
+    return "not reached" if math.isinf(cost) else f"{cost:.2f}"
+
+
+def spread_cell(summary: dict[str, Any]) -> str:
+    return " - ".join("never" if math.isinf(c) else f"{c:.2f}" for c in summary["quartiles_cost_to_top"])
+
+
+def tables(results: dict[str, dict[str, Any]]) -> str:
+    lines = ["| task | genomes in the replay | top 5% (genomes; long accuracy at least) | best / worst long accuracy "
+             "| tau(short, long) | random's exact median cost to the top 5% |", "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        c = r["corpus"]
+        lines.append(f"| {name} | {c['genomes']} | {c['top_genomes']}; {c['top_threshold']:.3f} | "
+                     f"{c['best_long']:.3f} / {c['worst_long']:.3f} | {c['tau_short_long']:+.3f} | "
+                     f"{c['random_exact_median']} |")
+    budgets = " | ".join(f"regret at {b}" for b in BUDGETS)
+    lines += ["", f"| task | strategy | median trainings to a top-5% genome (quartiles) | seeds reaching it "
+              f"| {budgets} |", "|---|---|---|---|" + "---|" * len(BUDGETS)]
+    for name, r in results.items():
+        for s, f in r["strategies"].items():
+            regrets = " | ".join(f"{f['median_regret'][str(b)]:.3f}" for b in BUDGETS)
+            lines.append(f"| {name} | {s} | {cost_cell(f)} ({spread_cell(f)}) | {f['reached']}/{f['seeds']} "
+                         f"| {regrets} |")
+    lines += ["", "| task | random (median over seeds) | random (exact median) | cascade (median over seeds) | "
+              "random / cascade | exact random / cascade | target (at least 3) |", "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        f = r["strategies"]
+        lines.append(f"| {name} | {cost_cell(f['random'])} | {r['corpus']['random_exact_median']} | "
+                     f"{cost_cell(f['cascade'])} | {r['random_over_cascade']:.2f} | "
+                     f"{r['exact_random_over_cascade']:.2f} | {'met' if r['target_met'] else 'not met'} |")
+    lines += ["", f"| task | surrogate fitted on {FIT_SIZE}, tau on the rest | its leave-one-out tau on the "
+              f"{FIT_SIZE} | best single score picked on the {FIT_SIZE}, tau on the rest (most picked) | "
+              "best single score in hindsight, tau on the rest |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        t = r["surrogate_tau"]
+        if t:
+            lines.append(f"| {name} | {t['median_surrogate']:+.3f} | {t['median_leave_one_out']:+.3f} | "
+                         f"{t['median_picked_score']:+.3f} ({t['most_picked']}) | "
+                         f"{t['median_hindsight_score']:+.3f} |")
+        else:
+            lines.append(f"| {name} | too few genomes | | | |")
+    return "\n".join(lines)
+
+
+def tied(figures: dict[str, dict[str, Any]], key: str, best: float, budget: str | None = None) -> str:
+    """The strategies whose figure equals ``best``."""
+    return ", ".join(s for s in STRATEGIES
+                     if (figures[s][key] if budget is None else figures[s][key][budget]) == best)
+
+
+def reading(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Plain statements of the figures, written from them so that they stay true as the corpus grows."""
+    out = []
+    for name, r in results.items():
+        f, c = r["strategies"], r["corpus"]
+        verdict = "meets" if r["target_met"] else "does not meet"
+        out.append(f"- {name}: the cascade reaches a top-5% genome after a median {cost_cell(f['cascade'])} "
+                   f"trainings against random's {cost_cell(f['random'])}, a ratio of {r['random_over_cascade']:.2f}: "
+                   f"it {verdict} the target of {TARGET_RATIO:.0f}. Against random's exact median "
+                   f"({c['random_exact_median']}, free of the seeds' luck) the ratio is "
+                   f"{r['exact_random_over_cascade']:.2f}. Short accuracy ranks long accuracy with tau "
+                   f"{c['tau_short_long']:+.2f}, which is what the promotions rest on. Median regret at "
+                   f"{BUDGETS[0]} trainings: cascade {f['cascade']['median_regret'][str(BUDGETS[0])]:.3f}, random "
+                   f"{f['random']['median_regret'][str(BUDGETS[0])]:.3f}.")
+        fewest = min(f[s]["median_cost_to_top"] for s in STRATEGIES)
+        lowest = min(f[s]["median_regret"]["20"] for s in STRATEGIES)
+        out.append(f"- {name}: fewest trainings to the top 5%: {tied(f, 'median_cost_to_top', fewest)} "
+                   f"({fewest:.2f}); lowest median regret at 20 trainings: "
+                   f"{tied(f, 'median_regret', lowest, '20')} ({lowest:.3f}).")
+        t = r["surrogate_tau"]
+        if t:
+            out.append(f"- {name}: fitted on {FIT_SIZE} genomes, the surrogate ranks the others with tau "
+                       f"{t['median_surrogate']:+.2f} (median over seeds); the best single score picked on the "
+                       f"same {FIT_SIZE} gets {t['median_picked_score']:+.2f}, the best in hindsight "
+                       f"{t['median_hindsight_score']:+.2f}; the leave-one-out tau a run would see on its "
+                       f"{FIT_SIZE} is {t['median_leave_one_out']:+.2f}.")
+    snapped = ", ".join(f"{cost_cell(r['strategies']['snapped'])} against random's "
+                        f"{cost_cell(r['strategies']['random'])} on {name}" for name, r in results.items())
+    out.append("- tpe, nsga2 and evolution share their first proposals with snapped on each seed (Optuna's random "
+               "sampler with that seed), so a median within their random start (TPE's first 10 trials) is one "
+               "measurement of random proposals snapped to the corpus, not four, and says nothing of the samplers' "
+               f"models. Snapping alone gives a median of {snapped}: the replay's bias, against which the samplers "
+               "are to be read.")
+    sizes = ", ".join(f"{r['corpus']['top_genomes']} of {r['corpus']['genomes']} on {name}"
+                      for name, r in results.items())
+    out.append(f"- The top 5% is {sizes}: one lucky or unlucky pick moves a median, so these figures are coarse "
+               "until the corpus is complete.")
+    return out
+
+
+def section(results: dict[str, dict[str, Any]], command: str, seeds: int, runs: list[dict], seconds: float) -> str:
+    latest = max((r.get("finished", "") for r in runs), default="")
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+               f"optuna {optuna.__version__}, scikit-learn {sklearn.__version__}")
+    sizes = ", ".join(f"{name} {r['corpus']['genomes']}" for name, r in results.items())
+    return "\n".join([
+        "## Replay: search strategies on the trained corpus", "",
+        f"Command: `{command}` "
+        f"({time.strftime('%Y-%m-%d %H:%M')}; {seconds:.0f} s wall; {machine}).", "",
+        f"Corpus used: {len(runs)} runs, the latest finished {latest}; genomes in the replay (seed-0 runs at "
+        f"both fidelities and finite scores): {sizes}. Costs are trainings in long-training equivalents (a short "
+        f"one is {SHORT_COST:g}); regret is the corpus's best long accuracy minus the answer's; medians over "
+        f"{seeds} seeds. Method: the docstring of `benchmarks/replay.py`; per-seed curves in "
+        "`benchmarks/results/replay/replay.json`.", "",
+        tables(results), "", "Reading:", *reading(results), ""])
+
+
+def dump(data: dict[str, Any]) -> str:
+    """Indented JSON with each list of scalars (a training step, a pair of quartiles) on one line."""
+    def one_line(match: re.Match) -> str:
+        return "[" + " ".join(line.strip() for line in match.group(1).splitlines()) + "]"
+
+    return re.sub(r"\[\n([^\[\]{}]*?)\n *\]", one_line, json.dumps(jsonable(data), indent=1)) + "\n"
+
+
+def jsonable(value: Any) -> Any:
+    """inf and nan as strings: JSON has neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--corpus", type=Path, default=OUT)
+    parser.add_argument("--tasks", default="digits,patterns")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--trees", type=int, default=REPLAY_TREES, help="trees of the surrogate's forest")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    start = time.perf_counter()
+
+    space = yaml.safe_load(SPACE.read_text())
+    encoder = Encoder(choices(space))
+    genomes = sorted(read_jsonl(args.corpus / "genomes.jsonl"), key=lambda g: g["index"])
+    runs, scores = read_jsonl(args.corpus / "runs.jsonl"), read_jsonl(args.corpus / "scores.jsonl")
+    params = corpus_params(space, [g["genome"] for g in genomes])
+    results = {}
+    for name in args.tasks.split(","):
+        task = load_task(name, genomes, runs, scores, params, encoder)
+        if task.n < 2 * RANDOM_START:
+            print(f"{name}: {task.n} genomes in the replay, too few; skipped", file=sys.stderr)
+            continue
+        results[name] = replay_task(task, args.seeds, space, encoder, args.trees)
+        print(f"{name}: {task.n} genomes replayed ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+    if not results:
+        raise SystemExit("no task has enough genomes to replay")
+    seconds = time.perf_counter() - start
+    command = "python benchmarks/replay.py " + " ".join(sys.argv[1:])
+
+    print(tables(results))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "replay.json").write_text(dump({
+        "command": command, "seconds": round(seconds, 1), "corpus_runs": len(runs), "short_cost": SHORT_COST,
+        "budgets": list(BUDGETS), "top_fraction": TOP_FRACTION, "trees": args.trees,
+        "strategies": list(STRATEGIES), "tasks": results}))
+    (args.out / "SECTION.md").write_text(section(results, command.strip(), args.seeds, runs, seconds))
+    print(f"\nwrote {args.out / 'replay.json'} and {args.out / 'SECTION.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
