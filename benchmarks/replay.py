@@ -50,7 +50,7 @@ regret at 5, 10, 20 and 40 trainings; random's median cost over the cascade's (t
 it random's exact median, which ten seeds of a uniform order only estimate (the first k at which a top-5%
 genome is among the first k trainings with probability 1/2: 1 - C(n - t, k) / C(n, k) >= 1/2). And how
 well the surrogate ranks: fitted on 20 random genomes (the features above, target long accuracy), the Kendall
-tau of its predictions on the other genomes, beside the leave-one-out tau ``held_out_tau`` reports on the 20,
+tau of its predictions on the other genomes, beside the out-of-bag tau ``held_out_tau`` reports on the 20,
 and beside the best single training-free score on the same held-out genomes, picked by its tau on the 20 (what
 a search could know) and in hindsight (the best on the held-out genomes themselves, an upper bound).
 
@@ -338,7 +338,7 @@ def held_out(task: Task, seed: int, trees: int) -> dict[str, Any]:
     on_rest = {s: _tau(v[rest], task.long[rest]) for s, v in task.scores.items()}
     picked, hindsight = _best(on_fit), _best(on_rest)
     return {"seed": seed, "surrogate": _tau(predicted, task.long[rest]),
-            "leave_one_out": held_out_tau(task.features[fit], task.long[fit], seed=seed),
+            "out_of_bag": held_out_tau(task.features[fit], task.long[fit], seed=seed),
             "picked": picked, "picked_tau": on_rest[picked], "hindsight": hindsight,
             "hindsight_tau": on_rest[hindsight], "held_out_genomes": len(rest)}
 
@@ -398,7 +398,7 @@ def replay_task(task: Task, seeds: int, space: dict[str, Any], encoder: Encoder,
     if taus:
         picks = [t["picked"] for t in taus]
         surrogate = {"fit_genomes": FIT_SIZE, "median_surrogate": median([t["surrogate"] for t in taus]),
-                     "median_leave_one_out": median([t["leave_one_out"] for t in taus]),
+                     "median_out_of_bag": median([t["out_of_bag"] for t in taus]),
                      "median_picked_score": median([t["picked_tau"] for t in taus]),
                      "most_picked": max(sorted(set(picks)), key=picks.count),
                      "median_hindsight_score": median([t["hindsight_tau"] for t in taus]), "per_seed": taus}
@@ -440,13 +440,13 @@ def tables(results: dict[str, dict[str, Any]]) -> str:
         lines.append(f"| {name} | {cost_cell(f['random'])} | {r['corpus']['random_exact_median']} | "
                      f"{cost_cell(f['cascade'])} | {r['random_over_cascade']:.2f} | "
                      f"{r['exact_random_over_cascade']:.2f} | {'met' if r['target_met'] else 'not met'} |")
-    lines += ["", f"| task | surrogate fitted on {FIT_SIZE}, tau on the rest | its leave-one-out tau on the "
+    lines += ["", f"| task | surrogate fitted on {FIT_SIZE}, tau on the rest | its out-of-bag tau on the "
               f"{FIT_SIZE} | best single score picked on the {FIT_SIZE}, tau on the rest (most picked) | "
               "best single score in hindsight, tau on the rest |", "|---|---|---|---|---|"]
     for name, r in results.items():
         t = r["surrogate_tau"]
         if t:
-            lines.append(f"| {name} | {t['median_surrogate']:+.3f} | {t['median_leave_one_out']:+.3f} | "
+            lines.append(f"| {name} | {t['median_surrogate']:+.3f} | {t['median_out_of_bag']:+.3f} | "
                          f"{t['median_picked_score']:+.3f} ({t['most_picked']}) | "
                          f"{t['median_hindsight_score']:+.3f} |")
         else:
@@ -484,8 +484,8 @@ def reading(results: dict[str, dict[str, Any]]) -> list[str]:
             out.append(f"- {name}: fitted on {FIT_SIZE} genomes, the surrogate ranks the others with tau "
                        f"{t['median_surrogate']:+.2f} (median over seeds); the best single score picked on the "
                        f"same {FIT_SIZE} gets {t['median_picked_score']:+.2f}, the best in hindsight "
-                       f"{t['median_hindsight_score']:+.2f}; the leave-one-out tau a run would see on its "
-                       f"{FIT_SIZE} is {t['median_leave_one_out']:+.2f}.")
+                       f"{t['median_hindsight_score']:+.2f}; the out-of-bag tau a run would see on its "
+                       f"{FIT_SIZE} is {t['median_out_of_bag']:+.2f}.")
     snapped = ", ".join(f"{cost_cell(r['strategies']['snapped'])} against random's "
                         f"{cost_cell(r['strategies']['random'])} on {name}" for name, r in results.items())
     out.append("- tpe, nsga2 and evolution share their first proposals with snapped on each seed (Optuna's random "

@@ -120,5 +120,5 @@ def test_a_flag_says_its_default_taken_from_the_option(capsys):
     with pytest.raises(SystemExit):
         main(["search", "--help"])
     shown = capsys.readouterr().out
-    assert "(default: 4GFLOPs)" in shown and "(default: tpe)" in shown
+    assert "(default: 4GFLOPs)" in shown and "(default: cascade)" in shown
     assert "{proxy,train,supernet}" in shown  # custom is a Python evaluate=, not a flag

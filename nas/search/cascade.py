@@ -11,7 +11,7 @@ Stage of the objective (``zero-cost`` for ``--objective proxy``, ``train``, ``su
 confidence bound, and the best genome not yet in the study is the next trial. With a second objective each pick
 weighs the bound against the genome's data-free cost (FLOPs, or params when params are the second objective)
 with a random weight, so the picks spread along the front rather than piling at its top. Every pick stores on
-its trial the prediction it was picked on, and the surrogate's leave-one-out Kendall tau over the
+its trial the prediction it was picked on, and the surrogate's held-out Kendall tau over the
 results it was fitted on: what the progress line and ``report.md`` show.
 
 The screen is not stored as one trial per genome: ten thousand trials cost minutes of storage writes and would
@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -49,8 +50,6 @@ SCREEN_ATTR = "nas.screen"  # the study's record of the screen: its counts
 SECOND_COST = {"latency": 1, "flops": 1, "params": 0}
 # Uniform picks before the surrogate chooses: enough results for a forest to say something.
 FIRST_PICKS = 6
-# The leave-one-out tau refits one forest per result: past this many results it is refreshed every few picks.
-TAU_EVERY_PAST = 24
 
 
 @dataclass
@@ -137,12 +136,15 @@ def _read_cache(run_dir: Path | None, size: int, seed: int) -> Pool | None:
 def _write_cache(run_dir: Path | None, size: int, seed: int, pool: Pool) -> None:
     if run_dir is None or not run_dir.is_dir():
         return
-    tmp = run_dir / (SCREEN_FILE + ".tmp")
-    with gzip.open(tmp, "wt") as f:
-        json.dump({"size": size, "seed": seed, "params": pool.params, "hashes": pool.hashes, "costs": pool.costs,
-                   "structural": pool.structural, "drawn": pool.drawn, "valid": pool.valid,
-                   "seconds": pool.seconds}, f)
-    tmp.replace(run_dir / SCREEN_FILE)
+    tmp = run_dir / f"{SCREEN_FILE}.{os.getpid()}.tmp"  # workers screening at once each write their own
+    try:
+        with gzip.open(tmp, "wt") as f:
+            json.dump({"size": size, "seed": seed, "params": pool.params, "hashes": pool.hashes,
+                       "costs": pool.costs, "structural": pool.structural, "drawn": pool.drawn, "valid": pool.valid,
+                       "seconds": pool.seconds}, f)
+        tmp.replace(run_dir / SCREEN_FILE)
+    except OSError:  # only a cache: the run goes on, and the next process screens again
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -170,7 +172,6 @@ class CascadeSampler(optuna.samplers.BaseSampler):
         self._rng = random.Random(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self._picks: dict[int, Pick] = {}
-        self._tau: tuple[int, float | None] = (0, None)  # (results it was computed on, tau)
 
     def reseed_rng(self) -> None:
         self._rng.seed()
@@ -218,6 +219,7 @@ class CascadeSampler(optuna.samplers.BaseSampler):
         else:
             surrogate = Surrogate(seed=self._seed).fit(x, y)
             mean, spread = surrogate.predict(self._features[free])
+            tau = surrogate.held_out_tau()
             gain = ucb(mean, spread)
             if self.second_cost is not None:
                 weight = self._rng.random()
@@ -227,19 +229,11 @@ class CascadeSampler(optuna.samplers.BaseSampler):
             chosen = free[best]
             attrs.update(picked_by="surrogate", predicted=round(float(mean[best]), 6),
                          spread=round(float(spread[best]), 6), surrogate_results=len(y),
-                         surrogate_tau=self._held_out_tau(x, y))
+                         surrogate_tau=None if tau is None else round(tau, 4))
         return Pick(chosen, dict(self.pool.params[chosen]), attrs)
 
     def results(self, trials: list[FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
         return stage_results(self.encoder, trials)
-
-    def _held_out_tau(self, x: np.ndarray, y: np.ndarray) -> float | None:
-        n, tau = self._tau
-        if n == len(y) or (len(y) > TAU_EVERY_PAST and len(y) - n < 4):
-            return tau
-        value = held_out_tau(x, y, seed=self._seed)
-        self._tau = (len(y), None if value is None else round(value, 4))
-        return self._tau[1]
 
 
 def stage_results(encoder: Encoder, trials: list[FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
@@ -257,8 +251,8 @@ def stage_results(encoder: Encoder, trials: list[FrozenTrial]) -> tuple[np.ndarr
 
 
 def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], seed: int = 0) -> dict[str, Any]:
-    """For the report: the stage's results, how many picks the surrogate made, and its leave-one-out tau over
-    all the results (the figure the progress line showed, brought up to the last trial)."""
+    """For the report: the stage's results, how many picks the surrogate made, and its held-out tau over all
+    the results (the figure the progress line showed, brought up to the last trial)."""
     x, y = stage_results(Encoder(choices(space)), trials)
     picked = sum(t.user_attrs.get("picked_by") == "surrogate" for t in trials)
     return {"results": len(y), "surrogate_picks": picked, "held_out_tau": held_out_tau(x, y, seed=seed)}

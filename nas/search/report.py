@@ -382,7 +382,8 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
               for stage, n in stages.items()]
     lines += ["", f"The surrogate (a random forest on the genome's choices and data-free costs) picked "
                   f"{summary['surrogate_picks']} of the trials; the others were uniform picks from the screened "
-                  f"genomes. Its leave-one-out Kendall tau over the {summary['results']} results: "
+                  f"genomes. Its held-out Kendall tau over the {summary['results']} results (each predicted by "
+                  f"the trees fitted without it): "
                   + (f"**{tau:+.2f}**" if tau is not None else "not measured (too few distinct results)")
                   + " (1: it ranks the genomes it did not see as they scored; 0: no better than chance).", ""]
     return lines

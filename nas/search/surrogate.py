@@ -8,11 +8,13 @@ score). A choice a genome never made (a kernel under a mixer it did not take) is
 
 The model is scikit-learn's random forest: it handles one-hot and numeric columns alike, needs no scaling, and
 the spread of its trees' predictions is the uncertainty an upper confidence bound (``ucb``) uses.
-``held_out_tau`` is the leave-one-out Kendall tau over the stage's results so far.
+``held_out_tau`` is its out-of-bag Kendall tau over the stage's results so far: each result predicted by the
+trees that were fitted without it.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,8 +26,7 @@ from nas.search.params import option_labels
 from nas.space import Choice
 
 COST_FEATURES = ("log10_params", "log10_flops", "structural")
-# Trees in the forest that chooses, and in each leave-one-out refit (n refits per figure: fewer trees there).
-TREES, LOO_TREES = 100, 24
+TREES = 100
 # Below this many results a forest says nothing a random pick would not; held_out_tau needs at least as many.
 MIN_FIT = 4
 
@@ -58,14 +59,23 @@ class Encoder:
 
 
 class Surrogate:
-    """A random forest refitted on every call to ``fit``; ``predict`` gives the mean and the spread of its trees."""
+    """A random forest refitted on every call to ``fit``; ``predict`` gives the mean and the spread of its trees,
+    ``held_out_tau`` how well it ranks the results it was fitted on when each is predicted by the trees that
+    never saw it."""
 
     def __init__(self, seed: int = 0, trees: int = TREES):
         self.seed, self.trees = seed, trees
         self._forest: RandomForestRegressor | None = None
+        self._y: np.ndarray | None = None
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> Surrogate:
-        self._forest = _forest(self.trees, self.seed).fit(x, y)
+        # min_samples_leaf=2: a leaf of one result is that result again, which makes every tree agree on it.
+        self._forest = RandomForestRegressor(n_estimators=self.trees, min_samples_leaf=2, max_features=0.5,
+                                             oob_score=len(y) >= MIN_FIT, random_state=self.seed, n_jobs=1)
+        with warnings.catch_warnings():  # a result in every tree's sample has no out-of-bag prediction: skipped
+            warnings.simplefilter("ignore", UserWarning)
+            self._forest.fit(x, y)
+        self._y = np.asarray(y, dtype=float)
         return self
 
     @property
@@ -78,27 +88,25 @@ class Surrogate:
         per_tree = np.stack([tree.predict(x) for tree in self._forest.estimators_])
         return per_tree.mean(axis=0), per_tree.std(axis=0)
 
+    def held_out_tau(self) -> float | None:
+        """Kendall tau between the results and their out-of-bag predictions (each by the trees fitted without
+        it): a held-out figure that costs no refit, unlike leave-one-out, which would refit once per result.
+        None below ``MIN_FIT`` results or when every result is equal (no ranking to match)."""
+        if self._forest is None or self._y is None or len(self._y) < MIN_FIT or np.ptp(self._y) == 0:
+            return None
+        predicted = np.asarray(self._forest.oob_prediction_).reshape(len(self._y))
+        seen = np.isfinite(predicted)
+        if seen.sum() < MIN_FIT:
+            return None
+        tau = kendalltau(predicted[seen], self._y[seen]).statistic
+        return None if math.isnan(tau) else float(tau)
 
-def _forest(trees: int, seed: int) -> RandomForestRegressor:
-    # min_samples_leaf=2: a leaf of one result is that result again, which makes every tree agree on it.
-    return RandomForestRegressor(n_estimators=trees, min_samples_leaf=2, max_features=0.5, random_state=seed,
-                                 n_jobs=1)
 
-
-def ucb(mean: np.ndarray, std: np.ndarray, kappa: float = 1.0) -> np.ndarray:
+def ucb(mean: np.ndarray, spread: np.ndarray, kappa: float = 1.0) -> np.ndarray:
     """Upper confidence bound: what a genome may score, optimistically by ``kappa`` spreads."""
-    return mean + kappa * std
+    return mean + kappa * spread
 
 
 def held_out_tau(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float | None:
-    """Leave-one-out Kendall tau: each result predicted by a forest fitted on all the others, ranked against
-    the results. None below ``MIN_FIT`` results or when every result is equal (no ranking to match)."""
-    n = len(y)
-    if n < MIN_FIT or np.ptp(y) == 0:
-        return None
-    predicted = np.empty(n)
-    for i in range(n):
-        keep = np.arange(n) != i
-        predicted[i] = _forest(LOO_TREES, seed).fit(x[keep], y[keep]).predict(x[i:i + 1])[0]
-    tau = kendalltau(predicted, y).statistic
-    return None if math.isnan(tau) else float(tau)
+    """The held-out Kendall tau of a surrogate fitted on ``x``, ``y`` (``Surrogate.held_out_tau``)."""
+    return Surrogate(seed=seed).fit(x, y).held_out_tau()
