@@ -186,13 +186,25 @@ class CascadeSampler(optuna.samplers.BaseSampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if is_enqueued(trial):  # it brings its own genome (the calibration trial, a replayed one)
             return
-        pick = self._pick(study)
-        if pick is None:
-            return
-        self._picks[trial.number] = pick
         storage = storage_of(study)
-        for key, value in pick.attrs.items():
-            storage.set_trial_user_attr(storage_id(trial), key, value)
+        for _ in range(3):
+            pick = self._pick(study)
+            if pick is None:
+                return
+            self._picks[trial.number] = pick
+            # The genome is claimed at once, so other processes' picks leave it alone; two that chose it at the
+            # same moment see each other, and the later trial picks again.
+            for key, value in {**pick.attrs, "genome_hash": self.pool.hashes[pick.index]}.items():
+                storage.set_trial_user_attr(storage_id(trial), key, value)
+            if not self._claimed_earlier(study, trial.number, self.pool.hashes[pick.index]):
+                return
+        self._picks.pop(trial.number, None)  # still contested: a uniform draw, whose twin the search reuses
+
+    @staticmethod
+    def _claimed_earlier(study: optuna.Study, number: int, digest: str) -> bool:
+        """Whether an earlier trial under way claimed the same genome."""
+        return any(t.number < number and t.user_attrs.get("genome_hash") == digest
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     def sample_independent(self, study, trial, param_name: str, param_distribution: BaseDistribution) -> Any:
         pick = self._picks.get(trial.number)

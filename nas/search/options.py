@@ -112,8 +112,9 @@ class SearchOptions(BaseModel):
     study: str = Field("search", description="the study name in the storage")
     runner: RunnerName = Field("local", description="local: trials in this process and --workers processes; ray: "
                                "Ray Tune trials")
-    workers: int | None = Field(None, description="local: processes sharing the storage (default: 1); ray: trials "
-                                "at once (default: as many as the cluster's CPUs hold)")
+    workers: int | None = Field(None, description="local: processes sharing the storage (default: one per CPU core, "
+                                "at most 4, for a CPU search of genomes over 200 MFLOPs; else 1); ray: trials at once "
+                                "(default: as many as the cluster's CPUs hold)")
     address: str | None = Field(None, description="Ray cluster to run on: auto or HOST:PORT (default: a local Ray "
                                 "instance started and stopped with the command); one that does not answer within "
                                 "30 s is refused")

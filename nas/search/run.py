@@ -44,7 +44,7 @@ from nas.search.rundir import (
     write_atomic,
 )
 from nas.search.samplers import make_sampler
-from nas.search.scoring import latency_table, search_inputs, set_up_device
+from nas.search.scoring import default_workers, latency_table, search_inputs, set_up_device
 from nas.search.survey import check_reachable, survey
 from nas.search.trial import SECOND_UNITS, Evaluate, Inputs, TrialWork, constraint_values, is_invalid
 from nas.space import read_space
@@ -115,6 +115,9 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     progress = Progress(options.trials, quiet, stream)
     report = survey(run.space, options)
     check_reachable(report, options, run.label)
+    if options.workers is None and not (resume or run.joined or as_worker):
+        run.options = options = options.model_copy(update={"workers": default_workers(
+            options, device_name, evaluate is not None, report.median_flops)})
 
     # Everything checked: only now is anything written, and all of it is removed if no trial gets to run.
     fresh = None

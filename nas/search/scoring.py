@@ -6,6 +6,7 @@ one measure.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,22 @@ def set_up_device(options: SearchOptions) -> str:
     if threads:
         torch.set_num_threads(threads)
     return device_name
+
+
+# A trial of at least this many FLOPs takes seconds on a CPU core, which pays for a worker process's start
+# (about 5 s: imports, the run's inputs) within a few trials; below it, one process is faster.
+PARALLEL_FROM_FLOPS = 200e6
+MOST_DEFAULT_WORKERS = 4  # each holds a model, its gradients and a batch: ~3.5 GB at 224x224 and 4 GFLOPs
+
+
+def default_workers(options: SearchOptions, device: str, custom: bool, median_flops: int | None) -> int:
+    """Local processes when --workers is not given: one per CPU core (at most ``MOST_DEFAULT_WORKERS``) for a
+    CPU search whose genomes take seconds a trial, as each process computes on one thread; else one. A custom
+    evaluate cannot be sent to another process, and a GPU is one device whichever process uses it."""
+    if (options.runner != "local" or device != "cpu" or custom or options.objective == "supernet"
+            or (median_flops or 0) < PARALLEL_FROM_FLOPS):
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), MOST_DEFAULT_WORKERS))
 
 
 def latency_table(options: SearchOptions) -> Any:

@@ -33,6 +33,7 @@ class Survey:
     smallest: Cost | None  # by total relative excess over the budgets
     median_params: dict[str, Any] | None  # Optuna params of a median-FLOPs feasible sample
     largest_flops: int | None = None  # the most FLOPs of a feasible sample: the cost the run's genomes reach
+    median_flops: int | None = None  # of the feasible samples: what a typical trial costs
 
     @property
     def feasible_share(self) -> float:
@@ -95,11 +96,11 @@ def survey(space: dict[str, Any], options: SearchOptions, samples: int = 500) ->
     greedy = greedy_minimum(space)
     if greedy is not None and (smallest is None or _excess(options, greedy) < _excess(options, smallest)):
         smallest = greedy
-    median = largest = None
+    median = largest = median_flops = None
     if fitting:
         fitting.sort(key=lambda item: item[0])
-        median, largest = fitting[len(fitting) // 2][1], fitting[-1][0]
-    return Survey(samples, valid, feasible, smallest, median, largest)
+        (median_flops, median), largest = fitting[len(fitting) // 2], fitting[-1][0]
+    return Survey(samples, valid, feasible, smallest, median, largest, median_flops)
 
 
 def check_reachable(survey_: Survey, options: SearchOptions, label: str) -> None:
