@@ -46,6 +46,13 @@ def test_the_screen_keeps_distinct_genomes_within_budget_and_is_the_same_for_a_s
     assert (read.hashes, read.params, read.structural) == (written.hashes, written.params, written.structural)
 
 
+def test_processes_share_the_screen_and_find_the_same_pool():
+    alone = screen(TINY, 1200, seed=1, within_budget=lambda cost: cost.flops <= 8e6)
+    shared = screen(TINY, 1200, seed=1, within_budget=lambda cost: cost.flops <= 8e6, processes=2)
+    assert (shared.hashes, shared.params, shared.costs, shared.structural, shared.valid) == (
+        alone.hashes, alone.params, alone.costs, alone.structural, alone.valid)
+
+
 def test_the_screen_stops_once_a_small_space_is_drawn_whole():
     pool = screen(SMALL_SPACE, 10_000, seed=0, within_budget=everything)
     assert len(pool) == 40  # every genome of the space

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import multiprocessing
 import os
 import random
 import time
@@ -76,46 +77,71 @@ class Pool:
 
 
 def screen(space: dict[str, Any], size: int, seed: int, within_budget: Callable[[Any], bool],
-           run_dir: Path | None = None) -> Pool:
+           run_dir: Path | None = None, processes: int = 1) -> Pool:
     """``size`` uniform draws of ``space`` (``random.Random(seed)``); the distinct valid ones that
     ``within_budget(cost)`` keeps, with their structural scores. Read from ``run_dir/screen.json.gz`` when that
-    holds the same screen (same size and seed), written there otherwise."""
-    from nas.evaluate.proxy import structural_score
-
+    holds the same screen (same size and seed), written there otherwise. The draws are made here, in order,
+    and ``processes`` share costing them (forked: the pool is the same for any number)."""
     cached = _read_cache(run_dir, size, seed)
     if cached is not None:
         return cached
     tick = time.perf_counter()
     rng = random.Random(seed)
-    pool = Pool([], [], [], [])
-    seen: set[str] = set()
+    draws: list[tuple[dict[str, Any], dict[str, Any]]] = []
     distinct, drawn = space_size(space), set()
     for _ in range(size):
         if len(drawn) >= distinct:
             break  # a small space, all of it drawn: more draws would only repeat it
         data, params = random_params(space, rng)
         drawn.add(json.dumps(params, sort_keys=True))
-        pool.drawn += 1
-        try:
-            genome = parse_genome(data)
-        except GenomeError:
+        draws.append((data, params))
+    assessed = _assess_all([data for data, _ in draws], within_budget, processes)
+    pool = Pool([], [], [], [], drawn=len(draws))
+    for (_, params), found in zip(draws, assessed):
+        if found is None:
             continue
         pool.valid += 1
-        digest = genome.content_hash()
-        if digest in seen:
-            continue
-        seen.add(digest)
-        cost = analytic_cost(genome)
-        if not within_budget(cost):
-            continue
+        digest, params_count, flops, structural = found
+        if structural is None or digest in pool.index:
+            continue  # over budget, or a genome already in the pool
+        pool.index[digest] = len(pool.hashes)
         pool.params.append(params)
         pool.hashes.append(digest)
-        pool.costs.append((cost.params, cost.flops))
-        pool.structural.append(structural_score(genome))
+        pool.costs.append((params_count, flops))
+        pool.structural.append(structural)
     pool.seconds = time.perf_counter() - tick
-    pool.__post_init__()
     _write_cache(run_dir, size, seed, pool)
     return pool
+
+
+Assessed = tuple[str, int, int, float | None]  # content hash, params, FLOPs, structural score (None: over budget)
+_within_budget: Callable[[Any], bool] = bool  # the budget check of the screen under way, for forked processes
+
+
+def _assess(data: dict[str, Any]) -> Assessed | None:
+    """One draw: None when it is no valid genome, else its hash and costs, and its structural score when it is
+    within the budget."""
+    from nas.evaluate.proxy import structural_score
+
+    try:
+        genome = parse_genome(data)
+    except GenomeError:
+        return None
+    cost = analytic_cost(genome)
+    inside = _within_budget(cost)
+    return genome.content_hash(), cost.params, cost.flops, structural_score(genome) if inside else None
+
+
+def _assess_all(draws: list[dict[str, Any]], within_budget: Callable[[Any], bool], processes: int
+                ) -> list[Assessed | None]:
+    global _within_budget
+    _within_budget = within_budget
+    if processes <= 1 or len(draws) < 1000:
+        return [_assess(data) for data in draws]
+    # fork: the children inherit the budget check and the imported engine, and run no torch op (costs are
+    # analytic), so nothing of torch's thread pools is carried into them
+    with multiprocessing.get_context("fork").Pool(processes) as workers:
+        return workers.map(_assess, draws, chunksize=max(1, len(draws) // (4 * processes)))
 
 
 def _read_cache(run_dir: Path | None, size: int, seed: int) -> Pool | None:

@@ -22,7 +22,7 @@ DEFAULT_TRAIN_TRIALS = 20
 # default space costs (benchmarks/BENCHMARKS.md, "Search").
 SCREEN_PER_TRIAL = 250
 # --references auto: at most this many, and one per this many trials (a reference costs about a trial)
-MOST_REFERENCES, TRIALS_PER_REFERENCE = 6, 4
+MOST_REFERENCES, TRIALS_PER_REFERENCE = 4, 4
 
 Objective = Literal["proxy", "train", "supernet", "custom"]
 Second = Literal["latency", "params", "flops", "none"]

@@ -290,7 +290,8 @@ def _cascade(run: _Run, progress: Progress, quiet: bool) -> Callable[[int], Casc
         cached = (run.run_dir / SCREEN_FILE).exists()
         if not (quiet or cached):
             progress.say(f"  screening {options.screen_size:,} genomes data-free (analytic cost, structural score)")
-        pool = screen(run.space, options.screen_size, options.seed, within_budget, run.run_dir)
+        pool = screen(run.space, options.screen_size, options.seed, within_budget, run.run_dir,
+                      processes=options.workers or 1)
         if not quiet:
             progress.say(f"  screened {pool.drawn:,} genomes in {format_seconds(pool.seconds)}"
                          + (f" ({SCREEN_FILE})" if cached else "") + f": {pool.valid:,} valid, {len(pool):,} "
