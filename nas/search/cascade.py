@@ -26,6 +26,7 @@ import math
 import multiprocessing
 import os
 import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -140,8 +141,20 @@ def _assess_all(draws: list[dict[str, Any]], within_budget: Callable[[Any], bool
         return [_assess(data) for data in draws]
     # fork: the children inherit the budget check and the imported engine, and run no torch op (costs are
     # analytic), so nothing of torch's thread pools is carried into them
-    with multiprocessing.get_context("fork").Pool(processes) as workers:
-        return workers.map(_assess, draws, chunksize=max(1, len(draws) // (4 * processes)))
+    workers = multiprocessing.get_context("fork").Pool(processes, initializer=_quiet_child)
+    try:
+        found = workers.map(_assess, draws, chunksize=max(1, len(draws) // (4 * processes)))
+        workers.close()
+        return found
+    finally:
+        workers.terminate()
+        workers.join()
+
+
+def _quiet_child() -> None:
+    """A forked screener leaves Ctrl-C and SIGTERM to its parent (which stops it), not to the command's handlers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _read_cache(run_dir: Path | None, size: int, seed: int) -> Pool | None:

@@ -124,7 +124,9 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     if not resume and not (run.joined and (run_dir / RUN_FILE).exists()):
         fresh = NewRun(run_dir, storage_url(run_dir, options), default_storage=not options.storage)
         fresh.owns(SCREEN_FILE)
-    state = _LoopState(progress, options, run.label, report.feasible_share, quiet)
+    # The cascade picks within the budgets only, so all its trials are built
+    state = _LoopState(progress, options, run.label, 1.0 if options.sampler == "cascade" else report.feasible_share,
+                       quiet)
     study_: optuna.Study | None = None
     try:
         shared = run.joined or as_worker
@@ -507,7 +509,8 @@ class _LoopState:
                             f"{_distinct(all_trials)} distinct genomes sampled)")
             raise StopSearch(self.stopped)
         if self.session_counted == 1 and trial.state == TrialState.COMPLETE and not self.quiet:
-            _say_estimate(self.progress, trial, self.feasible_share, self.options.trials - done)
+            _say_estimate(self.progress, trial, self.feasible_share, self.options.trials - done,
+                          self.options.workers or 1)
         self.progress.update(done, _feasible(all_trials), _best_text(all_trials, self.options) +
                              _surrogate_text(all_trials),
                              self.session_counted, self.options.timeout, invalid=sum(map(is_invalid, all_trials)),
@@ -546,13 +549,14 @@ def _search_under_way(options: SearchOptions) -> tuple[SearchOptions, str] | Non
     return SearchOptions.model_validate(run["options"]), run["space"]
 
 
-def _say_estimate(progress: Progress, trial: optuna.trial.FrozenTrial, feasible_share: float, left: int) -> None:
+def _say_estimate(progress: Progress, trial: optuna.trial.FrozenTrial, feasible_share: float, left: int,
+                  workers: int) -> None:
     built = trial.user_attrs.get("duration", 0.0)
     cheap = 0.002
-    estimate = left * (feasible_share * built + (1 - feasible_share) * cheap)
+    estimate = left * (feasible_share * built + (1 - feasible_share) * cheap) / workers
     progress.say(f"  expected run time ~{format_seconds(estimate + built)}: trial 0 (a median-cost genome) took "
                  f"{built:.2f}s to build, score and time; {left} trials to go, "
-                 f"~{feasible_share:.0%} of them built")
+                 f"~{feasible_share:.0%} of them built" + (f", {workers} at a time" if workers > 1 else ""))
 
 
 def _feasible(trials: list[optuna.trial.FrozenTrial]) -> int:
