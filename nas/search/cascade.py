@@ -42,6 +42,7 @@ from nas.cost import analytic_cost
 from nas.errors import GenomeError
 from nas.io import parse_genome
 from nas.search.params import random_params
+from nas.search.samplers import PlanningSampler
 from nas.search.surrogate import MIN_FIT, Encoder, Surrogate, held_out_tau, ucb
 from nas.space import choices, space_size
 from runners.optuna_internals import contains, is_enqueued, storage_id, storage_of
@@ -193,7 +194,7 @@ class Pick:
     attrs: dict[str, Any]
 
 
-class CascadeSampler(optuna.samplers.BaseSampler):
+class CascadeSampler(PlanningSampler):
     """Picks each trial's genome from a screened ``Pool`` by a surrogate of the trials' first objective.
 
     ``second_cost``: which data-free cost stands for the second objective (0 params, 1 FLOPs), None for a single
@@ -207,20 +208,9 @@ class CascadeSampler(optuna.samplers.BaseSampler):
         self.encoder = Encoder(choices(space))
         self._features = np.array([self.encoder.row(p, c[0], c[1], s) for p, c, s in
                                    zip(pool.params, pool.costs, pool.structural)]).reshape(len(pool), -1)
+        super().__init__(seed)
         self._seed = seed
-        self._rng = random.Random(seed)
-        self._random = optuna.samplers.RandomSampler(seed=seed)
         self._picks: dict[int, Pick] = {}
-
-    def reseed_rng(self) -> None:
-        self._rng.seed()
-        self._random.reseed_rng()
-
-    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
-        return {}
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if is_enqueued(trial):  # it brings its own genome (the calibration trial, a replayed one)

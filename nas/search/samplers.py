@@ -32,7 +32,27 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[optun
     return better_or_equal and any(s * x > s * y for s, x, y in zip(signs, a, b))
 
 
-class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
+class PlanningSampler(optuna.samplers.BaseSampler):
+    """A sampler that plans each trial's whole genome itself (in ``before_trial`` or on its first suggestion) and
+    answers each suggestion from that plan: no relative search space; a seeded ``random.Random`` for its own
+    choices and Optuna's random sampler for values outside the plan."""
+
+    def __init__(self, seed: int | None = None):
+        self._rng = random.Random(seed)
+        self._random = optuna.samplers.RandomSampler(seed=seed)
+
+    def reseed_rng(self) -> None:
+        self._rng.seed()
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
+        return {}
+
+
+class RegularizedEvolutionSampler(PlanningSampler):
     """Aging evolution (Real et al., 2019): the population is the last ``population`` finished trials; a child
     copies the winner of a random tournament of ``tournament`` members and changes one of its choices.
 
@@ -44,20 +64,9 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
     def __init__(self, population: int = 32, tournament: int = 8, seed: int | None = None):
         if population < 2 or not 1 <= tournament <= population:
             raise ValueError("need population >= 2 and 1 <= tournament <= population")
+        super().__init__(seed)
         self.population, self.tournament = population, tournament
-        self._rng = random.Random(seed)
-        self._random = optuna.samplers.RandomSampler(seed=seed)
         self._plans: dict[int, tuple[dict[str, Any], str | None]] = {}
-
-    def reseed_rng(self) -> None:
-        self._rng.seed()
-        self._random.reseed_rng()
-
-    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
-        return {}
 
     def _parent(self, study: optuna.Study) -> FrozenTrial | None:
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
