@@ -46,3 +46,9 @@ def contains(dist: BaseDistribution, value: Any) -> bool:
 def is_enqueued(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether the trial was enqueued with fixed params (``Study.enqueue_trial``), which its sampler must keep."""
     return "fixed_params" in trial.system_attrs
+
+
+def stored_user_attrs(study: optuna.Study, trial: optuna.Trial) -> dict[str, Any]:
+    """The user attributes stored for a live trial now: those its sampler wrote in ``before_trial``, which the
+    trial's own view (fetched before the sampler ran) does not show."""
+    return storage_of(study).get_trial_user_attrs(storage_id(trial))

@@ -161,3 +161,25 @@ def test_the_screen_draws_what_sample_genomes_draws_for_a_seed():
     pool = screen(TINY, 50, seed=0, within_budget=everything)
     expected = [g.content_hash() for g in sample_genomes(TINY, 5, seed=0)]
     assert pool.hashes[:5] == expected
+
+
+def test_a_training_cascade_promotes_the_best_third_to_longer_training(tmp_path: Path):
+    """``--objective train``: genomes picked by the surrogate train for --epochs; one whose result ranks in the
+    top third so far is trained again for --long-epochs, as a trial of its own stage, never as a duplicate."""
+    out = tmp_path / "run"
+    nas.search("tiny", objective="train", data="digits", data_limit=100, epochs=1, long_epochs=2, trials=9,
+               screen=200, references="none", out=out, quiet=True)
+    options, _ = read_run(out)
+    trials = [t for t in open_study(out, options).get_trials(deepcopy=False)
+              if t.state == optuna.trial.TrialState.COMPLETE]
+    long = [t for t in trials if t.user_attrs["stage"] == "train-long"]
+    short = {t.number: t for t in trials if t.user_attrs["stage"] == "train"}
+    assert long and short
+    for t in long:
+        first = short[t.user_attrs["promoted_from"]]
+        assert t.user_attrs["genome_hash"] == first.user_attrs["genome_hash"] and "duplicate_of" not in t.user_attrs
+        assert "accuracy_epoch_2" in t.user_attrs and "accuracy_epoch_2" not in first.user_attrs
+        earlier = [s.values[0] for s in short.values() if s.number < t.number]
+        assert sorted(earlier, reverse=True).index(first.values[0]) < max(1, len(earlier) // 3)
+    assert len({t.user_attrs["genome_hash"] for t in long}) == len(long)  # each promoted once
+    assert "| train-long (built, scored) |" in (out / "report.md").read_text()

@@ -44,6 +44,7 @@ from nas.io import parse_genome
 from nas.search.params import random_params
 from nas.search.samplers import PlanningSampler
 from nas.search.surrogate import MIN_FIT, Encoder, Surrogate, held_out_tau, ucb
+from nas.search.trial import PROMOTED
 from nas.space import choices, space_size
 from runners.optuna_internals import contains, is_enqueued, storage_id, storage_of
 
@@ -189,22 +190,34 @@ def _write_cache(run_dir: Path | None, size: int, seed: int, pool: Pool) -> None
 
 @dataclass
 class Pick:
-    index: int  # in the pool
+    digest: str  # the genome's content hash
     params: dict[str, Any]
     attrs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Asynchronous successive halving over epochs: a genome whose first-stage result ranks in the top
+    ``1 / rate`` of those so far, and that has not been promoted yet, is trained again for ``epochs``."""
+
+    epochs: int
+    rate: int = 3
 
 
 class CascadeSampler(PlanningSampler):
     """Picks each trial's genome from a screened ``Pool`` by a surrogate of the trials' first objective.
 
     ``second_cost``: which data-free cost stands for the second objective (0 params, 1 FLOPs), None for a single
-    objective. Past the pool (every genome taken), it samples
+    objective. ``stage`` names the stage its new picks are at; with ``promote``, a pick may instead promote a
+    genome of that stage to longer training (``Promotion``; stage ``train-long``, the epochs on the trial), before
+    any new genome is picked. Past the pool (every genome taken), it samples
     uniformly, and the search's twin check reuses any genome already evaluated.
     """
 
     def __init__(self, pool: Pool, space: dict[str, Any], seed: int = 0, second_cost: int | None = None,
-                 first_picks: int = FIRST_PICKS):
+                 first_picks: int = FIRST_PICKS, stage: str = "zero-cost", promote: Promotion | None = None):
         self.pool, self.second_cost, self.first_picks = pool, second_cost, first_picks
+        self.stage, self.promote = stage, promote
         self.encoder = Encoder(choices(space))
         self._features = np.array([self.encoder.row(p, c[0], c[1], s) for p, c, s in
                                    zip(pool.params, pool.costs, pool.structural)]).reshape(len(pool), -1)
@@ -223,17 +236,21 @@ class CascadeSampler(PlanningSampler):
             self._picks[trial.number] = pick
             # The genome is claimed at once, so other processes' picks leave it alone; two that chose it at the
             # same moment see each other, and the later trial picks again.
-            for key, value in {**pick.attrs, "genome_hash": self.pool.hashes[pick.index]}.items():
+            for key, value in {**pick.attrs, "genome_hash": pick.digest, "stage": self._stage_of(pick)}.items():
                 storage.set_trial_user_attr(storage_id(trial), key, value)
-            if not self._claimed_earlier(study, trial.number, self.pool.hashes[pick.index]):
+            if not self._claimed_earlier(study, trial.number, pick.digest, self._stage_of(pick)):
                 return
         self._picks.pop(trial.number, None)  # still contested: a uniform draw, whose twin the search reuses
 
     @staticmethod
-    def _claimed_earlier(study: optuna.Study, number: int, digest: str) -> bool:
-        """Whether an earlier trial under way claimed the same genome."""
+    def _claimed_earlier(study: optuna.Study, number: int, digest: str, stage: str) -> bool:
+        """Whether an earlier trial under way claimed the same genome at the same stage."""
         return any(t.number < number and t.user_attrs.get("genome_hash") == digest
+                   and t.user_attrs.get("stage") == stage
                    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def _stage_of(self, pick: Pick) -> str:
+        return pick.attrs.get("stage", self.stage)
 
     def sample_independent(self, study, trial, param_name: str, param_distribution: BaseDistribution) -> Any:
         pick = self._picks.get(trial.number)
@@ -247,8 +264,12 @@ class CascadeSampler(PlanningSampler):
     # ------------------------------------------------------------------------------------------------------
     def _pick(self, study: optuna.Study) -> Pick | None:
         trials = study.get_trials(deepcopy=False)
+        if self.promote is not None:
+            promoted = self._promotion(trials)
+            if promoted is not None:
+                return promoted
         taken = {t.user_attrs.get("genome_hash") for t in trials} | {
-            self.pool.hashes[p.index] for p in self._picks.values()}  # asked here, not yet prepared
+            p.digest for p in self._picks.values()}  # asked here, not yet prepared
         free = [i for i, h in enumerate(self.pool.hashes) if h not in taken]
         if not free:
             return None
@@ -271,30 +292,50 @@ class CascadeSampler(PlanningSampler):
             attrs.update(picked_by="surrogate", predicted=round(float(mean[best]), 6),
                          spread=round(float(spread[best]), 6), surrogate_results=len(y),
                          surrogate_tau=None if tau is None else round(tau, 4))
-        return Pick(chosen, dict(self.pool.params[chosen]), attrs)
+        return Pick(self.pool.hashes[chosen], dict(self.pool.params[chosen]), attrs)
+
+    def _promotion(self, trials: list[FrozenTrial]) -> Pick | None:
+        """The best first-stage genome in the top ``1 / rate`` not yet promoted (nor being promoted)."""
+        assert self.promote is not None
+        pending = {p.digest for p in self._picks.values() if p.attrs.get("stage") == PROMOTED}
+        promoted = {t.user_attrs.get("genome_hash") for t in trials if t.user_attrs.get("stage") == PROMOTED}
+        ranked = sorted(_measured(trials, self.stage), key=lambda t: t.values[0], reverse=True)
+        for t in ranked[:len(ranked) // self.promote.rate]:
+            digest = t.user_attrs.get("genome_hash")
+            if digest not in promoted | pending:
+                return Pick(digest, dict(t.params), {"stage": PROMOTED, "epochs": self.promote.epochs,
+                                                     "picked_by": "promotion", "promoted_from": t.number})
+        return None
 
     def results(self, trials: list[FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
-        return stage_results(self.encoder, trials)
+        return stage_results(self.encoder, trials, self.stage)
 
 
-def stage_results(encoder: Encoder, trials: list[FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
-    """Features and first objective of the finished, measured trials (not the estimates of over-budget ones,
-    not reused twins): what the surrogate is fitted on, and its held-out tau measured over."""
-    rows, values = [], []
+def _measured(trials: list[FrozenTrial], stage: str) -> list[FrozenTrial]:
+    """The finished, measured trials at ``stage`` (not the estimates of over-budget ones, not reused twins)."""
+    out = []
     for t in trials:
         attrs = t.user_attrs
-        if (t.state != TrialState.COMPLETE or not t.values or "estimated" in attrs or "duplicate_of" in attrs
-                or not math.isfinite(t.values[0]) or "structural" not in attrs):
-            continue
-        rows.append(encoder.row(t.params, attrs["params"], attrs["flops"], attrs["structural"]))
-        values.append(t.values[0])
-    return np.array(rows).reshape(len(rows), len(encoder.columns)), np.array(values)
+        if (t.state == TrialState.COMPLETE and t.values and "estimated" not in attrs and "duplicate_of" not in attrs
+                and math.isfinite(t.values[0]) and "structural" in attrs and attrs.get("stage", stage) == stage):
+            out.append(t)
+    return out
 
 
-def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], seed: int = 0) -> dict[str, Any]:
+def stage_results(encoder: Encoder, trials: list[FrozenTrial], stage: str) -> tuple[np.ndarray, np.ndarray]:
+    """Features and first objective of the measured trials at ``stage``: what the surrogate is fitted on, and
+    its held-out tau measured over."""
+    measured = _measured(trials, stage)
+    rows = [encoder.row(t.params, t.user_attrs["params"], t.user_attrs["flops"], t.user_attrs["structural"])
+            for t in measured]
+    return np.array(rows).reshape(len(rows), len(encoder.columns)), np.array([t.values[0] for t in measured])
+
+
+def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], stage: str, seed: int = 0
+                      ) -> dict[str, Any]:
     """For the report: the stage's results, how many picks the surrogate made, and its held-out tau over all
     the results (the figure the progress line showed, brought up to the last trial)."""
-    x, y = stage_results(Encoder(choices(space)), trials)
+    x, y = stage_results(Encoder(choices(space)), trials, stage)
     picked = sum(t.user_attrs.get("picked_by") == "surrogate" for t in trials)
     return {"results": len(y), "surrogate_picks": picked, "held_out_tau": held_out_tau(x, y, seed=seed)}
 

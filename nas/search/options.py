@@ -98,6 +98,10 @@ class SearchOptions(BaseModel):
     latency_repeats: int = Field(5, description="timed runs per latency measurement")
     proxy_batch: int = Field(8, description="images the zero-cost scores see")
     epochs: int = Field(3, description="training epochs per trial with --objective train")
+    long_epochs: int | None = Field(None, description="with --objective train and the cascade sampler: a genome "
+                                    "whose training ranks in the top third so far is trained again for this many "
+                                    "epochs (successive halving; the winner is the best result at either length; "
+                                    "default: 4 x --epochs; 0: no promotions)")
     pruner: PrunerName = Field("median", description="stops poor training trials, with a single objective only")
     references: Annotated[str, BeforeValidator(_comma_list), Flag(metavar="LIST")] = Field(
         "auto", description="published architectures scored as the trials are and shown beside the winner: auto "
@@ -141,6 +145,8 @@ class SearchOptions(BaseModel):
         Filled in without counting as given (``model_fields_set``): a resumed run compares only what was."""
         if self.second is None:
             self.__dict__["second"] = "none" if self.objective == "train" else "latency"
+        if self.long_epochs is None:
+            self.__dict__["long_epochs"] = 4 * self.epochs
         if self.trials is None:
             self.__dict__["trials"] = DEFAULT_TRAIN_TRIALS if self.objective == "train" else DEFAULT_TRIALS
         return self
@@ -191,6 +197,8 @@ class SearchOptions(BaseModel):
                             ("--data-limit", self.data_limit)):
             if value is not None and value < 1:
                 raise InputError(f"{flag} must be at least 1, got {value}")
+        if self.long_epochs < 0:
+            raise InputError(f"--long-epochs must not be negative (0: no promotions), got {self.long_epochs}")
         if self.heartbeat < 0:
             raise InputError(f"--heartbeat must not be negative (0 turns heartbeats off), got {self.heartbeat:g}")
         if self.seed < 0:

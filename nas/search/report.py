@@ -30,7 +30,7 @@ from nas.search.references import REFERENCES_FILE, Scored, read_references, repo
 from nas.search.rundir import open_study, read_run, write_atomic
 from nas.search.samplers import dominates
 from nas.search.scoring import GenomeScore
-from nas.search.trial import SECOND_UNITS, is_invalid
+from nas.search.trial import SECOND_UNITS, STAGES, is_invalid
 from nas.space import choices, space_size
 from runners.base import FINISHED, SURPLUS, counted, is_duplicate, is_void
 
@@ -363,23 +363,24 @@ def _write_genome(path: Path, p: ParetoPoint, options: Any) -> None:
     write_atomic(path, header + dump_genome(p.genome))
 
 
-def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened: dict[str, Any], seed: int
-                     ) -> list[str]:
+def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened: dict[str, Any], seed: int,
+                     first_stage: str) -> list[str]:
     """What each stage of the cascade saw, and how far its surrogate can be trusted in this run."""
     stages: dict[str, int] = {}
     for t in trials:
         if t.state in FINISHED and not is_duplicate(t) and "stage" in t.user_attrs and "estimated" not in t.user_attrs:
             stages[t.user_attrs["stage"]] = stages.get(t.user_attrs["stage"], 0) + 1
-    summary = surrogate_summary(space, trials, seed)
+    summary = surrogate_summary(space, trials, first_stage, seed)
     tau = summary["held_out_tau"]
     lines = ["## Cascade", "", "| stage | genomes | cost each |", "|---|---|---|",
              f"| screen (data-free: analytic cost, structural score) | {screened['drawn']:,} drawn, "
              f"{screened['within_budget']:,} distinct within budget | "
              f"{1000 * screened['seconds'] / max(screened['drawn'], 1):.1f} ms |"]
-    built = [t.user_attrs["seconds"] for t in trials if "build" in t.user_attrs.get("seconds", {})]
-    per_trial = sum(sum(s.values()) for s in built) / len(built) if built else float("nan")
-    lines += [f"| {stage} (built, scored{', timed' if stage == 'zero-cost' else ''}) | {n} | {per_trial:.2f} s |"
-              for stage, n in stages.items()]
+    for stage, n in stages.items():
+        built = [sum(t.user_attrs["seconds"].values()) for t in trials
+                 if t.user_attrs.get("stage") == stage and "build" in t.user_attrs.get("seconds", {})]
+        each = f"{sum(built) / len(built):.2f} s" if built else "-"
+        lines.append(f"| {stage} (built, scored{', timed' if stage == 'zero-cost' else ''}) | {n} | {each} |")
     lines += ["", f"The surrogate (a random forest on the genome's choices and data-free costs) picked "
                   f"{summary['surrogate_picks']} of the trials; the others were uniform picks from the screened "
                   f"genomes. Its held-out Kendall tau over the {summary['results']} results (each predicted by "
@@ -411,7 +412,7 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
         means = {p: sum(a.get(p, 0) for a in durations) / len(durations) for p in PHASES}
         lines += ["Mean seconds per built trial: " + ", ".join(f"{p} {means[p]:.3f}" for p in PHASES), ""]
     if screened:
-        lines += _cascade_section(space, trials, screened, options.seed)
+        lines += _cascade_section(space, trials, screened, options.seed, STAGES[options.objective])
     failures: dict[str, int] = {}
     for t in trials:
         if t.state == TrialState.FAIL and not is_duplicate(t):

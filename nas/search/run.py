@@ -21,7 +21,7 @@ from nas.errors import InputError, NasError, did_you_mean
 from nas.flags import flag_name, option_fields
 from nas.io import parse_yaml
 from nas.outputs import output_dir
-from nas.search.cascade import SCREEN_ATTR, SCREEN_FILE, SECOND_COST, CascadeSampler, screen
+from nas.search.cascade import SCREEN_ATTR, SCREEN_FILE, SECOND_COST, CascadeSampler, Promotion, screen
 from nas.search.options import DEFAULT_SPACE, SearchOptions
 from nas.search.progress import Progress, format_seconds
 from nas.search.references import check_references, score_references
@@ -46,7 +46,7 @@ from nas.search.rundir import (
 from nas.search.samplers import make_sampler
 from nas.search.scoring import default_workers, latency_table, search_inputs, set_up_device
 from nas.search.survey import check_reachable, survey
-from nas.search.trial import SECOND_UNITS, Evaluate, Inputs, TrialWork, constraint_values, is_invalid
+from nas.search.trial import SECOND_UNITS, STAGES, Evaluate, Inputs, TrialWork, constraint_values, is_invalid
 from nas.space import read_space
 from runners.base import StopSearch, counted, is_duplicate, is_void
 from runners.local import run_trials, start_workers, wait_workers
@@ -298,7 +298,10 @@ def _cascade(run: _Run, progress: Progress, quiet: bool) -> Callable[[int], Casc
             progress.say(f"  screened {pool.drawn:,} genomes in {format_seconds(pool.seconds)}"
                          + (f" ({SCREEN_FILE})" if cached else "") + f": {pool.valid:,} valid, {len(pool):,} "
                          f"distinct within budget; the surrogate picks the trials from those")
-        return CascadeSampler(pool, run.space, seed, second_cost=SECOND_COST.get(options.second))
+        promote = (Promotion(options.long_epochs) if options.objective == "train" and options.long_epochs
+                   else None)
+        return CascadeSampler(pool, run.space, seed, second_cost=SECOND_COST.get(options.second),
+                              stage=STAGES[options.objective], promote=promote)
 
     return make
 

@@ -28,12 +28,15 @@ from nas.io import parse_genome
 from nas.search.options import SearchOptions
 from nas.search.params import genome_data, trial_picker
 from runners.base import FINISHED, Outcome, Report, is_void
+from runners.optuna_internals import stored_user_attrs
 from runners.slots import device_slot
 
 Evaluate = Callable[[Genome, torch.nn.Module], float]
 INVALID = "invalid genome"  # the failure of a sample that is no genome: never built, nothing to score
-# The cascade stage each objective's trials are at (nas.search.cascade): what a trial paid for its value.
+# The cascade stage each objective's trials are at (nas.search.cascade): what a trial paid for its value. A
+# trial the cascade promotes to longer training is at PROMOTED.
 STAGES = {"proxy": "zero-cost", "train": "train", "supernet": "supernet", "custom": "custom"}
+PROMOTED = "train-long"
 SECOND_UNITS = {"latency": "ms", "params": "M params", "flops": "GFLOPs", "none": ""}
 
 
@@ -90,18 +93,22 @@ class TrialWork:
         cost = analytic_cost(genome)
         genome_hash = genome.content_hash()
         times = {"sample": sample_s, "cost": time.perf_counter() - tick}
+        # What the sampler gave the trial (a cascade's promotion to longer training, its epochs) stands
+        planned = stored_user_attrs(study, trial)
+        stage = planned.get("stage") or STAGES[self.options.objective]
         attrs = {"genome_hash": genome_hash, "flops": cost.flops, "params": cost.params,
-                 "structural": round(structural_score(genome), 6), "stage": STAGES[self.options.objective]}
+                 "structural": round(structural_score(genome), 6), "stage": stage}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
-        twin = _finished_twin(study, genome_hash, trial.number)
+        twin = _finished_twin(study, genome_hash, trial.number, stage)
         if twin is not None:
             return _reuse(twin, times)
         constraints = constraint_values(self.options, cost, None)
         if any(v > 0 for v in constraints.values()):
             return self._over_budget(study, genome, cost, constraints, times)
-        return {"genome": data, "cost": [cost.params, cost.frozen_params, cost.flops], "seconds": times}
+        return {"genome": data, "cost": [cost.params, cost.frozen_params, cost.flops], "seconds": times,
+                "epochs": planned.get("epochs") or self.options.epochs, "stage": stage}
 
     def evaluate(self, payload: dict[str, Any], report: Report | None = None) -> Outcome:
         """Build, score and time the genome. A failure (exception, NaN, CUDA out of memory) is the outcome's;
@@ -136,7 +143,11 @@ class TrialWork:
             times["build"] = time.perf_counter() - tick
 
             tick = time.perf_counter()
-            score = self._score(genome, model, device, attrs, report)
+            # A promoted genome earned its longer training by rank (successive halving): the pruner, which
+            # compares epochs across trials of another length and schedule, does not stop it.
+            if payload.get("stage") == PROMOTED:
+                report = None
+            score = self._score(genome, model, device, attrs, report, payload.get("epochs", self.options.epochs))
             times["score"] = time.perf_counter() - tick
         if not math.isfinite(score):
             raise TrialFailed(f"score is {score} (not finite)")
@@ -179,7 +190,7 @@ class TrialWork:
         return compile_model(genome, seed=self.options.seed)
 
     def _score(self, genome: Genome, model: torch.nn.Module, device: str, attrs: dict[str, Any],
-               report: Report | None) -> float:
+               report: Report | None, epochs: int) -> float:
         if self.evaluate_fn is not None:
             return float(self.evaluate_fn(genome, model))
         if self.options.objective == "supernet":
@@ -194,9 +205,10 @@ class TrialWork:
                                  which=objective_scores())
             attrs["scores"] = {k: v for k, v in scores.items() if k != "score"}
             return float(scores["score"])
-        return self._train(model, device, attrs, report)
+        return self._train(model, device, attrs, report, epochs)
 
-    def _train(self, model: torch.nn.Module, device: str, attrs: dict[str, Any], report: Report | None) -> float:
+    def _train(self, model: torch.nn.Module, device: str, attrs: dict[str, Any], report: Report | None,
+               epochs: int) -> float:
         from nas.evaluate.train import train_model
 
         def on_epoch(epoch: int, accuracy: float) -> None:
@@ -204,7 +216,7 @@ class TrialWork:
             if report is not None:
                 report(epoch, accuracy)
 
-        result = train_model(model, self.inputs.dataset, epochs=self.options.epochs, device=device,
+        result = train_model(model, self.inputs.dataset, epochs=epochs, device=device,
                              seed=self.options.seed, on_epoch=on_epoch)
         return float(result.accuracy)
 
@@ -242,9 +254,11 @@ def _latency_estimate(study: optuna.Study, cost: Cost) -> float:
     return (statistics.median(ratios) if ratios else 10.0) * cost.flops / 1e9
 
 
-def _finished_twin(study: optuna.Study, genome_hash: str, number: int) -> FrozenTrial | None:
+def _finished_twin(study: optuna.Study, genome_hash: str, number: int, stage: str) -> FrozenTrial | None:
+    """The same genome evaluated at the same stage (at another stage, a genome is evaluated anew: promoted)."""
     for other in study.get_trials(deepcopy=False, states=FINISHED):
         if (other.number != number and other.user_attrs.get("genome_hash") == genome_hash
+                and other.user_attrs.get("stage", stage) == stage
                 and not is_void(other) and "duplicate_of" not in other.user_attrs):
             return other
     return None
