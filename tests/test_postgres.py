@@ -96,13 +96,13 @@ def pid_of(trial: FrozenTrial) -> int:
 
 def freeze_mid_trial(proc: subprocess.Popen, storage: optuna.storages.BaseStorage, study: str,
                      after: int) -> FrozenTrial:
-    """Stop ``proc`` (SIGSTOP) while a trial of its own, sampled (it has params and a ``genome_hash``; the
-    cascade sampler claims a genome's hash before the trial's params are stored), is RUNNING in the storage, once
+    """Stop ``proc`` (SIGSTOP) while a trial of its own, sampled and costed (it has its ``flops``, stored once
+    all its params are; the cascade sampler claims a genome's hash before that), is RUNNING in the storage, once
     it has finished ``after`` others; returns that trial."""
     def evaluating() -> FrozenTrial | None:
         mine = [t for t in trials_of(storage, study) if pid_of(t) == proc.pid]
         assert proc.poll() is None, f"the worker exited ({proc.returncode}) before it was stopped"
-        running = [t for t in mine if t.state == TrialState.RUNNING and "genome_hash" in t.user_attrs and t.params]
+        running = [t for t in mine if t.state == TrialState.RUNNING and "flops" in t.user_attrs]
         return running[0] if running and sum(t.state in FINISHED for t in mine) >= after else None
 
     while True:
