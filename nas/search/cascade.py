@@ -1,9 +1,9 @@
 """The cascade (DESIGN 9): many genomes screened for almost nothing, and only the promising ones paid for.
 
-Stage ``screen`` (data-free, about 5 ms a genome): ``--screen`` uniform draws of the space are parsed and costed
-analytically; the distinct ones within the analytic budgets form the pool, each with its encoding and
-structural score (``nas.search.surrogate.Encoder``). The pool is a pure function of the space, the budgets and
-the seed, so a resumed run or a worker rebuilds the same one (``screen.json`` in the run directory caches it).
+Stage ``screen`` (data-free, 2-4 ms a genome on the default space): ``--screen`` uniform draws of the space are
+parsed and costed analytically; the distinct ones within the analytic budgets form the pool, each with its encoding
+and structural score (``nas.search.surrogate.Encoder``). The pool is a pure function of the space, the budgets and
+the seed, so a resumed run or a worker rebuilds the same one (``screen.json.gz`` in the run directory caches it).
 
 Stage of the objective (``zero-cost`` for ``--objective proxy``, ``train``, ``supernet``, ``custom``): the
 ``CascadeSampler`` picks each trial's genome from the pool. Its first picks are uniform; after that a
@@ -11,8 +11,12 @@ Stage of the objective (``zero-cost`` for ``--objective proxy``, ``train``, ``su
 confidence bound, and the best genome not yet in the study is the next trial. With a second objective each pick
 weighs the bound against the genome's data-free cost (FLOPs, or params when params are the second objective)
 with a random weight, so the picks spread along the front rather than piling at its top. Every pick stores on
-its trial the prediction it was picked on, and the surrogate's held-out Kendall tau over the
-results it was fitted on: what the progress line and ``report.md`` show.
+its trial the prediction it was picked on, and the surrogate's held-out Kendall tau over the results it was
+fitted on: what the progress line and ``report.md`` show.
+
+Stage ``train-long`` (``--objective train``): asynchronous successive halving. Before picking a new genome the
+sampler promotes the best first-stage genome in the top third of the results so far that has not been promoted
+yet; the promotion is a trial of its own, trained for ``--long-epochs``.
 
 The screen is not stored as one trial per genome: ten thousand trials cost minutes of storage writes and would
 flood the samplers and the report with values no other trial shares. Its counts are a study attribute
@@ -210,8 +214,8 @@ class CascadeSampler(PlanningSampler):
     ``second_cost``: which data-free cost stands for the second objective (0 params, 1 FLOPs), None for a single
     objective. ``stage`` names the stage its new picks are at; with ``promote``, a pick may instead promote a
     genome of that stage to longer training (``Promotion``; stage ``train-long``, the epochs on the trial), before
-    any new genome is picked. Past the pool (every genome taken), it samples
-    uniformly, and the search's twin check reuses any genome already evaluated.
+    any new genome is picked. Past the pool (every genome taken), it samples uniformly, and the search's twin
+    check reuses any genome already evaluated.
     """
 
     def __init__(self, pool: Pool, space: dict[str, Any], seed: int = 0, second_cost: int | None = None,
