@@ -21,6 +21,9 @@ DEFAULT_TRAIN_TRIALS = 20
 # The cascade's data-free screen per trial: 250 genomes cost about a second, a fifth of what a trial of the
 # default space costs (benchmarks/BENCHMARKS.md, "Search").
 SCREEN_PER_TRIAL = 250
+# ... and at most this many: past a pool of thousands within budget, more draws mostly add time (a search of
+# 400 trials would screen for several minutes)
+MOST_SCREENED = 10_000
 # --references auto: at most this many, and one per this many trials (a reference costs about a trial)
 MOST_REFERENCES, TRIALS_PER_REFERENCE = 4, 4
 
@@ -86,9 +89,9 @@ class SearchOptions(BaseModel):
                                  "nsga2: NSGA-II; random; evolution: regularized evolution, mutating one choice of a "
                                  "tournament winner")
     screen: int | None = Field(None, description="with --sampler cascade: genomes drawn and costed analytically "
-                               "(about 5 ms each) before any is built; the trials are picked from those within "
-                               f"budget (default: {SCREEN_PER_TRIAL} per trial, {SCREEN_PER_TRIAL * DEFAULT_TRIALS:,} "
-                               f"for the default {DEFAULT_TRIALS} trials)")
+                               "(a few ms each) before any is built; the trials are picked from those within "
+                               f"budget (default: {SCREEN_PER_TRIAL} per trial, at most {MOST_SCREENED:,}, so "
+                               f"{SCREEN_PER_TRIAL * DEFAULT_TRIALS:,} for the default {DEFAULT_TRIALS} trials)")
     seed: int = Field(0, description="seed of the sampler, the proxy batch and model weights; a run in its own "
                       "directory is reproducible from it")
     second: Second | None = Field(None, description="second objective, minimised (default: latency, or none with "
@@ -165,7 +168,7 @@ class SearchOptions(BaseModel):
 
     @property
     def screen_size(self) -> int:
-        return self.screen or SCREEN_PER_TRIAL * self.trials
+        return self.screen or min(SCREEN_PER_TRIAL * self.trials, MOST_SCREENED)
 
     @property
     def multi_objective(self) -> bool:
