@@ -44,6 +44,7 @@ def test_two_workers_started_at_once_on_a_new_study_both_join_and_the_counts_add
     storage = f"sqlite:///{tmp_path / 'shared' / 'study.db'}"
     (tmp_path / "shared").mkdir()
     command = [sys.executable, "-m", "nas", "search", "--space", "tiny", "--trials", "16", "--latency-repeats", "2",
+               "--screen", "500",
                "--storage", storage, "--study", "shared"]
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
@@ -63,6 +64,7 @@ def test_two_workers_started_at_once_on_a_new_study_both_join_and_the_counts_add
 def test_workers_flag_starts_processes_that_share_one_count(tmp_path: Path):
     # 80 trials of ~0.15 s: long enough that the started worker, ~5 s to import and join, gets some
     done = run_nas("search", "--space", "tiny", "--trials", "80", "--latency-repeats", "2", "--workers", "2",
+                   "--screen", "1000",
                    "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     assert "runner local (2 workers)" in done.stderr
