@@ -78,10 +78,6 @@ class Surrogate:
         self._y = np.asarray(y, dtype=float)
         return self
 
-    @property
-    def fitted(self) -> bool:
-        return self._forest is not None
-
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._forest is None:
             raise RuntimeError("Surrogate.predict before fit")

@@ -96,8 +96,9 @@ class TrialWork:
         # What the sampler gave the trial (a cascade's promotion to longer training, its epochs) stands
         planned = stored_user_attrs(study, trial)
         stage = planned.get("stage") or STAGES[self.options.objective]
+        structural = structural_score(genome)
         attrs = {"genome_hash": genome_hash, "flops": cost.flops, "params": cost.params,
-                 "structural": round(structural_score(genome), 6), "stage": stage}
+                 "structural": round(structural, 6), "stage": stage}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
@@ -106,7 +107,7 @@ class TrialWork:
             return _reuse(twin, times)
         constraints = constraint_values(self.options, cost, None)
         if any(v > 0 for v in constraints.values()):
-            return self._over_budget(study, genome, cost, constraints, times)
+            return self._over_budget(study, structural, cost, constraints, times)
         return {"genome": data, "cost": [cost.params, cost.frozen_params, cost.flops], "seconds": times,
                 "epochs": planned.get("epochs") or self.options.epochs, "stage": stage}
 
@@ -167,11 +168,11 @@ class TrialWork:
         return ([score] if second is None else [score, second]), attrs, constraints
 
     # ------------------------------------------------------------------------------------------------------
-    def _over_budget(self, study: optuna.Study, genome: Genome, cost: Cost, constraints: dict[str, float],
+    def _over_budget(self, study: optuna.Study, structural: float, cost: Cost, constraints: dict[str, float],
                      times: dict[str, float]) -> Outcome:
         """Never built. Its values are what is known without a model (documented as estimates), so that
         constraint-aware samplers still learn where the budget lies from it."""
-        score = structural_score(genome) if self.options.objective == "proxy" else 0.0
+        score = structural if self.options.objective == "proxy" else 0.0
         kind = self.options.second
         second = (_latency_estimate(study, cost) if kind == "latency" else second_from_cost(kind, cost))
         attrs: dict[str, Any] = {"estimated": "over budget, never built: score is the structural score, "
