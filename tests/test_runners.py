@@ -6,6 +6,7 @@ neither counts toward ``--trials``.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -73,6 +74,10 @@ def test_workers_flag_starts_processes_that_share_one_count(tmp_path: Path):
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # the started worker ran trials too
     assert (tmp_path / "run" / "workers" / "worker-1.log").is_file()
     assert all((tmp_path / "run" / name).exists() for name in RESULT_FILES)
+    # The references were scored by this process while the started worker took the first trials
+    scores = json.loads((tmp_path / "run" / "references.json").read_text())["scores"]
+    assert scores and all(s["score"] is not None for s in scores.values())
+    assert done.stderr.index("scoring 4 reference architectures") < done.stderr.index("expected run time")
 
 
 def test_a_dead_workers_trial_is_failed_and_retried_once(tmp_path: Path):

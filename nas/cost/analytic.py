@@ -42,9 +42,10 @@ def _node_cost(data: dict) -> Cost:
     return Cost(data["params"], data["frozen"], data["flops"])
 
 
-def analytic_cost(genome: Genome) -> Cost:
+def analytic_cost(genome: Genome, graph: nx.DiGraph | None = None) -> Cost:
+    """The genome's params, frozen params and FLOPs; ``graph``, its ``build_graph``, when the caller has it."""
     total = ZERO
-    for _, data in build_graph(genome).nodes(data=True):
+    for _, data in (graph if graph is not None else build_graph(genome)).nodes(data=True):
         total = total + _node_cost(data)
     return total
 

@@ -41,10 +41,12 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
 
 from nas.cost import analytic_cost
 from nas.errors import GenomeError
-from nas.io import parse_genome
+from nas.genome import Genome
+from nas.graph import build_graph
 from nas.search.params import random_params
 from nas.search.samplers import PlanningSampler
 from nas.search.surrogate import MIN_FIT, Encoder, Surrogate, held_out_tau, ucb
@@ -130,11 +132,12 @@ def _assess(data: dict[str, Any]) -> Assessed | None:
     within the budget."""
     from nas.evaluate.proxy import structural_score
 
-    try:
-        genome = parse_genome(data)
-    except GenomeError:
+    try:  # parse_genome's checks, with the graph they build kept for the cost
+        genome = Genome.model_validate(data)
+        graph = build_graph(genome)
+    except (ValidationError, GenomeError):
         return None
-    cost = analytic_cost(genome)
+    cost = analytic_cost(genome, graph)
     inside = _within_budget(cost)
     return genome.content_hash(), cost.params, cost.flops, structural_score(genome) if inside else None
 

@@ -40,7 +40,8 @@ class Progress:
     def update(self, done: int, feasible: int, best: str, session_done: int, timeout: float | None = None,
                force: bool = False, *, invalid: int = 0, duplicates: int = 0) -> None:
         """``done`` trials count toward the total, ``invalid`` of them invalid genomes (no genome, so neither
-        fitting the budget nor not: the feasible share leaves them out); ``duplicates`` were reused, uncounted."""
+        fitting the budget nor not: the feasible share leaves them out); ``duplicates`` were reused, uncounted.
+        ``session_done`` of them were counted since ``begin_trials``, by every process of the run: the rate."""
         if self.quiet:
             return
         now = time.perf_counter()

@@ -86,9 +86,10 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     run's is refused (``InputError``), as is a run whose storage is missing or damaged. A process given the
     ``storage`` and ``study`` of a search already under way joins it as a worker, with that search's options.
     ``runner="ray"`` runs the trials as Ray Tune trials (``address`` of a cluster, else a local Ray instance for
-    the run). When the trials are done, the ``references`` (published architectures; ``nas.search.references``)
-    are scored as a trial is, once per run directory (``references.json``), and the report shows them beside the
-    winner. ``evaluate(genome, model) -> float`` replaces the built-in score (maximised). Raises
+    the run). The ``references`` (published architectures; ``nas.search.references``) are scored as a trial is,
+    once per run directory (``references.json``), and the report shows them beside the winner: after the trials,
+    or while the first trials run when ``workers`` processes share the run. ``evaluate(genome, model) -> float``
+    replaces the built-in score (maximised). Raises
     ``InfeasibleBudget`` (an ``InputError``) before any trial when no genome fits the budget, and
     ``KeyboardInterrupt`` after writing the report on Ctrl-C; a run that fails before its first trial leaves no
     files behind.
@@ -132,14 +133,16 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
         shared = run.joined or as_worker
         study_ = _open(run, fresh)
         work = TrialWork(run.space, options, device_name, inputs, evaluate, latency_table(options))
-        done = counted(study_.get_trials(deepcopy=False))
+        done = state.done_before = counted(study_.get_trials(deepcopy=False))
         _say_start(progress, options, report, run.label, device_name, run_dir, done, "resuming" if resume and not
                    as_worker else f"joining study {options.study!r}" if run.joined else "")
         _set_sampler(run, study_, shared, progress, quiet=as_worker)
         progress.begin_trials()
         if not resume and report.median_params and done == 0:
             study_.enqueue_trial(report.median_params, user_attrs={"calibration": True}, skip_if_exists=True)
-        _run(options, run_dir, study_, work, state, resume=bool(resume), as_worker=as_worker)
+        _run(options, run_dir, study_, work, state, resume=bool(resume), as_worker=as_worker,
+             while_workers_run=lambda: (_score_references(run_dir, run, options, work, report, progress, stream),
+                                        progress.begin_trials()))
     except KeyboardInterrupt:
         progress.close()
         _interrupted(run_dir, fresh, study_, as_worker, stream)
@@ -155,17 +158,25 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     if state.stopped:  # fewer trials than asked: said even when quiet
         print(state.stopped, file=stream)
     try:  # after the trials, so Ctrl-C here still leaves their report (and the references scored so far)
-        score_references(run_dir, run.space, options, work, report.largest_flops, progress.say)
+        _score_references(run_dir, run, options, work, report, progress, stream)
     except KeyboardInterrupt:
         _interrupted(run_dir, None, study_, as_worker, stream)
         raise
-    except Exception as err:  # noqa: BLE001 - a yardstick that breaks must not cost the run its results
-        print(f"reference architectures not scored: {type(err).__name__}: {err}", file=stream)
     result = write_report(run_dir)
     print(result.summary(), file=stream)
     if options.objective == "supernet" and result.best is not None:
         _write_winner_weights(run_dir, result.best.genome, options, inputs, device_name, stream)
     return result
+
+
+def _score_references(run_dir: Path, run: _Run, options: SearchOptions, work: TrialWork, report: Any,
+                      progress: Progress, stream) -> None:
+    """The references not scored yet (none left: nothing to do). A yardstick that breaks must not cost the run its
+    results: its error is one line."""
+    try:
+        score_references(run_dir, run.space, options, work, report.largest_flops, progress.say)
+    except Exception as err:  # noqa: BLE001
+        print(f"reference architectures not scored: {type(err).__name__}: {err}", file=stream)
 
 
 @dataclass
@@ -307,8 +318,10 @@ def _cascade(run: _Run, progress: Progress, quiet: bool) -> Callable[[int], Casc
 
 
 def _run(options: SearchOptions, run_dir: Path, study_: optuna.Study, work: TrialWork, state: _LoopState,
-         resume: bool, as_worker: bool) -> None:
-    """The trials, on the run's runner (with the local runner's extra worker processes, stopped on failure)."""
+         resume: bool, as_worker: bool, while_workers_run: Callable[[], None]) -> None:
+    """The trials, on the run's runner (with the local runner's extra worker processes, stopped on failure).
+    When this process started extra workers, it first does ``while_workers_run`` (the references) while they
+    take the first trials: the run then ends when the last trial does, not a reference-scoring later."""
     prune = options.objective == "train" and not options.multi_objective and options.pruner != "none"
     if options.runner == "ray":
         from runners.ray import RayOptions, RayUnreachable, run_ray
@@ -329,6 +342,8 @@ def _run(options: SearchOptions, run_dir: Path, study_: optuna.Study, work: Tria
     if workers_ > 1 and not as_worker:
         procs = start_workers(workers_ - 1, _worker_command(run_dir), run_dir / "workers")
     try:
+        if procs:
+            while_workers_run()
         why = run_trials(study_, work, options.trials, prune=prune, heartbeat_s=options.heartbeat,
                          timeout=options.timeout, on_trial=state.on_trial)
     except BaseException:
@@ -493,6 +508,7 @@ class _LoopState:
         self.progress, self.options, self.label = progress, options, label
         self.feasible_share, self.quiet = feasible_share, quiet
         self.session = self.session_counted = 0
+        self.done_before = 0  # trials counted before this session: the rate of progress counts every process's since
         self.invalid_streak = self.duplicate_streak = 0
         self.stopped = ""  # why the search ended before the count, when it did
         self.start = time.perf_counter()
@@ -516,7 +532,7 @@ class _LoopState:
                           self.options.workers or 1)
         self.progress.update(done, _feasible(all_trials), _best_text(all_trials, self.options) +
                              _surrogate_text(all_trials),
-                             self.session_counted, self.options.timeout, invalid=sum(map(is_invalid, all_trials)),
+                             done - self.done_before, self.options.timeout, invalid=sum(map(is_invalid, all_trials)),
                              duplicates=sum(map(is_duplicate, all_trials)))
 
 
