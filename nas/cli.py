@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -117,6 +118,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
               f"p90 {lat['p90_ms']:.2f} over {lat['repeats']} runs; {lat['fingerprint_text']}")
         print(f"latency share per part: from per-block timings summing to {lat['predicted_ms']:.2f} ms "
               f"({lat['table_measured']} newly timed, cached in {lat['table']})")
+        if lat["calibrated_ms"] is not None:
+            print(f"latency predicted by the table's calibration for this setup: {lat['calibrated_ms']:.2f} ms "
+                  f"({lat['calibrated_ms'] / lat['median_ms'] - 1:+.1%} against the measurement)")
     return 0
 
 
@@ -315,6 +319,59 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_latency_calibrate(args: argparse.Namespace) -> int:
+    from nas.cost.calibration import MIN_GENOMES, calibrate
+    from nas.cost.profile import open_table, resolve_device
+    from nas.errors import InputError
+    from nas.outputs import output_file
+    from nas.space import read_space, sample_genomes
+
+    if args.genomes < MIN_GENOMES:
+        raise InputError(f"--genomes must be at least {MIN_GENOMES}, got {args.genomes}")
+    device = resolve_device(args.device)
+    threads = args.threads or (1 if device == "cpu" else None)  # as nas search times on a CPU
+    out = output_file(args.json, "--json") if args.json else None
+    space, _, label = read_space(args.space)
+    table = open_table(args.table)
+    genomes = sample_genomes(space, args.genomes, seed=args.seed)
+    print(f"nas latency calibrate: {len(genomes)} genomes of {label} on {device}"
+          f"{f', {threads} thread(s)' if threads else ''}, each timed end to end twice ({args.repeats} runs) "
+          f"and by the table {table.path}", file=sys.stderr)
+    tick = time.perf_counter()
+
+    def progress(i: int, row: dict) -> None:
+        left = (time.perf_counter() - tick) / (i + 1) * (len(genomes) - i - 1)
+        print(f"  {i + 1}/{len(genomes)}: measured {row['measured_ms']:.4g} ms (again {row['again_ms']:.4g}), "
+              f"table {row['table_ms']:.4g} ms  ~{left:.0f}s left", file=sys.stderr, flush=True)
+
+    run = calibrate(genomes, table, device, threads=threads, warmup=args.warmup, repeats=args.repeats,
+                    seed=args.seed, progress=progress)
+    cal = run.calibration
+    print(f"calibration for {cal.device} stored in {table.path} ({run.seconds:.0f}s)")
+    print(cal.describe())
+    if out:
+        out.write_text(json.dumps({"space": label, "calibration": json.loads(cal.to_json()), "rows": run.rows,
+                                   "seconds": run.seconds}, indent=1) + "\n")
+    return 0
+
+
+def cmd_latency_show(args: argparse.Namespace) -> int:
+    from nas.cost.calibration import list_calibrations
+    from nas.cost.profile import open_table
+
+    table = open_table(args.table)
+    calibrations = list_calibrations(table)
+    if not calibrations:
+        print(f"{table.path}: {len(table)} block entries, no calibration (make one with nas latency calibrate)")
+        return 0
+    print(f"{table.path}: {len(table)} block entries, {len(calibrations)} calibration(s)")
+    for cal in calibrations:
+        f = cal.fingerprint
+        print(f"{cal.device}: {f['name']}, torch {f['torch']}, {f['dtype']}, batch {f['batch']}, "
+              f"{f['threads']} thread(s), made {cal.created}\n  {cal.describe()}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from nas.search import write_report
 
@@ -441,6 +498,33 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue a run from its checkpoint; only --epochs may change")
     run.add_argument("--quiet", action="store_true", help="print only errors")
     p.set_defaults(func=cmd_supernet_train)
+
+    p = sub.add_parser("latency", help="calibrate the per-block latency table against end-to-end timing",
+                       description="The per-block latency table (--latency-mode lut) reads low on most devices. "
+                       "A calibration fits a correction per device and stores it in the table; --latency-mode "
+                       "predict uses it.")
+    latency = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = latency.add_parser("calibrate", help="time genomes end to end and fit the table's correction",
+                           description="Time --genomes random genomes of --space end to end (twice: the second is "
+                           "the measurement's own noise) and by the table, fit a correction of the table's sum "
+                           "over block families and memory traffic, and store it in the table with its held-out "
+                           "accuracy (5-fold) and the margin budgets are checked with.")
+    p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default cpu)")
+    p.add_argument("--space", default="metaformer_hybrid", help="the space to draw genomes from (a shipped name "
+                   "or a YAML file; default metaformer_hybrid)")
+    p.add_argument("--genomes", type=int, default=40, help="genomes to time (default 40)")
+    p.add_argument("--table", metavar="PATH", help="per-block latency table (default $NAS_CACHE_DIR or "
+                   "~/.cache/nas/latency.sqlite)")
+    p.add_argument("--threads", type=_at_least(1), help="CPU threads (default 1, as nas search times)")
+    p.add_argument("--repeats", type=_at_least(1), default=10, help="timed runs per measurement (default 10)")
+    p.add_argument("--warmup", type=_at_least(0), default=3, help="untimed runs first (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the genomes drawn and their weights")
+    p.add_argument("--json", metavar="PATH", help="also write every genome's timings and the fit here")
+    p.set_defaults(func=cmd_latency_calibrate)
+    p = latency.add_parser("show", help="list the table's calibrations", description="The calibrations a latency "
+                           "table holds: device, setup and held-out accuracy.")
+    p.add_argument("--table", metavar="PATH", help="per-block latency table (default as calibrate)")
+    p.set_defaults(func=cmd_latency_show)
 
     p = sub.add_parser("report", help="rebuild a run directory's report from its storage",
                        description="Rewrite trials.csv, pareto/, best.yaml, best_model.py, pareto.png and "

@@ -42,9 +42,10 @@ def hybrid_file(tmp_path: Path) -> Path:
     return path
 
 
-def run_nas(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The CLI in a real subprocess, as a user runs it."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def run_nas(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    """The CLI in a real subprocess, as a user runs it; ``env`` adds to the environment."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([sys.executable, "-m", "nas", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)
 

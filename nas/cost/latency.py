@@ -229,6 +229,8 @@ class LatencyTable:
             db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE IF NOT EXISTS latency (device TEXT, role TEXT, config TEXT, in_shape TEXT, "
                    "out INTEGER, ms REAL NOT NULL, PRIMARY KEY (device, role, config, in_shape, out))")
+        # One calibration per device fingerprint (nas.cost.calibration), beside the entries it corrects
+        db.execute("CREATE TABLE IF NOT EXISTS calibration (device TEXT PRIMARY KEY, data TEXT NOT NULL)")
 
     @contextmanager
     def _connect(self):
@@ -250,6 +252,20 @@ class LatencyTable:
     def __len__(self) -> int:
         with self._connect() as db:
             return db.execute("SELECT COUNT(*) FROM latency").fetchone()[0]
+
+    def calibration_text(self, device: str) -> str | None:
+        """The stored calibration (JSON) of the fingerprint key ``device``, or None."""
+        with self._connect() as db:
+            row = db.execute("SELECT data FROM calibration WHERE device=?", (device,)).fetchone()
+        return None if row is None else row[0]
+
+    def put_calibration_text(self, device: str, text: str) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO calibration VALUES (?, ?)", (device, text))
+
+    def calibration_texts(self) -> list[str]:
+        with self._connect() as db:
+            return [text for (text,) in db.execute("SELECT data FROM calibration ORDER BY device")]
 
 
 @dataclass(frozen=True)
@@ -324,9 +340,8 @@ def genome_latency(genome: Genome | str | Path | dict[str, Any], mode: LatencyMo
       genome on one CPU thread at 224px.
     - ``lut``: the sum of per-node table entries (``predict_latency``), timing missing entries once; ~6 ms
       once cached. On CPU it reads about 10% low (blocks timed alone run with warm caches).
-    - ``predict``: today the same number as ``lut``. It is the slot for a per-device correction fitted
-      against end-to-end measurements; a single fitted scale did not hold up across runs
-      (benchmarks/BENCHMARKS.md, "Latency"), so none is applied.
+    - ``predict``: the table's sum corrected by the device's calibration (``nas.cost.calibration``, made by
+      ``nas latency calibrate``); an ``InputError`` when the table holds none for this device fingerprint.
     """
     genome = load_genome(genome)
     if mode == "measure":
@@ -337,5 +352,10 @@ def genome_latency(genome: Genome | str | Path | dict[str, Any], mode: LatencyMo
     if mode in ("lut", "predict"):
         if table is None:
             raise ValueError(f"mode {mode!r} needs a LatencyTable")
-        return predict_latency(genome, table, device, dtype, batch, threads, warmup, repeats, seed).total_ms
+        prediction = predict_latency(genome, table, device, dtype, batch, threads, warmup, repeats, seed)
+        if mode == "lut":
+            return prediction.total_ms
+        from nas.cost.calibration import calibrated_latency
+
+        return calibrated_latency(genome, prediction, table, batch).ms
     raise ValueError(f"unknown latency mode {mode!r}; use 'measure', 'lut' or 'predict'")

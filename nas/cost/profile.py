@@ -128,6 +128,7 @@ def _latency(genome: Genome, *, batch: int, dtype: str, device: str, threads: in
              table: LatencyTable) -> dict[str, Any]:
     """End-to-end median, plus each part's share of the per-block table sum. Half precision runs as
     float32 weights under autocast on CUDA, and as plain float32 on CPU (where it is rarely faster)."""
+    from nas.cost.calibration import genome_features, load_calibration
     from nas.cost.latency import measure_latency, predict_latency
 
     autocast = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype) if device.startswith("cuda") else None
@@ -139,7 +140,10 @@ def _latency(genome: Genome, *, batch: int, dtype: str, device: str, threads: in
     prediction = predict_latency(genome, table, device, run_dtype, batch, threads,
                                  warmup=max(repeats // 5, 2), repeats=repeats)
     fp = result.fingerprint
+    calibration = load_calibration(table, prediction.device)  # made by `nas latency calibrate` for this setup
+    calibrated = calibration.predict(genome_features(genome, prediction, batch)) if calibration else None
     return {"median_ms": result.median_ms, "p10_ms": result.p10_ms, "p90_ms": result.p90_ms,
+            "calibrated_ms": calibrated,
             "repeats": result.repeats, "fingerprint": fp,
             "fingerprint_text": f"{fp['name']}, torch {fp['torch']}, {fp['dtype']}"
                                 f"{' autocast ' + fp['autocast'] if fp.get('autocast') else ''}, "

@@ -30,7 +30,7 @@ MOST_REFERENCES, TRIALS_PER_REFERENCE = 4, 4
 Objective = Literal["proxy", "train", "supernet", "custom"]
 Second = Literal["latency", "params", "flops", "none"]
 SamplerName = Literal["cascade", "tpe", "nsga2", "random", "evolution"]  # the one list of samplers (samplers.SAMPLERS)
-LatencyMode = Literal["measure", "lut"]
+LatencyMode = Literal["measure", "lut", "predict"]
 PrunerName = Literal["median", "hyperband", "none"]
 RunnerName = Literal["local", "ray"]
 
@@ -97,7 +97,8 @@ class SearchOptions(BaseModel):
     second: Second | None = Field(None, description="second objective, minimised (default: latency, or none with "
                            "--objective train, so the pruner can stop poor trials)")
     latency_mode: LatencyMode = Field("measure", description="measure: time each network end to end; lut: sum of "
-                                      "cached per-block times")
+                                      "cached per-block times; predict: that sum corrected by the device's "
+                                      "calibration (nas latency calibrate), budgets checked with its margin")
     latency_repeats: int = Field(5, description="timed runs per latency measurement")
     proxy_batch: int = Field(8, description="images the zero-cost scores see")
     epochs: int = Field(3, description="training epochs per trial with --objective train")

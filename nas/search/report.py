@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import math
 import os
 import shutil
@@ -27,7 +28,7 @@ from nas.io import dump_genome, parse_genome
 from nas.search.cascade import SCREEN_ATTR, surrogate_summary
 from nas.search.params import genome_data, params_picker
 from nas.search.references import REFERENCES_FILE, Scored, read_references, report_section, second_value, summary_line
-from nas.search.rundir import open_study, read_run, write_atomic
+from nas.search.rundir import WINNER_LATENCY_FILE, open_study, read_run, write_atomic
 from nas.search.samplers import dominates
 from nas.search.scoring import GenomeScore
 from nas.search.trial import SECOND_UNITS, STAGES, is_invalid
@@ -59,6 +60,7 @@ class SearchResult:
     second: str
     files: list[Path] = field(default_factory=list)
     references: list[GenomeScore] = field(default_factory=list)  # scored as the trials were (references.json)
+    winner_latency: dict[str, Any] | None = None  # the winner timed end to end (winner_latency.json)
 
     def summary(self) -> str:
         head = f"{self.counts['trials']} trials: {_breakdown(self.counts)}"
@@ -68,11 +70,38 @@ class SearchResult:
                 f"\n{against}" if against else "")
         best = self.best
         second = f", {best.second:.4g} {SECOND_UNITS[self.second]}" if best.second is not None else ""
+        measured = winner_latency_line(self.winner_latency)
         return (f"{head}\nbest: trial {best.number}, score {best.score:.4g}{second}, "
                 f"{format_count(best.flops)}FLOPs, {format_count(best.params)} params; "
-                f"{len(self.pareto)} on the Pareto front\n" + (f"{against}\n" if against else "")
+                f"{len(self.pareto)} on the Pareto front\n" + (f"{measured}\n" if measured else "")
+                + (f"{against}\n" if against else "")
                 + f"run directory: {self.run_dir} (best.yaml, best_model.py, pareto/, pareto.png, report.md, "
                 f"trials.csv)")
+
+
+def read_winner_latency(run_dir: Path, best: ParetoPoint | None) -> dict[str, Any] | None:
+    """The end-to-end timing of the winner, when it is of today's winner (a resumed run may have another)."""
+    path = run_dir / WINNER_LATENCY_FILE
+    if best is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if data.get("genome_hash") == best.genome.content_hash() else None
+
+
+def winner_latency_line(data: dict[str, Any] | None) -> str:
+    """A predicted latency is not a measured one: how the winner timed end to end, and against the budget."""
+    if not data:
+        return ""
+    line = (f"winner timed end to end: {data['measured_ms']:.4g} ms against {data['predicted_ms']:.4g} ms "
+            f"{data['mode']} ({data['measured_ms'] / data['predicted_ms'] - 1:+.1%})")
+    budget = data.get("budget_ms")
+    if budget:
+        line += (f"; within the {budget:g} ms budget" if data["measured_ms"] <= budget
+                 else f"; OVER the {budget:g} ms budget: the prediction was wrong for it")
+    return line
 
 
 def _breakdown(c: dict[str, int]) -> str:
@@ -318,13 +347,15 @@ def write_report(run_dir: str | Path) -> SearchResult:
     with _replacing(run_dir / "pareto.png") as tmp:
         _plot(tmp, trials, front, options, references.references)
     files.append(run_dir / "pareto.png")
+    winner_latency = read_winner_latency(run_dir, best)
     write_atomic(run_dir / "report.md", _markdown(run_dir, options, space, trials, points, best, counts,
                                                   _importances(trials, directions), references,
-                                                  study.user_attrs.get(SCREEN_ATTR)))
+                                                  study.user_attrs.get(SCREEN_ATTR), winner_latency))
     files.append(run_dir / "report.md")
     if (run_dir / REFERENCES_FILE).is_file():
         files.append(run_dir / REFERENCES_FILE)
-    return SearchResult(run_dir, points, best, counts, options.second, files, references.references)
+    return SearchResult(run_dir, points, best, counts, options.second, files, references.references,
+                        winner_latency)
 
 
 @contextlib.contextmanager
@@ -392,8 +423,8 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
 
 def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[FrozenTrial],
               points: list[ParetoPoint], best: ParetoPoint | None, counts: dict[str, int],
-              importances: dict[str, float] | str, references: Scored, screened: dict[str, Any] | None = None
-              ) -> str:
+              importances: dict[str, float] | str, references: Scored, screened: dict[str, Any] | None = None,
+              winner_latency: dict[str, Any] | None = None) -> str:
     unit = SECOND_UNITS[options.second]
     found = choices(space)
     lines = [f"# Search report: {run_dir.name}", "",
@@ -428,6 +459,8 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
         second = p.second if options.multi_objective else p.latency_ms
         lines.append(f"| {p.number} | {p.score:.4g} | {_fmt(second)} | {p.flops / 1e9:.3f} | "
                      f"{p.params / 1e6:.2f} | pareto/trial{p.number:04d}.yaml |")
+    if winner_latency:
+        lines += ["", winner_latency_line(winner_latency) + "."]
     lines += ["", "![Pareto front](pareto.png)", ""]
     lines += report_section(references, best, points, options, space)
     lines += ["## Parameter importances (score, feasible trials)", ""]

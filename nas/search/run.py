@@ -1,6 +1,7 @@
 """``nas.search``: the constrained multi-objective search loop, its run directory and resume."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -17,6 +18,7 @@ import yaml
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
+from nas.compiler import compile_model
 from nas.errors import InputError, NasError, did_you_mean
 from nas.flags import flag_name, option_fields
 from nas.io import parse_yaml
@@ -29,6 +31,7 @@ from nas.search.report import SearchResult, write_report
 from nas.search.rundir import (
     RUN_FILE,
     SPACE_FILE,
+    WINNER_LATENCY_FILE,
     NewRun,
     check_storage,
     connect,
@@ -44,12 +47,13 @@ from nas.search.rundir import (
     write_atomic,
 )
 from nas.search.samplers import make_sampler
-from nas.search.scoring import default_workers, latency_table, search_inputs, set_up_device
+from nas.search.scoring import default_workers, latency_table, require_calibration, search_inputs, set_up_device
 from nas.search.survey import check_reachable, survey
 from nas.search.trial import SECOND_UNITS, STAGES, Evaluate, Inputs, TrialWork, constraint_values, is_invalid
 from nas.space import read_space
 from runners.base import StopSearch, counted, is_duplicate, is_void
 from runners.local import run_trials, start_workers, wait_workers
+from runners.slots import device_slot
 
 # Stop when this many samples in a row are invalid genomes and nearly nothing else came out.
 INVALID_STREAK = 50
@@ -120,6 +124,10 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
         run.options = options = options.model_copy(update={"workers": default_workers(
             options, device_name, evaluate is not None, report.median_flops)})
 
+    table = latency_table(options)
+    if options.latency_mode == "predict" and table is not None:
+        progress.say(f"  latency predicted by the calibrated table: "
+                     f"{require_calibration(table, device_name, torch.get_num_threads()).describe()}")
     # Everything checked: only now is anything written, and all of it is removed if no trial gets to run.
     fresh = None
     if not resume and not (run.joined and (run_dir / RUN_FILE).exists()):
@@ -132,7 +140,7 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     try:
         shared = run.joined or as_worker
         study_ = _open(run, fresh)
-        work = TrialWork(run.space, options, device_name, inputs, evaluate, latency_table(options))
+        work = TrialWork(run.space, options, device_name, inputs, evaluate, table)
         done = state.done_before = counted(study_.get_trials(deepcopy=False))
         _say_start(progress, options, report, run.label, device_name, run_dir, done, "resuming" if resume and not
                    as_worker else f"joining study {options.study!r}" if run.joined else "")
@@ -163,10 +171,33 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
         _interrupted(run_dir, None, study_, as_worker, stream)
         raise
     result = write_report(run_dir)
+    if _time_winner(run_dir, result, options, work, progress):
+        result = write_report(run_dir)
     print(result.summary(), file=stream)
     if options.objective == "supernet" and result.best is not None:
         _write_winner_weights(run_dir, result.best.genome, options, inputs, device_name, stream)
     return result
+
+
+def _time_winner(run_dir: Path, result: Any, options: SearchOptions, work: TrialWork, progress: Progress) -> bool:
+    """With a latency from the table (``lut``, ``predict``), the winner is timed end to end before it is
+    reported as within budget (``winner_latency.json``). False when there is nothing to time."""
+    best = result.best
+    if (options.latency_mode == "measure" or best is None or best.latency_ms is None
+            or result.winner_latency is not None):
+        return False
+    from nas.cost import measure_latency
+
+    model = compile_model(best.genome, seed=options.seed)
+    res = best.genome.input
+    with device_slot(work.device, exclusive=True):
+        measured = measure_latency(model, (res.channels, *res.resolution), work.device, warmup=3,
+                                   repeats=max(options.latency_repeats, 10)).median_ms
+    data = {"genome_hash": best.genome.content_hash(), "trial": best.number, "mode": options.latency_mode,
+            "predicted_ms": best.latency_ms, "measured_ms": measured, "budget_ms": options.latency_budget_ms}
+    write_atomic(run_dir / WINNER_LATENCY_FILE, json.dumps(data, indent=1) + "\n")
+    progress.say(f"  the winner (trial {best.number}) timed end to end: {measured:.4g} ms")
+    return True
 
 
 def _score_references(run_dir: Path, run: _Run, options: SearchOptions, work: TrialWork, report: Any,

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from nas.cost import analytic_cost
+from nas.errors import InputError
 from nas.evaluate.batch import proxy_batch
 from nas.genome import Genome
 from nas.io import parse_genome
@@ -72,13 +73,28 @@ def default_workers(options: SearchOptions, device: str, custom: bool, median_fl
 
 def latency_table(options: SearchOptions) -> Any:
     """The per-block latency table when the search measures latency by lookup, else ``None``."""
-    if options.latency_mode != "lut" or not (options.second == "latency" or options.latency):
+    if options.latency_mode == "measure" or not (options.second == "latency" or options.latency):
         return None
     from nas.cost import LatencyTable
     from nas.cost.profile import default_table_path
 
     default_table_path().parent.mkdir(parents=True, exist_ok=True)
     return LatencyTable(default_table_path())
+
+
+def require_calibration(table: Any, device: str, threads: int) -> Any:
+    """``--latency-mode predict`` before any trial: the table's calibration for this device and thread count,
+    or an ``InputError`` saying how to make one."""
+    from nas.cost.calibration import load_calibration
+    from nas.cost.latency import device_fingerprint, fingerprint_key
+
+    key = fingerprint_key(device_fingerprint(device, threads=threads))
+    calibration = load_calibration(table, key)
+    if calibration is None:
+        raise InputError(f"--latency-mode predict: the latency table {table.path} holds no calibration for "
+                         f"device {device} with {threads} thread(s) ({key}); make one with `nas latency calibrate "
+                         f"--device {device} --threads {threads}`")
+    return calibration
 
 
 @dataclass

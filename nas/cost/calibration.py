@@ -1,0 +1,305 @@
+"""A per-device correction of the latency table, fitted on end-to-end timings: ``--latency-mode predict``.
+
+The table's sum (``predict_latency``) times each block alone, in a tight loop, with its weights and activations
+in cache; inside the network the other blocks have evicted them, so the sum reads low, and by how much depends
+on the block family and on the memory the network moves (benchmarks/BENCHMARKS.md, "Latency"). A calibration
+times a set of genomes end to end on the device, once more to know the repeat-measurement floor, and fits
+
+    measured - table sum = sum over families f of a_f * (table ms of f) + b * activation MB + c * weight MB
+                           + d * nodes + e
+
+by least squares on relative error (scikit-learn's ``LinearRegression``, each genome weighted by 1/measured^2):
+the table stays the baseline and the fit only corrects it, so a family the calibration never saw is predicted
+as the table has it. A family is its own feature when it holds at least ``FAMILY_SHARE`` of the table's time
+in at least ``FAMILY_GENOMES`` calibration genomes; the rest share the feature ``other``.
+
+Held-out accuracy is part of every calibration: each genome is predicted by a fit on the other folds
+(``FOLDS``-fold cross-validation), and the share within +-10% and the median error are stored beside the same
+figures for the raw table sum and for the second end-to-end measurement (the floor no predictor can be judged
+against without). ``margin`` is the 90th percentile of how far the held-out predictions fell short of the
+measurement: a latency budget checked by a prediction is checked against ``prediction * (1 + margin)``.
+
+A calibration is stored in the table's SQLite file (table ``calibration``), keyed by the device fingerprint
+the table's entries use, so it never applies to another device, thread count, batch or runtime.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+
+from nas.compiler import compile_model
+from nas.cost.latency import (
+    LatencyTable,
+    Prediction,
+    device_fingerprint,
+    fingerprint_key,
+    measure_latency,
+    predict_latency,
+)
+from nas.errors import InputError
+from nas.genome import Genome
+from nas.graph import build_graph
+
+FOLDS = 5
+FAMILY_SHARE = 0.05  # of a genome's table time, for a family to be a feature of its own
+FAMILY_GENOMES = 5
+MARGIN_QUANTILE = 90
+WITHIN = 0.10  # the +-10% the accuracy figures count
+MIN_GENOMES = 8  # below this, FOLDS folds of a handful say nothing
+RIDGE_ALPHAS = np.logspace(-3, 3, 13)
+
+
+def node_family(config: Any) -> str:
+    """The block family a graph node's time is charged to: its token mixer's file for a MetaFormer-style block
+    (``blocks/attention.py`` -> ``attention``), else its own (``stems``, ``heads``, ``reduction`` ...)."""
+    mixer = getattr(config, "mixer", None)
+    owner = mixer if mixer is not None and hasattr(mixer, "type") else config
+    return type(owner).__module__.rpartition(".")[2]
+
+
+@dataclass(frozen=True)
+class GenomeFeatures:
+    """What a calibration knows of a genome without running it whole: the table's times by family, and the
+    memory its shapes move."""
+
+    table_ms: float
+    family_ms: dict[str, float]
+    activation_mb: float  # every node's input and output, float32, at the timed batch
+    weight_mb: float
+    nodes: int
+
+
+def genome_features(genome: Genome, prediction: Prediction, batch: int = 1) -> GenomeFeatures:
+    families: dict[str, float] = {}
+    activations = weights = 0
+    nodes = 0
+    for name, data in build_graph(genome).nodes(data=True):
+        if data["role"] == "input":
+            continue
+        family = node_family(data["config"])
+        families[family] = families.get(family, 0.0) + prediction.nodes[name]
+        activations += math.prod(data["in_shape"]) + math.prod(data["out_shape"])
+        weights += data["params"]
+        nodes += 1
+    return GenomeFeatures(prediction.total_ms, families, activations * batch * 4 / 2**20, weights * 4 / 2**20,
+                          nodes)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Accuracy on genomes a fit never saw, beside the table's and the repeat measurement's."""
+
+    genomes: int
+    folds: int
+    within: float  # share of genomes predicted within +-10% of the end-to-end median
+    median_error: float  # median |predicted / measured - 1|
+    table_within: float
+    table_median_error: float
+    floor_within: float  # the same genome measured again: the noise of the measurement itself
+    floor_median_error: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted correction for one device fingerprint; ``predict`` turns a genome's features into milliseconds."""
+
+    device: str  # fingerprint_key of the table entries it corrects
+    fingerprint: dict[str, Any]
+    families: list[str]  # families with a feature of their own; any other is ``other``
+    coefficients: dict[str, float]  # feature -> ms of correction per unit
+    intercept: float
+    margin: float  # a budget checked by a prediction is checked against prediction * (1 + margin)
+    held_out: HeldOut
+    created: str = ""
+
+    def predict(self, features: GenomeFeatures) -> float:
+        row = _row(features, self.families)
+        correction = self.intercept + sum(self.coefficients.get(k, 0.0) * v for k, v in row.items())
+        # A correction that would leave less than a tenth of the table's sum is an extrapolation, not a timing
+        return max(features.table_ms + correction, 0.1 * features.table_ms)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Calibration:
+        data = json.loads(text)
+        return cls(**{**data, "held_out": HeldOut(**data["held_out"])})
+
+    def describe(self) -> str:
+        h = self.held_out
+        return (f"held out ({h.genomes} genomes, {h.folds}-fold): {h.within:.0%} within +-10%, median error "
+                f"{h.median_error:.1%}; table sum {h.table_within:.0%} / {h.table_median_error:.1%}; measured "
+                f"again {h.floor_within:.0%} / {h.floor_median_error:.1%}; budget margin +{self.margin:.1%}")
+
+
+def _family_key(family: str) -> str:
+    return f"table_ms:{family}"
+
+
+def _row(features: GenomeFeatures, families: Sequence[str]) -> dict[str, float]:
+    row = {_family_key(f): 0.0 for f in (*families, "other")}
+    for family, ms in features.family_ms.items():
+        row[_family_key(family if family in families else "other")] += ms
+    row.update(activation_mb=features.activation_mb, weight_mb=features.weight_mb, nodes=float(features.nodes))
+    return row
+
+
+def _families(samples: Sequence[GenomeFeatures]) -> list[str]:
+    counts: dict[str, int] = {}
+    for s in samples:
+        for family, ms in s.family_ms.items():
+            if s.table_ms > 0 and ms / s.table_ms >= FAMILY_SHARE:
+                counts[family] = counts.get(family, 0) + 1
+    return sorted(f for f, n in counts.items() if n >= FAMILY_GENOMES)
+
+
+def _fit(samples: Sequence[GenomeFeatures], measured: Sequence[float]) -> tuple[list[str], dict[str, float], float]:
+    """Ridge regression on standardised features, its penalty chosen by scikit-learn's efficient leave-one-out
+    (``RidgeCV``): a few dozen genomes against up to a dozen features, so the fit shrinks what the data cannot
+    support. The coefficients are returned on the features' own scale."""
+    from sklearn.linear_model import RidgeCV
+
+    families = _families(samples)
+    rows = [_row(s, families) for s in samples]
+    names = list(rows[0])
+    x = np.array([[r[k] for k in names] for r in rows])
+    y = np.array([m - s.table_ms for s, m in zip(samples, measured)])
+    weights = 1.0 / np.square(np.asarray(measured))  # least squares on relative error
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0  # a feature every genome shares carries nothing beyond the intercept
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit((x - mean) / scale, y, sample_weight=weights)
+    coefficients = model.coef_ / scale
+    intercept = float(model.intercept_ - np.dot(coefficients, mean))
+    return families, dict(zip(names, map(float, coefficients))), intercept
+
+
+def _accuracy(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    errors = np.abs(np.asarray(predicted) / np.asarray(measured) - 1)
+    return float(np.mean(errors <= WITHIN)), float(np.median(errors))
+
+
+def fit_calibration(samples: Sequence[GenomeFeatures], measured: Sequence[float], again: Sequence[float],
+                    device: str, fingerprint: dict[str, Any], seed: int = 0) -> tuple[Calibration, list[float]]:
+    """The calibration fitted on every sample, and each sample's held-out prediction (from the fold that left it
+    out). ``measured`` is the end-to-end median per genome, ``again`` a second one, for the floor."""
+    n = len(samples)
+    if n < MIN_GENOMES:
+        raise InputError(f"a calibration needs at least {MIN_GENOMES} genomes, got {n}")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    folds = min(FOLDS, n)
+    held: list[float] = [0.0] * n
+    for k in range(folds):
+        test = order[k::folds]
+        train = [i for i in order if i not in set(test)]
+        families, coefficients, intercept = _fit([samples[i] for i in train], [measured[i] for i in train])
+        part = Calibration(device, fingerprint, families, coefficients, intercept, 0.0, _NO_HELD_OUT)
+        for i in test:
+            held[i] = part.predict(samples[i])
+    shortfall = [m / p - 1 for m, p in zip(measured, held)]
+    margin = max(0.0, float(np.percentile(shortfall, MARGIN_QUANTILE)))
+    within, error = _accuracy(held, measured)
+    table_within, table_error = _accuracy([s.table_ms for s in samples], measured)
+    floor_within, floor_error = _accuracy(again, measured)
+    families, coefficients, intercept = _fit(samples, measured)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return Calibration(device, fingerprint, families, coefficients, intercept, margin,
+                       HeldOut(n, folds, within, error, table_within, table_error, floor_within, floor_error),
+                       created), held
+
+
+_NO_HELD_OUT = HeldOut(0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+@dataclass
+class CalibrationRun:
+    """A calibration and the measurements it was fitted on, one row per genome."""
+
+    calibration: Calibration
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def calibrate(genomes: Sequence[Genome], table: LatencyTable, device: str = "cpu", batch: int = 1,
+              threads: int | None = None, warmup: int = 3, repeats: int = 10, seed: int = 0,
+              progress: Callable[[int, dict[str, Any]], None] | None = None) -> CalibrationRun:
+    """Time each genome end to end twice and by the table (timing its missing entries), fit, and store the
+    calibration in ``table``. ``progress(i, row)`` is called after each genome."""
+    tick = time.perf_counter()
+    threads = threads if threads is not None else torch.get_num_threads()
+    fingerprint = device_fingerprint(device, torch.float32, batch, threads)
+    key = fingerprint_key(fingerprint)
+    samples, measured, again, rows = [], [], [], []
+    for i, genome in enumerate(genomes):
+        prediction = predict_latency(genome, table, device, batch=batch, threads=threads, warmup=warmup,
+                                     repeats=repeats, seed=seed)
+        model = compile_model(genome, seed=seed)
+        shape = (genome.input.channels, *genome.input.resolution)
+        first = measure_latency(model, shape, device, batch=batch, warmup=warmup, repeats=repeats,
+                                threads=threads).median_ms
+        second = measure_latency(model, shape, device, batch=batch, warmup=warmup, repeats=repeats,
+                                 threads=threads).median_ms
+        del model
+        features = genome_features(genome, prediction, batch)
+        samples.append(features)
+        measured.append(first)
+        again.append(second)
+        row = {"genome": genome.content_hash(), "measured_ms": first, "again_ms": second,
+               "table_ms": prediction.total_ms, "new_entries": prediction.measured, **asdict(features)}
+        rows.append(row)
+        if progress is not None:
+            progress(i, row)
+    calibration, held = fit_calibration(samples, measured, again, key, fingerprint, seed)
+    for row, p in zip(rows, held):
+        row["held_out_ms"] = p
+    save_calibration(table, calibration)
+    return CalibrationRun(calibration, rows, time.perf_counter() - tick)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Storage, in the table whose entries it corrects
+
+def save_calibration(table: LatencyTable, calibration: Calibration) -> None:
+    table.put_calibration_text(calibration.device, calibration.to_json())
+
+
+def load_calibration(table: LatencyTable, device: str) -> Calibration | None:
+    """The calibration stored for the fingerprint key ``device``, or None."""
+    text = table.calibration_text(device)
+    return None if text is None else Calibration.from_json(text)
+
+
+def list_calibrations(table: LatencyTable) -> list[Calibration]:
+    return [Calibration.from_json(text) for text in table.calibration_texts()]
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    ms: float  # the corrected prediction
+    table_ms: float
+    calibration: Calibration
+
+    @property
+    def budget_ms(self) -> float:
+        """What a latency budget is checked against: the prediction raised by the held-out margin."""
+        return self.ms * (1 + self.calibration.margin)
+
+
+def calibrated_latency(genome: Genome, prediction: Prediction, table: LatencyTable, batch: int = 1) -> Calibrated:
+    """``prediction`` (the table's sum for ``genome``) corrected by the calibration of its device fingerprint."""
+    calibration = load_calibration(table, prediction.device)
+    if calibration is None:
+        raise InputError(f"latency table {table.path} holds no calibration for this device and setup "
+                         f"({prediction.device}); run `nas latency calibrate` with the same device and threads")
+    return Calibrated(calibration.predict(genome_features(genome, prediction, batch)), prediction.total_ms,
+                      calibration)
