@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from nas import compile_model, load_genome
-from nas.errors import InputError
 from nas.cost.latency import (
     LatencyKey,
     LatencyTable,
@@ -25,6 +24,7 @@ from nas.cost.latency import (
     measure_latency,
     predict_latency,
 )
+from nas.errors import InputError
 from tests.conftest import ROOT
 
 FAST = {"warmup": 1, "repeats": 3}
