@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, get_args
 
 import yaml
 
@@ -85,7 +85,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     genome = with_resolution(load_genome(args.genome), args.resolution)
     device = resolve_device(args.device)
     report = profile(genome, batch=args.batch, dtype=args.dtype, device=device, fvcore=args.fvcore,
-                     latency=args.latency, threads=args.threads, repeats=args.repeats, table=args.table)
+                     latency=args.latency, threads=args.threads, repeats=args.repeats, table=args.table,
+                     runtime=args.runtime)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -321,6 +322,7 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
 
 def cmd_latency_calibrate(args: argparse.Namespace) -> int:
     from nas.cost.calibration import MIN_GENOMES, calibrate
+    from nas.cost.latency import runtime_version
     from nas.cost.profile import open_table, resolve_device
     from nas.errors import InputError
     from nas.outputs import output_file
@@ -334,7 +336,8 @@ def cmd_latency_calibrate(args: argparse.Namespace) -> int:
     space, _, label = read_space(args.space)
     table = open_table(args.table)
     genomes = sample_genomes(space, args.genomes, seed=args.seed)
-    print(f"nas latency calibrate: {len(genomes)} genomes of {label} on {device}"
+    runtime_version(args.runtime)  # refused before any timing when it cannot run here
+    print(f"nas latency calibrate: {len(genomes)} genomes of {label} on {device} under {args.runtime}"
           f"{f', {threads} thread(s)' if threads else ''}, each timed end to end twice ({args.repeats} runs) "
           f"and by the table {table.path}", file=sys.stderr)
     tick = time.perf_counter()
@@ -345,7 +348,7 @@ def cmd_latency_calibrate(args: argparse.Namespace) -> int:
               f"table {row['table_ms']:.4g} ms  ~{left:.0f}s left", file=sys.stderr, flush=True)
 
     run = calibrate(genomes, table, device, threads=threads, warmup=args.warmup, repeats=args.repeats,
-                    seed=args.seed, progress=progress)
+                    seed=args.seed, progress=progress, runtime=args.runtime)
     cal = run.calibration
     print(f"calibration for {cal.device} stored in {table.path} ({run.seconds:.0f}s)")
     print(cal.describe())
@@ -391,7 +394,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from nas.flags import add_flags
-    from nas.search.options import SearchOptions
+    from nas.search.options import Runtime, SearchOptions
     from nas.supernet.train import SupernetTrainOptions
 
     parser = _Parser(prog="nas", description="Neural architecture search and composition for hybrid vision "
@@ -420,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for memory and latency; half precision uses autocast on CUDA")
     p.add_argument("--fvcore", action="store_true", help="also count FLOPs with fvcore on the compiled model")
     p.add_argument("--latency", action="store_true", help="measure latency on the device")
+    p.add_argument("--runtime", default="eager", choices=get_args(Runtime),
+                   help="what --latency times: eager PyTorch, torch.compile, or the ONNX export under ONNX Runtime")
     p.add_argument("--threads", type=int, help="CPU threads for latency (default: torch's current setting)")
     p.add_argument("--repeats", type=int, default=30, help="timed runs for latency (default 30)")
     p.add_argument("--table", metavar="PATH", help="per-block latency cache (default $NAS_CACHE_DIR or "
@@ -519,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=_at_least(1), default=10, help="timed runs per measurement (default 10)")
     p.add_argument("--warmup", type=_at_least(0), default=3, help="untimed runs first (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the genomes drawn and their weights")
+    p.add_argument("--runtime", default="eager", choices=get_args(Runtime),
+                   help="what the genomes and blocks are timed under (default eager)")
     p.add_argument("--json", metavar="PATH", help="also write every genome's timings and the fit here")
     p.set_defaults(func=cmd_latency_calibrate)
     p = latency.add_parser("show", help="list the table's calibrations", description="The calibrations a latency "

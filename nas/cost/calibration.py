@@ -40,6 +40,7 @@ from nas.compiler import compile_model
 from nas.cost.latency import (
     LatencyTable,
     Prediction,
+    Runtime,
     device_fingerprint,
     fingerprint_key,
     measure_latency,
@@ -232,23 +233,22 @@ class CalibrationRun:
 
 def calibrate(genomes: Sequence[Genome], table: LatencyTable, device: str = "cpu", batch: int = 1,
               threads: int | None = None, warmup: int = 3, repeats: int = 10, seed: int = 0,
-              progress: Callable[[int, dict[str, Any]], None] | None = None) -> CalibrationRun:
+              progress: Callable[[int, dict[str, Any]], None] | None = None,
+              runtime: Runtime = "eager") -> CalibrationRun:
     """Time each genome end to end twice and by the table (timing its missing entries), fit, and store the
     calibration in ``table``. ``progress(i, row)`` is called after each genome."""
     tick = time.perf_counter()
     threads = threads if threads is not None else torch.get_num_threads()
-    fingerprint = device_fingerprint(device, torch.float32, batch, threads)
+    fingerprint = device_fingerprint(device, torch.float32, batch, threads, runtime=runtime)
     key = fingerprint_key(fingerprint)
     samples, measured, again, rows = [], [], [], []
     for i, genome in enumerate(genomes):
         prediction = predict_latency(genome, table, device, batch=batch, threads=threads, warmup=warmup,
-                                     repeats=repeats, seed=seed)
+                                     repeats=repeats, seed=seed, runtime=runtime)
         model = compile_model(genome, seed=seed)
         shape = (genome.input.channels, *genome.input.resolution)
-        first = measure_latency(model, shape, device, batch=batch, warmup=warmup, repeats=repeats,
-                                threads=threads).median_ms
-        second = measure_latency(model, shape, device, batch=batch, warmup=warmup, repeats=repeats,
-                                 threads=threads).median_ms
+        first, second = (measure_latency(model, shape, device, batch=batch, warmup=warmup, repeats=repeats,
+                                         threads=threads, runtime=runtime).median_ms for _ in range(2))
         del model
         features = genome_features(genome, prediction, batch)
         samples.append(features)

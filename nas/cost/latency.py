@@ -14,7 +14,7 @@ import os
 import platform
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,10 @@ from nas.graph import build_graph
 from nas.io import load_genome
 
 Autocast = Literal["bf16", "fp16"]
+# What runs the network: PyTorch eager, torch.compile (Inductor), or ONNX Runtime on an exported graph. Operators
+# fuse and rank differently under each, so a time is only comparable within one (the fingerprint records it).
+Runtime = Literal["eager", "compile", "onnxruntime"]
+RUNTIMES: tuple[str, ...] = ("eager", "compile", "onnxruntime")
 LatencyMode = Literal["measure", "lut", "predict"]
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Environment variables that change how the CPU allocator behaves, and so the times.
@@ -60,15 +64,29 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def runtime_version(runtime: Runtime) -> str:
+    """``runtime`` and the version of what runs it; an ``InputError`` when it cannot run here."""
+    if runtime in ("eager", "compile"):
+        return f"{runtime} (torch {torch.__version__})"
+    if runtime == "onnxruntime":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise InputError("--runtime onnxruntime: the onnxruntime package is not installed "
+                             "(pip install onnxruntime)") from None
+        return f"onnxruntime {onnxruntime.__version__}"
+    raise InputError(f"--runtime {runtime}: expected one of {', '.join(RUNTIMES)}")
+
+
 def device_fingerprint(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch: int = 1,
                        threads: int | None = None, *, channels_last: bool = False,
-                       autocast: Autocast | None = None) -> dict[str, Any]:
+                       autocast: Autocast | None = None, runtime: Runtime = "eager") -> dict[str, Any]:
     """Everything a time depends on besides the network; ``threads=None`` records the current count."""
     dev = _device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
     return {"device": dev.type, "name": name, "torch": torch.__version__, "dtype": str(dtype).removeprefix("torch."),
             "batch": batch, "threads": threads if threads is not None else torch.get_num_threads(),
-            "channels_last": channels_last, "autocast": autocast,
+            "channels_last": channels_last, "autocast": autocast, "runtime": runtime_version(runtime),
             "allocator": {k: os.environ[k] for k in ALLOCATOR_ENV if k in os.environ}}
 
 
@@ -115,43 +133,68 @@ def _num_threads(threads: int):
         torch.set_num_threads(previous)
 
 
-def _time_calls(model: nn.Module, x: torch.Tensor, dev: torch.device, warmup: int, repeats: int) -> list[float]:
+def _time_calls(call: Callable[[], Any], dev: torch.device, warmup: int, repeats: int,
+                cuda_events: bool = True) -> list[float]:
     """Milliseconds of each timed call. CUDA: events around each call, synchronised, so a time is one call's
-    latency rather than a share of a pipelined queue; CPU: the wall clock."""
+    latency rather than a share of a pipelined queue; CPU (and ONNX Runtime, which returns host arrays, so
+    each call ends synchronised): the wall clock."""
     for _ in range(warmup):
-        model(x)
+        call()
     times = []
-    if dev.type == "cuda":
+    if dev.type == "cuda" and cuda_events:
         torch.cuda.synchronize(dev)
         for _ in range(repeats):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            model(x)
+            call()
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end))
         return times
     for _ in range(repeats):
         start_s = time.perf_counter()
-        model(x)
+        call()
         times.append((time.perf_counter() - start_s) * 1e3)
     return times
+
+
+def _runner(model: nn.Module, x: torch.Tensor, dev: torch.device, runtime: Runtime, threads: int
+            ) -> Callable[[], Any]:
+    """One forward call of ``model`` on ``x`` under ``runtime``, ready to time (compiled or exported first)."""
+    if runtime == "eager":
+        return lambda: model(x)
+    if runtime == "compile":
+        compiled = torch.compile(model)
+        return lambda: compiled(x)
+    from nas.onnx import onnx_session
+
+    session = onnx_session(model, tuple(x.shape[1:]), device=dev.type, threads=threads, batch=x.shape[0])
+    feed = {session.get_inputs()[0].name: x.detach().cpu().numpy()}
+    return lambda: session.run(None, feed)
 
 
 def measure_latency(model: nn.Module, input_shape: Sequence[int], device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32, batch: int = 1, warmup: int = 10, repeats: int = 50,
                     threads: int | None = None, channels_last: bool = False,
-                    autocast: Autocast | None = None) -> LatencyResult:
+                    autocast: Autocast | None = None, runtime: Runtime = "eager") -> LatencyResult:
     """Time ``model`` on random inputs of ``(batch, *input_shape)`` under inference mode.
 
     ``input_shape`` is one sample in the layout the model takes: (C, H, W) for a compiled network, (H, W, C)
     for a stem, downsample, block or head, which run channels-last. The model is moved to ``device`` and
     ``dtype`` in place (and to channels-last memory format when asked); its train/eval mode is restored.
+    ``runtime``: ``compile`` compiles the model first (seconds to minutes, not timed; the first warmup call
+    triggers it); ``onnxruntime`` exports it to ONNX and times ONNX Runtime's session (CPU provider, or CUDA's
+    when the device is CUDA and the provider is installed).
     """
     _check_args(batch, warmup, repeats, threads, autocast)
+    if runtime != "eager" and (autocast or channels_last or dtype != torch.float32):
+        raise ValueError(f"runtime {runtime!r} is timed in float32, contiguous, without autocast")
     dev = _device(device)
     threads = threads if threads is not None else torch.get_num_threads()
-    fingerprint = device_fingerprint(dev, dtype, batch, threads, channels_last=channels_last, autocast=autocast)
+    fingerprint = device_fingerprint(dev, dtype, batch, threads, channels_last=channels_last, autocast=autocast,
+                                     runtime=runtime)
+    if runtime == "compile":
+        warmup = max(warmup, 1)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(batch, *input_shape).to(dev, dtype, memory_format=fmt)
     model.to(dev, dtype, memory_format=fmt)
@@ -159,8 +202,10 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], device: str | 
     was_training = model.training
     model.eval()
     try:
-        with _num_threads(threads), torch.inference_mode(), amp:
-            times = np.asarray(_time_calls(model, x, dev, warmup, repeats))
+        with _num_threads(threads):
+            call = _runner(model, x, dev, runtime, threads)  # an ONNX export traces outside inference mode
+            with torch.inference_mode(), amp:
+                times = np.asarray(_time_calls(call, dev, warmup, repeats, cuda_events=runtime != "onnxruntime"))
     finally:
         model.train(was_training)
     p10, median, p90 = np.percentile(times, [10, 50, 90])
@@ -301,14 +346,15 @@ def _build_node(role: str, cfg: BlockConfig, in_shape: Sequence[int], out: int, 
 
 def predict_latency(genome: Genome | str | Path | dict[str, Any], table: LatencyTable,
                     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch: int = 1,
-                    threads: int | None = None, warmup: int = 10, repeats: int = 50, seed: int = 0) -> Prediction:
+                    threads: int | None = None, warmup: int = 10, repeats: int = 50, seed: int = 0,
+                    runtime: Runtime = "eager") -> Prediction:
     """Sum of per-node medians from ``table``, timing each missing entry once, alone, on a channels-last
     input of its graph ``in_shape``, and storing it. Equal nodes (same config, shapes, device) share an entry,
     so a stage of identical blocks is timed once."""
     _check_args(batch, warmup, repeats, threads, None)
     genome = load_genome(genome)
     threads = threads if threads is not None else torch.get_num_threads()
-    device_key = fingerprint_key(device_fingerprint(device, dtype, batch, threads))
+    device_key = fingerprint_key(device_fingerprint(device, dtype, batch, threads, runtime=runtime))
     nodes: dict[str, float] = {}
     measured = 0
     for name, data in build_graph(genome).nodes(data=True):
@@ -320,7 +366,8 @@ def predict_latency(genome: Genome | str | Path | dict[str, Any], table: Latency
         if ms is None:
             module = _build_node(data["role"], cfg, data["in_shape"], out, seed)
             chs, h, w = data["in_shape"]
-            ms = measure_latency(module, (h, w, chs), device, dtype, batch, warmup, repeats, threads).median_ms
+            ms = measure_latency(module, (h, w, chs), device, dtype, batch, warmup, repeats, threads,
+                                 runtime=runtime).median_ms
             table.put(key, ms)
             measured += 1
         nodes[name] = ms
@@ -333,7 +380,8 @@ def predict_latency(genome: Genome | str | Path | dict[str, Any], table: Latency
 
 def genome_latency(genome: Genome | str | Path | dict[str, Any], mode: LatencyMode, table: LatencyTable | None = None,
                    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch: int = 1,
-                   threads: int | None = None, warmup: int = 10, repeats: int = 50, seed: int = 0) -> float:
+                   threads: int | None = None, warmup: int = 10, repeats: int = 50, seed: int = 0,
+                   runtime: Runtime = "eager") -> float:
     """Milliseconds for a search objective, by ``mode``:
 
     - ``measure``: compile the whole network and time it end to end (NCHW input): the reference, ~0.4 s a
@@ -348,11 +396,11 @@ def genome_latency(genome: Genome | str | Path | dict[str, Any], mode: LatencyMo
         model = compile_model(genome, seed=seed)
         res = genome.input
         return measure_latency(model, (res.channels, *res.resolution), device, dtype, batch, warmup, repeats,
-                               threads).median_ms
+                               threads, runtime=runtime).median_ms
     if mode in ("lut", "predict"):
         if table is None:
             raise ValueError(f"mode {mode!r} needs a LatencyTable")
-        prediction = predict_latency(genome, table, device, dtype, batch, threads, warmup, repeats, seed)
+        prediction = predict_latency(genome, table, device, dtype, batch, threads, warmup, repeats, seed, runtime)
         if mode == "lut":
             return prediction.total_ms
         from nas.cost.calibration import calibrated_latency

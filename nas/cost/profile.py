@@ -50,7 +50,7 @@ def _fvcore_name(part: str) -> str:
 
 def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: str = "cpu",
             fvcore: bool = False, latency: bool = False, threads: int | None = None,
-            repeats: int = 30, table: str | Path | None = None) -> dict[str, Any]:
+            repeats: int = 30, table: str | Path | None = None, runtime: str = "eager") -> dict[str, Any]:
     """Per-part and total params and FLOPs; with ``fvcore`` the traced count beside each; with ``latency`` the
     measured end-to-end latency and each part's share of the summed per-block latencies (cached in ``table``,
     default ``default_table_path()``)."""
@@ -84,7 +84,7 @@ def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: s
         report["total"]["fvcore_flops"] = counted[""]
     if latency:
         report["latency"] = _latency(genome, batch=batch, dtype=dtype, device=device, threads=threads,
-                                     repeats=repeats, table=latency_table)
+                                     repeats=repeats, table=latency_table, runtime=runtime)
         shares = report["latency"].pop("parts")
         for row in report["blocks"]:
             row["latency_ms"] = report["latency"]["nodes"][row["node"]]
@@ -125,7 +125,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def _latency(genome: Genome, *, batch: int, dtype: str, device: str, threads: int | None, repeats: int,
-             table: LatencyTable) -> dict[str, Any]:
+             table: LatencyTable, runtime: str = "eager") -> dict[str, Any]:
     """End-to-end median, plus each part's share of the per-block table sum. Half precision runs as
     float32 weights under autocast on CUDA, and as plain float32 on CPU (where it is rarely faster)."""
     from nas.cost.calibration import genome_features, load_calibration
@@ -136,16 +136,17 @@ def _latency(genome: Genome, *, batch: int, dtype: str, device: str, threads: in
     res = genome.input
     model = compile_model(genome, seed=0)
     result = measure_latency(model, (res.channels, *res.resolution), device, run_dtype, batch,
-                             warmup=max(repeats // 5, 2), repeats=repeats, threads=threads, autocast=autocast)
+                             warmup=max(repeats // 5, 2), repeats=repeats, threads=threads, autocast=autocast,
+                             runtime=runtime)
     prediction = predict_latency(genome, table, device, run_dtype, batch, threads,
-                                 warmup=max(repeats // 5, 2), repeats=repeats)
+                                 warmup=max(repeats // 5, 2), repeats=repeats, runtime=runtime)
     fp = result.fingerprint
     calibration = load_calibration(table, prediction.device)  # made by `nas latency calibrate` for this setup
     calibrated = calibration.predict(genome_features(genome, prediction, batch)) if calibration else None
     return {"median_ms": result.median_ms, "p10_ms": result.p10_ms, "p90_ms": result.p90_ms,
             "calibrated_ms": calibrated,
             "repeats": result.repeats, "fingerprint": fp,
-            "fingerprint_text": f"{fp['name']}, torch {fp['torch']}, {fp['dtype']}"
+            "fingerprint_text": f"{fp['name']}, {fp['runtime']}, {fp['dtype']}"
                                 f"{' autocast ' + fp['autocast'] if fp.get('autocast') else ''}, "
                                 f"batch {fp['batch']}, {fp['threads']} threads",
             "predicted_ms": prediction.total_ms, "table": str(table.path), "table_measured": prediction.measured,

@@ -31,6 +31,7 @@ Objective = Literal["proxy", "train", "supernet", "custom"]
 Second = Literal["latency", "params", "flops", "none"]
 SamplerName = Literal["cascade", "tpe", "nsga2", "random", "evolution"]  # the one list of samplers (samplers.SAMPLERS)
 LatencyMode = Literal["measure", "lut", "predict"]
+Runtime = Literal["eager", "compile", "onnxruntime"]  # nas.cost.latency.Runtime, spelled here for the CLI flags
 PrunerName = Literal["median", "hyperband", "none"]
 RunnerName = Literal["local", "ray"]
 
@@ -100,6 +101,8 @@ class SearchOptions(BaseModel):
                                       "cached per-block times; predict: that sum corrected by the device's "
                                       "calibration (nas latency calibrate), budgets checked with its margin")
     latency_repeats: int = Field(5, description="timed runs per latency measurement")
+    runtime: Runtime = Field("eager", description="what latency is timed under: eager PyTorch, compile "
+                             "(torch.compile) or onnxruntime (the ONNX export under ONNX Runtime)")
     proxy_batch: int = Field(8, description="images the zero-cost scores see")
     epochs: int = Field(3, description="training epochs per trial with --objective train")
     long_epochs: int | None = Field(None, description="with --objective train and the cascade sampler: a genome "
@@ -180,6 +183,10 @@ class SearchOptions(BaseModel):
         _ = self.flops_budget, self.params_budget, self.latency_budget_ms
         if self.trials < 1:
             raise InputError(f"--trials must be at least 1, got {self.trials}")
+        if self.runtime != "eager":
+            from nas.cost.latency import runtime_version
+
+            runtime_version(self.runtime)  # a runtime that cannot run here is refused now, not in every trial
         if self.objective == "train" and not self.data:
             raise InputError("--objective train needs --data (a folder, an .npz, 'synthetic', 'patterns' or 'digits')")
         if self.objective == "supernet" and not self.supernet:

@@ -127,7 +127,7 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     table = latency_table(options)
     if options.latency_mode == "predict" and table is not None:
         progress.say(f"  latency predicted by the calibrated table: "
-                     f"{require_calibration(table, device_name, torch.get_num_threads()).describe()}")
+                     f"{require_calibration(table, device_name, torch.get_num_threads(), options.runtime).describe()}")
     # Everything checked: only now is anything written, and all of it is removed if no trial gets to run.
     fresh = None
     if not resume and not (run.joined and (run_dir / RUN_FILE).exists()):
@@ -192,7 +192,7 @@ def _time_winner(run_dir: Path, result: Any, options: SearchOptions, work: Trial
     res = best.genome.input
     with device_slot(work.device, exclusive=True):
         measured = measure_latency(model, (res.channels, *res.resolution), work.device, warmup=3,
-                                   repeats=max(options.latency_repeats, 10)).median_ms
+                                   repeats=max(options.latency_repeats, 10), runtime=options.runtime).median_ms
     data = {"genome_hash": best.genome.content_hash(), "trial": best.number, "mode": options.latency_mode,
             "predicted_ms": best.latency_ms, "measured_ms": measured, "budget_ms": options.latency_budget_ms}
     write_atomic(run_dir / WINNER_LATENCY_FILE, json.dumps(data, indent=1) + "\n")

@@ -82,18 +82,18 @@ def latency_table(options: SearchOptions) -> Any:
     return LatencyTable(default_table_path())
 
 
-def require_calibration(table: Any, device: str, threads: int) -> Any:
+def require_calibration(table: Any, device: str, threads: int, runtime: str = "eager") -> Any:
     """``--latency-mode predict`` before any trial: the table's calibration for this device and thread count,
     or an ``InputError`` saying how to make one."""
     from nas.cost.calibration import load_calibration
     from nas.cost.latency import device_fingerprint, fingerprint_key
 
-    key = fingerprint_key(device_fingerprint(device, threads=threads))
+    key = fingerprint_key(device_fingerprint(device, threads=threads, runtime=runtime))
     calibration = load_calibration(table, key)
     if calibration is None:
         raise InputError(f"--latency-mode predict: the latency table {table.path} holds no calibration for "
-                         f"device {device} with {threads} thread(s) ({key}); make one with `nas latency calibrate "
-                         f"--device {device} --threads {threads}`")
+                         f"device {device} with {threads} thread(s) under {runtime} ({key}); make one with "
+                         f"`nas latency calibrate --device {device} --threads {threads} --runtime {runtime}`")
     return calibration
 
 

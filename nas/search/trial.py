@@ -233,14 +233,14 @@ class TrialWork:
         repeats = self.options.latency_repeats
         if self.options.latency_mode in ("lut", "predict"):
             prediction = predict_latency(genome, self.latency_table, device=device, warmup=2, repeats=repeats,
-                                         seed=self.options.seed)
+                                         seed=self.options.seed, runtime=self.options.runtime)
             if self.options.latency_mode == "lut":
                 return prediction.total_ms, None
             calibrated = calibrated_latency(genome, prediction, self.latency_table)
             return calibrated.ms, calibrated.budget_ms
         res = genome.input
-        return measure_latency(model, (res.channels, *res.resolution), device, warmup=2,
-                               repeats=repeats).median_ms, None
+        return measure_latency(model, (res.channels, *res.resolution), device, warmup=2, repeats=repeats,
+                               runtime=self.options.runtime).median_ms, None
 
 
 def is_invalid(trial: FrozenTrial) -> bool:
