@@ -86,7 +86,9 @@ def device_fingerprint(device: str | torch.device = "cpu", dtype: torch.dtype = 
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
     return {"device": dev.type, "name": name, "torch": torch.__version__, "dtype": str(dtype).removeprefix("torch."),
             "batch": batch, "threads": threads if threads is not None else torch.get_num_threads(),
-            "channels_last": channels_last, "autocast": autocast, "runtime": runtime_version(runtime),
+            "channels_last": channels_last, "autocast": autocast,
+            "runtime": runtime_version(runtime) + (f" ({', '.join(onnx_providers(dev))})"
+                                                   if runtime == "onnxruntime" else ""),
             "allocator": {k: os.environ[k] for k in ALLOCATOR_ENV if k in os.environ}}
 
 
@@ -166,11 +168,26 @@ def _runner(model: nn.Module, x: torch.Tensor, dev: torch.device, runtime: Runti
     if runtime == "compile":
         compiled = torch.compile(model)
         return lambda: compiled(x)
-    from nas.onnx import onnx_session
+    from nas.onnx import module_session
 
-    session = onnx_session(model, tuple(x.shape[1:]), device=dev.type, threads=threads, batch=x.shape[0])
+    session = module_session(model, tuple(x.shape), onnx_providers(dev), threads=threads, dynamic_batch=False)
     feed = {session.get_inputs()[0].name: x.detach().cpu().numpy()}
     return lambda: session.run(None, feed)
+
+
+def onnx_providers(dev: torch.device) -> list[str]:
+    """ONNX Runtime's providers for a device: CPU's on a CPU; on CUDA, TensorRT's then CUDA's, those installed."""
+    if dev.type != "cuda":
+        return ["cpu"]
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    chosen = [name for name, provider in (("tensorrt", "TensorrtExecutionProvider"), ("cuda", "CUDAExecutionProvider"))
+              if provider in available]
+    if not chosen:
+        raise InputError(f"--runtime onnxruntime on {dev}: onnxruntime {onnxruntime.__version__} has no CUDA provider "
+                         f"here (it has {', '.join(available)}); install onnxruntime-gpu")
+    return chosen
 
 
 def measure_latency(model: nn.Module, input_shape: Sequence[int], device: str | torch.device = "cpu",
