@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from nas.cost.calibration import (
     Calibration,
     GenomeFeatures,
-    calibrate,
     calibrated_latency,
     fit_calibration,
     genome_features,
@@ -81,47 +79,43 @@ def test_a_block_is_charged_to_its_token_mixers_family():
     assert {"conv", "attention", "stems", "heads"} <= families  # sepconv stages, attention stages, stem, head
 
 
-@pytest.fixture
-def tiny_genomes():
-    space, _, _ = read_space("tiny")
-    return sample_genomes(space, 8, seed=0)
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A table calibrated by the CLI, as a user makes one: 8 genomes of the tiny space, 2 timed runs each."""
+    folder = tmp_path_factory.mktemp("calibrated")
+    done = run_nas("latency", "calibrate", "--space", "tiny", "--genomes", "8", "--repeats", "2", "--warmup", "1",
+                   "--table", folder / "latency.sqlite", "--json", folder / "calibration.json")
+    assert done.returncode == 0, done.stderr
+    assert "8/8: measured" in done.stderr and "within +-10%" in done.stdout
+    return folder
 
 
-def test_calibrate_times_genomes_stores_the_fit_and_predict_mode_applies_it(tmp_path: Path, tiny_genomes):
-    table = LatencyTable(tmp_path / "latency.sqlite")
-    seen = []
-    run = calibrate(tiny_genomes, table, "cpu", threads=1, warmup=1, repeats=2,
-                    progress=lambda i, row: seen.append(i))
-    assert seen == list(range(8)) and len(run.rows) == 8
-    assert all(r["measured_ms"] > 0 and r["again_ms"] > 0 and r["table_ms"] > 0 for r in run.rows)
-    assert all(r["held_out_ms"] > 0 for r in run.rows)
+def test_calibrate_writes_every_genome_and_stores_the_fit_that_predict_mode_applies(calibrated: Path):
+    data = json.loads((calibrated / "calibration.json").read_text())
+    assert len(data["rows"]) == 8 and data["calibration"]["held_out"]["genomes"] == 8
+    assert all(r["measured_ms"] > 0 and r["again_ms"] > 0 and r["table_ms"] > 0 and r["held_out_ms"] > 0
+               for r in data["rows"])
 
+    table = LatencyTable(calibrated / "latency.sqlite")
     key = fingerprint_key(device_fingerprint("cpu", threads=1))
     stored = load_calibration(table, key)
-    assert stored == run.calibration and stored.held_out.genomes == 8
+    assert stored is not None and stored.to_json() == json.dumps(data["calibration"], sort_keys=True)
 
-    genome = tiny_genomes[0]
-    with torch.random.fork_rng():
-        predicted = genome_latency(genome, "predict", table=table, threads=1, repeats=2)
-    prediction = predict_latency(genome, table, threads=1, repeats=2)  # every entry cached by now
+    space, _, _ = read_space("tiny")
+    genome = sample_genomes(space, 1, seed=0)[0]  # the first calibration genome: its entries are in the table
+    predicted = genome_latency(genome, "predict", table=table, threads=1, repeats=2)
+    prediction = predict_latency(genome, table, threads=1, repeats=2)
     assert prediction.measured == 0
     assert predicted == pytest.approx(stored.predict(genome_features(genome, prediction)))
-    calibrated = calibrated_latency(genome, prediction, table)
-    assert calibrated.budget_ms == pytest.approx(calibrated.ms * (1 + stored.margin))
+    calibrated_ = calibrated_latency(genome, prediction, table)
+    assert calibrated_.budget_ms == pytest.approx(calibrated_.ms * (1 + stored.margin))
     # Another setup (two threads) has no calibration: refused, never silently uncorrected
     with pytest.raises(InputError, match="no calibration"):
         genome_latency(genome, "predict", table=table, threads=2, repeats=2)
 
 
-def test_cli_calibrate_then_show_then_profile_then_a_search_that_predicts(tmp_path: Path, hybrid_file: Path):
-    table, report = tmp_path / "latency.sqlite", tmp_path / "calibration.json"
-    done = run_nas("latency", "calibrate", "--space", "tiny", "--genomes", "8", "--repeats", "2", "--warmup", "1",
-                   "--table", table, "--json", report)
-    assert done.returncode == 0, done.stderr
-    assert "8/8: measured" in done.stderr and "within +-10%" in done.stdout
-    data = json.loads(report.read_text())
-    assert len(data["rows"]) == 8 and data["calibration"]["held_out"]["genomes"] == 8
-
+def test_show_then_profile_then_a_search_that_predicts(calibrated: Path, tmp_path: Path, hybrid_file: Path):
+    table = calibrated / "latency.sqlite"
     shown = run_nas("latency", "show", "--table", table)
     assert shown.returncode == 0 and "1 calibration(s)" in shown.stdout and "1 thread(s)" in shown.stdout
 
@@ -133,7 +127,7 @@ def test_cli_calibrate_then_show_then_profile_then_a_search_that_predicts(tmp_pa
     # The search finds the table through NAS_CACHE_DIR, checks budgets with the margin, and times its winner
     search = run_nas("search", "--space", "tiny", "--latency-mode", "predict", "--latency", "1s", "--trials", "4",
                      "--screen", "100", "--references", "none", "--out", tmp_path / "run",
-                     env={"NAS_CACHE_DIR": str(tmp_path)})
+                     env={"NAS_CACHE_DIR": str(calibrated)})
     assert search.returncode == 0, search.stderr
     assert "latency predicted by the calibrated table" in search.stderr
     assert "winner timed end to end" in search.stderr and "within the 1000 ms budget" in search.stderr
