@@ -12,6 +12,7 @@ channels and resolution are fixed at the genome's.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import re
 import time
@@ -130,7 +131,8 @@ def run_onnx(session: onnxruntime.InferenceSession, x: torch.Tensor | np.ndarray
 
 @dataclass(frozen=True)
 class OnnxCheck:
-    """How a genome's ONNX export under onnxruntime's CPU provider agrees with PyTorch on one input."""
+    """How a genome's ONNX export under onnxruntime's CPU provider agrees with PyTorch, over the batch sizes
+    tried (1, and 2 for the dynamic batch axis)."""
 
     max_abs_diff: float
     scale: float  # the largest magnitude of PyTorch's output
@@ -141,22 +143,27 @@ class OnnxCheck:
         return self.max_abs_diff <= TOLERANCE * max(self.scale, 1.0)
 
 
-def check_onnx(genome: Genome | str | Path | dict[str, Any], *, seed: int = 0, batch: int = 1) -> OnnxCheck:
+def check_onnx(genome: Genome | str | Path | dict[str, Any], *, seed: int = 0,
+               batches: Sequence[int] = (1, 2)) -> OnnxCheck:
     """Export ``genome``, run it under onnxruntime's CPU provider and compare with the PyTorch model in eval
-    mode on the same random input. Raises OnnxExportError when it cannot be exported."""
+    mode on the same random input, at each of ``batches``. Raises OnnxExportError when it cannot be exported."""
     label = str(genome) if isinstance(genome, (str, Path)) else None
     genome = load_genome(genome)
     model = compile_model(genome, seed=seed).eval()
     _spread_weights(model, seed)
-    shape = (batch, *_input_shape(genome)[1:])
     start = time.perf_counter()
-    session = onnx_session(export_module(model, shape, label=label or genome.name).model_proto.SerializeToString())
+    program = export_module(model, _input_shape(genome), label=label or genome.name)
     seconds = time.perf_counter() - start
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    with torch.inference_mode():
-        expected = model(x).numpy()
-    diff = float(np.abs(run_onnx(session, x) - expected).max())
-    return OnnxCheck(max_abs_diff=diff, scale=float(np.abs(expected).max()), export_seconds=seconds)
+    session = onnx_session(program.model_proto.SerializeToString())
+    generator = torch.Generator().manual_seed(seed)
+    diff = scale = 0.0
+    for batch in batches:
+        x = torch.randn((batch, *_input_shape(genome)[1:]), generator=generator)
+        with torch.inference_mode():
+            expected = model(x).numpy()
+        diff = max(diff, float(np.abs(run_onnx(session, x) - expected).max()))
+        scale = max(scale, float(np.abs(expected).max()))
+    return OnnxCheck(max_abs_diff=diff, scale=scale, export_seconds=seconds)
 
 
 def _spread_weights(model: nn.Module, seed: int) -> None:
@@ -176,17 +183,17 @@ def _input_shape(genome: Genome) -> tuple[int, int, int, int]:
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """The exporter logs and warns as it goes (missing torchvision ops, deprecations, guard dumps on failure);
-    a command's output should hold its own lines only, and a failure one line."""
-    logger = logging.getLogger("torch")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    """The exporter logs, warns and prints as it goes (missing torchvision ops, deprecations, the traced graph on
+    failure); a command's output should hold its own lines only, and a failure one line. torch's loggers are
+    created lazily with levels of their own, so logging is paused for the export rather than tuned per logger."""
+    paused = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        logging.disable(paused)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
