@@ -42,9 +42,9 @@ def small(name: str) -> Genome:
     return load_genome(data)
 
 
-# One genome of each family the exporter treats differently: convolutions, attention (softmax, reshapes),
-# a selective scan (a loop over chunks with cumulative sums) and FFTs.
-@pytest.mark.parametrize("name", ["convnext_t", "deit_s", "vmamba_t", "gfnet_xs"])
+# One genome of each family the exporter treats differently: convolutions, attention (softmax, reshapes) and
+# FFTs. VMamba's selective scan exports too, but its unrolled chunk loops take minutes: benchmarks/onnx_zoo.py.
+@pytest.mark.parametrize("name", ["convnext_t", "deit_s", "gfnet_xs"])
 def test_onnx_output_equals_pytorch(name):
     check = check_onnx(small(name))
     assert check.equal, f"{name}: max abs diff {check.max_abs_diff:.3g} at output scale {check.scale:.3g}"
