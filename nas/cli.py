@@ -149,14 +149,28 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from nas.io import load_genome
     from nas.outputs import output_file
 
-    out = output_file(args.output, "-o")  # every output checked before any work, so none is half written
+    # every output checked before any work, so none is half written; -o alone by default, --onnx alone if asked
+    out = output_file(args.output or "model.py", "-o") if args.output or not args.onnx else None
+    onnx_out = output_file(args.onnx, "--onnx", (".onnx",)) if args.onnx else None
     weights = output_file(args.weights, "--weights") if args.weights else None
-    if weights and weights.resolve() == out.resolve():
-        raise InputError(f"--weights {weights}: the same file as -o; name another")
+    seen: dict[Path, str] = {}
+    for option, path in (("-o", out), ("--onnx", onnx_out), ("--weights", weights)):
+        if path and path.resolve() in seen:
+            raise InputError(f"{option} {path}: the same file as {seen[path.resolve()]}; name another")
+        if path:
+            seen[path.resolve()] = option
     genome = load_genome(args.genome)
     state = compile_model(genome, seed=args.seed).state_dict() if weights else None
-    export_model(genome, out)
-    print(f"wrote {out} ({genome.name}, hash {genome.content_hash()})")
+    if out:
+        export_model(genome, out)
+        print(f"wrote {out} ({genome.name}, hash {genome.content_hash()})")
+    if onnx_out:
+        from nas.onnx import export_onnx
+
+        export_onnx(args.genome, onnx_out, seed=args.seed)  # the spec, so an error names it as given
+        height, width = genome.input.resolution
+        print(f"wrote {onnx_out}: ONNX of {genome.name} (seed {args.seed} weights), input "
+              f"batchx{genome.input.channels}x{height}x{width} with a dynamic batch")
     if weights:
         torch.save(state, weights)
         print(f"wrote {weights}: initial weights (seed {args.seed}); load with build_model(weights=...)")
@@ -437,10 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("compile", help="write a standalone model.py", description="Write a standalone "
-                       "model.py (torch only) holding the classes the genome uses and the genome itself.")
+    p = sub.add_parser("compile", help="write a standalone model.py or ONNX file", description="Write a "
+                       "standalone model.py (torch only) holding the classes the genome uses and the genome itself; "
+                       "with --onnx, the compiled model as ONNX (torch.onnx.export, dynamo exporter).")
     p.add_argument("genome", help=GENOME_HELP)
-    p.add_argument("-o", "--output", default="model.py", help="the file to write (default model.py)")
+    p.add_argument("-o", "--output", help="the model.py to write (default model.py, unless --onnx alone is given)")
+    p.add_argument("--onnx", metavar="PATH", help="also (or, without -o, only) export the compiled model to this "
+                   ".onnx file, weights from --seed, at the genome's resolution with a dynamic batch axis")
     p.add_argument("--weights", metavar="PATH", help="also save the compiled model's initial state dict here")
     p.add_argument("--seed", type=int, default=0, help="seed for those weights (default 0)")
     p.set_defaults(func=cmd_compile)
