@@ -220,3 +220,23 @@ def test_search_modes(tiny, table):
         genome_latency(tiny, "lut", threads=1, **FAST)
     with pytest.raises(ValueError, match="unknown latency mode 'fast'"):
         genome_latency(tiny, "fast", table)  # type: ignore[arg-type]
+
+
+def test_each_runtime_has_its_own_fingerprint_so_tables_never_mix_them():
+    keys = {runtime: fingerprint_key(device_fingerprint("cpu", threads=1, runtime=runtime))
+            for runtime in ("eager", "compile", "onnxruntime")}
+    assert len(set(keys.values())) == 3
+    fingerprint = device_fingerprint("cpu", threads=1, runtime="onnxruntime")
+    assert fingerprint["runtime"].startswith("onnxruntime 1.") and fingerprint["runtime"].endswith("(cpu)")
+
+
+def test_onnxruntime_times_the_onnx_export_of_a_block_and_the_table_keeps_it_apart(tmp_path: Path):
+    table = LatencyTable(tmp_path / "latency.sqlite")
+    tiny = load_genome(TINY)
+    eager = predict_latency(tiny, table, threads=1, **FAST)
+    ort = predict_latency(tiny, table, threads=1, runtime="onnxruntime", **FAST)
+    assert ort.measured == eager.measured > 0  # every entry timed again under the other runtime
+    assert ort.device != eager.device and len(table) == eager.measured + ort.measured
+    model = compile_model(tiny)
+    result = measure_latency(model, (3, 32, 32), threads=1, runtime="onnxruntime", **FAST)
+    assert result.median_ms > 0 and result.fingerprint["runtime"].startswith("onnxruntime")
