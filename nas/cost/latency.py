@@ -135,7 +135,7 @@ def _num_threads(threads: int):
         torch.set_num_threads(previous)
 
 
-def _time_calls(call: Callable[[], Any], dev: torch.device, warmup: int, repeats: int,
+def time_calls(call: Callable[[], Any], dev: torch.device, warmup: int, repeats: int,
                 cuda_events: bool = True) -> list[float]:
     """Milliseconds of each timed call. CUDA: events around each call, synchronised, so a time is one call's
     latency rather than a share of a pipelined queue; CPU (and ONNX Runtime, which returns host arrays, so
@@ -222,7 +222,7 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], device: str | 
         with _num_threads(threads):
             call = _runner(model, x, dev, runtime, threads)  # an ONNX export traces outside inference mode
             with torch.inference_mode(), amp:
-                times = np.asarray(_time_calls(call, dev, warmup, repeats, cuda_events=runtime != "onnxruntime"))
+                times = np.asarray(time_calls(call, dev, warmup, repeats, cuda_events=runtime != "onnxruntime"))
     finally:
         model.train(was_training)
     p10, median, p90 = np.percentile(times, [10, 50, 90])
