@@ -145,3 +145,15 @@ def test_bad_calibration_input_is_one_line_and_exit_2(tmp_path: Path):
     assert search.returncode == 2
     assert "holds no calibration" in search.stderr and "nas latency calibrate" in search.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_fit_no_better_than_the_table_sum_is_not_kept():
+    # End-to-end times that are the table's sum plus noise: nothing to correct, so the sum is what predicts
+    rng = np.random.default_rng(0)
+    samples = [GenomeFeatures(ms, {"conv": ms}, rng.uniform(1, 20), 5.0, 12) for ms in rng.uniform(10, 100, 30)]
+    measured = [s.table_ms * rng.normal(1.0, 0.08) for s in samples]
+    calibration, held_out = fit_calibration(samples, measured, measured, "cpu-test", {})
+    assert not calibration.corrects and "no correction kept" in calibration.describe()
+    assert held_out == [s.table_ms for s in samples]
+    assert calibration.predict(samples[0]) == samples[0].table_ms
+    assert calibration.margin > 0  # the sum's own shortfall, at the 90th percentile

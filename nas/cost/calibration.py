@@ -16,8 +16,10 @@ in at least ``FAMILY_GENOMES`` calibration genomes; the rest share the feature `
 Held-out accuracy is part of every calibration: each genome is predicted by a fit on the other folds
 (``FOLDS``-fold cross-validation), and the share within +-10% and the median error are stored beside the same
 figures for the raw table sum and for the second end-to-end measurement (the floor no predictor can be judged
-against without). ``margin`` is the 90th percentile of how far the held-out predictions fell short of the
-measurement: a latency budget checked by a prediction is checked against ``prediction * (1 + margin)``.
+against without). When the fit's held-out median error is no better than the raw sum's, no correction is kept
+(``Calibration.corrects`` is False) and predictions are the sum. ``margin`` is the 90th percentile of how far
+the held-out predictions (or the sum, when it is kept) fell short of the measurement: a latency budget checked
+by a prediction is checked against ``prediction * (1 + margin)``.
 
 A calibration is stored in the table's SQLite file (table ``calibration``), keyed by the device fingerprint
 the table's entries use, so it never applies to another device, thread count, batch or runtime.
@@ -136,9 +138,15 @@ class Calibration:
         data = json.loads(text)
         return cls(**{**data, "held_out": HeldOut(**data["held_out"])})
 
+    @property
+    def corrects(self) -> bool:
+        """False when the fit did no better than the table's sum on held-out genomes, which is then kept."""
+        return bool(self.coefficients) or self.intercept != 0.0
+
     def describe(self) -> str:
         h = self.held_out
-        return (f"held out ({h.genomes} genomes, {h.folds}-fold): {h.within:.0%} within +-10%, median error "
+        kept = "" if self.corrects else "no correction kept (held out, the fit was no better than the table sum); "
+        return (f"{kept}held out ({h.genomes} genomes, {h.folds}-fold): {h.within:.0%} within +-10%, median error "
                 f"{h.median_error:.1%}; table sum {h.table_within:.0%} / {h.table_median_error:.1%}; measured "
                 f"again {h.floor_within:.0%} / {h.floor_median_error:.1%}; budget margin +{self.margin:.1%}")
 
@@ -207,12 +215,17 @@ def fit_calibration(samples: Sequence[GenomeFeatures], measured: Sequence[float]
         part = Calibration(device, fingerprint, families, coefficients, intercept, 0.0, _NO_HELD_OUT)
         for i in test:
             held[i] = part.predict(samples[i])
-    shortfall = [m / p - 1 for m, p in zip(measured, held)]
-    margin = max(0.0, float(np.percentile(shortfall, MARGIN_QUANTILE)))
     within, error = _accuracy(held, measured)
     table_within, table_error = _accuracy([s.table_ms for s in samples], measured)
     floor_within, floor_error = _accuracy(again, measured)
     families, coefficients, intercept = _fit(samples, measured)
+    if error >= table_error:
+        # Held out, the fit does no better than the plain sum (noise, or nothing to correct): the sum is kept,
+        # and the margin is the sum's own
+        held = [s.table_ms for s in samples]
+        families, coefficients, intercept = [], {}, 0.0
+    shortfall = [m / p - 1 for m, p in zip(measured, held)]
+    margin = max(0.0, float(np.percentile(shortfall, MARGIN_QUANTILE)))
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return Calibration(device, fingerprint, families, coefficients, intercept, margin,
                        HeldOut(n, folds, within, error, table_within, table_error, floor_within, floor_error),
