@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runtime", default="eager", choices=["eager", "compile", "onnxruntime"])
+    parser.add_argument("--tag", default="", help="added to the result file's name (e.g. the allocator setting)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -83,7 +84,9 @@ def main() -> None:
         result.update(command=" ".join(["python", *sys.argv]), machine=f"{platform.machine()}, "
                       f"{len(__import__('os').sched_getaffinity(0))} cores, Python {platform.python_version()}",
                       wall_s=round(time.perf_counter() - tick, 1), date=time.strftime("%Y-%m-%d %H:%M"))
-        (OUT / f"calibration-{name}-{args.runtime}.json").write_text(json.dumps(result, indent=1) + "\n")
+        tag = f"-{args.tag}" if args.tag else ""
+        result["allocator"] = result["fingerprint"]["allocator"]
+        (OUT / f"calibration-{name}-{args.runtime}{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
         results.append(result)
         print(markdown(results[-1:]), flush=True)
     print(markdown(results))
