@@ -7,7 +7,7 @@ so that one genome always exports the same way. The batch axis is dynamic (named
 channels and resolution are fixed at the genome's.
 
 ``module_session`` is the piece a latency runtime needs: a module and an input shape in, an
-``onnxruntime.InferenceSession`` out, with no file written.
+``onnxruntime.InferenceSession`` out, with no file written, for that shape alone.
 """
 from __future__ import annotations
 
@@ -116,9 +116,11 @@ def onnx_session(model: str | Path | bytes, providers: Sequence[str] | None = No
 
 
 def module_session(model: nn.Module, input_shape: Sequence[int], providers: Sequence[str] | None = None, *,
-                   threads: int | None = None, dynamic_batch: bool = True) -> onnxruntime.InferenceSession:
+                   threads: int | None = None, dynamic_batch: bool = False) -> onnxruntime.InferenceSession:
     """``model`` exported for ``input_shape`` (batch first) and loaded in onnxruntime, without touching disk.
-    ``providers`` and ``threads`` as for ``onnx_session``."""
+    ``providers`` and ``threads`` as for ``onnx_session``. The batch is fixed unless ``dynamic_batch``: a
+    timing runs one shape, and a symbolic batch slows the export of long unrolled graphs (torch.export of a
+    VMamba cut to one block per stage: 31 s with a fixed batch, 433 s with a dynamic one)."""
     program = export_module(model, input_shape, dynamic_batch=dynamic_batch, label=type(model).__name__)
     return onnx_session(program.model_proto.SerializeToString(), providers, threads=threads)
 
