@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from nas import compile_model, load_genome
+from nas.cli import main
 from nas.errors import GenomeError, InputError
 from nas.genome import Genome
 from nas.io import zoo_names
@@ -50,27 +51,41 @@ def test_onnx_output_equals_pytorch(name):
     assert check.equal, f"{name}: max abs diff {check.max_abs_diff:.3g} at output scale {check.scale:.3g}"
 
 
-def test_module_session_takes_any_batch():
-    # What a latency runtime does: a module and an input shape in, an onnxruntime session out.
+def test_module_session_runs_a_module_at_its_shape():
+    # What a latency runtime does: a module and an input shape in, an onnxruntime session for that shape out.
     genome = small("caformer_s18")
     model = compile_model(genome, seed=0).eval()
-    session = module_session(model, (1, 3, *genome.input.resolution))
+    shape = (2, 3, *genome.input.resolution)
+    session = module_session(model, shape)
     assert session.get_providers() == ["CPUExecutionProvider"]
-    x = torch.randn(3, 3, *genome.input.resolution)
+    assert session.get_inputs()[0].shape == list(shape)
+    x = torch.randn(shape)
     with torch.inference_mode():
         expected = model(x)
     assert torch.allclose(torch.from_numpy(run_onnx(session, x)), expected, atol=1e-4 * expected.abs().max())
 
 
-def test_unexportable_module_is_one_line_error(capfd):
-    class DataDependent(nn.Module):  # a branch on a value: torch.export cannot capture it
-        def forward(self, x):
-            return x * 2 if x.sum() > 0 else x
+class DataDependent(nn.Module):
+    """A branch on a value: torch.export cannot capture it, as no zoo block does."""
 
+    def forward(self, x):
+        return x * 2 if x.sum() > 0 else x
+
+
+def test_unexportable_module_is_one_line_error(capfd):
     with pytest.raises(OnnxExportError, match=r"^branchy: cannot export to ONNX: .*data-dependent") as info:
         export_module(DataDependent(), (1, 4), label="branchy")
     assert "\n" not in str(info.value)
     assert capfd.readouterr().err == ""  # the exporter's own dump of the graph stays out of a command's output
+
+
+def test_cli_unexportable_genome_is_bad_input(tmp_path, monkeypatch, capfd):
+    # Every zoo genome exports, so the genome here builds a module the exporter really rejects.
+    monkeypatch.setattr("nas.onnx.compile_model", lambda genome, seed=None: DataDependent())
+    assert main(["compile", "zoo:deit_s", "--onnx", str(tmp_path / "deit_s.onnx")]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("error: zoo:deit_s: cannot export to ONNX: ") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unavailable_provider_is_refused():
@@ -81,8 +96,8 @@ def test_unavailable_provider_is_refused():
 
 
 def test_cli_compile_onnx(tmp_path):
-    out = tmp_path / "identityformer.onnx"
-    result = run_nas("compile", "zoo:identityformer_s12", "--onnx", out)
+    out = tmp_path / "mobilenetv2.onnx"  # among the quickest zoo genomes to export, and 14 MB of weights
+    result = run_nas("compile", "zoo:mobilenetv2_100", "--onnx", out)
     assert result.returncode == 0, result.stderr
     assert "dynamic batch" in result.stdout and not (tmp_path / "model.py").exists()
     session = onnx_session(out)
