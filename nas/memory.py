@@ -3,11 +3,14 @@
 Below ``nas.cost`` so that the compiler, which ``nas.cost.latency`` uses, can check before it allocates."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import networkx as nx
 
 from nas.errors import InputError
 from nas.genome import Genome
 from nas.graph import build_graph
+from nas.saved_activations import network_saved_elements
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
@@ -58,3 +61,51 @@ def require_memory(genome: Genome, batch: int = 0, dtype: str = "float32", devic
         what = f"inference at batch {batch}" if batch else "its weights"
         raise InputError(f"{genome.name}: {what} need about {need / 2**30:.3g} GiB; this machine has "
                          f"{available / 2**30:.3g} GiB available")
+
+
+# Tensors the optimiser keeps per trained parameter: AdamW (what nas trains with) two moments, SGD a momentum.
+OPTIMIZER_STATES = {"adamw": 2, "sgd": 1}
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """An estimate, in bytes, of what one training step holds at its peak: the weights, their gradients, the
+    optimiser's state and the activations autograd keeps for the backward pass at ``batch``."""
+
+    batch: int
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+    def describe(self) -> str:
+        """One line: ``training memory ~2.3 GB (weights 0.1, gradients 0.1, optimiser 0.2, activations 1.9 at
+        batch 64)``."""
+        gb = 1e9
+        return (f"training memory ~{self.total / gb:.2g} GB (weights {self.weights / gb:.2g}, gradients "
+                f"{self.gradients / gb:.2g}, optimiser {self.optimizer / gb:.2g}, activations "
+                f"{self.activations / gb:.2g} at batch {self.batch})")
+
+
+def training_memory_estimate(genome: Genome, batch: int, *, optimizer: str = "adamw", dtype: str = "float32",
+                             trained_params: int | None = None, graph: nx.DiGraph | None = None
+                             ) -> TrainingMemory:
+    """What training ``genome`` at ``batch`` holds at its peak, from its analytic graph: float32 weights, a
+    gradient and the optimiser's state for every trained parameter, and the activations autograd keeps
+    (``nas.saved_activations``) in ``dtype`` (bfloat16 under autocast). ``trained_params`` replaces the
+    genome's own trainable parameter count where more weights train together (a supernet's shared tensors)."""
+    if optimizer not in OPTIMIZER_STATES:
+        raise ValueError(f"optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZER_STATES)}")
+    graph = graph if graph is not None else build_graph(genome)
+    nodes = [data for _, data in graph.nodes(data=True) if data["role"] != "input"]
+    params = sum(data["params"] for data in nodes)
+    trained = trained_params if trained_params is not None else params - sum(data["frozen"] for data in nodes)
+    weights = max(params, trained) * DTYPE_BYTES["float32"]
+    per_image = network_saved_elements([(data["config"], data["in_shape"], data["out"]) for data in nodes])
+    return TrainingMemory(batch=batch, weights=weights, gradients=trained * DTYPE_BYTES["float32"],
+                          optimizer=OPTIMIZER_STATES[optimizer] * trained * DTYPE_BYTES["float32"],
+                          activations=batch * per_image * DTYPE_BYTES[dtype])
