@@ -3,11 +3,15 @@
 Below ``nas.cost`` so that the compiler, which ``nas.cost.latency`` uses, can check before it allocates."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import networkx as nx
+from pydantic import BeforeValidator
 
 from nas.errors import InputError
+from nas.flags import Flag
 from nas.genome import Genome
 from nas.graph import build_graph
 from nas.saved_activations import network_saved_tensors
@@ -136,3 +140,69 @@ def training_memory_estimate(genome: Genome, batch: int, *, validation_batch: in
                           allocator=round((HEAP_FACTOR - 1) * heap),
                           validation=validation_batch * _largest_node(graph) * size,
                           validation_batch=validation_batch)
+
+
+def _batch_size(value: Any) -> Any:
+    """``auto`` or a whole number, as the flag's text or a Python value."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text != "auto" and not text.isdigit():
+            raise ValueError(f"expected a whole number of images or auto, got {value!r}")
+        return text if text == "auto" else int(text)
+    return value
+
+
+# A training batch option: images per step, or ``auto`` (``choose_batch``).
+BatchSize = Annotated[int | Literal["auto"], BeforeValidator(_batch_size), Flag(text=True, metavar="N|auto")]
+MOST_AUTO_BATCH = 256  # auto never goes past this: larger batches change what a short training learns
+
+
+def free_memory(device: str) -> int | None:
+    """Bytes a training run can take on ``device`` now: CUDA's free memory, or the host's ``MemAvailable``;
+    None where that is not known."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    return available_memory()
+
+
+@dataclass(frozen=True)
+class BatchChoice:
+    batch: int
+    memory: TrainingMemory
+    free: int | None
+    processes: int = 1
+
+    def describe(self) -> str:
+        """``batch 64 (auto: 2.3 GB of 18 GB free)``, per process where several share the memory."""
+        if self.free is None:
+            return f"batch {self.batch} (auto: free memory unknown, the default)"
+        each = f" per process, {self.processes} processes," if self.processes > 1 else ""
+        return f"batch {self.batch} (auto: {gb(self.memory.total)} GB{each} of {gb(self.free)} GB free)"
+
+
+def choose_batch(estimate: Callable[[int], TrainingMemory], device: str, *, most: int = MOST_AUTO_BATCH,
+                 processes: int = 1, default: int = 64, free: int | None = None) -> BatchChoice:
+    """The largest power of two up to ``most`` whose training ``estimate(batch)`` fits in ``MEMORY_SHARE`` of
+    the free memory (``free_memory(device)`` unless given) divided among ``processes``; ``default`` (or
+    ``most``, if smaller) where free memory is unknown. InputError when not even batch 1 fits."""
+    free = free_memory(device) if free is None else free
+    candidates = [2**i for i in range(max(most, 1).bit_length())]  # 1, 2, 4, ... <= most
+    if free is None:
+        batch = min(default, candidates[-1])
+        return BatchChoice(batch, estimate(batch), None, processes)
+    budget = MEMORY_SHARE * free / max(processes, 1)
+    fitting = None
+    for batch in candidates:
+        memory = estimate(batch)
+        if memory.total > budget:
+            break
+        fitting = BatchChoice(batch, memory, free, processes)
+    if fitting is None:
+        shared = f", shared by {processes} processes" if processes > 1 else ""
+        raise InputError(f"--batch-size auto: training needs ~{gb(estimate(1).total)} GB even at batch 1; "
+                         f"{gb(free)} GB is free on {device}{shared}")
+    return fitting
