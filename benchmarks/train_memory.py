@@ -3,7 +3,7 @@ memory of real training, for random genomes of three spaces, each trained in a f
 
     python benchmarks/train_memory.py                                # 5 genomes of tiny, mobile, metaformer_hybrid
     python benchmarks/train_memory.py --spaces tiny --genomes 2      # a quick look
-    python benchmarks/train_memory.py --table benchmarks/results/memory/train_memory.json   # the table again
+    python benchmarks/train_memory.py --table benchmarks/results/memory/train_memory.json   # re-estimated
 
 Method. Each genome trains in its own subprocess (this file with ``--child``), so that peaks do not mix: one
 torch thread (a CPU search's default), ``synthetic`` data at the space's resolution with 2 x batch training and
@@ -96,22 +96,30 @@ def measure(space_name: str, genome_dict: dict[str, Any], batch: int, threads: i
     """The child's figures for one genome, with the estimate beside them."""
     from nas.cost import analytic_cost
     from nas.io import load_genome
-    from nas.memory import training_memory_estimate
 
     genome = load_genome(genome_dict)
-    estimate = training_memory_estimate(genome, batch, validation_batch=batch)
     start = time.perf_counter()
     run = subprocess.run([sys.executable, __file__, "--child", json.dumps(genome_dict), "--batch", str(batch),
                           "--threads", str(threads)], capture_output=True, text=True, timeout=1800)
     if run.returncode != 0:
         raise RuntimeError(f"{space_name} {genome.content_hash()}: child failed\n{run.stderr[-2000:]}")
-    figures = json.loads(run.stdout.strip().splitlines()[-1])
     cost = analytic_cost(genome)
-    return {"space": space_name, "genome": genome.content_hash(), "batch": batch,
-            "params": cost.params, "flops": cost.flops, "seconds": round(time.perf_counter() - start, 1),
-            "estimate": {**dataclasses.asdict(estimate), "total": estimate.total}, **figures,
-            "error": estimate.total / figures["measured"] - 1,
-            "error_without_allocator": (estimate.total - estimate.allocator) / figures["measured"] - 1}
+    record = {"space": space_name, "genome": genome.content_hash(), "batch": batch, "params": cost.params,
+              "flops": cost.flops, "seconds": round(time.perf_counter() - start, 1), "genome_dict": genome_dict,
+              **json.loads(run.stdout.strip().splitlines()[-1])}
+    return estimated(record)
+
+
+def estimated(record: dict[str, Any]) -> dict[str, Any]:
+    """A measured run with today's estimate beside it (``--table`` re-estimates an earlier run's figures)."""
+    from nas.io import load_genome
+    from nas.memory import training_memory_estimate
+
+    estimate = training_memory_estimate(load_genome(record["genome_dict"]), record["batch"],
+                                        validation_batch=record["batch"])
+    return {**record, "estimate": {**dataclasses.asdict(estimate), "total": estimate.total},
+            "error": estimate.total / record["measured"] - 1,
+            "error_without_allocator": (estimate.total - estimate.allocator) / record["measured"] - 1}
 
 
 def summary(records: list[dict[str, Any]], key: str = "error") -> dict[str, float]:
@@ -164,8 +172,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(json.loads(args.child), args.batch, args.threads)))
         return
-    if args.table:
-        print(table(json.loads(args.table.read_text())["runs"]))
+    if args.table:  # the measurements as they were, the estimate as nas.memory makes it today
+        print(table([estimated(record) for record in json.loads(args.table.read_text())["runs"]]))
         return
     records = []
     for space_name in args.spaces.split(","):

@@ -76,9 +76,10 @@ OPTIMIZER_STATES = {"adamw": 2, "sgd": 1}
 # glibc serves allocations below its mmap threshold, which rises to 32 MiB as large blocks are freed, from the
 # heap. The heap keeps what a step frees, in pieces the next step's tensors do not always fit whole, so on the
 # CPU an activation tensor under that size costs more than its size at the training peak; larger ones are
-# mapped and handed back on free. The factor is measured (benchmarks/train_memory.py, issue 17): 1.5-2.2 over
-# 14 runs of three spaces at batches 4 to 256, 1.8 fitting them best. CUDA's caching allocator is not measured.
-HEAP_LIMIT, HEAP_FACTOR = 32 * 2**20, 1.8
+# mapped and handed back on free. The factor is measured (benchmarks/train_memory.py, issue 17): fitted on 14
+# runs of three spaces at batches 4 to 256 (seed 0), where the heap held 1.5-2.2x what the small tensors need,
+# and checked on 15 other genomes (benchmarks/BENCHMARKS.md). CUDA's caching allocator is not measured.
+HEAP_LIMIT, HEAP_FACTOR = 32 * 2**20, 1.6
 
 
 @dataclass(frozen=True)
