@@ -259,7 +259,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 # The options of a search that decide a genome's score; `nas score` takes them with the search's own flags.
 SCORE_OPTIONS = ("objective", "supernet", "data", "data_limit", "seed", "second", "device", "threads", "proxy_batch",
-                 "epochs", "latency_mode", "latency_repeats")
+                 "epochs", "batch_size", "latency_mode", "latency_repeats")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -268,7 +268,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from nas.flags import given_flags
     from nas.io import parse_genome, read_yaml
     from nas.search import SearchOptions
-    from nas.search.scoring import latency_table, score_genome, search_inputs, set_up_device
+    from nas.search.scoring import latency_table, score_genome, search_inputs, set_up_device, training_batch
     from nas.search.trial import TrialWork
     from nas.space import is_space
 
@@ -284,6 +284,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     device = set_up_device(options)
     inputs, space = search_inputs(genome.to_dict(), options)  # with the data's classes and channels
     genome = parse_genome(space)
+    if options.objective == "train":  # its training memory (on stderr: stdout may be --json), and an auto batch
+        options, line = training_batch(options, genome, inputs.dataset, device, genome.name)
+        print(line.strip(), file=sys.stderr)
     result = score_genome(genome, TrialWork(space, options, device, inputs, None, latency_table(options)))
     if args.json:
         print(json.dumps({**result.as_dict(), "hash": genome.content_hash(), "device": device,
@@ -314,6 +317,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_supernet_train(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from nas.errors import InputError
     from nas.flags import flag_name, given_flags
     from nas.supernet import SupernetTrainOptions, train_supernet
@@ -330,7 +335,13 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
                              f"may change")
         train_supernet(out=args.out, resume=resume, epochs=args.epochs, quiet=args.quiet)
         return 0
-    train_supernet(SupernetTrainOptions(**given), out=args.out, quiet=args.quiet)
+    try:
+        options = SupernetTrainOptions(**given)
+    except ValidationError as err:  # a flag read as text (--batch-size) is checked here
+        first = err.errors()[0]
+        raise InputError(f"{flag_name(SupernetTrainOptions, str(first['loc'][0]))}: "
+                         f"{first['msg'].removeprefix('Value error, ')}") from None
+    train_supernet(options, out=args.out, quiet=args.quiet)
     return 0
 
 

@@ -3,11 +3,18 @@
 Below ``nas.cost`` so that the compiler, which ``nas.cost.latency`` uses, can check before it allocates."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
 import networkx as nx
+from pydantic import BeforeValidator
 
 from nas.errors import InputError
+from nas.flags import Flag
 from nas.genome import Genome
 from nas.graph import build_graph
+from nas.saved_activations import network_saved_tensors
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
@@ -17,16 +24,20 @@ def peak_memory_estimate(genome: Genome, batch: int = 1, dtype: str = "float32",
     """An estimate, in bytes, of inference memory: the weights plus the largest input + output + workspace of
     any one node at ``batch``. It ignores allocator overhead and fragmentation."""
     graph = graph if graph is not None else build_graph(genome)
-    size = DTYPE_BYTES[dtype]
     params = sum(data["params"] for _, data in graph.nodes(data=True))
+    return (params + batch * _largest_node(graph)) * DTYPE_BYTES[dtype]
+
+
+def _largest_node(graph: nx.DiGraph) -> int:
+    """Elements per image of the largest input + output + workspace of any node: inference's peak."""
     peak = 0
-    for node, data in graph.nodes(data=True):
+    for _, data in graph.nodes(data=True):
         if data["role"] == "input":
             continue
         c, h, w = data["in_shape"]
         o_c, o_h, o_w = data["out_shape"]
         peak = max(peak, c * h * w + o_c * o_h * o_w + data["workspace"])
-    return (params + batch * peak) * size
+    return peak
 
 
 # Share of the memory available now that one model may take: the rest is for the data, the allocator and the
@@ -58,3 +69,141 @@ def require_memory(genome: Genome, batch: int = 0, dtype: str = "float32", devic
         what = f"inference at batch {batch}" if batch else "its weights"
         raise InputError(f"{genome.name}: {what} need about {need / 2**30:.3g} GiB; this machine has "
                          f"{available / 2**30:.3g} GiB available")
+
+
+# Tensors the optimiser keeps per trained parameter: AdamW (what nas trains with) two moments, SGD a momentum.
+OPTIMIZER_STATES = {"adamw": 2, "sgd": 1}
+# glibc serves allocations below its mmap threshold, which rises to 32 MiB as large blocks are freed, from the
+# heap. The heap keeps what a step frees, in pieces the next step's tensors do not always fit whole, so on the
+# CPU an activation tensor under that size costs more than its size at the training peak; larger ones are
+# mapped and handed back on free. The factor is measured (benchmarks/train_memory.py, issue 17): fitted on 14
+# runs of three spaces at batches 4 to 256 (seed 0), where the heap held 1.5-2.2x what the small tensors need,
+# and checked on 15 other genomes (benchmarks/BENCHMARKS.md). CUDA's caching allocator is not measured.
+HEAP_LIMIT, HEAP_FACTOR = 32 * 2**20, 1.6
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """An estimate, in bytes, of what training holds at its peak: the weights, their gradients, the optimiser's
+    state, the activations autograd keeps for the backward pass at ``batch``, what the CPU allocator holds
+    beyond them, and the validation pass (inference at ``validation_batch``), which runs while the allocator
+    still holds the steps' memory."""
+
+    batch: int
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    allocator: int = 0
+    validation: int = 0
+    validation_batch: int = 0
+
+    @property
+    def total(self) -> int:
+        return (self.weights + self.gradients + self.optimizer + self.activations + self.allocator
+                + self.validation)
+
+    def describe(self) -> str:
+        """One line: ``training memory ~2.3 GB (weights 0.1, gradients 0.1, optimiser 0.2, activations 1.4 at
+        batch 64 + 0.3 allocator; validation 0.2 at batch 256)``."""
+        line = (f"training memory ~{gb(self.total)} GB (weights {gb(self.weights)}, gradients {gb(self.gradients)}, "
+                f"optimiser {gb(self.optimizer)}, activations {gb(self.activations)} at batch {self.batch}")
+        line += f" + {gb(self.allocator)} allocator" if self.allocator else ""
+        line += f"; validation {gb(self.validation)} at batch {self.validation_batch}" if self.validation else ""
+        return line + ")"
+
+
+def gb(n: float) -> str:
+    """Bytes as GB with two significant digits: 2.3, 0.12, 14."""
+    return f"{n / 1e9:.2g}"
+
+
+def training_memory_estimate(genome: Genome, batch: int, *, validation_batch: int = 0, device: str = "cpu",
+                             optimizer: str = "adamw", dtype: str = "float32", trained_params: int | None = None,
+                             graph: nx.DiGraph | None = None) -> TrainingMemory:
+    """What training ``genome`` at ``batch`` holds at its peak, from its analytic graph: float32 weights, a
+    gradient and the optimiser's state for every trained parameter, the activations autograd keeps
+    (``nas.saved_activations``) in ``dtype`` (bfloat16 under autocast), on the CPU the heap's share
+    (``HEAP_FACTOR``), and with ``validation_batch`` the validation pass's inference peak. ``trained_params``
+    replaces the genome's own trainable parameter count where more weights train together (a supernet's)."""
+    if optimizer not in OPTIMIZER_STATES:
+        raise ValueError(f"optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZER_STATES)}")
+    graph = graph if graph is not None else build_graph(genome)
+    nodes = [data for _, data in graph.nodes(data=True) if data["role"] != "input"]
+    params = sum(data["params"] for data in nodes)
+    trained = trained_params if trained_params is not None else params - sum(data["frozen"] for data in nodes)
+    size, weight_size = DTYPE_BYTES[dtype], DTYPE_BYTES["float32"]
+    tensors = [n * batch * size for n in network_saved_tensors([(d["config"], d["in_shape"], d["out"]) for d in
+                                                                nodes])]
+    heap = sum(n for n in tensors if n < HEAP_LIMIT) if str(device).startswith("cpu") else 0
+    return TrainingMemory(batch=batch, weights=max(params, trained) * weight_size, gradients=trained * weight_size,
+                          optimizer=OPTIMIZER_STATES[optimizer] * trained * weight_size, activations=sum(tensors),
+                          allocator=round((HEAP_FACTOR - 1) * heap),
+                          validation=validation_batch * _largest_node(graph) * size,
+                          validation_batch=validation_batch)
+
+
+def _batch_size(value: Any) -> Any:
+    """``auto`` or a whole number, as the flag's text or a Python value."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text != "auto" and not text.isdigit():
+            raise ValueError(f"expected a whole number of images or auto, got {value!r}")
+        return text if text == "auto" else int(text)
+    return value
+
+
+# A training batch option: images per step, or ``auto`` (``choose_batch``).
+BatchSize = Annotated[int | Literal["auto"], BeforeValidator(_batch_size), Flag(text=True, metavar="N|auto")]
+MOST_AUTO_BATCH = 256  # auto never goes past this: larger batches change what a short training learns
+
+
+def free_memory(device: str) -> int | None:
+    """Bytes a training run can take on ``device`` now: CUDA's free memory, or the host's ``MemAvailable``;
+    None where that is not known."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    return available_memory()
+
+
+@dataclass(frozen=True)
+class BatchChoice:
+    batch: int
+    memory: TrainingMemory
+    free: int | None
+    processes: int = 1
+
+    def describe(self) -> str:
+        """``batch 64 (auto: 2.3 GB of 18 GB free)``, per process where several share the memory."""
+        if self.free is None:
+            return f"batch {self.batch} (auto: free memory unknown, the default)"
+        each = f" per process, {self.processes} processes," if self.processes > 1 else ""
+        return f"batch {self.batch} (auto: {gb(self.memory.total)} GB{each} of {gb(self.free)} GB free)"
+
+
+def choose_batch(estimate: Callable[[int], TrainingMemory], device: str, *, most: int = MOST_AUTO_BATCH,
+                 processes: int = 1, default: int = 64, free: int | None = None) -> BatchChoice:
+    """The largest power of two up to ``most`` whose training ``estimate(batch)`` fits in ``MEMORY_SHARE`` of
+    the free memory (``free_memory(device)`` unless given) divided among ``processes``; ``default`` (or
+    ``most``, if smaller) where free memory is unknown. InputError when not even batch 1 fits."""
+    free = free_memory(device) if free is None else free
+    candidates = [2**i for i in range(max(most, 1).bit_length())]  # 1, 2, 4, ... <= most
+    if free is None:
+        batch = min(default, candidates[-1])
+        return BatchChoice(batch, estimate(batch), None, processes)
+    budget = MEMORY_SHARE * free / max(processes, 1)
+    fitting = None
+    for batch in candidates:
+        memory = estimate(batch)
+        if memory.total > budget:
+            break
+        fitting = BatchChoice(batch, memory, free, processes)
+    if fitting is None:
+        shared = f", shared by {processes} processes" if processes > 1 else ""
+        raise InputError(f"--batch-size auto: training needs ~{gb(estimate(1).total)} GB even at batch 1; "
+                         f"{gb(free)} GB is free on {device}{shared}")
+    return fitting

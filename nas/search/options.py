@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from nas.cost.budget import parse_flops, parse_latency_ms, parse_params
 from nas.errors import InputError
 from nas.flags import Flag
+from nas.memory import MOST_AUTO_BATCH, BatchSize
 
 DEFAULT_SPACE = "metaformer_hybrid"
 # Measured on the 2-core CPU the default must fit in 10 minutes (benchmarks/BENCHMARKS.md, "Search").
@@ -105,6 +106,10 @@ class SearchOptions(BaseModel):
                              "(torch.compile) or onnxruntime (the ONNX export under ONNX Runtime)")
     proxy_batch: int = Field(8, description="images the zero-cost scores see")
     epochs: int = Field(3, description="training epochs per trial with --objective train")
+    batch_size: BatchSize = Field(64, description="images per training step with --objective train (and "
+                                  "--finetune-epochs), or auto: the largest power of two up to "
+                                  f"{MOST_AUTO_BATCH} whose training memory, for the largest genome sampled "
+                                  "within budget, fits the device's free memory shared by the worker processes")
     long_epochs: int | None = Field(None, description="with --objective train and the cascade sampler: a genome "
                                     "whose training ranks in the top third so far is trained again for this many "
                                     "epochs (successive halving; the winner is the best result at either length; "
@@ -203,6 +208,7 @@ class SearchOptions(BaseModel):
         if self.proxy_batch < 2:
             raise InputError(f"--proxy-batch needs at least 2 images, got {self.proxy_batch}")
         for flag, value in (("--latency-repeats", self.latency_repeats), ("--epochs", self.epochs),
+                            ("--batch-size", None if self.batch_size == "auto" else self.batch_size),
                             ("--screen", self.screen),
                             ("--threads", self.threads), ("--workers", self.workers),
                             ("--data-limit", self.data_limit)):

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from nas.compiler import compile_model
 from nas.errors import InputError, NasError, did_you_mean
 from nas.flags import flag_name, option_fields
-from nas.io import parse_yaml
+from nas.io import parse_genome, parse_yaml
 from nas.outputs import output_dir
 from nas.search.cascade import SCREEN_ATTR, SCREEN_FILE, SECOND_COST, CascadeSampler, Promotion, screen
 from nas.search.options import DEFAULT_SPACE, SearchOptions
@@ -47,7 +47,14 @@ from nas.search.rundir import (
     write_atomic,
 )
 from nas.search.samplers import make_sampler
-from nas.search.scoring import default_workers, latency_table, require_calibration, search_inputs, set_up_device
+from nas.search.scoring import (
+    default_workers,
+    latency_table,
+    require_calibration,
+    search_inputs,
+    set_up_device,
+    training_batch,
+)
 from nas.search.survey import check_reachable, survey
 from nas.search.trial import SECOND_UNITS, STAGES, Evaluate, Inputs, TrialWork, constraint_values, is_invalid
 from nas.space import read_space
@@ -123,6 +130,12 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     if options.workers is None and not (resume or run.joined or as_worker):
         run.options = options = options.model_copy(update={"workers": default_workers(
             options, device_name, evaluate is not None, report.median_flops)})
+    memory_line = None
+    if (options.objective == "train" or options.finetune_epochs) and report.largest and not as_worker:
+        # before anything is written: a batch that cannot fit is bad input
+        run.options, memory_line = training_batch(options, parse_genome(report.largest), inputs.dataset,
+                                                  device_name, "the largest genome sampled within budget")
+        options = run.options
 
     table = latency_table(options)
     if options.latency_mode == "predict" and table is not None:
@@ -143,7 +156,7 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
         work = TrialWork(run.space, options, device_name, inputs, evaluate, table)
         done = state.done_before = counted(study_.get_trials(deepcopy=False))
         _say_start(progress, options, report, run.label, device_name, run_dir, done, "resuming" if resume and not
-                   as_worker else f"joining study {options.study!r}" if run.joined else "")
+                   as_worker else f"joining study {options.study!r}" if run.joined else "", memory_line)
         _set_sampler(run, study_, shared, progress, quiet=as_worker)
         progress.begin_trials()
         if not resume and report.median_params and done == 0:
@@ -407,7 +420,7 @@ def _interrupted(run_dir: Path, fresh: NewRun | None, study_: optuna.Study | Non
 
 
 def _say_start(progress: Progress, options: SearchOptions, report: Any, label: str, device: str, run_dir: Path,
-               done: int, how: str) -> None:
+               done: int, how: str, memory_line: str | None) -> None:
     workers_ = options.workers or 1
     progress.say(f"nas search: {label}, {options.objective} objective"
                  + (f" and {options.second}" if options.multi_objective else "")
@@ -418,6 +431,8 @@ def _say_start(progress: Progress, options: SearchOptions, report: Any, label: s
     progress.say(f"  {report.feasible / max(report.valid, 1):.0%} of {report.valid} valid random samples fit the "
                  f"budget" + (f" ({invalid} of {report.sampled} were invalid genomes)" if invalid else "")
                  + (f"; {how} at trial {done}/{options.trials}" if how else ""))
+    if memory_line:
+        progress.say(memory_line)
 
 
 def _sampler_seed(options: SearchOptions, study_: optuna.Study, shared: bool) -> int:
@@ -476,6 +491,8 @@ def _same(options: SearchOptions, key: str, value: Any) -> bool:
         return getattr(options.model_copy(update={key: value}), BUDGETS[key]) == getattr(options, BUDGETS[key])
     if key == "supernet":
         return options.supernet is not None and Path(value).resolve() == Path(options.supernet).resolve()
+    if key == "batch_size" and value == "auto":  # the run chose its batch when it started; that one stands
+        return True
     return value == getattr(options, key)
 
 
@@ -520,8 +537,8 @@ def _write_winner_weights(run_dir: Path, genome: Any, options: SearchOptions, in
     info: dict[str, Any] = {"genome_hash": genome.content_hash(), "supernet": options.supernet,
                             "inherited_accuracy": accuracy}
     if options.finetune_epochs:
-        result = train_model(model, inputs.dataset, epochs=options.finetune_epochs, device=device,
-                             seed=options.seed, lr=5e-4, warmup_epochs=0)
+        result = train_model(model, inputs.dataset, epochs=options.finetune_epochs, batch_size=options.batch_size,
+                             device=device, seed=options.seed, lr=5e-4, warmup_epochs=0)
         info.update(finetune_epochs=options.finetune_epochs, finetuned_accuracy=result.accuracy)
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, run_dir / WEIGHTS_FILE)
     write_atomic(run_dir / WEIGHTS_INFO, yaml.safe_dump(info, sort_keys=False))

@@ -17,6 +17,7 @@ from nas.errors import InputError
 from nas.evaluate.batch import proxy_batch
 from nas.genome import Genome
 from nas.io import parse_genome
+from nas.memory import MOST_AUTO_BATCH, TrainingMemory, choose_batch, training_memory_estimate
 from nas.search.options import SearchOptions
 from nas.search.trial import Inputs, TrialWork
 from nas.space import fit_space_to_data, space_resolution
@@ -69,6 +70,29 @@ def default_workers(options: SearchOptions, device: str, custom: bool, median_fl
             or (median_flops or 0) < PARALLEL_FROM_FLOPS):
         return 1
     return max(1, min(len(os.sched_getaffinity(0)), MOST_DEFAULT_WORKERS))
+
+
+def training_memory(genome: Genome, dataset: Any, device: str, batch: int) -> TrainingMemory:
+    """What training ``genome`` as a trial does holds at its peak (``nas.memory``): ``train_model`` at ``batch``,
+    then its validation at ``max(256, batch)`` images a forward."""
+    return training_memory_estimate(genome, batch, validation_batch=min(max(256, batch), len(dataset.val_y)),
+                                    device=device, dtype="bfloat16" if device.startswith("cuda") else "float32")
+
+
+def training_batch(options: SearchOptions, genome: Genome, dataset: Any, device: str, what: str
+                   ) -> tuple[SearchOptions, str]:
+    """The options with ``--batch-size auto`` made a number for ``genome`` (``what`` names it in the line),
+    and the line that states the training memory and, for auto, the choice. InputError when nothing fits."""
+    processes = (options.workers or 1) if options.runner == "local" else 1
+    if options.batch_size == "auto":
+        choice = choose_batch(lambda batch: training_memory(genome, dataset, device, batch), device,
+                              most=min(MOST_AUTO_BATCH, len(dataset.train_y)), processes=processes)
+        options, memory = options.model_copy(update={"batch_size": choice.batch}), choice.memory
+        chosen = f"; {choice.describe()}"
+    else:
+        memory, chosen = training_memory(genome, dataset, device, options.batch_size), ""
+    each = f" per process ({processes} processes)" if processes > 1 else ""
+    return options, f"  {memory.describe()}{each} for {what}{chosen}"
 
 
 def latency_table(options: SearchOptions) -> Any:

@@ -34,6 +34,7 @@ class Survey:
     median_params: dict[str, Any] | None  # Optuna params of a median-FLOPs feasible sample
     largest_flops: int | None = None  # the most FLOPs of a feasible sample: the cost the run's genomes reach
     median_flops: int | None = None  # of the feasible samples: what a typical trial costs
+    largest: dict[str, Any] | None = None  # that sample's genome: what a trial's training memory reaches
 
     @property
     def feasible_share(self) -> float:
@@ -92,15 +93,16 @@ def survey(space: dict[str, Any], options: SearchOptions, samples: int = 500) ->
             smallest = cost
         if _excess(options, cost) <= 0:
             feasible += 1
-            fitting.append((cost.flops, params))
+            fitting.append((cost.flops, params, data))
     greedy = greedy_minimum(space)
     if greedy is not None and (smallest is None or _excess(options, greedy) < _excess(options, smallest)):
         smallest = greedy
-    median = largest = median_flops = None
+    median = largest = median_flops = largest_data = None
     if fitting:
         fitting.sort(key=lambda item: item[0])
-        (median_flops, median), largest = fitting[len(fitting) // 2], fitting[-1][0]
-    return Survey(samples, valid, feasible, smallest, median, largest, median_flops)
+        median_flops, median, _ = fitting[len(fitting) // 2]
+        largest, _, largest_data = fitting[-1]
+    return Survey(samples, valid, feasible, smallest, median, largest, median_flops, largest_data)
 
 
 def check_reachable(survey_: Survey, options: SearchOptions, label: str) -> None:

@@ -220,8 +220,8 @@ class TrialWork:
             if report is not None:
                 report(epoch, accuracy)
 
-        result = train_model(model, self.inputs.dataset, epochs=epochs, device=device,
-                             seed=self.options.seed, on_epoch=on_epoch)
+        result = train_model(model, self.inputs.dataset, epochs=epochs, batch_size=self.options.batch_size,
+                             device=device, seed=self.options.seed, on_epoch=on_epoch)
         return float(result.accuracy)
 
     def _latency(self, genome: Genome, model: torch.nn.Module, device: str) -> tuple[float, float | None]:

@@ -41,6 +41,7 @@ from nas.evaluate.train import (
 )
 from nas.genome import Genome
 from nas.io import load_genome, read_yaml
+from nas.memory import MOST_AUTO_BATCH, BatchSize, TrainingMemory, choose_batch, training_memory_estimate
 from nas.network import Network
 from nas.outputs import output_dir
 from nas.space import fit_space_to_data, instantiate, random_picker, space_resolution
@@ -64,7 +65,8 @@ class SupernetTrainOptions(BaseModel):
     data: str = Field("synthetic", description="an image folder, an .npz, synthetic, patterns or digits")
     data_limit: int | None = Field(None, description="use at most this many images per split (a seeded subset)")
     epochs: int = Field(10, description="epochs in all; on resume, may be raised")
-    batch_size: int = Field(64, description="images per step")
+    batch_size: BatchSize = Field(64, description="images per step, or auto: the largest power of two up to "
+                                  f"{MOST_AUTO_BATCH} whose training memory fits the device's free memory")
     lr: float = Field(2e-3, description="AdamW peak learning rate")
     weight_decay: float = Field(0.05, description="AdamW weight decay, on weights but not on norms and biases")
     warmup_epochs: int = Field(1, description="epochs of linear learning-rate warm-up before the cosine decay")
@@ -85,7 +87,7 @@ class SupernetTrainOptions(BaseModel):
         """Refuse values no run can use, before anything is loaded or written (bad input, exit 2)."""
         for name in ("epochs", "batch_size", "calibration_batches", "data_limit", "threads"):
             value = getattr(self, name)
-            if value is not None and value < 1:
+            if value is not None and value != "auto" and value < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         for name in ("random_per_step", "warmup_epochs", "coverage_samples"):
             if getattr(self, name) < 0:
@@ -193,6 +195,11 @@ def train_supernet(options: SupernetTrainOptions | None = None, *, out: str | Pa
     _say(quiet, stream, f"nas supernet train: sizing the supernet of {options.space} "
                         f"(every option at both ends, {options.coverage_samples} random genomes)")
     net = Supernet.from_space(space, samples=options.coverage_samples, seed=options.seed)
+    if options.batch_size == "auto":  # the number chosen is the run's: train.yaml keeps it for --resume
+        choice = choose_batch(lambda batch: training_memory(net, data, batch, device), str(device),
+                              most=min(MOST_AUTO_BATCH, len(data.train_y)))
+        options = options.model_copy(update={"batch_size": choice.batch})
+        _say(quiet, stream, f"nas supernet train: {choice.describe()}")
     with _removed_unless_saved(run_dir):
         (run_dir / SPACE_FILE).write_text(yaml.safe_dump(space, sort_keys=False))
         (run_dir / OPTIONS_FILE).write_text(yaml.safe_dump(options.model_dump(), sort_keys=False))
@@ -203,12 +210,12 @@ def _train(net: Supernet, options: SupernetTrainOptions, data: Dataset, device: 
            state: dict[str, Any] | None, quiet: bool, stream) -> SupernetTrainResult:
     """Fit from ``state`` (a checkpoint's, or None for a new run) to the last epoch."""
     trainer = _Trainer(net, options, data, device, run_dir, state)
-    shared = sum(p.numel() * p.element_size() for p in net.parameters())
+    memory = training_memory(net, data, trainer.batch_size, device)
     _say(quiet, stream, f"nas supernet train: {options.space} on {data.name} ({len(data.train_y)} train, "
                         f"{len(data.val_y)} val images), {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M "
-                        f"shared params ({4 * shared / 2**30:.2f} GiB with gradients and AdamW state), device "
-                        f"{device}; run directory {run_dir}"
+                        f"shared params, device {device}; run directory {run_dir}"
                         + (f"; resuming at epoch {trainer.epoch + 1}, step {trainer.step}" if state else ""))
+    _say(quiet, stream, f"  {memory.describe()}: the shared weights and the largest genome's activations")
     start = time.perf_counter()
     try:
         with _StopBetweenSteps() as stop:
@@ -221,6 +228,16 @@ def _train(net: Supernet, options: SupernetTrainOptions, data: Dataset, device: 
     result = SupernetTrainResult(run_dir, trainer.history, time.perf_counter() - start)
     _say(quiet, stream, result.summary())
     return result
+
+
+def training_memory(net: Supernet, data: Dataset, batch: int, device: torch.device) -> TrainingMemory:
+    """What a step holds at its peak: every shared weight with its gradient and AdamW state, and the
+    activations of the largest genome (the sandwich rule's genomes run one after another); then the
+    validation of an epoch's end, at ``evaluate_accuracy``'s batch."""
+    cuda = device.type == "cuda"
+    return training_memory_estimate(load_genome(net.largest), batch, validation_batch=min(256, len(data.val_y)),
+                                    device=device.type, dtype="bfloat16" if cuda else "float32",
+                                    trained_params=sum(p.numel() for p in net.parameters()))
 
 
 TRAINING_STATE = ("options", "optimizer", "schedule", "scaler", "epoch", "step", "history", "loss_sum",
