@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).parent / "results" / "latency"
+NOT_EXPORTED = ("not timed: no export of it in --onnx-dir (phase 1 was stopped before it); whether it exports: "
+                "benchmarks/results/onnx/onnx_zoo.md")
 
 
 def export_one(name: str, folder: Path) -> None:
@@ -107,7 +109,7 @@ def main() -> None:
     rows = []
     for name in names:
         if not (args.onnx_dir / f"{name}.onnx").exists():
-            rows.append({"genome": name, "failure": "not timed: its export was not made in --onnx-dir (phase 1 ran out of time); it exports (benchmarks/results/onnx/onnx_zoo.md)"})
+            rows.append({"genome": name, "failure": NOT_EXPORTED})
             continue
         row, failure = in_subprocess(["--one", name, "--onnx-dir", str(args.onnx_dir), "--repeats",
                                       str(args.repeats), "--threads", str(args.threads)])
