@@ -14,9 +14,9 @@ AdamW, kernels, thread pools) is in the baseline. It then reads VmRSS (the basel
 data, that runtime), builds and trains the genome and reads VmHWM (the process's peak resident memory).
 Measured = VmHWM - baseline; the estimate is for the same genome at the same batch, validation included. The
 table also gives the error without the estimate's allocator term (what glibc's heap holds beyond the live
-tensors, ``nas.memory.HEAP_FACTOR``): with ``MALLOC_MMAP_THRESHOLD_=65536`` in the environment, which hands
-every tensor back on free, that is the figure to compare. Memory, not time: the figures hold on a machine busy
-with other jobs.
+tensors, ``nas.memory.HEAP_FACTOR``). With ``MALLOC_MMAP_THRESHOLD_=65536`` in the environment glibc maps and
+hands back every tensor over 64 KiB, and the estimate leaves that term out (``nas.memory.heap_limit``). Memory,
+not time: the figures hold on a machine busy with other jobs.
 """
 from __future__ import annotations
 
@@ -173,7 +173,10 @@ def main() -> None:
         print(json.dumps(child(json.loads(args.child), args.batch, args.threads)))
         return
     if args.table:  # the measurements as they were, the estimate as nas.memory makes it today
-        print(table([estimated(record) for record in json.loads(args.table.read_text())["runs"]]))
+        recorded = json.loads(args.table.read_text())
+        allocator = recorded["environment"]["allocator_env"]
+        os.environ.update(allocator if isinstance(allocator, dict) else {})  # the children's allocator
+        print(table([estimated(record) for record in recorded["runs"]]))
         return
     records = []
     for space_name in args.spaces.split(","):

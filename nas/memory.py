@@ -3,6 +3,7 @@
 Below ``nas.cost`` so that the compiler, which ``nas.cost.latency`` uses, can check before it allocates."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -82,6 +83,13 @@ OPTIMIZER_STATES = {"adamw": 2, "sgd": 1}
 HEAP_LIMIT, HEAP_FACTOR = 32 * 2**20, 1.6
 
 
+def heap_limit() -> int:
+    """Tensors smaller than this come from glibc's heap: 32 MiB, or the fixed threshold the process was started
+    with (``MALLOC_MMAP_THRESHOLD_``: 65536 maps nearly every tensor, and the heap then holds no activations)."""
+    fixed = os.environ.get("MALLOC_MMAP_THRESHOLD_", "")
+    return int(fixed) if fixed.isdigit() else HEAP_LIMIT
+
+
 @dataclass(frozen=True)
 class TrainingMemory:
     """An estimate, in bytes, of what training holds at its peak: the weights, their gradients, the optimiser's
@@ -135,7 +143,8 @@ def training_memory_estimate(genome: Genome, batch: int, *, validation_batch: in
     size, weight_size = DTYPE_BYTES[dtype], DTYPE_BYTES["float32"]
     tensors = [n * batch * size for n in network_saved_tensors([(d["config"], d["in_shape"], d["out"]) for d in
                                                                 nodes])]
-    heap = sum(n for n in tensors if n < HEAP_LIMIT) if str(device).startswith("cpu") else 0
+    limit = heap_limit()
+    heap = sum(n for n in tensors if n < limit) if str(device).startswith("cpu") else 0
     return TrainingMemory(batch=batch, weights=max(params, trained) * weight_size, gradients=trained * weight_size,
                           optimizer=OPTIMIZER_STATES[optimizer] * trained * weight_size, activations=sum(tensors),
                           allocator=round((HEAP_FACTOR - 1) * heap),

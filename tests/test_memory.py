@@ -102,7 +102,7 @@ def test_a_network_keeps_the_sum_of_its_blocks_each_tensor_once():
     assert rule == pytest.approx(kept, rel=0.01)
 
 
-def test_the_parts_add_up_and_activations_grow_with_the_batch():
+def test_the_parts_add_up_and_activations_grow_with_the_batch(monkeypatch):
     genome = _hybrid()
     small, large = training_memory_estimate(genome, 8), training_memory_estimate(genome, 16)
     for m in (small, large):
@@ -113,6 +113,9 @@ def test_the_parts_add_up_and_activations_grow_with_the_batch():
     # the CPU heap's share: between none and HEAP_FACTOR - 1 of the activations; none on CUDA
     assert 0 < small.allocator <= (HEAP_FACTOR - 1) * small.activations + 1
     assert training_memory_estimate(genome, 8, device="cuda").allocator == 0
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # glibc maps every tensor over 64 KiB: no heap share
+    assert training_memory_estimate(genome, 8).allocator < small.allocator / 10
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
     half = training_memory_estimate(genome, 8, device="cuda", dtype="bfloat16")
     assert half.activations * 2 == small.activations and half.weights == small.weights
     assert training_memory_estimate(genome, 8, optimizer="sgd").optimizer == small.gradients
