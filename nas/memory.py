@@ -1,4 +1,6 @@
-"""Memory a genome needs, from its analytic shapes, and the check that refuses to build what would not fit.
+"""Memory a genome needs, from its analytic shapes: for inference (and the check that refuses to build what would
+not fit) and for training (``training_memory_estimate``), and the training batch that fits (``choose_batch``,
+behind ``--batch-size auto``).
 
 Below ``nas.cost`` so that the compiler, which ``nas.cost.latency`` uses, can check before it allocates."""
 from __future__ import annotations
@@ -164,7 +166,7 @@ def _batch_size(value: Any) -> Any:
 
 # A training batch option: images per step, or ``auto`` (``choose_batch``).
 BatchSize = Annotated[int | Literal["auto"], BeforeValidator(_batch_size), Flag(text=True, metavar="N|auto")]
-MOST_AUTO_BATCH = 256  # auto never goes past this: larger batches change what a short training learns
+MOST_AUTO_BATCH = 256  # auto goes no further (nor past the data set): a short training would take few steps
 
 
 def free_memory(device: str) -> int | None:

@@ -1,5 +1,6 @@
-"""What autograd keeps for the backward pass, per block type: elements per image, from the block's config and
-input shape (no model is built). ``nas.memory`` sums it over a genome's graph for the training estimate.
+"""What autograd keeps for the backward pass, per block type: the tensors (their sizes in float32 elements per
+image, one entry per storage), from the block's config and input shape; no model is built. ``nas.memory`` sums
+them over a genome's graph for the training estimate, and sorts them by size for the CPU allocator's share.
 
 A rule counts every tensor the block's forward saves for backward, once per storage: its input when its first
 op saves it (a linear, a conv, a norm), each intermediate map some later op needs (a norm's input, an
@@ -8,7 +9,7 @@ before a linear). It counts what CPU autograd keeps in torch 2.x (``tests/test_m
 against the tensors autograd actually saves): the fused attention kernel keeps q, k, v, its output and one
 log-sum-exp per query, not the score matrix, unless the attention takes a learned bias or a mask, which runs
 the unfused path that keeps the softmax. Terms that do not grow with the batch (index buffers, BatchNorm
-statistics) and pooled vectors are left out.
+statistics) are left out; an int64 index or a complex value counts as two float32 elements.
 """
 from __future__ import annotations
 
