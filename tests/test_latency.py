@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 from nas import compile_model, load_genome
+from nas.cost.calibration import genome_latency
 from nas.cost.latency import (
     LatencyKey,
     LatencyTable,
     device_fingerprint,
     fingerprint_key,
-    genome_latency,
     measure_latency,
     predict_latency,
 )

@@ -15,10 +15,11 @@ from nas.cost.calibration import (
     calibrated_latency,
     fit_calibration,
     genome_features,
+    genome_latency,
     load_calibration,
     node_family,
 )
-from nas.cost.latency import LatencyTable, device_fingerprint, fingerprint_key, genome_latency, predict_latency
+from nas.cost.latency import LatencyTable, device_fingerprint, fingerprint_key, predict_latency
 from nas.errors import InputError
 from nas.io import load_genome
 from nas.space import read_space, sample_genomes

@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from blocks import BlockConfig, create
-from nas.compiler import compile_model
 from nas.errors import InputError
 from nas.genome import Genome
 from nas.graph import build_graph
@@ -393,34 +392,3 @@ def predict_latency(genome: Genome | str | Path | dict[str, Any], table: Latency
         stages[_stage_label(name)] = stages.get(_stage_label(name), 0.0) + ms
     return Prediction(total_ms=sum(nodes.values()), nodes=nodes, stages=stages, measured=measured,
                       cached=len(nodes) - measured, device=device_key)
-
-
-def genome_latency(genome: Genome | str | Path | dict[str, Any], mode: LatencyMode, table: LatencyTable | None = None,
-                   device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch: int = 1,
-                   threads: int | None = None, warmup: int = 10, repeats: int = 50, seed: int = 0,
-                   runtime: Runtime = "eager") -> float:
-    """Milliseconds for a search objective, by ``mode``:
-
-    - ``measure``: compile the whole network and time it end to end (NCHW input): the reference, ~0.4 s a
-      genome on one CPU thread at 224px.
-    - ``lut``: the sum of per-node table entries (``predict_latency``), timing missing entries once; ~6 ms
-      once cached. On CPU it reads about 10% low (blocks timed alone run with warm caches).
-    - ``predict``: the table's sum corrected by the device's calibration (``nas.cost.calibration``, made by
-      ``nas latency calibrate``); an ``InputError`` when the table holds none for this device fingerprint.
-    """
-    genome = load_genome(genome)
-    if mode == "measure":
-        model = compile_model(genome, seed=seed)
-        res = genome.input
-        return measure_latency(model, (res.channels, *res.resolution), device, dtype, batch, warmup, repeats,
-                               threads, runtime=runtime).median_ms
-    if mode in ("lut", "predict"):
-        if table is None:
-            raise ValueError(f"mode {mode!r} needs a LatencyTable")
-        prediction = predict_latency(genome, table, device, dtype, batch, threads, warmup, repeats, seed, runtime)
-        if mode == "lut":
-            return prediction.total_ms
-        from nas.cost.calibration import calibrated_latency
-
-        return calibrated_latency(genome, prediction, table, batch).ms
-    raise ValueError(f"unknown latency mode {mode!r}; use 'measure', 'lut' or 'predict'")
