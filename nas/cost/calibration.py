@@ -8,7 +8,7 @@ times a set of genomes end to end on the device, once more to know the repeat-me
     measured - table sum = sum over families f of a_f * (table ms of f) + b * activation MB + c * weight MB
                            + d * nodes + e
 
-by least squares on relative error (scikit-learn's ``LinearRegression``, each genome weighted by 1/measured^2):
+by ridge regression on relative error (scikit-learn's ``RidgeCV``, each genome weighted by 1/measured^2):
 the table stays the baseline and the fit only corrects it, so a family the calibration never saw is predicted
 as the table has it. A family is its own feature when it holds at least ``FAMILY_SHARE`` of the table's time
 in at least ``FAMILY_GENOMES`` calibration genomes; the rest share the feature ``other``.
@@ -215,7 +215,7 @@ def fit_calibration(samples: Sequence[GenomeFeatures], measured: Sequence[float]
     held: list[float] = [0.0] * n
     for k in range(folds):
         test = order[k::folds]
-        train = [i for i in order if i not in set(test)]
+        train = [i for j, i in enumerate(order) if j % folds != k]
         families, coefficients, intercept = _fit([samples[i] for i in train], [measured[i] for i in train])
         part = Calibration(device, fingerprint, families, coefficients, intercept, 0.0, _NO_HELD_OUT)
         for i in test:
@@ -313,12 +313,21 @@ class Calibrated:
         return self.ms * (1 + self.calibration.margin)
 
 
+def require_calibration(table: LatencyTable, device: str, setup: str = "this device and setup",
+                        command: str = "`nas latency calibrate` with the same device, threads and runtime"
+                        ) -> Calibration:
+    """The calibration of the fingerprint key ``device``, or an ``InputError`` naming the ``setup`` and the
+    ``command`` that makes one: a prediction is never silently left uncorrected."""
+    calibration = load_calibration(table, device)
+    if calibration is None:
+        raise InputError(f"latency table {table.path} holds no calibration for {setup} ({device}); make one with "
+                         f"{command}")
+    return calibration
+
+
 def calibrated_latency(genome: Genome, prediction: Prediction, table: LatencyTable, batch: int = 1) -> Calibrated:
     """``prediction`` (the table's sum for ``genome``) corrected by the calibration of its device fingerprint."""
-    calibration = load_calibration(table, prediction.device)
-    if calibration is None:
-        raise InputError(f"latency table {table.path} holds no calibration for this device and setup "
-                         f"({prediction.device}); run `nas latency calibrate` with the same device and threads")
+    calibration = require_calibration(table, prediction.device)
     return Calibrated(calibration.predict(genome_features(genome, prediction, batch)), prediction.total_ms,
                       calibration)
 

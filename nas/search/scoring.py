@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from nas.cost import analytic_cost
-from nas.errors import InputError
 from nas.evaluate.batch import proxy_batch
 from nas.genome import Genome
 from nas.io import parse_genome
@@ -107,18 +106,15 @@ def latency_table(options: SearchOptions) -> Any:
 
 
 def require_calibration(table: Any, device: str, threads: int, runtime: str = "eager") -> Any:
-    """``--latency-mode predict`` before any trial: the table's calibration for this device and thread count,
-    or an ``InputError`` saying how to make one."""
-    from nas.cost.calibration import load_calibration
+    """``--latency-mode predict`` before any trial: the table's calibration for this device, thread count and
+    runtime, or an ``InputError`` saying how to make one."""
+    from nas.cost import calibration
     from nas.cost.latency import device_fingerprint, fingerprint_key
 
     key = fingerprint_key(device_fingerprint(device, threads=threads, runtime=runtime))
-    calibration = load_calibration(table, key)
-    if calibration is None:
-        raise InputError(f"--latency-mode predict: the latency table {table.path} holds no calibration for "
-                         f"device {device} with {threads} thread(s) under {runtime} ({key}); make one with "
-                         f"`nas latency calibrate --device {device} --threads {threads} --runtime {runtime}`")
-    return calibration
+    return calibration.require_calibration(
+        table, key, f"--latency-mode predict on device {device} with {threads} thread(s) under {runtime}",
+        f"`nas latency calibrate --device {device} --threads {threads} --runtime {runtime}`")
 
 
 @dataclass
