@@ -4,6 +4,8 @@ No test asserts on speed: the machine is shared. They assert on what a timing mu
 """
 from __future__ import annotations
 
+import os
+import platform
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from nas.cost.latency import (
     LatencyTable,
     device_fingerprint,
     fingerprint_key,
+    kept_heap,
     measure_latency,
     predict_latency,
 )
@@ -240,3 +243,19 @@ def test_onnxruntime_times_the_onnx_export_of_a_block_and_the_table_keeps_it_apa
     model = compile_model(tiny)
     result = measure_latency(model, (3, 32, 32), threads=1, runtime="onnxruntime", **FAST)
     assert result.median_ms > 0 and result.fingerprint["runtime"].startswith("onnxruntime")
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="kept_heap acts on glibc's malloc only")
+def test_kept_heap_keeps_a_freed_activation_in_the_process_instead_of_returning_it_to_the_kernel():
+    def resident_mib() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    x = torch.ones(16 * 2**20)  # 64 MiB: over glibc's mmap threshold, so freeing it unmaps it
+    before = resident_mib()
+    del x
+    assert before - resident_mib() > 60
+    with kept_heap():
+        x = torch.ones(16 * 2**20)
+        before = resident_mib()
+        del x
+        assert before - resident_mib() < 4  # the next call reuses it: no page faults

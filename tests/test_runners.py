@@ -63,14 +63,15 @@ def test_two_workers_started_at_once_on_a_new_study_both_join_and_the_counts_add
 
 
 def test_workers_flag_starts_processes_that_share_one_count(tmp_path: Path):
-    # 80 trials of ~0.15 s: long enough that the started worker, ~5 s to import and join, gets some
-    done = run_nas("search", "--space", "tiny", "--trials", "80", "--latency-repeats", "2", "--workers", "2",
+    # 24 trials of 1-2 s (zero-cost scores and latency): long enough that the started worker, ~5 s to import and
+    # join, gets some
+    done = run_nas("search", "--space", "tiny", "--trials", "24", "--latency-repeats", "2", "--workers", "2",
                    "--screen", "1000",
                    "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     assert "runner local (2 workers)" in done.stderr
     trials = finished(tmp_path / "run")
-    assert counted(trials) == 80
+    assert counted(trials) == 24
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # the started worker ran trials too
     assert (tmp_path / "run" / "workers" / "worker-1.log").is_file()
     assert all((tmp_path / "run" / name).exists() for name in RESULT_FILES)

@@ -134,6 +134,41 @@ def _num_threads(threads: int):
         torch.set_num_threads(previous)
 
 
+# glibc's defaults once its dynamic mmap threshold has grown to its ceiling (32 MiB on 64-bit), which is where a
+# long-running process that freed large blocks ends up; kept_heap restores these.
+_GLIBC_MMAP_MAX, _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = 32 * 2**20, -1, -3
+
+
+@contextmanager
+def kept_heap():
+    """While timing on CPU, keep freed memory in the heap: glibc otherwise returns large freed blocks to the
+    kernel (munmap, or a trim of the heap's top), so every call of a network page-faults its activations in
+    afresh, and the same model times differently from one measurement to the next. Outside glibc, nothing."""
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 2**31 - 1)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_MAX)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _GLIBC_MMAP_MAX)
+        libc.malloc_trim(0)
+
+
+def _glibc():
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def time_calls(call: Callable[[], Any], dev: torch.device, warmup: int, repeats: int,
                 cuda_events: bool = True) -> list[float]:
     """Milliseconds of each timed call. CUDA: events around each call, synchronised, so a time is one call's
