@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).parent / "results" / "latency"
+TIMEOUT_S = 1800  # one genome's export or timing; a busy machine can take minutes, a hang takes forever
 NOT_EXPORTED = ("not timed: no export of it in --onnx-dir (phase 1 was stopped before it); whether it exports: "
                 "benchmarks/results/onnx/onnx_zoo.md")
 
@@ -54,7 +55,10 @@ def time_one(name: str, folder: Path, repeats: int, threads: int) -> dict:
 
 
 def in_subprocess(args: list[str]) -> tuple[dict | None, str]:
-    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=1800)
+    try:
+        done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {TIMEOUT_S} s"
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         return None, f"exit {done.returncode}: {last[:200]}"
