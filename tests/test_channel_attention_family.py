@@ -117,7 +117,8 @@ stages:
 
 
 @pytest.mark.parametrize(("edit", "path", "words"), [
-    (("channel_attention, heads: 3", "channel_attention, heads: 5"), "stages[0].pattern[1].mixer.heads", "5 does not divide width 48"),
+    (("channel_attention, heads: 3", "channel_attention, heads: 5"), "stages[0].pattern[1].mixer.heads",
+     "5 does not divide width 48"),
     (("heads: 3}}", "heads: 3}, pos_kernel: 4}"), "stages[0].pattern[0].pos_kernel", "must be odd"),
 ])
 def test_bad_input_names_the_yaml_path(tmp_path, edit, path, words):
