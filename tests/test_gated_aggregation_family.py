@@ -132,3 +132,15 @@ def test_gated_aggregation_is_a_search_space_choice():
     assert (block.mixer.type, block.mlp.type) == ("gated_aggregation", "channel_aggregation")
     model = compile_model(genome, seed=0)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_a_supernet_shares_weights_across_the_choices_and_extracts_what_it_runs():
+    from nas.supernet.supernet import Supernet
+
+    supernet = Supernet.from_space(SPACE, samples=8)
+    genome = load_genome(instantiate(SPACE, random_picker(random.Random(1), {"stages[0].block.mixer": 0,
+                                                                             "stages[0].block.mlp": 0})))
+    x = torch.randn(2, 3, 32, 32)
+    supernet.set_active(genome)
+    with torch.no_grad():
+        torch.testing.assert_close(supernet.eval()(x), supernet.extract(genome).eval()(x))
