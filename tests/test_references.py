@@ -110,7 +110,8 @@ def test_a_search_scores_its_references_and_reports_the_winner_against_them(run_
     assert "scoring 2 reference architectures as the trials are (proxy objective, device cpu)" in stderr
     assert "  identityformer_s12 @32px: score " in stderr and "references: the winner beats" in stderr
     stored = json.loads((run_dir / "references.json").read_text())
-    assert [entry["name"] for entry in stored["shown"]] == ["identityformer_s12 @32px", "poolformerv2_s12 @32px"]
+    # the two nearest in FLOPs to the run's reach: MogaNet-T (22 MFLOPs at 32 px), then the S12s (37) by name
+    assert [entry["name"] for entry in stored["shown"]] == ["moganet_t @32px", "identityformer_s12 @32px"]
     report = (run_dir / "report.md").read_text()
     section = report.split("## Reference architectures")[1].split("## Parameter importances")[0]
     with (run_dir / "trials.csv").open() as f:
@@ -139,7 +140,7 @@ def test_report_and_resume_reuse_the_scores_and_never_recompute(run_with_referen
 
     monkeypatch.setattr(refs_module, "score_genome", never)
     result = nas.search(resume=run_dir, trials=9, quiet=True)
-    assert [r.name for r in result.references] == ["identityformer_s12 @32px", "poolformerv2_s12 @32px"]
+    assert [r.name for r in result.references] == ["moganet_t @32px", "identityformer_s12 @32px"]
     assert all(r.score is not None for r in result.references)
     assert (cache.stat().st_mtime_ns, cache.read_text()) == before
 
