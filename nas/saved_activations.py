@@ -142,6 +142,16 @@ def _convglu(cfg, shape, out):
     return [_map(shape), 2 * hidden] + act_maps(cfg.act, hidden) + [hidden]
 
 
+@rule("channel_aggregation")
+def _channel_aggregation(cfg, shape, out):
+    c, h, w = shape
+    hidden = _map(shape, cfg._hidden(c))
+    # fc1's output feeds the conv; the activated map feeds decompose; decompose's one channel its activation;
+    # x - act(decompose(x)) the sigma product; the sum fc2
+    return ([_map(shape), hidden] + act_maps(cfg.act, hidden) + act_maps(cfg.act, h * w, next_saves=False)
+            + [hidden, hidden])
+
+
 # Token mixers --------------------------------------------------------------------------------------------
 @rule("identity", "random")  # a frozen mixing matrix needs no input to pass gradients back
 def _nothing(cfg, shape, out):
@@ -210,6 +220,15 @@ def _sam(cfg, shape, out):
     return [m] * 6 + [expanded] + act_maps(cfg.act, expanded)
 
 
+@rule("gated_aggregation")
+def _gated_aggregation(cfg, shape, out):
+    m = _map(shape)
+    # x; x - mean for sigma (the 1x1 mean keeps nothing); the value activation, whose output gate and dw_conv0
+    # read; dw_conv0's output; pw_conv's input; the gate's and the value's activations, both sides of their
+    # product; the product for proj_2
+    return [m, m] + act_maps(cfg.act, m) + [m, m] + act_maps(cfg.act, m) * 2 + [m]
+
+
 @rule("attention")
 def _attention(cfg, shape, out):
     c, h, w = shape
@@ -231,6 +250,14 @@ def _window_attention(cfg, shape, out):
         scaled = [] if heads > 1 and window == h == w else [inner, inner]  # and scaled copies of q and k
         return found + scaled + [heads * h * w * window**2]
     return found + [heads * h * w] + [inner] * (heads > 1)  # + log-sum-exp; the heads joined for proj
+
+
+@rule("channel_attention")
+def _channel_attention(cfg, shape, out):
+    heads, head_dim = cfg.heads_of(shape[0])
+    inner = _map(shape, cfg.inner(shape[0]))
+    # input; the batched matmuls keep contiguous copies of k * scale, v and q; the softmax; proj's input
+    return [_map(shape), inner, inner, inner, heads * head_dim**2, inner]
 
 
 @rule("neighborhood_attention")
@@ -301,6 +328,12 @@ def _metaformer(cfg, shape, out):
         found += (saved_tensors(cfg.norm, shape, c) + saved_tensors(cfg.mlp, shape, c)
                   + _scale(cfg.layer_scale, shape))
     return found  # res_scale keeps the block input, which the norm keeps already
+
+
+@rule("cpe_metaformer")
+def _cpe_metaformer(cfg, shape, out):
+    # each position encoding's conv keeps its input; the rest is the MetaFormer block's
+    return [_map(shape)] * cfg._sub_blocks() + _metaformer(cfg, shape, out)
 
 
 @rule("sequence")

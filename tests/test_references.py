@@ -36,17 +36,19 @@ def tiny_options(**values) -> SearchOptions:
 
 def test_auto_picks_the_zoo_genomes_that_fit_the_budget_at_the_runs_input():
     picked = pick_references(TINY, tiny_options(budget="40MFLOPs", trials=40))
-    # at 32 px: MobileNetV2 (6.4 MFLOPs) and the three S12 MetaFormers (37 MFLOPs) fit; ConvNeXt-T (91) does not
-    assert {ref.source for ref in picked.references} == {"zoo:mobilenetv2_100", "zoo:identityformer_s12",
+    # at 32 px: MobileNetV2 (6.4 MFLOPs), MogaNet-T (22) and the three S12 MetaFormers (37 MFLOPs) fit;
+    # ConvNeXt-T (91) does not. At most 4: the one farthest from the space's reach (21.7 MFLOPs) is left out
+    assert {ref.source for ref in picked.references} == {"zoo:moganet_t", "zoo:identityformer_s12",
                                                          "zoo:poolformerv2_s12", "zoo:randformer_s12"}
+    assert "4 of the 5 zoo genomes" in picked.note
     for ref in picked.references:
         assert ref.genome.input.resolution == (32, 32) and ref.genome.num_classes == 10
         assert analytic_cost(ref.genome).flops <= 40e6
         assert ref.name == f"{ref.source.removeprefix('zoo:')} @32px"
-    # nearest the most the space's genomes reach (25 MFLOPs) first: the 37 MFLOPs ones before the 6.4 MFLOPs one
-    assert picked.references[-1].source == "zoo:mobilenetv2_100"
+    # nearest the most the space's genomes reach first: the 22 MFLOPs one before the 37 MFLOPs ones
+    assert picked.references[0].source == "zoo:moganet_t"
     # windows of 7 do not divide a 32 px input's 8x8 maps: those genomes are left out, and the note says so
-    assert "Not valid at 32 px: dinat_t, maxvit_t, swin_t." in picked.note
+    assert "Not valid at 32 px: davit_t, dinat_t, maxvit_t, swin_t." in picked.note
 
 
 def test_auto_falls_back_to_the_nearest_few_when_none_fits_and_scores_one_per_four_trials():
@@ -108,7 +110,8 @@ def test_a_search_scores_its_references_and_reports_the_winner_against_them(run_
     assert "scoring 2 reference architectures as the trials are (proxy objective, device cpu)" in stderr
     assert "  identityformer_s12 @32px: score " in stderr and "references: the winner beats" in stderr
     stored = json.loads((run_dir / "references.json").read_text())
-    assert [entry["name"] for entry in stored["shown"]] == ["identityformer_s12 @32px", "poolformerv2_s12 @32px"]
+    # the two nearest in FLOPs to the run's reach: MogaNet-T (22 MFLOPs at 32 px), then the S12s (37) by name
+    assert [entry["name"] for entry in stored["shown"]] == ["moganet_t @32px", "identityformer_s12 @32px"]
     report = (run_dir / "report.md").read_text()
     section = report.split("## Reference architectures")[1].split("## Parameter importances")[0]
     with (run_dir / "trials.csv").open() as f:
@@ -137,7 +140,7 @@ def test_report_and_resume_reuse_the_scores_and_never_recompute(run_with_referen
 
     monkeypatch.setattr(refs_module, "score_genome", never)
     result = nas.search(resume=run_dir, trials=9, quiet=True)
-    assert [r.name for r in result.references] == ["identityformer_s12 @32px", "poolformerv2_s12 @32px"]
+    assert [r.name for r in result.references] == ["moganet_t @32px", "identityformer_s12 @32px"]
     assert all(r.score is not None for r in result.references)
     assert (cache.stat().st_mtime_ns, cache.read_text()) == before
 
