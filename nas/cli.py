@@ -37,6 +37,21 @@ def _at_least(minimum: int):
     return parse
 
 
+def _resolution(text: str) -> int | tuple[int, int]:
+    """An argparse type: ``224`` (square) or ``800x1333`` (height x width)."""
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected a size like 224 or 800x1333 (height x width), got {text!r}")
+    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
+
+
+_resolution.__name__ = "resolution"  # argparse names the type in its messages
+
+
 def _fmt_count(n: float) -> str:
     return f"{n / 1e6:.2f}M"
 
@@ -455,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "optionally fvcore's count of the compiled model and measured latency.")
     p.add_argument("genome", help=GENOME_HELP)
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default cpu)")
-    p.add_argument("--resolution", type=int, help="override the genome's input resolution")
+    p.add_argument("--resolution", type=_resolution, help="override the genome's input resolution: 224, or "
+                   "800x1333 (height x width)")
     p.add_argument("--batch", type=int, default=1, help="batch for memory and latency (default 1)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="for memory and latency; half precision uses autocast on CUDA")
@@ -507,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "accuracy per epoch, and its cost. Exit 1 when the genome builds but cannot be scored "
                        "(its forward pass fails, or a score is not finite).")
     p.add_argument("genome", help=GENOME_HELP)
-    p.add_argument("--resolution", type=int, help="score the genome at another input resolution")
+    p.add_argument("--resolution", type=_resolution, help="score the genome at another input resolution: 224, "
+                   "or 800x1333 (height x width)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_flags(p.add_argument_group("options of the search that decide the score", "as nas search takes them"),
               SearchOptions, only=SCORE_OPTIONS)

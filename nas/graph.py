@@ -18,8 +18,7 @@ from nas.genome import Genome
 
 def build_graph(genome: Genome) -> nx.DiGraph:
     """Nodes in forward order (a neck's levels after the head), each with role, type, its config and the output
-    channels it is given, YAML path,
-    stage, shapes, params, frozen, flops and workspace (see ``BlockConfig``)."""
+    channels it is given, YAML path, stage, shapes, params, frozen, flops and workspace (see ``BlockConfig``)."""
     graph = nx.DiGraph(name=genome.name)
     res = genome.input.resolution
     shape: Shape = (genome.input.channels, res[0], res[1])

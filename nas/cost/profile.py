@@ -33,14 +33,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def with_resolution(genome: Genome, resolution: int | None) -> Genome:
-    """The genome at another input resolution (``--resolution``), checked like any genome."""
+def with_resolution(genome: Genome, resolution: int | tuple[int, int] | None) -> Genome:
+    """The genome at another input resolution (``--resolution``: a side, or (height, width)), checked like any
+    genome."""
     if resolution is None:
         return genome
-    if resolution < 1:
-        raise InputError(f"--resolution must be at least 1, got {resolution}")
+    sizes = (resolution,) if isinstance(resolution, int) else tuple(resolution)
+    if min(sizes) < 1:
+        raise InputError(f"--resolution must be at least 1, got {'x'.join(map(str, sizes))}")
     data = genome.to_dict()
-    data["input"]["resolution"] = resolution
+    data["input"]["resolution"] = resolution if isinstance(resolution, int) else list(sizes)
     return load_genome(data)
 
 
