@@ -4,8 +4,10 @@
 FPN: a 1x1 lateral convolution per input level, a top-down path (nearest upsampling of the coarser level,
 added), then a 3x3 output convolution per level. PAFPN adds a bottom-up path on FPN's outputs: a 3x3 stride-2
 convolution of each level added to the next coarser one, then a 3x3 convolution per level but the finest.
-``extra_levels`` add coarser levels above the last one: a 3x3 stride-2 convolution of the last output (the
-RetinaNet P6/P7 way, ReLU between two extra convolutions), or a stride-2 1x1 max pool (the Faster R-CNN P6 way).
+``extra_levels`` add coarser levels above the last one (``extra``): ``pool``, a stride-2 1x1 max pool of the
+last output (FPN's P6 for Faster R-CNN); ``conv_input``, a 3x3 stride-2 convolution of the last backbone level,
+then of each extra level, with ReLU before every one but the first (RetinaNet's P6 = conv(C5), P7 = conv(relu(P6)),
+as SEPC's RetinaNet uses it); ``conv_output``, the same on the last FPN output (MMDetection's ``on_output``).
 
 A stride-2 convolution of an odd map gives ceil(h/2) rows, one more than a backbone level downsampled by floor
 (a 2x2 patch merging of 333 rows gives 166); that extra row or column is dropped, as a detector's padding to a
@@ -52,14 +54,15 @@ class FPN(NeckModule):
     """Lateral 1x1 convolutions, a top-down path of nearest upsampling and addition, 3x3 output convolutions,
     and ``extra_levels`` coarser levels."""
 
-    def __init__(self, in_chs, in_stages, out_channels=256, extra_levels=0, extra="conv"):
+    def __init__(self, in_chs, in_stages, out_channels=256, extra_levels=0, extra="pool"):
         super().__init__()
         self.extra = extra
         self.laterals = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_chs)
         self.outputs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_chs)
-        count_convs = extra_levels if extra == "conv" else 0
-        self.extras = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
-                                    for _ in range(count_convs))
+        convs = 0 if extra == "pool" else extra_levels
+        first = in_chs[-1] if extra == "conv_input" else out_channels
+        self.extras = nn.ModuleList(nn.Conv2d(first if i == 0 else out_channels, out_channels, 3, stride=2, padding=1)
+                                    for i in range(convs))
         self.extra_levels = extra_levels
 
     def top_down(self, features):
@@ -69,23 +72,25 @@ class FPN(NeckModule):
                                                               mode="nearest")
         return [conv(x) for conv, x in zip(self.outputs, laterals)]
 
-    def add_extra_levels(self, outs):
+    def add_extra_levels(self, outs, last_input):
         for i in range(self.extra_levels):
             if self.extra == "pool":
                 outs.append(F.max_pool2d(outs[-1], 1, stride=2))
-            else:  # ReLU before every extra convolution but the first, as RetinaNet's P7 = conv(relu(P6))
-                outs.append(self.extras[i](F.relu(outs[-1]) if i else outs[-1]))
+            elif i == 0:
+                outs.append(self.extras[0](last_input if self.extra == "conv_input" else outs[-1]))
+            else:  # RetinaNet's P7 = conv(relu(P6))
+                outs.append(self.extras[i](F.relu(outs[-1])))
         return outs
 
     def forward(self, features):
-        return self.add_extra_levels(self.top_down(features))
+        return self.add_extra_levels(self.top_down(features), features[-1])
 
 
 class PAFPN(FPN):
     """FPN, then PANet's bottom-up path: a stride-2 3x3 convolution of each level added to the next coarser
     one, and a 3x3 convolution on every level but the finest."""
 
-    def __init__(self, in_chs, in_stages, out_channels=256, extra_levels=0, extra="conv"):
+    def __init__(self, in_chs, in_stages, out_channels=256, extra_levels=0, extra="pool"):
         super().__init__(in_chs, in_stages, out_channels, extra_levels, extra)
         self.downsamples = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
                                          for _ in in_chs[1:])
@@ -96,15 +101,16 @@ class PAFPN(FPN):
         for i, (down, conv) in enumerate(zip(self.downsamples, self.bottom_up)):
             merged = outs[i + 1] + crop_to(down(outs[i]), outs[i + 1].shape[-2:])
             outs[i + 1] = conv(merged)
-        return self.add_extra_levels(outs)
+        return self.add_extra_levels(outs, features[-1])
 
 
 @register("neck", module=FPN)
 class FPNConfig(NeckConfig):
     type: Literal["fpn"] = "fpn"
-    extra: Literal["conv", "pool"] = "conv"
-    examples = ({"in_stages": [0, 1, 2], "out_channels": 16, "extra_levels": 2},
-                {"in_stages": [1, 2], "out_channels": 8, "extra_levels": 1, "extra": "pool"})
+    extra: Literal["pool", "conv_input", "conv_output"] = "pool"
+    examples = ({"in_stages": [0, 1, 2], "out_channels": 16, "extra_levels": 2, "extra": "conv_input"},
+                {"in_stages": [1, 2], "out_channels": 8, "extra_levels": 1},
+                {"in_stages": [0, 1], "out_channels": 8, "extra_levels": 2, "extra": "conv_output"})
 
     def check_levels(self, shapes: list[Shape]) -> None:
         if len(shapes) != len(self.in_stages):
@@ -113,7 +119,7 @@ class FPNConfig(NeckConfig):
     def out_shapes(self, shapes: list[Shape]) -> list[Shape]:
         sizes = [s[1:] for s in shapes]
         for _ in range(self.extra_levels):
-            sizes.append(halved(sizes[-1], 3 if self.extra == "conv" else 1))
+            sizes.append(halved(sizes[-1], 1 if self.extra == "pool" else 3))
         return [(self.out_channels, *size) for size in sizes]
 
     def _base_costs(self, shapes: list[Shape]) -> list[list[int]]:
@@ -129,7 +135,9 @@ class FPNConfig(NeckConfig):
         outs = self.out_shapes(shapes)[len(shapes):]
         if self.extra == "pool":
             return [(0, 0)] * len(outs)
-        return [conv_cost(self.out_channels, self.out_channels, 3, out[1:]) for out in outs]
+        first = shapes[-1][0] if self.extra == "conv_input" else self.out_channels
+        return [conv_cost(first if i == 0 else self.out_channels, self.out_channels, 3, out[1:])
+                for i, out in enumerate(outs)]
 
     def level_costs(self, shapes: list[Shape]) -> list[tuple[int, int]]:
         return [(p, f) for p, f in self._base_costs(shapes)] + self._extra_costs(shapes)

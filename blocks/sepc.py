@@ -63,7 +63,7 @@ class PyramidConv(nn.Module):
 class SEPC(NeckModule):
     """An FPN, then ``pconvs`` pyramid convolutions over its levels (extra levels included)."""
 
-    def __init__(self, in_chs, in_stages, out_channels=256, extra_levels=0, extra="conv", pconvs=4, ibn=True):
+    def __init__(self, in_chs, in_stages, out_channels=256, extra_levels=0, extra="pool", pconvs=4, ibn=True):
         super().__init__()
         self.fpn = FPN(in_chs, in_stages, out_channels, extra_levels, extra)
         self.pconvs = nn.Sequential(*(PyramidConv(out_channels, ibn) for _ in range(pconvs)))
@@ -77,8 +77,8 @@ class SEPCConfig(FPNConfig):
     type: Literal["sepc"] = "sepc"
     pconvs: PositiveInt = 4
     ibn: bool = True
-    examples = ({"in_stages": [0, 1, 2], "out_channels": 16, "extra_levels": 1, "pconvs": 2},
-                {"in_stages": [1, 2], "out_channels": 8, "pconvs": 1, "ibn": False, "extra": "pool"})
+    examples = ({"in_stages": [0, 1, 2], "out_channels": 16, "extra_levels": 2, "extra": "conv_input", "pconvs": 2},
+                {"in_stages": [1, 2], "out_channels": 8, "extra_levels": 1, "pconvs": 1, "ibn": False})
 
     def check_levels(self, shapes: list[Shape]) -> None:
         super().check_levels(shapes)

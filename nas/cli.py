@@ -127,8 +127,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
             line += f" {share:>8.1%}" if share is not None else f" {'-':>8}"
         print(line)
     if "neck" in report:
-        print("neck: each level's row is what computes that level; neck.shared holds weights every level uses. "
-              "Latency (--latency) times the classifier's forward, without the neck.")
+        shared = any(p["name"] == "neck.shared" for p in report["parts"])
+        print("neck: each level's row is what computes that level"
+              f"{'; neck.shared holds the weights every level uses' if shared else ''}"
+              f"{'. --latency times the classifier forward, which does not run the neck' if args.latency else ''}")
     total = report["total"]
     if total["frozen_params"]:
         print(f"params include {_fmt_count(total['frozen_params'])} frozen")

@@ -129,7 +129,7 @@ def test_compiled_neck_costs_equal_fvcore_at_a_non_square_size(tag):
     ({"type": "fpn", "in_stages": [1, 3]}, "neck.in_stages[1]", "3: the genome has 3 stages"),
     ({"type": "fpn", "in_stages": [2, 1]}, "neck.in_stages", "finest (lowest index) first"),
     ({"type": "sepc", "in_stages": [0, 1], "pconvs": 0}, "neck.pconvs", "greater than 0"),
-    ({"type": "fpn", "in_stages": [0], "extra": "deform"}, "neck.extra", "'conv' or 'pool'"),
+    ({"type": "fpn", "in_stages": [0], "extra": "deform"}, "neck.extra", "'conv_input' or 'conv_output'"),
 ])
 def test_bad_necks_name_their_yaml_path(neck, path, words):
     with pytest.raises(GenomeError) as err:

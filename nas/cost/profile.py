@@ -99,9 +99,9 @@ def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: s
                                      repeats=repeats, table=latency_table, runtime=runtime)
         shares = report["latency"].pop("parts")
         for row in report["blocks"]:
-            row["latency_ms"] = report["latency"]["nodes"][row["node"]]
-        for row in report["parts"]:
-            row["latency_share"] = shares.get(row["name"], 0.0)
+            row["latency_ms"] = report["latency"]["nodes"].get(row["node"])  # None for a neck level
+        for row in report["parts"]:  # none for a neck: the timed classifier forward does not run it
+            row["latency_share"] = None if row["name"].startswith("neck") else shares.get(row["name"], 0.0)
     return report
 
 
