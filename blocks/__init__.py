@@ -13,11 +13,12 @@ from pydantic import BeforeValidator, Discriminator, Tag
 from blocks.base import CONFIGS, MODULES, ROLES, BlockConfig, BlockModule, Shape, ShapeError, create, register
 
 __all__ = ["BlockConfig", "BlockModule", "CONFIGS", "MODULES", "ROLES", "Shape", "ShapeError", "create", "register",
-           "union", "UNION_NAMES", "Stem", "Downsample", "Block", "Mixer", "ChannelMixer", "Norm", "Head"]
+           "union", "UNION_NAMES", "Stem", "Downsample", "Block", "Mixer", "ChannelMixer", "Norm", "Head", "Neck"]
 
 # The name composite configs use in annotations for each role's discriminated union.
 UNION_NAMES = {"stem": "Stem", "downsample": "Downsample", "block": "Block", "mixer": "Mixer",
-               "mlp": "ChannelMixer", "norm": "Norm", "head": "Head"}
+               "mlp": "ChannelMixer", "norm": "Norm", "head": "Head",
+               "neck": "Neck"}
 _DEFAULT_TYPE = {"block": "metaformer", "mlp": "mlp"}  # types that may be left out
 
 
@@ -64,6 +65,7 @@ Mixer = union("mixer")
 ChannelMixer = union("mlp")
 Norm = union("norm")
 Head = union("head")
+Neck = union("neck")
 
 
 def _resolve_unions() -> None:

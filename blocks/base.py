@@ -11,14 +11,22 @@ import inspect
 import math
 from collections.abc import Callable, Iterator
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidatorFunctionWrapHandler, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 from torch import nn
 
 Shape = tuple[int, int, int]  # (channels, height, width) of a feature map
 
-ROLES = ("stem", "downsample", "block", "mixer", "mlp", "norm", "head")
+ROLES = ("stem", "downsample", "block", "mixer", "mlp", "norm", "head", "neck")
 # The largest magnitude of any number in a genome (a width, a depth, a kernel, a resolution, a ratio): far
 # above any published network, and small enough that no cost formula overflows or hangs before it is checked.
 MAX_NUMBER = 1 << 16
@@ -37,6 +45,7 @@ CONTEXT: dict[str, tuple[str, ...]] = {
     "mlp": ("dim",),
     "norm": ("dim",),
     "head": ("in_chs", "num_classes"),
+    "neck": ("in_chs",),  # one channel count per input level
 }
 # Submodule names that mark a linear layer whose output stacks q, k and v (or k and v) in equal parts; the
 # supernet slices each part on its own (nas/supernet/supernet.py).
@@ -83,6 +92,12 @@ class HeadModule(BlockModule):
 
     def reset(self, num_classes: int) -> None:
         raise NotImplementedError(f"{type(self).__name__}.reset")
+
+
+class NeckModule(BlockModule):
+    """Base of necks (context: ``in_chs``, the channel count of each input level). ``forward`` takes the
+    backbone's chosen stage outputs, finest first, as a list of NCHW maps (the layout of detection and
+    segmentation heads), and returns the pyramid, finest first, as a list of NCHW maps."""
 
 
 class ShapeError(ValueError):
@@ -191,6 +206,39 @@ class BlockConfig(BaseModel):
             yield from child.walk()
 
 
+class NeckConfig(BlockConfig):
+    """Base of neck configs: a pyramid built over the outputs of the stages ``in_stages`` (finest first).
+
+    Cost methods take the input levels' shapes (finest first) instead of one shape. A level's cost is what
+    computes that output level (its lateral, output and resampling convolutions); weights every level uses
+    (SEPC's pyramid convolutions) are ``shared_params``, counted once.
+    """
+
+    in_stages: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, description="stage indices, finest first")
+    out_channels: PositiveInt = 256
+    extra_levels: NonNegativeInt = Field(0, description="coarser levels added above the last input, each at stride 2")
+
+    @field_validator("in_stages")
+    @classmethod
+    def _increasing(cls, stages: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(stages, stages[1:])):
+            raise ValueError(f"{stages}: give each stage once, finest (lowest index) first")
+        return stages
+
+    def out_shapes(self, shapes: list[Shape]) -> list[Shape]:
+        raise NotImplementedError(f"{type(self).__name__}.out_shapes")
+
+    def check_levels(self, shapes: list[Shape]) -> None:
+        """Raise ShapeError when the neck cannot run on input levels of ``shapes``."""
+
+    def level_costs(self, shapes: list[Shape]) -> list[tuple[int, int]]:
+        """(params, FLOPs) of each output level, finest first, FLOPs counted as fvcore counts them."""
+        raise NotImplementedError(f"{type(self).__name__}.level_costs")
+
+    def shared_params(self, shapes: list[Shape]) -> int:
+        return 0
+
+
 def flop_handle(op: str):
     """Decorator: count FLOPs of a traced op (``aten::fft_rfft2``, ``prim::PythonOp.SelectiveScan``) that
     fvcore does not know. Lives with the block that uses the op."""
@@ -218,7 +266,7 @@ def register(*roles: str, module: type[BlockModule]):
         for role in roles:
             if role not in ROLES:
                 raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
-            base = HeadModule if role == "head" else BlockModule
+            base = {"head": HeadModule, "neck": NeckModule}.get(role, BlockModule)
             if not issubclass(module, base):
                 raise TypeError(f"{role} type {tag!r}: {module.__name__} must subclass blocks.base.{base.__name__}")
             known = CONFIGS.setdefault(role, {})

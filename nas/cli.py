@@ -37,6 +37,21 @@ def _at_least(minimum: int):
     return parse
 
 
+def _resolution(text: str) -> int | tuple[int, int]:
+    """An argparse type: ``224`` (square) or ``800x1333`` (height x width)."""
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected a size like 224 or 800x1333 (height x width), got {text!r}")
+    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
+
+
+_resolution.__name__ = "resolution"  # argparse names the type in its messages
+
+
 def _fmt_count(n: float) -> str:
     return f"{n / 1e6:.2f}M"
 
@@ -92,19 +107,30 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return 0
     print(f"{report['name']} (hash {report['hash']}): input {'x'.join(map(str, report['input']))}, "
           f"batch {report['batch']}, {report['dtype']}, {report['device']}")
-    header = f"{'part':<11} {'blocks':>6} {'output':>12} {'params':>9} {'GFLOPs':>8}"
+    header = f"{'part':<14} {'blocks':>6} {'output':>12} {'params':>9} {'GFLOPs':>8}"
     header += f" {'fvcore':>8}" if args.fvcore else ""
     header += f" {'latency':>8}" if args.latency else ""
     print(header)
-    rows = report["parts"] + [{"name": "total", "blocks": sum(p["blocks"] for p in report["parts"]),
-                               "out_shape": report["parts"][-1]["out_shape"], **report["total"],
-                               "latency_share": 1.0 if args.latency else None}]
+    last = [p for p in report["parts"] if not p["name"].startswith("neck")][-1]
+    summary = [{"name": name, "blocks": None, "out_shape": [], **report[name]} for name in ("backbone", "neck")
+               if name in report]  # a genome with a neck: backbone (stem and stages) and neck subtotals
+    rows = report["parts"] + summary + [{"name": "total", "blocks": sum(p["blocks"] for p in report["parts"]),
+                                         "out_shape": last["out_shape"], **report["total"],
+                                         "latency_share": 1.0 if args.latency else None}]
     for row in rows:
-        line = (f"{row['name']:<11} {row['blocks'] or '':>6} {'x'.join(map(str, row['out_shape'])):>12} "
+        line = (f"{row['name']:<14} {row['blocks'] or '':>6} {'x'.join(map(str, row['out_shape'])):>12} "
                 f"{_fmt_count(row['params']):>9} {row['flops'] / 1e9:>8.3f}")
-        line += f" {row['fvcore_flops'] / 1e9:>8.3f}" if args.fvcore else ""
-        line += f" {row['latency_share']:>8.1%}" if args.latency else ""
+        if args.fvcore:
+            line += f" {row['fvcore_flops'] / 1e9:>8.3f}" if row.get("fvcore_flops") is not None else f" {'-':>8}"
+        if args.latency:
+            share = row.get("latency_share")
+            line += f" {share:>8.1%}" if share is not None else f" {'-':>8}"
         print(line)
+    if "neck" in report:
+        shared = any(p["name"] == "neck.shared" for p in report["parts"])
+        print("neck: each level's row is what computes that level"
+              f"{'; neck.shared holds the weights every level uses' if shared else ''}"
+              f"{'. --latency times the classifier forward, which does not run the neck' if args.latency else ''}")
     total = report["total"]
     if total["frozen_params"]:
         print(f"params include {_fmt_count(total['frozen_params'])} frozen")
@@ -159,11 +185,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
             raise InputError(f"{option} {path}: the same file as {seen[path.resolve()]}; name another")
         if path:
             seen[path.resolve()] = option
+    if args.features_only and onnx_out:
+        raise InputError("--features-only writes model.py only; --onnx exports the classifier")
     genome = load_genome(args.genome)
-    state = compile_model(genome, seed=args.seed).state_dict() if weights else None
+    state = compile_model(genome, seed=args.seed, features_only=args.features_only).state_dict() if weights else None
     if out:
-        export_model(genome, out)
-        print(f"wrote {out} ({genome.name}, hash {genome.content_hash()})")
+        export_model(genome, out, features_only=args.features_only)
+        what = ("the neck's pyramid" if genome.neck else "every stage's output") if args.features_only else None
+        print(f"wrote {out} ({genome.name}, hash {genome.content_hash()}"
+              f"{f'; build_model() returns {what}' if what else ''})")
     if onnx_out:
         from nas.onnx import export_onnx
 
@@ -442,7 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "optionally fvcore's count of the compiled model and measured latency.")
     p.add_argument("genome", help=GENOME_HELP)
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default cpu)")
-    p.add_argument("--resolution", type=int, help="override the genome's input resolution")
+    p.add_argument("--resolution", type=_resolution, help="override the genome's input resolution: 224, or "
+                   "800x1333 (height x width)")
     p.add_argument("--batch", type=int, default=1, help="batch for memory and latency (default 1)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="for memory and latency; half precision uses autocast on CUDA")
@@ -471,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
                    ".onnx file, weights from --seed, at the genome's resolution with a dynamic batch axis")
     p.add_argument("--weights", metavar="PATH", help="also save the compiled model's initial state dict here")
     p.add_argument("--seed", type=int, default=0, help="seed for those weights (default 0)")
+    p.add_argument("--features-only", action="store_true", help="model.py builds the network without its "
+                   "classifier: it returns the neck's pyramid (a list of NCHW maps, finest first), or without a "
+                   "neck every stage's output")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("zoo", help="list or show shipped architectures", description="Published architectures "
@@ -491,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "accuracy per epoch, and its cost. Exit 1 when the genome builds but cannot be scored "
                        "(its forward pass fails, or a score is not finite).")
     p.add_argument("genome", help=GENOME_HELP)
-    p.add_argument("--resolution", type=int, help="score the genome at another input resolution")
+    p.add_argument("--resolution", type=_resolution, help="score the genome at another input resolution: 224, "
+                   "or 800x1333 (height x width)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_flags(p.add_argument_group("options of the search that decide the score", "as nas search takes them"),
               SearchOptions, only=SCORE_OPTIONS)

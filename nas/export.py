@@ -25,7 +25,7 @@ from nas.network import Network
 _OUR_PACKAGES = ("blocks", "nas")
 
 _BUILD_MODEL = '''
-def build_model(weights=None, features_only=False):
+def build_model(weights=None, features_only=FEATURES_ONLY):
     """The network, optionally with weights saved by ``torch.save(model.state_dict(), path)``."""
     model = Network(GENOME, features_only=features_only)
     if weights is not None:
@@ -40,7 +40,8 @@ if __name__ == "__main__":
     height, width = (size, size) if isinstance(size, int) else size
     with torch.inference_mode():
         out = model(torch.randn(1, channels, height, width))
-    print(GENOME["name"], tuple(out.shape), sum(p.numel() for p in model.parameters()), "params")
+    shapes = [tuple(o.shape) for o in out] if isinstance(out, list) else tuple(out.shape)
+    print(GENOME["name"], shapes, sum(p.numel() for p in model.parameters()), "params")
 '''
 
 
@@ -73,6 +74,7 @@ class _Names(ast.NodeVisitor):
 
 # Names model.py defines itself around the collected code.
 _RESERVED = {"MODULES": "the registry literal of model.py", "GENOME": "the genome literal of model.py",
+             "FEATURES_ONLY": "model.py's build_model default",
              "build_model": "model.py's build_model()"}
 
 
@@ -180,10 +182,11 @@ def _literal_values(value: Any, where: str = "GENOME") -> Any:
     raise ExportError(f"cannot write {where}: {type(value).__name__} is not a JSON value")
 
 
-def standalone_source(genome: Genome) -> str:
+def standalone_source(genome: Genome, features_only: bool = False) -> str:
     """The text of a standalone ``model.py`` for this genome. Every value from the genome (its name
     included) is written only inside the ``GENOME`` literal, by ``repr``: no genome text reaches the code or
-    the docstring."""
+    the docstring. With ``features_only``, ``build_model()`` builds the network without its classifier,
+    returning the neck's pyramid (or, without a neck, every stage's output)."""
     modules = used_modules(genome)
     collector = _Collector()
     collector.add(Network)
@@ -198,12 +201,13 @@ def standalone_source(genome: Genome) -> str:
               'file for a smoke test.\n"""\n')
     imports = "\n".join(["from __future__ import annotations", *sorted(collector.imports)])
     genome_literal = "GENOME = " + pprint.pformat(_literal_values(genome.to_dict()), sort_dicts=False,
-                                                  width=110) + "\n"
+                                                  width=110) + f"\nFEATURES_ONLY = {bool(features_only)!r}\n"
     parts = [header + "\n" + imports, *collector.definitions, table + "\n" + genome_literal, _BUILD_MODEL.strip()]
     return "\n\n\n".join(part.rstrip() for part in parts) + "\n"
 
 
-def export_model(genome: Genome, path: str | Path) -> Path:
+def export_model(genome: Genome, path: str | Path, features_only: bool = False) -> Path:
     path = Path(path)
-    path.write_text(standalone_source(genome), encoding="utf-8")  # Python's source encoding, whatever the locale
+    # Python's source encoding, whatever the locale
+    path.write_text(standalone_source(genome, features_only), encoding="utf-8")
     return path

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from blocks import CONFIGS, Block, BlockConfig, ChannelMixer, Downsample, Head, Mixer, Norm, Stem
+from blocks import CONFIGS, Block, BlockConfig, ChannelMixer, Downsample, Head, Mixer, Neck, Norm, Stem
 from blocks.base import check_numbers, repeat_pattern, strided
 
 # Blocks in a whole genome: ten times the deepest published backbone here (MLP-Mixer-B/16 has 12, ResNet-152
@@ -102,6 +102,8 @@ class Genome(_Model):
     defaults: Defaults | None = Field(None, exclude=True)
     stages: list[StageSpec] = Field(min_length=1)
     head: Head = Field(default_factory=lambda: CONFIGS["head"]["linear"]())
+    neck: Neck | None = Field(None, description="a feature pyramid over chosen stage outputs (detection, "
+                                                "segmentation); the head still classifies from the last stage")
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="before")
@@ -121,6 +123,8 @@ class Genome(_Model):
         """The canonical form: every default written out, each stage's pattern at its shortest period."""
         data = self.model_dump(mode="json")
         data["stages"] = [_canonical_stage(stage) for stage in data["stages"]]
+        if data["neck"] is None:  # left out, so genomes without a neck keep their canonical form and hash
+            del data["neck"]
         return _type_first(data)
 
     def content_hash(self) -> str:

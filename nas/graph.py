@@ -11,14 +11,14 @@ from pathlib import Path
 import networkx as nx
 
 from blocks import BlockConfig, Shape, ShapeError
-from blocks.base import join_path
+from blocks.base import NeckConfig, join_path
 from nas.errors import GenomeError, InputError, Problem
 from nas.genome import Genome
 
 
 def build_graph(genome: Genome) -> nx.DiGraph:
-    """Nodes in forward order, each with role, type, its config and the output channels it is given, YAML path,
-    stage, shapes, params, frozen, flops and workspace (see ``BlockConfig``)."""
+    """Nodes in forward order (a neck's levels after the head), each with role, type, its config and the output
+    channels it is given, YAML path, stage, shapes, params, frozen, flops and workspace (see ``BlockConfig``)."""
     graph = nx.DiGraph(name=genome.name)
     res = genome.input.resolution
     shape: Shape = (genome.input.channels, res[0], res[1])
@@ -26,6 +26,7 @@ def build_graph(genome: Genome) -> nx.DiGraph:
                    in_shape=shape, out_shape=shape, params=0, frozen=0, flops=0, workspace=0)
     last = "input"
     seen: dict[tuple[int, Shape, int], dict] = {}  # a stage repeats the same config objects
+    stage_ends: list[tuple[str, Shape]] = []  # each stage's last node and output shape, for a neck
 
     def add(node: str, role: str, cfg: BlockConfig, path: str, stage: int, out: int) -> None:
         nonlocal shape, last
@@ -66,8 +67,42 @@ def build_graph(genome: Genome) -> nx.DiGraph:
             else:
                 path = f"stages[{i}].block"
             add(f"stages[{i}].blocks[{j}]", "block", block, path, i, stage.width)
+        stage_ends.append((last, shape))
     add("head", "head", genome.head, "head", len(genome.stages), genome.num_classes)
+    if genome.neck is not None:
+        add_neck(graph, genome.neck, stage_ends)
     return graph
+
+
+def add_neck(graph: nx.DiGraph, neck: NeckConfig, stage_ends: list[tuple[str, Shape]]) -> None:
+    """One node per pyramid level (``neck.levels[k]``, finest first) with the cost of computing that level,
+    fed by the stage it reads (or, for an extra level, the level below), and ``neck.shared`` for weights
+    every level uses."""
+    for k, index in enumerate(neck.in_stages):
+        if index >= len(stage_ends):
+            raise GenomeError(Problem(f"neck.in_stages[{k}]", f"{index}: the genome has {len(stage_ends)} stages, "
+                                      f"numbered 0 to {len(stage_ends) - 1}"))
+    inputs = [stage_ends[i] for i in neck.in_stages]
+    shapes = [shape for _, shape in inputs]
+    try:
+        neck.check_levels(shapes)
+    except ShapeError as err:
+        raise GenomeError(Problem(join_path("neck", err.field) or "neck", err.message)) from None
+    outs, costs = neck.out_shapes(shapes), neck.level_costs(shapes)
+    common = dict(role="neck", type=neck.type, config=neck, out=neck.out_channels, path="neck",
+                  stage=len(stage_ends), frozen=0, workspace=0)
+    previous = None
+    for k, (out_shape, (params, flops)) in enumerate(zip(outs, costs)):
+        source, in_shape = inputs[k] if k < len(inputs) else (previous, outs[k - 1])
+        node = f"neck.levels[{k}]"
+        graph.add_node(node, **common, in_shape=in_shape, out_shape=out_shape, params=params, flops=flops)
+        graph.add_edge(source, node)
+        if previous is not None:
+            graph.add_edge(previous, node)
+        previous = node
+    shared = neck.shared_params(shapes)
+    if shared:
+        graph.add_node("neck.shared", **common, in_shape=outs[0], out_shape=outs[0], params=shared, flops=0)
 
 
 def check_genome(genome: Genome) -> None:

@@ -143,8 +143,9 @@ def training_memory_estimate(genome: Genome, batch: int, *, validation_batch: in
     params = sum(data["params"] for data in nodes)
     trained = trained_params if trained_params is not None else params - sum(data["frozen"] for data in nodes)
     size, weight_size = DTYPE_BYTES[dtype], DTYPE_BYTES["float32"]
+    # The neck's weights train with the rest, but the classifier's forward (a search's training) does not run it.
     tensors = [n * batch * size for n in network_saved_tensors([(d["config"], d["in_shape"], d["out"]) for d in
-                                                                nodes])]
+                                                                nodes if d["role"] != "neck"])]
     limit = heap_limit()
     heap = sum(n for n in tensors if n < limit) if str(device).startswith("cpu") else 0
     return TrainingMemory(batch=batch, weights=max(params, trained) * weight_size, gradients=trained * weight_size,

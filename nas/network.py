@@ -28,7 +28,8 @@ def init_weights(module):
 
 class Network(nn.Module):
     """A backbone with timm's habits: ``forward_features``, ``forward_head``, ``reset_classifier``,
-    ``forward_intermediates`` and ``features_only``. Inputs and stage outputs are NCHW."""
+    ``forward_intermediates`` and ``features_only``. Inputs and stage outputs are NCHW. A genome with a
+    ``neck`` also gives ``forward_pyramid``; built ``features_only``, it returns that pyramid."""
 
     def __init__(self, genome, features_only=False):
         super().__init__()
@@ -63,6 +64,10 @@ class Network(nn.Module):
         self.num_features = chs
         self.head = None if features_only else create("head", genome["head"], in_chs=chs,
                                                       num_classes=self.num_classes)
+        neck = genome.get("neck")
+        self.neck_stages = neck["in_stages"] if neck else None
+        self.neck = create("neck", neck, in_chs=[self.feature_info[i]["num_chs"] for i in neck["in_stages"]]
+                           ) if neck else None
         self.apply(init_weights)
 
     def forward_features(self, x):
@@ -90,12 +95,18 @@ class Network(nn.Module):
             return features
         return x.permute(0, 3, 1, 2), features
 
+    def forward_pyramid(self, x):
+        """The neck's pyramid (NCHW maps, finest first) over the stage outputs it reads."""
+        return self.neck(self.forward_intermediates(x, self.neck_stages, stop_early=True, intermediates_only=True))
+
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
         self.head.reset(num_classes)
 
     def forward(self, x):
-        if self.features_only:
+        if self.features_only:  # the pyramid when the genome has a neck, else every stage's output
+            if self.neck is not None:
+                return self.forward_pyramid(x)
             return self.forward_intermediates(x, intermediates_only=True)
         return self.forward_head(self.forward_features(x))
 

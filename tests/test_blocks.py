@@ -34,6 +34,8 @@ def _defaults_valid(cls) -> bool:
 
 def cases():
     for role, table in sorted(CONFIGS.items()):
+        if role == "neck":  # a neck takes several maps: tests/test_neck.py checks it against its description
+            continue
         for tag, cls in sorted(table.items()):
             examples = list(cls.examples)
             if _defaults_valid(cls):

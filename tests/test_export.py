@@ -206,6 +206,14 @@ def _every_type_genomes() -> dict[str, dict]:
                        {"depth": 1, "width": 48, "downsample": _first_config("downsample",
                                                                              downsamples[k % len(downsamples)]),
                         "block": {"mixer": "pooling"}}]}
+    for tag in sorted(CONFIGS["neck"]):  # each neck over a three-stage backbone
+        down = {"type": "conv", "kernel": 2, "stride": 2}
+        genomes[f"neck_{tag}"] = {
+            "name": f"neck_{tag}", "input": {"resolution": 32}, "num_classes": 5,
+            "stem": {"type": "conv", "kernel": 4, "stride": 4}, "neck": _first_config("neck", tag),
+            "stages": [{"depth": 1, "width": 16, "block": {"mixer": "pooling"}},
+                       *({"depth": 1, "width": w, "downsample": down, "block": {"mixer": "pooling"}}
+                         for w in (24, 32))]}
     return genomes
 
 

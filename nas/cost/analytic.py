@@ -29,7 +29,8 @@ ZERO = Cost(0, 0, 0)
 
 @dataclass(frozen=True)
 class PartCost:
-    """One row of a report: the stem, a stage (its downsample and blocks) or the head."""
+    """One row of a report: the stem, a stage (its downsample and blocks), the head, or a neck's pyramid level
+    (``neck.levels[k]``) or its weights shared by every level (``neck.shared``)."""
 
     name: str
     blocks: int
@@ -51,14 +52,15 @@ def analytic_cost(genome: Genome, graph: nx.DiGraph | None = None) -> Cost:
 
 
 def stage_costs(genome: Genome, graph: nx.DiGraph | None = None) -> list[PartCost]:
-    """Stem, each stage, head, in order; their costs add up to ``analytic_cost``."""
+    """Stem, each stage, head, then a neck's levels, in order; their costs add up to ``analytic_cost``."""
     graph = graph if graph is not None else build_graph(genome)
     parts: dict[str, PartCost] = {}
-    for node in nx.topological_sort(graph):
+    for node in graph.nodes:  # insertion order: forward order, a neck after the head
         data = graph.nodes[node]
         if data["role"] == "input":
             continue
-        name = {"stem": "stem", "head": "head"}.get(data["role"], f"stages[{data['stage']}]")
+        name = node if data["role"] == "neck" else {"stem": "stem", "head": "head"}.get(data["role"],
+                                                                                       f"stages[{data['stage']}]")
         part = parts.get(name)
         blocks = (part.blocks if part else 0) + (data["role"] == "block")
         parts[name] = PartCost(name, blocks, data["out_shape"], (part.cost if part else ZERO) + _node_cost(data),

@@ -91,7 +91,7 @@ def genome_features(genome: Genome, prediction: Prediction, batch: int = 1) -> G
     activations = weights = 0
     nodes = 0
     for name, data in build_graph(genome).nodes(data=True):
-        if data["role"] == "input":
+        if data["role"] in ("input", "neck"):  # as predict_latency: no neck in the timed forward
             continue
         family = node_family(data["config"])
         families[family] = families.get(family, 0.0) + prediction.nodes[name]

@@ -409,7 +409,7 @@ def predict_latency(genome: Genome | str | Path | dict[str, Any], table: Latency
     nodes: dict[str, float] = {}
     measured = 0
     for name, data in build_graph(genome).nodes(data=True):
-        if data["role"] == "input":
+        if data["role"] in ("input", "neck"):  # the classifier's forward, which ``measure`` times, has no neck
             continue
         cfg, out = data["config"], data["out"]
         key = LatencyKey.of(device_key, data["role"], cfg, data["in_shape"], out)

@@ -33,14 +33,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def with_resolution(genome: Genome, resolution: int | None) -> Genome:
-    """The genome at another input resolution (``--resolution``), checked like any genome."""
+def with_resolution(genome: Genome, resolution: int | tuple[int, int] | None) -> Genome:
+    """The genome at another input resolution (``--resolution``: a side, or (height, width)), checked like any
+    genome."""
     if resolution is None:
         return genome
-    if resolution < 1:
-        raise InputError(f"--resolution must be at least 1, got {resolution}")
+    sizes = (resolution,) if isinstance(resolution, int) else tuple(resolution)
+    if min(sizes) < 1:
+        raise InputError(f"--resolution must be at least 1, got {'x'.join(map(str, sizes))}")
     data = genome.to_dict()
-    data["input"]["resolution"] = resolution
+    data["input"]["resolution"] = resolution if isinstance(resolution, int) else list(sizes)
     return load_genome(data)
 
 
@@ -70,6 +72,7 @@ def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: s
         "blocks": [{"node": node, "path": d["path"], "type": d["type"], "out_shape": list(d["out_shape"]),
                     "params": d["params"], "flops": d["flops"]} for node, d in graph.nodes(data=True)
                    if d["role"] != "input"],
+        **_neck_summary(parts),
         "total": {"params": total.params, "trainable_params": total.trainable_params,
                   "frozen_params": total.frozen_params, "flops": total.flops},
         "memory": {"peak_bytes": peak_memory_estimate(genome, batch, dtype, graph), "estimate": True,
@@ -80,17 +83,37 @@ def profile(genome: Genome, *, batch: int = 1, dtype: str = "float32", device: s
 
         counted = fvcore_by_module(compile_model(genome, seed=0), torch.randn(1, channels, height, width))
         for row in report["parts"]:
-            row["fvcore_flops"] = counted.get(_fvcore_name(row["name"]), 0)
+            if not row["name"].startswith("neck"):
+                row["fvcore_flops"] = counted.get(_fvcore_name(row["name"]), 0)
         report["total"]["fvcore_flops"] = counted[""]
+        if genome.neck is not None:
+            # The classifier's forward skips the neck: it runs in the pyramid's forward (features_only). fvcore
+            # cannot split the neck by level (its top-down path spans levels), so it checks the neck's total.
+            pyramid = fvcore_by_module(compile_model(genome, seed=0, features_only=True),
+                                       torch.randn(1, channels, height, width))
+            report["neck"]["fvcore_flops"] = pyramid["neck"]
+            report["backbone"]["fvcore_flops"] = pyramid[""] - pyramid["neck"]
+            report["total"]["fvcore_flops"] += pyramid["neck"]
     if latency:
         report["latency"] = _latency(genome, batch=batch, dtype=dtype, device=device, threads=threads,
                                      repeats=repeats, table=latency_table, runtime=runtime)
         shares = report["latency"].pop("parts")
         for row in report["blocks"]:
-            row["latency_ms"] = report["latency"]["nodes"][row["node"]]
-        for row in report["parts"]:
-            row["latency_share"] = shares.get(row["name"], 0.0)
+            row["latency_ms"] = report["latency"]["nodes"].get(row["node"])  # None for a neck level
+        for row in report["parts"]:  # none for a neck: the timed classifier forward does not run it
+            row["latency_share"] = None if row["name"].startswith("neck") else shares.get(row["name"], 0.0)
     return report
+
+
+def _neck_summary(parts: list) -> dict[str, Any]:
+    """With a neck: the backbone's cost (stem and stages) and the neck's, beside the per-part rows."""
+    neck = [p for p in parts if p.name.startswith("neck")]
+    if not neck:
+        return {}
+    backbone = [p for p in parts if p.name == "stem" or p.name.startswith("stages")]
+    return {"backbone": {"params": sum(p.cost.params for p in backbone), "flops": sum(p.cost.flops for p in backbone)},
+            "neck": {"params": sum(p.cost.params for p in neck), "flops": sum(p.cost.flops for p in neck),
+                     "levels": [list(p.out_shape) for p in neck if p.name.startswith("neck.levels")]}}
 
 
 def _check_options(*, batch: int, dtype: str, threads: int | None, repeats: int) -> None:
