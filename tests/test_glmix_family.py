@@ -166,3 +166,37 @@ def test_glmix_is_a_search_space_choice_at_small_resolution():
         model(x).sum().backward()
         assert fvcore_flops(model, x[:1]) == analytic_cost(g).flops
     assert seen == {4, 64}
+
+
+SUPERNET_SPACE = """\
+name: s
+input: {channels: 3, resolution: 16}
+num_classes: 10
+stem: {type: conv, kernel: 4, stride: 4}
+stages:
+  - depth: 1
+    width: {choice: [16, 24]}
+    block:
+      mixer: {choice: [{type: glmix, slots: {choice: [4, 16]}, heads: 2},
+                       {type: glmix, slot_init: param, slots: {choice: [5, 9]}, heads: 2}]}
+"""
+
+
+def test_glmix_shares_weights_in_the_supernet():
+    """A supernet over GLMix choices (widths, pooled or learned slot counts; the 0-dim temperature shared too)
+    runs each sampled genome from slices of its largest weights, and ``extract`` gives a plain network
+    computing the same."""
+    from nas.supernet import Supernet, sample_genome
+
+    space = parse_yaml(SUPERNET_SPACE)
+    net = Supernet.from_space(space, samples=0).eval()
+    rng = random.Random(1)
+    x = torch.randn(1, 3, 16, 16)
+    inits = set()
+    for _ in range(4):
+        g = sample_genome(space, rng)
+        inits.add(g.stages[0].block.mixer.slot_init)
+        net.set_active(g)
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), net.extract(g).eval()(x), rtol=1e-4, atol=1e-5)
+    assert inits == {"pool", "param"}
