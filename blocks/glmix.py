@@ -9,7 +9,7 @@ global context, joined by a differentiable soft clustering (tokens -> slots) and
   local detail.
 - ``glnet`` (block): GLNet's block, a depthwise-conv positional encoding (CPE) added to the input, then
   norm -> token mixer -> residual and norm -> channel mixer -> residual. GLNet uses it with the GLMix mixer and,
-  in its later stages, with plain attention behind a LayerNorm (``mixer_norm``) while the MLP keeps BatchNorm.
+  in its later stages, with plain multi-head attention.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from blocks.attention import Attention, AttentionConfig, HeadedAttentionConfig
 from blocks.base import BlockConfig, BlockModule, Shape, create, register
 from blocks.layers import DropPath, nchw, nhwc, optional_scale
 from blocks.mlp import ConvFfnConfig, depthwise_conv
-from blocks.norm import BatchNormConfig
+from blocks.norm import LayerNormConfig
 from blocks.validators import OddInt
 
 if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
@@ -63,11 +63,14 @@ class GLMix(BlockModule):
             self.local_dw = depthwise_conv(dim, local_kernel)
             self.local_out = nn.Linear(dim, dim)
 
-    def forward(self, x):
+    def forward(self, x, pool_from=None):
+        """``pool_from``: the map the initial slots are pooled from, when not ``x`` (GLNet's block passes its
+        input, before the positional encoding and the norm)."""
         b, h, w, c = x.shape
         tokens = x.reshape(b, h * w, c)
         if self.init_slots is None:  # pooling to a fixed grid: the same slot count at any map size
-            init = F.adaptive_avg_pool2d(nchw(x), self.pool).flatten(2).transpose(1, 2)
+            source = x if pool_from is None else pool_from
+            init = F.adaptive_avg_pool2d(nchw(source), self.pool).flatten(2).transpose(1, 2)
         else:
             init = self.init_slots.expand(b, -1, -1)
         logits = slot_token_logits(init, tokens, self.slot_scale)
@@ -132,13 +135,14 @@ class GLMixConfig(HeadedAttentionConfig):
 
 class GLNetBlock(BlockModule):
     """x + CPE(x), then norm -> token mixer -> residual, norm -> channel mixer -> residual. The CPE is a
-    depthwise conv (with bias) whose output is added to the block's input, before both residual branches."""
+    depthwise conv (with bias) whose output is added to the block's input, before both residual branches.
+    A GLMix mixer pools its initial slots from the block's input as it arrives, before CPE and norm, as GLNet
+    does."""
 
-    def __init__(self, dim, size, mixer, mlp, norm, mixer_norm=None, pos_conv=3, layer_scale=None,
-                 drop_path=0.0):
+    def __init__(self, dim, size, mixer, mlp, norm, pos_conv=3, layer_scale=None, drop_path=0.0):
         super().__init__()
         self.pos_conv = depthwise_conv(dim, pos_conv) if pos_conv else None
-        self.norm1 = create("norm", mixer_norm or norm, dim=dim)
+        self.norm1 = create("norm", norm, dim=dim)
         self.mixer = create("mixer", mixer, dim=dim, size=size)
         self.norm2 = create("norm", norm, dim=dim)
         self.mlp = create("mlp", mlp, dim=dim)
@@ -147,44 +151,44 @@ class GLNetBlock(BlockModule):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x):
+        arrived = x
         if self.pos_conv is not None:
             x = x + nhwc(self.pos_conv(nchw(x)))
-        x = x + self.drop_path(self.layer_scale1(self.mixer(self.norm1(x))))
+        if isinstance(self.mixer, GLMix):
+            mixed = self.mixer(self.norm1(x), pool_from=arrived)
+        else:
+            mixed = self.mixer(self.norm1(x))
+        x = x + self.drop_path(self.layer_scale1(mixed))
         return x + self.drop_path(self.layer_scale2(self.mlp(self.norm2(x))))
 
 
 @register("block", module=GLNetBlock)
 class GLNetBlockConfig(BlockConfig):
-    """GLNet-4G's blocks: the defaults (GLMix, BatchNorm, ConvFFN of ratio 3 with a residual 3x3 depthwise
+    """GLNet-4G's blocks: the defaults (GLMix, LayerNorm, ConvFFN of ratio 3 with a residual 3x3 depthwise
     conv, 3x3 CPE); its attention blocks: ``mixer: {type: attention, head_dim: 32, qkv_bias: true,
-    proj_bias: true}, mixer_norm: layernorm``."""
+    proj_bias: true}``."""
 
     type: Literal["glnet"] = "glnet"
     examples = (
         {},
-        {'mixer': {'type': 'attention', 'heads': 4, 'qkv_bias': True}, 'mixer_norm': 'layernorm',
-         'pos_conv': None, 'layer_scale': 1e-4},
-        {'mixer': {'type': 'glmix', 'slots': 4, 'heads': 2}, 'mlp': 'mlp', 'norm': 'layernorm', 'pos_conv': 5},
+        {'mixer': {'type': 'attention', 'heads': 4, 'qkv_bias': True}, 'pos_conv': None, 'layer_scale': 1e-4},
+        {'mixer': {'type': 'glmix', 'slots': 4, 'heads': 2}, 'mlp': 'mlp', 'norm': 'batchnorm', 'pos_conv': 5},
     )
     mixer: Mixer = Field(default_factory=GLMixConfig)
     mlp: ChannelMixer = Field(default_factory=lambda: ConvFfnConfig(ratio=3, conv_residual=True))
-    norm: Norm = Field(default_factory=BatchNormConfig)
-    mixer_norm: Norm | None = Field(None, description="the token mixer's norm, when not ``norm``")
+    norm: Norm = Field(default_factory=LayerNormConfig)
     pos_conv: OddInt | None = Field(3, description="kernel of the depthwise conv positional encoding; null: none")
     layer_scale: float | None = Field(None, description="layer scale init value; null: off")
 
-    def _norm1(self) -> BlockConfig:
-        return self.mixer_norm or self.norm
-
     def params(self, shape: Shape, out: int) -> int:
         dim = shape[0]
-        n = self._norm1().params(shape, dim) + self.norm.params(shape, dim)
+        n = 2 * self.norm.params(shape, dim)
         n += self.mixer.params(shape, dim) + self.mlp.params(shape, dim)
         n += dim * (self.pos_conv**2 + 1) if self.pos_conv else 0
         return n + (2 * dim if self.layer_scale is not None else 0)
 
     def flops(self, shape: Shape, out: int) -> int:
         dim, h, w = shape
-        n = self._norm1().flops(shape, dim) + self.norm.flops(shape, dim)
+        n = 2 * self.norm.flops(shape, dim)
         n += self.mixer.flops(shape, dim) + self.mlp.flops(shape, dim)
         return n + (h * w * dim * self.pos_conv**2 if self.pos_conv else 0)

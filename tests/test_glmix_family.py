@@ -91,15 +91,17 @@ def test_learned_slots_need_not_be_square():
 
 
 def test_glnet_block_adds_a_conv_position_encoding_before_both_residuals():
-    _, blk = build("block", {"type": "glnet", "mixer": {"type": "glmix", "slots": 4, "heads": 2},
-                             "mixer_norm": "layernorm"})
-    assert (type(blk.norm1).__name__, type(blk.norm2).__name__) == ("LayerNorm", "BatchNorm")
+    """GLNet's block: x + CPE(x), then the two residual branches; GLMix pools its initial slots from the
+    block's input as it arrived (before CPE and norm), as the authors' GLMixBlock does."""
+    _, blk = build("block", {"type": "glnet", "mixer": {"type": "glmix", "slots": 4, "heads": 2}})
     x = torch.randn(2, 4, 4, DIM)
     with torch.no_grad():
         y = x + blk.pos_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        y = y + blk.mixer(blk.norm1(y))
+        y = y + blk.mixer(blk.norm1(y), pool_from=x)
         expected = y + blk.mlp(blk.norm2(y))
         torch.testing.assert_close(blk(x), expected)
+        # pooling from the normed map instead is another function
+        assert not torch.allclose(blk.mixer(blk.norm1(y), pool_from=x), blk.mixer(blk.norm1(y)))
 
 
 def genome(mixer: str, width: int = 64) -> dict:
