@@ -49,7 +49,6 @@ class GLMix(BlockModule):
     def __init__(self, dim, slots=64, slot_init="pool", heads=None, head_dim=None, qkv_bias=True,
                  proj_bias=True, local_kernel=5):
         super().__init__()
-        self.slot_init = slot_init
         self.pool = math.isqrt(slots)
         self.slot_scale = nn.Parameter(torch.tensor(dim**-0.5))  # learned temperature, GLNet's initial value
         self.init_slots = None
