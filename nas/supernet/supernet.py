@@ -101,7 +101,8 @@ def _take(full: torch.Tensor, shape: tuple[int, ...], layout: Layout) -> torch.T
 
 def _put(full: torch.Tensor, tensor: torch.Tensor, layout: Layout) -> None:
     regions = _regions(tuple(full.shape), tuple(tensor.shape), layout)
-    for region, piece in zip(regions, tensor.chunk(len(regions))):
+    pieces = tensor.chunk(len(regions)) if tensor.dim() else (tensor,)  # a 0-dim tensor is one piece
+    for region, piece in zip(regions, pieces):
         full[region] = piece
 
 
@@ -429,7 +430,7 @@ def _donors(shapes: dict[str, tuple[int, ...]], tensors: list[dict[str, Any]]) -
         need = set(range(len(full)))
         for i in holders:
             reached = {d for d in need if tensors[i][key][0][d] == full[d]}
-            if reached:
+            if reached or not full:  # a 0-dim tensor (GLMix's temperature) has no extent to reach
                 donors.setdefault(key, []).append(i)
                 need -= reached
             if not need:
