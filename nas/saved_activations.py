@@ -220,6 +220,18 @@ def _attention(cfg, shape, out):
     return found + [inner] * (cfg.window is not None) + [inner] * (cfg.local_conv is not None)
 
 
+@rule("single_head_attention")
+def _single_head_attention(cfg, shape, out):
+    c, h, w = shape
+    tokens, partial = h * w, cfg.partial(c)
+    qkv = tokens * (2 * cfg.qk_dim + partial)
+    # the channel split's contiguous copy and its GroupNorm output, q k v before and after their BatchNorm; q and
+    # k are narrower than v, so the CPU kernel takes the unfused path: scaled copies of q and k, and the softmax;
+    # then the joined map's ReLU output and the projection's BatchNorm input
+    return ([tokens * partial] * 2 + [qkv] * 2 + [2 * tokens * cfg.qk_dim, tokens * tokens]
+            + [_map(shape)] * 2)
+
+
 @rule("window_attention")
 def _window_attention(cfg, shape, out):
     c, h, w = shape
@@ -376,6 +388,13 @@ def _bottleneck(cfg, shape, out):
     return found + act_maps(cfg.act, o_map, next_saves=False)
 
 
+@rule("shvit")
+def _shvit(cfg, shape, out):
+    m, hidden = _map(shape), _map(shape, scaled_width(shape[0], cfg.ffn_ratio, "floor"))
+    found = [m, m] + (saved_tensors(cfg.mixer, shape, shape[0]) if cfg.mixer else [])  # dwconv and its BatchNorm
+    return found + [m] + _conv_bn("relu", hidden) + [m]  # the FFN: its input, hidden map, output BatchNorm
+
+
 # Stems and downsamples -----------------------------------------------------------------------------------
 @rule("conv")
 def _conv_downsample(cfg, shape, out):
@@ -386,6 +405,30 @@ def _conv_downsample(cfg, shape, out):
     if cfg.post_norm:
         found += saved_tensors(cfg.post_norm, o_shape, out)
     return found + act_maps(cfg.act, _map(o_shape), next_saves=False)
+
+
+@rule("shvit_downsample")
+def _shvit_downsample(cfg, shape, out):
+    blocks = cfg._blocks()
+    o_shape = cfg.out_shape(shape, out)
+    hidden = cfg._hidden(shape)
+    strided = hidden * o_shape[1] * o_shape[2]
+    found = saved_tensors(blocks, shape, shape[0]) + [_map(shape)] + _conv_bn(cfg.act, _map(shape, hidden))
+    found += _conv_bn(cfg.act, strided, next_saves=not cfg.se)
+    if cfg.se:  # the pooled vector, the reduced act, the gate, and the gated map the projection keeps
+        reduced = scaled_width(hidden, cfg.se, "floor")
+        found += [hidden] + act_maps("relu", reduced) + [hidden, strided]
+    return found + [_map(o_shape)] + saved_tensors(blocks, o_shape, out)
+
+
+@rule("patchify_convs")
+def _patchify_convs(cfg, shape, out):
+    shapes = cfg._shapes(shape, out)
+    found = [_map(shape)]
+    for i, s in enumerate(shapes):
+        last = i == len(shapes) - 1
+        found += _conv_bn("identity" if last else cfg.act, _map(s), next_saves=not last)
+    return found
 
 
 @rule("patch_merging")
