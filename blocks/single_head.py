@@ -96,7 +96,7 @@ class SingleHeadAttentionConfig(BlockConfig):
         return tokens * (2 * self.qk_dim + self.partial(shape[0])) + tokens * tokens
 
 
-class ConvFFN(nn.Module):
+class ConvBnFFN(nn.Module):
     """SHViT's FFN on NCHW maps: 1x1 conv-BN -> ReLU -> 1x1 conv-BN."""
 
     def __init__(self, dim, hidden):
@@ -124,7 +124,7 @@ class SHViTBlock(BlockModule):
         self.mixer = None
         if mixer:
             self.mixer = create("mixer", mixer, dim=dim, size=size)
-        self.ffn = ConvFFN(dim, scaled_width(dim, ffn_ratio, "floor"))
+        self.ffn = ConvBnFFN(dim, scaled_width(dim, ffn_ratio, "floor"))
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x):
