@@ -232,6 +232,17 @@ def _single_head_attention(cfg, shape, out):
             + [_map(shape)] * 2)
 
 
+@rule("outlook_attention")
+def _outlook_attention(cfg, shape, out):
+    c, h, w = shape
+    windows, window = cfg._windows(shape), cfg.kernel**2
+    heads, _ = cfg.heads_of(c)
+    # the input (v's and the pool's), the unfolded values, the softmax, the folded map proj keeps, and the
+    # pooled map the logits layer keeps when the positions are pooled
+    return ([_map(shape), windows * window * c, heads * windows * window**2, _map(shape)]
+            + [windows * c] * (cfg.stride > 1))
+
+
 @rule("window_attention")
 def _window_attention(cfg, shape, out):
     c, h, w = shape
@@ -431,6 +442,12 @@ def _patchify_convs(cfg, shape, out):
     return found
 
 
+@rule("conv_patch_embed")
+def _conv_patch_embed(cfg, shape, out):
+    hidden = _map((cfg.hidden, *cfg._sizes(shape)[0]))
+    return [_map(shape)] + _conv_bn(cfg.act, hidden) * (1 + cfg.convs)  # the last act's output feeds proj
+
+
 @rule("patch_merging")
 def _patch_merging(cfg, shape, out):
     c, h, w = shape
@@ -485,6 +502,23 @@ def _mlp_head(cfg, shape, out):
     if cfg.hidden_norm is not None:
         found += saved_tensors(cfg.hidden_norm, (hidden, 1, 1), hidden) + [hidden]
     return found + [hidden] * (cfg.dropout > 0)
+
+
+@rule("class_attention")
+def _class_attention(cfg, shape, out):
+    c, h, w = shape
+    tokens = h * w + 1  # with the class token
+    every, one = (c, 1, tokens), (c, 1, 1)
+    heads = cfg.heads
+    mlp = cfg._mlp()
+    # per layer: norm1 over every token and its output (k v's and q's input), k and v, the class token's q,
+    # attention output and log-sum-exp, then norm2 and the MLP on the class token alone
+    block = (saved_tensors(cfg.norm, every, c) + [tokens * c, 2 * tokens * c, c, c, heads]
+             + saved_tensors(cfg.norm, one, c) + saved_tensors(mlp, one, c))
+    found = block * cfg.depth + saved_tensors(cfg.norm, every, c) + [tokens * c]  # the final norm and its output
+    if out and cfg.aux_weight:  # the patch tokens' copy, their logits and the maximum's result
+        found += [(tokens - 1) * c, (tokens - 1) * out, out]
+    return found
 
 
 @rule("conv_head")
