@@ -239,6 +239,29 @@ def _attention(cfg, shape, out):
     return found + [inner] * (cfg.window is not None) + [inner] * (cfg.local_conv is not None)
 
 
+@rule("single_head_attention")
+def _single_head_attention(cfg, shape, out):
+    c, h, w = shape
+    tokens, partial = h * w, cfg.partial(c)
+    qkv = tokens * (2 * cfg.qk_dim + partial)
+    # the channel split's contiguous copy and its GroupNorm output, q k v before and after their BatchNorm; q and
+    # k are narrower than v, so the CPU kernel takes the unfused path: scaled copies of q and k, and the softmax;
+    # then the joined map's ReLU output and the projection's BatchNorm input
+    return ([tokens * partial] * 2 + [qkv] * 2 + [2 * tokens * cfg.qk_dim, tokens * tokens]
+            + [_map(shape)] * 2)
+
+
+@rule("outlook_attention")
+def _outlook_attention(cfg, shape, out):
+    c, h, w = shape
+    windows, window = cfg._windows(shape), cfg.kernel**2
+    heads, _ = cfg.heads_of(c)
+    # the input (v's and the pool's), the unfolded values, the softmax, the folded map proj keeps, and the
+    # pooled map the logits layer keeps when the positions are pooled
+    return ([_map(shape), windows * window * c, heads * windows * window**2, _map(shape)]
+            + [windows * c] * (cfg.stride > 1))
+
+
 @rule("window_attention")
 def _window_attention(cfg, shape, out):
     c, h, w = shape
@@ -409,6 +432,13 @@ def _bottleneck(cfg, shape, out):
     return found + act_maps(cfg.act, o_map, next_saves=False)
 
 
+@rule("shvit")
+def _shvit(cfg, shape, out):
+    m, hidden = _map(shape), _map(shape, scaled_width(shape[0], cfg.ffn_ratio, "floor"))
+    found = [m, m] + (saved_tensors(cfg.mixer, shape, shape[0]) if cfg.mixer else [])  # dwconv and its BatchNorm
+    return found + [m] + _conv_bn("relu", hidden) + [m]  # the FFN: its input, hidden map, output BatchNorm
+
+
 # Stems and downsamples -----------------------------------------------------------------------------------
 @rule("conv")
 def _conv_downsample(cfg, shape, out):
@@ -419,6 +449,36 @@ def _conv_downsample(cfg, shape, out):
     if cfg.post_norm:
         found += saved_tensors(cfg.post_norm, o_shape, out)
     return found + act_maps(cfg.act, _map(o_shape), next_saves=False)
+
+
+@rule("shvit_downsample")
+def _shvit_downsample(cfg, shape, out):
+    blocks = cfg._blocks()
+    o_shape = cfg.out_shape(shape, out)
+    hidden = cfg._hidden(shape)
+    strided = hidden * o_shape[1] * o_shape[2]
+    found = saved_tensors(blocks, shape, shape[0]) + [_map(shape)] + _conv_bn(cfg.act, _map(shape, hidden))
+    found += _conv_bn(cfg.act, strided, next_saves=not cfg.se)
+    if cfg.se:  # the pooled vector, the reduced act, the gate, and the gated map the projection keeps
+        reduced = scaled_width(hidden, cfg.se, "floor")
+        found += [hidden] + act_maps("relu", reduced) + [hidden, strided]
+    return found + [_map(o_shape)] + saved_tensors(blocks, o_shape, out)
+
+
+@rule("patchify_convs")
+def _patchify_convs(cfg, shape, out):
+    shapes = cfg._shapes(shape, out)
+    found = [_map(shape)]
+    for i, s in enumerate(shapes):
+        last = i == len(shapes) - 1
+        found += _conv_bn("identity" if last else cfg.act, _map(s), next_saves=not last)
+    return found
+
+
+@rule("conv_patch_embed")
+def _conv_patch_embed(cfg, shape, out):
+    hidden = _map((cfg.hidden, *cfg._sizes(shape)[0]))
+    return [_map(shape)] + _conv_bn(cfg.act, hidden) * (1 + cfg.convs)  # the last act's output feeds proj
 
 
 @rule("patch_merging")
@@ -475,6 +535,23 @@ def _mlp_head(cfg, shape, out):
     if cfg.hidden_norm is not None:
         found += saved_tensors(cfg.hidden_norm, (hidden, 1, 1), hidden) + [hidden]
     return found + [hidden] * (cfg.dropout > 0)
+
+
+@rule("class_attention")
+def _class_attention(cfg, shape, out):
+    c, h, w = shape
+    tokens = h * w + 1  # with the class token
+    every, one = (c, 1, tokens), (c, 1, 1)
+    heads = cfg.heads
+    mlp = cfg._mlp()
+    # per layer: norm1 over every token and its output (k v's and q's input), k and v, the class token's q,
+    # attention output and log-sum-exp, then norm2 and the MLP on the class token alone
+    block = (saved_tensors(cfg.norm, every, c) + [tokens * c, 2 * tokens * c, c, c, heads]
+             + saved_tensors(cfg.norm, one, c) + saved_tensors(mlp, one, c))
+    found = block * cfg.depth + saved_tensors(cfg.norm, every, c) + [tokens * c]  # the final norm and its output
+    if out and cfg.aux_weight:  # the patch tokens' copy, their logits and the maximum's result
+        found += [(tokens - 1) * c, (tokens - 1) * out, out]
+    return found
 
 
 @rule("conv_head")
