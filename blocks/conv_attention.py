@@ -1,11 +1,14 @@
 """Convolutional projection attention (CvT, Wu et al., ICCV 2021): queries, keys and values are each a
 depthwise conv + BatchNorm of the map, then a linear projection; keys and values come from a strided conv,
 so each query attends over a map shrunk by ``kv_stride`` in each side. CvT's convolutional token embedding
-between stages is the ``conv`` downsample with a LayerNorm after it (blocks/stems.py)."""
+between stages is the ``conv`` downsample with a LayerNorm after it (blocks/stems.py). CvT's class token is a
+stage's ``class_token`` (nas/network.py's Stage holds it, the MetaFormer block passes it on): here it skips the
+projection convs and leads q, k and v."""
 from __future__ import annotations
 
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 from torch import nn
@@ -37,19 +40,23 @@ class ConvProjectionAttention(BlockModule):
         self.proj_v = nn.Linear(dim, inner, bias=qkv_bias)
         self.proj = nn.Linear(inner, dim, bias=proj_bias)
 
-    def project(self, x, conv, linear):
-        """(B, C, H, W) -> conv + BN -> (B, heads, tokens, head_dim)."""
-        tokens = linear(nhwc(conv(x)).flatten(1, 2))
-        return tokens.reshape(x.shape[0], -1, self.heads, self.head_dim).transpose(1, 2)
+    def project(self, x, conv, linear, token=None):
+        """(B, C, H, W) -> conv + BN -> (B, heads, tokens, head_dim); a (B, 1, 1, C) class token, if given,
+        skips the conv and leads the tokens, as in CvT."""
+        tokens = nhwc(conv(x)).flatten(1, 2)
+        if token is not None:
+            tokens = torch.cat([token.flatten(1, 2), tokens], 1)
+        return linear(tokens).reshape(x.shape[0], -1, self.heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x):
+    def forward(self, x, token=None):
+        """The (B, H, W, C) map; with a class token, the (B, 1, 1 + H * W, C) sequence, token first."""
         b, h, w, _ = x.shape
         xc = nchw(x)
-        q = self.project(xc, self.conv_q, self.proj_q)
-        k = self.project(xc, self.conv_k, self.proj_k)
-        v = self.project(xc, self.conv_v, self.proj_v)
-        y = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        return self.proj(y.transpose(1, 2).reshape(b, h, w, -1))
+        q = self.project(xc, self.conv_q, self.proj_q, token)
+        k = self.project(xc, self.conv_k, self.proj_k, token)
+        v = self.project(xc, self.conv_v, self.proj_v, token)
+        y = self.proj(F.scaled_dot_product_attention(q, k, v, scale=self.scale).transpose(1, 2).flatten(2))
+        return y.reshape(b, h, w, -1) if token is None else y[:, None]
 
 
 @register("mixer", module=ConvProjectionAttention)
@@ -87,6 +94,16 @@ class ConvProjectionAttentionConfig(HeadedAttentionConfig):
         convs = self._conv_bn_flops(dim, tokens) + 2 * self._conv_bn_flops(dim, keys)
         # proj_q and proj per query token, proj_k and proj_v per key token, then q k^T and attn v.
         return convs + 2 * tokens * dim * inner + 2 * keys * dim * inner + 2 * tokens * keys * inner
+
+    def takes_class_token(self) -> bool:
+        return True
+
+    def class_token_flops(self, shape: Shape, out: int) -> int:
+        """One more query (proj_q, proj) and one more key and value (proj_k, proj_v), none through a conv;
+        q k^T and attn v grow from tokens x keys to (tokens + 1) x (keys + 1)."""
+        dim, h, w = shape
+        inner = self.inner(dim)
+        return 4 * dim * inner + 2 * (h * w + self.keys(shape) + 1) * inner
 
     def workspace(self, shape: Shape, out: int) -> int:
         """q, k, v and the score matrix an unfused kernel materialises."""

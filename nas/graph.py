@@ -27,9 +27,10 @@ def build_graph(genome: Genome) -> nx.DiGraph:
     last = "input"
     seen: dict[tuple[int, Shape, int], dict] = {}  # a stage repeats the same config objects
 
-    def add(node: str, role: str, cfg: BlockConfig, path: str, stage: int, out: int) -> None:
+    def add(node: str, role: str, cfg: BlockConfig, path: str, stage: int, out: int, token: bool = False) -> None:
+        """``token``: a block of a stage with a class token, which costs that token's share too."""
         nonlocal shape, last
-        known = seen.get((id(cfg), shape, out))
+        known = seen.get((id(cfg), shape, out, token))
         if known is not None:
             graph.add_node(node, **{**known, "path": path, "stage": stage})
             graph.add_edge(last, node)
@@ -43,11 +44,12 @@ def build_graph(genome: Genome) -> nx.DiGraph:
                                           f"downsampling: at {path}, {err.message}")) from None
             raise GenomeError(Problem(join_path(path, err.field) or path, err.message)) from None
         out_shape = cfg.out_shape(shape, out)
+        flops = cfg.flops(shape, out) + (cfg.class_token_flops(shape, out) if token else 0)
         data = dict(role=role, type=cfg.type, config=cfg, out=out, path=path, stage=stage, in_shape=shape,
                     out_shape=out_shape,
-                    params=cfg.params(shape, out), frozen=cfg.frozen_params(shape, out), flops=cfg.flops(shape, out),
+                    params=cfg.params(shape, out), frozen=cfg.frozen_params(shape, out), flops=flops,
                     workspace=cfg.workspace(shape, out))
-        seen[(id(cfg), shape, out)] = data
+        seen[(id(cfg), shape, out, token)] = data
         graph.add_node(node, **data)
         graph.add_edge(last, node)
         shape, last = out_shape, node
@@ -60,14 +62,34 @@ def build_graph(genome: Genome) -> nx.DiGraph:
         if shape[0] != stage.width and not blocks[0].resamples:
             raise GenomeError(Problem(f"stages[{i}].width", f"{stage.width} differs from the {shape[0]} channels "
                                       "entering the stage; add a downsample to change the width"))
+        if stage.class_token:
+            check_class_token(genome, i)
         for j, block in enumerate(blocks):
             if stage.pattern:
                 path = f"stages[{i}].pattern[{j % len(stage.pattern)}]"
             else:
                 path = f"stages[{i}].block"
-            add(f"stages[{i}].blocks[{j}]", "block", block, path, i, stage.width)
+            add(f"stages[{i}].blocks[{j}]", "block", block, path, i, stage.width, stage.class_token)
+        if stage.class_token:  # the token's parameters, counted with the stage's first block
+            graph.nodes[f"stages[{i}].blocks[0]"]["params"] += stage.width
+            # the head classifies the token: a 1x1 map
+            shape = (shape[0], 1, 1)
     add("head", "head", genome.head, "head", len(genome.stages), genome.num_classes)
     return graph
+
+
+def check_class_token(genome: Genome, i: int) -> None:
+    """A class token sits in the last stage, among blocks that pass it through."""
+    stage = genome.stages[i]
+    if i != len(genome.stages) - 1:
+        raise GenomeError(Problem(f"stages[{i}].class_token", "only the last stage may have a class token: the "
+                                  "head classifies it"))
+    for j, block in enumerate(stage.pattern or [stage.block]):
+        if not block.takes_class_token():
+            path = f"stages[{i}].pattern[{j}]" if stage.pattern else f"stages[{i}].block"
+            raise GenomeError(Problem(path, f"a {block.type} block with these parts cannot take the stage's class "
+                                      "token; it needs a metaformer block with a mixer that attends with one "
+                                      "(conv_attention) and a token-wise norm and mlp (layernorm, mlp)"))
 
 
 def check_genome(genome: Genome) -> None:

@@ -1,6 +1,7 @@
-"""CvT's convolutional projection attention (``conv_attention``) against a naive restatement of the authors'
-code, a parameter and FLOP count worked by hand, the YAML path of a bad field, and the mixer as a search-space
-choice beside SpectFormer's spectral-then-attention pattern.
+"""CvT's convolutional projection attention (``conv_attention``) and the class token of a stage
+(``class_token: true``) against a naive restatement of the authors' code, a parameter and FLOP count worked by
+hand, the YAML path of a bad field, and the mixer as a search-space choice beside SpectFormer's
+spectral-then-attention pattern.
 
 The mixer takes and returns channels-last maps (B, H, W, C); ``create("mixer", cfg, dim=, size=)`` builds it.
 """
@@ -32,9 +33,10 @@ def build(dim=8, size=(4, 4), **fields):
     return config, module
 
 
-def naive_cvt_attention(m, x, stride, scale):
+def naive_cvt_attention(m, x, stride, scale, cls_token=None):
     """CvT's Attention.forward_conv and forward as the authors write them: NCHW depthwise conv, BatchNorm,
-    flatten to tokens, linear, split heads, softmax(q k^T * scale) v, merge heads, linear."""
+    flatten to tokens, the (B, 1, C) class token (if any) put in front, linear, split heads,
+    softmax(q k^T * scale) v, merge heads, linear. Returns (B, tokens, C)."""
     b, h, w, c = x.shape
     xc = x.permute(0, 3, 1, 2)
 
@@ -42,13 +44,14 @@ def naive_cvt_attention(m, x, stride, scale):
         y = F.conv2d(xc, conv[0].weight, stride=s, padding=1, groups=c)
         bn = conv[1]
         y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-        y = linear(y.flatten(2).transpose(1, 2))
+        y = y.flatten(2).transpose(1, 2)
+        y = linear(y if cls_token is None else torch.cat((cls_token, y), dim=1))
         return y.reshape(b, y.shape[1], m.heads, -1).transpose(1, 2)
 
     q, k, v = tokens(m.conv_q, m.proj_q, 1), tokens(m.conv_k, m.proj_k, stride), tokens(m.conv_v, m.proj_v, stride)
     attn = torch.softmax(torch.einsum("bhld,bhtd->bhlt", q, k) * scale, dim=-1)
-    y = torch.einsum("bhlt,bhtd->bhld", attn, v).transpose(1, 2).reshape(b, h * w, -1)
-    return m.proj(y).reshape(b, h, w, c)
+    y = torch.einsum("bhlt,bhtd->bhld", attn, v).transpose(1, 2)
+    return m.proj(y.reshape(b, y.shape[1], -1))
 
 
 @pytest.mark.parametrize(("stride", "qk_scale"), [(2, "width"), (1, "width"), (2, "head")])
@@ -59,7 +62,18 @@ def test_conv_attention_equals_the_authors_formulation(stride, qk_scale):
     with torch.no_grad():
         y = m(x)
         assert y.shape == x.shape  # the map keeps its size and width
-        torch.testing.assert_close(y, naive_cvt_attention(m, x, stride, scale), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(y, naive_cvt_attention(m, x, stride, scale).reshape(x.shape), atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_a_class_token_skips_the_convs_and_leads_q_k_and_v():
+    _, m = build(dim=8, size=(6, 6), heads=2)
+    x, token = torch.randn(2, 6, 6, 8), torch.randn(2, 1, 1, 8)
+    with torch.no_grad():
+        y = m(x, token)
+        assert y.shape == (2, 1, 1 + 36, 8)  # token first, then the map's tokens
+        expected = naive_cvt_attention(m, x, 2, 8**-0.5, cls_token=token[:, 0])
+        torch.testing.assert_close(y[:, 0], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_keys_and_values_come_from_the_strided_map():
@@ -105,6 +119,48 @@ def test_a_bad_field_is_named_by_its_yaml_path(edit, path, words):
     assert info.value.path == path and words in str(info.value)
 
 
+CLASS_TOKEN = """\
+input: {resolution: 32}
+num_classes: 10
+stem: {type: conv, kernel: 4, stride: 4, post_norm: layernorm}
+defaults: {norm: layernorm, downsample: {type: conv, kernel: 3, stride: 2, padding: 1, post_norm: layernorm}}
+stages:
+  - {depth: 1, width: 16, block: {mixer: {type: conv_attention, heads: 1}}}
+  - {depth: 2, width: 32, class_token: true, block: {mixer: {type: conv_attention, heads: 2}}}
+head: {type: linear, norm: layernorm}
+"""
+
+
+def test_a_class_token_stage_costs_what_it_runs_and_the_head_reads_the_token():
+    """The token's 32 parameters and its share of every block's FLOPs are in the analytic count; the final
+    features are the token as a 1x1 map, which the head classifies; the stage outputs stay maps."""
+    genome = load_genome(parse_yaml(CLASS_TOKEN))
+    cost = analytic_cost(genome)
+    plain = analytic_cost(load_genome(parse_yaml(CLASS_TOKEN.replace("class_token: true, ", ""))))
+    model = compile_model(genome, seed=0).eval()
+    assert count_parameters(model) == cost.params == plain.params + 32
+    assert model.stages[1].class_token.shape == (1, 1, 1, 32)
+    x = torch.randn(2, 3, 32, 32)
+    assert fvcore_flops(model, x[:1]) == cost.flops > plain.flops
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape == (2, 32, 1, 1)
+        torch.testing.assert_close(model.forward_head(features), model(x))
+        assert [f.shape[1:] for f in model.forward_intermediates(x, intermediates_only=True)] == [(16, 8, 8),
+                                                                                                (32, 4, 4)]
+
+
+@pytest.mark.parametrize(("edit", "path", "words"), [
+    (("width: 16, block", "width: 16, class_token: true, block"), "stages[0].class_token", "only the last stage"),
+    (("heads: 2}}", "heads: 2}, mlp: {type: convffn}}"), "stages[1].block", "cannot take the stage's class token"),
+    (("type: conv_attention, heads: 2", "type: attention, heads: 2"), "stages[1].block", "(conv_attention)"),
+])
+def test_a_class_token_where_it_cannot_go_is_named_by_its_yaml_path(edit, path, words):
+    with pytest.raises(GenomeError) as info:
+        load_genome(parse_yaml(CLASS_TOKEN.replace(*edit)))
+    assert info.value.path == path and words in str(info.value)
+
+
 SPACE = """\
 input: {resolution: 32}
 num_classes: 10
@@ -127,10 +183,10 @@ def test_conv_attention_is_a_search_space_choice():
     """A SpectFormer-like stage (spectral layer, then attention) whose attention may be CvT's, and a CvT-like
     stage: every sampled genome validates, costs what its compiled model has, and trains a step."""
     space = parse_yaml(SPACE)
-    report = check_space(space, samples=8, seed=0)
+    report = check_space(space, samples=4, seed=0)
     assert report.valid == report.sampled
     rng, mixers = random.Random(0), set()
-    for _ in range(6):
+    for _ in range(4):
         genome = load_genome(instantiate(space, random_picker(rng)))
         mixers |= {b.mixer.type for s in genome.stages for b in s.blocks()}
         model = compile_model(genome, seed=0)
