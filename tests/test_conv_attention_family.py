@@ -19,6 +19,7 @@ from nas.cost.fvcore import fvcore_flops
 from nas.io import parse_yaml
 from nas.network import count_parameters
 from nas.space import check_space, instantiate, random_picker
+from nas.supernet import Supernet, sample_genome
 
 
 def build(dim=8, size=(4, 4), **fields):
@@ -193,3 +194,17 @@ def test_conv_attention_is_a_search_space_choice():
         assert count_parameters(model) == analytic_cost(genome).params
         model(torch.randn(2, 3, 32, 32)).logsumexp(1).sum().backward()
     assert {"conv_attention", "global_filter"} <= mixers
+
+
+def test_a_supernet_over_conv_attention_and_a_class_token_extracts_what_it_computes():
+    """Heads and depth vary under one set of weights, the class token included: each extracted network
+    computes what the supernet computes for its genome."""
+    space = parse_yaml(CLASS_TOKEN.replace("depth: 2, width: 32", "depth: {int: [1, 2]}, width: 32")
+                       .replace("heads: 2}", "heads: {choice: [1, 2]}}"))
+    net = Supernet.from_space(space, samples=0).eval()
+    x, rng = torch.randn(1, 3, 32, 32), random.Random(0)
+    for _ in range(3):
+        genome = sample_genome(space, rng)
+        net.set_active(genome)
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), net.extract(genome).eval()(x), atol=1e-5, rtol=1e-5)
