@@ -25,7 +25,7 @@ def build_graph(genome: Genome) -> nx.DiGraph:
     graph.add_node("input", role="input", type="image", config=None, out=shape[0], path="input", stage=-1,
                    in_shape=shape, out_shape=shape, params=0, frozen=0, flops=0, workspace=0)
     last = "input"
-    seen: dict[tuple[int, Shape, int], dict] = {}  # a stage repeats the same config objects
+    seen: dict[tuple[int, Shape, int, bool], dict] = {}  # a stage repeats the same config objects
 
     def add(node: str, role: str, cfg: BlockConfig, path: str, stage: int, out: int, token: bool = False) -> None:
         """``token``: a block of a stage with a class token, which costs that token's share too."""
@@ -70,10 +70,9 @@ def build_graph(genome: Genome) -> nx.DiGraph:
             else:
                 path = f"stages[{i}].block"
             add(f"stages[{i}].blocks[{j}]", "block", block, path, i, stage.width, stage.class_token)
-        if stage.class_token:  # the token's parameters, counted with the stage's first block
-            graph.nodes[f"stages[{i}].blocks[0]"]["params"] += stage.width
-            # the head classifies the token: a 1x1 map
-            shape = (shape[0], 1, 1)
+        if stage.class_token:
+            graph.nodes[f"stages[{i}].blocks[0]"]["params"] += stage.width  # the token, with the first block
+            shape = (shape[0], 1, 1)  # what the head classifies: the token, as a 1x1 map
     add("head", "head", genome.head, "head", len(genome.stages), genome.num_classes)
     return graph
 
