@@ -25,6 +25,13 @@ class SquaredReLU(nn.Module):
         return torch.relu(x) ** 2
 
 
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x), the sigmoid approximation of GELU that CLIP's and CvT's code use."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
 def activation_table() -> dict:
     """The activation registry: name -> module class, or a factory taking no arguments. A new activation is
     one entry here. It is a literal in this function, not a dict filled at import, because exported
@@ -39,6 +46,7 @@ def activation_table() -> dict:
         "tanh": nn.Tanh,
         "star_relu": StarReLU,
         "squared_relu": SquaredReLU,
+        "quick_gelu": QuickGELU,
         "identity": nn.Identity,
     }
 

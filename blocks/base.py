@@ -63,7 +63,10 @@ class BlockModule(nn.Module):
       the constructor names: ``dim`` (the input width of a width-keeping module), ``in_chs`` and ``out_chs``,
       ``size`` (the input map's (height, width), for weights or buffers sized by the map), ``drop_path``,
       ``num_classes``. Nested configs (a block's ``mixer``, ``norm``) arrive as dicts, built with ``create``.
-    - Data: ``forward`` takes and returns channels-last (B, H, W, C) maps; a head returns (B, classes).
+    - Data: ``forward`` takes and returns channels-last (B, H, W, C) maps; a head returns (B, classes). In a
+      stage with a class token, a block whose config ``takes_class_token()`` is called ``forward(x, token)``
+      with the (B, 1, 1, C) token and returns the map and the token; its mixer, ``forward(x, token)``, returns
+      the (B, 1, 1 + H * W, C) sequence, token first.
     - Size: ``out_size(size)`` is the output map's (height, width) for an input of ``size``, and agrees with
       the config's ``out_shape``. The default keeps the size: stems, downsamples and resampling blocks
       (a strided bottleneck) override it.
@@ -174,6 +177,17 @@ class BlockConfig(BaseModel):
     def flops(self, shape: Shape, out: int) -> int:
         """Multiply-accumulates for one image, counted as fvcore counts them."""
         raise NotImplementedError(f"{type(self).__name__}.flops")
+
+    def takes_class_token(self) -> bool:
+        """Whether this config can serve in a stage with a class token (``class_token: true``, CvT): token-wise
+        norms and MLPs apply to the token as to any other token; a mixer or block that takes one says so, and
+        overrides ``class_token_flops`` where the token costs more than one token of a token-wise layer."""
+        return False
+
+    def class_token_flops(self, shape: Shape, out: int) -> int:
+        """Multiply-accumulates a class token adds when it joins the tokens of the ``shape`` map; by default
+        those of a token-wise layer on one more token."""
+        return self.flops((shape[0], 1, 1), out)
 
     def workspace(self, shape: Shape, out: int) -> int:
         """Elements of the largest temporary a forward pass holds besides its input and output, per image

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+import torch
 from pydantic import Field
 from torch import nn
 
@@ -33,11 +34,26 @@ class MetaFormerBlock(BlockModule):
             self.layer_scale2 = optional_scale(dim, layer_scale)
             self.res_scale2 = optional_scale(dim, res_scale)
 
-    def forward(self, x):
+    def forward(self, x, token=None):
+        """The map; with a (B, 1, 1, C) class token (a stage's ``class_token``), the map and the token."""
+        if token is not None:
+            return self.forward_with_token(x, token)
         x = self.res_scale1(x) + self.layer_scale1(self.drop_path(self.mixer(self.norm1(x))))
         if self.mlp is not None:
             x = self.res_scale2(x) + self.layer_scale2(self.drop_path(self.mlp(self.norm2(x))))
         return x
+
+    def forward_with_token(self, x, token):
+        """Token and map as one (B, 1, 1 + H * W, C) sequence through the token-wise norms, MLP, scales and
+        drop path (one draw per image for both), split for the mixer, which needs the map's grid."""
+        b, h, w, c = x.shape
+        seq = torch.cat([token, x.reshape(b, 1, h * w, c)], 2)
+        normed = self.norm1(seq)
+        mixed = self.mixer(normed[:, :, 1:].reshape(b, h, w, c), normed[:, :, :1])
+        seq = self.res_scale1(seq) + self.layer_scale1(self.drop_path(mixed))
+        if self.mlp is not None:
+            seq = self.res_scale2(seq) + self.layer_scale2(self.drop_path(self.mlp(self.norm2(seq))))
+        return seq[:, :, 1:].reshape(b, h, w, c), seq[:, :, :1]
 
 
 @register("block", module=MetaFormerBlock)
@@ -68,6 +84,14 @@ class MetaFormerBlockConfig(BlockConfig):
         dim = shape[0]
         n = self._sub_blocks() * self.norm.flops(shape, dim) + self.mixer.flops(shape, dim)
         return n + (self.mlp.flops(shape, dim) if self.mlp else 0)
+
+    def takes_class_token(self) -> bool:
+        return all(child.takes_class_token() for _, child in self.children())
+
+    def class_token_flops(self, shape: Shape, out: int) -> int:
+        token = (shape[0], 1, 1)
+        n = self._sub_blocks() * self.norm.flops(token, shape[0]) + self.mixer.class_token_flops(shape, shape[0])
+        return n + (self.mlp.flops(token, shape[0]) if self.mlp else 0)
 
 
 class SequenceBlock(BlockModule, nn.Sequential):

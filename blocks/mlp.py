@@ -47,6 +47,9 @@ class MlpConfig(BlockConfig):
         dim, h, w = shape
         return 2 * h * w * dim * scaled_width(dim, self.ratio)
 
+    def takes_class_token(self) -> bool:
+        return True  # token-wise
+
     def workspace(self, shape: Shape, out: int) -> int:
         return shape[1] * shape[2] * scaled_width(shape[0], self.ratio)
 

@@ -66,6 +66,9 @@ class LayerNormConfig(_AffineNormConfig):
     type: Literal["layernorm"] = "layernorm"
     eps: PositiveFloat = 1e-6
 
+    def takes_class_token(self) -> bool:
+        return True  # token-wise
+
 
 @register("norm", module=GroupNorm)
 class GroupNormConfig(_AffineNormConfig):

@@ -64,6 +64,8 @@ class StageSpec(_Model):
     stride: PositiveInt = Field(1, description="the first block's stride, for block types with a stride")
     block: Block | None = None
     pattern: list[Block] | None = Field(None, min_length=1)
+    class_token: bool = Field(False, description="a learned class token joins the stage's tokens after its "
+                                                 "downsample, and the head classifies it (CvT); last stage only")
 
     @model_validator(mode="after")
     def _block_or_pattern(self) -> StageSpec:
@@ -142,6 +144,8 @@ class Genome(_Model):
 
 
 def _canonical_stage(stage: dict[str, Any]) -> dict[str, Any]:
+    if not stage.get("class_token"):  # the default, left out: genomes keep the hash they had before the field
+        stage.pop("class_token", None)
     blocks = repeat_pattern(stage.pop("pattern") or [stage.pop("block")], stage["depth"])
     stage.pop("block", None)
     period = next(p for p in range(1, len(blocks) + 1)

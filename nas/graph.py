@@ -25,12 +25,13 @@ def build_graph(genome: Genome) -> nx.DiGraph:
     graph.add_node("input", role="input", type="image", config=None, out=shape[0], path="input", stage=-1,
                    in_shape=shape, out_shape=shape, params=0, frozen=0, flops=0, workspace=0)
     last = "input"
-    seen: dict[tuple[int, Shape, int], dict] = {}  # a stage repeats the same config objects
-    stage_ends: list[tuple[str, Shape]] = []  # each stage's last node and output shape, for a neck
+    seen: dict[tuple[int, Shape, int, bool], dict] = {}  # a stage repeats the same config objects
+    stage_ends: list[tuple[str, Shape]] = []  # each stage's last node and output map, for a neck
 
-    def add(node: str, role: str, cfg: BlockConfig, path: str, stage: int, out: int) -> None:
+    def add(node: str, role: str, cfg: BlockConfig, path: str, stage: int, out: int, token: bool = False) -> None:
+        """``token``: a block of a stage with a class token, which costs that token's share too."""
         nonlocal shape, last
-        known = seen.get((id(cfg), shape, out))
+        known = seen.get((id(cfg), shape, out, token))
         if known is not None:
             graph.add_node(node, **{**known, "path": path, "stage": stage})
             graph.add_edge(last, node)
@@ -44,11 +45,12 @@ def build_graph(genome: Genome) -> nx.DiGraph:
                                           f"downsampling: at {path}, {err.message}")) from None
             raise GenomeError(Problem(join_path(path, err.field) or path, err.message)) from None
         out_shape = cfg.out_shape(shape, out)
+        flops = cfg.flops(shape, out) + (cfg.class_token_flops(shape, out) if token else 0)
         data = dict(role=role, type=cfg.type, config=cfg, out=out, path=path, stage=stage, in_shape=shape,
                     out_shape=out_shape,
-                    params=cfg.params(shape, out), frozen=cfg.frozen_params(shape, out), flops=cfg.flops(shape, out),
+                    params=cfg.params(shape, out), frozen=cfg.frozen_params(shape, out), flops=flops,
                     workspace=cfg.workspace(shape, out))
-        seen[(id(cfg), shape, out)] = data
+        seen[(id(cfg), shape, out, token)] = data
         graph.add_node(node, **data)
         graph.add_edge(last, node)
         shape, last = out_shape, node
@@ -61,13 +63,18 @@ def build_graph(genome: Genome) -> nx.DiGraph:
         if shape[0] != stage.width and not blocks[0].resamples:
             raise GenomeError(Problem(f"stages[{i}].width", f"{stage.width} differs from the {shape[0]} channels "
                                       "entering the stage; add a downsample to change the width"))
+        if stage.class_token:
+            check_class_token(genome, i)
         for j, block in enumerate(blocks):
             if stage.pattern:
                 path = f"stages[{i}].pattern[{j % len(stage.pattern)}]"
             else:
                 path = f"stages[{i}].block"
-            add(f"stages[{i}].blocks[{j}]", "block", block, path, i, stage.width)
-        stage_ends.append((last, shape))
+            add(f"stages[{i}].blocks[{j}]", "block", block, path, i, stage.width, stage.class_token)
+        stage_ends.append((last, shape))  # a neck reads the map, never the class token
+        if stage.class_token:
+            graph.nodes[f"stages[{i}].blocks[0]"]["params"] += stage.width  # the token, with the first block
+            shape = (shape[0], 1, 1)  # what the head classifies: the token, as a 1x1 map
     add("head", "head", genome.head, "head", len(genome.stages), genome.num_classes)
     if genome.neck is not None:
         add_neck(graph, genome.neck, stage_ends)
@@ -103,6 +110,20 @@ def add_neck(graph: nx.DiGraph, neck: NeckConfig, stage_ends: list[tuple[str, Sh
     shared = neck.shared_params(shapes)
     if shared:
         graph.add_node("neck.shared", **common, in_shape=outs[0], out_shape=outs[0], params=shared, flops=0)
+
+
+def check_class_token(genome: Genome, i: int) -> None:
+    """A class token sits in the last stage, among blocks that pass it through."""
+    stage = genome.stages[i]
+    if i != len(genome.stages) - 1:
+        raise GenomeError(Problem(f"stages[{i}].class_token", "only the last stage may have a class token: the "
+                                  "head classifies it"))
+    for j, block in enumerate(stage.pattern or [stage.block]):
+        if not block.takes_class_token():
+            path = f"stages[{i}].pattern[{j}]" if stage.pattern else f"stages[{i}].block"
+            raise GenomeError(Problem(path, f"a {block.type} block with these parts cannot take the stage's class "
+                                      "token; it needs a metaformer block with a mixer that attends with one "
+                                      "(conv_attention) and a token-wise norm and mlp (layernorm, mlp)"))
 
 
 def check_genome(genome: Genome) -> None:

@@ -4,19 +4,33 @@ Plain torch on purpose: ``nas compile`` inlines this file's classes into standal
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from blocks.base import create, stage_blocks
 
 
 class Stage(nn.Module):
-    def __init__(self, downsample, blocks):
+    """A downsample, then blocks. With ``class_token`` (the stage's width), a learned token joins the map after
+    the downsample and every block passes it on (CvT's last stage)."""
+
+    def __init__(self, downsample, blocks, class_token=None):
         super().__init__()
         self.downsample = downsample if downsample is not None else nn.Identity()
         self.blocks = nn.Sequential(*blocks)
+        self.class_token = None
+        if class_token:
+            self.class_token = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, 1, 1, class_token), std=0.02))
 
     def forward(self, x):
-        return self.blocks(self.downsample(x))
+        """The (B, H, W, C) map, and the (B, 1, 1, C) class token or None."""
+        x = self.downsample(x)
+        if self.class_token is None:
+            return self.blocks(x), None
+        token = self.class_token.expand(x.shape[0], -1, -1, -1)
+        for block in self.blocks:
+            x, token = block(x, token)
+        return x, token
 
 
 def init_weights(module):
@@ -59,7 +73,7 @@ class Network(nn.Module):
                 blocks.append(block)
                 # Resampling blocks (a stage's first, for ResNet-like stages) change width and size.
                 size, chs = block.out_size(size), width
-            self.stages.append(Stage(downsample, blocks))
+            self.stages.append(Stage(downsample, blocks, width if spec.get("class_token") else None))
             self.feature_info.append({"num_chs": chs, "reduction": input_size[0] // size[0], "module": f"stages.{i}"})
         self.num_features = chs
         self.head = None if features_only else create("head", genome["head"], in_chs=chs,
@@ -71,10 +85,12 @@ class Network(nn.Module):
         self.apply(init_weights)
 
     def forward_features(self, x):
+        """The last stage's map, or its class token as a (B, C, 1, 1) map where it has one: what the head
+        reads."""
         x = self.stem(x.permute(0, 2, 3, 1))
         for stage in self.stages:
-            x = stage(x)
-        return x.permute(0, 3, 1, 2)
+            x, token = stage(x)
+        return (x if token is None else token).permute(0, 3, 1, 2)
 
     def forward_head(self, x, pre_logits=False):
         return self.head(x.permute(0, 2, 3, 1), pre_logits=pre_logits)
@@ -83,17 +99,17 @@ class Network(nn.Module):
         """Stage outputs (NCHW) for ``indices`` (default: all), with the final features unless
         ``intermediates_only``."""
         indices = list(range(len(self.stages))) if indices is None else [i % len(self.stages) for i in indices]
-        features = []
+        features, token = [], None
         x = self.stem(x.permute(0, 2, 3, 1))
         for i, stage in enumerate(self.stages):
             if stop_early and i > max(indices):
                 break
-            x = stage(x)
+            x, token = stage(x)
             if i in indices:
                 features.append(x.permute(0, 3, 1, 2))
         if intermediates_only:
             return features
-        return x.permute(0, 3, 1, 2), features
+        return (x if token is None else token).permute(0, 3, 1, 2), features
 
     def forward_pyramid(self, x):
         """The neck's pyramid (NCHW maps, finest first) over the stage outputs it reads."""
