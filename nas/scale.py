@@ -122,6 +122,7 @@ class _Plan:
         self.steps = [self._width_step(stage, base_step) for stage in stages]
         self.periods = [len(s["pattern"]) if s.get("pattern") else 1 for s in stages]
         self.maps = _stage_maps(genome)
+        self.windowed = any(cfg.get("window") for cfg in _mixers(stages))
         height, width = genome.input.resolution
         final = self.maps[-1]
         stride = max(1, height // final[0]) if height % final[0] == 0 else 1
@@ -347,11 +348,15 @@ def _fix_up(search: _Search, start: _Knobs, rule: str, aim: float) -> tuple[_Kno
                     options.append((replace(knobs, depths=tuple(depths)), f"stages[{i}].depth "
                                     f"{sign * plan.periods[i]:+d}", ("depth", i)))
         if e_r and ("resolution", 0) not in used:
-            for sign in (1, -1):
-                res = tuple(r + sign * plan.res_step for r in knobs.resolution)
-                if min(res) >= plan.res_step:
-                    options.append((replace(knobs, resolution=res), f"input.resolution {sign * plan.res_step:+d}",
-                                    ("resolution", 0)))
+            # finer than the stride too, in multiples of 8, where the genome validates and has no windows (a
+            # window refitted to an uneven map would no longer be the genome's own)
+            fine = range(8, plan.res_step, 8) if not plan.windowed else ()
+            for step in sorted({plan.res_step, *fine}):
+                for sign in (1, -1):
+                    res = tuple(r + sign * step for r in knobs.resolution)
+                    if min(res) >= plan.res_step:
+                        options.append((replace(knobs, resolution=res), f"input.resolution {sign * step:+d}",
+                                        ("resolution", 0)))
         if not options:
             break
         candidate, move, knob = min(options, key=lambda option: search.error(option[0]))
