@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scale", help="scale a genome to a FLOPs target by a scaling rule",
                        description="Scale a genome's depth, width and resolution to a FLOPs target. dWR is the fast "
-                       "compound scaling of Dollar, Singh and Girshick (CVPR 2021): FLOPs^0.05 depth, FLOPs^0.4 "
+                       "compound scaling of Dollar, Singh and Girshick (CVPR 2021): FLOPs^0.1 depth, FLOPs^0.4 "
                        "width, FLOPs^0.05 resolution; compound is EfficientNet's. Widths keep the genome's steps "
                        "(multiples of 8, head widths, groups), windows are refitted to the new maps, and the result "
                        "is within 5%% of the target by the analytic count, or the command fails (exit 2). Prints "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -88,16 +89,16 @@ class _Knobs:
     width: float
 
 
-def _mixers(value: Any):
-    """Every config mapping with a ``type`` inside a stage's block, depth first."""
+def _configs(value: Any) -> Iterator[dict[str, Any]]:
+    """Every config mapping (one with a ``type``) in a stage's blocks, nested ones included, depth first."""
     if isinstance(value, dict):
         if "type" in value:
             yield value
         for child in value.values():
-            yield from _mixers(child)
+            yield from _configs(child)
     elif isinstance(value, list):
         for child in value:
-            yield from _mixers(child)
+            yield from _configs(child)
 
 
 def _is_heads_config(cfg: dict[str, Any]) -> bool:
@@ -105,8 +106,9 @@ def _is_heads_config(cfg: dict[str, Any]) -> bool:
     return cls is not None and issubclass(cls, HeadsConfig)
 
 
-def _round_to(value: float, step: int, least: int | None = None) -> int:
-    return max(least or step, step * round(value / step))
+def _round_to(value: float, step: int) -> int:
+    """The nearest multiple of ``step``, at least ``step``."""
+    return max(step, step * round(value / step))
 
 
 class _Plan:
@@ -122,7 +124,7 @@ class _Plan:
         self.steps = [self._width_step(stage, base_step) for stage in stages]
         self.periods = [len(s["pattern"]) if s.get("pattern") else 1 for s in stages]
         self.maps = _stage_maps(genome)
-        self.windowed = any(cfg.get("window") for cfg in _mixers(stages))
+        self.windowed = any(cfg.get("window") for cfg in _configs(stages))
         height, width = genome.input.resolution
         final = self.maps[-1]
         stride = max(1, height // final[0]) if height % final[0] == 0 else 1
@@ -131,7 +133,7 @@ class _Plan:
 
     @staticmethod
     def _width_step(stage: dict[str, Any], step: int) -> int:
-        for cfg in _mixers([stage.get("block"), stage.get("pattern")]):
+        for cfg in _configs([stage.get("block"), stage.get("pattern")]):
             if _is_heads_config(cfg):  # a head's width is kept: heads = width / head width
                 step = math.lcm(step, cfg["head_dim"] or stage["width"] // cfg["heads"])
             elif isinstance(cfg.get("heads"), int):
@@ -159,7 +161,7 @@ class _Plan:
         data["input"]["resolution"] = height if height == width else [height, width]
         for stage, base, new_width, depth in zip(data["stages"], self.base["stages"], knobs.widths, knobs.depths):
             stage["width"], stage["depth"] = new_width, depth
-            for cfg in _mixers([stage.get("block"), stage.get("pattern")]):
+            for cfg in _configs([stage.get("block"), stage.get("pattern")]):
                 if _is_heads_config(cfg) and cfg["head_dim"] is None:
                     cfg["heads"] = max(1, new_width // (base["width"] // cfg["heads"]))
                 if cfg["type"] == "token_mlp" and cfg.get("tokens_hidden"):
@@ -178,7 +180,7 @@ class _Plan:
         except ValueError:
             return  # validation will say what is wrong
         for stage, old, new in zip(data["stages"], self.maps, maps):
-            for cfg in _mixers([stage.get("block"), stage.get("pattern")]):
+            for cfg in _configs([stage.get("block"), stage.get("pattern")]):
                 if cfg["type"] in ("window_attention", "attention") and cfg.get("window"):
                     window = _fit_window(new, cfg["window"], whole_map=cfg["type"] == "window_attention")
                     if cfg.get("shift"):
