@@ -295,7 +295,7 @@ def scale_genome(genome: Genome | str | dict[str, Any], flops: float | str, rule
     if abs(cost.flops / target - 1) > tolerance:
         raise ScaleError(
             f"{base.name}: rule {rule!r} cannot reach {format_count(target)}FLOPs within {tolerance:.0%}: the "
-            f"nearest valid genome has {format_count(cost.flops)}FLOPs ({cost.flops / target - 1:+.1%}; the base "
+            f"nearest valid genome has {format_count(cost.flops)}FLOPs ({cost.flops / target - 1:+.2%}; the base "
             f"has {format_count(base_cost.flops)}); {_why(search, rule, best)}")
     return ScaledGenome(scaled, cost, base_cost, rule, target,
                         {"depth": used[0], "width": used[1], "resolution": used[2]}, adjustments)
