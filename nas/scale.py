@@ -220,8 +220,8 @@ def _stage_maps(genome: Genome) -> list[tuple[int, int]]:
 class _Search:
     """Evaluations of knobs, cached: a built, validated genome and its cost, or None where it is invalid."""
 
-    def __init__(self, plan: _Plan, name: str, target: int):
-        self.plan, self.name, self.target = plan, name, target
+    def __init__(self, plan: _Plan, name: str, target: int, base_flops: int):
+        self.plan, self.name, self.target, self.base_flops = plan, name, target, base_flops
         self.seen: dict[_Knobs, tuple[Genome, Cost] | None] = {}
         self.invalid: dict[_Knobs, str] = {}  # why each invalid genome is, for the error when nothing fits
 
@@ -258,7 +258,8 @@ def scale_genome(genome: Genome | str | dict[str, Any], flops: float | str, rule
     base_cost = analytic_cost(base)
     plan = _Plan(base)
     e_d, e_w, e_r = RULES[rule]
-    search = _Search(plan, name or f"{base.name}_{rule}_{format_count(target)}", target)
+    search = _Search(plan, name or f"{base.name}_{rule}_{format_count(target)}", target,
+                     base_cost.flops)
 
     def factors(t: float) -> tuple[float, float, float]:
         return t**e_d, t ** (e_w / 2), t ** (e_r / 2)
@@ -330,12 +331,17 @@ def _size(knobs: _Knobs) -> float:
 
 
 def _fix_up(search: _Search, start: _Knobs, rule: str, aim: float) -> tuple[_Knobs, list[str]]:
-    """Greedy moves of one rounding step, along the rule's own dimensions and at most one per stage and
-    dimension (so the rule's proportions stay), while they bring the FLOPs closer to the target and it is
-    farther than ``aim``."""
+    """Greedy moves of one rounding step, along the rule's own dimensions, at most one per stage and dimension
+    and none back past the base genome (so the rule's proportions stay), while they bring the FLOPs closer to
+    the target and it is farther than ``aim``."""
     e_d, e_w, e_r = RULES[rule]
     plan, knobs, moves = search.plan, start, []
     used: set[tuple[str, int]] = set()
+    grow = search.target >= search.base_flops
+
+    def same_side(new: int, base: int) -> bool:  # growing a genome never shrinks a stage, nor the reverse
+        return new >= base if grow else new <= base
+
     while search.error(knobs) > math.log1p(aim):
         options: list[tuple[_Knobs, str, tuple[str, int]]] = []
         for i in range(len(knobs.widths)):
@@ -343,10 +349,12 @@ def _fix_up(search: _Search, start: _Knobs, rule: str, aim: float) -> tuple[_Kno
                 widths, depths = list(knobs.widths), list(knobs.depths)
                 widths[i] += sign * plan.steps[i]
                 depths[i] += sign * plan.periods[i]
-                if e_w and ("width", i) not in used and widths[i] >= plan.steps[i]:
+                if e_w and ("width", i) not in used and widths[i] >= plan.steps[i] \
+                        and same_side(widths[i], plan.knobs.widths[i]):
                     options.append((replace(knobs, widths=tuple(widths)), f"stages[{i}].width "
                                     f"{sign * plan.steps[i]:+d}", ("width", i)))
-                if e_d and ("depth", i) not in used and depths[i] >= 1:
+                if e_d and ("depth", i) not in used and depths[i] >= 1 \
+                        and same_side(depths[i], plan.knobs.depths[i]):
                     options.append((replace(knobs, depths=tuple(depths)), f"stages[{i}].depth "
                                     f"{sign * plan.periods[i]:+d}", ("depth", i)))
         if e_r and ("resolution", 0) not in used:
@@ -356,7 +364,7 @@ def _fix_up(search: _Search, start: _Knobs, rule: str, aim: float) -> tuple[_Kno
             for step in sorted({plan.res_step, *fine}):
                 for sign in (1, -1):
                     res = tuple(r + sign * step for r in knobs.resolution)
-                    if min(res) >= plan.res_step:
+                    if min(res) >= plan.res_step and same_side(res[0], plan.knobs.resolution[0]):
                         options.append((replace(knobs, resolution=res), f"input.resolution {sign * step:+d}",
                                         ("resolution", 0)))
         if not options:
