@@ -289,7 +289,12 @@ def scale_genome(genome: Genome | str | dict[str, Any], flops: float | str, rule
     if best is None:
         raise ScaleError(f"{base.name}: no valid genome found scaling by {rule!r} towards {format_count(target)}FLOPs")
     used = factors(math.exp((lo_t + hi_t) / 2))
-    best, adjustments = _fix_up(search, best, rule, tolerance / 2)
+    start = best
+    best, adjustments = _fix_up(search, start, rule, tolerance / 2, keep_side=True)
+    if search.error(best) > math.log1p(tolerance):  # only then may a stage move back past the base genome
+        again, moves = _fix_up(search, start, rule, tolerance / 2, keep_side=False)
+        if search.error(again) < search.error(best):
+            best, adjustments = again, moves
     found = search.evaluate(best)
     assert found is not None
     scaled, cost = found
@@ -330,17 +335,17 @@ def _size(knobs: _Knobs) -> float:
     return knobs.resolution[0] * knobs.resolution[1] * sum(d * w * w for d, w in zip(knobs.depths, knobs.widths))
 
 
-def _fix_up(search: _Search, start: _Knobs, rule: str, aim: float) -> tuple[_Knobs, list[str]]:
+def _fix_up(search: _Search, start: _Knobs, rule: str, aim: float, keep_side: bool) -> tuple[_Knobs, list[str]]:
     """Greedy moves of one rounding step, along the rule's own dimensions, at most one per stage and dimension
-    and none back past the base genome (so the rule's proportions stay), while they bring the FLOPs closer to
-    the target and it is farther than ``aim``."""
+    and, with ``keep_side``, none back past the base genome (so the rule's proportions stay), while they bring
+    the FLOPs closer to the target and it is farther than ``aim``."""
     e_d, e_w, e_r = RULES[rule]
     plan, knobs, moves = search.plan, start, []
     used: set[tuple[str, int]] = set()
     grow = search.target >= search.base_flops
 
     def same_side(new: int, base: int) -> bool:  # growing a genome never shrinks a stage, nor the reverse
-        return new >= base if grow else new <= base
+        return not keep_side or (new >= base if grow else new <= base)
 
     while search.error(knobs) > math.log1p(aim):
         options: list[tuple[_Knobs, str, tuple[str, int]]] = []
