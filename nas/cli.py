@@ -235,6 +235,41 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scale(args: argparse.Namespace) -> int:
+    from nas.io import dump_genome, load_genome
+    from nas.outputs import output_file
+    from nas.scale import RULES, scale_genome
+
+    out = output_file(args.output, "-o", (".yaml", ".yml")) if args.output else None  # before any work
+    base = load_genome(args.genome)
+    result = scale_genome(base, args.flops, rule=args.rule)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    if out:
+        dump_genome(result.genome, out)
+    if args.json:
+        return 0
+    e_d, e_w, e_r = RULES[args.rule]
+    lines = [f"{base.name} scaled by {args.rule} (FLOPs^{e_d:.3g} depth, FLOPs^{e_w / 2:.3g} width, "
+             f"FLOPs^{e_r / 2:.3g} resolution) to {_fmt_flops(result.cost.flops)} FLOPs: target "
+             f"{_fmt_flops(result.target_flops)} ({result.ratio - 1:+.1%}), base {_fmt_flops(result.base_cost.flops)}; "
+             f"{_fmt_count(result.cost.params)} params (base {_fmt_count(result.base_cost.params)})",
+             "factors from the rule: " + ", ".join(f"{k} x{v:.3f}" for k, v in result.factors.items())
+             + "; then " + (", ".join(result.adjustments) or "no fix-up"),
+             f"{'stage':<8} {'depth':>10} {'width':>14}"]
+    for i, (old, new) in enumerate(zip(base.stages, result.genome.stages)):
+        lines.append(f"{i:<8} {f'{old.depth} -> {new.depth}':>10} {f'{old.width} -> {new.width}':>14}")
+    lines.append(f"input    {'x'.join(map(str, base.input.resolution))} -> "
+                 f"{'x'.join(map(str, result.genome.input.resolution))}")
+    if out:
+        print("\n".join(lines))
+        print(f"wrote {out} ({result.genome.name}, hash {result.genome.content_hash()})")
+    else:  # the summary as YAML comments, so that stdout is the genome: nas scale ... > scaled.yaml
+        print("\n".join("# " + line for line in lines))
+        print(dump_genome(result.genome), end="")
+    return 0
+
+
 def _ref(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
@@ -513,6 +548,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="the genome to show")
     p.add_argument("--canonical", action="store_true", help="show the canonical form instead of the file")
     p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("scale", help="scale a genome to a FLOPs target by a scaling rule",
+                       description="Scale a genome's depth, width and resolution to a FLOPs target. dWR is the fast "
+                       "compound scaling of Dollar, Singh and Girshick (CVPR 2021): FLOPs^0.1 depth, FLOPs^0.4 "
+                       "width, FLOPs^0.05 resolution; compound is EfficientNet's. Widths keep the genome's steps "
+                       "(multiples of 8, head widths, groups), windows are refitted to the new maps, and the result "
+                       "is within 5%% of the target by the analytic count, or the command fails (exit 2). Prints "
+                       "the scaled genome as YAML after a summary in comments, or writes it with -o.")
+    p.add_argument("genome", help=GENOME_HELP)
+    p.add_argument("--flops", required=True, help="the target, as nas search --budget takes it: 8G, 800MFLOPs, 4e9")
+    p.add_argument("--rule", default="dWR", choices=["dWR", "compound", "width", "depth", "resolution"],
+                   help="how the FLOPs factor is shared between depth, width and resolution (default dWR)")
+    p.add_argument("-o", "--output", help="write the scaled genome to this YAML file")
+    p.add_argument("--json", action="store_true", help="machine-readable output: cost, factors and the genome")
+    p.set_defaults(func=cmd_scale)
 
     p = sub.add_parser("blocks", help="list the block types genomes can use", description="Every registered "
                        "block type by role (stem, downsample, block, mixer, mlp, norm, head), with its summary.")

@@ -1,0 +1,107 @@
+"""Scaling a genome to a FLOPs target (nas.scale, ``nas scale``): within 5% by the analytic count, with the
+genome's constraints kept, and a clear error where a rule cannot get there."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from nas import analytic_cost, compile_model, load_genome
+from nas.cost.fvcore import fvcore_flops
+from nas.cost.profile import with_resolution
+from nas.errors import InputError
+from nas.io import parse_yaml
+from nas.scale import RULES, ScaleError, scale_genome
+from tests.conftest import HYBRID_YAML, run_nas
+
+
+def test_scaling_a_small_hybrid_by_every_rule():
+    """The API in brief: a genome (here a 64x64 hybrid of conv and attention stages) and a FLOPs target in."""
+    base = load_genome(parse_yaml(HYBRID_YAML))
+    target = 2 * analytic_cost(base).flops
+    for rule in ("dWR", "compound", "width", "depth"):
+        result = scale_genome(base, target, rule)
+        assert result.cost.flops == analytic_cost(result.genome).flops
+        assert result.ratio == pytest.approx(1, abs=0.05), rule
+        assert result.genome.name == f"my_hybrid_{rule}_{target / 1e6:.3g}M"
+        if rule in ("dWR", "width"):
+            assert result.genome.stages[3].width > 96
+        # the last stage's attention gave heads: 3 on width 96, a head width of 32 that scaling keeps
+        mixer = result.genome.stages[3].block.mixer
+        assert mixer.heads * 32 == result.genome.stages[3].width
+    model = compile_model(result.genome).eval()
+    x = torch.randn(1, 3, *result.genome.input.resolution)
+    assert fvcore_flops(model, x) == result.cost.flops
+
+
+@pytest.mark.parametrize("name", ["convnext_t", "caformer_s18", "mambaout_t"])
+def test_zoo_genomes_at_64_scaled_down_compile_and_count_as_fvcore(name):
+    base = with_resolution(load_genome(f"zoo:{name}"), 64)
+    result = scale_genome(base, analytic_cost(base).flops / 2, "dWR")
+    assert result.ratio == pytest.approx(1, abs=0.05)
+    assert all(s.width % 8 == 0 for s in result.genome.stages)
+    model = compile_model(result.genome).eval()
+    x = torch.randn(1, 3, *result.genome.input.resolution)
+    assert fvcore_flops(model, x) == result.cost.flops
+    assert sum(p.numel() for p in model.parameters()) == result.cost.params
+
+
+def test_swin_windows_refit_and_patterns_stay_whole():
+    result = scale_genome("zoo:swin_t", "16G", "dWR")
+    genome = result.genome
+    assert genome.input.resolution == (256, 256) and result.ratio == pytest.approx(1, abs=0.05)
+    for stage in genome.stages:
+        assert stage.width % 32 == 0 and stage.depth % 2 == 0  # head width 32; plain + shifted pairs
+        plain, shifted = stage.pattern
+        # 64, 32, 16 and 8 maps at 256: window 7 becomes 8, the shift half of it
+        assert (plain.mixer.window, plain.mixer.shift, shifted.mixer.window, shifted.mixer.shift) == (8, 0, 8, 4)
+    deeper = scale_genome("zoo:swin_t", "9G", "depth").genome
+    assert all(s.depth % 2 == 0 for s in deeper.stages) and deeper.stages[2].depth > 6
+
+
+def test_deit_keeps_its_head_width_and_maxvit_its_windows():
+    deit = scale_genome("zoo:deit_s", "18G", "dWR").genome
+    mixer = deit.stages[0].block.mixer
+    assert deit.stages[0].width % 64 == 0 and mixer.heads == deit.stages[0].width // 64
+    maxvit = scale_genome("zoo:maxvit_t", "22G", "compound")
+    height, _ = maxvit.genome.input.resolution
+    assert height > 224 and maxvit.ratio == pytest.approx(1, abs=0.05)
+    for stage, reduction in zip(maxvit.genome.stages, (4, 8, 16, 32)):
+        for sub in stage.block.blocks[1:]:  # block then grid attention: the window tiles the map
+            assert (height // reduction) % sub.mixer.window == 0
+
+
+def test_a_target_a_rule_cannot_reach_is_a_clear_error():
+    with pytest.raises(ScaleError, match=r"rule 'depth' cannot reach 2GFLOPs within 5%.*least depth"):
+        scale_genome("zoo:swin_t", "2G", "depth")  # Swin-T's depths 2, 2, 6, 2 are already whole pairs
+    with pytest.raises(InputError, match="unknown scaling rule 'wide'"):
+        scale_genome("zoo:swin_t", "2G", "wide")
+    with pytest.raises(InputError, match="cannot read '2 apples'"):
+        scale_genome("zoo:swin_t", "2 apples")
+    assert set(RULES) == {"dWR", "compound", "width", "depth", "resolution"}
+    assert all(sum(exponents) == pytest.approx(1) for exponents in RULES.values())
+
+
+def test_cli_writes_the_scaled_genome(tmp_path):
+    out = tmp_path / "big.yaml"
+    result = run_nas("scale", "zoo:convnext_t", "--flops", "2.2G", "--rule", "width", "-o", out, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["rule"] == "width" and abs(report["ratio"] - 1) <= 0.05 and report["factors"]["depth"] == 1
+    genome = load_genome(out)
+    assert genome == load_genome(report["genome"]) and genome.stages[2].depth == 9
+    assert analytic_cost(genome).flops == pytest.approx(2.2e9, rel=0.05)
+    shown = run_nas("scale", "zoo:resnet50", "--flops", "2G", "--rule", "compound")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("# resnet50 scaled by compound")  # the summary in comments, then the genome
+    assert load_genome(yaml.safe_load(shown.stdout)).name == "resnet50_compound_2G"
+
+
+def test_cli_bad_input_is_one_line_and_exit_2():
+    for args, message in ((["--flops", "lots"], "cannot read 'lots' as a flops budget"),
+                          (["--flops", "2G", "--rule", "depth"], "rule 'depth' cannot reach")):
+        bad = run_nas("scale", "zoo:swin_t", *args)
+        assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+        assert bad.stdout == ""
