@@ -62,30 +62,18 @@ POS_EMBED_GRID = Layout("pos_embed_grid", _grid_pos_embed, lambda t, m: t.reshap
 
 
 def _tf_table_to_zoo(tensor: Tensor, module: nn.Module) -> Tensor:
-    return tensor.flatten(1).t()  # (heads, 2w-1, 2w-1) -> ((2w-1)^2, heads), row-major over (dy, dx) as Swin's
+    # (heads, 2w-1, 2w-1) indexed by key - query -> ((2w-1)^2, heads) indexed by query - key, as Swin's.
+    return tensor.flip(1, 2).flatten(1).t()
 
 
 def _zoo_table_to_tf(tensor: Tensor, module: nn.Module) -> Tensor:
     side = math.isqrt(tensor.shape[0])
-    return tensor.t().reshape(-1, side, side)
+    return tensor.t().reshape(-1, side, side).flip(1, 2)
 
 
-# MaxViT's TensorFlow port keeps one (2w-1) x (2w-1) table per head; the zoo and Swin a flat table of heads.
+# MaxViT's TensorFlow port keeps one (2w-1) x (2w-1) table per head, indexed by the key's offset from the query;
+# the zoo, as Swin, one flat table of heads indexed by the query's offset from the key.
 TF_RELATIVE_POSITION_TABLE = Layout("tf_relative_position_table", _tf_table_to_zoo, _zoo_table_to_tf)
-
-
-def _permute_qkv(tensor: Tensor, heads: int, to_zoo: bool) -> Tensor:
-    rest = tensor.shape[1:]
-    head_dim = tensor.shape[0] // (3 * heads)
-    if to_zoo:  # (heads, 3, head_dim) -> (3, heads, head_dim)
-        return tensor.reshape(heads, 3, head_dim, *rest).transpose(0, 1).reshape(tensor.shape)
-    return tensor.reshape(3, heads, head_dim, *rest).transpose(0, 1).reshape(tensor.shape)
-
-
-# timm's MaxViT with head_first=True orders qkv output channels (heads, q/k/v, head_dim); the zoo (q/k/v, heads,
-# head_dim), as timm's ViT and Swin do.
-HEAD_FIRST_QKV = Layout("head_first_qkv", lambda t, m: _permute_qkv(t, m.heads, True),
-                        lambda t, m: _permute_qkv(t, m.heads, False))
 
 
 @dataclass(frozen=True)
@@ -158,10 +146,13 @@ def _shown(keys: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # The rules, per zoo genome. Shared pieces first.
 
-def _metaformer_rules() -> tuple[Rule, ...]:
-    """timm's metaformer.py (CAFormer, ConvFormer): NCHW blocks with 1x1 convolutions in the separable conv."""
+def _metaformer_rules(conv_stages: tuple[int, ...]) -> tuple[Rule, ...]:
+    """timm's metaformer.py (CAFormer, ConvFormer). Its blocks with a convolutional token mixer run NCHW, so
+    their MLPs are 1x1 convolutions (``conv_stages``); attention blocks run channels-last with linear MLPs."""
     block = "stages.{s}.blocks.{b}."
-    return (
+    conv_mlps = tuple(Rule(f"stages.{s}.blocks.{{b}}.mlp.{fc}.weight", f"stages.{s}.blocks.{{b}}.mlp.{fc}.weight",
+                           CONV1X1_AS_LINEAR) for s in conv_stages for fc in ("fc1", "fc2"))
+    return conv_mlps + (
         Rule("stem.conv.*", "stem.conv.*"),
         Rule("stem.norm.*", "stem.post_norm.*"),
         Rule("stages.{s}.downsample.norm.*", "stages.{s}.downsample.pre_norm.*"),
@@ -254,8 +245,8 @@ WEIGHT_MAPS: dict[str, WeightMap] = {
         Rule("head.norm.*", "head.norm.*"),
         Rule("head.fc.*", "head.fc.*"),
     )),
-    "caformer_s18": WeightMap("caformer_s18", _metaformer_rules()),
-    "convformer_s18": WeightMap("convformer_s18", _metaformer_rules()),
+    "caformer_s18": WeightMap("caformer_s18", _metaformer_rules(conv_stages=(0, 1))),
+    "convformer_s18": WeightMap("convformer_s18", _metaformer_rules(conv_stages=(0, 1, 2, 3))),
     "swin_t": WeightMap("swin_tiny_patch4_window7_224", (
         Rule("patch_embed.proj.*", "stem.conv.*"),
         Rule("patch_embed.norm.*", "stem.post_norm.*"),
@@ -267,7 +258,10 @@ WEIGHT_MAPS: dict[str, WeightMap] = {
         Rule("norm.*", "head.norm.*"),
         Rule("head.fc.*", "head.fc.*"),
     )),
-    "maxvit_t": WeightMap("maxvit_tiny_tf_224", _maxvit_rules()),
+    "maxvit_t": WeightMap("maxvit_tiny_tf_224", _maxvit_rules(), note=(
+        "the zoo genome differs from timm's TensorFlow port in three choices that change outputs, not weights: "
+        "TF 'same' padding (asymmetric on stride-2 convolutions; the zoo pads symmetrically), tanh-approximated "
+        "GELU (the zoo: exact GELU) and BatchNorm eps 1e-3 (the zoo: 1e-5)")),
     "mambaout_t": WeightMap("mambaout_tiny", (
         Rule("stem.conv1.*", "stem.conv1.*"),
         Rule("stem.norm1.*", "stem.norm1.*"),
@@ -422,10 +416,10 @@ def check_state(expected: Mapping[str, Tensor], given: Mapping[str, Tensor], sou
                              f"{tuple(tensor.shape)}, the model needs {tuple(expected[key].shape)}")
 
 
-def load_weights(model: nn.Module, weights: str | Path | Mapping[str, Tensor]) -> nn.Module:
+def load_weights(model: nn.Module, weights: str | Path | Mapping[str, Tensor], source: str | None = None) -> nn.Module:
     """Load zoo-layout ``weights`` (a state dict, or a ``.pt``/``.safetensors`` file such as ``nas zoo weights``
-    writes) into ``model``, after checking every key and shape."""
-    source = str(weights) if isinstance(weights, (str, Path)) else "weights"
+    writes) into ``model``, after checking every key and shape; ``source`` names them in errors."""
+    source = source or (str(weights) if isinstance(weights, (str, Path)) else "weights")
     state = read_checkpoint(weights) if isinstance(weights, (str, Path)) else dict(weights)
     check_state(model.state_dict(), state, source)
     model.load_state_dict(state)
