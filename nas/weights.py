@@ -11,6 +11,7 @@ Loading reads safetensors, or ``torch.load(..., weights_only=True)``: a checkpoi
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -340,10 +341,12 @@ def read_checkpoint(path: str | Path) -> StateDict:
     return dict(state)
 
 
+@functools.lru_cache(maxsize=None)
 def _reference_model(name: str) -> nn.Module:
+    """The zoo genome built on the meta device, once per process: shapes and module attributes only."""
     from nas.compiler import compile_model
 
-    with torch.device("meta"):  # shapes and module attributes only; no memory, no init
+    with torch.device("meta"):  # no memory, no init
         return compile_model(f"zoo:{name}")
 
 

@@ -6,6 +6,7 @@ against timm itself are compared in tests/test_weights_timm.py (a second environ
 """
 from __future__ import annotations
 
+import functools
 import pickle
 
 import pytest
@@ -17,10 +18,15 @@ from nas.weights import WEIGHT_MAPS, convert_checkpoint, read_checkpoint, save_w
 from tests.conftest import run_nas
 
 
+@functools.lru_cache(maxsize=None)
+def zoo_shapes(name: str) -> dict[str, tuple[torch.Size, torch.dtype]]:
+    with torch.device("meta"):  # no memory, no init
+        return {k: (v.shape, v.dtype) for k, v in compile_model(f"zoo:{name}").state_dict().items()}
+
+
 def zoo_state(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors with the zoo genome's state dict keys and shapes (built on the meta device: no init cost)."""
-    with torch.device("meta"):
-        shapes = {k: (v.shape, v.dtype) for k, v in compile_model(f"zoo:{name}").state_dict().items()}
+    """Random tensors with the zoo genome's state dict keys and shapes."""
+    shapes = zoo_shapes(name)
     generator = torch.Generator().manual_seed(seed)
     return {k: torch.randn(shape, generator=generator) if dtype.is_floating_point else torch.zeros(shape, dtype=dtype)
             for k, (shape, dtype) in shapes.items()}
@@ -138,18 +144,17 @@ def test_checkpoint_files_nested_and_prefixed(tmp_path):
         read_checkpoint(tmp_path / "junk.safetensors")
 
 
-def test_compile_model_loads_weights_from_a_dict_or_file_and_checks_them(tmp_path):
-    genome = "zoo:resnet50"
-    state = compile_model(genome, seed=1).state_dict()
-    model = compile_model(genome, seed=2, weights=state)
+def test_compile_model_loads_weights_from_a_dict_or_file_and_checks_them(tmp_path, hybrid_file):
+    state = compile_model(hybrid_file, seed=1).state_dict()
+    model = compile_model(hybrid_file, seed=2, weights=state)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
-    save_weights(state, tmp_path / "r50.safetensors")
-    backbone = compile_model(genome, weights=tmp_path / "r50.safetensors", features_only=True)  # head dropped
-    assert torch.equal(backbone.state_dict()["stem.conv.0.weight"], state["stem.conv.0.weight"])
-    bad = dict(state, **{"head.fc.weight": torch.zeros(5, 2048)})
-    with pytest.raises(InputError, match=r"shape mismatch for head\.fc\.weight: the weights give \(5, 2048\), "
-                                         r"the model needs \(1000, 2048\)"):
-        compile_model(genome, weights=bad)
+    save_weights(state, tmp_path / "hybrid.safetensors")
+    backbone = compile_model(hybrid_file, weights=tmp_path / "hybrid.safetensors", features_only=True)  # no head
+    assert torch.equal(backbone.state_dict()["stem.conv.weight"], state["stem.conv.weight"])
+    bad = dict(state, **{"head.fc2.weight": torch.zeros(5, 192)})
+    with pytest.raises(InputError, match=r"shape mismatch for head\.fc2\.weight: the weights give \(5, 192\), "
+                                         r"the model needs \(10, 192\)"):
+        compile_model(hybrid_file, weights=bad)
 
 
 def test_cli_maps_a_checkpoint_and_refuses_bad_input_in_one_line(tmp_path):
