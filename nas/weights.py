@@ -15,7 +15,7 @@ import functools
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ SHOWN = 5  # keys named in an error before "... (N in all)"
 @dataclass(frozen=True)
 class Layout:
     """How a tensor's layout differs between timm and the zoo: ``to_zoo(tensor, module)`` and
-    ``to_timm(tensor, module)``, where ``module`` is the zoo module that owns the tensor (for head counts)."""
+    ``to_timm(tensor, module)``, where ``module`` is the zoo module that owns the tensor (for shapes the tensor
+    alone does not tell, such as DeiT's patch grid)."""
 
     name: str
     to_zoo: Callable[[Tensor, nn.Module], Tensor]
@@ -94,12 +95,12 @@ class WeightMap:
     rules: tuple[Rule, ...]
     dropped: tuple[tuple[str, str], ...] = ()  # (timm key regex, why the zoo genome has no place for it)
     note: str = ""  # how the zoo genome differs from the reference model, if it does
-    _compiled: list[Any] = field(default_factory=list, compare=False, repr=False)
 
 
 _FIELD = re.compile(r"\{(\w+)([+-]\d+)?\}")
 
 
+@functools.lru_cache(maxsize=None)
 def _pattern(template: str) -> tuple[re.Pattern[str], list[tuple[str, int]]]:
     """A template as a regex with one group per field, and each field's (name, offset)."""
     fields: list[tuple[str, int]] = []
