@@ -212,6 +212,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     from nas.errors import InputError
     from nas.io import dump_genome, load_genome, zoo_dir, zoo_names
 
+    if args.action == "weights":
+        return _zoo_weights(args)
     if args.action == "show":
         if not args.name:
             raise InputError("nas zoo show needs a NAME; see nas zoo list")
@@ -267,6 +269,24 @@ def cmd_scale(args: argparse.Namespace) -> int:
     else:  # the summary as YAML comments, so that stdout is the genome: nas scale ... > scaled.yaml
         print("\n".join("# " + line for line in lines))
         print(dump_genome(result.genome), end="")
+    return 0
+
+
+def _zoo_weights(args: argparse.Namespace) -> int:
+    from nas.errors import InputError
+    from nas.outputs import output_file
+    from nas.weights import convert_checkpoint, read_checkpoint, save_weights, weight_map
+
+    if not args.name or not args.source:
+        raise InputError("nas zoo weights needs a NAME and --from CHECKPOINT (a timm .safetensors or .pth file)")
+    spec = weight_map(args.name)  # an unknown or unmapped name, before any file is read
+    out = output_file(args.output or f"{args.name}.pt", "-o", (".pt", ".pth", ".safetensors"))
+    state = convert_checkpoint(args.name, read_checkpoint(args.source), source=args.source)
+    save_weights(state, out)
+    print(f"wrote {out}: {len(state)} tensors of zoo:{args.name} from {args.source} (timm's {spec.reference}); "
+          f"load with compile_model('zoo:{args.name}', weights='{out}')")
+    if spec.note:
+        print(f"note: {spec.note}")
     return 0
 
 
@@ -542,11 +562,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "neck every stage's output")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("zoo", help="list or show shipped architectures", description="Published architectures "
+    p = sub.add_parser("zoo", help="list or show shipped architectures, or map pretrained weights onto one",
+                       description="Published architectures "
                        "written as genomes. Use zoo:NAME wherever a genome file is accepted.")
-    p.add_argument("action", choices=["list", "show"])
-    p.add_argument("name", nargs="?", help="the genome to show")
+    p.add_argument("action", choices=["list", "show", "weights"],
+                   help="weights: map a timm checkpoint onto the genome's state dict (nas zoo weights NAME --from "
+                   "CHECKPOINT [-o OUT])")
+    p.add_argument("name", nargs="?", help="the genome to show or to map weights onto")
     p.add_argument("--canonical", action="store_true", help="show the canonical form instead of the file")
+    p.add_argument("--from", dest="source", metavar="CHECKPOINT", help="weights: the reference implementation's "
+                   "checkpoint (timm's .safetensors, or a .pth read with weights_only=True)")
+    p.add_argument("-o", "--output", help="weights: where to write the zoo state dict (.pt or .safetensors; "
+                   "default NAME.pt)")
     p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("scale", help="scale a genome to a FLOPs target by a scaling rule",
