@@ -121,7 +121,18 @@ class _Plan:
         stages = self.base["stages"]
         widths = [s["width"] for s in stages]
         base_step = 8 if all(w % 8 == 0 for w in widths) else 1
-        self.steps = [self._width_step(stage, base_step) for stage in stages]
+        # A stage without a downsample keeps the width of the one before (VOLO's last three): they share one
+        # width, moved together, in the step every one of them allows.
+        self.leader = list(range(len(stages)))
+        for i in range(1, len(stages)):
+            if stages[i].get("downsample") is None and widths[i] == widths[i - 1]:
+                self.leader[i] = self.leader[i - 1]
+        steps = [self._width_step(stage, base_step) for stage in stages]
+        # the head works at the last stage's width: its heads divide it too (VOLO's class attention)
+        steps[-1] = math.lcm(steps[-1], self._width_step({"block": self.base["head"], "width": widths[-1]}, 1))
+        for i, lead in enumerate(self.leader):
+            steps[lead] = math.lcm(steps[lead], steps[i])
+        self.steps = [steps[lead] for lead in self.leader]
         self.periods = [len(s["pattern"]) if s.get("pattern") else 1 for s in stages]
         self.maps = _stage_maps(genome)
         self.windowed = any(cfg.get("window") for cfg in _configs(stages))
@@ -319,15 +330,20 @@ def _why(search: _Search, rule: str, knobs: _Knobs) -> str:
         reason = search.invalid[knob]
         return (f"the genome does not validate at {knob.resolution[0]}x{knob.resolution[1]}, "
                 f"{', '.join(map(str, knob.widths))} wide and {', '.join(map(str, knob.depths))} deep: "
-                f"{reason.split(': ', 1)[-1]}; try --rule dWR")
+                f"{reason.split(': ', 1)[-1]}; {_other_rule(rule)}")
     if rule == "resolution":
-        return f"the resolution moves in steps of {plan.res_step}, the network's stride; try --rule dWR"
+        return f"the resolution moves in steps of {plan.res_step}, the network's stride; {_other_rule(rule)}"
     if rule == "depth":
         least = "every stage is at its least depth; " if knobs.depths == tuple(plan.periods) else ""
-        return f"{least}stage depths move in steps of {', '.join(map(str, plan.periods))}; try --rule dWR"
+        return f"{least}stage depths move in steps of {', '.join(map(str, plan.periods))}; {_other_rule(rule)}"
     least = "every stage is at its least width; " if knobs.widths == tuple(plan.steps) else ""
     return (f"{least}stage widths move in steps of {', '.join(map(str, plan.steps))} (multiples of 8, head "
-            "widths, head counts, groups); try --rule dWR")
+            f"widths, head counts, groups); {_other_rule(rule)}")
+
+
+def _other_rule(rule: str) -> str:
+    """Another rule spreads the factor differently, so its rounding may land nearer."""
+    return "try --rule compound" if rule == "dWR" else "try --rule dWR"
 
 
 def _size(knobs: _Knobs) -> float:
@@ -352,9 +368,11 @@ def _fix_up(search: _Search, start: _Knobs, rule: str, aim: float, keep_side: bo
         for i in range(len(knobs.widths)):
             for sign in (1, -1):
                 widths, depths = list(knobs.widths), list(knobs.depths)
-                widths[i] += sign * plan.steps[i]
+                for j, lead in enumerate(plan.leader):  # a stage's width moves with the stages tied to it
+                    if lead == i:
+                        widths[j] += sign * plan.steps[j]
                 depths[i] += sign * plan.periods[i]
-                if e_w and ("width", i) not in used and widths[i] >= plan.steps[i] \
+                if e_w and plan.leader[i] == i and ("width", i) not in used and widths[i] >= plan.steps[i] \
                         and same_side(widths[i], plan.knobs.widths[i]):
                     options.append((replace(knobs, widths=tuple(widths)), f"stages[{i}].width "
                                     f"{sign * plan.steps[i]:+d}", ("width", i)))

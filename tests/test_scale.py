@@ -73,9 +73,18 @@ def test_deit_keeps_its_head_width_and_maxvit_its_windows():
             assert (height // reduction) % sub.mixer.window == 0
 
 
+def test_stages_without_a_downsample_keep_one_width_that_the_heads_of_the_head_divide():
+    volo = scale_genome("zoo:volo_d1", "13.9G", "dWR")  # stages 1-3 share 384 channels; 12 class-attention heads
+    widths = [stage.width for stage in volo.genome.stages]
+    assert volo.ratio == pytest.approx(1, abs=0.05) and widths[0] != widths[1]
+    assert widths[1] == widths[2] == widths[3] and widths[3] % 12 == 0
+
+
 def test_a_target_a_rule_cannot_reach_is_a_clear_error():
     with pytest.raises(ScaleError, match=r"rule 'depth' cannot reach 2GFLOPs within 5%.*least depth"):
         scale_genome("zoo:swin_t", "2G", "depth")  # Swin-T's depths 2, 2, 6, 2 are already whole pairs
+    with pytest.raises(ScaleError, match="try --rule compound"):  # another rule rounds elsewhere
+        scale_genome("zoo:spectformer_xs", "2G", "dWR")  # one stage, 64-wide heads, 12-block pattern
     with pytest.raises(InputError, match="unknown scaling rule 'wide'"):
         scale_genome("zoo:swin_t", "2G", "wide")
     with pytest.raises(InputError, match="cannot read '2 apples'"):
