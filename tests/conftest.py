@@ -125,3 +125,18 @@ def postgres_url() -> Iterator[str]:
         if (data / "postmaster.pid").exists():
             pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(home, ignore_errors=True)
+
+
+def assert_supernet_computes_what_it_extracts(space, genomes, x, samples: int = 0, atol: float = 1e-5,
+                                              rtol: float = 1e-5) -> None:
+    """Weight sharing needs no code of a family's own: each genome run from a supernet's shared weights computes
+    what the plain network ``extract`` gives for it."""
+    import torch
+
+    from nas.supernet import Supernet
+
+    net = Supernet.from_space(space, samples=samples).eval()
+    for genome in genomes:
+        net.set_active(genome)
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), net.extract(genome).eval()(x), atol=atol, rtol=rtol)

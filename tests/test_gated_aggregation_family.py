@@ -19,6 +19,7 @@ from nas.cost.fvcore import fvcore_flops
 from nas.io import parse_yaml
 from nas.network import count_parameters
 from nas.space import choices, instantiate, random_picker
+from tests.conftest import assert_supernet_computes_what_it_extracts
 
 DIM, SIZE = 8, (4, 4)
 
@@ -135,12 +136,6 @@ def test_gated_aggregation_is_a_search_space_choice():
 
 
 def test_a_supernet_shares_weights_across_the_choices_and_extracts_what_it_runs():
-    from nas.supernet.supernet import Supernet
-
-    supernet = Supernet.from_space(SPACE, samples=8)
     genome = load_genome(instantiate(SPACE, random_picker(random.Random(1), {"stages[0].block.mixer": 0,
                                                                              "stages[0].block.mlp": 0})))
-    x = torch.randn(2, 3, 32, 32)
-    supernet.set_active(genome)
-    with torch.no_grad():
-        torch.testing.assert_close(supernet.eval()(x), supernet.extract(genome).eval()(x))
+    assert_supernet_computes_what_it_extracts(SPACE, [genome], torch.randn(2, 3, 32, 32), samples=8)

@@ -19,6 +19,7 @@ from nas.cost.fvcore import fvcore_flops
 from nas.io import parse_yaml
 from nas.network import count_parameters
 from nas.space import instantiate, random_picker
+from tests.conftest import assert_supernet_computes_what_it_extracts
 
 DIM = 16
 
@@ -188,17 +189,9 @@ def test_glmix_shares_weights_in_the_supernet():
     """A supernet over GLMix choices (widths, pooled or learned slot counts; the 0-dim temperature shared too)
     runs each sampled genome from slices of its largest weights, and ``extract`` gives a plain network
     computing the same."""
-    from nas.supernet import Supernet, sample_genome
+    from nas.supernet import sample_genome
 
-    space = parse_yaml(SUPERNET_SPACE)
-    net = Supernet.from_space(space, samples=0).eval()
-    rng = random.Random(1)
-    x = torch.randn(1, 3, 16, 16)
-    inits = set()
-    for _ in range(4):
-        g = sample_genome(space, rng)
-        inits.add(g.stages[0].block.mixer.slot_init)
-        net.set_active(g)
-        with torch.no_grad():
-            torch.testing.assert_close(net(x), net.extract(g).eval()(x), rtol=1e-4, atol=1e-5)
-    assert inits == {"pool", "param"}
+    space, rng = parse_yaml(SUPERNET_SPACE), random.Random(1)
+    genomes = [sample_genome(space, rng) for _ in range(4)]
+    assert {g.stages[0].block.mixer.slot_init for g in genomes} == {"pool", "param"}
+    assert_supernet_computes_what_it_extracts(space, genomes, torch.randn(1, 3, 16, 16), rtol=1e-4)
