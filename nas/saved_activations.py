@@ -251,6 +251,34 @@ def _single_head_attention(cfg, shape, out):
             + [_map(shape)] * 2)
 
 
+@rule("conv_attention")
+def _conv_attention(cfg, shape, out):
+    c, h, w = shape
+    heads, _ = cfg.heads_of(c)
+    inner, tokens, keys = cfg.inner(c), h * w, cfg.keys(shape)
+    # the input (all three convs read it); each conv's output (its BatchNorm's input) and the channels-last
+    # copy its linear reads; q, k and v; the fused kernel's output (laid out token-major, so proj reads it as
+    # it is) and log-sum-exp
+    return ([_map(shape)] + [tokens * c, keys * c, keys * c] * 2 + [inner * tokens, inner * keys, inner * keys]
+            + [inner * tokens, heads * tokens])
+
+
+@rule("glmix")
+def _glmix(cfg, shape, out):
+    c, h, w = shape
+    heads, _ = cfg.heads_of(c)
+    inner, tokens, slots = cfg.inner(c), h * w, cfg.slots
+    m = tokens * c
+    # the slots' normalisation: pooled slots and their norm (learned ones are the same for every image)
+    init = [slots * c, slots, slots] if cfg.slot_init == "pool" else [slots, slots]
+    # the input; the tokens' norm, normalised and scaled copies; the normalised slots, the clustering softmax, the
+    # clustered slots; the slot attention's q k v, log-sum-exp and output; the dispatching softmax and the
+    # attended slots; the local branch's depthwise input and its channels-last copy
+    return ([m] + init + [tokens, tokens, m, m] + [slots * c, slots * tokens, slots * c]
+            + [3 * slots * inner, heads * slots, slots * inner] + [tokens * slots, slots * c]
+            + [m, m] * (cfg.local_kernel is not None))
+
+
 @rule("outlook_attention")
 def _outlook_attention(cfg, shape, out):
     c, h, w = shape
@@ -357,6 +385,13 @@ def _metaformer(cfg, shape, out):
 def _cpe_metaformer(cfg, shape, out):
     # each position encoding's conv keeps its input; the rest is the MetaFormer block's
     return [_map(shape)] * cfg._sub_blocks() + _metaformer(cfg, shape, out)
+
+
+@rule("glnet")
+def _glnet(cfg, shape, out):
+    # the positional encoding's conv keeps the block input (which GLMix also pools its slots from); the rest is
+    # the MetaFormer block's
+    return [_map(shape)] * (cfg.pos_conv is not None) + _metaformer(cfg, shape, out)
 
 
 @rule("sequence")

@@ -345,10 +345,11 @@ def read_checkpoint(path: str | Path) -> StateDict:
 @functools.lru_cache(maxsize=None)
 def _reference_model(name: str) -> nn.Module:
     """The zoo genome built on the meta device, once per process: shapes and module attributes only."""
-    from nas.compiler import compile_model
+    from nas.io import load_genome
+    from nas.network import Network  # not nas.compiler, which imports this module to load weights
 
     with torch.device("meta"):  # no memory, no init
-        return compile_model(f"zoo:{name}")
+        return Network(load_genome(f"zoo:{name}").to_dict())
 
 
 # ---------------------------------------------------------------------------------------------------------------
