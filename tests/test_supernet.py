@@ -25,14 +25,15 @@ def tiny() -> tuple[dict, Supernet]:
     return space, Supernet.from_space(space, samples=8)
 
 
-@pytest.mark.parametrize("name", ["tiny", "mobile", "isotropic", "metaformer_hybrid"])
-def test_extract_computes_what_the_supernet_computes_in_every_shipped_space(name):
+# The default space's supernet holds every one of its 23 mixer types at full width: one draw there, three elsewhere
+@pytest.mark.parametrize(("name", "draws"), [("tiny", 3), ("mobile", 3), ("isotropic", 3), ("metaformer_hybrid", 1)])
+def test_extract_computes_what_the_supernet_computes_in_every_shipped_space(name, draws):
     space, _, _ = read_yaml(name)
     net = Supernet.from_space(space, samples=0).eval()  # sized by every option at both ends only
     rng = random.Random(7)
     res = space["input"]["resolution"]
     x = torch.randn(1, 3, res, res, generator=torch.Generator().manual_seed(0))
-    for _ in range(3):
+    for _ in range(draws):
         genome = sample_genome(space, rng)
         net.set_active(genome)
         with torch.no_grad():
