@@ -143,7 +143,9 @@ _GLIBC_MMAP_MAX, _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = 32 * 2**20, -1, -3
 def kept_heap():
     """While timing on CPU, keep freed memory in the heap: glibc otherwise returns large freed blocks to the
     kernel (munmap, or a trim of the heap's top), so every call of a network page-faults its activations in
-    afresh, and the same model times differently from one measurement to the next. Outside glibc, nothing."""
+    afresh. Outside glibc, nothing. Measured not to steady repeat timings on the 2-core VM, where the machine's
+    own slow spells dominate, so ``measure_latency`` does not use it (benchmarks/BENCHMARKS.md, "Does keeping
+    freed memory in the heap quiet repeat timings?"); ``benchmarks/timing_noise.py`` measures it elsewhere."""
     libc = _glibc()
     if libc is None:
         yield
