@@ -140,3 +140,17 @@ def assert_supernet_computes_what_it_extracts(space, genomes, x, samples: int = 
         net.set_active(genome)
         with torch.no_grad():
             torch.testing.assert_close(net(x), net.extract(genome).eval()(x), atol=atol, rtol=rtol)
+
+
+def assert_edit_is_named(genome_yaml: str, edit: tuple[str, str], path: str, words: str, folder: Path) -> None:
+    """The genome is valid as written; with ``edit`` (old, new) made to its text, loading it from a file fails
+    with a GenomeError naming ``path`` and saying ``words``."""
+    from nas.errors import GenomeError
+    from nas.io import load_genome, parse_yaml
+
+    load_genome(parse_yaml(genome_yaml))
+    file = folder / "bad.yaml"
+    file.write_text(genome_yaml.replace(*edit))
+    with pytest.raises(GenomeError) as info:
+        load_genome(file)
+    assert info.value.path == path and words in str(info.value)

@@ -13,12 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from blocks import CONFIGS, create
-from nas import GenomeError, compile_model, load_genome
+from nas import compile_model, load_genome
 from nas.cost.fvcore import fvcore_flops
-from nas.io import parse_yaml
 from nas.network import count_parameters
 from nas.space import choices, instantiate, random_picker
-from tests.conftest import assert_supernet_computes_what_it_extracts
+from tests.conftest import assert_edit_is_named, assert_supernet_computes_what_it_extracts
 
 DIM, SIZE = 8, (4, 4)
 
@@ -123,12 +122,7 @@ stages:
     (("heads: 3}}", "heads: 3}, pos_kernel: 4}"), "stages[0].pattern[0].pos_kernel", "must be odd"),
 ])
 def test_bad_input_names_the_yaml_path(tmp_path, edit, path, words):
-    load_genome(parse_yaml(GENOME))  # the unedited genome is valid
-    file = tmp_path / "bad.yaml"
-    file.write_text(GENOME.replace(*edit))
-    with pytest.raises(GenomeError) as info:
-        load_genome(file)
-    assert info.value.path == path and words in str(info.value)
+    assert_edit_is_named(GENOME, edit, path, words, tmp_path)
 
 
 SPACE = {

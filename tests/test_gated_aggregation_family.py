@@ -14,12 +14,11 @@ import torch.nn.functional as F
 
 from blocks import CONFIGS, create
 from blocks.gated_aggregation import order_widths
-from nas import GenomeError, compile_model, load_genome
+from nas import compile_model, load_genome
 from nas.cost.fvcore import fvcore_flops
-from nas.io import parse_yaml
 from nas.network import count_parameters
 from nas.space import choices, instantiate, random_picker
-from tests.conftest import assert_supernet_computes_what_it_extracts
+from tests.conftest import assert_edit_is_named, assert_supernet_computes_what_it_extracts
 
 DIM, SIZE = 8, (4, 4)
 
@@ -107,12 +106,7 @@ stages:
     (("ratio: 4", "ratio: 0.01"), "stages[0].block.mlp.ratio", "leaves no hidden channel"),
 ])
 def test_bad_input_names_the_yaml_path(tmp_path, edit, path, words):
-    load_genome(parse_yaml(GENOME))  # the unedited genome is valid
-    file = tmp_path / "bad.yaml"
-    file.write_text(GENOME.replace(*edit))
-    with pytest.raises(GenomeError) as info:
-        load_genome(file)
-    assert info.value.path == path and words in str(info.value)
+    assert_edit_is_named(GENOME, edit, path, words, tmp_path)
 
 
 SPACE = {
