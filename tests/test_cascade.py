@@ -164,8 +164,9 @@ def test_the_screen_draws_what_sample_genomes_draws_for_a_seed():
 
 
 def test_a_training_cascade_promotes_the_best_third_to_longer_training(tmp_path: Path):
-    """``--objective train``: genomes picked by the surrogate train for --epochs; one whose result ranks in the
-    top third so far is trained again for --long-epochs, as a trial of its own stage, never as a duplicate."""
+    """``--objective train``: genomes picked by the surrogate train the first --epochs of a --long-epochs
+    schedule; one whose result ranks in the top third so far trains on from its checkpoint to --long-epochs, as a
+    trial of its own stage, never as a duplicate."""
     out = tmp_path / "run"
     nas.search("tiny", objective="train", data="digits", data_limit=100, epochs=1, long_epochs=2, trials=9,
                screen=200, references="none", out=out, quiet=True)
@@ -179,7 +180,12 @@ def test_a_training_cascade_promotes_the_best_third_to_longer_training(tmp_path:
         first = short[t.user_attrs["promoted_from"]]
         assert t.user_attrs["genome_hash"] == first.user_attrs["genome_hash"] and "duplicate_of" not in t.user_attrs
         assert "accuracy_epoch_2" in t.user_attrs and "accuracy_epoch_2" not in first.user_attrs
+        assert first.user_attrs["schedule_epochs"] == 2  # its first epoch was the long schedule's first
+        assert t.user_attrs["accuracy_epoch_1"] == first.values[0]  # trained on from there, not afresh
         earlier = [s.values[0] for s in short.values() if s.number < t.number]
         assert sorted(earlier, reverse=True).index(first.values[0]) < max(1, len(earlier) // 3)
     assert len({t.user_attrs["genome_hash"] for t in long}) == len(long)  # each promoted once
+    # A promotion ends its schedule and drops its checkpoint; the others wait for a later promotion (--resume).
+    left = {f.name.split("-")[0] for f in (out / "checkpoints").glob("*.pt")}
+    assert left == {t.user_attrs["genome_hash"] for t in short.values()} - {t.user_attrs["genome_hash"] for t in long}
     assert "| train-long (built, scored) |" in (out / "report.md").read_text()

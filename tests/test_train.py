@@ -1,4 +1,5 @@
-"""train_model: AdamW with warm-up and cosine, per-epoch callbacks, NaN detection and seeded reproducibility."""
+"""train_model: AdamW with warm-up and cosine, per-epoch callbacks, NaN detection, seeded reproducibility, and a run
+cut short of its schedule that resumes from its checkpoint."""
 from __future__ import annotations
 
 import pytest
@@ -67,6 +68,42 @@ def test_same_seed_same_result_and_the_callers_rng_is_untouched(digits):
     assert all(torch.equal(p, q) for p, q in zip(first.parameters(), second.parameters()))
     assert not all(torch.equal(p, q) for p, q in zip(first.parameters(), other.parameters()))
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def dropout_net(data) -> nn.Module:
+    """A net that draws random numbers while it trains, so a resumed run must restore the generators too."""
+    net = small_net(data)
+    return nn.Sequential(*net[:-1], nn.Dropout(0.3), net[-1])
+
+
+def test_a_run_cut_short_of_its_schedule_resumes_from_its_checkpoint_with_the_uninterrupted_result(digits, tmp_path):
+    whole = dropout_net(digits)
+    uninterrupted = train_model(whole, digits, epochs=4, seed=3)
+
+    checkpoint = tmp_path / "checkpoints" / "genome.pt"
+    first = train_model(dropout_net(digits), digits, epochs=2, schedule_epochs=4, seed=3, checkpoint=checkpoint)
+    assert first.history == uninterrupted.history[:2]  # the same learning rates so far
+    assert checkpoint.is_file()
+
+    seen = []
+    resumed = dropout_net(digits)
+    rest = train_model(resumed, digits, epochs=4, schedule_epochs=4, seed=3, checkpoint=checkpoint,
+                       on_epoch=lambda e, acc: seen.append((e, acc)))
+    assert rest.history == uninterrupted.history and seen == list(enumerate(uninterrupted.history, start=1))
+    assert all(torch.equal(p, q) for p, q in zip(whole.parameters(), resumed.parameters()))
+    assert not checkpoint.exists()  # the schedule is done: nothing left to resume
+
+
+def test_a_checkpoint_of_another_plan_is_ignored(digits, tmp_path):
+    checkpoint = tmp_path / "genome.pt"
+    train_model(small_net(digits), digits, epochs=1, schedule_epochs=3, seed=1, checkpoint=checkpoint)
+    other_seed = train_model(small_net(digits), digits, epochs=3, seed=2, checkpoint=checkpoint)
+    fresh = train_model(small_net(digits), digits, epochs=3, seed=2)
+    assert other_seed.history == fresh.history
+    checkpoint.write_bytes(b"cut short by a kill")
+    assert train_model(small_net(digits), digits, epochs=3, seed=2, checkpoint=checkpoint).history == fresh.history
+    with pytest.raises(ValueError, match="schedule_epochs"):
+        train_model(small_net(digits), digits, epochs=3, schedule_epochs=2)
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine():

@@ -110,10 +110,11 @@ class SearchOptions(BaseModel):
                                   "--finetune-epochs), or auto: the largest power of two up to "
                                   f"{MOST_AUTO_BATCH} whose training memory, for the largest genome sampled "
                                   "within budget, fits the device's free memory shared by the worker processes")
-    long_epochs: int | None = Field(None, description="with --objective train and the cascade sampler: a genome "
-                                    "whose training ranks in the top third so far is trained again for this many "
-                                    "epochs (successive halving; the winner is the best result at either length; "
-                                    "default: 4 x --epochs; 0: no promotions)")
+    long_epochs: int | None = Field(None, description="with --objective train and the cascade sampler: each "
+                                    "genome trains the first --epochs of a schedule this long, and one whose "
+                                    "result ranks in the top third so far trains on to its end (successive "
+                                    "halving; the winner is the best result at either length; default: 4 x "
+                                    "--epochs; 0: no promotions, each genome trains a whole --epochs schedule)")
     pruner: PrunerName = Field("median", description="stops poor training trials, with a single objective only")
     references: Annotated[str, BeforeValidator(_comma_list), Flag(metavar="LIST")] = Field(
         "auto", description="published architectures scored as the trials are and shown beside the winner: auto "
@@ -182,6 +183,11 @@ class SearchOptions(BaseModel):
     @property
     def multi_objective(self) -> bool:
         return self.second != "none"
+
+    @property
+    def promotes(self) -> bool:
+        """Whether the cascade promotes trained genomes to ``long_epochs`` (successive halving over epochs)."""
+        return self.sampler == "cascade" and self.objective == "train" and bool(self.long_epochs)
 
     def check(self) -> SearchOptions:
         """Refuse contradictions before any work: they are bad input (exit 2)."""

@@ -153,7 +153,7 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
     try:
         shared = run.joined or as_worker
         study_ = _open(run, fresh)
-        work = TrialWork(run.space, options, device_name, inputs, evaluate, table)
+        work = TrialWork(run.space, options, device_name, inputs, evaluate, table, checkpoints=run_dir / "checkpoints")
         done = state.done_before = counted(study_.get_trials(deepcopy=False))
         _say_start(progress, options, report, run.label, device_name, run_dir, done, "resuming" if resume and not
                    as_worker else f"joining study {options.study!r}" if run.joined else "", memory_line)
@@ -353,8 +353,7 @@ def _cascade(run: _Run, progress: Progress, quiet: bool) -> Callable[[int], Casc
             progress.say(f"  screened {pool.drawn:,} genomes in {format_seconds(pool.seconds)}"
                          + (f" ({SCREEN_FILE})" if cached else "") + f": {pool.valid:,} valid, {len(pool):,} "
                          f"distinct within budget; the surrogate picks the trials from those")
-        promote = (Promotion(options.long_epochs) if options.objective == "train" and options.long_epochs
-                   else None)
+        promote = Promotion(options.long_epochs) if options.promotes else None
         return CascadeSampler(pool, run.space, seed, second_cost=SECOND_COST.get(options.second),
                               stage=STAGES[options.objective], promote=promote)
 

@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -76,6 +77,9 @@ class TrialWork:
     inputs: Inputs
     evaluate_fn: Evaluate | None = None
     latency_table: Any = None
+    # Where a training cut short of its schedule (the cascade's first stage) leaves its state for a promotion
+    # to train on from; None: a promotion trains afresh.
+    checkpoints: Path | None = None
 
     # ------------------------------------------------------------------------------------------------------
     def prepare(self, study: optuna.Study, trial: optuna.Trial) -> dict[str, Any] | Outcome:
@@ -109,7 +113,11 @@ class TrialWork:
         if any(v > 0 for v in constraints.values()):
             return self._over_budget(study, structural, cost, constraints, times)
         return {"genome": data, "cost": [cost.params, cost.frozen_params, cost.flops], "seconds": times,
-                "epochs": planned.get("epochs") or self.options.epochs, "stage": stage}
+                "epochs": planned.get("epochs") or self.options.epochs, "stage": stage,
+                # With promotions, a first-stage training is the start of the promotion's schedule, which the
+                # promotion trains on from (successive halving over epochs, as Hyperband and ASHA run it).
+                "schedule_epochs": self.options.long_epochs if self.options.promotes and stage != PROMOTED
+                else None}
 
     def evaluate(self, payload: dict[str, Any], report: Report | None = None) -> Outcome:
         """Build, score and time the genome. A failure (exception, NaN, CUDA out of memory) is the outcome's;
@@ -148,7 +156,12 @@ class TrialWork:
             # compares epochs across trials of another length and schedule, does not stop it.
             if payload.get("stage") == PROMOTED:
                 report = None
-            score = self._score(genome, model, device, attrs, report, payload.get("epochs", self.options.epochs))
+            epochs = payload.get("epochs", self.options.epochs)
+            schedule_epochs = payload.get("schedule_epochs")
+            checkpoint = None
+            if self.checkpoints is not None and ((schedule_epochs or 0) > epochs or payload.get("stage") == PROMOTED):
+                checkpoint = self.checkpoints / f"{genome.content_hash()}-seed{self.options.seed}.pt"
+            score = self._score(genome, model, device, attrs, report, epochs, schedule_epochs, checkpoint)
             times["score"] = time.perf_counter() - tick
         if not math.isfinite(score):
             raise TrialFailed(f"score is {score} (not finite)")
@@ -194,7 +207,8 @@ class TrialWork:
         return compile_model(genome, seed=self.options.seed)
 
     def _score(self, genome: Genome, model: torch.nn.Module, device: str, attrs: dict[str, Any],
-               report: Report | None, epochs: int) -> float:
+               report: Report | None, epochs: int, schedule_epochs: int | None = None,
+               checkpoint: Path | None = None) -> float:
         if self.evaluate_fn is not None:
             return float(self.evaluate_fn(genome, model))
         if self.options.objective == "supernet":
@@ -209,10 +223,10 @@ class TrialWork:
                                  which=objective_scores())
             attrs["scores"] = {k: v for k, v in scores.items() if k != "score"}
             return float(scores["score"])
-        return self._train(model, device, attrs, report, epochs)
+        return self._train(model, device, attrs, report, epochs, schedule_epochs, checkpoint)
 
     def _train(self, model: torch.nn.Module, device: str, attrs: dict[str, Any], report: Report | None,
-               epochs: int) -> float:
+               epochs: int, schedule_epochs: int | None, checkpoint: Path | None) -> float:
         from nas.evaluate.train import train_model
 
         def on_epoch(epoch: int, accuracy: float) -> None:
@@ -221,7 +235,10 @@ class TrialWork:
                 report(epoch, accuracy)
 
         result = train_model(model, self.inputs.dataset, epochs=epochs, batch_size=self.options.batch_size,
-                             device=device, seed=self.options.seed, on_epoch=on_epoch)
+                             device=device, seed=self.options.seed, on_epoch=on_epoch,
+                             schedule_epochs=schedule_epochs, checkpoint=checkpoint)
+        if schedule_epochs and schedule_epochs > epochs:
+            attrs["schedule_epochs"] = schedule_epochs
         return float(result.accuracy)
 
     def _latency(self, genome: Genome, model: torch.nn.Module, device: str) -> tuple[float, float | None]:
