@@ -13,11 +13,16 @@ is 1.15x the depth, 1.74x the width and 1.07x the resolution. ``compound`` is Ef
 Rounding keeps the genome's own constraints: a stage's width stays a multiple of 8 where the genome's widths all
 are, of each attention head's width (the head width is kept and heads are added, as ViT-S to ViT-B does), of a
 modulation's head count, a group norm's groups and a gnConv's 2^(order-1); a depth stays a whole number of its
-stage's ``pattern`` periods where it was one; the resolution stays a multiple of the network's total stride, so
-every feature map divides evenly as it did. Windows are refitted to the new maps (the nearest size that tiles
-every map it runs on, Swin's shift staying half the window), and dilations that span the map keep spanning it.
-Rounding moves FLOPs in steps, so the scale factor is found by bisection on a continuous multiplier, then a short
-greedy fix-up moves single stages by one step until the analytic FLOPs are within half the tolerance.
+stage's ``pattern`` periods where it was one, except that a stage whose one period is runs of equal blocks
+(SpectFormer's 4 spectral then 8 attention blocks) is not periodic: its depth moves by single blocks and each run
+is scaled in proportion (at least one block each); the resolution stays a multiple of the network's total
+stride, so every feature map divides evenly as it did. Windows are refitted to the new maps (the nearest size
+that tiles every map it runs on, Swin's shift staying half the window), and dilations that span the map keep
+spanning it. Rounding moves FLOPs in steps, so the scale factor is found by bisection on a continuous multiplier,
+then a short greedy fix-up moves single stages by one step until the analytic FLOPs are within half the
+tolerance. The fix-up may also take finer steps than rounding does: a width between the head-width steps where
+each attention keeps its head count instead (its head width staying a multiple of 8), and a resolution between
+the stride's steps in multiples of 8 where the genome has no windows.
 """
 from __future__ import annotations
 
@@ -127,13 +132,23 @@ class _Plan:
         for i in range(1, len(stages)):
             if stages[i].get("downsample") is None and widths[i] == widths[i - 1]:
                 self.leader[i] = self.leader[i - 1]
-        steps = [self._width_step(stage, base_step) for stage in stages]
+        rules = [self._width_rules(stage, base_step) for stage in stages]
         # the head works at the last stage's width: its heads divide it too (VOLO's class attention)
-        steps[-1] = math.lcm(steps[-1], self._width_step({"block": self.base["head"], "width": widths[-1]}, 1))
+        head_step, head_heads = self._width_rules({"block": self.base["head"], "width": widths[-1]}, 1)
+        rules[-1] = (math.lcm(rules[-1][0], head_step), rules[-1][1] + head_heads)
+        # fine_steps and heads: what a finer width of the fix-up keeps (see finer_widths)
+        self.fine_steps = [step for step, _ in rules]
+        self.heads = [heads for _, heads in rules]
+        steps = [math.lcm(step, *(width for _, width in heads)) for step, heads in rules]
         for i, lead in enumerate(self.leader):
             steps[lead] = math.lcm(steps[lead], steps[i])
         self.steps = [steps[lead] for lead in self.leader]
-        self.periods = [len(s["pattern"]) if s.get("pattern") else 1 for s in stages]
+        # a stage of one period made of runs of equal blocks scales each run; its depth moves by single blocks
+        self.runs = [_runs(s) for s in stages]
+        self.periods = [1 if runs else len(s["pattern"]) if s.get("pattern") else 1
+                        for s, runs in zip(stages, self.runs)]
+        self.least_depths = [len(runs) if runs else p if s["depth"] % p == 0 else 1
+                             for s, runs, p in zip(stages, self.runs, self.periods)]
         self.maps = _stage_maps(genome)
         self.windowed = any(cfg.get("window") for cfg in _configs(stages))
         height, width = genome.input.resolution
@@ -143,24 +158,52 @@ class _Plan:
         self.knobs = _Knobs(tuple(widths), tuple(s["depth"] for s in stages), (height, width), 1.0)
 
     @staticmethod
-    def _width_step(stage: dict[str, Any], step: int) -> int:
+    def _width_rules(stage: dict[str, Any], step: int) -> tuple[int, list[tuple[int, int]]]:
+        """The step every width of the stage must be a multiple of (8 where the genome's widths all are, a
+        modulation's head count, groups, a gnConv's 2^(order-1), a given head width), and the heads and head
+        width of each attention whose head width follows the stage's width."""
+        heads: list[tuple[int, int]] = []
         for cfg in _configs([stage.get("block"), stage.get("pattern")]):
-            if _is_heads_config(cfg):  # a head's width is kept: heads = width / head width
-                step = math.lcm(step, cfg["head_dim"] or stage["width"] // cfg["heads"])
+            if _is_heads_config(cfg):
+                if cfg["head_dim"]:
+                    step = math.lcm(step, cfg["head_dim"])
+                else:  # rounding keeps the head's width: heads = width / head width
+                    heads.append((cfg["heads"], stage["width"] // cfg["heads"]))
             elif isinstance(cfg.get("heads"), int):
                 step = math.lcm(step, cfg["heads"])
             if cfg["type"] == "gnconv":
                 step = math.lcm(step, 2 ** (cfg["order"] - 1))
             if cfg["type"] == "groupnorm":
                 step = math.lcm(step, cfg["groups"])
-        return step
+        return step, heads
+
+    def finer_widths(self, stage: int, width: int) -> list[int]:
+        """The nearest widths below and above ``width``, less than a rounding step away, that the stages tied to
+        ``stage`` allow when an attention keeps its head count instead of its head width: every fixed step still
+        divides them, and each attention's head width either divides them or, with the base's heads, stays a
+        multiple of 8 (as the base's was). DeiT-S's 6 heads of 64: 336 and 432 around 384, as well as 320, 448."""
+        group = [j for j, lead in enumerate(self.leader) if lead == stage]
+        step = math.lcm(*(self.fine_steps[j] for j in group))
+
+        def allowed(w: int) -> bool:
+            return all(w % head_width == 0 or (head_width % 8 == 0 and w % (8 * heads) == 0)
+                       for j in group for heads, head_width in self.heads[j])
+
+        found = []
+        for sign in (-1, 1):
+            w = width + sign * step
+            while 0 < w and abs(w - width) < self.steps[stage] and not allowed(w):
+                w += sign * step
+            if 0 < w and abs(w - width) < self.steps[stage]:
+                found.append(w)
+        return found
 
     def knobs_for(self, depth: float, width: float, resolution: float) -> _Knobs:
         widths = tuple(_round_to(w * width, q) for w, q in zip(self.knobs.widths, self.steps))
         depths = []
-        for d, p in zip(self.knobs.depths, self.periods):
+        for d, p, least in zip(self.knobs.depths, self.periods, self.least_depths):
             whole = d % p == 0  # a depth of whole pattern periods stays whole
-            depths.append(_round_to(d * depth, p) if whole else max(1, round(d * depth)))
+            depths.append(max(least, _round_to(d * depth, p) if whole else round(d * depth)))
         res = tuple(_round_to(r * resolution, self.res_step) for r in self.knobs.resolution)
         return _Knobs(widths, tuple(depths), res, width)  # type: ignore[arg-type]
 
@@ -170,11 +213,16 @@ class _Plan:
         data["name"] = name
         height, width = knobs.resolution
         data["input"]["resolution"] = height if height == width else [height, width]
-        for stage, base, new_width, depth in zip(data["stages"], self.base["stages"], knobs.widths, knobs.depths):
+        for stage, base, new_width, depth, runs in zip(data["stages"], self.base["stages"], knobs.widths,
+                                                       knobs.depths, self.runs):
             stage["width"], stage["depth"] = new_width, depth
+            if runs and depth != base["depth"]:
+                lengths = _apportion([n for _, n in runs], depth)
+                stage["pattern"] = [copy.deepcopy(block) for (block, _), n in zip(runs, lengths) for _ in range(n)]
             for cfg in _configs([stage.get("block"), stage.get("pattern")]):
-                if _is_heads_config(cfg) and cfg["head_dim"] is None:
-                    cfg["heads"] = max(1, new_width // (base["width"] // cfg["heads"]))
+                head_width = base["width"] // cfg["heads"] if _is_heads_config(cfg) and cfg["heads"] else 0
+                if head_width and cfg["head_dim"] is None and new_width % head_width == 0:
+                    cfg["heads"] = new_width // head_width  # otherwise the heads are kept (finer_widths)
                 if cfg["type"] == "token_mlp" and cfg.get("tokens_hidden"):
                     cfg["tokens_hidden"] = _round_to(cfg["tokens_hidden"] * knobs.width, 8)
         for part in ("stem", "head"):
@@ -202,6 +250,37 @@ class _Plan:
                     cfg["dilation"] = max(1, min(spread, min(new) // cfg["kernel"]))
                 elif cfg["type"] == "reduction_attention":
                     cfg["sr_ratio"] = max(1, min(cfg["sr_ratio"], min(new)))
+
+
+def _runs(stage: dict[str, Any]) -> list[tuple[dict[str, Any], int]] | None:
+    """A stage's blocks as runs of equal blocks, (block, length), where its one period covers the whole stage and
+    some run is longer than one block (SpectFormer: 4 spectral, then 8 attention); None for a periodic stage
+    (Swin's plain and shifted pair, a repeated block)."""
+    pattern = stage.get("pattern")
+    if not pattern or len(pattern) != stage["depth"]:
+        return None
+    runs: list[tuple[dict[str, Any], int]] = []
+    for block in pattern:
+        if runs and runs[-1][0] == block:
+            runs[-1] = (block, runs[-1][1] + 1)
+        else:
+            runs.append((block, 1))
+    return runs if len(runs) < len(pattern) else None
+
+
+def _apportion(lengths: list[int], total: int) -> list[int]:
+    """``lengths`` scaled to sum to ``total`` (at least the number of them), each at least 1: the largest
+    remainders round up, the earlier run on ties. 4 and 8 to 14 blocks: 5 and 9."""
+    shares = [n * total / sum(lengths) for n in lengths]
+    out = [max(1, math.floor(x)) for x in shares]
+    order = sorted(range(len(out)), key=lambda i: -(shares[i] - math.floor(shares[i])))
+    while sum(out) < total:
+        for i in order:
+            if sum(out) < total:
+                out[i] += 1
+    while sum(out) > total:  # only where the floor of 1 lifted a run: take from the longest
+        out[max(range(len(out)), key=lambda i: out[i])] -= 1
+    return out
 
 
 def _fit_window(size: tuple[int, int], window: int, whole_map: bool) -> int:
@@ -301,9 +380,14 @@ def scale_genome(genome: Genome | str | dict[str, Any], flops: float | str, rule
         raise ScaleError(f"{base.name}: no valid genome found scaling by {rule!r} towards {format_count(target)}FLOPs")
     used = factors(math.exp((lo_t + hi_t) / 2))
     start = best
-    best, adjustments = _fix_up(search, start, rule, tolerance / 2, keep_side=True)
-    if search.error(best) > math.log1p(tolerance):  # only then may a stage move back past the base genome
-        again, moves = _fix_up(search, start, rule, tolerance / 2, keep_side=False)
+    best, adjustments = _fix_up(search, start, rule, tolerance / 2, keep_side=True, finer=False)
+    # Only where the target is still farther than the tolerance may a stage move back past the base genome, and
+    # only where it is farther than half the tolerance may a width leave the rounding steps (an attention keeping
+    # its head count); each try is kept where it lands nearer.
+    for keep_side, finer in ((False, False), (True, True), (False, True)):
+        if search.error(best) <= math.log1p(tolerance if not keep_side else tolerance / 2):
+            continue
+        again, moves = _fix_up(search, start, rule, tolerance / 2, keep_side=keep_side, finer=finer)
         if search.error(again) < search.error(best):
             best, adjustments = again, moves
     found = search.evaluate(best)
@@ -334,11 +418,12 @@ def _why(search: _Search, rule: str, knobs: _Knobs) -> str:
     if rule == "resolution":
         return f"the resolution moves in steps of {plan.res_step}, the network's stride; {_other_rule(rule)}"
     if rule == "depth":
-        least = "every stage is at its least depth; " if knobs.depths == tuple(plan.periods) else ""
+        least = "every stage is at its least depth; " if knobs.depths == tuple(plan.least_depths) else ""
         return f"{least}stage depths move in steps of {', '.join(map(str, plan.periods))}; {_other_rule(rule)}"
     least = "every stage is at its least width; " if knobs.widths == tuple(plan.steps) else ""
+    finer = "; finer where an attention keeps its head count" if any(plan.heads) else ""
     return (f"{least}stage widths move in steps of {', '.join(map(str, plan.steps))} (multiples of 8, head "
-            f"widths, head counts, groups); {_other_rule(rule)}")
+            f"widths, head counts, groups{finer}); {_other_rule(rule)}")
 
 
 def _other_rule(rule: str) -> str:
@@ -351,10 +436,12 @@ def _size(knobs: _Knobs) -> float:
     return knobs.resolution[0] * knobs.resolution[1] * sum(d * w * w for d, w in zip(knobs.depths, knobs.widths))
 
 
-def _fix_up(search: _Search, start: _Knobs, rule: str, aim: float, keep_side: bool) -> tuple[_Knobs, list[str]]:
+def _fix_up(search: _Search, start: _Knobs, rule: str, aim: float, keep_side: bool,
+            finer: bool) -> tuple[_Knobs, list[str]]:
     """Greedy moves of one rounding step, along the rule's own dimensions, at most one per stage and dimension
     and, with ``keep_side``, none back past the base genome (so the rule's proportions stay), while they bring
-    the FLOPs closer to the target and it is farther than ``aim``."""
+    the FLOPs closer to the target and it is farther than ``aim``. With ``finer``, a width may also move to the
+    nearest one either side where the attentions keep their head counts (``_Plan.finer_widths``)."""
     e_d, e_w, e_r = RULES[rule]
     plan, knobs, moves = search.plan, start, []
     used: set[tuple[str, int]] = set()
@@ -366,17 +453,19 @@ def _fix_up(search: _Search, start: _Knobs, rule: str, aim: float, keep_side: bo
     while search.error(knobs) > math.log1p(aim):
         options: list[tuple[_Knobs, str, tuple[str, int]]] = []
         for i in range(len(knobs.widths)):
+            if e_w and plan.leader[i] == i and ("width", i) not in used:
+                # a rounding step either way, or a finer one where the attentions keep their head counts
+                for new in (knobs.widths[i] + plan.steps[i], knobs.widths[i] - plan.steps[i],
+                            *(plan.finer_widths(i, knobs.widths[i]) if finer else ())):
+                    if new >= plan.fine_steps[i] and same_side(new, plan.knobs.widths[i]):
+                        # a stage's width moves with the stages tied to it
+                        widths = tuple(new if lead == i else w for w, lead in zip(knobs.widths, plan.leader))
+                        options.append((replace(knobs, widths=widths),
+                                        f"stages[{i}].width {new - knobs.widths[i]:+d}", ("width", i)))
             for sign in (1, -1):
-                widths, depths = list(knobs.widths), list(knobs.depths)
-                for j, lead in enumerate(plan.leader):  # a stage's width moves with the stages tied to it
-                    if lead == i:
-                        widths[j] += sign * plan.steps[j]
+                depths = list(knobs.depths)
                 depths[i] += sign * plan.periods[i]
-                if e_w and plan.leader[i] == i and ("width", i) not in used and widths[i] >= plan.steps[i] \
-                        and same_side(widths[i], plan.knobs.widths[i]):
-                    options.append((replace(knobs, widths=tuple(widths)), f"stages[{i}].width "
-                                    f"{sign * plan.steps[i]:+d}", ("width", i)))
-                if e_d and ("depth", i) not in used and depths[i] >= 1 \
+                if e_d and ("depth", i) not in used and depths[i] >= plan.least_depths[i] \
                         and same_side(depths[i], plan.knobs.depths[i]):
                     options.append((replace(knobs, depths=tuple(depths)), f"stages[{i}].depth "
                                     f"{sign * plan.periods[i]:+d}", ("depth", i)))

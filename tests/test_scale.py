@@ -13,7 +13,7 @@ from nas.cost.fvcore import fvcore_flops
 from nas.cost.profile import with_resolution
 from nas.errors import InputError
 from nas.io import parse_yaml
-from nas.scale import RULES, ScaleError, scale_genome
+from nas.scale import RULES, ScaleError, _apportion, _Plan, scale_genome
 from tests.conftest import HYBRID_YAML, run_nas
 
 
@@ -80,11 +80,54 @@ def test_stages_without_a_downsample_keep_one_width_that_the_heads_of_the_head_d
     assert widths[1] == widths[2] == widths[3] and widths[3] % 12 == 0
 
 
+def test_spectformer_reaches_half_and_four_times_its_flops_by_dwr():
+    """SpectFormer-XS is one stage of 4 spectral blocks then 8 attention blocks (6 heads of 64, width 384). Its
+    12-block pattern does not repeat, so depth scales each run of equal blocks in proportion; and where steps of
+    one head width (64) are too coarse for the target, a width may keep the 6 heads instead, their width a
+    multiple of 8."""
+    base = analytic_cost(load_genome("zoo:spectformer_xs")).flops
+    half, four = (scale_genome("zoo:spectformer_xs", base * factor) for factor in (0.5, 4))  # dWR, the default
+    for result in (half, four):
+        assert result.ratio == pytest.approx(1, abs=0.05)
+        stage = result.genome.stages[0]
+        kinds = [block.mixer.type for block in stage.blocks()]
+        spectral = kinds.count("global_filter")
+        assert spectral == round(stage.depth / 3)  # a third of the blocks, as 4 of 12 were
+        assert kinds == ["global_filter"] * spectral + ["attention"] * (stage.depth - spectral)
+        heads = stage.blocks()[-1].mixer.heads
+        assert stage.width % heads == 0 and stage.width // heads % 8 == 0
+    # half: 10 blocks (3 spectral, 7 attention) at width 288, the 6 heads kept 48 wide; 256 and 320 in steps of
+    # 64 miss the target. 4x: 13 blocks (4 and 9) at 704, 11 heads of 64, 240x240: depth 1.13x, width 1.83x.
+    def shape(result):  # depth, width, heads, resolution
+        stage = result.genome.stages[0]
+        return stage.depth, stage.width, stage.blocks()[-1].mixer.heads, result.genome.input.resolution[0]
+
+    assert shape(half) == (10, 288, 6, 224) and shape(four) == (13, 704, 11, 240)
+    model = compile_model(half.genome)
+    assert sum(p.numel() for p in model.parameters()) == half.cost.params
+    # depth alone can now halve it too: 6 blocks, 2 spectral and 4 attention
+    shallow = scale_genome("zoo:spectformer_xs", base / 2, "depth").genome.stages[0]
+    assert [block.mixer.type for block in shallow.blocks()] == ["global_filter"] * 2 + ["attention"] * 4
+
+
+def test_a_periodic_pattern_is_not_split_into_runs():
+    """Swin's plain and shifted pair is a period, not two runs: depths stay whole pairs (see above); a repeated
+    block (ConvNeXt) moves by single blocks."""
+    plan = _Plan(load_genome("zoo:swin_t"))
+    assert plan.runs == [None] * 4 and plan.periods == [2, 2, 2, 2]
+    spectformer = _Plan(load_genome("zoo:spectformer_xs"))
+    assert [n for _, n in spectformer.runs[0]] == [4, 8] and spectformer.periods == [1]
+    assert spectformer.least_depths == [2]  # one block of each run at least
+    assert _apportion([4, 8], 14) == [5, 9] and _apportion([4, 8], 3) == [1, 2] and _apportion([1, 5], 2) == [1, 1]
+    # the widths a fix-up may take between DeiT-S's steps of 64 around 384: its 6 heads at 56 and 72 wide
+    assert _Plan(load_genome("zoo:deit_s")).finer_widths(0, 384) == [336, 432]
+
+
 def test_a_target_a_rule_cannot_reach_is_a_clear_error():
     with pytest.raises(ScaleError, match=r"rule 'depth' cannot reach 2GFLOPs within 5%.*least depth"):
         scale_genome("zoo:swin_t", "2G", "depth")  # Swin-T's depths 2, 2, 6, 2 are already whole pairs
-    with pytest.raises(ScaleError, match="try --rule compound"):  # another rule rounds elsewhere
-        scale_genome("zoo:spectformer_xs", "2G", "dWR")  # one stage, 64-wide heads, 12-block pattern
+    with pytest.raises(ScaleError, match="steps of 64.*try --rule dWR"):  # another rule rounds elsewhere
+        scale_genome("zoo:deit_s", "2.29G", "width")  # half DeiT-S's FLOPs: 256 wide is -7%, 288 is +16%
     with pytest.raises(InputError, match="unknown scaling rule 'wide'"):
         scale_genome("zoo:swin_t", "2G", "wide")
     with pytest.raises(InputError, match="cannot read '2 apples'"):
