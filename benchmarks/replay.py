@@ -489,8 +489,8 @@ def reading(results: dict[str, dict[str, Any]]) -> list[str]:
                    f"it {verdict} the target of {TARGET_RATIO:.0f}. Against random's exact median "
                    f"({c['random_exact_median']}, free of the seeds' luck) the ratio is "
                    f"{r['exact_random_over_cascade']:.2f}. Short accuracy ranks long accuracy with tau "
-                   f"{c['tau_short_long']:+.2f}; the long run's own epoch 3, which is what the cascade's promotions rest on, "
-                   f"with tau {c['tau_early_long']:+.2f}. Median regret at "
+                   f"{c['tau_short_long']:+.2f}; the long run's own epoch 3, which is what the cascade's "
+                   f"promotions rest on, with tau {c['tau_early_long']:+.2f}. Median regret at "
                    f"{BUDGETS[0]} trainings: cascade {f['cascade']['median_regret'][str(BUDGETS[0])]:.3f}, random "
                    f"{f['random']['median_regret'][str(BUDGETS[0])]:.3f}.")
         fewest = min(f[s]["median_cost_to_top"] for s in STRATEGIES)
