@@ -89,6 +89,30 @@ def stability(runs: list[dict], task: str) -> tuple[float, int]:
     return tau([r["history"][-2] for r in longs], [r["history"][-1] for r in longs]), len(longs)
 
 
+def first_stages(runs: list[dict], task: str, epochs: int = 3) -> tuple[float, float, float, int]:
+    """The two first stages a training cascade can pay ``epochs`` for, against the long accuracy of another
+    seed (so neither shares the run's own noise with the truth), mean over the ordered seed pairs, on the
+    genomes trained with three seeds: a whole short schedule, the long schedule's first ``epochs``, and beside
+    them the long accuracy itself (the noise ceiling)."""
+    def runs_of(fidelity: str, seed: int) -> dict[str, dict]:
+        return {r["genome"]: r for r in runs if r["task"] == task and r["fidelity"] == fidelity
+                and r["seed"] == seed and len(r["history"]) >= epochs}
+
+    pairs = [(a, b) for a in (0, 1, 2) for b in (0, 1, 2) if a != b]
+    short, early, ceiling, n = [], [], [], 0
+    for a, b in pairs:
+        first, long_a, long_b = runs_of("short", a), runs_of("long", a), runs_of("long", b)
+        common = sorted(set(first) & set(long_a) & set(long_b))
+        if len(common) < 3:
+            return math.nan, math.nan, math.nan, len(common)
+        truth = [long_b[g]["accuracy"] for g in common]
+        short.append(tau([first[g]["accuracy"] for g in common], truth))
+        early.append(tau([long_a[g]["history"][epochs - 1] for g in common], truth))
+        ceiling.append(tau([long_a[g]["accuracy"] for g in common], truth))
+        n = len(common)
+    return (sum(short) / len(pairs), sum(early) / len(pairs), sum(ceiling) / len(pairs), n)
+
+
 def transform(name: str, value: float | None, batch_size: int) -> float | None:
     """The term ``combine`` makes of a score (``nas.evaluate.proxy.TERMS``); ``None`` when not finite."""
     if value is None or not math.isfinite(value):
@@ -194,6 +218,13 @@ def main() -> None:
         stable, m = stability(runs, task)
         print(f"| {task} | {len(data[task][1])} | {ceiling:+.3f} ({lo:+.2f}, {hi:+.2f}; n={n}) | {stable:+.3f} "
               f"(n={m}) |")
+    print()
+    print("| task | whole 3-epoch schedule: tau against another seed's long accuracy | first 3 epochs of the long "
+          "schedule (the cascade's first stage) | long accuracy (noise ceiling) | genomes |")
+    print("|---|---|---|---|---|")
+    for task in tasks:
+        short, early, ceiling, n = first_stages(runs, task)
+        print(f"| {task} | {short:+.3f} | {early:+.3f} | {ceiling:+.3f} | {n} |")
     print()
 
     oof = held_out_genomes(data) if all(len(d[0]) >= 10 for d in data.values()) else {}
