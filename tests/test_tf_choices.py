@@ -16,6 +16,7 @@ import yaml
 from blocks import CONFIGS, create
 from blocks.layers import same_padding
 from nas import compile_model, load_genome
+from nas.cost.analytic import analytic_cost
 from tests.conftest import run_nas
 from tests.test_export import run_clean
 
@@ -86,6 +87,20 @@ def test_norm_eps_reaches_every_batchnorm():
         assert len(norms) == 3 and {m.eps for m in norms} == {eps}  # pre-norm, after expand, after depthwise
     stem = build("stem", {"type": "conv_pair", "mid_norm": {"type": "batchnorm", "eps": 1e-3}}, in_chs=3, out_chs=8)
     assert stem.mid_norm.eps == 1e-3
+
+
+def test_maxvit_t_takes_the_tensorflow_choices_at_no_cost_in_params_or_flops():
+    genome = load_genome("zoo:maxvit_t")
+    data = genome.to_dict()
+    stem, mbconv = data["stem"], data["stages"][0]["block"]["blocks"][0]
+    assert (stem["padding"], stem["act"], stem["mid_norm"]["eps"]) == ("same", "gelu_tanh", 1e-3)
+    assert (mbconv["padding"], mbconv["act"], mbconv["norm_eps"]) == ("same", "gelu_tanh", 1e-3)
+    stem.update(padding="symmetric", act="gelu", mid_norm={"type": "batchnorm"})
+    for stage in data["stages"]:
+        stage["block"]["blocks"][0].update(padding="symmetric", act="gelu", norm_eps=1e-5)
+    pytorch_habits = analytic_cost(load_genome(data))
+    tf = analytic_cost(genome)
+    assert (tf.params, tf.flops) == (pytorch_habits.params, pytorch_habits.flops)
 
 
 TINY = """\
