@@ -38,6 +38,7 @@ def activation_table() -> dict:
     ``model.py`` files copy ``create_act`` and this function by source and need the same table."""
     return {
         "gelu": nn.GELU,
+        "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # GELU's tanh approximation (TensorFlow's MaxViT)
         "relu": nn.ReLU,
         "relu6": nn.ReLU6,
         "silu": nn.SiLU,

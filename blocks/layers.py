@@ -1,8 +1,9 @@
 """Small layers and helpers shared by block families: layout views, layer scale, drop path, conv-BN,
-squeeze-excitation, and the one rule for a width scaled by a ratio."""
+TensorFlow's "same" padding, squeeze-excitation, and the one rule for a width scaled by a ratio."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from blocks.activations import create_act
@@ -34,11 +35,55 @@ def scaled_width(width: int, ratio: float, rounding: str = "nearest") -> int:
     return int(scaled) if rounding == "floor" else round(scaled)
 
 
-def conv_bn(in_chs, out_chs, kernel=1, stride=1, groups=1, act="identity"):
-    """Conv (no bias: the BN after it has one) -> BatchNorm -> act, on NCHW maps."""
+def same_padding(size, kernel, stride):
+    """TensorFlow's "same" padding of one side of a map of ``size``: (before, after). The output has
+    ceil(size / stride) positions; the padding that takes is split with the odd one after (right, bottom), so a
+    stride-2 conv on an even side pads only after it."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def same_size(size, stride):
+    """Spatial size after a conv padded as "same": ceil(size / stride), per dimension, whatever the kernel."""
+    return tuple(-(-s // stride) for s in size)
+
+
+class SameConv2d(nn.Conv2d):
+    """A Conv2d padded as TensorFlow's "same" (``padding: same`` where a symmetric pad would differ: a strided
+    or even kernel). The pad follows each input's size, so the module runs at any resolution; a side that
+    needs none is not padded."""
+
+    def __init__(self, in_chs, out_chs, kernel, stride=1, groups=1, bias=True):
+        super().__init__(in_chs, out_chs, kernel, stride=stride, padding=0, groups=groups, bias=bias)
+
+    def forward(self, x):
+        top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
+        left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        return super().forward(x)
+
+
+def pads_each_input(padding, kernel, stride):
+    """Whether a conv padded by ``padding`` is a SameConv2d, which pads each input into a copy: "same" with a
+    stride or an even kernel. An odd kernel at stride 1 pads kernel // 2 on every side either way."""
+    return padding == "same" and (stride > 1 or kernel % 2 == 0)
+
+
+def padded_conv(in_chs, out_chs, kernel, stride=1, groups=1, bias=True, padding="symmetric"):
+    """A kxk conv on NCHW maps padded by ``padding``: ``symmetric``, kernel // 2 on every side (PyTorch's habit),
+    or ``same``, TensorFlow's rule (see ``pads_each_input``)."""
+    if pads_each_input(padding, kernel, stride):
+        return SameConv2d(in_chs, out_chs, kernel, stride=stride, groups=groups, bias=bias)
+    return nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=bias)
+
+
+def conv_bn(in_chs, out_chs, kernel=1, stride=1, groups=1, act="identity", eps=1e-5, padding="symmetric"):
+    """Conv (no bias: the BN after it has one) -> BatchNorm (``eps``) -> act, on NCHW maps; the conv padded as
+    ``padded_conv`` says."""
     return nn.Sequential(
-        nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_chs),
+        padded_conv(in_chs, out_chs, kernel, stride=stride, groups=groups, bias=False, padding=padding),
+        nn.BatchNorm2d(out_chs, eps=eps),
         create_act(act),
     )
 

@@ -10,7 +10,7 @@ from torch import nn
 from blocks.activations import Act
 from blocks.base import BlockConfig, BlockModule, Shape, ShapeError, conv_out, count, register
 from blocks.layers import DropPath, SqueezeExcite, conv_bn, nchw, nhwc, scaled_width
-from blocks.validators import OddInt
+from blocks.validators import OddInt, Padding
 
 
 class PoolConvShortcut(nn.Module):
@@ -27,19 +27,21 @@ class PoolConvShortcut(nn.Module):
 
 class MBConv(BlockModule):
     """[BN] -> 1x1 expand -> BN -> act -> kxk depthwise (strided) -> BN -> act -> [SE] -> 1x1 project [-> BN],
-    with a residual when the map keeps its shape, or a pooled shortcut (MaxViT) when it does not."""
+    with a residual when the map keeps its shape, or a pooled shortcut (MaxViT) when it does not. Every
+    BatchNorm takes ``norm_eps``; the depthwise conv pads as ``padding`` says."""
 
     def __init__(self, in_chs, out_chs, expansion=6.0, kernel=3, stride=1, act="relu6", expand_from="in",
-                 pre_norm=False, out_norm=True, se=None, se_act="silu", shortcut="none", drop_path=0.0):
+                 pre_norm=False, out_norm=True, se=None, se_act="silu", shortcut="none", padding="symmetric",
+                 norm_eps=1e-5, drop_path=0.0):
         super().__init__()
         mid = mbconv_mid(in_chs, out_chs, expansion, expand_from)
         self.stride = stride
-        self.pre_norm = nn.BatchNorm2d(in_chs) if pre_norm else nn.Identity()
-        self.expand = conv_bn(in_chs, mid, act=act) if expansion != 1 else nn.Identity()
-        self.dwconv = conv_bn(mid, mid, kernel, stride=stride, groups=mid, act=act)
+        self.pre_norm = nn.BatchNorm2d(in_chs, eps=norm_eps) if pre_norm else nn.Identity()
+        self.expand = conv_bn(in_chs, mid, act=act, eps=norm_eps) if expansion != 1 else nn.Identity()
+        self.dwconv = conv_bn(mid, mid, kernel, stride=stride, groups=mid, act=act, eps=norm_eps, padding=padding)
         self.se = SqueezeExcite(mid, scaled_width(out_chs, se, "floor"), se_act) if se else nn.Identity()
         if out_norm:
-            self.project = conv_bn(mid, out_chs)
+            self.project = conv_bn(mid, out_chs, eps=norm_eps)
         else:
             self.project = nn.Conv2d(mid, out_chs, 1)
         if stride == 1 and in_chs == out_chs:
@@ -52,7 +54,7 @@ class MBConv(BlockModule):
 
     def out_size(self, size):
         kernel = self.dwconv[0].kernel_size[0]
-        return conv_out(size, kernel, self.stride, kernel // 2)
+        return conv_out(size, kernel, self.stride, kernel // 2)  # an odd kernel: "same" pads to this size too
 
     def forward(self, x):
         x = nchw(x)
@@ -70,13 +72,18 @@ def mbconv_mid(in_chs, out_chs, expansion, expand_from):
 @register("block", module=MBConv)
 class MBConvConfig(BlockConfig):
     """MobileNetV2 (defaults) or, with ``act: gelu, expand_from: out, pre_norm: true, out_norm: false, se: 0.25,
-    shortcut: pool_conv, expansion: 4``, MaxViT's MBConv."""
+    shortcut: pool_conv, expansion: 4``, MaxViT's MBConv; its TensorFlow release adds ``act: gelu_tanh,
+    padding: same, norm_eps: 1.0e-3``. The pooled shortcut needs no padding either way: its stride divides the
+    map, where TensorFlow's "same" pads nothing."""
 
     type: Literal["mbconv"] = "mbconv"
     examples = (
         {'expansion': 1, 'stride': 2},
         {'expansion': 4, 'act': 'gelu', 'expand_from': 'out', 'pre_norm': True, 'out_norm': False, 'se': 0.25,
          'shortcut': 'pool_conv', 'stride': 2},
+        {'expansion': 4, 'act': 'gelu_tanh', 'expand_from': 'out', 'pre_norm': True, 'out_norm': False, 'se': 0.25,
+         'shortcut': 'pool_conv', 'stride': 2, 'padding': 'same', 'norm_eps': 1e-3},
+        {'expansion': 1, 'stride': 2, 'padding': 'same'},
         {'kernel': 5, 'se': 0.25, 'se_act': 'relu'},
     )
     expansion: PositiveFloat = 6.0
@@ -90,6 +97,9 @@ class MBConvConfig(BlockConfig):
     se_act: Act = "silu"
     shortcut: Literal["none", "pool_conv"] = Field(
         "none", description="when stride or width change: no residual (MobileNetV2), or avgpool + 1x1 conv (MaxViT)")
+    padding: Padding = Field("symmetric", description="the depthwise conv's: kernel // 2 each side, or TensorFlow's "
+                                                      "'same' (only after, on an even map at stride 2)")
+    norm_eps: PositiveFloat = Field(1e-5, description="eps of every BatchNorm in the block (TensorFlow's: 1e-3)")
 
     def out_shape(self, shape: Shape, out: int) -> Shape:
         return (out, *conv_out(shape[1:], self.kernel, self.stride, self.kernel // 2))

@@ -17,9 +17,9 @@ from torch import nn
 
 from blocks.activations import Act, create_act
 from blocks.base import BlockConfig, BlockModule, Shape, ShapeError, check_within, conv_out, count, create, register
-from blocks.layers import conv_bn, nchw, nhwc, scaled_width
+from blocks.layers import conv_bn, nchw, nhwc, padded_conv, same_size, scaled_width
 from blocks.norm import LayerNormConfig
-from blocks.validators import OddInt
+from blocks.validators import OddInt, Padding
 
 if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every type is registered
     from blocks import Norm
@@ -27,13 +27,17 @@ if TYPE_CHECKING:  # role unions: blocks/__init__.py binds them here once every 
 
 class ConvDownsample(BlockModule):
     """norm -> strided conv -> norm -> act, each but the conv optional; serves as stem and as stage
-    downsampling."""
+    downsampling. ``padding`` is a count of zeros on every side, or ``same`` (TensorFlow's rule)."""
 
     def __init__(self, in_chs, out_chs, size, kernel, stride, padding, bias=True, pre_norm=None,
                  post_norm=None, act="identity", pos_embed=False):
         super().__init__()
         self.pre_norm = create("norm", pre_norm, dim=in_chs) if pre_norm else nn.Identity()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=padding, bias=bias)
+        if padding == "same":
+            self.conv = padded_conv(in_chs, out_chs, kernel, stride=stride, bias=bias, padding="same")
+        else:
+            self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=padding, bias=bias)
+        self.same = padding == "same"
         self.post_norm = create("norm", post_norm, dim=out_chs) if post_norm else nn.Identity()
         self.act = create_act(act)
         out_h, out_w = self.out_size(size)
@@ -42,6 +46,8 @@ class ConvDownsample(BlockModule):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
     def out_size(self, size):
+        if self.same:
+            return same_size(size, self.conv.stride[0])
         return conv_out(size, self.conv.kernel_size[0], self.conv.stride[0], self.conv.padding[0])
 
     def forward(self, x):
@@ -57,10 +63,14 @@ class ConvDownsampleConfig(BlockConfig):
         {'kernel': 7, 'stride': 4, 'padding': 2, 'post_norm': 'layernorm', 'pos_embed': True},
         {'kernel': 3, 'stride': 2, 'pre_norm': {'type': 'layernorm', 'bias': False}},
         {'kernel': 2, 'stride': 2, 'post_norm': 'batchnorm', 'bias': False},
+        {'kernel': 3, 'stride': 2, 'padding': 'same', 'post_norm': {'type': 'batchnorm', 'eps': 1e-3}},
+        {'kernel': 4, 'stride': 1, 'padding': 'same'},
     )
     kernel: PositiveInt
     stride: PositiveInt
-    padding: NonNegativeInt = Field(None, description="default: (kernel - stride + 1) // 2")  # type: ignore[assignment]
+    padding: NonNegativeInt | Literal["same"] = Field(  # type: ignore[assignment]
+        None, description="zeros on every side (default: (kernel - stride + 1) // 2), or 'same': TensorFlow's rule, "
+                          "ceil(size / stride) outputs, the odd pad after (right, bottom)")
     bias: bool = True
     pre_norm: Norm | None = None
     post_norm: Norm | None = None
@@ -77,6 +87,8 @@ class ConvDownsampleConfig(BlockConfig):
         return data
 
     def out_shape(self, shape: Shape, out: int) -> Shape:
+        if self.padding == "same":
+            return (out, *same_size(shape[1:], self.stride))
         h, w = conv_out(shape[1:], self.kernel, self.stride, self.padding)
         return (out, h, w)
 
@@ -157,21 +169,22 @@ class PatchMergingConfig(BlockConfig):
 
 class ConvPairStem(BlockModule):
     """conv (stride s1) -> [norm -> act] -> conv (stride s2) -> [norm], both convs kernel x kernel, the first
-    to ``mid_ratio * out_chs`` channels. MaxViT: 3x3 s2, BatchNorm, GELU, 3x3 s1. NAT: 3x3 s2, 3x3 s2, LayerNorm."""
+    to ``mid_ratio * out_chs`` channels. MaxViT: 3x3 s2, BatchNorm, GELU, 3x3 s1 (its TensorFlow release: BatchNorm
+    eps 1e-3, tanh GELU, "same" padding). NAT: 3x3 s2, 3x3 s2, LayerNorm."""
 
     def __init__(self, in_chs, out_chs, kernel=3, strides=(2, 2), mid_ratio=0.5, bias=True, mid_norm=None,
-                 act="identity", post_norm=None):
+                 act="identity", post_norm=None, padding="symmetric"):
         super().__init__()
         mid = scaled_width(out_chs, mid_ratio)
-        self.conv1 = nn.Conv2d(in_chs, mid, kernel, stride=strides[0], padding=kernel // 2, bias=bias)
+        self.conv1 = padded_conv(in_chs, mid, kernel, stride=strides[0], bias=bias, padding=padding)
         self.mid_norm = create("norm", mid_norm, dim=mid) if mid_norm else nn.Identity()
         self.act = create_act(act)
-        self.conv2 = nn.Conv2d(mid, out_chs, kernel, stride=strides[1], padding=kernel // 2, bias=bias)
+        self.conv2 = padded_conv(mid, out_chs, kernel, stride=strides[1], bias=bias, padding=padding)
         self.post_norm = create("norm", post_norm, dim=out_chs) if post_norm else nn.Identity()
 
     def out_size(self, size):
-        for conv in (self.conv1, self.conv2):
-            size = conv_out(size, conv.kernel_size[0], conv.stride[0], conv.padding[0])
+        for conv in (self.conv1, self.conv2):  # odd kernels: "same" pads to these sizes too
+            size = conv_out(size, conv.kernel_size[0], conv.stride[0], conv.kernel_size[0] // 2)
         return size
 
     def forward(self, x):
@@ -186,6 +199,9 @@ class ConvPairStemConfig(BlockConfig):
         {},
         {'strides': [2, 1], 'mid_ratio': 1.0, 'mid_norm': 'batchnorm', 'act': 'gelu'},
         {'post_norm': 'layernorm', 'bias': False, 'kernel': 5},
+        {'strides': [2, 1], 'mid_ratio': 1.0, 'mid_norm': {'type': 'batchnorm', 'eps': 1e-3}, 'act': 'gelu_tanh',
+         'padding': 'same'},
+        {'strides': [2, 2], 'act': 'relu', 'padding': 'same'},
     )
     kernel: OddInt = 3
     strides: tuple[PositiveInt, PositiveInt] = (2, 2)
@@ -194,6 +210,8 @@ class ConvPairStemConfig(BlockConfig):
     mid_norm: Norm | None = None
     act: Act = "identity"
     post_norm: Norm | None = None
+    padding: Padding = Field("symmetric", description="both convs': kernel // 2 each side, or TensorFlow's 'same' "
+                                                      "(only after, on an even map at stride 2)")
 
     def _shapes(self, shape: Shape, out: int) -> tuple[Shape, Shape]:
         mid = (scaled_width(out, self.mid_ratio), *conv_out(shape[1:], self.kernel, self.strides[0], self.kernel // 2))

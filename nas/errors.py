@@ -92,12 +92,22 @@ def _fields_at(raw_loc: tuple[Any, ...], data: Any) -> set[str]:
     return {name for configs in CONFIGS.values() for cls in configs.values() for name in cls.model_fields}
 
 
+def _union_member(key: Any) -> bool:
+    """Whether a location segment is pydantic's name for a member of a union of plain types (``padding: 0`` or
+    ``same``): ``int``, ``constrained-int``, ``literal['same']``..."""
+    return isinstance(key, str) and (key in ("int", "float", "str", "bool") or key.startswith(("constrained-",
+                                                                                            "literal[")))
+
+
 def _clean_loc(loc: tuple[Any, ...], data: Any) -> list[Any]:
-    """Drop the union-tag segments pydantic inserts, by walking the input alongside the location."""
+    """Drop the union-tag segments pydantic inserts, by walking the input alongside the location: a config's type,
+    and the member of a union of plain types that refused a value."""
     out: list[Any] = []
     node = data
     for key in loc:
         if isinstance(key, str) and isinstance(node, str) and key == node:
+            continue
+        if _union_member(key) and not (isinstance(node, dict) and key in node):
             continue
         if isinstance(key, str) and isinstance(node, dict) and key not in node:
             if key == node.get("type") or ("type" not in node and key in _ALL_TYPES):
@@ -156,17 +166,32 @@ def _misspelt_choice(error: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _either(first: str, second: str) -> str:
+    """Two reasons one value was refused, by two members of a union, as one: "input should be a valid integer,
+    unable to parse string as an integer, or 'same' (got 'valid')"."""
+    got = re.search(r" \(got .*\)$", second)
+    first = first.removesuffix(got.group()) if got else first
+    return f"{first}, or {second.removeprefix('input should be ')}"
+
+
 def from_validation_error(err: ValidationError, data: Any) -> GenomeError:
-    problems = []
+    problems: list[Problem] = []
+    misspelt_at: set[str] = set()
     for error in err.errors():
         loc = _clean_loc(error["loc"], data)
         misspelt = _misspelt_choice(error)
         if misspelt:
+            misspelt_at.add(format_path(loc))
             problem = Problem(format_path([*loc, misspelt[0]]), misspelt[1])
         else:
             problem = Problem(format_path(loc), _message(error, data))
-        if problem not in problems:
+        earlier = next((i for i, p in enumerate(problems) if p.path == problem.path), None)
+        if _union_member(error["loc"][-1]) and earlier is not None and problems[earlier] != problem:
+            problems[earlier] = Problem(problem.path, _either(problems[earlier].message, problem.message))
+        elif problem not in problems:
             problems.append(problem)
+    # A misspelt choice is why every member of a union refused the mapping: it alone is named.
+    problems = [p for p in problems if p.path not in misspelt_at]
     # A bad ``defaults:`` entry also fails in every stage that inherits it: report it once, at its source.
     from_defaults = [p for p in problems if p.path.startswith("defaults")]
     return GenomeError(from_defaults or problems)

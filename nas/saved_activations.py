@@ -18,19 +18,20 @@ from typing import Any
 
 from blocks.base import BlockConfig, Shape, conv_out
 from blocks.gated import gated_widths
-from blocks.layers import scaled_width
+from blocks.layers import pads_each_input, same_padding, scaled_width
 from blocks.mobile import mbconv_mid
 from blocks.modulation import gnconv_widths
 from blocks.norm import LayerNormConfig
 from blocks.ssm import auto_dt_rank
 
 # Maps an activation keeps, per element of its input: (maps it saves itself, whether one of them is its output).
-# GELU, SiLU, hardswish and ReLU6 save their input; ReLU, sigmoid and tanh their output, which the next layer
-# saves too (one storage); StarReLU (s * relu(x)^2 + b) keeps relu(x) and its square; SquaredReLU keeps relu(x).
+# GELU (exact or tanh), SiLU, hardswish and ReLU6 save their input; ReLU, sigmoid and tanh their output, which the
+# next layer saves too (one storage); StarReLU (s * relu(x)^2 + b) keeps relu(x) and its square; SquaredReLU keeps
+# relu(x).
 ACTIVATIONS: dict[str, tuple[int, bool]] = {
     "identity": (0, False), "relu": (1, True), "sigmoid": (1, True), "tanh": (1, True), "relu6": (1, False),
-    "gelu": (1, False), "silu": (1, False), "hardswish": (1, False), "squared_relu": (1, False),
-    "star_relu": (2, False),
+    "gelu": (1, False), "gelu_tanh": (1, False), "silu": (1, False), "hardswish": (1, False),
+    "squared_relu": (1, False), "star_relu": (2, False),
 }
 
 
@@ -48,6 +49,17 @@ def _map(shape: Shape, channels: int | None = None) -> int:
     """Elements of a (channels, H, W) map at ``shape``'s size, ``shape``'s own channels by default."""
     c, h, w = shape
     return (c if channels is None else channels) * h * w
+
+
+def _padded(shape: Shape, kernel: int, stride: int, padding: Any) -> int:
+    """Elements of the padded copy of a ``shape`` input that a conv padded as TensorFlow's "same" keeps instead of
+    its input (blocks.layers.SameConv2d); 0 where the conv pads inside itself or the input needs no pad."""
+    if not pads_each_input(padding, kernel, stride):
+        return 0
+    (top, bottom), (left, right) = (same_padding(size, kernel, stride) for size in shape[1:])
+    if not (top or bottom or left or right):
+        return 0
+    return shape[0] * (shape[1] + top + bottom) * (shape[2] + left + right)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -447,9 +459,13 @@ def _conv_bn(act: str, elements: int, next_saves: bool = True) -> Tensors:
 def _mbconv(cfg, shape, out):
     o_c, o_h, o_w = cfg.out_shape(shape, out)
     mid = mbconv_mid(shape[0], out, cfg.expansion, cfg.expand_from)
-    found = [_map(shape)] * (1 + cfg.pre_norm)
+    padded = _padded((mid, *shape[1:]), cfg.kernel, cfg.stride, cfg.padding)  # the depthwise conv's input, padded
+    found = [_map(shape)] * (1 + cfg.pre_norm)  # the input, and the pre-norm's output, each kept by the next op
     if cfg.expansion != 1:
-        found += _conv_bn(cfg.act, _map(shape, mid))
+        found += _conv_bn(cfg.act, _map(shape, mid), next_saves=not padded)
+    elif padded and (cfg.pre_norm or not (cfg.shortcut == "pool_conv" and cfg.stride > 1)):
+        found.pop()  # the depthwise conv keeps its padded copy instead (the shortcut's pooling keeps the input)
+    found += [padded] if padded else []
     strided = mid * o_h * o_w
     found += _conv_bn(cfg.act, strided) + [strided] * bool(cfg.se)  # the excited copy feeds the projection
     found += [o_c * o_h * o_w] * cfg.out_norm
@@ -478,9 +494,8 @@ def _shvit(cfg, shape, out):
 @rule("conv")
 def _conv_downsample(cfg, shape, out):
     o_shape = cfg.out_shape(shape, out)
-    found = saved_tensors(cfg.pre_norm, shape, shape[0]) if cfg.pre_norm else [_map(shape)]  # the conv's input
-    if cfg.pre_norm:
-        found.append(_map(shape))
+    conv_input = _padded(shape, cfg.kernel, cfg.stride, cfg.padding) or _map(shape)  # what the conv keeps
+    found = saved_tensors(cfg.pre_norm, shape, shape[0]) + [conv_input] if cfg.pre_norm else [conv_input]
     if cfg.post_norm:
         found += saved_tensors(cfg.post_norm, o_shape, out)
     return found + act_maps(cfg.act, _map(o_shape), next_saves=False)
@@ -526,8 +541,10 @@ def _patch_merging(cfg, shape, out):
 @rule("conv_pair")
 def _conv_pair(cfg, shape, out):
     mid_shape = (scaled_width(out, cfg.mid_ratio), *conv_out(shape[1:], cfg.kernel, cfg.strides[0], cfg.kernel // 2))
-    found = [_map(shape)] + (saved_tensors(cfg.mid_norm, mid_shape, mid_shape[0]) if cfg.mid_norm else [])
-    found += act_maps(cfg.act, _map(mid_shape))
+    first = _padded(shape, cfg.kernel, cfg.strides[0], cfg.padding) or _map(shape)  # what each conv keeps
+    second = _padded(mid_shape, cfg.kernel, cfg.strides[1], cfg.padding)
+    found = [first] + (saved_tensors(cfg.mid_norm, mid_shape, mid_shape[0]) if cfg.mid_norm else [])
+    found += act_maps(cfg.act, _map(mid_shape), next_saves=not second) + ([second] if second else [])
     if cfg.post_norm:
         found += saved_tensors(cfg.post_norm, cfg.out_shape(shape, out), out)
     return found

@@ -15,7 +15,7 @@ import dataclasses
 import pytest
 import torch
 
-from nas import compile_model
+from nas import compile_model, load_genome
 from nas.weights import WEIGHT_MAPS, convert_checkpoint, read_checkpoint, save_weights
 
 timm = pytest.importorskip("timm")
@@ -39,11 +39,13 @@ def perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def max_differences(reference: torch.nn.Module, zoo: str, tmp_path) -> dict[torch.dtype, tuple[float, float]]:
-    """(largest |difference|, largest |reference logit|) per dtype, the zoo model loaded through the mapping."""
+def max_differences(reference: torch.nn.Module, zoo: str, tmp_path,
+                    genome: dict | None = None) -> dict[torch.dtype, tuple[float, float]]:
+    """(largest |difference|, largest |reference logit|) per dtype, the zoo model (or ``genome``, an edit of it)
+    loaded through the zoo genome's mapping."""
     checkpoint = save_weights(reference.state_dict(), tmp_path / "reference.safetensors")
     state = convert_checkpoint(zoo, read_checkpoint(checkpoint), source=str(checkpoint))
-    model = compile_model(f"zoo:{zoo}", weights=state).eval()
+    model = compile_model(genome or f"zoo:{zoo}", weights=state).eval()
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     out = {}
     for dtype in (torch.float64, torch.float32):
@@ -62,7 +64,7 @@ def check(differences: dict[torch.dtype, tuple[float, float]], label: str) -> No
         assert diff <= TOLERANCE[dtype] * scale, f"{label} {dtype}: {diff:.3g} > {TOLERANCE[dtype]:g} x {scale:.3g}"
 
 
-@pytest.mark.parametrize("zoo", [name for name in WEIGHT_MAPS if name != "maxvit_t"])
+@pytest.mark.parametrize("zoo", [name for name in WEIGHT_MAPS if name != "maxvit_t"])  # MaxViT: below
 def test_zoo_model_equals_timm_with_the_same_weights(zoo, tmp_path):
     torch.manual_seed(0)
     reference = perturbed(timm.create_model(WEIGHT_MAPS[zoo].reference, pretrained=False,
@@ -81,17 +83,33 @@ def _maxvit(**conv_changes) -> torch.nn.Module:
     return perturbed(MaxxVit(cfg, img_size=224))
 
 
-def test_maxvit_mapping_is_exact_with_the_zoo_genomes_padding_activation_and_eps(tmp_path):
-    """timm's MaxViT-T (TF port) with the three choices the zoo genome makes differently (symmetric padding,
-    exact GELU, BatchNorm eps 1e-5): the mapping itself, qkv layout and flipped relative position tables
-    included, is exact."""
-    check(max_differences(_maxvit(padding="", act_layer="gelu", norm_eps=1e-5), "maxvit_t", tmp_path),
-          "maxvit_t (zoo choices)")
-
-
-@pytest.mark.xfail(strict=True, reason="the zoo genome pads symmetrically, uses exact GELU and BatchNorm eps 1e-5; "
-                   "timm's maxvit_tiny_tf_224 pads TF 'same', uses tanh GELU and eps 1e-3 (WEIGHT_MAPS note)")
 def test_maxvit_tiny_tf_224_itself(tmp_path):
+    """The zoo genome makes the TensorFlow release's choices (``padding: same``, ``act: gelu_tanh``, BatchNorm
+    eps 1e-3), so the published model's weights give its outputs."""
     torch.manual_seed(0)
     reference = perturbed(timm.create_model("maxvit_tiny_tf_224", pretrained=False))
     check(max_differences(reference, "maxvit_t", tmp_path), "maxvit_t (timm maxvit_tiny_tf_224)")
+
+
+# The TensorFlow release's choices in the zoo genome, each with PyTorch's habit in its place.
+PYTORCH_HABITS = {("padding", "same"): "symmetric", ("act", "gelu_tanh"): "gelu", ("norm_eps", 1e-3): 1e-5,
+                  ("eps", 1e-3): 1e-5}
+
+
+def _with_pytorch_habits(value):
+    if isinstance(value, list):
+        return [_with_pytorch_habits(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _with_pytorch_habits(v) if isinstance(v, (dict, list)) else PYTORCH_HABITS.get((k, v), v)
+                for k, v in value.items()}
+    return value
+
+
+def test_maxvit_with_symmetric_padding_exact_gelu_and_eps_1e5_still_maps_exactly(tmp_path):
+    """The other side of the three options: the zoo genome with PyTorch's habits (symmetric padding, exact
+    GELU, BatchNorm eps 1e-5) against timm's MaxViT-T configured alike: the mapping itself, qkv layout and
+    flipped relative position tables included, is exact either way."""
+    genome = _with_pytorch_habits(load_genome("zoo:maxvit_t").to_dict())
+    assert genome != load_genome("zoo:maxvit_t").to_dict()
+    check(max_differences(_maxvit(padding="", act_layer="gelu", norm_eps=1e-5), "maxvit_t", tmp_path, genome),
+          "maxvit_t (symmetric padding, exact GELU, eps 1e-5)")
