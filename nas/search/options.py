@@ -105,7 +105,8 @@ class SearchOptions(BaseModel):
     runtime: Runtime = Field("eager", description="what latency is timed under: eager PyTorch, compile "
                              "(torch.compile) or onnxruntime (the ONNX export under ONNX Runtime)")
     proxy_batch: int = Field(8, description="images the zero-cost scores see")
-    epochs: int = Field(3, description="training epochs per trial with --objective train")
+    epochs: int = Field(3, description="training epochs per trial with --objective train (with the cascade's "
+                        "promotions, and in nas score: the first epochs of a --long-epochs schedule)")
     batch_size: BatchSize = Field(64, description="images per training step with --objective train (and "
                                   "--finetune-epochs), or auto: the largest power of two up to "
                                   f"{MOST_AUTO_BATCH} whose training memory, for the largest genome sampled "
@@ -188,6 +189,13 @@ class SearchOptions(BaseModel):
     def promotes(self) -> bool:
         """Whether the cascade promotes trained genomes to ``long_epochs`` (successive halving over epochs)."""
         return self.sampler == "cascade" and self.objective == "train" and bool(self.long_epochs)
+
+    @property
+    def first_schedule_epochs(self) -> int | None:
+        """The schedule a first-stage training (and a reference or ``nas score``, measured as one) runs the first
+        ``epochs`` of: the promotions' ``long_epochs``, which a promotion then trains on to; None: a whole
+        ``epochs`` schedule."""
+        return self.long_epochs if self.promotes else None
 
     def check(self) -> SearchOptions:
         """Refuse contradictions before any work: they are bad input (exit 2)."""

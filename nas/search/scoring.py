@@ -141,7 +141,8 @@ def score_genome(genome: Genome, work: TrialWork) -> GenomeScore:
     """``genome`` evaluated by ``work`` (a search's ``TrialWork``) exactly as a trial would be; a failure (an
     exception in the forward pass, a score that is not finite) is the result's ``failure``."""
     cost = analytic_cost(genome)
-    payload = {"genome": genome.to_dict(), "cost": [cost.params, cost.frozen_params, cost.flops]}
+    payload = {"genome": genome.to_dict(), "cost": [cost.params, cost.frozen_params, cost.flops],
+               "schedule_epochs": work.options.first_schedule_epochs}  # as a first-stage trial trains
     outcome = work.evaluate(payload)
     attrs = outcome.attrs
     components = dict(attrs.get("scores") or {})

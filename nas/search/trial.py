@@ -116,8 +116,7 @@ class TrialWork:
                 "epochs": planned.get("epochs") or self.options.epochs, "stage": stage,
                 # With promotions, a first-stage training is the start of the promotion's schedule, which the
                 # promotion trains on from (successive halving over epochs, as Hyperband and ASHA run it).
-                "schedule_epochs": self.options.long_epochs if self.options.promotes and stage != PROMOTED
-                else None}
+                "schedule_epochs": None if stage == PROMOTED else self.options.first_schedule_epochs}
 
     def evaluate(self, payload: dict[str, Any], report: Report | None = None) -> Outcome:
         """Build, score and time the genome. A failure (exception, NaN, CUDA out of memory) is the outcome's;
