@@ -4,8 +4,6 @@ a search with a neck at a non-square resolution."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from nas.graph import build_graph
 from nas.network import count_parameters
 from nas.search import InfeasibleBudget
 from tests.conftest import ROOT, run_nas
-from tests.test_export import REFUSE_OUR_PACKAGES
+from tests.test_export import run_clean
 
 EXAMPLE = ROOT / "tests" / "data" / "convnext_t_sepc.yaml"
 # Three stage outputs with odd sizes, so stride-2 convolutions give one row more than the next level.
@@ -188,19 +186,6 @@ def test_profile_cli_reports_the_neck_per_level_with_fvcore(tmp_path):
     assert report["backbone"]["fvcore_flops"] == report["backbone"]["flops"]
 
 
-CLEAN_PYRAMID = REFUSE_OUR_PACKAGES + """
-import importlib.util, torch
-spec = importlib.util.spec_from_file_location('model', sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-model = module.build_model(weights=sys.argv[2]).eval()
-torch.manual_seed(0)
-x = torch.randn(2, 3, 48, 80)
-with torch.inference_mode():
-    torch.save({'x': x, 'pyramid': model(x)}, sys.argv[3])
-"""
-
-
 def test_features_only_export_returns_the_pyramid_standalone(tmp_path: Path):
     path, model_py, weights, out = (tmp_path / name for name in ("g.yaml", "model.py", "w.pt", "out.pt"))
     path.write_text(yaml.safe_dump(with_neck({"type": "sepc", "in_stages": [0, 1, 2], "out_channels": 16,
@@ -208,16 +193,15 @@ def test_features_only_export_returns_the_pyramid_standalone(tmp_path: Path):
     result = run_nas("compile", path, "--features-only", "-o", model_py, "--weights", weights)
     assert result.returncode == 0, result.stderr
     assert "returns the neck's pyramid" in result.stdout
-    clean = subprocess.run([sys.executable, "-I", "-c", CLEAN_PYRAMID, str(model_py), str(weights), str(out)],
-                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    clean = run_clean(model_py, weights, out, "3,48,80")  # model.py alone, in a clean interpreter
     assert clean.returncode == 0, clean.stderr
     saved = torch.load(out, weights_only=True)
     model = compile_model(path, features_only=True).eval()
     model.load_state_dict(torch.load(weights, weights_only=True))  # no classifier weights in a features-only file
     with torch.inference_mode():
         expected = model(saved["x"])
-    assert len(saved["pyramid"]) == len(expected) == 4
-    for got, want in zip(saved["pyramid"], expected):
+    assert len(saved["y"]) == len(expected) == 4  # the pyramid
+    for got, want in zip(saved["y"], expected):
         assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5, rtol=1e-5)
 
 

@@ -157,10 +157,8 @@ class TrialWork:
                 report = None
             epochs = payload.get("epochs", self.options.epochs)
             schedule_epochs = payload.get("schedule_epochs")
-            checkpoint = None
-            if self.checkpoints is not None and ((schedule_epochs or 0) > epochs or payload.get("stage") == PROMOTED):
-                checkpoint = self.checkpoints / f"{genome.content_hash()}-seed{self.options.seed}.pt"
-            score = self._score(genome, model, device, attrs, report, epochs, schedule_epochs, checkpoint)
+            score = self._score(genome, model, device, attrs, report, epochs, schedule_epochs,
+                                self._checkpoint(genome, payload.get("stage"), epochs, schedule_epochs))
             times["score"] = time.perf_counter() - tick
         if not math.isfinite(score):
             raise TrialFailed(f"score is {score} (not finite)")
@@ -204,6 +202,16 @@ class TrialWork:
 
             return cached_supernet(self.options.supernet).extract(genome)
         return compile_model(genome, seed=self.options.seed)
+
+    def _checkpoint(self, genome: Genome, stage: str | None, epochs: int, schedule_epochs: int | None
+                    ) -> Path | None:
+        """Where a trial's training waits between its first stage (cut short of its schedule) and its
+        promotion. None without a stage: a reference or ``nas score`` is never promoted."""
+        if self.checkpoints is None or stage is None:
+            return None
+        if stage != PROMOTED and (schedule_epochs or 0) <= epochs:
+            return None  # a whole schedule: nothing to train on from
+        return self.checkpoints / f"{genome.content_hash()}-seed{self.options.seed}.pt"
 
     def _score(self, genome: Genome, model: torch.nn.Module, device: str, attrs: dict[str, Any],
                report: Report | None, epochs: int, schedule_epochs: int | None = None,
