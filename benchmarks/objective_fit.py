@@ -6,8 +6,11 @@ Reads ``benchmarks/results/corpus/``: ``genomes.jsonl`` and ``runs.jsonl`` (``be
 long schedule, seed 0. Every figure is Kendall's tau-b against it with a bootstrap 95% interval (genomes
 resampled, ``--bootstrap`` times), beside the noise ceiling: the tau between seeds of the same genome.
 
-The default objective is a ridge regression of the within-task rank of long accuracy on standardised log-scores,
-log params and log FLOPs (``FEATURES``), scored only on what it was not fitted on:
+The default objective is a ridge regression (scikit-learn's ``RidgeCV``, its penalty chosen by leave-one-out on
+the fitting genomes) of the within-task rank of long accuracy on standardised terms: log-scores, log params and
+log FLOPs, and the genome's descriptors (``nas.evaluate.proxy.genome_descriptors``: which mixer family holds the
+blocks' FLOPs, the last block's family, depth and width; ``--features descriptors`` stands for all of those
+found in the corpus). It is scored only on what it was not fitted on:
 
 - *held-out genomes*: 5 folds over genomes; each fold's genomes are predicted by a model fitted on the other
   folds' genomes (both tasks), and the tau is taken over all out-of-fold predictions, per task;
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import kendalltau, rankdata
+from sklearn.linear_model import RidgeCV
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,9 +41,19 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from corpus import OUT, read_jsonl  # noqa: E402
 
-from nas.evaluate.proxy import OBJECTIVE_FILE, TERMS, combine  # noqa: E402
+from nas.evaluate.proxy import (  # noqa: E402
+    OBJECTIVE_FILE,
+    TERMS,
+    combine,
+    genome_descriptors,
+    objective_term,
+)
+from nas.genome import Genome  # noqa: E402
 
-RIDGE = 1.0
+RIDGE_ALPHAS = np.logspace(-2, 3, 11)
+DEFAULT_FEATURES = "structural,grad_norm,meco,params,flops,descriptors"
+# The data-free part of the objective, fitted alone for comparison.
+DATA_FREE = ("params", "flops", "structural")
 # The default objective before the corpus existed, for comparison.
 HAND_SET = {"structural": 1.0, "synflow": 1.0, "grad_norm": 1.0}
 
@@ -113,34 +127,41 @@ def first_stages(runs: list[dict], task: str, epochs: int = 3) -> tuple[float, f
     return (sum(short) / len(pairs), sum(early) / len(pairs), sum(ceiling) / len(pairs), n)
 
 
-def transform(name: str, value: float | None, batch_size: int) -> float | None:
-    """The term ``combine`` makes of a score (``nas.evaluate.proxy.TERMS``); ``None`` when not finite."""
-    if value is None or not math.isfinite(value):
+def transform(name: str, values: dict[str, float], batch_size: int) -> float | None:
+    """The term ``combine`` makes of a score or descriptor (``nas.evaluate.proxy.objective_term``); ``None``
+    when a score is missing or not finite."""
+    if name in TERMS and (values.get(name) is None or not math.isfinite(values[name])):
         return None
-    term = TERMS[name](value, batch_size)
+    term = objective_term(values, name, batch_size)
     return term if math.isfinite(term) else None
 
 
-def feature_rows(genomes: dict[str, dict], scores: list[dict], task: str, batch: str, features: list[str]
-                 ) -> dict[str, list[float]]:
+def descriptors(genomes: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """Genome -> its descriptors (``genome_descriptors``), read from its canonical form."""
+    return {g: genome_descriptors(Genome.model_validate(record["canonical"])) for g, record in genomes.items()}
+
+
+def feature_rows(genomes: dict[str, dict], described: dict[str, dict[str, float]], scores: list[dict], task: str,
+                 batch: str, features: list[str]) -> dict[str, list[float]]:
     """Genome -> its feature vector (transformed), for the genomes with every feature finite."""
     rows = {}
     for s in scores:
         if s["task"] != task or s["batch"] != batch or s["seed"] != 0:
             continue
-        values = {**s["scores"], "params": genomes[s["genome"]]["params"], "flops": genomes[s["genome"]]["flops"]}
-        row = [transform(f, values.get(f), s["batch_size"]) for f in features]
+        g = s["genome"]
+        values = {**s["scores"], "params": genomes[g]["params"], "flops": genomes[g]["flops"], **described[g]}
+        row = [transform(f, values, s["batch_size"]) for f in features]
         if all(v is not None for v in row):
-            rows[s["genome"]] = row
+            rows[g] = row
     return rows
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ridge on standardised features: (mean, std, coefficients)."""
+    """Ridge on standardised features, its penalty chosen by leave-one-out on ``x``: (mean, std,
+    coefficients)."""
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-12
-    z = (x - mean) / std
-    coef = np.linalg.solve(z.T @ z + RIDGE * np.eye(z.shape[1]), z.T @ (y - y.mean()))
-    return mean, std, coef
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit((x - mean) / std, y)
+    return mean, std, model.coef_
 
 
 def predict(model: tuple[np.ndarray, np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -152,22 +173,25 @@ def rank_target(acc: list[float]) -> np.ndarray:
     return (rankdata(acc) - 0.5) / len(acc)
 
 
-def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: int = 0) -> dict[str, dict]:
-    """Out-of-fold predictions per task: task -> genome -> prediction."""
+def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: int = 0,
+                     columns: list[int] | None = None) -> dict[str, dict]:
+    """Out-of-fold predictions per task: task -> genome -> prediction. ``columns``: fit on those features
+    only."""
     ids = sorted(set.intersection(*(set(rows) & set(acc) for rows, acc in data.values())))
     random.Random(seed).shuffle(ids)
+    pick = (lambda row: row) if columns is None else (lambda row: [row[i] for i in columns])
     out: dict[str, dict] = {task: {} for task in data}
     for k in range(folds):
         test = set(ids[k::folds])
         xs, ys = [], []
         for rows, acc in data.values():
             train = [g for g in ids if g not in test]
-            xs += [rows[g] for g in train]
+            xs += [pick(rows[g]) for g in train]
             ys += list(rank_target([acc[g] for g in train]))
         model = fit(np.array(xs), np.array(ys))
         for task, (rows, _) in data.items():
             for g in test:
-                out[task][g] = float(predict(model, np.array([rows[g]]))[0])
+                out[task][g] = float(predict(model, np.array([pick(rows[g])]))[0])
     return out
 
 
@@ -191,25 +215,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", type=Path, default=OUT)
     parser.add_argument("--batch", default="default", help="which proxy batch's scores: default or task")
-    parser.add_argument("--features", default="structural,naswot,synflow,grad_norm,snip,zico,meco,params,flops")
+    parser.add_argument("--features", default=DEFAULT_FEATURES,
+                        help="comma list of terms; 'descriptors' stands for every genome descriptor in the corpus")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--write", action="store_true", help=f"refit on everything and write {OBJECTIVE_FILE}")
     args = parser.parse_args()
-    features = args.features.split(",")
-
     genomes = {g["genome"]: g for g in read_jsonl(args.corpus / "genomes.jsonl")}
+    described = descriptors(genomes)
+    every_descriptor = sorted({k for d in described.values() for k in d})
+    features = [f for name in args.features.split(",")
+                for f in (every_descriptor if name == "descriptors" else [name])]
     runs = read_jsonl(args.corpus / "runs.jsonl")
     scores = read_jsonl(args.corpus / "scores.jsonl")
     tasks = sorted({r["task"] for r in runs})
-    present = {k for s in scores for k in s["scores"]} | {"params", "flops"}
+    present = {k for s in scores for k in s["scores"]} | {"params", "flops"} | set(every_descriptor)
     features = [f for f in features if f in present]
     data = {}
     for task in tasks:
         truth = accuracy(runs, task, "long")
-        rows = feature_rows(genomes, scores, task, args.batch, features)
+        rows = feature_rows(genomes, described, scores, task, args.batch, features)
         data[task] = (rows, truth)
 
     print(f"corpus: {len(genomes)} genomes; features {', '.join(features)}; scores on the {args.batch} batch\n")
+    data_free = [i for i, f in enumerate(features) if f in DATA_FREE or f in every_descriptor]
     print("| task | genomes (long) | noise ceiling: tau between seeds (95% CI, genomes) | tau of the last two "
           "epochs |")
     print("|---|---|---|---|")
@@ -227,7 +255,9 @@ def main() -> None:
         print(f"| {task} | {short:+.3f} | {early:+.3f} | {ceiling:+.3f} | {n} |")
     print()
 
-    oof = held_out_genomes(data) if all(len(d[0]) >= 10 for d in data.values()) else {}
+    enough = all(len(d[0]) >= 10 for d in data.values())
+    oof = held_out_genomes(data) if enough else {}
+    oof_free = held_out_genomes(data, columns=data_free) if enough and data_free else {}
     cross = held_out_task(data) if len(tasks) > 1 else {}
     print("| predictor | " + " | ".join(f"tau on {t} (95% CI)" for t in tasks) + " |")
     print("|---|" + "---|" * len(tasks))
@@ -243,7 +273,8 @@ def main() -> None:
             cells.append(f"{t:+.3f} ({lo:+.2f}, {hi:+.2f}; n={len(ids)})")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
-    for key in features:
+    singles = sorted({k for s in scores for k in s["scores"] if k in TERMS and k != "score"}) + ["params", "flops"]
+    for key in singles:
         per_task = {}
         for task in tasks:
             per_task[task] = {}
@@ -270,6 +301,9 @@ def main() -> None:
                                                 if r["task"] == t and r["inherited"] is not None} for t in tasks})
     if oof:
         row("fitted objective, held-out genomes (5-fold)", oof)
+    if oof_free:
+        row("its data-free part alone (params, FLOPs, structural, descriptors), held-out genomes (5-fold)",
+            oof_free)
     if cross:
         row("fitted objective, held-out task", cross)
 
@@ -282,10 +316,11 @@ def main() -> None:
         mean, std, coef = fit(np.array(xs), np.array(ys))
         OBJECTIVE_FILE.write_text(json.dumps({
             "about": "The default training-free objective: a ridge regression of the within-task rank of trained "
-                     "accuracy on standardised terms (nas.evaluate.proxy.TERMS). Fitted by "
+                     "accuracy on standardised terms (scores through nas.evaluate.proxy.TERMS, and the genome "
+                     "descriptors of nas.evaluate.proxy.genome_descriptors). Fitted by "
                      "benchmarks/objective_fit.py on the corpus in benchmarks/results/corpus.",
-            "command": "python benchmarks/objective_fit.py --write " + " ".join(
-                a for a in sys.argv[1:] if a != "--write"),
+            "command": " ".join(["python benchmarks/objective_fit.py --write",
+                                 *(a for a in sys.argv[1:] if a != "--write")]),
             "genomes": len(xs) // max(1, len(data)), "tasks": tasks, "batch": args.batch,
             "features": [{"name": f, "mean": float(m), "std": float(s), "weight": float(c)}
                          for f, m, s, c in zip(features, mean, std, coef)],

@@ -7,6 +7,7 @@ carries each node's analytic params and FLOPs for the cost model.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 
@@ -79,6 +80,15 @@ def build_graph(genome: Genome) -> nx.DiGraph:
     if genome.neck is not None:
         add_neck(graph, genome.neck, stage_ends)
     return graph
+
+
+def node_family(config: Any) -> str:
+    """A graph node's block family (what a latency calibration charges its time to, and what the objective's
+    descriptors count): its token mixer's file for a MetaFormer-style block (``blocks/attention.py`` ->
+    ``attention``), else its own (``stems``, ``heads``, ``reduction`` ...)."""
+    mixer = getattr(config, "mixer", None)
+    owner = mixer if mixer is not None and hasattr(mixer, "type") else config
+    return type(owner).__module__.rpartition(".")[2]
 
 
 def add_neck(graph: nx.DiGraph, neck: NeckConfig, stage_ends: list[tuple[str, Shape]]) -> None:

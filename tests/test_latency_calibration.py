@@ -17,10 +17,10 @@ from nas.cost.calibration import (
     genome_features,
     genome_latency,
     load_calibration,
-    node_family,
 )
 from nas.cost.latency import LatencyTable, device_fingerprint, fingerprint_key, predict_latency
 from nas.errors import InputError
+from nas.graph import node_family
 from nas.io import load_genome
 from nas.space import read_space, sample_genomes
 from tests.conftest import run_nas

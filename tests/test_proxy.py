@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nas import analytic_cost, compile_model, load_genome
-from nas.evaluate.proxy import proxy_score, structural_score, zero_cost_scores
+from nas.evaluate.proxy import genome_descriptors, proxy_score, structural_score, zero_cost_scores
 
 
 def tiny(width: int = 16, depth: int = 1, mixer: str = "dwconv", norm: str = "layernorm") -> dict:
@@ -129,9 +129,35 @@ def test_the_search_objective_is_the_shipped_fit_of_standardised_terms(batch):
     genome = load_genome(tiny())
     cost = analytic_cost(genome)
     scores = proxy_score(genome, compile_model(genome, seed=0), *batch)
-    terms = {**scores, "params": cost.params, "flops": cost.flops}
-    expected = sum(f["weight"] * (TERMS[f["name"]](terms[f["name"]], 8) - f["mean"]) / f["std"]
-                   for f in fitted_objective()["features"])
+    described = genome_descriptors(genome)
+    terms = {**scores, "params": cost.params, "flops": cost.flops, **described}
+
+    def term(name: str) -> float:  # a score by its TERMS scaling; a descriptor as it is, 0 for absent families
+        return TERMS[name](terms[name], 8) if name in TERMS else described.get(name, 0.0)
+
+    expected = sum(f["weight"] * (term(f["name"]) - f["mean"]) / f["std"] for f in fitted_objective()["features"])
     assert scores["score"] == pytest.approx(expected)
     assert combine(terms, 8, weights={"params": 1.0}) == pytest.approx(math.log(cost.params))
     assert math.isnan(combine({**terms, "synflow": math.nan}, 8))
+
+
+def test_the_descriptors_say_which_family_holds_the_compute_and_how_deep_and_wide():
+    """A conv stage then an attention stage: each family's share of the blocks' FLOPs, the last block's family,
+    the number of blocks and their widths (16 and 32 channels)."""
+    genome = load_genome({**tiny(depth=2), "stages": [
+        {"depth": 2, "width": 16, "block": {"mixer": {"type": "dwconv"}}},
+        {"depth": 1, "width": 32, "block": {"mixer": {"type": "attention", "head_dim": 8}}}]})
+    described = genome_descriptors(genome)
+    assert described["flops_share:conv"] + described["flops_share:attention"] == pytest.approx(1.0)
+    assert 0 < described["flops_share:attention"] < 1
+    assert described["last:attention"] == 1.0 and "last:conv" not in described
+    assert described["blocks"] == 3
+    assert described["log_mean_width"] == pytest.approx(math.log((16 + 16 + 32) / 3))
+    assert described["log_max_width"] == pytest.approx(math.log(32))
+
+
+def test_an_objective_weighing_a_family_absent_from_the_genome_counts_it_as_zero():
+    from nas.evaluate.proxy import combine
+
+    terms = {"params": 1e6, **genome_descriptors(load_genome(tiny()))}
+    assert combine(terms, 8, weights={"flops_share:ssm": 5.0, "flops_share:conv": 2.0}) == pytest.approx(2.0)

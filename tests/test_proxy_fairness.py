@@ -10,7 +10,7 @@ import torch
 
 from nas import compile_model, load_genome
 from nas.evaluate.batch import proxy_batch
-from nas.evaluate.proxy import structural_score
+from nas.evaluate.proxy import genome_descriptors, structural_score
 from nas.evaluate.zero_cost import canonicalise_norms, standardise, zero_cost_scores
 
 NORMS = ("layernorm", "batchnorm", "groupnorm")
@@ -74,11 +74,13 @@ def test_without_canonical_norms_grad_norm_measures_the_norm_type(batch):
 
 
 @pytest.mark.parametrize("mixers", sorted(MIXERS))
-def test_the_structural_score_ignores_the_norm_type(mixers):
-    """BatchNorm folds to 2 FLOPs a value and LayerNorm costs 5; the structural score counts each as a
-    LayerNorm, so genomes that differ only there get one score."""
+def test_the_structural_score_and_the_descriptors_ignore_the_norm_type(mixers):
+    """BatchNorm folds to 2 FLOPs a value and LayerNorm costs 5; the structural score and the descriptors (each
+    family's share of the FLOPs) count each as a LayerNorm, so genomes that differ only there get one score."""
     scores = {structural_score(load_genome(hybrid(mixers, norm))) for norm in NORMS}
     assert len(scores) == 1
+    described = [genome_descriptors(load_genome(hybrid(mixers, norm))) for norm in NORMS]
+    assert all(d == described[0] for d in described)
 
 
 def test_every_norm_layer_is_replaced_by_the_canonical_standardisation():

@@ -54,7 +54,7 @@ from nas.cost.latency import (
 )
 from nas.errors import InputError
 from nas.genome import Genome
-from nas.graph import build_graph
+from nas.graph import build_graph, node_family
 from nas.io import load_genome
 
 FOLDS = 5
@@ -64,14 +64,6 @@ MARGIN_QUANTILE = 90
 WITHIN = 0.10  # the +-10% the accuracy figures count
 MIN_GENOMES = 8  # below this, FOLDS folds of a handful say nothing
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)
-
-
-def node_family(config: Any) -> str:
-    """The block family a graph node's time is charged to: its token mixer's file for a MetaFormer-style block
-    (``blocks/attention.py`` -> ``attention``), else its own (``stems``, ``heads``, ``reduction`` ...)."""
-    mixer = getattr(config, "mixer", None)
-    owner = mixer if mixer is not None and hasattr(mixer, "type") else config
-    return type(owner).__module__.rpartition(".")[2]
 
 
 @dataclass(frozen=True)

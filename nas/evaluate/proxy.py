@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 import torch
 from torch import nn
 
@@ -27,10 +28,13 @@ from blocks.base import CONFIGS
 from nas.cost import analytic_cost
 from nas.evaluate.zero_cost import SCORES, zero_cost_scores
 from nas.genome import Genome
-from nas.graph import build_graph
+from nas.graph import build_graph, node_family
 
-__all__ = ["combine", "fitted_objective", "proxy_score", "structural_score", "with_norm_type", "zero_cost_scores"]
+__all__ = ["combine", "fitted_objective", "genome_descriptors", "proxy_score", "structural_score", "with_norm_type",
+           "zero_cost_scores"]
 
+# The families' descriptor terms: a prefix and the family (``genome_descriptors``); an absent family is 0.
+DESCRIPTOR_SHARE, DESCRIPTOR_LAST = "flops_share:", "last:"
 # DeepMAD's multi-scale weights: the last stage's entropy counts 8 times, each earlier stage once.
 LAST_STAGE_WEIGHT = 8.0
 # DeepMAD's bound on effectiveness rho = depth / mean width; above it, entropy is discounted by rho0 / rho.
@@ -62,7 +66,16 @@ def structural_score(genome: Genome) -> float:
     differ (5 for LayerNorm, 2 for folded BatchNorm), does not change its fan-in. Wider, deeper and
     higher-resolution networks score higher; the search's budgets keep that in check.
     """
-    graph = build_graph(Genome.model_validate(with_norm_type(genome.to_dict(), "layernorm")))
+    return _structural(canonical_graph(genome))
+
+
+def canonical_graph(genome: Genome) -> nx.DiGraph:
+    """The genome's graph with every norm a LayerNorm: what the data-free terms read, so that none of them
+    depends on the norm type."""
+    return build_graph(Genome.model_validate(with_norm_type(genome.to_dict(), "layernorm")))
+
+
+def _structural(graph: nx.DiGraph) -> float:
     log_widths: list[float] = []
     log_channels: list[float] = []
     stage_entropy: dict[int, float] = {}
@@ -79,6 +92,37 @@ def structural_score(genome: Genome) -> float:
     entropy = sum(w * stage_entropy[s] for w, s in zip(weights, stages)) / sum(weights)
     effectiveness = len(log_channels) / math.exp(sum(log_channels) / len(log_channels))
     return entropy * min(1.0, MAX_EFFECTIVENESS / effectiveness)
+
+
+def genome_descriptors(genome: Genome, graph: nx.DiGraph | None = None) -> dict[str, float]:
+    """What the genome is made of, as terms of the fitted objective (``combine``), read from its graph with
+    every norm a LayerNorm (``canonical_graph``, or ``graph`` when the caller has it):
+
+    - ``flops_share:F``: the share of the blocks' FLOPs spent in blocks of family ``F`` (``node_family``: the
+      token mixer's file, such as ``attention`` or ``ssm``); only families present are listed, an absent one
+      is 0;
+    - ``last:F``: 1 for the family of the network's last block;
+    - ``blocks``: how many blocks; ``log_mean_width`` and ``log_max_width``: the log of the blocks' mean and
+      largest output channels.
+
+    On the trained corpus these say what the zero-cost scores miss: which mixer family holds the compute,
+    and how deep and wide the network is (benchmarks/BENCHMARKS.md, "How far to trust each objective")."""
+    graph = canonical_graph(genome) if graph is None else graph
+    flops: dict[str, float] = {}
+    widths: list[int] = []
+    last = ""
+    for _, data in graph.nodes(data=True):
+        if data["role"] != "block":
+            continue
+        last = node_family(data["config"])
+        flops[last] = flops.get(last, 0.0) + data["flops"]
+        widths.append(data["out_shape"][0])
+    if not widths:
+        return {"blocks": 0.0, "log_mean_width": 0.0, "log_max_width": 0.0}
+    total = sum(flops.values()) or 1.0
+    return {**{f"{DESCRIPTOR_SHARE}{family}": value / total for family, value in sorted(flops.items())},
+            f"{DESCRIPTOR_LAST}{last}": 1.0, "blocks": float(len(widths)),
+            "log_mean_width": math.log(sum(widths) / len(widths)), "log_max_width": math.log(max(widths))}
 
 
 def with_norm_type(data: dict[str, Any], norm: str) -> dict[str, Any]:
@@ -135,24 +179,33 @@ def fitted_objective() -> dict[str, Any]:
     return json.loads(OBJECTIVE_FILE.read_text())
 
 
-def combine(scores: dict[str, float], batch_size: int, weights: dict[str, float] | None = None) -> float:
-    """The objective the search maximises: ``sum_k w_k * (t_k - mean_k) / std_k`` over the scaled terms
-    ``t_k = TERMS[k](score_k)`` of the shipped objective (``objective.json``; ``params`` and ``flops`` are terms
-    too). ``benchmarks/objective_fit.py --write`` fits it to the rank of trained accuracy on the corpus; the file
-    shipped today is still the hand-set ``log structural + log synflow + log grad_norm`` (mean 0, std 1, weight
-    1 each), because no fit on the corpus so far beat it on held-out genomes and tasks (README, "How far to
-    trust the objective"). ``weights`` instead gives ``sum_k weights[k] * t_k`` (for studies of other
-    combinations); terms weighted zero may be missing.
+def combine(terms: dict[str, float], batch_size: int, weights: dict[str, float] | None = None) -> float:
+    """The objective the search maximises: ``sum_k w_k * (t_k - mean_k) / std_k`` over the terms of the shipped
+    objective (``objective.json``). A term is a score scaled by ``TERMS`` (the zero-cost and structural scores,
+    ``params`` and ``flops``) or a descriptor of the genome as ``genome_descriptors`` gives it (a family's
+    descriptor missing from ``terms`` is 0: the genome has no block of that family).
+    ``benchmarks/objective_fit.py --write`` fits the weights to the rank of trained accuracy on the corpus, and
+    the file records the command and the corpus it was fitted on. ``weights`` instead gives
+    ``sum_k weights[k] * t_k`` (for studies of other combinations); terms weighted zero may be missing.
 
     Logs make the combination usable on a single trial: a score's units, or any constant factor in it, only
     shift ``score`` by a constant, so no statistics over other trials are needed. A NaN in any score makes
     ``score`` NaN (a broken network, for the search to record as failed)."""
-    if any(math.isnan(value) for key, value in scores.items() if key in TERMS):
+    if any(math.isnan(value) for key, value in terms.items() if key in TERMS):
         return math.nan
     if weights is not None:
-        return sum(weight * TERMS[key](scores[key], batch_size) for key, weight in weights.items() if weight)
-    return sum(f["weight"] * (TERMS[f["name"]](scores[f["name"]], batch_size) - f["mean"]) / f["std"]
+        return sum(weight * objective_term(terms, key, batch_size) for key, weight in weights.items() if weight)
+    return sum(f["weight"] * (objective_term(terms, f["name"], batch_size) - f["mean"]) / f["std"]
                for f in fitted_objective()["features"] if f["weight"])
+
+
+def objective_term(terms: dict[str, float], name: str, batch_size: int) -> float:
+    """One term of ``combine``: a score through ``TERMS``, or a descriptor as it is."""
+    if name in TERMS:
+        return TERMS[name](terms[name], batch_size)
+    if name.startswith((DESCRIPTOR_SHARE, DESCRIPTOR_LAST)):
+        return terms.get(name, 0.0)
+    return terms[name]
 
 
 def objective_scores() -> set[str]:
@@ -165,7 +218,9 @@ def proxy_score(genome: Genome, model: nn.Module, x: torch.Tensor, y: torch.Tens
     """``structural``, the zero-cost scores (``naswot``, ``synflow``, ``grad_norm``, ``snip``, ``zico``,
     ``meco``; only those in ``which`` when given) and ``score`` (see ``combine``), which needs those its
     objective weighs (``objective_scores()``)."""
-    scores = {"structural": structural_score(genome), **zero_cost_scores(model, x, y, seed=seed, which=which)}
+    graph = canonical_graph(genome)
+    scores = {"structural": _structural(graph), **zero_cost_scores(model, x, y, seed=seed, which=which)}
     cost = analytic_cost(genome)
-    scores["score"] = combine({**scores, "params": cost.params, "flops": cost.flops}, x.shape[0])
+    terms = {**scores, "params": cost.params, "flops": cost.flops, **genome_descriptors(genome, graph)}
+    scores["score"] = combine(terms, x.shape[0])
     return scores
