@@ -141,15 +141,17 @@ def descriptors(genomes: dict[str, dict]) -> dict[str, dict[str, float]]:
     return {g: genome_descriptors(Genome.model_validate(record["canonical"])) for g, record in genomes.items()}
 
 
-def feature_rows(genomes: dict[str, dict], described: dict[str, dict[str, float]], scores: list[dict], task: str,
-                 batch: str, features: list[str]) -> dict[str, list[float]]:
-    """Genome -> its feature vector (transformed), for the genomes with every feature finite."""
+def feature_rows(genomes: dict[str, dict], scores: list[dict], task: str, batch: str, features: list[str],
+                 described: dict[str, dict[str, float]] | None = None) -> dict[str, list[float]]:
+    """Genome -> its feature vector (transformed), for the genomes with every feature finite; ``described``:
+    each genome's descriptors, where ``features`` names any."""
     rows = {}
     for s in scores:
         if s["task"] != task or s["batch"] != batch or s["seed"] != 0:
             continue
         g = s["genome"]
-        values = {**s["scores"], "params": genomes[g]["params"], "flops": genomes[g]["flops"], **described[g]}
+        values = {**s["scores"], "params": genomes[g]["params"], "flops": genomes[g]["flops"],
+                  **(described or {}).get(g, {})}
         row = [transform(f, values, s["batch_size"]) for f in features]
         if all(v is not None for v in row):
             rows[g] = row
@@ -233,7 +235,7 @@ def main() -> None:
     data = {}
     for task in tasks:
         truth = accuracy(runs, task, "long")
-        rows = feature_rows(genomes, described, scores, task, args.batch, features)
+        rows = feature_rows(genomes, scores, task, args.batch, features, described)
         data[task] = (rows, truth)
 
     print(f"corpus: {len(genomes)} genomes; features {', '.join(features)}; scores on the {args.batch} batch\n")
