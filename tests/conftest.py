@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import pwd
+import select
 import shutil
 import socket
 import subprocess
@@ -44,10 +47,48 @@ def hybrid_file(tmp_path: Path) -> Path:
 
 def run_nas(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess[str]:
-    """The CLI in a real subprocess, as a user runs it; ``env`` adds to the environment."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "nas", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)
+    """The CLI in a process of its own, as a user runs it; ``env`` adds to the environment. The process is
+    forked from a server that has imported ``nas`` already (tests/cli_server.py, which says what that leaves
+    out); with ``env`` (read at import time, perhaps) or ``NAS_TEST_FRESH_CLI=1`` it is a fresh interpreter."""
+    argv = [str(a) for a in args]
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    if env is None and not os.environ.get("NAS_TEST_FRESH_CLI"):
+        return _CLI_SERVER.run(argv, Path(cwd or os.getcwd()), full_env)
+    return subprocess.run([sys.executable, "-m", "nas", *argv], capture_output=True, text=True, cwd=cwd,
+                          env=full_env, timeout=600)
+
+
+class CliServer:
+    """One tests/cli_server.py per test process, started on first use and stopped at exit."""
+
+    TIMEOUT = 600
+
+    def __init__(self) -> None:
+        self._server: subprocess.Popen | None = None
+
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        if self._server is None or self._server.poll() is not None:
+            self._server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cli_server.py"))],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            atexit.register(self._server.kill)
+        with tempfile.TemporaryDirectory(prefix="nas-cli-") as folder:
+            out, err = Path(folder, "stdout"), Path(folder, "stderr")
+            request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            self._server.stdin.write(json.dumps(request) + "\n")
+            self._server.stdin.flush()
+            ready, _, _ = select.select([self._server.stdout], [], [], self.TIMEOUT)
+            if not ready:
+                self._server.kill()
+                raise subprocess.TimeoutExpired(["nas", *argv], self.TIMEOUT)
+            answer = self._server.stdout.readline()
+            if not answer:
+                raise RuntimeError(f"the CLI server stopped while running nas {' '.join(argv)}")
+            return subprocess.CompletedProcess(["nas", *argv], json.loads(answer)["status"],
+                                               out.read_text(errors="replace"), err.read_text(errors="replace"))
+
+
+_CLI_SERVER = CliServer()
 
 
 # ---------------------------------------------------------------------------------------------------------------
