@@ -342,6 +342,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# The terms of a proxy score that nas score prints, by size (the objective has two dozen).
+SHOWN_CONTRIBUTIONS = 6
 # The options of a search that decide a genome's score; `nas score` takes them with the search's own flags.
 SCORE_OPTIONS = ("objective", "supernet", "data", "data_limit", "seed", "second", "device", "threads", "proxy_batch",
                  "epochs", "batch_size", "latency_mode", "latency_repeats")
@@ -373,8 +375,15 @@ def cmd_score(args: argparse.Namespace) -> int:
         options, line = training_batch(options, genome, inputs.dataset, device, genome.name)
         print(line.strip(), file=sys.stderr)
     result = score_genome(genome, TrialWork(space, options, device, inputs, None, latency_table(options)))
+    contributions = {}
+    if options.objective == "proxy" and result.failure is None:
+        from nas.evaluate.proxy import genome_descriptors, objective_contributions
+
+        terms = {**result.components, "params": result.params, "flops": result.flops, **genome_descriptors(genome)}
+        contributions = objective_contributions(terms, options.proxy_batch)
     if args.json:
-        print(json.dumps({**result.as_dict(), "hash": genome.content_hash(), "device": device,
+        print(json.dumps({**result.as_dict(), "contributions": contributions, "hash": genome.content_hash(),
+                          "device": device,
                           "input": [genome.input.channels, *genome.input.resolution],
                           "num_classes": genome.num_classes, "options": options.model_dump(include=set(
                               SCORE_OPTIONS))}, indent=2))
@@ -393,6 +402,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(f"  {'score':<16} {result.score:>12.4f}   what the search maximises")
     for name, value in result.components.items():
         print(f"  {name:<16} {value:>12.4g}")
+    if contributions:
+        largest = sorted(contributions, key=lambda k: -abs(contributions[k]))[:SHOWN_CONTRIBUTIONS]
+        print(f"how the score is made: the {len(largest)} largest of its {len(contributions)} terms "
+              "(nas/evaluate/objective.json; --json lists all)")
+        for name in largest:
+            print(f"  {name:<28} {contributions[name]:>+8.4f}")
     line = f"params {_fmt_count(result.params)}, FLOPs {_fmt_flops(result.flops)}"
     if result.latency_ms is not None:
         line += (f", latency {result.latency_ms:.2f} ms ({options.latency_mode}, batch 1, median of "

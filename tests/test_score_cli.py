@@ -9,7 +9,7 @@ import yaml
 
 from nas import analytic_cost, compile_model, load_genome
 from nas.cli import main
-from nas.evaluate.proxy import objective_scores, proxy_score
+from nas.evaluate.proxy import fitted_objective, objective_scores, proxy_score
 from nas.io import zoo_names
 from nas.search import SearchOptions
 from nas.search.scoring import search_inputs
@@ -46,6 +46,9 @@ def test_a_hand_written_hybrid_gets_the_score_a_search_would_give_it(hybrid: Pat
     assert result["score"] == pytest.approx(expected["score"], rel=1e-6)
     for name, value in result["components"].items():
         assert value == pytest.approx(expected[name], rel=1e-6), name
+    # How the score is made: one contribution per term of the shipped objective, adding up to the score.
+    assert set(result["contributions"]) == {f["name"] for f in fitted_objective()["features"] if f["weight"]}
+    assert sum(result["contributions"].values()) == pytest.approx(result["score"], rel=1e-6)
 
 
 def test_the_text_output_lists_the_components_cost_and_latency_of_a_zoo_genome():
@@ -56,6 +59,7 @@ def test_the_text_output_lists_the_components_cost_and_latency_of_a_zoo_genome()
     assert lines[0].startswith("mobilenetv2_100 (hash ") and "3x64x64 input, 1000 classes, on cpu" in lines[0]
     assert any(line.split()[0] == "score" for line in lines[2:])
     assert {"structural", *objective_scores()} <= {line.split()[0] for line in lines[2:]}
+    assert any(line.startswith("how the score is made: the 6 largest of its") for line in lines)
     assert "latency" in lines[-1] and "params 3.50M" in lines[-1]
 
 

@@ -30,8 +30,8 @@ from nas.evaluate.zero_cost import SCORES, zero_cost_scores
 from nas.genome import Genome
 from nas.graph import build_graph, node_family
 
-__all__ = ["combine", "fitted_objective", "genome_descriptors", "proxy_score", "structural_score", "with_norm_type",
-           "zero_cost_scores"]
+__all__ = ["combine", "fitted_objective", "genome_descriptors", "objective_contributions", "proxy_score",
+           "structural_score", "with_norm_type", "zero_cost_scores"]
 
 # The families' descriptor terms: a prefix and the family (``genome_descriptors``); an absent family is 0.
 DESCRIPTOR_SHARE, DESCRIPTOR_LAST = "flops_share:", "last:"
@@ -196,8 +196,14 @@ def combine(terms: dict[str, float], batch_size: int, weights: dict[str, float] 
         return math.nan
     if weights is not None:
         return sum(weight * objective_term(terms, key, batch_size) for key, weight in weights.items() if weight)
-    return sum(f["weight"] * (objective_term(terms, f["name"], batch_size) - f["mean"]) / f["std"]
-               for f in fitted_objective()["features"] if f["weight"])
+    return sum(objective_contributions(terms, batch_size).values())
+
+
+def objective_contributions(terms: dict[str, float], batch_size: int) -> dict[str, float]:
+    """What each term of the shipped objective adds to ``combine``'s sum, ``w_k * (t_k - mean_k) / std_k``: how
+    a score is made (``nas score`` prints the largest)."""
+    return {f["name"]: f["weight"] * (objective_term(terms, f["name"], batch_size) - f["mean"]) / f["std"]
+            for f in fitted_objective()["features"] if f["weight"]}
 
 
 def objective_term(terms: dict[str, float], name: str, batch_size: int) -> float:
