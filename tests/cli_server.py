@@ -10,10 +10,11 @@ working directory and environment, writes to its own stdout and stderr files, re
 reports minus the signal's number, as ``subprocess`` does. It exits through the interpreter's own
 shutdown, so exit handlers and finalisers run as at the end of a user's command.
 
-What a fork cannot show is a failure while starting Python or importing ``nas``, and anything decided from the
-environment at import time; tests/test_packaging.py and the tests that start ``python -m nas`` themselves (the
-signal and resume tests) still cover that path, and ``NAS_TEST_FRESH_CLI=1`` makes ``run_nas`` start a fresh
-interpreter for every command.
+What a fork cannot show is a failure while starting Python or importing ``nas``: tests/test_packaging.py and the
+tests that start ``python -m nas`` themselves (the signal and resume tests) still cover that path. A command
+whose environment differs from the server's in what a process reads only at start-up (``MALLOC_*``,
+``PYTHON*``, ``LD_*``, OpenMP's) runs in a fresh interpreter (``CliServer.serves`` in tests/conftest.py), and
+``NAS_TEST_FRESH_CLI=1`` makes ``run_nas`` start one for every command.
 
 Protocol: one JSON object per line on stdin, ``{"argv", "cwd", "env", "stdout", "stderr"}`` (the last two are
 file paths); one line back per request on stdout, ``{"status": int}``.

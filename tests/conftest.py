@@ -52,7 +52,7 @@ def run_nas(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     out); with ``env`` (read at import time, perhaps) or ``NAS_TEST_FRESH_CLI=1`` it is a fresh interpreter."""
     argv = [str(a) for a in args]
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    if env is None and not os.environ.get("NAS_TEST_FRESH_CLI"):
+    if env is None and not os.environ.get("NAS_TEST_FRESH_CLI") and _CLI_SERVER.serves(full_env):
         return _CLI_SERVER.run(argv, Path(cwd or os.getcwd()), full_env)
     return subprocess.run([sys.executable, "-m", "nas", *argv], capture_output=True, text=True, cwd=cwd,
                           env=full_env, timeout=600)
@@ -62,15 +62,26 @@ class CliServer:
     """One tests/cli_server.py per test process, started on first use and stopped at exit."""
 
     TIMEOUT = 600
+    # Read once, when a process starts (glibc's allocator, the interpreter, the loader, OpenMP): a command whose
+    # environment differs in one of these needs a fresh interpreter.
+    START_UP_ENV = ("MALLOC_", "PYTHON", "LD_", "OMP_", "MKL_", "KMP_")
 
     def __init__(self) -> None:
         self._server: subprocess.Popen | None = None
+        self._env: dict[str, str] = {}
+
+    def serves(self, env: dict[str, str]) -> bool:
+        """Whether a process forked from the server starts as a fresh one with ``env`` would."""
+        server_env = self._env or {**os.environ, "PYTHONWARNINGS": "ignore"}
+        names = {k for k in (*env, *server_env) if k.startswith(self.START_UP_ENV)}
+        return all(env.get(k) == server_env.get(k) for k in names)
 
     def run(self, argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         if self._server is None or self._server.poll() is not None:
+            self._env = {**os.environ, "PYTHONWARNINGS": "ignore"}
             self._server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cli_server.py"))],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                                            env=self._env)
             atexit.register(self._server.kill)
         with tempfile.TemporaryDirectory(prefix="nas-cli-") as folder:
             out, err = Path(folder, "stdout"), Path(folder, "stderr")
