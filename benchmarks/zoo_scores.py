@@ -19,7 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nas.evaluate.proxy import combine, genome_descriptors  # noqa: E402
+from nas.evaluate.proxy import combine, objective_terms  # noqa: E402
 from nas.io import load_genome, zoo_names  # noqa: E402
 from nas.search import SearchOptions  # noqa: E402
 from nas.search.scoring import score_genome, search_inputs  # noqa: E402
@@ -36,8 +36,7 @@ def main() -> None:
     options = SearchOptions(second="none")
     records = json.loads(args.table.read_text()) if args.table else []
     for r in records:  # the components stay; the objective is today's
-        terms = {**r["components"], "params": r["params"], "flops": r["flops"],
-                 **genome_descriptors(load_genome(f"zoo:{r['name']}"))}
+        terms = objective_terms(load_genome(f"zoo:{r['name']}"), r["components"])
         r["score"] = combine(terms, options.proxy_batch) if r["score"] is not None else None
     for name in ([] if args.table else args.names.split(",") if args.names else zoo_names()):
         genome = load_genome(f"zoo:{name}")

@@ -377,10 +377,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     result = score_genome(genome, TrialWork(space, options, device, inputs, None, latency_table(options)))
     contributions = {}
     if options.objective == "proxy" and result.failure is None:
-        from nas.evaluate.proxy import genome_descriptors, objective_contributions
+        from nas.evaluate.proxy import objective_contributions, objective_terms
 
-        terms = {**result.components, "params": result.params, "flops": result.flops, **genome_descriptors(genome)}
-        contributions = objective_contributions(terms, options.proxy_batch)
+        contributions = objective_contributions(objective_terms(genome, result.components), options.proxy_batch)
     if args.json:
         print(json.dumps({**result.as_dict(), "contributions": contributions, "hash": genome.content_hash(),
                           "device": device,

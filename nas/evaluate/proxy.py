@@ -30,8 +30,8 @@ from nas.evaluate.zero_cost import SCORES, zero_cost_scores
 from nas.genome import Genome
 from nas.graph import build_graph, node_family
 
-__all__ = ["combine", "fitted_objective", "genome_descriptors", "objective_contributions", "proxy_score",
-           "structural_score", "with_norm_type", "zero_cost_scores"]
+__all__ = ["combine", "fitted_objective", "genome_descriptors", "objective_contributions", "objective_terms",
+           "proxy_score", "structural_score", "with_norm_type", "zero_cost_scores"]
 
 # The families' descriptor terms: a prefix and the family (``genome_descriptors``); an absent family is 0.
 DESCRIPTOR_SHARE, DESCRIPTOR_LAST = "flops_share:", "last:"
@@ -206,6 +206,14 @@ def objective_contributions(terms: dict[str, float], batch_size: int) -> dict[st
             for f in fitted_objective()["features"] if f["weight"]}
 
 
+def objective_terms(genome: Genome, scores: dict[str, float], graph: nx.DiGraph | None = None
+                    ) -> dict[str, float]:
+    """What ``combine`` weighs for ``genome``: its ``scores``, its analytic params and FLOPs and its descriptors
+    (``genome_descriptors``; ``graph``: its ``canonical_graph``, when the caller has it)."""
+    cost = analytic_cost(genome)
+    return {**scores, "params": cost.params, "flops": cost.flops, **genome_descriptors(genome, graph)}
+
+
 def objective_term(terms: dict[str, float], name: str, batch_size: int) -> float:
     """One term of ``combine``: a score through ``TERMS``, or a descriptor as it is."""
     if name in TERMS:
@@ -227,7 +235,5 @@ def proxy_score(genome: Genome, model: nn.Module, x: torch.Tensor, y: torch.Tens
     objective weighs (``objective_scores()``)."""
     graph = canonical_graph(genome)
     scores = {"structural": _structural(graph), **zero_cost_scores(model, x, y, seed=seed, which=which)}
-    cost = analytic_cost(genome)
-    terms = {**scores, "params": cost.params, "flops": cost.flops, **genome_descriptors(genome, graph)}
-    scores["score"] = combine(terms, x.shape[0])
+    scores["score"] = combine(objective_terms(genome, scores, graph), x.shape[0])
     return scores
