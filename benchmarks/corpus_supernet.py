@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=OUT)
     parser.add_argument("--task", choices=list(TASKS), action="append", help="default: every corpus task")
     parser.add_argument("--epochs", type=int, default=30, help="supernet training epochs")
+    parser.add_argument("--no-distill", action="store_true",
+                        help="every genome learns from the labels (the patterns supernet stayed at chance with "
+                             "in-place distillation: its largest genome learned nothing for the others to copy)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "corpus_supernet",
                         help="where the supernets are trained (not committed)")
     args = parser.parse_args()
@@ -39,9 +42,9 @@ def main() -> None:
     path = args.corpus / "supernet.jsonl"
     genomes = read_jsonl(args.corpus / "genomes.jsonl")
     for task in args.task or list(TASKS):
-        run = args.runs / task
+        run = args.runs / (task + ("-labels" if args.no_distill else ""))
         options = SupernetTrainOptions(space=str(SPACE), data=task, data_limit=TASKS[task], epochs=args.epochs,
-                                       seed=0, threads=1, device="cpu")
+                                       seed=0, threads=1, device="cpu", distill=not args.no_distill)
         start = time.perf_counter()
         if (run / "supernet.pt").exists():
             trained = train_supernet(out=run, resume=True, epochs=args.epochs)
@@ -51,7 +54,8 @@ def main() -> None:
         net, _ = Supernet.load(run)
         net.eval()
         data = load_data(task, resolution=32, seed=0, limit=TASKS[task])
-        done = {r["genome"] for r in read_jsonl(path) if r["task"] == task and r["epochs"] == args.epochs}
+        done = {r["genome"] for r in read_jsonl(path) if r["task"] == task and r["epochs"] == args.epochs
+                and r.get("distill", True) == (not args.no_distill)}
         for record in genomes:
             if record["genome"] in done:
                 continue
@@ -62,7 +66,7 @@ def main() -> None:
             except SupernetCoverageError as err:
                 acc, failure = None, str(err)
             append(path, {"genome": record["genome"], "index": record["index"], "task": task,
-                          "epochs": args.epochs, "inherited": acc, "failure": failure,
+                          "epochs": args.epochs, "distill": not args.no_distill, "inherited": acc, "failure": failure,
                           "seconds": round(time.perf_counter() - tick, 2),
                           "supernet_seconds": round(trained.seconds, 1), "this_call_seconds": round(train_seconds)})
             print(f"{task} genome {record['index']}: inherited {acc}", flush=True)

@@ -156,6 +156,18 @@ def test_the_descriptors_say_which_family_holds_the_compute_and_how_deep_and_wid
     assert described["log_max_width"] == pytest.approx(math.log(32))
 
 
+def test_the_descriptors_say_which_mixer_type_sits_on_each_map_size():
+    """Two dwconv blocks and a pooling block on the 16x16 map (the pooling stage keeps the map), then a
+    separable-conv block on 8x8: ``at_level:K:T`` is type T's share of the blocks on the K-th largest map."""
+    genome = load_genome({**tiny(), "stages": [
+        {"depth": 2, "width": 16, "block": {"mixer": {"type": "dwconv"}}},
+        {"depth": 1, "width": 16, "downsample": None, "block": {"mixer": {"type": "pooling"}}},
+        {"depth": 1, "width": 32, "block": {"mixer": {"type": "sepconv"}}}]})
+    levels = {k: v for k, v in genome_descriptors(genome).items() if k.startswith("at_level:")}
+    assert levels == pytest.approx({"at_level:0:dwconv": 2 / 3, "at_level:0:pooling": 1 / 3,
+                                    "at_level:1:sepconv": 1.0})
+
+
 def test_an_objective_weighing_a_family_absent_from_the_genome_counts_it_as_zero():
     from nas.evaluate.proxy import combine
 

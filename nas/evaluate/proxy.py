@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ from nas.graph import build_graph, node_family
 __all__ = ["combine", "fitted_objective", "genome_descriptors", "objective_contributions", "objective_terms",
            "proxy_score", "structural_score", "with_norm_type", "zero_cost_scores"]
 
-# The families' descriptor terms: a prefix and the family (``genome_descriptors``); an absent family is 0.
-DESCRIPTOR_SHARE, DESCRIPTOR_LAST = "flops_share:", "last:"
+# The descriptor terms that name a family or a mixer type (``genome_descriptors``): a prefix, then the name; an
+# absent one is 0.
+DESCRIPTOR_SHARE, DESCRIPTOR_LAST, DESCRIPTOR_LEVEL = "flops_share:", "last:", "at_level:"
 # DeepMAD's multi-scale weights: the last stage's entropy counts 8 times, each earlier stage once.
 LAST_STAGE_WEIGHT = 8.0
 # DeepMAD's bound on effectiveness rho = depth / mean width; above it, entropy is discounted by rho0 / rho.
@@ -102,14 +104,17 @@ def genome_descriptors(genome: Genome, graph: nx.DiGraph | None = None) -> dict[
       token mixer's file, such as ``attention`` or ``ssm``); only families present are listed, an absent one
       is 0;
     - ``last:F``: 1 for the family of the network's last block;
+    - ``at_level:K:T``: the share of the blocks on the ``K``-th largest map (0: the largest) whose token mixer
+      is of type ``T`` (the block's own type where it has no mixer); only those present are listed;
     - ``blocks``: how many blocks; ``log_mean_width`` and ``log_max_width``: the log of the blocks' mean and
       largest output channels.
 
-    On the trained corpus these say what the zero-cost scores miss: which mixer family holds the compute,
-    and how deep and wide the network is (benchmarks/BENCHMARKS.md, "How far to trust each objective")."""
+    On the trained corpus these say what the zero-cost scores miss: which mixer holds the compute and where it
+    sits, and how deep and wide the network is (benchmarks/BENCHMARKS.md, "How far to trust each objective")."""
     graph = canonical_graph(genome) if graph is None else graph
     flops: dict[str, float] = {}
     widths: list[int] = []
+    on_map: list[tuple[int, str]] = []  # (map size, mixer type) per block
     last = ""
     for _, data in graph.nodes(data=True):
         if data["role"] != "block":
@@ -117,12 +122,24 @@ def genome_descriptors(genome: Genome, graph: nx.DiGraph | None = None) -> dict[
         last = node_family(data["config"])
         flops[last] = flops.get(last, 0.0) + data["flops"]
         widths.append(data["out_shape"][0])
+        on_map.append((math.prod(data["out_shape"][1:]), _mixer_type(data["config"])))
     if not widths:
         return {"blocks": 0.0, "log_mean_width": 0.0, "log_max_width": 0.0}
     total = sum(flops.values()) or 1.0
+    per_size = Counter(size for size, _ in on_map)
+    level = {size: k for k, size in enumerate(sorted(per_size, reverse=True))}
+    levels: dict[str, float] = {}
+    for size, kind in on_map:
+        name = f"{DESCRIPTOR_LEVEL}{level[size]}:{kind}"
+        levels[name] = levels.get(name, 0.0) + 1.0 / per_size[size]
     return {**{f"{DESCRIPTOR_SHARE}{family}": value / total for family, value in sorted(flops.items())},
-            f"{DESCRIPTOR_LAST}{last}": 1.0, "blocks": float(len(widths)),
+            f"{DESCRIPTOR_LAST}{last}": 1.0, **dict(sorted(levels.items())), "blocks": float(len(widths)),
             "log_mean_width": math.log(sum(widths) / len(widths)), "log_max_width": math.log(max(widths))}
+
+
+def _mixer_type(config: Any) -> str:
+    mixer = getattr(config, "mixer", None)
+    return getattr(mixer, "type", None) or getattr(config, "type", "")
 
 
 def with_norm_type(data: dict[str, Any], norm: str) -> dict[str, Any]:
@@ -218,7 +235,7 @@ def objective_term(terms: dict[str, float], name: str, batch_size: int) -> float
     """One term of ``combine``: a score through ``TERMS``, or a descriptor as it is."""
     if name in TERMS:
         return TERMS[name](terms[name], batch_size)
-    if name.startswith((DESCRIPTOR_SHARE, DESCRIPTOR_LAST)):
+    if name.startswith((DESCRIPTOR_SHARE, DESCRIPTOR_LAST, DESCRIPTOR_LEVEL)):
         return terms.get(name, 0.0)
     return terms[name]
 
