@@ -25,6 +25,13 @@ from nas.data import load_data  # noqa: E402
 from nas.genome import Genome  # noqa: E402
 from nas.supernet import SupernetTrainOptions, inherited_accuracy, train_supernet  # noqa: E402
 from nas.supernet.supernet import Supernet, SupernetCoverageError  # noqa: E402
+from nas.supernet.train import TEACHER_READY  # noqa: E402
+
+
+def supernet_variant(record: dict) -> dict:
+    """How a record's supernet was trained: with in-place distillation or on the labels alone, and the teacher's
+    threshold before distillation starts (``None``: from the first step, as the records before it was added)."""
+    return {"distill": record.get("distill", True), "teacher_ready": record.get("teacher_ready")}
 
 
 def main() -> None:
@@ -54,8 +61,9 @@ def main() -> None:
         net, _ = Supernet.load(run)
         net.eval()
         data = load_data(task, resolution=32, seed=0, limit=TASKS[task])
+        variant = {"distill": not args.no_distill, "teacher_ready": None if args.no_distill else TEACHER_READY}
         done = {r["genome"] for r in read_jsonl(path) if r["task"] == task and r["epochs"] == args.epochs
-                and r.get("distill", True) == (not args.no_distill)}
+                and variant == supernet_variant(r)}
         for record in genomes:
             if record["genome"] in done:
                 continue
@@ -66,7 +74,7 @@ def main() -> None:
             except SupernetCoverageError as err:
                 acc, failure = None, str(err)
             append(path, {"genome": record["genome"], "index": record["index"], "task": task,
-                          "epochs": args.epochs, "distill": not args.no_distill, "inherited": acc, "failure": failure,
+                          "epochs": args.epochs, **variant, "inherited": acc, "failure": failure,
                           "seconds": round(time.perf_counter() - tick, 2),
                           "supernet_seconds": round(trained.seconds, 1), "this_call_seconds": round(train_seconds)})
             print(f"{task} genome {record['index']}: inherited {acc}", flush=True)

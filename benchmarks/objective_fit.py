@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from corpus import OUT, read_jsonl  # noqa: E402
+from corpus_supernet import supernet_variant  # noqa: E402
 
 from nas.evaluate.proxy import (  # noqa: E402
     OBJECTIVE_FILE,
@@ -370,9 +371,13 @@ def main() -> None:
     row("hand-set objective before the fit (log structural + log SynFlow + log grad-norm)", hand)
     row("short schedule (3 epochs)", {t: accuracy(runs, t, "short") for t in tasks})
     inherited = read_jsonl(args.corpus / "supernet.jsonl")
-    if inherited:
-        row("supernet inherited accuracy", {t: {r["genome"]: r["inherited"] for r in inherited
-                                                if r["task"] == t and r["inherited"] is not None} for t in tasks})
+    for variant in sorted({json.dumps(supernet_variant(r), sort_keys=True) for r in inherited}):
+        how = json.loads(variant)
+        label = ("the labels alone" if not how["distill"] else "in-place distillation from the first step"
+                 if how["teacher_ready"] is None else "in-place distillation once its largest genome beats chance")
+        row(f"supernet inherited accuracy (trained on {label})",
+            {t: {r["genome"]: r["inherited"] for r in inherited if r["task"] == t and r["inherited"] is not None
+                 and json.dumps(supernet_variant(r), sort_keys=True) == variant} for t in tasks})
     if oof:
         row("fitted objective, held-out genomes (5-fold)", oof)
     if oof_free:

@@ -242,3 +242,23 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_only_what_was_there
     with pytest.raises(RuntimeError, match="out of memory"):
         train_supernet(options, out=mine, quiet=True)
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_distillation_waits_until_the_largest_genome_beats_chance(tmp_path, monkeypatch):
+    """The smaller genomes copy the largest's predictions only after an epoch at whose end it is a quarter of the
+    way from chance to 1 (10 classes: 32.5%; 2 classes: 62.5%); the first epoch trains every genome on labels."""
+    ready = train_module.teacher_ready
+    assert not ready([], 10)
+    assert not ready([{"largest_accuracy": 0.12}, {"largest_accuracy": 0.32}], 10)
+    assert ready([{"largest_accuracy": 0.33}, {"largest_accuracy": 0.2}], 10)
+    assert not ready([{"largest_accuracy": 0.6}], 2) and ready([{"largest_accuracy": 0.63}], 2)
+
+    distilled = []
+    kl_div = train_module.F.kl_div
+    monkeypatch.setattr(train_module.F, "kl_div", lambda *a, **k: distilled.append(1) or kl_div(*a, **k))
+    space = tmp_path / "mini.yaml"
+    space.write_text(MINI_SPACE)
+    result = train_supernet(SupernetTrainOptions(space=str(space), data="synthetic", data_limit=64, batch_size=16,
+                                                 random_per_step=1, epochs=1, threads=1, device="cpu"),
+                            out=tmp_path / "run", quiet=True)
+    assert len(result.history) == 1 and not distilled

@@ -2,10 +2,12 @@
 
 Each step follows the sandwich rule (BigNAS): the largest genome learns from the labels, then the smallest and
 ``random_per_step`` random genomes learn from the largest's predictions (in-place distillation), and one
-optimizer step applies the summed gradients. Every random draw of a step (batch order, genomes, dropout) comes
-from the seed, the epoch and the step, so a run resumed from its checkpoint is the run that was not stopped.
-The checkpoint (``RUN/supernet.pt``) is written atomically every epoch, every ``checkpoint_every_s`` seconds
-and on Ctrl-C or SIGTERM, which take effect between two steps (a second Ctrl-C stops at once, unsaved).
+optimizer step applies the summed gradients. Distillation starts only once the largest genome has something to
+teach (``TEACHER_READY``); until then every genome learns from the labels. Every random draw of a step (batch
+order, genomes, dropout) comes from the seed, the epoch and the step, so a run resumed from its checkpoint is the
+run that was not stopped. The checkpoint (``RUN/supernet.pt``) is written atomically every epoch, every
+``checkpoint_every_s`` seconds and on Ctrl-C or SIGTERM, which take effect between two steps (a second Ctrl-C
+stops at once, unsaved).
 """
 from __future__ import annotations
 
@@ -71,8 +73,8 @@ class SupernetTrainOptions(BaseModel):
     weight_decay: float = Field(0.05, description="AdamW weight decay, on weights but not on norms and biases")
     warmup_epochs: int = Field(1, description="epochs of linear learning-rate warm-up before the cosine decay")
     random_per_step: int = Field(2, description="random genomes per step besides the largest and the smallest")
-    distill: bool = Field(True, description="in-place distillation: the smaller genomes learn from the largest's "
-                          "predictions, not the labels")
+    distill: bool = Field(True, description="in-place distillation: once the largest genome beats chance, the "
+                          "smaller genomes learn from its predictions, not the labels")
     calibration_batches: int = Field(8, description="training batches that re-estimate BatchNorm statistics "
                                      "before a genome is scored")
     coverage_samples: int = Field(48, description="random genomes, beyond every option at both ends, that size "
@@ -100,6 +102,20 @@ class SupernetTrainOptions(BaseModel):
         if not self.checkpoint_every_s > 0:  # inf is allowed: a checkpoint every epoch only
             raise InputError(f"--checkpoint-every-s must be positive, got {self.checkpoint_every_s}")
         return self
+
+
+# In-place distillation starts after the first epoch at whose end the largest genome's validation accuracy is a
+# quarter of the way from chance to 1. Before that, its predictions are near uniform, and the others copying them
+# pull the shared weights towards uniform outputs: on `patterns`, whose genomes stay at chance for 3-10 epochs
+# when trained alone, a supernet distilling from the first step was still at chance after 15 epochs, and one
+# training every genome on the labels left chance at epoch 4 (benchmarks/BENCHMARKS.md, "Supernet").
+TEACHER_READY = 0.25
+
+
+def teacher_ready(history: list[dict[str, float]], num_classes: int) -> bool:
+    """Whether the largest genome has beaten chance by ``TEACHER_READY`` of the way to 1 at an epoch's end."""
+    chance = 1.0 / num_classes
+    return any(row["largest_accuracy"] >= chance + TEACHER_READY * (1.0 - chance) for row in history)
 
 
 @dataclass
@@ -370,11 +386,12 @@ class _Trainer:
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         teacher, supervised = None, 0.0
+        distill = options.distill and teacher_ready(self.history, self.data.num_classes)
         for genome in genomes:
             self.net.set_active(genome)
             with self.autocast():
                 logits = self.net(x)
-                if teacher is None or not options.distill:
+                if teacher is None or not distill:
                     loss = F.cross_entropy(logits, y)
                 else:
                     loss = F.kl_div(F.log_softmax(logits.float(), dim=1), F.softmax(teacher, dim=1),
