@@ -385,6 +385,17 @@ def main() -> None:
             oof_free)
     if cross:
         row("fitted objective, held-out task", cross)
+    gated = {(r["task"], r["genome"]): r["inherited"] for r in inherited
+             if supernet_variant(r)["teacher_ready"] is not None and r["inherited"] is not None}
+    if oof and gated:
+        with_supernet = {}
+        for task, (rows, acc) in data.items():
+            ids = [g for g in rows if (task, g) in gated]
+            ranks = rank_target([gated[(task, g)] for g in ids])
+            with_supernet[task] = ({g: rows[g] + [float(r)] for g, r in zip(ids, ranks)}, acc)
+        row("fitted objective plus the supernet's inherited accuracy (its rank within the task; supernet "
+            "distilling once its largest genome beats chance), held-out genomes (5-fold)",
+            held_out_genomes(with_supernet))
 
     if oof and args.shuffles > 1:
         print(f"\nHeld-out genomes, mean tau over {args.shuffles} shufflings of the 5 folds (seeds 0-"
