@@ -375,13 +375,16 @@ def cmd_score(args: argparse.Namespace) -> int:
         options, line = training_batch(options, genome, inputs.dataset, device, genome.name)
         print(line.strip(), file=sys.stderr)
     result = score_genome(genome, TrialWork(space, options, device, inputs, None, latency_table(options)))
-    contributions = {}
+    contributions, unweighed = {}, []
     if options.objective == "proxy" and result.failure is None:
-        from nas.evaluate.proxy import objective_contributions, objective_terms
+        from nas.evaluate.proxy import objective_contributions, objective_terms, unweighed_descriptors
 
-        contributions = objective_contributions(objective_terms(genome, result.components), options.proxy_batch)
+        terms = objective_terms(genome, result.components)
+        contributions = objective_contributions(terms, options.proxy_batch)
+        unweighed = unweighed_descriptors(terms)
     if args.json:
-        print(json.dumps({**result.as_dict(), "contributions": contributions, "hash": genome.content_hash(),
+        print(json.dumps({**result.as_dict(), "contributions": contributions, "unweighed": unweighed,
+                          "hash": genome.content_hash(),
                           "device": device,
                           "input": [genome.input.channels, *genome.input.resolution],
                           "num_classes": genome.num_classes, "options": options.model_dump(include=set(
@@ -407,6 +410,9 @@ def cmd_score(args: argparse.Namespace) -> int:
               "(nas/evaluate/objective.json; --json lists all)")
         for name in largest:
             print(f"  {name:<28} {contributions[name]:>+8.4f}")
+    if unweighed:
+        print(f"the objective's corpus held none of: {', '.join(unweighed)} (weighed 0: the score says nothing "
+              "of them)")
     line = f"params {_fmt_count(result.params)}, FLOPs {_fmt_flops(result.flops)}"
     if result.latency_ms is not None:
         line += (f", latency {result.latency_ms:.2f} ms ({options.latency_mode}, batch 1, median of "

@@ -168,6 +168,18 @@ def test_the_descriptors_say_which_mixer_type_sits_on_each_map_size():
                                     "at_level:1:sepconv": 1.0})
 
 
+def test_descriptors_the_objective_has_no_weight_for_are_named():
+    """A mixer type on a map size the corpus never had (a fifth map), or a family it never held, gets weight 0:
+    ``unweighed_descriptors`` names them so ``nas score`` can say the score is silent on them."""
+    from nas.evaluate.proxy import fitted_objective, unweighed_descriptors
+
+    weighed = {f["name"] for f in fitted_objective()["features"] if f["weight"]}
+    assert "at_level:0:dwconv" in weighed
+    terms = {"params": 1e6, "blocks": 3.0, "at_level:0:dwconv": 0.5, "at_level:4:dwconv": 0.5,
+             "flops_share:no_such_family": 1.0, "at_level:1:attention": 0.0}
+    assert unweighed_descriptors(terms) == ["at_level:4:dwconv", "flops_share:no_such_family"]
+
+
 def test_an_objective_weighing_a_family_absent_from_the_genome_counts_it_as_zero():
     from nas.evaluate.proxy import combine
 

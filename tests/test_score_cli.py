@@ -49,6 +49,7 @@ def test_a_hand_written_hybrid_gets_the_score_a_search_would_give_it(hybrid: Pat
     # How the score is made: one contribution per term of the shipped objective, adding up to the score.
     assert set(result["contributions"]) == {f["name"] for f in fitted_objective()["features"] if f["weight"]}
     assert sum(result["contributions"].values()) == pytest.approx(result["score"], rel=1e-6)
+    assert result["unweighed"] == []  # dwconv on the first map, attention on the second: both in the corpus
 
 
 def test_the_text_output_lists_the_components_cost_and_latency_of_a_zoo_genome():

@@ -32,7 +32,7 @@ from nas.genome import Genome
 from nas.graph import build_graph, node_family
 
 __all__ = ["combine", "fitted_objective", "genome_descriptors", "objective_contributions", "objective_terms",
-           "proxy_score", "structural_score", "with_norm_type", "zero_cost_scores"]
+           "proxy_score", "structural_score", "unweighed_descriptors", "with_norm_type", "zero_cost_scores"]
 
 # The descriptor terms that name a family or a mixer type (``genome_descriptors``): a prefix, then the name; an
 # absent one is 0.
@@ -221,6 +221,16 @@ def objective_contributions(terms: dict[str, float], batch_size: int) -> dict[st
     a score is made (``nas score`` prints the largest)."""
     return {f["name"]: f["weight"] * (objective_term(terms, f["name"], batch_size) - f["mean"]) / f["std"]
             for f in fitted_objective()["features"] if f["weight"]}
+
+
+def unweighed_descriptors(terms: dict[str, float]) -> list[str]:
+    """The family and mixer-type descriptors in ``terms`` that the shipped objective has no weight for: a family,
+    a mixer type or a map size its corpus did not hold, so the score says nothing of them (``nas score`` lists
+    them)."""
+    weighed = {f["name"] for f in fitted_objective()["features"] if f["weight"]}
+    prefixes = (DESCRIPTOR_SHARE, DESCRIPTOR_LAST, DESCRIPTOR_LEVEL)
+    return sorted(name for name, value in terms.items()
+                  if name.startswith(prefixes) and value and name not in weighed)
 
 
 def objective_terms(genome: Genome, scores: dict[str, float], graph: nx.DiGraph | None = None
