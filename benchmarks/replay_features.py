@@ -9,6 +9,9 @@ strategy and its held-out surrogate figure, unchanged) with one or two columns a
   the objective was fitted on, with genomes it never saw), or on the other task alone (``held-out task``: a new
   task).
 
+``data-free only`` starts from the ``Encoder`` columns alone (the ``cascade-data-free`` of the replay: what
+``nas search`` runs today) instead of those and the zero-cost scores.
+
 Per task: the cascade's median cost (long-training equivalents, over seeds) to train a top-5% genome long,
 random search's, their ratio (target 3), and the median held-out Kendall tau of the surrogate fitted on 20
 genomes (target 0.6).
@@ -77,9 +80,11 @@ def main() -> None:
         columns = {"inherited": [inherited[(name, g)] for g in ids],
                    **{f"prior ({k})": [p[name][g] for g in ids] for k, p in priors.items()}}
         for label in ("none", "inherited", "prior (held-out genomes)", "prior (held-out task)",
-                      "inherited, prior (held-out task)"):
-            extra = [columns[c.strip()] for c in label.split(", ")] if label != "none" else []
-            task.features = np.column_stack([base, *extra]) if extra else base
+                      "inherited, prior (held-out task)", "data-free only", "data-free only, prior (held-out genomes)",
+                      "data-free only, prior (held-out task)"):
+            names = [c.strip() for c in label.split(", ") if c.strip() not in ("none", "data-free only")]
+            start = base[:, :task.data_free] if label.startswith("data-free only") else base
+            task.features = np.column_stack([start, *(columns[c] for c in names)]) if names else start
             cost = statistics.median(R.replay_cascade(task, s, R.REPLAY_TREES).cost_to(task.top)
                                      for s in range(args.seeds))
             tau = statistics.median(R.held_out(task, s, R.REPLAY_TREES)["surrogate"] for s in range(args.seeds))
