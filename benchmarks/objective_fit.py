@@ -232,6 +232,17 @@ def held_out_task(data: dict[str, tuple[dict, dict]]) -> dict[str, dict]:
     return out
 
 
+GATED = "in-place distillation once its largest genome beats chance"
+
+
+def supernet_training(record: dict) -> str:
+    """How a ``supernet.jsonl`` record's supernet was trained, in words."""
+    how = supernet_variant(record)
+    if not how["distill"]:
+        return "the labels alone"
+    return GATED if how["teacher_ready"] is not None else "in-place distillation from the first step"
+
+
 def expand(spec: str, every_descriptor: list[str]) -> list[str]:
     """A comma list of terms as names: ``descriptors`` is every descriptor, a name ending in ``:`` every
     descriptor with that prefix."""
@@ -371,13 +382,13 @@ def main() -> None:
     row("hand-set objective before the fit (log structural + log SynFlow + log grad-norm)", hand)
     row("short schedule (3 epochs)", {t: accuracy(runs, t, "short") for t in tasks})
     inherited = read_jsonl(args.corpus / "supernet.jsonl")
-    for variant in sorted({json.dumps(supernet_variant(r), sort_keys=True) for r in inherited}):
-        how = json.loads(variant)
-        label = ("the labels alone" if not how["distill"] else "in-place distillation from the first step"
-                 if how["teacher_ready"] is None else "in-place distillation once its largest genome beats chance")
+    by_variant: dict[str, list[dict]] = {}
+    for r in inherited:
+        if r["inherited"] is not None:
+            by_variant.setdefault(supernet_training(r), []).append(r)
+    for label, records in sorted(by_variant.items()):
         row(f"supernet inherited accuracy (trained on {label})",
-            {t: {r["genome"]: r["inherited"] for r in inherited if r["task"] == t and r["inherited"] is not None
-                 and json.dumps(supernet_variant(r), sort_keys=True) == variant} for t in tasks})
+            {t: {r["genome"]: r["inherited"] for r in records if r["task"] == t} for t in tasks})
     if oof:
         row("fitted objective, held-out genomes (5-fold)", oof)
     if oof_free:
@@ -385,8 +396,7 @@ def main() -> None:
             oof_free)
     if cross:
         row("fitted objective, held-out task", cross)
-    gated = {(r["task"], r["genome"]): r["inherited"] for r in inherited
-             if supernet_variant(r)["teacher_ready"] is not None and r["inherited"] is not None}
+    gated = {(r["task"], r["genome"]): r["inherited"] for r in by_variant.get(GATED, [])}
     if oof and gated:
         with_supernet = {}
         for task, (rows, acc) in data.items():

@@ -69,7 +69,6 @@ a search could know) and in hindsight (the best on the held-out genomes themselv
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -80,7 +79,7 @@ import statistics
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +306,7 @@ def replay_cascade(task: Task, seed: int, trees: int, restart: bool = False, dat
     was a whole 3-epoch schedule and whose promotion trained 12 epochs from scratch (cost 1)."""
     rng = strategy_rng(task, "cascade-restart" if restart else "cascade", seed)  # data_free: the same draws
     if data_free:
-        task = dataclasses.replace(task, features=task.features[:, :task.data_free])
+        task = replace(task, features=task.features[:, :task.data_free])
     model = Surrogate(seed=seed, trees=trees)
     first_stage = task.short if restart else task.early
     promotion_cost = 1.0 if restart else 1.0 - SHORT_COST

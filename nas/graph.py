@@ -82,13 +82,23 @@ def build_graph(genome: Genome) -> nx.DiGraph:
     return graph
 
 
+def _mixer_or_self(config: Any) -> Any:
+    """A MetaFormer-style block's token mixer config, else the node's own config."""
+    mixer = getattr(config, "mixer", None)
+    return mixer if mixer is not None and hasattr(mixer, "type") else config
+
+
 def node_family(config: Any) -> str:
     """A graph node's block family (what a latency calibration charges its time to, and what the objective's
     descriptors count): its token mixer's file for a MetaFormer-style block (``blocks/attention.py`` ->
     ``attention``), else its own (``stems``, ``heads``, ``reduction`` ...)."""
-    mixer = getattr(config, "mixer", None)
-    owner = mixer if mixer is not None and hasattr(mixer, "type") else config
-    return type(owner).__module__.rpartition(".")[2]
+    return type(_mixer_or_self(config)).__module__.rpartition(".")[2]
+
+
+def node_mixer_type(config: Any) -> str:
+    """A graph node's token mixer type for a MetaFormer-style block (``dwconv``, ``window_attention``, ...), else
+    its own type (``bottleneck`` ...): finer than ``node_family``, which names the mixer's file."""
+    return getattr(_mixer_or_self(config), "type", "")
 
 
 def add_neck(graph: nx.DiGraph, neck: NeckConfig, stage_ends: list[tuple[str, Shape]]) -> None:

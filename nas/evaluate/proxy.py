@@ -29,7 +29,7 @@ from blocks.base import CONFIGS
 from nas.cost import analytic_cost
 from nas.evaluate.zero_cost import SCORES, zero_cost_scores
 from nas.genome import Genome
-from nas.graph import build_graph, node_family
+from nas.graph import build_graph, node_family, node_mixer_type
 
 __all__ = ["combine", "fitted_objective", "genome_descriptors", "objective_contributions", "objective_terms",
            "proxy_score", "structural_score", "unweighed_descriptors", "with_norm_type", "zero_cost_scores"]
@@ -122,7 +122,7 @@ def genome_descriptors(genome: Genome, graph: nx.DiGraph | None = None) -> dict[
         last = node_family(data["config"])
         flops[last] = flops.get(last, 0.0) + data["flops"]
         widths.append(data["out_shape"][0])
-        on_map.append((math.prod(data["out_shape"][1:]), _mixer_type(data["config"])))
+        on_map.append((math.prod(data["out_shape"][1:]), node_mixer_type(data["config"])))
     if not widths:
         return {"blocks": 0.0, "log_mean_width": 0.0, "log_max_width": 0.0}
     total = sum(flops.values()) or 1.0
@@ -135,11 +135,6 @@ def genome_descriptors(genome: Genome, graph: nx.DiGraph | None = None) -> dict[
     return {**{f"{DESCRIPTOR_SHARE}{family}": value / total for family, value in sorted(flops.items())},
             f"{DESCRIPTOR_LAST}{last}": 1.0, **dict(sorted(levels.items())), "blocks": float(len(widths)),
             "log_mean_width": math.log(sum(widths) / len(widths)), "log_max_width": math.log(max(widths))}
-
-
-def _mixer_type(config: Any) -> str:
-    mixer = getattr(config, "mixer", None)
-    return getattr(mixer, "type", None) or getattr(config, "type", "")
 
 
 def with_norm_type(data: dict[str, Any], norm: str) -> dict[str, Any]:
