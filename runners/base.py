@@ -27,6 +27,10 @@ INTERRUPTED = "interrupted"
 SURPLUS = "surplus"
 # User attribute of a trial settled as a copy of an earlier trial's genome (its result reused, nothing run).
 DUPLICATE_OF = "duplicate_of"
+# User attribute (True) of a cheap evaluation that chooses what the counted trials evaluate (a cascade's zero-cost
+# stage ahead of its trainings), set when the trial is asked: its value is not the objective's, and it does not
+# use up a trial of the count.
+SCREENING = "screening"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # A trial whose heartbeat is this many intervals old belongs to a dead worker.
 GRACE_BEATS = 4
@@ -108,13 +112,24 @@ def is_duplicate(trial: FrozenTrial) -> bool:
     return DUPLICATE_OF in trial.user_attrs
 
 
+def is_screening(trial: FrozenTrial) -> bool:
+    """A screening evaluation (``SCREENING``): not a result of the objective, and not counted."""
+    return bool(trial.user_attrs.get(SCREENING))
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """Whether the trial uses up one of the requested number once finished: not void, not a duplicate, not a
+    screening evaluation."""
+    return not is_void(trial) and not is_duplicate(trial) and not is_screening(trial)
+
+
 def counted(trials: list[FrozenTrial]) -> int:
-    """Trials that count toward the requested number: finished, not void and not duplicates."""
-    return sum(t.state in FINISHED and not is_void(t) and not is_duplicate(t) for t in trials)
+    """Trials that count toward the requested number: finished and ``counts``."""
+    return sum(t.state in FINISHED and counts(t) for t in trials)
 
 
 def in_flight(trials: list[FrozenTrial]) -> int:
-    return sum(t.state == TrialState.RUNNING for t in trials)
+    return sum(t.state == TrialState.RUNNING and not is_screening(t) for t in trials)
 
 
 def claim(trial: optuna.Trial) -> None:
@@ -141,7 +156,7 @@ def is_surplus(study: optuna.Study, number: int, target: int) -> bool:
     check after ``ask`` honours the count across workers with no lock: exactly the first live ones run. A
     running trial counts here even if it turns out a duplicate; then one more is asked (as for a void one)."""
     earlier = [t for t in study.get_trials(deepcopy=False) if t.number < number]
-    return sum(not is_void(t) and not is_duplicate(t) for t in earlier) >= target
+    return sum(counts(t) for t in earlier) >= target
 
 
 def void_if_surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:

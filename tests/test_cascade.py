@@ -11,7 +11,14 @@ import pytest
 import nas
 from nas.cost import analytic_cost
 from nas.errors import InputError
-from nas.search.cascade import SCREEN_ATTR, SCREEN_FILE, CascadeSampler, screen
+from nas.search.cascade import (
+    SCREEN_ATTR,
+    SCREEN_FILE,
+    ZERO_COST_FEATURES,
+    CascadeSampler,
+    screen,
+    stage_results,
+)
 from nas.search.params import option_labels
 from nas.search.rundir import open_study, read_run
 from nas.search.surrogate import Encoder, Surrogate, held_out_tau
@@ -189,3 +196,35 @@ def test_a_training_cascade_promotes_the_best_third_to_longer_training(tmp_path:
     left = {f.name.split("-")[0] for f in (out / "checkpoints").glob("*.pt")}
     assert left == {t.user_attrs["genome_hash"] for t in short.values()} - {t.user_attrs["genome_hash"] for t in long}
     assert "| train-long (built, scored) |" in (out / "report.md").read_text()
+
+
+def test_a_training_cascade_scores_genomes_zero_cost_before_training_them(tmp_path: Path):
+    """With a zero-cost stage (``--shortlist``), each training is picked among genomes already scored zero-cost
+    on a batch of the data; those scoring trials are tagged, never counted toward --trials, and never the
+    winner, and the training surrogate reads their scores."""
+    out = tmp_path / "run"
+    result = nas.search("tiny", objective="train", data="digits", data_limit=100, epochs=1, long_epochs=0,
+                        pruner="none", trials=9, shortlist=4, screen=200, references="none", out=out, quiet=True)
+    options, space = read_run(out)
+    trials = open_study(out, options).get_trials(deepcopy=False)
+    scoring = [t for t in trials if t.user_attrs.get("stage") == "zero-cost"]
+    training = [t for t in trials if t.user_attrs.get("stage") == "train" and "duplicate_of" not in t.user_attrs]
+    assert len(training) == 9 == result.counts["trials"]
+    assert result.counts["zero_cost"] == len(scoring) >= 8
+    assert all(t.user_attrs["screening"] and "grad_norm" in t.user_attrs["scores"] for t in scoring)
+    scored_at = {t.user_attrs["genome_hash"]: t.number for t in scoring}
+    assert len(scored_at) == len(scoring)  # no genome scored twice
+    assert len({t.user_attrs["genome_hash"] for t in training}) == len(training)  # nor trained twice
+    for t in training[1:]:  # each training among genomes scored before it was picked (but the first: the
+        assert scored_at[t.user_attrs["genome_hash"]] < t.number  # median-cost genome the start line times)
+    assert training[0].user_attrs["calibration"]
+    assert any(t.user_attrs.get("picked_by") == "surrogate" for t in training)
+    x, y = stage_results(Encoder(choices(space)), trials, "train", zero_cost=True)
+    assert x.shape == (len(training), len(Encoder(choices(space)).columns) + len(ZERO_COST_FEATURES))
+    assert y.tolist() == [t.values[0] for t in training if t.state == optuna.trial.TrialState.COMPLETE]
+    best = max((t for t in training if t.values), key=lambda t: t.values[0])
+    assert result.best.number == best.number  # the winner is the best training, not a zero-cost score
+    report = (out / "report.md").read_text()
+    assert "| zero-cost (built, scored, ahead of training) |" in report
+    assert f"{len(scoring)} genomes scored zero-cost ahead of training (not counted)" in report
+    assert "choices, data-free costs and zero-cost scores" in report

@@ -14,6 +14,15 @@ with a random weight, so the picks spread along the front rather than piling at 
 its trial the prediction it was picked on, and the surrogate's held-out Kendall tau over the results it was
 fitted on: what the progress line and ``report.md`` show.
 
+Stage ``zero-cost`` ahead of training (``--objective train``, ``--shortlist N``): the trainings are not picked
+from the screen directly. The stage keeps N genomes scored zero-cost on a batch of the data and not yet trained
+(the default objective and ``ZERO_COST_FEATURES``, a fraction of a second each on the tiny space); it picks each
+genome it scores from the screen by a surrogate of the trainings fitted on the data-free features alone, and each
+training is picked among the scored genomes by a surrogate that also reads their scores. Its trials are tagged
+``screening`` (``runners.base.SCREENING``): their values are zero-cost scores, not accuracies, so they do not
+count toward ``--trials`` and are never a result (``nas.search.trial.is_result``). The replay of the corpus
+measures what the scores add as features (benchmarks/BENCHMARKS.md, "Replay").
+
 Stage ``train-long`` (``--objective train``): asynchronous successive halving. Before picking a new genome the
 sampler promotes the best first-stage genome in the top third of the results so far that has not been promoted
 yet; the promotion is a trial of its own, trained for ``--long-epochs``. A first-stage training is the first
@@ -55,8 +64,9 @@ from nas.graph import build_graph
 from nas.search.params import random_params
 from nas.search.samplers import PlanningSampler
 from nas.search.surrogate import MIN_FIT, Encoder, Surrogate, held_out_tau, ucb
-from nas.search.trial import PROMOTED
+from nas.search.trial import PROMOTED, SCREEN_SCORES, ZERO_COST
 from nas.space import choices, space_size
+from runners.base import SCREENING, is_screening
 from runners.optuna_internals import contains, is_enqueued, storage_id, storage_of
 
 SCREEN_FILE = "screen.json.gz"
@@ -65,6 +75,9 @@ SCREEN_ATTR = "nas.screen"  # the study's record of the screen: its counts
 SECOND_COST = {"latency": 1, "flops": 1, "params": 0}
 # Uniform picks before the surrogate chooses: enough results for a forest to say something.
 FIRST_PICKS = 6
+# The zero-cost stage's scores a training surrogate reads beside the data-free features: the default objective
+# and the scores it and the stage compute (trial.SCREEN_SCORES).
+ZERO_COST_FEATURES = ("score", *sorted(SCREEN_SCORES))
 
 
 @dataclass
@@ -222,14 +235,17 @@ class CascadeSampler(PlanningSampler):
     ``second_cost``: which data-free cost stands for the second objective (0 params, 1 FLOPs), None for a single
     objective. ``stage`` names the stage its new picks are at; with ``promote``, a pick may instead promote a
     genome of that stage to longer training (``Promotion``; stage ``train-long``, the epochs on the trial), before
-    any new genome is picked. Past the pool (every genome taken), it samples uniformly, and the search's twin
-    check reuses any genome already evaluated.
+    any new genome is picked. ``shortlist``: with a stage other than ``zero-cost``, a zero-cost stage ahead of it
+    keeps that many genomes scored and not yet picked for the stage, and the stage's picks are made among them.
+    Past the pool (every genome taken), it samples uniformly, and the search's twin check reuses any genome
+    already evaluated.
     """
 
     def __init__(self, pool: Pool, space: dict[str, Any], seed: int = 0, second_cost: int | None = None,
-                 first_picks: int = FIRST_PICKS, stage: str = "zero-cost", promote: Promotion | None = None):
+                 first_picks: int = FIRST_PICKS, stage: str = ZERO_COST, promote: Promotion | None = None,
+                 shortlist: int = 0):
         self.pool, self.second_cost, self.first_picks = pool, second_cost, first_picks
-        self.stage, self.promote = stage, promote
+        self.stage, self.promote, self.shortlist = stage, promote, shortlist
         self.encoder = Encoder(choices(space))
         self._features = np.array([self.encoder.row(p, c[0], c[1], s) for p, c, s in
                                    zip(pool.params, pool.costs, pool.structural)]).reshape(len(pool), -1)
@@ -280,27 +296,51 @@ class CascadeSampler(PlanningSampler):
             promoted = self._promotion(trials)
             if promoted is not None:
                 return promoted
-        taken = {t.user_attrs.get("genome_hash") for t in trials} | {
-            p.digest for p in self._picks.values()}  # asked here, not yet prepared
+        pending = list(self._picks.values())  # asked here, not yet prepared
+        taken = {t.user_attrs.get("genome_hash") for t in trials} | {p.digest for p in pending}
         free = [i for i, h in enumerate(self.pool.hashes) if h not in taken]
-        if not free:
+        if not self.shortlist:
+            if not free:
+                return None
+            x, y = self.results(trials)
+            return self._choose(free, self._features[free], x, y, {})
+        # The zero-cost stage keeps ``shortlist`` genomes scored (or being scored) and not yet trained; each
+        # training is picked among the scored ones, with their scores as features.
+        scored = zero_cost_features(trials)
+        trained = {t.user_attrs.get("genome_hash") for t in trials if t.user_attrs.get("stage", self.stage)
+                   == self.stage} | {p.digest for p in pending if self._stage_of(p) == self.stage}
+        waiting = [self.pool.index[h] for h in scored if h not in trained and h in self.pool.index]
+        scoring = sum(t.state == TrialState.RUNNING and t.user_attrs.get("stage") == ZERO_COST for t in trials) \
+            + sum(self._stage_of(p) == ZERO_COST for p in pending)
+        if free and (len(waiting) + scoring < self.shortlist or not waiting):
+            x, y = self.results(trials, with_zero_cost=False)
+            return self._choose(free, self._features[free], x, y, {"stage": ZERO_COST, SCREENING: True})
+        if not waiting:
             return None
         x, y = self.results(trials)
-        attrs: dict[str, Any] = {}
+        rows = np.column_stack([self._features[waiting], [scored[self.pool.hashes[i]] for i in waiting]])
+        return self._choose(waiting, rows, x, y, {})
+
+    def _choose(self, candidates: list[int], rows: np.ndarray, x: np.ndarray, y: np.ndarray,
+                attrs: dict[str, Any]) -> Pick:
+        """One of ``candidates`` (pool positions; ``rows`` their features): uniform while there are too few
+        results, then the best by a surrogate fitted on ``x``, ``y`` (its upper confidence bound, weighed
+        against the data-free cost with a second objective)."""
+        attrs = dict(attrs)
         if len(y) < max(self.first_picks, MIN_FIT) or np.ptp(y) == 0:
-            chosen = self._rng.choice(free)
+            chosen = self._rng.choice(candidates)
             attrs["picked_by"] = "uniform"
         else:
             surrogate = Surrogate(seed=self._seed).fit(x, y)
-            mean, spread = surrogate.predict(self._features[free])
+            mean, spread = surrogate.predict(rows)
             tau = surrogate.held_out_tau()
             gain = ucb(mean, spread)
             if self.second_cost is not None:
                 weight = self._rng.random()
-                cost = np.log10(np.array([max(self.pool.costs[i][self.second_cost], 1) for i in free]))
+                cost = np.log10(np.array([max(self.pool.costs[i][self.second_cost], 1) for i in candidates]))
                 gain = weight * _standard(gain) - (1 - weight) * _standard(cost)
             best = int(np.argmax(gain))
-            chosen = free[best]
+            chosen = candidates[best]
             attrs.update(picked_by="surrogate", predicted=round(float(mean[best]), 6),
                          spread=round(float(spread[best]), 6), surrogate_results=len(y),
                          surrogate_tau=None if tau is None else round(tau, 4))
@@ -319,8 +359,10 @@ class CascadeSampler(PlanningSampler):
                                                      "picked_by": "promotion", "promoted_from": t.number})
         return None
 
-    def results(self, trials: list[FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
-        return stage_results(self.encoder, trials, self.stage)
+    def results(self, trials: list[FrozenTrial], with_zero_cost: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """The surrogate's data: the stage's results, with the zero-cost stage's scores as features when the
+        sampler has that stage (and ``with_zero_cost``)."""
+        return stage_results(self.encoder, trials, self.stage, zero_cost=with_zero_cost and self.shortlist > 0)
 
 
 def _measured(trials: list[FrozenTrial], stage: str) -> list[FrozenTrial]:
@@ -334,22 +376,48 @@ def _measured(trials: list[FrozenTrial], stage: str) -> list[FrozenTrial]:
     return out
 
 
-def stage_results(encoder: Encoder, trials: list[FrozenTrial], stage: str) -> tuple[np.ndarray, np.ndarray]:
+def zero_cost_features(trials: list[FrozenTrial]) -> dict[str, list[float]]:
+    """Genome hash -> its ``ZERO_COST_FEATURES`` from the zero-cost stage of a training run (NaN where a score
+    is not finite: the forest routes missing values)."""
+    out = {}
+    for t in _measured(trials, ZERO_COST):
+        if is_screening(t):
+            found = {"score": t.values[0], **t.user_attrs.get("scores", {})}
+            out[t.user_attrs["genome_hash"]] = [_finite(found.get(name)) for name in ZERO_COST_FEATURES]
+    return out
+
+
+def _finite(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+
+
+def stage_results(encoder: Encoder, trials: list[FrozenTrial], stage: str, zero_cost: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Features and first objective of the measured trials at ``stage``: what the surrogate is fitted on, and
-    its held-out tau measured over."""
+    its held-out tau measured over. ``zero_cost``: each row ends with the genome's zero-cost scores from the
+    run's zero-cost stage (NaN for a genome that stage did not score)."""
     measured = _measured(trials, stage)
     rows = [encoder.row(t.params, t.user_attrs["params"], t.user_attrs["flops"], t.user_attrs["structural"])
             for t in measured]
-    return np.array(rows).reshape(len(rows), len(encoder.columns)), np.array([t.values[0] for t in measured])
+    width = len(encoder.columns)
+    if zero_cost:
+        scored = zero_cost_features(trials)
+        missing = [math.nan] * len(ZERO_COST_FEATURES)
+        rows = [r + scored.get(t.user_attrs["genome_hash"], missing) for r, t in zip(rows, measured)]
+        width += len(ZERO_COST_FEATURES)
+    return np.array(rows).reshape(len(rows), width), np.array([t.values[0] for t in measured])
 
 
 def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], stage: str, seed: int = 0
                       ) -> dict[str, Any]:
-    """For the report: the stage's results, how many picks the surrogate made, and its held-out tau over all
-    the results (the figure the progress line showed, brought up to the last trial)."""
-    x, y = stage_results(Encoder(choices(space)), trials, stage)
-    picked = sum(t.user_attrs.get("picked_by") == "surrogate" for t in trials)
-    return {"results": len(y), "surrogate_picks": picked, "held_out_tau": held_out_tau(x, y, seed=seed)}
+    """For the report: the stage's results, how many of its trials the surrogate picked, and its held-out tau
+    over all the results (the figure the progress line showed, brought up to the last trial)."""
+    zero_cost = stage != ZERO_COST and any(map(is_screening, trials))
+    x, y = stage_results(Encoder(choices(space)), trials, stage, zero_cost=zero_cost)
+    picked = sum(t.user_attrs.get("picked_by") == "surrogate" and t.user_attrs.get("stage") == stage
+                 for t in trials)
+    return {"results": len(y), "surrogate_picks": picked, "held_out_tau": held_out_tau(x, y, seed=seed),
+            "zero_cost_features": zero_cost}
 
 
 def _standard(values: np.ndarray) -> np.ndarray:

@@ -25,6 +25,9 @@ SCREEN_PER_TRIAL = 250
 # ... and at most this many: past a pool of thousands within budget, more draws mostly add time (a search of
 # 400 trials would screen for several minutes)
 MOST_SCREENED = 10_000
+# The zero-cost stage of a training cascade keeps this many genomes scored ahead of the trainings: each costs a
+# fraction of a second on the tiny space, a tenth of a pruned training or less.
+DEFAULT_SHORTLIST = 50
 # --references auto: at most this many, and one per this many trials (a reference costs about a trial)
 MOST_REFERENCES, TRIALS_PER_REFERENCE = 4, 4
 
@@ -116,6 +119,12 @@ class SearchOptions(BaseModel):
                                     "result ranks in the top third so far trains on to its end (successive "
                                     "halving; the winner is the best result at either length; default: 4 x "
                                     "--epochs; 0: no promotions, each genome trains a whole --epochs schedule)")
+    shortlist: int = Field(DEFAULT_SHORTLIST, description="with --objective train and the cascade sampler: "
+                           "screened genomes (at most --trials) kept scored zero-cost on a batch of the data and "
+                           "not yet trained (the "
+                           "zero-cost stage, which picks them by a surrogate of the data-free features); each "
+                           "training is picked among them, with their scores as features; 0: no zero-cost stage, "
+                           "trainings picked from the screen directly")
     pruner: PrunerName = Field("median", description="stops poor training trials, with a single objective only")
     references: Annotated[str, BeforeValidator(_comma_list), Flag(metavar="LIST")] = Field(
         "auto", description="published architectures scored as the trials are and shown beside the winner: auto "
@@ -191,6 +200,11 @@ class SearchOptions(BaseModel):
         return self.sampler == "cascade" and self.objective == "train" and bool(self.long_epochs)
 
     @property
+    def zero_cost_stage(self) -> bool:
+        """Whether the cascade scores genomes zero-cost ahead of training them (``shortlist``)."""
+        return self.sampler == "cascade" and self.objective == "train" and self.shortlist > 0
+
+    @property
     def first_schedule_epochs(self) -> int | None:
         """The schedule a first-stage training (and a reference or ``nas score``, measured as one) runs the first
         ``epochs`` of: the promotions' ``long_epochs``, which a promotion then trains on to; None: a whole
@@ -228,6 +242,8 @@ class SearchOptions(BaseModel):
                             ("--data-limit", self.data_limit)):
             if value is not None and value < 1:
                 raise InputError(f"{flag} must be at least 1, got {value}")
+        if self.shortlist < 0:
+            raise InputError(f"--shortlist must not be negative (0: no zero-cost stage), got {self.shortlist}")
         if self.long_epochs < 0:
             raise InputError(f"--long-epochs must not be negative (0: no promotions), got {self.long_epochs}")
         if self.heartbeat < 0:

@@ -31,9 +31,9 @@ from nas.search.references import REFERENCES_FILE, Scored, read_references, repo
 from nas.search.rundir import WINNER_LATENCY_FILE, open_study, read_run, write_atomic
 from nas.search.samplers import dominates
 from nas.search.scoring import GenomeScore
-from nas.search.trial import SECOND_UNITS, STAGES, is_invalid
+from nas.search.trial import SECOND_UNITS, STAGES, is_invalid, is_result
 from nas.space import choices, space_size
-from runners.base import FINISHED, SURPLUS, counted, is_duplicate, is_void
+from runners.base import FINISHED, SURPLUS, counted, is_duplicate, is_screening, is_void
 
 PHASES = ("sample", "cost", "build", "score", "latency")
 
@@ -107,15 +107,18 @@ def winner_latency_line(data: dict[str, Any] | None) -> str:
 def _breakdown(c: dict[str, int]) -> str:
     """Each finished trial in exactly one category; the first five add up to the trials counted."""
     invalid = f"{c['invalid']} invalid genomes, " if c["invalid"] else ""
+    screened = (f"; {c['zero_cost']} genomes scored zero-cost ahead of training (not counted)"
+                if c["zero_cost"] else "")
     return (f"{c['feasible']} feasible, {c['infeasible']} over budget, {invalid}{c['failed']} failed, "
-            f"{c['pruned']} pruned; {c['duplicates']} duplicates (earlier results reused, not counted)")
+            f"{c['pruned']} pruned; {c['duplicates']} duplicates (earlier results reused, not counted){screened}")
 
 
 def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
     """``trials`` (those counted toward ``--trials``) split into feasible, infeasible, invalid, failed and
-    pruned; beside them, duplicates and interrupted or surplus trials (void), which do not count."""
+    pruned; beside them, duplicates, interrupted or surplus trials (void) and the zero-cost stage's screening
+    evaluations, which do not count."""
     kinds = {"feasible": 0, "infeasible": 0, "invalid": 0, "failed": 0, "pruned": 0, "duplicates": 0,
-             "interrupted": 0}
+             "interrupted": 0, "zero_cost": 0}
     for t in trials:
         kind = _kind(t)
         if kind is not None:
@@ -130,6 +133,8 @@ def _kind(t: FrozenTrial) -> str | None:
         return "interrupted"
     if is_duplicate(t):
         return "duplicates"
+    if is_screening(t):
+        return "zero_cost"
     if t.state == TrialState.COMPLETE:
         return "feasible" if t.user_attrs.get("feasible") else "infeasible"
     if t.state == TrialState.PRUNED:
@@ -147,7 +152,7 @@ def _genome(space: dict[str, Any], trial: FrozenTrial) -> Genome | None:
 
 
 def _feasible(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.COMPLETE and bool(trial.user_attrs.get("feasible"))
+    return is_result(trial)
 
 
 def pareto_trials(trials: list[FrozenTrial], directions: list[optuna.study.StudyDirection]) -> list[FrozenTrial]:
@@ -179,7 +184,7 @@ def _state(trial: FrozenTrial) -> str:
 
 def write_trials_csv(path: Path, trials: list[FrozenTrial], multi: bool) -> None:
     extra = sorted({f"score_{k}" for t in trials for k in t.user_attrs.get("scores", {})})
-    columns = ["number", "state", "genome_hash", "params", "flops", "latency_ms", "score",
+    columns = ["number", "state", "stage", "genome_hash", "params", "flops", "latency_ms", "score",
                *(["second"] if multi else []), *extra, "duplicate_of", "failure", "duration",
                *(f"t_{p}" for p in PHASES)]
     with path.open("w", newline="") as f:
@@ -210,6 +215,7 @@ def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], optio
     ax = axes[0][0]
     built = [t for t in trials if _feasible(t) and "duplicate_of" not in t.user_attrs]
     over = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible")
+            and not is_screening(t)
             and not t.user_attrs.get("estimated") and "duplicate_of" not in t.user_attrs]
     unit = SECOND_UNITS[options.second]
     scored = [r for r in references if r.score is not None]
@@ -408,13 +414,18 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
              f"{screened['within_budget']:,} distinct within budget | "
              f"{1000 * screened['seconds'] / max(screened['drawn'], 1):.1f} ms |"]
     for stage, n in stages.items():
-        built = [sum(t.user_attrs["seconds"].values()) for t in trials
-                 if t.user_attrs.get("stage") == stage and "build" in t.user_attrs.get("seconds", {})]
+        at_stage = [t for t in trials if t.user_attrs.get("stage") == stage]
+        built = [sum(t.user_attrs["seconds"].values()) for t in at_stage if "build" in t.user_attrs.get("seconds", {})]
         each = f"{sum(built) / len(built):.2f} s" if built else "-"
-        lines.append(f"| {stage} (built, scored{', timed' if stage == 'zero-cost' else ''}) | {n} | {each} |")
-    lines += ["", f"The surrogate (a random forest on the genome's choices and data-free costs) picked "
-                  f"{summary['surrogate_picks']} of the trials; the others were uniform picks from the screened "
-                  f"genomes. Its held-out Kendall tau over the {summary['results']} results (each predicted by "
+        timed = ", timed" if any("latency_ms" in t.user_attrs for t in at_stage) else ""
+        ahead = ", ahead of training" if any(map(is_screening, at_stage)) else ""
+        lines.append(f"| {stage} (built, scored{timed}{ahead}) | {n} | {each} |")
+    features = "choices, data-free costs and zero-cost scores" if summary["zero_cost_features"] else \
+        "choices and data-free costs"
+    source = "the genomes the zero-cost stage scored" if summary["zero_cost_features"] else "the screened genomes"
+    lines += ["", f"The surrogate (a random forest on the genome's {features}) picked "
+                  f"{summary['surrogate_picks']} of the {first_stage} trials; the others were uniform picks from "
+                  f"{source}. Its held-out Kendall tau over the {summary['results']} results (each predicted by "
                   f"the trees fitted without it): "
                   + (f"**{tau:+.2f}**" if tau is not None else "not measured (too few distinct results)")
                   + " (1: it ranks the genomes it did not see as they scored; 0: no better than chance).", ""]

@@ -56,9 +56,18 @@ from nas.search.scoring import (
     training_batch,
 )
 from nas.search.survey import check_reachable, survey
-from nas.search.trial import SECOND_UNITS, STAGES, Evaluate, Inputs, TrialWork, constraint_values, is_invalid
+from nas.search.trial import (
+    SECOND_UNITS,
+    STAGES,
+    Evaluate,
+    Inputs,
+    TrialWork,
+    constraint_values,
+    is_invalid,
+    is_result,
+)
 from nas.space import read_space
-from runners.base import StopSearch, counted, is_duplicate, is_void
+from runners.base import StopSearch, counted, counts, is_duplicate, is_screening, is_void
 from runners.local import run_trials, start_workers, wait_workers
 from runners.slots import device_slot
 
@@ -355,7 +364,9 @@ def _cascade(run: _Run, progress: Progress, quiet: bool) -> Callable[[int], Casc
                          f"distinct within budget; the surrogate picks the trials from those")
         promote = Promotion(options.long_epochs) if options.promotes else None
         return CascadeSampler(pool, run.space, seed, second_cost=SECOND_COST.get(options.second),
-                              stage=STAGES[options.objective], promote=promote)
+                              stage=STAGES[options.objective], promote=promote,
+                              # no more scored ahead than the trainings the run may pick
+                              shortlist=min(options.shortlist, options.trials) if options.zero_cost_stage else 0)
 
     return make
 
@@ -562,7 +573,7 @@ class _LoopState:
 
     def on_trial(self, trial: optuna.trial.FrozenTrial, all_trials: list[optuna.trial.FrozenTrial]) -> None:
         self.session += 1
-        self.session_counted += not is_duplicate(trial)
+        self.session_counted += counts(trial)
         self.invalid_streak = self.invalid_streak + 1 if is_invalid(trial) else 0
         if self.invalid_streak >= INVALID_STREAK:
             raise NasError(f"{self.invalid_streak} samples in a row were invalid genomes (last: "
@@ -586,7 +597,7 @@ class _LoopState:
 def _surrogate_text(trials: list[optuna.trial.FrozenTrial]) -> str:
     """The cascade's surrogate as of its latest pick: how well it ranks the results it did not see."""
     for t in reversed(trials):
-        if t.user_attrs.get("picked_by") == "surrogate":
+        if t.user_attrs.get("picked_by") == "surrogate" and not is_screening(t):
             tau = t.user_attrs.get("surrogate_tau")
             return "" if tau is None else f"  surrogate tau {tau:+.2f} ({t.user_attrs['surrogate_results']} results)"
     return ""
@@ -626,12 +637,11 @@ def _say_estimate(progress: Progress, trial: optuna.trial.FrozenTrial, feasible_
 
 
 def _feasible(trials: list[optuna.trial.FrozenTrial]) -> int:
-    return sum(t.state == TrialState.COMPLETE and bool(t.user_attrs.get("feasible")) and not is_duplicate(t)
-               for t in trials)
+    return sum(is_result(t) and not is_duplicate(t) for t in trials)
 
 
 def _best_text(trials: list[optuna.trial.FrozenTrial], options: SearchOptions) -> str:
-    feasible = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible")]
+    feasible = [t for t in trials if is_result(t)]
     if not feasible:
         return "-"
     best = max(feasible, key=lambda t: t.values[0])

@@ -62,7 +62,9 @@ def open_study(run_dir: Path, options: SearchOptions, sampler: optuna.samplers.B
     """The run's study; unless ``create``, it must exist, and its storage is checked before it is opened (a
     missing SQLite file would otherwise be created empty)."""
     directions = ["maximize", "minimize"] if options.multi_objective else ["maximize"]
-    pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+    # n_min_trials: three trainings that reached the epoch, not three completed trials of any kind (a cascade's
+    # zero-cost stage completes trials that report no epochs)
+    pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0, n_min_trials=3),
               "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=options.epochs),
               "none": optuna.pruners.NopPruner()}[options.pruner]
     url = storage_url(run_dir, options)

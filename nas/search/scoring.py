@@ -31,8 +31,11 @@ def search_inputs(space: dict[str, Any], options: SearchOptions) -> tuple[Inputs
         limit = options.data_limit if options.objective != "proxy" else max(options.proxy_batch, 16)
         dataset = load_data(options.data, resolution=space_resolution(space), seed=options.seed, limit=limit)
         space = fit_space_to_data(space, dataset)
-        if options.objective in ("train", "supernet"):
+        if options.objective == "supernet":
             return Inputs(dataset=dataset), space
+        if options.objective == "train":  # the batch is for the cascade's zero-cost stage
+            return Inputs(dataset.train_x[:options.proxy_batch], dataset.train_y[:options.proxy_batch],
+                          dataset=dataset), space
         return Inputs(dataset.train_x[:options.proxy_batch], dataset.train_y[:options.proxy_batch]), space
     channels = int((space.get("input") or {}).get("channels", 3))
     res = space_resolution(space)

@@ -28,7 +28,7 @@ from nas.genome import Genome
 from nas.io import parse_genome
 from nas.search.options import SearchOptions
 from nas.search.params import genome_data, trial_picker
-from runners.base import FINISHED, Outcome, Report, is_void
+from runners.base import FINISHED, Outcome, Report, is_screening, is_void
 from runners.optuna_internals import stored_user_attrs
 from runners.slots import device_slot
 
@@ -38,6 +38,10 @@ INVALID = "invalid genome"  # the failure of a sample that is no genome: never b
 # trial the cascade promotes to longer training is at PROMOTED.
 STAGES = {"proxy": "zero-cost", "train": "train", "supernet": "supernet", "custom": "custom"}
 PROMOTED = "train-long"
+ZERO_COST = STAGES["proxy"]  # in a training run, the stage that scores genomes ahead of training them
+# What a zero-cost trial of a training run scores besides the objective's own: the training-free scores the
+# cascade's surrogate reads as features (nas.search.cascade.ZERO_COST_FEATURES).
+SCREEN_SCORES = frozenset({"grad_norm", "meco"})
 SECOND_UNITS = {"latency": "ms", "params": "M params", "flops": "GFLOPs", "none": ""}
 
 
@@ -157,8 +161,11 @@ class TrialWork:
                 report = None
             epochs = payload.get("epochs", self.options.epochs)
             schedule_epochs = payload.get("schedule_epochs")
-            score = self._score(genome, model, device, attrs, report, epochs, schedule_epochs,
-                                self._checkpoint(genome, payload.get("stage"), epochs, schedule_epochs))
+            if payload.get("stage") == ZERO_COST and self.options.objective != "proxy":  # a cascade's screening
+                score = self._zero_cost(genome, model, attrs, SCREEN_SCORES)
+            else:
+                score = self._score(genome, model, device, attrs, report, epochs, schedule_epochs,
+                                    self._checkpoint(genome, payload.get("stage"), epochs, schedule_epochs))
             times["score"] = time.perf_counter() - tick
         if not math.isfinite(score):
             raise TrialFailed(f"score is {score} (not finite)")
@@ -223,14 +230,19 @@ class TrialWork:
 
             return score_extracted(model, self.inputs.dataset, device=device, seed=self.options.seed)
         if self.options.objective == "proxy":
-            from nas.evaluate.proxy import objective_scores, proxy_score
-
-            # Only the scores the objective weighs: the others would cost passes and change nothing.
-            scores = proxy_score(genome, model, self.inputs.x, self.inputs.y, seed=self.options.seed,
-                                 which=objective_scores())
-            attrs["scores"] = {k: v for k, v in scores.items() if k != "score"}
-            return float(scores["score"])
+            return self._zero_cost(genome, model, attrs)
         return self._train(model, device, attrs, report, epochs, schedule_epochs, checkpoint)
+
+    def _zero_cost(self, genome: Genome, model: torch.nn.Module, attrs: dict[str, Any],
+                   also: frozenset[str] = frozenset()) -> float:
+        """The default training-free objective on the inputs' batch, its component scores in ``scores``."""
+        from nas.evaluate.proxy import objective_scores, proxy_score
+
+        # Only the scores the objective weighs (and ``also``): the others would cost passes and change nothing.
+        scores = proxy_score(genome, model, self.inputs.x, self.inputs.y, seed=self.options.seed,
+                             which=objective_scores() | also)
+        attrs["scores"] = {k: v for k, v in scores.items() if k != "score"}
+        return float(scores["score"])
 
     def _train(self, model: torch.nn.Module, device: str, attrs: dict[str, Any], report: Report | None,
                epochs: int, schedule_epochs: int | None, checkpoint: Path | None) -> float:
@@ -270,6 +282,13 @@ class TrialWork:
 def is_invalid(trial: FrozenTrial) -> bool:
     """A sample the space's choices made into no valid genome (a shape that does not fit, say)."""
     return trial.state == TrialState.FAIL and str(trial.user_attrs.get("failure", "")).startswith(INVALID)
+
+
+def is_result(trial: FrozenTrial) -> bool:
+    """A feasible result of the run's objective: complete, within the budgets, and no screening evaluation (a
+    training run's zero-cost stage, whose value is a zero-cost score, not an accuracy)."""
+    return (trial.state == TrialState.COMPLETE and bool(trial.user_attrs.get("feasible"))
+            and not is_screening(trial))
 
 
 def _times(**seconds: float) -> dict[str, Any]:
