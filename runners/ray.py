@@ -238,14 +238,23 @@ def _trainable(config: dict[str, Any], work: Work, epochs: int | None, threads: 
 
     torch.set_num_threads(threads)
 
+    reported = False
+
     def report(epoch: int, accuracy: float) -> None:
+        nonlocal reported
         if epochs is not None and epoch < epochs:
+            reported = True
             tune.report({"score": accuracy, "epoch": epoch})
 
     outcome = work.evaluate(config["payload"], report=report if epochs else None)
     score = outcome.values[0] if outcome.values else math.nan
     # One string, so that Tune does not flatten it into its result columns
-    tune.report({"score": score, "epoch": epochs or 1, "outcome": json.dumps(dataclasses.asdict(outcome))})
+    final = {"score": score, "outcome": json.dumps(dataclasses.asdict(outcome))}
+    if reported or not epochs:
+        # ASHA ranks trainings epoch by epoch: a trial that reported no epoch (a score of another kind, a
+        # training that ran past the pruner) has no ``epoch``, and ASHA leaves it out of its rungs.
+        final["epoch"] = epochs or 1
+    tune.report(final)
 
 
 def _init(ray: Any, address: str | None) -> None:

@@ -16,7 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from runners.base import counted
+from runners.base import counted, is_screening
 from tests.conftest import run_nas
 from tests.test_search_cli import RESULT_FILES, rows
 
@@ -140,11 +140,14 @@ def test_a_training_search_on_ray_reports_epochs_and_asha_decides(tmp_path: Path
     assert done.returncode == 0, done.stderr
     trials = stored(tmp_path / "run")
     assert counted(trials) == 4
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and not is_screening(t)]
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert complete and all("accuracy_epoch_2" in t.user_attrs for t in complete)
+    scoring = [t for t in trials if is_screening(t)]  # the zero-cost stage ahead of the trainings, on Ray too
+    assert scoring and all(t.user_attrs["stage"] == "zero-cost" for t in scoring)
     assert all(t.user_attrs["pruned_at"].endswith("(ASHA)") for t in pruned)
-    assert len(complete) + len(pruned) + sum(t.state == TrialState.FAIL for t in trials) == len(trials)
+    failed = sum(t.state == TrialState.FAIL and not is_screening(t) for t in trials)
+    assert len(complete) + len(pruned) + failed + len(scoring) == len(trials)
 
 
 SLOW_SEARCH = textwrap.dedent("""
