@@ -31,6 +31,10 @@ DUPLICATE_OF = "duplicate_of"
 # stage ahead of its trainings), set when the trial is asked: its value is not the objective's, and it does not
 # use up a trial of the count.
 SCREENING = "screening"
+# User attributes a sampler may set on a trial when it is asked, saying what kind of trial it is to be (a cascade's
+# stage, the epochs it trains, whether it screens): a retry of an interrupted trial keeps them, so that it runs
+# as the same kind of trial, not as whatever the search runs by default.
+PLAN = ("stage", "epochs", SCREENING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # A trial whose heartbeat is this many intervals old belongs to a dead worker.
 GRACE_BEATS = 4
@@ -216,11 +220,12 @@ def interrupt(study: optuna.Study, trial: FrozenTrial, why: str) -> bool:
 
 
 def retry(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queue the same parameters once more, unless this already was the retry (a genome that kills its worker,
-    by running out of memory say, must not loop)."""
+    """Queue the same parameters (and ``PLAN``) once more, unless this already was the retry (a genome that kills
+    its worker, by running out of memory say, must not loop)."""
     if "retry_of" in trial.user_attrs or not trial.params:
         return
-    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+    plan = {key: trial.user_attrs[key] for key in PLAN if key in trial.user_attrs}
+    study.enqueue_trial(trial.params, user_attrs={**plan, "retry_of": trial.number}, skip_if_exists=False)
 
 
 def _alive(pid: int) -> bool:

@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from runners.base import (
+    SCREENING,
     WORKER,
     claim,
     counted,
@@ -92,6 +93,8 @@ def test_a_dead_workers_trial_is_failed_and_retried_once(tmp_path: Path):
         trial.suggest_int("x", 0, 9)
         claim(trial)
     gone.set_user_attr("worker", f"{WORKER.rpartition(':')[0]}:{dead.pid}")
+    gone.set_user_attr("stage", "zero-cost")  # what the sampler planned it as, which its retry is again
+    gone.set_user_attr(SCREENING, True)
     quiet.set_user_attr("worker", "another-host:4242")
     quiet.set_user_attr("heartbeat", time.time() - 120)  # that host stopped beating two minutes ago
 
@@ -104,6 +107,8 @@ def test_a_dead_workers_trial_is_failed_and_retried_once(tmp_path: Path):
     retries = [t for t in trials if t.state == TrialState.WAITING]
     assert sorted(t.user_attrs["retry_of"] for t in retries) == [gone.number, quiet.number]
     assert sorted(t.system_attrs["fixed_params"]["x"] for t in retries) == [1, 2]
+    again = next(t for t in retries if t.user_attrs["retry_of"] == gone.number)
+    assert again.user_attrs["stage"] == "zero-cost" and again.user_attrs[SCREENING]
 
     # A retry that dies too is not queued again: a genome that kills its worker must not loop.
     retry = study.ask()
