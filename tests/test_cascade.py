@@ -198,13 +198,15 @@ def test_a_training_cascade_promotes_the_best_third_to_longer_training(tmp_path:
     assert "| train-long (built, scored) |" in (out / "report.md").read_text()
 
 
-def test_a_training_cascade_scores_genomes_zero_cost_before_training_them(tmp_path: Path):
+def test_a_training_cascade_scores_genomes_zero_cost_before_training_them(tmp_path: Path, capsys):
     """With a zero-cost stage (``--shortlist``), each training is picked among genomes already scored zero-cost
     on a batch of the data; those scoring trials are tagged, never counted toward --trials, and never the
     winner, and the training surrogate reads their scores."""
     out = tmp_path / "run"
     result = nas.search("tiny", objective="train", data="digits", data_limit=100, epochs=1, long_epochs=0,
-                        pruner="none", trials=9, shortlist=4, screen=200, references="none", out=out, quiet=True)
+                        pruner="none", trials=9, shortlist=4, screen=200, references="none", out=out)
+    said = capsys.readouterr().err
+    assert said.count("expected run time") == 1  # from the first training, not again at each zero-cost score
     options, space = read_run(out)
     trials = open_study(out, options).get_trials(deepcopy=False)
     scoring = [t for t in trials if t.user_attrs.get("stage") == "zero-cost"]

@@ -585,7 +585,7 @@ class _LoopState:
                             f"samples were all genomes already evaluated (the space looks exhausted: "
                             f"{_distinct(all_trials)} distinct genomes sampled)")
             raise StopSearch(self.stopped)
-        if self.session_counted == 1 and trial.state == TrialState.COMPLETE and not self.quiet:
+        if counts(trial) and self.session_counted == 1 and trial.state == TrialState.COMPLETE and not self.quiet:
             _say_estimate(self.progress, trial, self.feasible_share, self.options.trials - done,
                           self.options.workers or 1)
         self.progress.update(done, _feasible(all_trials), _best_text(all_trials, self.options) +
