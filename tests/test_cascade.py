@@ -223,6 +223,7 @@ def test_a_training_cascade_scores_genomes_zero_cost_before_training_them(tmp_pa
     assert any(t.user_attrs.get("picked_by") == "surrogate" for t in training)
     x, y = stage_results(Encoder(choices(space)), trials, "train", zero_cost=True)
     assert x.shape == (len(training), len(Encoder(choices(space)).columns) + len(ZERO_COST_FEATURES))
+    assert np.isfinite(x[1:, -len(ZERO_COST_FEATURES):]).all()  # every training but the first was scored
     assert y.tolist() == [t.values[0] for t in training if t.state == optuna.trial.TrialState.COMPLETE]
     best = max((t for t in training if t.values), key=lambda t: t.values[0])
     assert result.best.number == best.number  # the winner is the best training, not a zero-cost score

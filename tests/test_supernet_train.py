@@ -17,6 +17,9 @@ from nas import compile_model, load_genome
 from nas.data import load_data
 from nas.errors import InputError
 from nas.evaluate.train import evaluate_accuracy
+from nas.search.cascade import zero_cost_features
+from nas.search.params import genome_data, params_picker
+from nas.search.rundir import open_study, read_run
 from nas.supernet import (
     Supernet,
     SupernetTrainOptions,
@@ -262,3 +265,28 @@ def test_distillation_waits_until_the_largest_genome_beats_chance(tmp_path, monk
                                                  random_per_step=1, epochs=1, threads=1, device="cpu"),
                             out=tmp_path / "run", quiet=True)
     assert len(result.history) == 1 and not distilled
+
+
+def test_a_training_search_reads_the_supernets_inherited_accuracy_as_a_feature(trained, tmp_path):
+    """``--objective train --supernet RUN``: the zero-cost stage also scores each genome with the supernet's
+    weights, and the training surrogate reads that inherited accuracy beside the zero-cost scores."""
+    whole, _ = trained
+    out = tmp_path / "search"
+    proc = run_nas("search", "--objective", "train", "--supernet", whole, "--epochs", "1", "--long-epochs", "0",
+                   "--trials", "8", "--shortlist", "3", "--pruner", "none", "--references", "none", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "the space of supernet" in proc.stderr  # its space and data, as for --objective supernet
+    options, space = read_run(out)
+    trials = open_study(out, options).get_trials(deepcopy=False)
+    scoring = [t for t in trials if t.user_attrs.get("stage") == "zero-cost" and t.values]
+    assert scoring and all(0 <= t.user_attrs["scores"]["inherited"] <= 1 for t in scoring)
+    names, scored = zero_cost_features(trials)
+    assert names[-1] == "inherited" and len(scored) == len(scoring)
+    net, _ = Supernet.load(whole)  # the figure is the genome's accuracy with the supernet's weights
+    data = load_data("synthetic", resolution=16, limit=128)
+    first = scoring[0]
+    genome = genome_data(space, params_picker(first.params))
+    assert inherited_accuracy(net, genome, data)[0] == pytest.approx(first.user_attrs["scores"]["inherited"])
+    assert "zero-cost scores and inherited accuracy with the supernet" in (out / "report.md").read_text()
+    refused = run_nas("search", "--objective", "train", "--supernet", whole, "--shortlist", "0", "--trials", "1")
+    assert refused.returncode == 2 and "read by the cascade's zero-cost stage" in refused.stderr

@@ -64,7 +64,7 @@ from nas.graph import build_graph
 from nas.search.params import random_params
 from nas.search.samplers import PlanningSampler
 from nas.search.surrogate import MIN_FIT, Encoder, Surrogate, held_out_tau, ucb
-from nas.search.trial import PROMOTED, SCREEN_SCORES, ZERO_COST
+from nas.search.trial import INHERITED, PROMOTED, SCREEN_SCORES, ZERO_COST
 from nas.space import choices, space_size
 from runners.base import SCREENING, is_screening
 from runners.optuna_internals import contains, is_enqueued, storage_id, storage_of
@@ -306,7 +306,7 @@ class CascadeSampler(PlanningSampler):
             return self._choose(free, self._features[free], x, y, {})
         # The zero-cost stage keeps ``shortlist`` genomes scored (or being scored) and not yet trained; each
         # training is picked among the scored ones, with their scores as features.
-        scored = zero_cost_features(trials)
+        _, scored = zero_cost_features(trials)
         trained = {t.user_attrs.get("genome_hash") for t in trials if t.user_attrs.get("stage", self.stage)
                    == self.stage} | {p.digest for p in pending if self._stage_of(p) == self.stage}
         waiting = [self.pool.index[h] for h in scored if h not in trained and h in self.pool.index]
@@ -376,15 +376,18 @@ def _measured(trials: list[FrozenTrial], stage: str) -> list[FrozenTrial]:
     return out
 
 
-def zero_cost_features(trials: list[FrozenTrial]) -> dict[str, list[float]]:
-    """Genome hash -> its ``ZERO_COST_FEATURES`` from the zero-cost stage of a training run (NaN where a score
-    is not finite: the forest routes missing values)."""
+def zero_cost_features(trials: list[FrozenTrial]) -> tuple[tuple[str, ...], dict[str, list[float]]]:
+    """The zero-cost stage's features in a training run: their names (``ZERO_COST_FEATURES``, and the inherited
+    accuracy when the run has a supernet) and, per genome hash, their values (NaN where a score is not finite:
+    the forest routes missing values)."""
+    scoring = [t for t in _measured(trials, ZERO_COST) if is_screening(t)]
+    inherited = any(INHERITED in t.user_attrs.get("scores", {}) for t in scoring)
+    names = ZERO_COST_FEATURES + ((INHERITED,) if inherited else ())
     out = {}
-    for t in _measured(trials, ZERO_COST):
-        if is_screening(t):
-            found = {"score": t.values[0], **t.user_attrs.get("scores", {})}
-            out[t.user_attrs["genome_hash"]] = [_finite(found.get(name)) for name in ZERO_COST_FEATURES]
-    return out
+    for t in scoring:
+        found = {"score": t.values[0], **t.user_attrs.get("scores", {})}
+        out[t.user_attrs["genome_hash"]] = [_finite(found.get(name)) for name in names]
+    return names, out
 
 
 def _finite(value: Any) -> float:
@@ -394,17 +397,17 @@ def _finite(value: Any) -> float:
 def stage_results(encoder: Encoder, trials: list[FrozenTrial], stage: str, zero_cost: bool = False
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Features and first objective of the measured trials at ``stage``: what the surrogate is fitted on, and
-    its held-out tau measured over. ``zero_cost``: each row ends with the genome's zero-cost scores from the
-    run's zero-cost stage (NaN for a genome that stage did not score)."""
+    its held-out tau measured over. ``zero_cost``: each row ends with the genome's ``zero_cost_features`` from
+    the run's zero-cost stage (NaN for a genome that stage did not score)."""
     measured = _measured(trials, stage)
     rows = [encoder.row(t.params, t.user_attrs["params"], t.user_attrs["flops"], t.user_attrs["structural"])
             for t in measured]
     width = len(encoder.columns)
     if zero_cost:
-        scored = zero_cost_features(trials)
-        missing = [math.nan] * len(ZERO_COST_FEATURES)
+        names, scored = zero_cost_features(trials)
+        missing = [math.nan] * len(names)
         rows = [r + scored.get(t.user_attrs["genome_hash"], missing) for r, t in zip(rows, measured)]
-        width += len(ZERO_COST_FEATURES)
+        width += len(names)
     return np.array(rows).reshape(len(rows), width), np.array([t.values[0] for t in measured])
 
 
@@ -414,10 +417,11 @@ def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], stage: s
     over all the results (the figure the progress line showed, brought up to the last trial)."""
     zero_cost = stage != ZERO_COST and any(map(is_screening, trials))
     x, y = stage_results(Encoder(choices(space)), trials, stage, zero_cost=zero_cost)
+    names = zero_cost_features(trials)[0] if zero_cost else ()
     picked = sum(t.user_attrs.get("picked_by") == "surrogate" and t.user_attrs.get("stage") == stage
                  for t in trials)
     return {"results": len(y), "surrogate_picks": picked, "held_out_tau": held_out_tau(x, y, seed=seed),
-            "zero_cost_features": zero_cost}
+            "zero_cost_features": names}
 
 
 def _standard(values: np.ndarray) -> np.ndarray:

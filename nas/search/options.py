@@ -78,8 +78,9 @@ class SearchOptions(BaseModel):
         "proxy", description="proxy: training-free scores; train: short training on --data; supernet: validation "
         "accuracy with a trained supernet's weights; custom (Python only): the score of an evaluate= callable")
     supernet: Annotated[str | None, Flag(metavar="RUN")] = Field(
-        None, description="with --objective supernet: a run of nas supernet train (or its supernet.pt); its data "
-        "is the default --data")
+        None, description="a run of nas supernet train (or its supernet.pt); its space (unless --space) and data "
+        "(unless --data) are the search's. With --objective supernet it scores the genomes; with --objective train "
+        "the zero-cost stage also scores each genome's inherited accuracy with it, a feature of the surrogate")
     finetune_epochs: int = Field(0, description="with --objective supernet: train the extracted winner this many "
                                  "more epochs before saving best_weights.pt")
     data: str | None = Field(None, description="an image folder, an .npz, synthetic, patterns or digits (train "
@@ -225,8 +226,12 @@ class SearchOptions(BaseModel):
         if self.objective == "supernet" and not self.supernet:
             raise InputError("--objective supernet needs --supernet RUN (a run of nas supernet train, or its "
                              "supernet.pt)")
-        if self.supernet and self.objective != "supernet":
-            raise InputError("--supernet scores genomes with a trained supernet: add --objective supernet")
+        if self.supernet and self.objective not in ("supernet", "train"):
+            raise InputError("--supernet scores genomes with a trained supernet: add --objective supernet (or "
+                             "--objective train, where the cascade reads the inherited accuracy as a feature)")
+        if self.supernet and self.objective == "train" and not self.zero_cost_stage:
+            raise InputError("--supernet with --objective train is read by the cascade's zero-cost stage: it needs "
+                             "--sampler cascade and --shortlist above 0")
         if self.supernet:  # a bad file is bad input now, not a failure in every trial
             from nas.supernet.supernet import read_checkpoint
 

@@ -31,7 +31,7 @@ from nas.search.references import REFERENCES_FILE, Scored, read_references, repo
 from nas.search.rundir import WINNER_LATENCY_FILE, open_study, read_run, write_atomic
 from nas.search.samplers import dominates
 from nas.search.scoring import GenomeScore
-from nas.search.trial import SECOND_UNITS, STAGES, is_invalid, is_result
+from nas.search.trial import INHERITED, SECOND_UNITS, STAGES, is_invalid, is_result
 from nas.space import choices, space_size
 from runners.base import FINISHED, SURPLUS, counted, is_duplicate, is_screening, is_void
 
@@ -420,8 +420,9 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
         timed = ", timed" if any("latency_ms" in t.user_attrs for t in at_stage) else ""
         ahead = ", ahead of training" if any(map(is_screening, at_stage)) else ""
         lines.append(f"| {stage} (built, scored{timed}{ahead}) | {n} | {each} |")
-    features = "choices, data-free costs and zero-cost scores" if summary["zero_cost_features"] else \
-        "choices and data-free costs"
+    names = summary["zero_cost_features"]
+    features = ("choices and data-free costs" if not names else "choices, data-free costs and zero-cost scores"
+                + (" and inherited accuracy with the supernet" if INHERITED in names else ""))
     source = "the genomes the zero-cost stage scored" if summary["zero_cost_features"] else "the screened genomes"
     lines += ["", f"The surrogate (a random forest on the genome's {features}) picked "
                   f"{summary['surrogate_picks']} of the {first_stage} trials; the others were uniform picks from "

@@ -295,8 +295,9 @@ def _started(space: Any, out: str | Path | None, given: dict[str, Any], changes:
         output_dir(out, "--out")
     explicit, asked_space = dict(given), space  # what a search under way is compared with
     given = dict(given)
-    own_space = given.get("objective") == "supernet" and "supernet" in given and space is None
-    if given.get("objective") == "supernet" and "supernet" in given:
+    on_supernet = given.get("objective") in ("supernet", "train") and given.get("supernet") is not None
+    own_space = on_supernet and space is None
+    if on_supernet:
         given["supernet"] = str(Path(given["supernet"]).resolve())  # workers may start elsewhere
         if space is None or "data" not in given:
             space, data, limit = _supernet_defaults(given["supernet"], space, given.get("data"),

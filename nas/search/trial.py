@@ -42,6 +42,8 @@ ZERO_COST = STAGES["proxy"]  # in a training run, the stage that scores genomes 
 # What a zero-cost trial of a training run scores besides the objective's own: the training-free scores the
 # cascade's surrogate reads as features (nas.search.cascade.ZERO_COST_FEATURES).
 SCREEN_SCORES = frozenset({"grad_norm", "meco"})
+# ... and with a supernet, the genome's validation accuracy with the supernet's weights
+INHERITED = "inherited"
 SECOND_UNITS = {"latency": "ms", "params": "M params", "flops": "GFLOPs", "none": ""}
 
 
@@ -163,6 +165,8 @@ class TrialWork:
             schedule_epochs = payload.get("schedule_epochs")
             if payload.get("stage") == ZERO_COST and self.options.objective != "proxy":  # a cascade's screening
                 score = self._zero_cost(genome, model, attrs, SCREEN_SCORES)
+                if self.options.supernet:
+                    attrs["scores"][INHERITED] = self._inherited(genome, device)
             else:
                 score = self._score(genome, model, device, attrs, report, epochs, schedule_epochs,
                                     self._checkpoint(genome, payload.get("stage"), epochs, schedule_epochs))
@@ -243,6 +247,14 @@ class TrialWork:
                              which=objective_scores() | also)
         attrs["scores"] = {k: v for k, v in scores.items() if k != "score"}
         return float(scores["score"])
+
+    def _inherited(self, genome: Genome, device: str) -> float:
+        """The genome's validation accuracy with the weights of the run's supernet (norms recalibrated)."""
+        from nas.supernet.supernet import cached_supernet
+        from nas.supernet.train import inherited_accuracy
+
+        return inherited_accuracy(cached_supernet(self.options.supernet), genome, self.inputs.dataset,
+                                  device=device, seed=self.options.seed)[0]
 
     def _train(self, model: torch.nn.Module, device: str, attrs: dict[str, Any], report: Report | None,
                epochs: int, schedule_epochs: int | None, checkpoint: Path | None) -> float:
