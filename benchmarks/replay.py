@@ -47,6 +47,10 @@ Strategies, each from its own seeded rng:
   genomes scored (``SCREEN_SCORES`` on a batch of the task) and untrained, each picked by a surrogate of the
   ``Encoder`` row alone, and each training is picked among them by a surrogate that also reads their scores.
   Scoring is free here (only trainings are counted); in a search it costs a fraction of a second a genome.
+  No pruner: ``nas search --objective train --pruner none``.
+- ``cascade-shortlist-pruned``: the same with the search's default median pruner on the first stage
+  (``pruned_at``): at epochs 1 and 2 of the 3, a training whose best accuracy so far is below the median of the
+  completed first stages' at that epoch stops there, costing 1/12 or 2/12.
 
 Snapping is not a uniform pick: a genome with a large neighbourhood in the choice space is the nearest one to
 more proposals, so ``snapped`` differs from ``random`` by the replay's own bias, and the samplers are read
@@ -112,7 +116,7 @@ from objective_fit import accuracy, feature_rows, tau  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "replay"
 STRATEGIES = ("random", "snapped", "tpe", "nsga2", "evolution", "cascade", "cascade-data-free", "cascade-shortlist",
-              "cascade-restart")
+              "cascade-shortlist-pruned", "cascade-restart")
 SAMPLER_OF = {"snapped": "random", "tpe": "tpe", "nsga2": "nsga2", "evolution": "evolution"}  # make_sampler's name
 SHORT_COST = SHORT_EPOCHS / LONG_EPOCHS
 BUDGETS = (5, 10, 20, 40)
@@ -141,6 +145,7 @@ class Task:
     short: np.ndarray  # a whole 3-epoch schedule
     long: np.ndarray
     early: np.ndarray  # the long run's accuracy after its first 3 epochs: the truncated first stage
+    first_epochs: np.ndarray  # the long run's accuracy after each of its first 3 epochs (genomes x 3)
     params: list[dict[str, Any]]  # Optuna params, by YAML path
     choice_rows: np.ndarray  # Encoder columns of the choices only: the snapping distance
     features: np.ndarray  # Encoder row + zero-cost terms: what the cascade's surrogate sees
@@ -180,8 +185,9 @@ def load_task(name: str, genomes: list[dict], runs: list[dict], scores: list[dic
     """The genomes with seed-0 runs at both fidelities and finite scores on the task, in corpus order."""
     by_id = {g["genome"]: g for g in genomes}
     short, long = accuracy(runs, name, "short"), accuracy(runs, name, "long")
-    early = {r["genome"]: r["history"][SHORT_EPOCHS - 1] for r in runs if r["task"] == name
+    first = {r["genome"]: r["history"][:SHORT_EPOCHS] for r in runs if r["task"] == name
              and r["fidelity"] == "long" and r["seed"] == 0 and len(r["history"]) >= SHORT_EPOCHS}
+    early = {g: history[-1] for g, history in first.items()}
     raw = {s["genome"]: s["scores"] for s in scores
            if s["task"] == name and s["batch"] == "default" and s["seed"] == 0}
     terms = feature_rows(by_id, scores, name, "default", ["structural", *ZERO_COST])  # finite ones only
@@ -193,7 +199,7 @@ def load_task(name: str, genomes: list[dict], runs: list[dict], scores: list[dic
     screen_scores = np.array([[_finite(on_task.get(g, {}).get(k)) for k in SCREEN_SCORES] for g in ids], dtype=float)
     task = Task(name=name, indexes=[by_id[g]["index"] for g in ids],
                 short=np.array([short[g] for g in ids]), long=np.array([long[g] for g in ids]),
-                early=np.array([early[g] for g in ids]),
+                early=np.array([early[g] for g in ids]), first_epochs=np.array([first[g] for g in ids]),
                 params=[params[g] for g in ids], choice_rows=np.array([choice_row(encoder, params[g]) for g in ids]),
                 features=np.array([r + terms[g][1:] for r, g in zip(rows, ids)]), data_free=len(encoder.columns),
                 scores={s: np.array([raw[g][s] for g in ids]) for s in ("structural", *ZERO_COST)},
@@ -349,12 +355,27 @@ def replay_cascade(task: Task, seed: int, trees: int, restart: bool = False, dat
     return trace
 
 
-def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST) -> Trace:
+def pruned_at(task: Task, i: int, completed: list[int]) -> int | None:
+    """The epoch at which Optuna's median pruner (``nas search``'s default: 3 trainings that reached the epoch
+    at least) stops genome ``i``'s first stage, or None: at each epoch before the stage's last, the genome's best
+    accuracy so far below the median of the completed first stages' accuracy at that epoch."""
+    if len(completed) < 3:
+        return None
+    for epoch in range(1, SHORT_EPOCHS):
+        best = float(task.first_epochs[i, :epoch].max())
+        if best < statistics.median(float(task.first_epochs[j, epoch - 1]) for j in completed):
+            return epoch
+    return None
+
+
+def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, prune: bool = False) -> Trace:
     """The cascade as ``nas search --objective train`` runs it with its zero-cost stage: ``size`` genomes are
     kept scored zero-cost and untrained, each picked by a surrogate of the data-free features (uniform for the
     first picks), and each training is picked among them by a surrogate that also reads their scores. Scoring
-    costs nothing here: only trainings are counted."""
-    rng = strategy_rng(task, "cascade-shortlist", seed)
+    costs nothing here: only trainings are counted. ``prune``: the median pruner stops first stages early
+    (``pruned_at``); a stopped one costs its epochs, gives the surrogate nothing and is never promoted, as in
+    the search."""
+    rng = strategy_rng(task, "cascade-shortlist", seed)  # the same draws with and without the pruner
     data_free = replace(task, features=task.features[:, :task.data_free])
     with_scores = replace(task, features=np.column_stack([data_free.features, task.screen_scores]))
     model = Surrogate(seed=seed, trees=trees)
@@ -372,6 +393,10 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST) -
         i = rng.choice(scored) if len(short) < RANDOM_START else surrogate_pick(with_scores, short, long, scored,
                                                                                 model, rng)
         scored.remove(i)
+        stopped = pruned_at(task, i, list(short)) if prune else None
+        if stopped is not None:
+            trace.train(i, "pruned", float(task.first_epochs[i, stopped - 1]), stopped / LONG_EPOCHS)
+            continue
         short[i] = float(task.early[i])
         trace.train(i, "short", short[i])
         if in_top_third(short[i], list(short.values())):
@@ -387,8 +412,8 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST) -
 def replay(task: Task, strategy: str, seed: int, space: dict[str, Any], encoder: Encoder, trees: int) -> Trace:
     if strategy == "random":
         return replay_random(task, seed)
-    if strategy == "cascade-shortlist":
-        return replay_shortlist(task, seed, trees)
+    if strategy.startswith("cascade-shortlist"):
+        return replay_shortlist(task, seed, trees, prune=strategy == "cascade-shortlist-pruned")
     if strategy.startswith("cascade"):
         return replay_cascade(task, seed, trees, restart=strategy == "cascade-restart",
                               data_free=strategy == "cascade-data-free")
@@ -435,6 +460,7 @@ def seed_record(trace: Trace, task: Task, seed: int) -> dict[str, Any]:
             "regret": {str(b): regret(trace, task, b) for b in BUDGETS},
             "long_trainings": sum(f == "long" for _, _, f, _ in trace.steps),
             "short_trainings": sum(f == "short" for _, _, f, _ in trace.steps),
+            "pruned_trainings": sum(f == "pruned" for _, _, f, _ in trace.steps),
             # the per-seed curve: (cost so far, corpus index, fidelity, accuracy) of every training; the regret
             # after each is the corpus's best_long minus the best long accuracy so far
             "steps": [[c, task.indexes[g], f, round(a, 5)] for c, g, f, a in trace.steps]}

@@ -135,8 +135,8 @@ def test_a_killed_ray_worker_and_a_raising_trial_are_recorded_and_the_count_is_m
 
 def test_a_training_search_on_ray_reports_epochs_and_asha_decides(tmp_path: Path, cluster: str):
     done = run_nas("search", "--space", "tiny", "--objective", "train", "--data", "synthetic", "--data-limit", "64",
-                   "--epochs", "2", "--trials", "4", "--runner", "ray", "--address", cluster, "--out",
-                   tmp_path / "run")
+                   "--epochs", "2", "--trials", "4", "--pruner", "median", "--runner", "ray", "--address", cluster,
+                   "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     trials = stored(tmp_path / "run")
     assert counted(trials) == 4

@@ -239,7 +239,7 @@ def test_each_trial_is_counted_in_exactly_one_category():
               trial(TrialState.FAIL, failure="interrupted (Ctrl-C)")]
     counts = trial_counts(trials)
     assert counts == {"trials": 3, "feasible": 1, "infeasible": 0, "invalid": 1, "failed": 1, "pruned": 0,
-                      "duplicates": 1, "interrupted": 1}
+                      "duplicates": 1, "interrupted": 1, "zero_cost": 0}
 
 
 def test_a_second_ctrl_c_while_the_report_is_written_says_how_to_write_it(tmp_path: Path, monkeypatch):
