@@ -231,3 +231,26 @@ def test_a_training_cascade_scores_genomes_zero_cost_before_training_them(tmp_pa
     assert "| zero-cost (built, scored, ahead of training) |" in report
     assert f"{len(scoring)} genomes scored zero-cost ahead of training (not counted)" in report
     assert "choices, data-free costs and zero-cost scores" in report
+
+
+def test_a_resumed_training_cascade_scores_no_genome_twice_and_trains_only_scored_ones(tmp_path: Path):
+    """The zero-cost stage keeps nothing outside the study: a resumed run (or a worker) picks up its scores,
+    scores no genome again and trains among what was scored before."""
+    out = tmp_path / "run"
+    nas.search("tiny", objective="train", data="digits", data_limit=100, epochs=1, long_epochs=2, trials=3,
+               shortlist=3, screen=200, references="none", out=out, quiet=True)
+    options, _ = read_run(out)
+
+    def scored() -> list[str]:
+        trials = open_study(out, options).get_trials(deepcopy=False)
+        return [t.user_attrs["genome_hash"] for t in trials if t.user_attrs.get("stage") == "zero-cost"]
+
+    before = scored()
+    result = nas.search(resume=out, trials=6, quiet=True)
+    assert result.counts["trials"] == 6
+    trials = open_study(out, options).get_trials(deepcopy=False)
+    after = scored()
+    assert after[:len(before)] == before and len(after) > len(before)  # kept, and more scored on resume
+    assert len(after) == len(set(after))
+    first = [t for t in trials if t.user_attrs.get("stage") == "train" and not t.user_attrs.get("calibration")]
+    assert first and all(t.user_attrs["genome_hash"] in after for t in first)
