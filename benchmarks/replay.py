@@ -212,6 +212,29 @@ def _finite(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
 
 
+@dataclass
+class Corpus:
+    """The trained corpus as the replays read it: the space it was drawn from, its genomes (by index), runs,
+    training-free scores, and each genome's Optuna params."""
+
+    space: dict[str, Any]
+    encoder: Encoder
+    genomes: list[dict]
+    runs: list[dict]
+    scores: list[dict]
+    params: dict[str, dict[str, Any]]
+
+    def task(self, name: str) -> Task:
+        return load_task(name, self.genomes, self.runs, self.scores, self.params, self.encoder)
+
+
+def read_corpus(folder: Path = OUT) -> Corpus:
+    space = yaml.safe_load(SPACE.read_text())
+    genomes = sorted(read_jsonl(folder / "genomes.jsonl"), key=lambda g: g["index"])
+    return Corpus(space, Encoder(choices(space)), genomes, read_jsonl(folder / "runs.jsonl"),
+                  read_jsonl(folder / "scores.jsonl"), corpus_params(space, [g["genome"] for g in genomes]))
+
+
 def choice_row(encoder: Encoder, params: dict[str, Any]) -> list[float]:
     """The Encoder row without its cost columns: a proposal has no costs, and snapping compares choices only."""
     return encoder.row(params, 1.0, 1.0, 0.0)[:len(encoder.columns) - len(COST_FEATURES)]
@@ -663,14 +686,11 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     start = time.perf_counter()
 
-    space = yaml.safe_load(SPACE.read_text())
-    encoder = Encoder(choices(space))
-    genomes = sorted(read_jsonl(args.corpus / "genomes.jsonl"), key=lambda g: g["index"])
-    runs, scores = read_jsonl(args.corpus / "runs.jsonl"), read_jsonl(args.corpus / "scores.jsonl")
-    params = corpus_params(space, [g["genome"] for g in genomes])
+    corpus = read_corpus(args.corpus)
+    space, encoder, runs = corpus.space, corpus.encoder, corpus.runs
     results = {}
     for name in args.tasks.split(","):
-        task = load_task(name, genomes, runs, scores, params, encoder)
+        task = corpus.task(name)
         if task.n < 2 * RANDOM_START:
             print(f"{name}: {task.n} genomes in the replay, too few; skipped", file=sys.stderr)
             continue

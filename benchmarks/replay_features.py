@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import replay as R  # noqa: E402  (first: it orders sys.path so that nas's runners package is found)
@@ -43,9 +42,6 @@ from objective_fit import (  # noqa: E402
     held_out_task,
 )
 
-from nas.search.surrogate import Encoder  # noqa: E402
-from nas.space import choices  # noqa: E402
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -53,11 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore")
-    space = yaml.safe_load(R.SPACE.read_text())
-    encoder = Encoder(choices(space))
-    genomes = sorted(R.read_jsonl(R.OUT / "genomes.jsonl"), key=lambda g: g["index"])
-    runs, scores = R.read_jsonl(R.OUT / "runs.jsonl"), R.read_jsonl(R.OUT / "scores.jsonl")
-    params = R.corpus_params(space, [g["genome"] for g in genomes])
+    corpus = R.read_corpus()
+    genomes, runs, scores = corpus.genomes, corpus.runs, corpus.scores
     by_id = {g["genome"]: g for g in genomes}
     described = descriptors(by_id)
     data_free = expand(",".join([*DATA_FREE, "descriptors"]), sorted({k for d in described.values() for k in d}))
@@ -73,7 +66,7 @@ def main() -> None:
     print("| task | extra features | cascade | random | random / cascade | surrogate tau |")
     print("|---|---|---|---|---|---|")
     for name in ("digits", "patterns"):
-        task = R.load_task(name, genomes, runs, scores, params, encoder)
+        task = corpus.task(name)
         ids = [id_of[i] for i in task.indexes]
         base = task.features.copy()
         random_cost = statistics.median(R.replay_random(task, s).cost_to(task.top) for s in range(args.seeds))
