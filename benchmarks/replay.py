@@ -228,6 +228,15 @@ class Corpus:
         return load_task(name, self.genomes, self.runs, self.scores, self.params, self.encoder)
 
 
+def seeds_command_line(doc: str) -> argparse.Namespace:
+    """The command line of a script that varies this replay (``--seeds``), with library warnings off."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=20)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore")
+    return parser.parse_args()
+
+
 def read_corpus(folder: Path = OUT) -> Corpus:
     space = yaml.safe_load(SPACE.read_text())
     genomes = sorted(read_jsonl(folder / "genomes.jsonl"), key=lambda g: g["index"])

@@ -20,14 +20,11 @@ genomes (target 0.6).
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
-import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import replay as R  # noqa: E402  (first: it orders sys.path so that nas's runners package is found)
@@ -44,11 +41,7 @@ from objective_fit import (  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=20)
-    args = parser.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore")
+    args = R.seeds_command_line(__doc__)
     corpus = R.read_corpus()
     genomes, runs, scores = corpus.genomes, corpus.runs, corpus.scores
     by_id = {g["genome"]: g for g in genomes}

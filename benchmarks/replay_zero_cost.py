@@ -15,14 +15,11 @@ A score that is not finite for a genome is set below the task's least finite val
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
-import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import replay as R  # noqa: E402  (first: it orders sys.path so that nas's runners package is found)
@@ -39,11 +36,7 @@ def score_columns(rows: list[list[float] | None]) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=20)
-    args = parser.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore")
+    args = R.seeds_command_line(__doc__)
     corpus = R.read_corpus()
     scores = corpus.scores
     by_id = {g["genome"]: g for g in corpus.genomes}
