@@ -201,7 +201,8 @@ def test_an_exhausted_space_ends_the_search_with_a_message(tmp_path: Path):
 @pytest.mark.parametrize("given, message", [
     ({"threads": 0}, "--threads must be at least 1, got 0"), ({"threads": -2}, "--threads must be at least 1"),
     ({"heartbeat": -1}, "--heartbeat must not be negative"), ({"workers": 0}, "--workers must be at least 1"),
-    ({"latency_repeats": 0}, "--latency-repeats must be at least 1")])
+    ({"latency_repeats": 0}, "--latency-repeats must be at least 1"),
+    ({"shortlist": -1}, "--shortlist must not be negative")])
 def test_out_of_range_options_are_refused(tmp_path: Path, given: dict, message: str):
     with pytest.raises(InputError, match=message):
         quick(tmp_path / "never", **given)
