@@ -18,6 +18,7 @@ from nas.search.cascade import (
     CascadeSampler,
     screen,
     stage_results,
+    zero_cost_features,
 )
 from nas.search.params import option_labels
 from nas.search.rundir import open_study, read_run
@@ -221,7 +222,7 @@ def test_a_training_cascade_scores_genomes_zero_cost_before_training_them(tmp_pa
         assert scored_at[t.user_attrs["genome_hash"]] < t.number  # median-cost genome the start line times)
     assert training[0].user_attrs["calibration"]
     assert any(t.user_attrs.get("picked_by") == "surrogate" for t in training)
-    x, y = stage_results(Encoder(choices(space)), trials, "train", zero_cost=True)
+    x, y = stage_results(Encoder(choices(space)), trials, "train", zero_cost_features(trials))
     assert x.shape == (len(training), len(Encoder(choices(space)).columns) + len(ZERO_COST_FEATURES))
     assert np.isfinite(x[1:, -len(ZERO_COST_FEATURES):]).all()  # every training but the first was scored
     assert y.tolist() == [t.values[0] for t in training if t.state == optuna.trial.TrialState.COMPLETE]

@@ -306,18 +306,21 @@ class CascadeSampler(PlanningSampler):
             return self._choose(free, self._features[free], x, y, {})
         # The zero-cost stage keeps ``shortlist`` genomes scored (or being scored) and not yet trained; each
         # training is picked among the scored ones, with their scores as features.
-        _, scored = zero_cost_features(trials)
+        zero_cost = zero_cost_features(trials)
+        scored = zero_cost[1]
         trained = {t.user_attrs.get("genome_hash") for t in trials if t.user_attrs.get("stage", self.stage)
                    == self.stage} | {p.digest for p in pending if self._stage_of(p) == self.stage}
         waiting = [self.pool.index[h] for h in scored if h not in trained and h in self.pool.index]
-        scoring = sum(t.state == TrialState.RUNNING and t.user_attrs.get("stage") == ZERO_COST for t in trials) \
-            + sum(self._stage_of(p) == ZERO_COST for p in pending)
-        if free and (len(waiting) + scoring < self.shortlist or not waiting):
-            x, y = self.results(trials, with_zero_cost=False)
+        # by hash: a pick of this process stays pending while its trial, already tagged, runs
+        scoring = {t.user_attrs.get("genome_hash") for t in trials
+                   if t.state == TrialState.RUNNING and t.user_attrs.get("stage") == ZERO_COST} | {
+            p.digest for p in pending if self._stage_of(p) == ZERO_COST}
+        if free and (len(waiting) + len(scoring) < self.shortlist or not waiting):
+            x, y = self.results(trials)
             return self._choose(free, self._features[free], x, y, {"stage": ZERO_COST, SCREENING: True})
         if not waiting:
             return None
-        x, y = self.results(trials)
+        x, y = self.results(trials, zero_cost)
         rows = np.column_stack([self._features[waiting], [scored[self.pool.hashes[i]] for i in waiting]])
         return self._choose(waiting, rows, x, y, {})
 
@@ -359,10 +362,11 @@ class CascadeSampler(PlanningSampler):
                                                      "picked_by": "promotion", "promoted_from": t.number})
         return None
 
-    def results(self, trials: list[FrozenTrial], with_zero_cost: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """The surrogate's data: the stage's results, with the zero-cost stage's scores as features when the
-        sampler has that stage (and ``with_zero_cost``)."""
-        return stage_results(self.encoder, trials, self.stage, zero_cost=with_zero_cost and self.shortlist > 0)
+    def results(self, trials: list[FrozenTrial], zero_cost: ZeroCostFeatures | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The surrogate's data: the stage's results, with ``zero_cost`` (``zero_cost_features``) as features
+        when given."""
+        return stage_results(self.encoder, trials, self.stage, zero_cost)
 
 
 def _measured(trials: list[FrozenTrial], stage: str) -> list[FrozenTrial]:
@@ -376,7 +380,10 @@ def _measured(trials: list[FrozenTrial], stage: str) -> list[FrozenTrial]:
     return out
 
 
-def zero_cost_features(trials: list[FrozenTrial]) -> tuple[tuple[str, ...], dict[str, list[float]]]:
+ZeroCostFeatures = tuple[tuple[str, ...], dict[str, list[float]]]  # names, and genome hash -> values
+
+
+def zero_cost_features(trials: list[FrozenTrial]) -> ZeroCostFeatures:
     """The zero-cost stage's features in a training run: their names (``ZERO_COST_FEATURES``, and the inherited
     accuracy when the run has a supernet) and, per genome hash, their values (NaN where a score is not finite:
     the forest routes missing values)."""
@@ -394,17 +401,17 @@ def _finite(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
 
 
-def stage_results(encoder: Encoder, trials: list[FrozenTrial], stage: str, zero_cost: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def stage_results(encoder: Encoder, trials: list[FrozenTrial], stage: str,
+                  zero_cost: ZeroCostFeatures | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Features and first objective of the measured trials at ``stage``: what the surrogate is fitted on, and
-    its held-out tau measured over. ``zero_cost``: each row ends with the genome's ``zero_cost_features`` from
-    the run's zero-cost stage (NaN for a genome that stage did not score)."""
+    its held-out tau measured over. ``zero_cost`` (``zero_cost_features`` of the run): each row ends with the
+    genome's zero-cost features (NaN for a genome that stage did not score)."""
     measured = _measured(trials, stage)
     rows = [encoder.row(t.params, t.user_attrs["params"], t.user_attrs["flops"], t.user_attrs["structural"])
             for t in measured]
     width = len(encoder.columns)
-    if zero_cost:
-        names, scored = zero_cost_features(trials)
+    if zero_cost is not None:
+        names, scored = zero_cost
         missing = [math.nan] * len(names)
         rows = [r + scored.get(t.user_attrs["genome_hash"], missing) for r, t in zip(rows, measured)]
         width += len(names)
@@ -415,9 +422,9 @@ def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], stage: s
                       ) -> dict[str, Any]:
     """For the report: the stage's results, how many of its trials the surrogate picked, and its held-out tau
     over all the results (the figure the progress line showed, brought up to the last trial)."""
-    zero_cost = stage != ZERO_COST and any(map(is_screening, trials))
-    x, y = stage_results(Encoder(choices(space)), trials, stage, zero_cost=zero_cost)
-    names = zero_cost_features(trials)[0] if zero_cost else ()
+    zero_cost = zero_cost_features(trials) if stage != ZERO_COST and any(map(is_screening, trials)) else None
+    x, y = stage_results(Encoder(choices(space)), trials, stage, zero_cost)
+    names = zero_cost[0] if zero_cost else ()
     picked = sum(t.user_attrs.get("picked_by") == "surrogate" and t.user_attrs.get("stage") == stage
                  for t in trials)
     return {"results": len(y), "surrogate_picks": picked, "held_out_tau": held_out_tau(x, y, seed=seed),

@@ -122,10 +122,9 @@ class SearchOptions(BaseModel):
                                     "--epochs; 0: no promotions, each genome trains a whole --epochs schedule)")
     shortlist: int = Field(DEFAULT_SHORTLIST, description="with --objective train and the cascade sampler: "
                            "screened genomes (at most --trials) kept scored zero-cost on a batch of the data and "
-                           "not yet trained (the "
-                           "zero-cost stage, which picks them by a surrogate of the data-free features); each "
-                           "training is picked among them, with their scores as features; 0: no zero-cost stage, "
-                           "trainings picked from the screen directly")
+                           "not yet trained (the zero-cost stage, which picks them by a surrogate of the data-free "
+                           "features); each training is picked among them, with their scores as features; 0: no "
+                           "zero-cost stage, trainings picked from the screen directly")
     pruner: PrunerName | None = Field(None, description="stops poor training trials, with a single objective only "
                                       "(default: none when the cascade promotes, whose successive halving ranks "
                                       "the first stages once they end; median otherwise)")

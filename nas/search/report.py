@@ -151,13 +151,9 @@ def _genome(space: dict[str, Any], trial: FrozenTrial) -> Genome | None:
         return None
 
 
-def _feasible(trial: FrozenTrial) -> bool:
-    return is_result(trial)
-
-
 def pareto_trials(trials: list[FrozenTrial], directions: list[optuna.study.StudyDirection]) -> list[FrozenTrial]:
     """Feasible, evaluated once (duplicates left out), and dominated by no other such trial."""
-    pool = [t for t in trials if _feasible(t) and "duplicate_of" not in t.user_attrs]
+    pool = [t for t in trials if is_result(t) and "duplicate_of" not in t.user_attrs]
     front = [t for t in pool if not any(dominates(o.values, t.values, directions) for o in pool)]
     seen: set[tuple] = set()
     unique = []
@@ -213,7 +209,7 @@ def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], optio
     fig, axes = plt.subplots(1, 2 if show_flops else 1, figsize=(12 if show_flops else 7, 4.5), dpi=110,
                              squeeze=False)
     ax = axes[0][0]
-    built = [t for t in trials if _feasible(t) and "duplicate_of" not in t.user_attrs]
+    built = [t for t in trials if is_result(t) and "duplicate_of" not in t.user_attrs]
     over = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible")
             and not is_screening(t)
             and not t.user_attrs.get("estimated") and "duplicate_of" not in t.user_attrs]
@@ -291,7 +287,7 @@ def _mark_references(ax: Any, placed: list[tuple[float, GenomeScore]]) -> None:
 
 
 def _importances(trials: list[FrozenTrial], directions) -> dict[str, float] | str:
-    pool = [t for t in trials if _feasible(t) and "duplicate_of" not in t.user_attrs]
+    pool = [t for t in trials if is_result(t) and "duplicate_of" not in t.user_attrs]
     if len(pool) < 4:
         return f"too few feasible trials ({len(pool)}) to estimate importances"
     try:
@@ -334,7 +330,7 @@ def write_report(run_dir: str | Path) -> SearchResult:
                            t.user_attrs.get("latency_ms"))
 
     points = [p for p in map(point, front) if p is not None]
-    feasible = [t for t in trials if _feasible(t) and "duplicate_of" not in t.user_attrs]
+    feasible = [t for t in trials if is_result(t) and "duplicate_of" not in t.user_attrs]
     best_trial = max(feasible, key=lambda t: t.values[0]) if feasible else None
     best = point(best_trial) if best_trial else None
 
@@ -423,7 +419,7 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
     names = summary["zero_cost_features"]
     features = ("choices and data-free costs" if not names else "choices, data-free costs and zero-cost scores"
                 + (" and inherited accuracy with the supernet" if INHERITED in names else ""))
-    source = "the genomes the zero-cost stage scored" if summary["zero_cost_features"] else "the screened genomes"
+    source = "the genomes the zero-cost stage scored" if names else "the screened genomes"
     lines += ["", f"The surrogate (a random forest on the genome's {features}) picked "
                   f"{summary['surrogate_picks']} of the {first_stage} trials; the others were uniform picks from "
                   f"{source}. Its held-out Kendall tau over the {summary['results']} results (each predicted by "

@@ -33,10 +33,9 @@ def search_inputs(space: dict[str, Any], options: SearchOptions) -> tuple[Inputs
         space = fit_space_to_data(space, dataset)
         if options.objective == "supernet":
             return Inputs(dataset=dataset), space
-        if options.objective == "train":  # the batch is for the cascade's zero-cost stage
-            return Inputs(dataset.train_x[:options.proxy_batch], dataset.train_y[:options.proxy_batch],
-                          dataset=dataset), space
-        return Inputs(dataset.train_x[:options.proxy_batch], dataset.train_y[:options.proxy_batch]), space
+        # with train, the batch is for the cascade's zero-cost stage
+        return Inputs(dataset.train_x[:options.proxy_batch], dataset.train_y[:options.proxy_batch],
+                      dataset=dataset if options.objective == "train" else None), space
     channels = int((space.get("input") or {}).get("channels", 3))
     res = space_resolution(space)
     x, y = proxy_batch(channels, res, int(space.get("num_classes", 1000)), options.proxy_batch, options.seed)

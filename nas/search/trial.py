@@ -163,13 +163,9 @@ class TrialWork:
                 report = None
             epochs = payload.get("epochs", self.options.epochs)
             schedule_epochs = payload.get("schedule_epochs")
-            if payload.get("stage") == ZERO_COST and self.options.objective != "proxy":  # a cascade's screening
-                score = self._zero_cost(genome, model, attrs, SCREEN_SCORES)
-                if self.options.supernet:
-                    attrs["scores"][INHERITED] = self._inherited(genome, device)
-            else:
-                score = self._score(genome, model, device, attrs, report, epochs, schedule_epochs,
-                                    self._checkpoint(genome, payload.get("stage"), epochs, schedule_epochs))
+            score = self._score(genome, model, device, attrs, report, epochs, schedule_epochs,
+                                self._checkpoint(genome, payload.get("stage"), epochs, schedule_epochs),
+                                payload.get("stage"))
             times["score"] = time.perf_counter() - tick
         if not math.isfinite(score):
             raise TrialFailed(f"score is {score} (not finite)")
@@ -226,15 +222,20 @@ class TrialWork:
 
     def _score(self, genome: Genome, model: torch.nn.Module, device: str, attrs: dict[str, Any],
                report: Report | None, epochs: int, schedule_epochs: int | None = None,
-               checkpoint: Path | None = None) -> float:
+               checkpoint: Path | None = None, stage: str | None = None) -> float:
         if self.evaluate_fn is not None:
             return float(self.evaluate_fn(genome, model))
+        if self.options.objective == "proxy":
+            return self._zero_cost(genome, model, attrs)
+        if stage == ZERO_COST:  # a training cascade's screening: the features its surrogate reads
+            score = self._zero_cost(genome, model, attrs, SCREEN_SCORES)
+            if self.options.supernet:
+                attrs["scores"][INHERITED] = self._inherited(genome, device)
+            return score
         if self.options.objective == "supernet":
             from nas.supernet.train import score_extracted
 
             return score_extracted(model, self.inputs.dataset, device=device, seed=self.options.seed)
-        if self.options.objective == "proxy":
-            return self._zero_cost(genome, model, attrs)
         return self._train(model, device, attrs, report, epochs, schedule_epochs, checkpoint)
 
     def _zero_cost(self, genome: Genome, model: torch.nn.Module, attrs: dict[str, Any],
