@@ -63,6 +63,32 @@ def test_two_workers_started_at_once_on_a_new_study_both_join_and_the_counts_add
     assert len(counted_rows) == 16
 
 
+ASK_AT = """
+import sys, time
+import optuna
+from runners.storage import open_storage
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.load_study(storage=open_storage(sys.argv[1]), study_name="s")
+while time.time() < float(sys.argv[2]):
+    pass
+print(" ".join(str(study.ask().number) for _ in range(30)))
+"""
+
+
+def test_two_workers_asking_at_once_never_take_the_same_queued_trial(tmp_path: Path):
+    # Before the storage's state change began IMMEDIATE, this took one queued trial twice in 4 of 5 tries
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="s")
+    for x in range(60):
+        study.enqueue_trial({"x": x}, skip_if_exists=False)
+    start = time.time() + 4  # both processes imported and waiting: they ask together
+    workers = [subprocess.Popen([sys.executable, "-c", ASK_AT, url, str(start)], stdout=subprocess.PIPE,
+                                text=True, cwd=Path(__file__).parent.parent) for _ in range(2)]
+    taken = [set(map(int, w.communicate(timeout=120)[0].split())) for w in workers]
+    assert len(taken[0]) == len(taken[1]) == 30 and not taken[0] & taken[1]
+    assert all(t.state == TrialState.RUNNING for t in study.get_trials())
+
+
 def test_workers_flag_starts_processes_that_share_one_count(tmp_path: Path):
     # 24 trials of 1-2 s (zero-cost scores and latency): long enough that the started worker, ~5 s to import and
     # join, gets some
