@@ -194,10 +194,20 @@ def rank_target(acc: list[float]) -> np.ndarray:
     return (rankdata(acc) - 0.5) / len(acc)
 
 
+def restricted(model: tuple[np.ndarray, np.ndarray, np.ndarray], keep: list[int] | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model with only the ``keep`` features weighed, every other at its mean: how the search reads the
+    shipped objective's data-free part (``nas.evaluate.proxy.data_free_terms``)."""
+    if keep is None:
+        return model
+    mean, std, coef = model
+    return mean, std, np.where(np.isin(np.arange(len(coef)), keep), coef, 0.0)
+
+
 def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: int = 0,
-                     columns: list[int] | None = None) -> dict[str, dict]:
+                     columns: list[int] | None = None, keep: list[int] | None = None) -> dict[str, dict]:
     """Out-of-fold predictions per task: task -> genome -> prediction. ``columns``: fit on those features
-    only."""
+    only; ``keep``: fit on all, predict with those only (``restricted``)."""
     ids = sorted(set.intersection(*(set(rows) & set(acc) for rows, acc in data.values())))
     random.Random(seed).shuffle(ids)
     pick = (lambda row: row) if columns is None else (lambda row: [row[i] for i in columns])
@@ -209,15 +219,15 @@ def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: i
             train = [g for g in ids if g not in test]
             xs += [pick(rows[g]) for g in train]
             ys += list(rank_target([acc[g] for g in train]))
-        model = fit(np.array(xs), np.array(ys))
+        model = restricted(fit(np.array(xs), np.array(ys)), keep)
         for task, (rows, _) in data.items():
             for g in test:
                 out[task][g] = float(predict(model, np.array([pick(rows[g])]))[0])
     return out
 
 
-def held_out_task(data: dict[str, tuple[dict, dict]]) -> dict[str, dict]:
-    """Each task predicted by a model fitted on the other task(s)."""
+def held_out_task(data: dict[str, tuple[dict, dict]], keep: list[int] | None = None) -> dict[str, dict]:
+    """Each task predicted by a model fitted on the other task(s); ``keep`` as for ``held_out_genomes``."""
     out = {}
     for task in data:
         xs, ys = [], []
@@ -226,7 +236,7 @@ def held_out_task(data: dict[str, tuple[dict, dict]]) -> dict[str, dict]:
                 ids = sorted(set(rows) & set(acc))
                 xs += [rows[g] for g in ids]
                 ys += list(rank_target([acc[g] for g in ids]))
-        model = fit(np.array(xs), np.array(ys))
+        model = restricted(fit(np.array(xs), np.array(ys)), keep)
         rows = data[task][0]
         out[task] = {g: float(predict(model, np.array([rows[g]]))[0]) for g in rows}
     return out
