@@ -196,8 +196,8 @@ def rank_target(acc: list[float]) -> np.ndarray:
 
 def restricted(model: tuple[np.ndarray, np.ndarray, np.ndarray], keep: list[int] | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The model with only the ``keep`` features weighed, every other at its mean: how the search reads the
-    shipped objective's data-free part (``nas.evaluate.proxy.data_free_terms``)."""
+    """The model with only the ``keep`` features weighed, every other at its mean: the objective's data-free
+    part, when ``keep`` are its terms that run no network (``replay.held_out_priors``)."""
     if keep is None:
         return model
     mean, std, coef = model

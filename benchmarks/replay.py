@@ -238,11 +238,12 @@ def load_task(name: str, genomes: list[dict], runs: list[dict], scores: list[dic
 
 def held_out_priors(genomes: list[dict], scores: list[dict], runs: list[dict]
                     ) -> dict[str, dict[str, dict[str, float]]]:
-    """The shipped objective's data-free part (``nas.evaluate.proxy.data_free_terms``) as the search would have
-    it for a genome it was not fitted on: the objective refitted as ``objective_fit.py --write`` fits it (its
-    default terms, the default batch, the rank of long accuracy, both tasks), then read with its data-free terms
-    alone. ``genomes``: each genome from the fit on the other 4 of 5 folds (a task the prior was fitted on);
-    ``task``: from the fit on the other task (a new task). kind -> task -> genome id -> prior."""
+    """The shipped objective's data-free part (structural score, params, FLOPs, descriptors; every zero-cost
+    term at its mean) as a search would have it for a genome it was not fitted on: the objective refitted as
+    ``objective_fit.py --write`` fits it (its default terms, the default batch, the rank of long accuracy, both
+    tasks), then read with its data-free terms alone (``objective_fit.restricted``). ``genomes``: each genome
+    from the fit on the other 4 of 5 folds (a task the prior was fitted on); ``task``: from the fit on the other
+    task (a new task). kind -> task -> genome id -> prior."""
     by_id = {g["genome"]: g for g in genomes}
     described = descriptors(by_id)
     every = sorted({k for d in described.values() for k in d})
@@ -491,11 +492,12 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
     """The cascade as ``nas search --objective train`` runs it with its zero-cost stage: ``size`` genomes are
     kept scored zero-cost and untrained, each picked by a surrogate of the data-free features, and each
     training is picked among them by a surrogate that also reads their scores. Scoring costs nothing here: only
-    trainings are counted. ``prior`` (a kind of ``held_out_priors``): the surrogate is a line in that prior
-    plus a forest, and the first ``FIRST_PICKS`` picks of each kind are the genomes of the highest prior, as in
-    the search; None: a forest alone, and the first ``RANDOM_START`` picks uniform (the search before the
-    prior). ``prune``: the median pruner stops first stages early (``pruned_at``); a stopped one costs its
-    epochs, gives the surrogate nothing and is never promoted, as in the search."""
+    trainings are counted. ``prior`` (a kind of ``held_out_priors``; ``nas search`` has none): the surrogate is
+    ``PriorLine``, and the first ``FIRST_PICKS`` picks of each kind are, by ``prior_first``, the genomes of the
+    highest prior ("all"), uniform ("none"), or one and the other by the parity of the trainings so far
+    ("alternate"); None: the search's forest alone, and the first ``RANDOM_START`` picks uniform. ``prune``: the
+    median pruner stops first stages early (``pruned_at``); a stopped one costs its epochs, gives the surrogate
+    nothing and is never promoted, as in the search."""
     rng = strategy_rng(task, "cascade-shortlist", seed)  # the same draws with and without the pruner
     if prior is not None:
         task = with_prior(task, prior)
