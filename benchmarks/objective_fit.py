@@ -34,11 +34,17 @@ import json
 import math
 import random
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import kendalltau, rankdata
+from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import RidgeCV
+from sklearn.svm import SVR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,6 +76,18 @@ CANDIDATES = {
     "data-free: params, FLOPs, structural, descriptors": "params,flops,structural,descriptors",
     "all seven scores, descriptors": "structural,grad_norm,meco,snip,zico,synflow,naswot,params,flops,"
                                      "descriptors",
+}
+# Other models on the same terms (``--models``): does anything but a linear fit rank held-out genomes better?
+MODELS = {
+    "random forest (500 trees, leaf 3, a third of the terms per split)": lambda: RandomForestRegressor(
+        500, min_samples_leaf=3, max_features=0.33, random_state=0, n_jobs=2),
+    "extra trees (the same)": lambda: ExtraTreesRegressor(
+        500, min_samples_leaf=3, max_features=0.33, random_state=0, n_jobs=2),
+    "gradient boosting (histogram, depth 3, 200 rounds at 0.05)": lambda: HistGradientBoostingRegressor(
+        max_iter=200, learning_rate=0.05, max_depth=3, min_samples_leaf=10, random_state=0),
+    "SVR (RBF, C 1, epsilon 0.05)": lambda: SVR(C=1.0, epsilon=0.05, gamma="scale"),
+    "kernel ridge (RBF, alpha 0.1)": lambda: KernelRidge(alpha=0.1, kernel="rbf"),
+    "kernel ridge (RBF, alpha 1)": lambda: KernelRidge(alpha=1.0, kernel="rbf"),
 }
 # The data-free part of the objective, fitted alone for comparison.
 DATA_FREE = ("params", "flops", "structural")
@@ -205,9 +223,11 @@ def restricted(model: tuple[np.ndarray, np.ndarray, np.ndarray], keep: list[int]
 
 
 def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: int = 0,
-                     columns: list[int] | None = None, keep: list[int] | None = None) -> dict[str, dict]:
+                     columns: list[int] | None = None, keep: list[int] | None = None,
+                     regressor: Callable[[], Any] | None = None) -> dict[str, dict]:
     """Out-of-fold predictions per task: task -> genome -> prediction. ``columns``: fit on those features
-    only; ``keep``: fit on all, predict with those only (``restricted``)."""
+    only; ``keep``: fit on all, predict with those only (``restricted``); ``regressor``: a scikit-learn
+    regressor fitted on the standardised features instead of the shipped ridge (``--models``)."""
     ids = sorted(set.intersection(*(set(rows) & set(acc) for rows, acc in data.values())))
     random.Random(seed).shuffle(ids)
     pick = (lambda row: row) if columns is None else (lambda row: [row[i] for i in columns])
@@ -219,10 +239,17 @@ def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: i
             train = [g for g in ids if g not in test]
             xs += [pick(rows[g]) for g in train]
             ys += list(rank_target([acc[g] for g in train]))
-        model = restricted(fit(np.array(xs), np.array(ys)), keep)
+        if regressor is None:
+            model = restricted(fit(np.array(xs), np.array(ys)), keep)
+            predicted = partial(predict, model)
+        else:
+            x = np.array(xs)
+            mean, std = x.mean(axis=0), x.std(axis=0) + 1e-12
+            other = regressor().fit((x - mean) / std, np.array(ys))
+            predicted = lambda row, m=mean, s=std, r=other: r.predict((row - m) / s)  # noqa: E731
         for task, (rows, _) in data.items():
             for g in test:
-                out[task][g] = float(predict(model, np.array([pick(rows[g])]))[0])
+                out[task][g] = float(predicted(np.array([pick(rows[g])]))[0])
     return out
 
 
@@ -315,6 +342,8 @@ def main() -> None:
                         help="also report the held-out-genome tau averaged over this many shufflings of the folds")
     parser.add_argument("--nested", action="store_true",
                         help="the term set chosen among CANDIDATES inside each fold (nested CV)")
+    parser.add_argument("--models", action="store_true",
+                        help="also rank held-out genomes with other regressors on the same terms (MODELS)")
     parser.add_argument("--write", action="store_true", help=f"refit on everything and write {OBJECTIVE_FILE}")
     args = parser.parse_args()
     genomes = {g["genome"]: g for g in read_jsonl(args.corpus / "genomes.jsonl")}
@@ -427,6 +456,16 @@ def main() -> None:
             cells = [np.mean([tau([o[t][g] for g in o[t]], [data[t][1][g] for g in o[t]]) for o in runs_of])
                      for t in tasks]
             print(f"| {name} | " + " | ".join(f"{c:+.3f}" for c in cells) + " |")
+    if oof and args.models:
+        print(f"\nOther models on the same terms, held-out genomes, mean tau over {args.shuffles} shufflings of the "
+              f"5 folds:\n")
+        print("| model | " + " | ".join(tasks) + " |")
+        print("|---|" + "---|" * len(tasks))
+        for name, make in {"ridge (shipped)": None, **MODELS}.items():
+            runs_of = [held_out_genomes(data, seed=k, regressor=make) for k in range(args.shuffles)]
+            cells = [np.mean([tau([o[t][g] for g in o[t]], [data[t][1][g] for g in o[t]]) for o in runs_of])
+                     for t in tasks]
+            print(f"| {name} | " + " | ".join(f"{c:+.3f}" for c in cells) + " |", flush=True)
     if args.nested:
         named = {name: [f for f in expand(spec, every_descriptor) if f in present]
                  for name, spec in CANDIDATES.items()}
