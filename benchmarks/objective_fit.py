@@ -344,14 +344,18 @@ def main() -> None:
                         help="the term set chosen among CANDIDATES inside each fold (nested CV)")
     parser.add_argument("--models", action="store_true",
                         help="also rank held-out genomes with other regressors on the same terms (MODELS)")
+    parser.add_argument("--genomes", type=int, default=None,
+                        help="the corpus's first N genomes only (by index): a figure of the corpus at that size, "
+                             "while it grows")
     parser.add_argument("--write", action="store_true", help=f"refit on everything and write {OBJECTIVE_FILE}")
     args = parser.parse_args()
-    genomes = {g["genome"]: g for g in read_jsonl(args.corpus / "genomes.jsonl")}
+    genomes = {g["genome"]: g for g in read_jsonl(args.corpus / "genomes.jsonl")
+               if args.genomes is None or g["index"] < args.genomes}
     described = descriptors(genomes)
     every_descriptor = sorted({k for d in described.values() for k in d})
     features = expand(args.features, every_descriptor)
-    runs = read_jsonl(args.corpus / "runs.jsonl")
-    scores = read_jsonl(args.corpus / "scores.jsonl")
+    runs = [r for r in read_jsonl(args.corpus / "runs.jsonl") if r["genome"] in genomes]
+    scores = [s for s in read_jsonl(args.corpus / "scores.jsonl") if s["genome"] in genomes]
     tasks = sorted({r["task"] for r in runs})
     present = {k for s in scores for k in s["scores"]} | {"params", "flops"} | set(every_descriptor)
     features = [f for f in features if f in present]
