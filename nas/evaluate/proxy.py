@@ -37,6 +37,9 @@ __all__ = ["combine", "fitted_objective", "genome_descriptors", "objective_contr
 # The descriptor terms that name a family or a mixer type (``genome_descriptors``): a prefix, then the name; an
 # absent one is 0.
 DESCRIPTOR_SHARE, DESCRIPTOR_LAST, DESCRIPTOR_LEVEL = "flops_share:", "last:", "at_level:"
+DESCRIPTOR_WIDTH_FALLS = "width_falls"
+# Descriptors present only where the genome has what they count; an absent one is 0.
+SPARSE_DESCRIPTORS = (DESCRIPTOR_SHARE, DESCRIPTOR_LAST, DESCRIPTOR_LEVEL, DESCRIPTOR_WIDTH_FALLS)
 # DeepMAD's multi-scale weights: the last stage's entropy counts 8 times, each earlier stage once.
 LAST_STAGE_WEIGHT = 8.0
 # DeepMAD's bound on effectiveness rho = depth / mean width; above it, entropy is discounted by rho0 / rho.
@@ -107,7 +110,10 @@ def genome_descriptors(genome: Genome, graph: nx.DiGraph | None = None) -> dict[
     - ``at_level:K:T``: the share of the blocks on the ``K``-th largest map (0: the largest) whose token mixer
       is of type ``T`` (the block's own type where it has no mixer); only those present are listed;
     - ``blocks``: how many blocks; ``log_mean_width`` and ``log_max_width``: the log of the blocks' mean and
-      largest output channels.
+      largest output channels;
+    - ``width_falls``: the sum of ``log(a / b)`` over consecutive blocks whose width falls from ``a`` to ``b``;
+      listed only when some width falls. The corpus's space widens at every stage, so the shipped objective has
+      no weight for it, and ``nas score`` says so (``unweighed_descriptors``).
 
     On the trained corpus these say what the zero-cost scores miss: which mixer holds the compute and where it
     sits, and how deep and wide the network is (benchmarks/BENCHMARKS.md, "How far to trust each objective")."""
@@ -132,9 +138,11 @@ def genome_descriptors(genome: Genome, graph: nx.DiGraph | None = None) -> dict[
     for size, kind in on_map:
         name = f"{DESCRIPTOR_LEVEL}{level[size]}:{kind}"
         levels[name] = levels.get(name, 0.0) + 1.0 / per_size[size]
+    falls = sum(math.log(a / b) for a, b in zip(widths, widths[1:]) if b < a)
     return {**{f"{DESCRIPTOR_SHARE}{family}": value / total for family, value in sorted(flops.items())},
             f"{DESCRIPTOR_LAST}{last}": 1.0, **dict(sorted(levels.items())), "blocks": float(len(widths)),
-            "log_mean_width": math.log(sum(widths) / len(widths)), "log_max_width": math.log(max(widths))}
+            "log_mean_width": math.log(sum(widths) / len(widths)), "log_max_width": math.log(max(widths)),
+            **({DESCRIPTOR_WIDTH_FALLS: falls} if falls else {})}
 
 
 def with_norm_type(data: dict[str, Any], norm: str) -> dict[str, Any]:
@@ -219,13 +227,12 @@ def objective_contributions(terms: dict[str, float], batch_size: int) -> dict[st
 
 
 def unweighed_descriptors(terms: dict[str, float]) -> list[str]:
-    """The family and mixer-type descriptors in ``terms`` that the shipped objective has no weight for: a family,
-    a mixer type or a map size its corpus did not hold, so the score says nothing of them (``nas score`` lists
-    them)."""
+    """The sparse descriptors in ``terms`` that the shipped objective has no weight for: a family, a mixer type,
+    a map size or a falling width its corpus did not hold, so the score says nothing of them (``nas score``
+    lists them)."""
     weighed = {f["name"] for f in fitted_objective()["features"] if f["weight"]}
-    prefixes = (DESCRIPTOR_SHARE, DESCRIPTOR_LAST, DESCRIPTOR_LEVEL)
     return sorted(name for name, value in terms.items()
-                  if name.startswith(prefixes) and value and name not in weighed)
+                  if name.startswith(SPARSE_DESCRIPTORS) and value and name not in weighed)
 
 
 def objective_terms(genome: Genome, scores: dict[str, float], graph: nx.DiGraph | None = None
@@ -240,7 +247,7 @@ def objective_term(terms: dict[str, float], name: str, batch_size: int) -> float
     """One term of ``combine``: a score through ``TERMS``, or a descriptor as it is."""
     if name in TERMS:
         return TERMS[name](terms[name], batch_size)
-    if name.startswith((DESCRIPTOR_SHARE, DESCRIPTOR_LAST, DESCRIPTOR_LEVEL)):
+    if name.startswith(SPARSE_DESCRIPTORS):
         return terms.get(name, 0.0)
     return terms[name]
 
