@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.cost import stage_costs
 from nas.cost.budget import format_count
 from nas.errors import GenomeError
+from nas.evaluate.proxy import objective_terms, unweighed_descriptors
 from nas.export import export_model
 from nas.genome import Genome
 from nas.io import dump_genome, parse_genome
@@ -487,4 +488,9 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
                          f"{part.cost.params / 1e6:.2f} | {part.cost.flops / 1e9:.3f} | "
                          f"{part.cost.flops / total:.1%} |")
         lines += ["", "Stages in `best.yaml`:", "", "```yaml", dump_genome(best.genome).rstrip(), "```"]
+        silent = unweighed_descriptors(objective_terms(best.genome, {})) if options.objective == "proxy" else []
+        if silent:
+            lines += ["", f"The winner has what the proxy objective's corpus never held: "
+                          f"{', '.join(f'`{name}`' for name in silent)}. Those terms are weighed 0, so its score "
+                          "says nothing of them; `nas score best.yaml` shows how the score is made."]
     return "\n".join(lines) + "\n"
