@@ -248,9 +248,21 @@ def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: i
             other = regressor().fit((x - mean) / std, np.array(ys))
             predicted = lambda row, m=mean, s=std, r=other: r.predict((row - m) / s)  # noqa: E731
         for task, (rows, _) in data.items():
-            for g in test:
+            for g in ids[k::folds]:  # the fold's order, not the set's: the bootstrap resamples reproduce
                 out[task][g] = float(predicted(np.array([pick(rows[g])]))[0])
     return out
+
+
+def prediction_tau(data: dict[str, tuple[dict, dict]], predicted: dict[str, dict]) -> dict[str, float]:
+    """Kendall tau per task between ``predicted`` (task -> genome -> prediction) and the task's accuracy."""
+    return {t: tau([p[g] for g in p], [data[t][1][g] for g in p]) for t, p in predicted.items()}
+
+
+def shuffled_tau(data: dict[str, tuple[dict, dict]], shuffles: int, **held_out: Any) -> dict[str, float]:
+    """``held_out_genomes``' tau per task, the mean over ``shuffles`` shufflings of the folds (seeds 0 up);
+    ``held_out``: its other arguments."""
+    taus = [prediction_tau(data, held_out_genomes(data, seed=k, **held_out)) for k in range(shuffles)]
+    return {t: float(np.mean([x[t] for x in taus])) for t in data}
 
 
 def held_out_task(data: dict[str, tuple[dict, dict]], keep: list[int] | None = None) -> dict[str, dict]:
@@ -313,8 +325,7 @@ def nested_choice(data: dict[str, tuple[dict, dict]], features: list[str], candi
 
             def inner_tau(name: str) -> float:
                 pred = held_out_genomes(inner, folds, seed=shuffle, columns=columns[name])
-                return float(np.mean([tau([pred[t][g] for g in pred[t]], [inner[t][1][g] for g in pred[t]])
-                                      for t in inner]))
+                return float(np.mean(list(prediction_tau(inner, pred).values())))
             best = max(candidates, key=inner_tau)
             chosen[best] += 1
             xs, ys = [], []
@@ -326,8 +337,8 @@ def nested_choice(data: dict[str, tuple[dict, dict]], features: list[str], candi
             for task, (rows, _) in data.items():
                 for g in test:
                     out[task][g] = float(predict(model, np.array([[rows[g][i] for i in columns[best]]]))[0])
-        for task in data:
-            taus[task].append(tau([out[task][g] for g in out[task]], [data[task][1][g] for g in out[task]]))
+        for task, value in prediction_tau(data, out).items():
+            taus[task].append(value)
     return {task: float(np.mean(v)) for task, v in taus.items()}, chosen
 
 
@@ -456,20 +467,16 @@ def main() -> None:
         print("| objective | " + " | ".join(tasks) + " |")
         print("|---|" + "---|" * len(tasks))
         for name, columns in (("fitted objective", None), ("its data-free part alone", data_free)):
-            runs_of = [held_out_genomes(data, seed=k, columns=columns) for k in range(args.shuffles)]
-            cells = [np.mean([tau([o[t][g] for g in o[t]], [data[t][1][g] for g in o[t]]) for o in runs_of])
-                     for t in tasks]
-            print(f"| {name} | " + " | ".join(f"{c:+.3f}" for c in cells) + " |")
+            cells = shuffled_tau(data, args.shuffles, columns=columns)
+            print(f"| {name} | " + " | ".join(f"{cells[t]:+.3f}" for t in tasks) + " |")
     if oof and args.models:
         print(f"\nOther models on the same terms, held-out genomes, mean tau over {args.shuffles} shufflings of the "
               f"5 folds:\n")
         print("| model | " + " | ".join(tasks) + " |")
         print("|---|" + "---|" * len(tasks))
         for name, make in {"ridge (shipped)": None, **MODELS}.items():
-            runs_of = [held_out_genomes(data, seed=k, regressor=make) for k in range(args.shuffles)]
-            cells = [np.mean([tau([o[t][g] for g in o[t]], [data[t][1][g] for g in o[t]]) for o in runs_of])
-                     for t in tasks]
-            print(f"| {name} | " + " | ".join(f"{c:+.3f}" for c in cells) + " |", flush=True)
+            cells = shuffled_tau(data, args.shuffles, regressor=make)
+            print(f"| {name} | " + " | ".join(f"{cells[t]:+.3f}" for t in tasks) + " |", flush=True)
     if args.nested:
         named = {name: [f for f in expand(spec, every_descriptor) if f in present]
                  for name, spec in CANDIDATES.items()}
