@@ -6,6 +6,10 @@ Genomes: distinct valid genomes drawn from ``search_spaces/tiny.yaml`` (32x32, s
 ``--genomes 120`` keeps the first 120 and adds 40. Each is written once to ``genomes.jsonl`` (its index, its id
 = the content hash of the tiny-space genome, canonical form, params, FLOPs, mixers).
 
+``--space hybrid32`` draws from ``benchmarks/spaces/hybrid32.yaml`` instead (the default space's 23 mixer types
+on four maps, scaled to 32x32) and keeps that corpus in ``benchmarks/results/corpus_hybrid32``; everything else
+is the same, so ``benchmarks/objective_fit.py --corpus A --corpus B`` can fit and judge across the two.
+
 Runs, one line each in ``runs.jsonl``: (genome, task, fidelity, seed) with the validation accuracy after every
 epoch, the wall time and the machine. Tasks: ``digits`` (500 train / 360 val) and ``patterns`` (1500 / 1000),
 both at 32x32 with 10 classes; the genome's input channels follow the task. Fidelities: ``short`` is the
@@ -18,6 +22,7 @@ genome 5j + 4's seed-0 runs).
     python benchmarks/corpus.py                      # runs what is missing, in order
     nohup python benchmarks/corpus.py --worker 0 --of 2 > corpus0.log &   # two workers share the list
     python benchmarks/corpus.py --status             # what is done
+    python benchmarks/corpus.py --space hybrid32 --genomes 120 --replicated 0   # the wider space's corpus
 
 Each run is appended under a file lock as soon as it ends, so a kill loses at most the runs in progress.
 """
@@ -46,6 +51,9 @@ from nas.space import fit_space_to_data, sample_genomes  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "corpus"
 SPACE = ROOT / "search_spaces" / "tiny.yaml"
+# --space NAME: another 32x32 space's corpus, under OUT's sibling corpus_NAME (the objective's coverage:
+# benchmarks/spaces/hybrid32.yaml holds the default space's 23 mixer types on four maps).
+SPACES = {"tiny": SPACE, "hybrid32": ROOT / "benchmarks" / "spaces" / "hybrid32.yaml"}
 SAMPLE_SEED = 0
 # Task -> images per split: digits capped at 500 training images (all 1437 put every genome at 0.97-0.99 after
 # 12 epochs, too close to rank); patterns as shipped (1500 / 1000).
@@ -53,6 +61,11 @@ TASKS = {"digits": 500, "patterns": None}
 SHORT_EPOCHS = 3  # SearchOptions.epochs
 LONG_EPOCHS = 12
 SEEDS = (0, 1, 2)
+
+
+def corpus_dir(space: str) -> Path:
+    """Where the corpus of ``space`` is kept."""
+    return OUT if space == "tiny" else OUT.with_name(f"corpus_{space}")
 
 
 def for_task(genome: Genome, data: Dataset) -> Genome:
@@ -117,13 +130,17 @@ def main() -> None:
     parser.add_argument("--of", type=int, default=1, help="workers sharing the job list (genome i's runs with "
                         "seed s go to worker (i + s) %% of)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--space", choices=sorted(SPACES), default="tiny",
+                        help="the space genomes are drawn from (default: tiny)")
+    parser.add_argument("--out", type=Path, default=None, help="where the corpus is kept (default: "
+                        "benchmarks/results/corpus for tiny, corpus_SPACE for another space)")
     parser.add_argument("--status", action="store_true", help="print what is done and stop")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    space = yaml.safe_load(SPACE.read_text())
+    args.out = args.out or corpus_dir(args.space)
+    space = yaml.safe_load(SPACES[args.space].read_text())
     genomes = sample_genomes(space, args.genomes, SAMPLE_SEED)
     ids = [g.content_hash() for g in genomes]
     known = {r["genome"] for r in read_jsonl(args.out / "genomes.jsonl")}

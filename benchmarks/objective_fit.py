@@ -34,7 +34,7 @@ import json
 import math
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,47 @@ def first_stages(runs: list[dict], task: str, epochs: int = 3) -> tuple[float, f
     return (sum(short) / len(pairs), sum(early) / len(pairs), sum(ceiling) / len(pairs), n)
 
 
+def load(corpora: list[Path], first: int | None = None
+         ) -> tuple[dict[str, dict], list[dict], list[dict], list[dict], dict[str, str]]:
+    """The genomes, runs, scores and supernet records of ``corpora`` together (each corpus's first ``first``
+    genomes by index, when given), and each genome's corpus (its directory's name)."""
+    genomes: dict[str, dict] = {}
+    space_of: dict[str, str] = {}
+    runs, scores, inherited = [], [], []
+    for corpus in corpora:
+        mine = {g["genome"]: g for g in read_jsonl(corpus / "genomes.jsonl") if first is None or g["index"] < first}
+        genomes.update(mine)
+        space_of.update(dict.fromkeys(mine, corpus.name))
+        runs += [r for r in read_jsonl(corpus / "runs.jsonl") if r["genome"] in mine]
+        scores += [s for s in read_jsonl(corpus / "scores.jsonl") if s["genome"] in mine]
+        inherited += [r for r in read_jsonl(corpus / "supernet.jsonl") if r["genome"] in mine]
+    return genomes, runs, scores, inherited, space_of
+
+
+def single_terms(genomes: dict[str, dict], scores: list[dict], tasks: list[str], batch: str
+                 ) -> dict[str, dict[str, dict[str, float]]]:
+    """Each score, params and FLOPs on its own: name -> task -> genome -> value (finite values only)."""
+    names = sorted({k for s in scores for k in s["scores"] if k in TERMS and k != "score"}) + ["params", "flops"]
+    out: dict[str, dict[str, dict[str, float]]] = {key: {task: {} for task in tasks} for key in names}
+    for s in scores:
+        if s["task"] in tasks and s["batch"] == batch and s["seed"] == 0:
+            for key in names:
+                value = s["scores"].get(key) if key not in ("params", "flops") else genomes[s["genome"]][key]
+                if value is not None and math.isfinite(value):
+                    out[key][s["task"]][s["genome"]] = value
+    return out
+
+
+def fit_all(data: dict[str, tuple[dict, dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ridge fitted on every genome of every task (what ``--write`` ships)."""
+    xs, ys = [], []
+    for rows, acc in data.values():
+        ids = sorted(set(rows) & set(acc))
+        xs += [rows[g] for g in ids]
+        ys += list(rank_target([acc[g] for g in ids]))
+    return fit(np.array(xs), np.array(ys))
+
+
 def transform(name: str, values: dict[str, float], batch_size: int) -> float | None:
     """The term ``combine`` makes of a score or descriptor (``nas.evaluate.proxy.objective_term``); ``None``
     when a score is missing or not finite."""
@@ -253,15 +294,19 @@ def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: i
     return out
 
 
-def prediction_tau(data: dict[str, tuple[dict, dict]], predicted: dict[str, dict]) -> dict[str, float]:
-    """Kendall tau per task between ``predicted`` (task -> genome -> prediction) and the task's accuracy."""
-    return {t: tau([p[g] for g in p], [data[t][1][g] for g in p]) for t, p in predicted.items()}
+def prediction_tau(data: dict[str, tuple[dict, dict]], predicted: dict[str, dict],
+                   only: Collection[str] | None = None) -> dict[str, float]:
+    """Kendall tau per task between ``predicted`` (task -> genome -> prediction) and the task's accuracy;
+    ``only``: over those genomes alone."""
+    return {t: tau([p[g] for g in p if only is None or g in only],
+                   [data[t][1][g] for g in p if only is None or g in only]) for t, p in predicted.items()}
 
 
-def shuffled_tau(data: dict[str, tuple[dict, dict]], shuffles: int, **held_out: Any) -> dict[str, float]:
-    """``held_out_genomes``' tau per task, the mean over ``shuffles`` shufflings of the folds (seeds 0 up);
-    ``held_out``: its other arguments."""
-    taus = [prediction_tau(data, held_out_genomes(data, seed=k, **held_out)) for k in range(shuffles)]
+def shuffled_tau(data: dict[str, tuple[dict, dict]], shuffles: int, only: Collection[str] | None = None,
+                 **held_out: Any) -> dict[str, float]:
+    """``held_out_genomes``' tau per task (over the genomes ``only``, when given), the mean over ``shuffles``
+    shufflings of the folds (seeds 0 up); ``held_out``: its other arguments."""
+    taus = [prediction_tau(data, held_out_genomes(data, seed=k, **held_out), only) for k in range(shuffles)]
     return {t: float(np.mean([x[t] for x in taus])) for t in data}
 
 
@@ -344,7 +389,12 @@ def nested_choice(data: dict[str, tuple[dict, dict]], features: list[str], candi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", type=Path, default=OUT)
+    parser.add_argument("--corpus", type=Path, action="append", default=None,
+                        help="a corpus directory; repeat to fit on several spaces' corpora together (default: "
+                             "benchmarks/results/corpus, the tiny space's)")
+    parser.add_argument("--judge", type=Path, default=None,
+                        help="also fit on every --corpus genome and judge that fit on this other corpus's genomes "
+                             "(another space: how far the objective carries beyond what it was fitted on)")
     parser.add_argument("--batch", default="default", help="which proxy batch's scores: default or task")
     parser.add_argument("--features", default=DEFAULT_FEATURES,
                         help="comma list of terms; 'descriptors' stands for every genome descriptor in the corpus")
@@ -356,17 +406,15 @@ def main() -> None:
     parser.add_argument("--models", action="store_true",
                         help="also rank held-out genomes with other regressors on the same terms (MODELS)")
     parser.add_argument("--genomes", type=int, default=None,
-                        help="the corpus's first N genomes only (by index): a figure of the corpus at that size, "
-                             "while it grows")
+                        help="each corpus's first N genomes only (by index): a figure of the corpus at that "
+                             "size, while it grows")
     parser.add_argument("--write", action="store_true", help=f"refit on everything and write {OBJECTIVE_FILE}")
     args = parser.parse_args()
-    genomes = {g["genome"]: g for g in read_jsonl(args.corpus / "genomes.jsonl")
-               if args.genomes is None or g["index"] < args.genomes}
+    corpora = args.corpus or [OUT]
+    genomes, runs, scores, inherited, space_of = load(corpora, args.genomes)
     described = descriptors(genomes)
     every_descriptor = sorted({k for d in described.values() for k in d})
     features = expand(args.features, every_descriptor)
-    runs = [r for r in read_jsonl(args.corpus / "runs.jsonl") if r["genome"] in genomes]
-    scores = [s for s in read_jsonl(args.corpus / "scores.jsonl") if s["genome"] in genomes]
     tasks = sorted({r["task"] for r in runs})
     present = {k for s in scores for k in s["scores"]} | {"params", "flops"} | set(every_descriptor)
     features = [f for f in features if f in present]
@@ -376,7 +424,9 @@ def main() -> None:
         rows = feature_rows(genomes, scores, task, args.batch, features, described)
         data[task] = (rows, truth)
 
-    print(f"corpus: {len(genomes)} genomes; features {', '.join(features)}; scores on the {args.batch} batch\n")
+    sizes = ", ".join(f"{sum(1 for g in genomes if space_of[g] == c.name)} of {c.name}" for c in corpora)
+    print(f"corpus: {len(genomes)} genomes ({sizes}); features {', '.join(features)}; scores on the {args.batch} "
+          f"batch\n")
     data_free = [i for i, f in enumerate(features) if f in DATA_FREE or f in every_descriptor]
     print("| task | genomes (long) | noise ceiling: tau between seeds (95% CI, genomes) | tau of the last two "
           "epochs |")
@@ -402,28 +452,21 @@ def main() -> None:
     print("| predictor | " + " | ".join(f"tau on {t} (95% CI)" for t in tasks) + " |")
     print("|---|" + "---|" * len(tasks))
 
-    def row(name: str, per_task: dict[str, dict[str, float]]) -> None:
+    def row(name: str, per_task: dict[str, dict[str, float]], truths: dict | None = None,
+            only: str | None = None) -> None:
+        """``only``: the genomes of that corpus alone; ``truths``: task -> genome -> accuracy, where not
+        ``data``'s."""
         cells = []
         for task in tasks:
-            truth = data[task][1]
-            ids = [g for g in per_task.get(task, {}) if g in truth]
+            truth = data[task][1] if truths is None else truths[task]
+            ids = [g for g in per_task.get(task, {}) if g in truth and (only is None or space_of.get(g) == only)]
             x, y = [per_task[task][g] for g in ids], [truth[g] for g in ids]
             t = tau(x, y)
             lo, hi = bootstrap(x, y, args.bootstrap)
             cells.append(f"{t:+.3f} ({lo:+.2f}, {hi:+.2f}; n={len(ids)})")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
-    singles = sorted({k for s in scores for k in s["scores"] if k in TERMS and k != "score"}) + ["params", "flops"]
-    for key in singles:
-        per_task = {}
-        for task in tasks:
-            per_task[task] = {}
-            for s in scores:
-                if s["task"] == task and s["batch"] == args.batch and s["seed"] == 0:
-                    value = (s["scores"].get(key) if key not in ("params", "flops")
-                             else genomes[s["genome"]][key])
-                    if value is not None and math.isfinite(value):
-                        per_task[task][s["genome"]] = value
+    for key, per_task in single_terms(genomes, scores, tasks, args.batch).items():
         row(key, per_task)
     hand = {}
     for task in tasks:
@@ -435,7 +478,6 @@ def main() -> None:
                     hand[task][s["genome"]] = value
     row("hand-set objective before the fit (log structural + log SynFlow + log grad-norm)", hand)
     row("short schedule (3 epochs)", {t: accuracy(runs, t, "short") for t in tasks})
-    inherited = read_jsonl(args.corpus / "supernet.jsonl")
     by_variant: dict[str, list[dict]] = {}
     for r in inherited:
         if r["inherited"] is not None:
@@ -445,6 +487,8 @@ def main() -> None:
             {t: {r["genome"]: r["inherited"] for r in records if r["task"] == t} for t in tasks})
     if oof:
         row("fitted objective, held-out genomes (5-fold)", oof)
+        for c in corpora if len(corpora) > 1 else ():
+            row(f"  its {c.name} genomes alone", oof, only=c.name)
     if oof_free:
         row("its data-free part alone (params, FLOPs, structural, descriptors), held-out genomes (5-fold)",
             oof_free)
@@ -469,6 +513,10 @@ def main() -> None:
         for name, columns in (("fitted objective", None), ("its data-free part alone", data_free)):
             cells = shuffled_tau(data, args.shuffles, columns=columns)
             print(f"| {name} | " + " | ".join(f"{cells[t]:+.3f}" for t in tasks) + " |")
+            for c in corpora if len(corpora) > 1 else ():
+                cells = shuffled_tau(data, args.shuffles, {g for g in genomes if space_of[g] == c.name},
+                                     columns=columns)
+                print(f"|   its {c.name} genomes alone | " + " | ".join(f"{cells[t]:+.3f}" for t in tasks) + " |")
     if oof and args.models:
         print(f"\nOther models on the same terms, held-out genomes, mean tau over {args.shuffles} shufflings of the "
               f"5 folds:\n")
@@ -490,25 +538,67 @@ def main() -> None:
         print("| nested choice, held-out genomes | " + " | ".join(f"{taus[t]:+.3f}" for t in tasks) + " |")
         print("\nChosen: " + "; ".join(f"{name} {n}x" for name, n in chosen.items() if n))
 
+    if args.judge:
+        judge(args.judge, args.genomes, data, features, tasks, args.batch, [c.name for c in corpora], row)
+
     if args.write:
-        xs, ys = [], []
-        for rows, acc in data.values():
-            ids = sorted(set(rows) & set(acc))
-            xs += [rows[g] for g in ids]
-            ys += list(rank_target([acc[g] for g in ids]))
-        mean, std, coef = fit(np.array(xs), np.array(ys))
+        mean, std, coef = fit_all(data)
+        fitted = sum(len(set(rows) & set(acc)) for rows, acc in data.values())
         OBJECTIVE_FILE.write_text(json.dumps({
             "about": "The default training-free objective: a ridge regression of the within-task rank of trained "
                      "accuracy on standardised terms (scores through nas.evaluate.proxy.TERMS, and the genome "
                      "descriptors of nas.evaluate.proxy.genome_descriptors). Fitted by "
-                     "benchmarks/objective_fit.py on the corpus in benchmarks/results/corpus.",
+                     "benchmarks/objective_fit.py on the corpora in benchmarks/results/: "
+                     + ", ".join(c.name for c in corpora) + ".",
             "command": " ".join(["python benchmarks/objective_fit.py --write",
                                  *(a for a in sys.argv[1:] if a != "--write")]),
-            "genomes": len(xs) // max(1, len(data)), "tasks": tasks, "batch": args.batch,
+            "genomes": fitted // max(1, len(data)), "tasks": tasks, "batch": args.batch,
+            "corpora": {c.name: sum(1 for g in genomes if space_of[g] == c.name) for c in corpora},
             "features": [{"name": f, "mean": float(m), "std": float(s), "weight": float(c)}
                          for f, m, s, c in zip(features, mean, std, coef)],
         }, indent=1) + "\n")
         print(f"\nwrote {OBJECTIVE_FILE}")
+
+
+def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], features: list[str], tasks: list[str],
+          batch: str, fitted_on: list[str], row: Callable[..., None]) -> None:
+    """The table of ``--judge``: the objective fitted on every genome of ``data`` (its terms ``features``),
+    and the shipped one, params, FLOPs and each score, judged on ``corpus``'s genomes."""
+    genomes, runs, scores, _, _ = load([corpus], first)
+    described = descriptors(genomes)
+    model = fit_all(data)
+    truths = {task: accuracy(runs, task, "long") for task in tasks}
+    fitted, shipped = {}, {}
+    for task in tasks:
+        rows = feature_rows(genomes, scores, task, batch, features, described)
+        fitted[task] = {g: float(predict(model, np.array([r]))[0]) for g, r in rows.items()}
+        shipped[task] = {}
+        for s in scores:
+            if s["task"] == task and s["batch"] == batch and s["seed"] == 0:
+                terms = {**s["scores"], "params": genomes[s["genome"]]["params"],
+                         "flops": genomes[s["genome"]]["flops"], **described[s["genome"]]}
+                value = combine(terms, s["batch_size"])
+                if math.isfinite(value):
+                    shipped[task][s["genome"]] = value
+    print(f"\nJudged on {corpus.name} ({len(genomes)} genomes), fitted on {' + '.join(fitted_on)}:\n")
+    print("| task | tau of the last two epochs |")
+    print("|---|---|")
+    for task in tasks:
+        stable, m = stability(runs, task)
+        print(f"| {task} | {stable:+.3f} (n={m}) |")
+    print()
+    print("| predictor | " + " | ".join(f"tau on {t} (95% CI)" for t in tasks) + " |")
+    print("|---|" + "---|" * len(tasks))
+    row(f"fitted on {' + '.join(fitted_on)}", fitted, truths)
+    row(f"shipped objective ({OBJECTIVE_FILE.name}, fitted on {fitted_objective_corpora()})", shipped, truths)
+    for key, per_task in single_terms(genomes, scores, tasks, batch).items():
+        row(key, per_task, truths)
+    row("short schedule (3 epochs)", {t: accuracy(runs, t, "short") for t in tasks}, truths)
+
+
+def fitted_objective_corpora() -> str:
+    shipped = json.loads(OBJECTIVE_FILE.read_text())
+    return " + ".join(shipped.get("corpora", {"corpus": shipped["genomes"]}))
 
 
 if __name__ == "__main__":

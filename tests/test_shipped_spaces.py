@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,6 +72,20 @@ def test_default_space_offers_the_mixers_of_the_newer_hybrids():
     assert all({"gated_aggregation", "channel_attention", "glmix"} <= stage for stage in offered)
     assert all("outlook_attention" in stage for stage in offered[:2])  # VOLO: at high resolution
     assert all({"single_head_attention", "conv_attention"} <= stage for stage in offered[2:])  # SHViT, CvT
+
+
+def test_the_corpus_wider_space_holds_every_mixer_type_of_the_default_space_stage_by_stage():
+    # benchmarks/spaces/hybrid32.yaml: the trained corpus's second space, so that the fitted objective weighs
+    # every mixer type the default search can pick, on each of its four maps.
+    wide = read_yaml(Path(__file__).parents[1] / "benchmarks" / "spaces" / "hybrid32.yaml")[0]
+    report = check_space(wide, samples=20, seed=0)
+    assert report.shape_problems == [] and report.valid == report.sampled
+    assert wide["input"]["resolution"] == 32 and len(wide["stages"]) == 4
+
+    def offered(data):
+        paths = {c.path: c for c in choices(data)}
+        return [{option["type"] for option in paths[f"stages[{i}].block.mixer"].options} for i in range(4)]
+    assert offered(wide) == offered(space("metaformer_hybrid"))
 
 
 def test_default_space_spans_the_4_gflops_budget():
