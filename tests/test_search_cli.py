@@ -54,12 +54,13 @@ def test_search_writes_the_run_directory_and_resume_extends_it(tmp_path: Path):
 
 
 def test_report_rebuilds_every_file_from_the_storage(tmp_path: Path):
-    """Also: the second stage's LKA is a mixer type the proxy objective's corpus never held, and the report says
-    the winner's score is silent on it."""
+    """Also: the second stage's neighborhood attention is a mixer type the proxy objective's corpus never held
+    (no shipped space offers it), and the report says the winner's score is silent on it."""
     space = tmp_path / "small.yaml"
-    with_lka = {**SMALL_SPACE, "stages": [SMALL_SPACE["stages"][0],
-                                          {**SMALL_SPACE["stages"][1], "block": {"mixer": {"type": "lka"}}}]}
-    space.write_text(yaml.safe_dump(with_lka))
+    natten = {"type": "neighborhood_attention", "kernel": 3, "heads": 2}
+    with_natten = {**SMALL_SPACE, "stages": [SMALL_SPACE["stages"][0],
+                                             {**SMALL_SPACE["stages"][1], "block": {"mixer": natten}}]}
+    space.write_text(yaml.safe_dump(with_natten))
     run_dir = tmp_path / "run"
     done = run_nas("search", "--space", space, "--budget", "none", "--second", "params", "--trials", "5",
                    "--quiet", "--out", run_dir)
@@ -74,7 +75,7 @@ def test_report_rebuilds_every_file_from_the_storage(tmp_path: Path):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "trials.csv").read_text() == before
     silent = [line for line in (run_dir / "report.md").read_text().splitlines() if "corpus never held" in line]
-    assert len(silent) == 1 and "`at_level:1:lka`" in silent[0]
+    assert len(silent) == 1 and "`at_level:1:neighborhood_attention`" in silent[0]
 
 
 def test_an_infeasible_budget_fails_fast_with_the_smallest_cost(tmp_path: Path):
