@@ -17,8 +17,9 @@ Strategies, each from its own seeded rng:
 - ``random``: genomes in a random order, each trained long.
 - ``tpe``, ``nsga2``, ``evolution`` and ``snapped`` (Optuna's random sampler, the control for the snapping
   below): ``make_sampler(name, seed, trials=n)`` behind a single-objective (maximise) Optuna study that asks
-  over the tiny space through ``trial_picker``. The proposal is snapped to the nearest genome of the replay
-  not yet evaluated: squared Euclidean distance between ``Encoder`` rows without the cost columns, ties broken
+  over the corpus's space (``--space``, the tiny one by default) through ``trial_picker``. The proposal is
+  snapped to the nearest genome of the replay not yet evaluated: squared Euclidean distance between ``Encoder``
+  rows without the cost columns, ties broken
   by an rng of the seed that the four samplers share. The study must record what was evaluated, so the
   proposal trial is told FAIL (TPE, NSGA-II and the evolution sampler all ignore failed trials) and the
   snapped genome's params are enqueued and asked for again through ``trial_picker``, and told the genome's
@@ -118,7 +119,7 @@ from nas.space import choices, instantiate  # noqa: E402
 
 # isort: split
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from corpus import LONG_EPOCHS, OUT, SAMPLE_SEED, SHORT_EPOCHS, SPACE, read_jsonl  # noqa: E402
+from corpus import LONG_EPOCHS, SAMPLE_SEED, SHORT_EPOCHS, SPACES, corpus_dir, read_jsonl  # noqa: E402
 from objective_fit import (  # noqa: E402
     DATA_FREE,
     DEFAULT_FEATURES,
@@ -188,7 +189,7 @@ class Task:
 def corpus_params(space: dict[str, Any], ids: list[str]) -> dict[str, dict[str, Any]]:
     """Genome id -> Optuna params: ``sample_genomes``' draws replayed through ``random_params``, which consumes
     the rng as ``random_picker`` does, skipping invalid genomes and duplicates alike. Checked against the ids of
-    genomes.jsonl (the hash of the tiny-space genome, before ``for_task`` sets a task's channels)."""
+    genomes.jsonl (the hash of the space's genome, before ``for_task`` sets a task's channels)."""
     rng, found = random.Random(SAMPLE_SEED), {}
     for _ in range(200 * len(ids)):
         mapping, params = random_params(space, rng)
@@ -202,7 +203,7 @@ def corpus_params(space: dict[str, Any], ids: list[str]) -> dict[str, dict[str, 
             break
     if list(found) != ids:
         raise SystemExit("replaying sample_genomes does not give genomes.jsonl's ids: was the corpus drawn with "
-                         f"another space or seed than {SPACE.name}, seed {SAMPLE_SEED}?")
+                         f"another space or seed than {space['name']}, seed {SAMPLE_SEED}?")
     return found
 
 
@@ -293,8 +294,9 @@ def seeds_command_line(doc: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def read_corpus(folder: Path = OUT) -> Corpus:
-    space = yaml.safe_load(SPACE.read_text())
+def read_corpus(space_name: str = "tiny") -> Corpus:
+    """The corpus of the space named ``space_name`` (``corpus.SPACES``)."""
+    space, folder = yaml.safe_load(SPACES[space_name].read_text()), corpus_dir(space_name)
     genomes = sorted(read_jsonl(folder / "genomes.jsonl"), key=lambda g: g["index"])
     runs, scores = read_jsonl(folder / "runs.jsonl"), read_jsonl(folder / "scores.jsonl")
     return Corpus(space, Encoder(choices(space)), genomes, runs, scores,
@@ -806,16 +808,19 @@ def jsonable(value: Any) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--corpus", type=Path, default=OUT)
+    parser.add_argument("--space", choices=sorted(SPACES), default="tiny",
+                        help="whose corpus to replay (benchmarks/corpus.py --space; default: tiny)")
     parser.add_argument("--tasks", default="digits,patterns")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: benchmarks/results/replay, or replay_SPACE for another space")
     parser.add_argument("--trees", type=int, default=REPLAY_TREES, help="trees of the surrogate's forest")
     args = parser.parse_args()
+    args.out = args.out or (RESULTS if args.space == "tiny" else RESULTS.with_name(f"replay_{args.space}"))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     start = time.perf_counter()
 
-    corpus = read_corpus(args.corpus)
+    corpus = read_corpus(args.space)
     space, encoder, runs = corpus.space, corpus.encoder, corpus.runs
     results = {}
     for name in args.tasks.split(","):

@@ -50,7 +50,7 @@ def main() -> None:
     data = {t: (feature_rows(by_id, scores, t, "default", data_free, described), accuracy(runs, t, "long"))
             for t in ("digits", "patterns")}
     priors = {"held-out genomes": held_out_genomes(data), "held-out task": held_out_task(data)}
-    inherited = {(r["task"], r["genome"]): r["inherited"] for r in R.read_jsonl(R.OUT / "supernet.jsonl")
+    inherited = {(r["task"], r["genome"]): r["inherited"] for r in R.read_jsonl(R.corpus_dir("tiny") / "supernet.jsonl")
                  if supernet_variant(r)["teacher_ready"] is not None}
     id_of = {g["index"]: g["genome"] for g in genomes}
 
