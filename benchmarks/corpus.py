@@ -22,7 +22,7 @@ genome 5j + 4's seed-0 runs).
     python benchmarks/corpus.py                      # runs what is missing, in order
     nohup python benchmarks/corpus.py --worker 0 --of 2 > corpus0.log &   # two workers share the list
     python benchmarks/corpus.py --status             # what is done
-    python benchmarks/corpus.py --space hybrid32 --genomes 120 --replicated 0   # the wider space's corpus
+    python benchmarks/corpus.py --space hybrid32 --genomes 120 --replica-seeds 1 --replica-fidelities long
 
 Each run is appended under a file lock as soon as it ends, so a kill loses at most the runs in progress.
 """
@@ -78,19 +78,22 @@ def mixers(genome: Genome) -> list[str]:
     return [getattr(b, "mixer", b).type for b in blocks]
 
 
-def jobs(count: int, replicated: int, long_epochs: int) -> list[tuple[int, str, str, int, int]]:
-    """(genome index, task, fidelity, seed, epochs) in the order they run."""
+def jobs(count: int, replicated: int, long_epochs: int, replica_seeds: tuple[int, ...] = SEEDS[1:],
+         replica_fidelities: tuple[str, ...] = ("short", "long")) -> list[tuple[int, str, str, int, int]]:
+    """(genome index, task, fidelity, seed, epochs) in the order they run; a replicated genome runs again with
+    each of ``replica_seeds`` at each of ``replica_fidelities``."""
     fidelities = (("short", SHORT_EPOCHS), ("long", long_epochs))
+    again = [(name, epochs) for name, epochs in fidelities if name in replica_fidelities]
     order = []
     for i in range(count):
         order += [(i, task, name, 0, epochs) for task in TASKS for name, epochs in fidelities]
         if i % 5 == 4 and i // 5 < replicated:
             j = i // 5
-            order += [(j, task, name, seed, epochs) for seed in SEEDS[1:] for task in TASKS
-                      for name, epochs in fidelities]
+            order += [(j, task, name, seed, epochs) for seed in replica_seeds for task in TASKS
+                      for name, epochs in again]
     for j in range(count // 5, min(replicated, count)):  # a short corpus still replicates its first genomes
-        order += [(j, task, name, seed, epochs) for seed in SEEDS[1:] for task in TASKS
-                  for name, epochs in fidelities]
+        order += [(j, task, name, seed, epochs) for seed in replica_seeds for task in TASKS
+                  for name, epochs in again]
     return order
 
 
@@ -125,6 +128,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--genomes", type=int, default=120)
     parser.add_argument("--replicated", type=int, default=20, help="genomes trained with seeds 0, 1 and 2")
+    parser.add_argument("--replica-seeds", default="1,2",
+                        help="the seeds a replicated genome runs again with (default: 1,2)")
+    parser.add_argument("--replica-fidelities", default="short,long",
+                        help="the fidelities a replicated genome runs again at (default: short,long; long alone "
+                             "is enough for the noise ceiling)")
     parser.add_argument("--long", type=int, default=LONG_EPOCHS, help="epochs of the long fidelity")
     parser.add_argument("--worker", type=int, default=0)
     parser.add_argument("--of", type=int, default=1, help="workers sharing the job list (genome i's runs with "
@@ -140,6 +148,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     args.out = args.out or corpus_dir(args.space)
+    replicas = tuple(int(seed) for seed in args.replica_seeds.split(","))
+    replica_fidelities = tuple(args.replica_fidelities.split(","))
     space = yaml.safe_load(SPACES[args.space].read_text())
     genomes = sample_genomes(space, args.genomes, SAMPLE_SEED)
     ids = [g.content_hash() for g in genomes]
@@ -152,10 +162,10 @@ def main() -> None:
                                                     "params": cost.params, "flops": cost.flops,
                                                     "mixers": mixers(genome)})
     done = {run_key(r) for r in read_jsonl(args.out / "runs.jsonl")}
-    todo = [job for job in jobs(len(genomes), args.replicated, args.long)
+    todo = [job for job in jobs(len(genomes), args.replicated, args.long, replicas, replica_fidelities)
             if (job[0] + job[3]) % args.of == args.worker and (ids[job[0]], job[1], job[2], job[3]) not in done]
     if args.status:
-        total = len(jobs(len(genomes), args.replicated, args.long))
+        total = len(jobs(len(genomes), args.replicated, args.long, replicas, replica_fidelities))
         print(f"{len(done)} runs done of {total}; {len(todo)} left for worker {args.worker} of {args.of}")
         return
 

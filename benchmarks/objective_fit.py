@@ -122,16 +122,18 @@ def accuracy(runs: list[dict], task: str, fidelity: str, seed: int = 0) -> dict[
 
 
 def noise_ceiling(runs: list[dict], task: str, fidelity: str, reps: int) -> tuple[float, tuple[float, float], int]:
-    """Mean tau between two seeds' accuracies of the same genomes, over the seed pairs, and its interval."""
+    """Mean tau between two seeds' accuracies of the same genomes, over the seed pairs, and its interval: on
+    the genomes run with every seed of 0, 1 and 2 that has runs (a corpus may replicate with seed 1 alone)."""
     by_seed = {s: accuracy(runs, task, fidelity, s) for s in (0, 1, 2)}
-    common = sorted(set(by_seed[0]) & set(by_seed[1]) & set(by_seed[2]))
-    if len(common) < 3:
+    seeds = [s for s in by_seed if by_seed[s]]
+    common = sorted(set.intersection(*(set(by_seed[s]) for s in seeds)))
+    if len(seeds) < 2 or len(common) < 3:
         return math.nan, (math.nan, math.nan), len(common)
-    pairs = ((0, 1), (0, 2), (1, 2))
+    pairs = [(a, b) for a in seeds for b in seeds if a < b]
     taus = [tau([by_seed[a][g] for g in common], [by_seed[b][g] for g in common]) for a, b in pairs]
     lows, highs = zip(*(bootstrap([by_seed[a][g] for g in common], [by_seed[b][g] for g in common], reps)
                         for a, b in pairs))
-    return sum(taus) / 3, (sum(lows) / 3, sum(highs) / 3), len(common)
+    return sum(taus) / len(pairs), (sum(lows) / len(pairs), sum(highs) / len(pairs)), len(common)
 
 
 def stability(runs: list[dict], task: str) -> tuple[float, int]:
@@ -581,11 +583,12 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
                 if math.isfinite(value):
                     shipped[task][s["genome"]] = value
     print(f"\nJudged on {corpus.name} ({len(genomes)} genomes), fitted on {' + '.join(fitted_on)}:\n")
-    print("| task | tau of the last two epochs |")
-    print("|---|---|")
+    print("| task | noise ceiling: tau between seeds (95% CI, genomes) | tau of the last two epochs |")
+    print("|---|---|---|")
     for task in tasks:
+        ceiling, (lo, hi), n = noise_ceiling(runs, task, "long", 1000)
         stable, m = stability(runs, task)
-        print(f"| {task} | {stable:+.3f} (n={m}) |")
+        print(f"| {task} | {ceiling:+.3f} ({lo:+.2f}, {hi:+.2f}; n={n}) | {stable:+.3f} (n={m}) |")
     print()
     print("| predictor | " + " | ".join(f"tau on {t} (95% CI)" for t in tasks) + " |")
     print("|---|" + "---|" * len(tasks))
