@@ -57,6 +57,7 @@ from nas.evaluate.proxy import (  # noqa: E402
     OBJECTIVE_FILE,
     TERMS,
     combine,
+    fitted_objective,
     genome_descriptors,
     objective_term,
 )
@@ -600,8 +601,9 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
 
 
 def fitted_objective_corpora() -> str:
-    shipped = json.loads(OBJECTIVE_FILE.read_text())
-    return " + ".join(shipped.get("corpora", {"corpus": shipped["genomes"]}))
+    """The corpora the shipped objective was fitted on (a file from before ``corpora`` was recorded: the tiny
+    space's)."""
+    return " + ".join(fitted_objective().get("corpora", {"corpus": None}))
 
 
 if __name__ == "__main__":

@@ -75,8 +75,8 @@ def test_default_space_offers_the_mixers_of_the_newer_hybrids():
 
 
 def test_the_corpus_wider_space_holds_every_mixer_type_of_the_default_space_stage_by_stage():
-    # benchmarks/spaces/hybrid32.yaml: the trained corpus's second space, so that the fitted objective weighs
-    # every mixer type the default search can pick, on each of its four maps.
+    # benchmarks/spaces/hybrid32.yaml: the trained corpus's second space, so that the fitted objective can be
+    # judged on every mixer type the default search can pick, on each of its four maps.
     wide = read_yaml(Path(__file__).parents[1] / "benchmarks" / "spaces" / "hybrid32.yaml")[0]
     report = check_space(wide, samples=20, seed=0)
     assert report.shape_problems == [] and report.valid == report.sampled
