@@ -256,6 +256,24 @@ def rank_target(acc: list[float]) -> np.ndarray:
     return (rankdata(acc) - 0.5) / len(acc)
 
 
+def within_corpus(acc: dict[str, float], space_of: dict[str, str]) -> dict[str, float]:
+    """Each genome's accuracy as its rank within its own corpus (``rank_target``): spaces are searched one at
+    a time, so a fit on several corpora learns the order within a space, not which space trains better."""
+    out: dict[str, float] = {}
+    for space in set(space_of.values()):
+        ids = [g for g in acc if space_of[g] == space]
+        if ids:
+            out.update(zip(ids, map(float, rank_target([acc[g] for g in ids]))))
+    return out
+
+
+def fittable(data: dict[str, tuple[dict, dict]]) -> list[str]:
+    """The genomes with every task's terms and at least one task's accuracy (``--leave-out`` may drop a task's
+    accuracy for a whole corpus), sorted."""
+    return sorted(set.intersection(*(set(rows) for rows, _ in data.values()))
+                  & set.union(*(set(acc) for _, acc in data.values())))
+
+
 def restricted(model: tuple[np.ndarray, np.ndarray, np.ndarray], keep: list[int] | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The model with only the ``keep`` features weighed, every other at its mean: the objective's data-free
@@ -272,7 +290,7 @@ def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: i
     """Out-of-fold predictions per task: task -> genome -> prediction. ``columns``: fit on those features
     only; ``keep``: fit on all, predict with those only (``restricted``); ``regressor``: a scikit-learn
     regressor fitted on the standardised features instead of the shipped ridge (``--models``)."""
-    ids = sorted(set.intersection(*(set(rows) & set(acc) for rows, acc in data.values())))
+    ids = fittable(data)
     random.Random(seed).shuffle(ids)
     pick = (lambda row: row) if columns is None else (lambda row: [row[i] for i in columns])
     out: dict[str, dict] = {task: {} for task in data}
@@ -280,7 +298,7 @@ def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: i
         test = set(ids[k::folds])
         xs, ys = [], []
         for rows, acc in data.values():
-            train = [g for g in ids if g not in test]
+            train = [g for g in ids if g not in test and g in acc]
             xs += [pick(rows[g]) for g in train]
             ys += list(rank_target([acc[g] for g in train]))
         if regressor is None:
@@ -301,8 +319,9 @@ def prediction_tau(data: dict[str, tuple[dict, dict]], predicted: dict[str, dict
                    only: Collection[str] | None = None) -> dict[str, float]:
     """Kendall tau per task between ``predicted`` (task -> genome -> prediction) and the task's accuracy;
     ``only``: over those genomes alone."""
-    return {t: tau([p[g] for g in p if only is None or g in only],
-                   [data[t][1][g] for g in p if only is None or g in only]) for t, p in predicted.items()}
+    def judged(t: str) -> list[str]:
+        return [g for g in predicted[t] if g in data[t][1] and (only is None or g in only)]
+    return {t: tau([p[g] for g in judged(t)], [data[t][1][g] for g in judged(t)]) for t, p in predicted.items()}
 
 
 def shuffled_tau(data: dict[str, tuple[dict, dict]], shuffles: int, only: Collection[str] | None = None,
@@ -358,7 +377,7 @@ def nested_choice(data: dict[str, tuple[dict, dict]], features: list[str], candi
                   folds: int = 5, shuffles: int = 3) -> tuple[dict[str, float], dict[str, int]]:
     """Mean tau per task over ``shuffles`` of outer ``folds``-fold CV, the term set chosen inside each outer
     fold by inner CV on its fitting genomes; and how often each set was chosen."""
-    ids = sorted(set.intersection(*(set(rows) & set(acc) for rows, acc in data.values())))
+    ids = fittable(data)
     columns = {name: [features.index(f) for f in terms] for name, terms in candidates.items()}
     taus: dict[str, list[float]] = {task: [] for task in data}
     chosen: dict[str, int] = {name: 0 for name in candidates}
@@ -398,6 +417,9 @@ def main() -> None:
     parser.add_argument("--judge", type=Path, default=None,
                         help="also fit on every --corpus genome and judge that fit on this other corpus's genomes "
                              "(another space: how far the objective carries beyond what it was fitted on)")
+    parser.add_argument("--leave-out", action="append", default=[], metavar="CORPUS:TASK",
+                        help="fit and judge the pooled tables without that corpus's accuracy on that task (a task "
+                             "the corpus cannot rank: its noise ceiling is below 0); repeatable")
     parser.add_argument("--batch", default="default", help="which proxy batch's scores: default or task")
     parser.add_argument("--features", default=DEFAULT_FEATURES,
                         help="comma list of terms; 'descriptors' stands for every genome descriptor in the corpus")
@@ -422,14 +444,17 @@ def main() -> None:
     present = {k for s in scores for k in s["scores"]} | {"params", "flops"} | set(every_descriptor)
     features = [f for f in features if f in present]
     data = {}
+    left_out = {tuple(spec.split(":", 1)) for spec in args.leave_out}
     for task in tasks:
-        truth = accuracy(runs, task, "long")
+        truth = within_corpus({g: a for g, a in accuracy(runs, task, "long").items()
+                               if (space_of[g], task) not in left_out}, space_of)
         rows = feature_rows(genomes, scores, task, args.batch, features, described)
         data[task] = (rows, truth)
 
     sizes = ", ".join(f"{sum(1 for g in genomes if space_of[g] == c.name)} of {c.name}" for c in corpora)
-    print(f"corpus: {len(genomes)} genomes ({sizes}); features {', '.join(features)}; scores on the {args.batch} "
-          f"batch\n")
+    dropped = "".join(f"; {task} of {corpus} left out" for corpus, task in sorted(left_out))
+    print(f"corpus: {len(genomes)} genomes ({sizes}){dropped}; features {', '.join(features)}; scores on the "
+          f"{args.batch} batch\n")
     data_free = [i for i, f in enumerate(features) if f in DATA_FREE or f in every_descriptor]
     print("| task | genomes (long) | noise ceiling: tau between seeds (95% CI, genomes) | tau of the last two "
           "epochs |")
@@ -546,7 +571,6 @@ def main() -> None:
 
     if args.write:
         mean, std, coef = fit_all(data)
-        fitted = sum(len(set(rows) & set(acc)) for rows, acc in data.values())
         OBJECTIVE_FILE.write_text(json.dumps({
             "about": "The default training-free objective: a ridge regression of the within-task rank of trained "
                      "accuracy on standardised terms (scores through nas.evaluate.proxy.TERMS, and the genome "
@@ -555,8 +579,9 @@ def main() -> None:
                      + ", ".join(c.name for c in corpora) + ".",
             "command": " ".join(["python benchmarks/objective_fit.py --write",
                                  *(a for a in sys.argv[1:] if a != "--write")]),
-            "genomes": fitted // max(1, len(data)), "tasks": tasks, "batch": args.batch,
+            "genomes": len(fittable(data)), "tasks": tasks, "batch": args.batch,
             "corpora": {c.name: sum(1 for g in genomes if space_of[g] == c.name) for c in corpora},
+            "left_out": sorted(args.leave_out),
             "features": [{"name": f, "mean": float(m), "std": float(s), "weight": float(c)}
                          for f, m, s, c in zip(features, mean, std, coef)],
         }, indent=1) + "\n")

@@ -112,8 +112,9 @@ def genome_descriptors(genome: Genome, graph: nx.DiGraph | None = None) -> dict[
     - ``blocks``: how many blocks; ``log_mean_width`` and ``log_max_width``: the log of the blocks' mean and
       largest output channels;
     - ``width_falls``: the sum of ``log(a / b)`` over consecutive blocks whose width falls from ``a`` to ``b``;
-      listed only when some width falls. The corpus's space widens at every stage, so the shipped objective has
-      no weight for it, and ``nas score`` says so (``unweighed_descriptors``).
+      listed only when some width falls. The tiny space widens at every stage; the hybrid32 corpus's stages may
+      narrow, so the shipped objective (fitted on both) weighs it. What an objective has no weight for, ``nas
+      score`` names (``unweighed_descriptors``).
 
     On the trained corpus these say what the zero-cost scores miss: which mixer holds the compute and where it
     sits, and how deep and wide the network is (benchmarks/BENCHMARKS.md, "How far to trust each objective")."""
