@@ -54,7 +54,7 @@ def test_search_writes_the_run_directory_and_resume_extends_it(tmp_path: Path):
 
 
 def test_report_rebuilds_every_file_from_the_storage(tmp_path: Path):
-    """Also: the second stage's neighborhood attention is a mixer type the proxy objective's corpus never held
+    """Also: the second stage's neighborhood attention is a mixer type the proxy objective's corpora never held
     (no shipped space offers it), and the report says the winner's score is silent on it."""
     space = tmp_path / "small.yaml"
     natten = {"type": "neighborhood_attention", "kernel": 3, "heads": 2}
@@ -74,7 +74,7 @@ def test_report_rebuilds_every_file_from_the_storage(tmp_path: Path):
     for name in RESULT_FILES:
         assert (run_dir / name).is_file(), name
     assert (run_dir / "trials.csv").read_text() == before
-    silent = [line for line in (run_dir / "report.md").read_text().splitlines() if "corpus never held" in line]
+    silent = [line for line in (run_dir / "report.md").read_text().splitlines() if "corpora never held" in line]
     assert len(silent) == 1 and "`at_level:1:neighborhood_attention`" in silent[0]
 
 

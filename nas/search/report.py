@@ -490,7 +490,7 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
         lines += ["", "Stages in `best.yaml`:", "", "```yaml", dump_genome(best.genome).rstrip(), "```"]
         silent = unweighed_descriptors(objective_terms(best.genome, {})) if options.objective == "proxy" else []
         if silent:
-            lines += ["", f"The winner has what the proxy objective's corpus never held: "
+            lines += ["", f"The winner has what the proxy objective's corpora never held: "
                           f"{', '.join(f'`{name}`' for name in silent)}. Those terms are weighed 0, so its score "
                           "says nothing of them; `nas score best.yaml` shows how the score is made."]
     return "\n".join(lines) + "\n"
