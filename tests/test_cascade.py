@@ -51,14 +51,15 @@ def test_the_screen_keeps_distinct_genomes_within_budget_and_is_the_same_for_a_s
     written = screen(TINY, 100, seed=0, within_budget=everything, run_dir=tmp_path)
     assert (tmp_path / SCREEN_FILE).exists()
     read = screen(TINY, 100, seed=0, within_budget=everything, run_dir=tmp_path)
-    assert (read.hashes, read.params, read.structural) == (written.hashes, written.params, written.structural)
+    assert (read.hashes, read.params, read.structural, read.data_free) == (
+        written.hashes, written.params, written.structural, written.data_free)
 
 
 def test_processes_share_the_screen_and_find_the_same_pool():
     alone = screen(TINY, 1200, seed=1, within_budget=lambda cost: cost.flops <= 8e6)
     shared = screen(TINY, 1200, seed=1, within_budget=lambda cost: cost.flops <= 8e6, processes=2)
-    assert (shared.hashes, shared.params, shared.costs, shared.structural, shared.valid) == (
-        alone.hashes, alone.params, alone.costs, alone.structural, alone.valid)
+    assert (shared.hashes, shared.params, shared.costs, shared.structural, shared.data_free, shared.valid) == (
+        alone.hashes, alone.params, alone.costs, alone.structural, alone.data_free, alone.valid)
 
 
 def test_the_screen_stops_once_a_small_space_is_drawn_whole():
@@ -94,6 +95,49 @@ def test_the_surrogate_ranks_held_out_results_it_can_learn_and_not_noise():
     mean, spread = Surrogate(seed=0).fit(x, learnable).predict(x[:5])
     assert mean.shape == spread.shape == (5,) and (spread >= 0).all()
     assert np.corrcoef(mean, learnable[:5])[0, 1] > 0.8
+
+
+def test_the_surrogate_learns_only_the_part_of_a_result_that_is_not_known():
+    """A proxy score is its data-free part, known for every screened genome, plus a zero-cost part: the forest is
+    fitted on the rest, and the known part is added back to each prediction and held-out figure."""
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 6))
+    known = 5 * rng.random(40)  # varies far more than the rest, and no column of x says it
+    rest = 0.3 * x[:, 0]
+    assert held_out_tau(x, known + rest, known=known) > 0.95
+    assert held_out_tau(x, known + rest) < 0.3  # the forest alone cannot see the known part
+    surrogate = Surrogate(seed=0).fit(x, known + rest, known)
+    mean, _ = surrogate.predict(x[:5], known[:5])
+    assert np.abs(mean - (known + rest)[:5]).max() < 0.1
+    assert np.abs(surrogate.predict(x[:5])[0] - rest[:5]).max() < 0.1  # without it: the rest alone
+
+
+def test_a_proxy_search_picks_by_the_known_data_free_part_once_it_has_results():
+    """When each score is exactly its data-free part (no zero-cost part to learn), every pick after the uniform
+    ones is the free screened genome with the highest data-free part: the surrogate adds nothing unknown."""
+    from nas.io import parse_genome
+    from nas.search.params import genome_data, trial_picker
+
+    pool = screen(TINY, 300, seed=0, within_budget=everything)
+    sampler = CascadeSampler(pool, TINY, seed=0, first_picks=6)  # the zero-cost stage: a proxy search's
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial: optuna.Trial) -> float:
+        genome = parse_genome(genome_data(TINY, trial_picker(trial)))
+        at = pool.index[genome.content_hash()]
+        cost = pool.costs[at]
+        for key, value in (("genome_hash", genome.content_hash()), ("params", cost[0]), ("flops", cost[1]),
+                           ("structural", pool.structural[at]), ("data_free", pool.data_free[at])):
+            trial.set_user_attr(key, value)
+        return pool.data_free[at]
+
+    study.optimize(objective, n_trials=14)
+    uniform = {t.user_attrs["genome_hash"] for t in study.trials if t.user_attrs["picked_by"] == "uniform"}
+    learned = [t.user_attrs["genome_hash"] for t in study.trials if t.user_attrs["picked_by"] == "surrogate"]
+    best_first = [h for _, h in sorted(zip(pool.data_free, pool.hashes), reverse=True) if h not in uniform]
+    assert len(uniform) == 6 and learned == best_first[:8]
+    assert stage_results(Encoder(choices(TINY)), study.trials, "zero-cost")[1].shape == (14,)
 
 
 def test_the_cascade_sampler_picks_new_genomes_and_better_ones_once_it_has_learned():

@@ -172,6 +172,25 @@ def test_a_width_that_falls_from_one_stage_to_the_next_is_a_descriptor_the_objec
     assert "width_falls" not in unweighed_descriptors(objective_terms(genome, {}))
 
 
+def test_the_data_free_score_is_the_part_of_the_proxy_score_that_runs_no_network():
+    """``combine``'s score less ``data_free_score`` is what the zero-cost scores add; other zero-cost scores
+    move the score, never the data-free part."""
+    from nas.evaluate.proxy import combine, data_free_score, objective_contributions, objective_terms
+    from nas.evaluate.zero_cost import SCORES
+
+    genome = load_genome({**tiny(), "stages": [
+        {"depth": 1, "width": 16, "block": {"mixer": {"type": "dwconv"}}},
+        {"depth": 2, "width": 32, "block": {"mixer": {"type": "attention"}}}]})
+    known = data_free_score(genome)
+    for grad_norm, meco in ((1.0, 0.5), (40.0, 3.0)):
+        scores = {"structural": structural_score(genome), "grad_norm": grad_norm, "meco": meco, "naswot": 1.0,
+                  "synflow": 1.0, "snip": 1.0, "zico": 1.0}
+        terms = objective_terms(genome, scores)
+        zero_cost = sum(v for k, v in objective_contributions(terms, 8).items() if k in SCORES)
+        assert combine(terms, 8) - known == pytest.approx(zero_cost)
+        assert zero_cost != 0
+
+
 def test_the_descriptors_say_which_mixer_type_sits_on_each_map_size():
     """Two dwconv blocks and a pooling block on the 16x16 map (the pooling stage keeps the map), then a
     separable-conv block on 8x8: ``at_level:K:T`` is type T's share of the blocks on the K-th largest map."""

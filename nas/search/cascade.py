@@ -1,14 +1,18 @@
 """The cascade (DESIGN 9): many genomes screened for almost nothing, and only the promising ones paid for.
 
 Stage ``screen`` (data-free, 2-4 ms a genome on the default space): ``--screen`` uniform draws of the space are
-parsed and costed analytically; the distinct ones within the analytic budgets form the pool, each with its encoding
-and structural score (``nas.search.surrogate.Encoder``). The pool is a pure function of the space, the budgets and
+parsed and costed analytically; the distinct ones within the analytic budgets form the pool, each with its encoding,
+its structural score (``nas.search.surrogate.Encoder``) and the default objective's data-free part
+(``nas.evaluate.proxy.data_free_score``). The pool is a pure function of the space, the budgets and
 the seed, so a resumed run or a worker rebuilds the same one (``screen.json.gz`` in the run directory caches it).
 
 Stage of the objective (``zero-cost`` for ``--objective proxy``, ``train``, ``supernet``, ``custom``): the
 ``CascadeSampler`` picks each trial's genome from the pool. Its first picks are uniform; after that a
 ``Surrogate`` fitted on the stage's results so far (the trials' first objective) ranks the pool by its upper
-confidence bound, and the best genome not yet in the study is the next trial. With a second objective each pick
+confidence bound, and the best genome not yet in the study is the next trial. With ``--objective proxy`` each
+result's data-free part is known before it is measured, so the surrogate learns only the rest of the score (the
+zero-cost part) and adds the known part to every prediction: on the default search the data-free part alone
+ranks the trials' scores at Kendall tau +0.93. With a second objective each pick
 weighs the bound against the genome's data-free cost (FLOPs, or params when params are the second objective)
 with a random weight, so the picks spread along the front rather than piling at its top. Every pick stores on
 its trial the prediction it was picked on, and the surrogate's held-out Kendall tau over the results it was
@@ -88,6 +92,7 @@ class Pool:
     hashes: list[str]
     costs: list[tuple[int, int]]  # (params, FLOPs)
     structural: list[float]
+    data_free: list[float] = field(default_factory=list)  # nas.evaluate.proxy.data_free_score
     drawn: int = 0
     valid: int = 0
     seconds: float = 0.0
@@ -123,32 +128,34 @@ def screen(space: dict[str, Any], size: int, seed: int, within_budget: Callable[
         drawn.add(json.dumps(params, sort_keys=True))
         draws.append((data, params))
     assessed = _assess_all([data for data, _ in draws], within_budget, processes)
-    pool = Pool([], [], [], [], drawn=len(draws))
+    pool = Pool([], [], [], [], [], drawn=len(draws))
     for (_, params), found in zip(draws, assessed):
         if found is None:
             continue
         pool.valid += 1
-        digest, params_count, flops, structural = found
-        if structural is None or digest in pool.index:
+        digest, params_count, flops, structural, data_free = found
+        if structural is None or data_free is None or digest in pool.index:
             continue  # over budget, or a genome already in the pool
         pool.index[digest] = len(pool.hashes)
         pool.params.append(params)
         pool.hashes.append(digest)
         pool.costs.append((params_count, flops))
         pool.structural.append(structural)
+        pool.data_free.append(data_free)
     pool.seconds = time.perf_counter() - tick
     _write_cache(run_dir, size, seed, pool)
     return pool
 
 
-Assessed = tuple[str, int, int, float | None]  # content hash, params, FLOPs, structural score (None: over budget)
+# content hash, params, FLOPs, structural score and the objective's data-free part (None: over budget)
+Assessed = tuple[str, int, int, float | None, float | None]
 _within_budget: Callable[[Any], bool] = bool  # the budget check of the screen under way, for forked processes
 
 
 def _assess(data: dict[str, Any]) -> Assessed | None:
-    """One draw: None when it is no valid genome, else its hash and costs, and its structural score when it is
-    within the budget."""
-    from nas.evaluate.proxy import structural_score
+    """One draw: None when it is no valid genome, else its hash and costs, and its structural score and the
+    objective's data-free part when it is within the budget."""
+    from nas.evaluate.proxy import canonical_graph, data_free_score, structural_score
 
     try:  # parse_genome's checks, with the graph they build kept for the cost
         genome = Genome.model_validate(data)
@@ -156,8 +163,11 @@ def _assess(data: dict[str, Any]) -> Assessed | None:
     except (ValidationError, GenomeError):
         return None
     cost = analytic_cost(genome, graph)
-    inside = _within_budget(cost)
-    return genome.content_hash(), cost.params, cost.flops, structural_score(genome) if inside else None
+    if not _within_budget(cost):
+        return genome.content_hash(), cost.params, cost.flops, None, None
+    canonical = canonical_graph(genome)  # what both data-free scores read
+    return (genome.content_hash(), cost.params, cost.flops, structural_score(genome, canonical),
+            data_free_score(genome, cost, canonical))
 
 
 def _assess_all(draws: list[dict[str, Any]], within_budget: Callable[[Any], bool], processes: int
@@ -193,10 +203,10 @@ def _read_cache(run_dir: Path | None, size: int, seed: int) -> Pool | None:
             data = json.load(f)
     except (OSError, ValueError):
         return None  # a damaged cache is screened again
-    if data.get("size") != size or data.get("seed") != seed:
-        return None
+    if data.get("size") != size or data.get("seed") != seed or "data_free" not in data:
+        return None  # another screen, or one from before the data-free part was kept
     return Pool(data["params"], data["hashes"], [tuple(c) for c in data["costs"]], data["structural"],
-                data["drawn"], data["valid"], data["seconds"])
+                data["data_free"], data["drawn"], data["valid"], data["seconds"])
 
 
 def _write_cache(run_dir: Path | None, size: int, seed: int, pool: Pool) -> None:
@@ -206,8 +216,8 @@ def _write_cache(run_dir: Path | None, size: int, seed: int, pool: Pool) -> None
     try:
         with gzip.open(tmp, "wt") as f:
             json.dump({"size": size, "seed": seed, "params": pool.params, "hashes": pool.hashes,
-                       "costs": pool.costs, "structural": pool.structural, "drawn": pool.drawn, "valid": pool.valid,
-                       "seconds": pool.seconds}, f)
+                       "costs": pool.costs, "structural": pool.structural, "data_free": pool.data_free,
+                       "drawn": pool.drawn, "valid": pool.valid, "seconds": pool.seconds}, f)
         tmp.replace(run_dir / SCREEN_FILE)
     except OSError:  # only a cache: the run goes on, and the next process screens again
         tmp.unlink(missing_ok=True)
@@ -303,7 +313,10 @@ class CascadeSampler(PlanningSampler):
             if not free:
                 return None
             x, y = self.results(trials)
-            return self._choose(free, self._features[free], x, y, {})
+            known = known_parts(trials, self.stage)
+            if known is not None:
+                known = (known, np.array([self.pool.data_free[i] for i in free]))
+            return self._choose(free, self._features[free], x, y, {}, known)
         # The zero-cost stage keeps ``shortlist`` genomes scored (or being scored) and not yet trained; each
         # training is picked among the scored ones, with their scores as features.
         zero_cost = zero_cost_features(trials)
@@ -325,17 +338,19 @@ class CascadeSampler(PlanningSampler):
         return self._choose(waiting, rows, x, y, {})
 
     def _choose(self, candidates: list[int], rows: np.ndarray, x: np.ndarray, y: np.ndarray,
-                attrs: dict[str, Any]) -> Pick:
+                attrs: dict[str, Any], known: tuple[np.ndarray, np.ndarray] | None = None) -> Pick:
         """One of ``candidates`` (pool positions; ``rows`` their features): uniform while there are too few
         results, then the best by a surrogate fitted on ``x``, ``y`` (its upper confidence bound, weighed
-        against the data-free cost with a second objective)."""
+        against the data-free cost with a second objective). ``known``: the part of each result, and of each
+        candidate's score, known before it is measured (``known_parts``)."""
         attrs = dict(attrs)
         if len(y) < max(self.first_picks, MIN_FIT) or np.ptp(y) == 0:
             chosen = self._rng.choice(candidates)
             attrs["picked_by"] = "uniform"
         else:
-            surrogate = Surrogate(seed=self._seed).fit(x, y)
-            mean, spread = surrogate.predict(rows)
+            known_results, known_candidates = (None, None) if known is None else known
+            surrogate = Surrogate(seed=self._seed).fit(x, y, known_results)
+            mean, spread = surrogate.predict(rows, known_candidates)
             tau = surrogate.held_out_tau()
             gain = ucb(mean, spread)
             if self.second_cost is not None:
@@ -378,6 +393,16 @@ def _measured(trials: list[FrozenTrial], stage: str) -> list[FrozenTrial]:
                 and math.isfinite(t.values[0]) and "structural" in attrs and attrs.get("stage", stage) == stage):
             out.append(t)
     return out
+
+
+def known_parts(trials: list[FrozenTrial], stage: str) -> np.ndarray | None:
+    """The part of each measured result at ``stage`` (in ``stage_results``' order) known before it was measured:
+    at the zero-cost stage of a proxy search, the score's data-free part (``data_free_score``, stored on each
+    trial). None at any other stage, or when a trial lacks it (a run from before it was stored)."""
+    if stage != ZERO_COST:
+        return None
+    parts = [t.user_attrs.get("data_free") for t in _measured(trials, stage)]
+    return None if any(p is None for p in parts) else np.array(parts, dtype=float)
 
 
 ZeroCostFeatures = tuple[tuple[str, ...], dict[str, list[float]]]  # names, and genome hash -> values
@@ -427,8 +452,10 @@ def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], stage: s
     names = zero_cost[0] if zero_cost else ()
     picked = sum(t.user_attrs.get("picked_by") == "surrogate" and t.user_attrs.get("stage") == stage
                  for t in trials)
-    return {"results": len(y), "surrogate_picks": picked, "held_out_tau": held_out_tau(x, y, seed=seed),
-            "zero_cost_features": names}
+    known = known_parts(trials, stage)
+    return {"results": len(y), "surrogate_picks": picked,
+            "held_out_tau": held_out_tau(x, y, seed=seed, known=known), "zero_cost_features": names,
+            "knows_data_free": known is not None}
 
 
 def _standard(values: np.ndarray) -> np.ndarray:

@@ -407,7 +407,8 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
     summary = surrogate_summary(space, trials, first_stage, seed)
     tau = summary["held_out_tau"]
     lines = ["## Cascade", "", "| stage | genomes | cost each |", "|---|---|---|",
-             f"| screen (data-free: analytic cost, structural score) | {screened['drawn']:,} drawn, "
+             f"| screen (data-free: analytic cost, structural score, the objective's data-free part) | "
+             f"{screened['drawn']:,} drawn, "
              f"{screened['within_budget']:,} distinct within budget | "
              f"{1000 * screened['seconds'] / max(screened['drawn'], 1):.1f} ms |"]
     for stage, n in stages.items():
@@ -421,7 +422,9 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
     features = ("choices and data-free costs" if not names else "choices, data-free costs and zero-cost scores"
                 + (" and inherited accuracy with the supernet" if INHERITED in names else ""))
     source = "the genomes the zero-cost stage scored" if names else "the screened genomes"
-    lines += ["", f"The surrogate (a random forest on the genome's {features}) picked "
+    model = (f"the score's data-free part, known exactly, plus a random forest on the genome's {features} for "
+             "the rest" if summary["knows_data_free"] else f"a random forest on the genome's {features}")
+    lines += ["", f"The surrogate ({model}) picked "
                   f"{summary['surrogate_picks']} of the {first_stage} trials; the others were uniform picks from "
                   f"{source}. Its held-out Kendall tau over the {summary['results']} results (each predicted by "
                   f"the trees fitted without it): "

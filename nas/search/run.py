@@ -356,7 +356,8 @@ def _cascade(run: _Run, progress: Progress, quiet: bool) -> Callable[[int], Casc
     def make(seed: int) -> CascadeSampler:
         cached = (run.run_dir / SCREEN_FILE).exists()
         if not (quiet or cached):
-            progress.say(f"  screening {options.screen_size:,} genomes data-free (analytic cost, structural score)")
+            progress.say(f"  screening {options.screen_size:,} genomes data-free (analytic cost, structural score, "
+                         "the objective's data-free part)")
         pool = screen(run.space, options.screen_size, options.seed, within_budget, run.run_dir,
                       processes=options.workers or 1)
         if not quiet:

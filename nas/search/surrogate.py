@@ -10,6 +10,10 @@ The model is scikit-learn's random forest: it handles one-hot and numeric column
 the spread of its trees' predictions is the uncertainty an upper confidence bound (``ucb``) uses.
 ``held_out_tau`` is its out-of-bag Kendall tau over the stage's results so far: each result predicted by the
 trees that were fitted without it.
+
+Where part of each result is known exactly before it is measured (``known``: a proxy score's data-free part,
+``nas.evaluate.proxy.data_free_score``), the forest learns only the rest, and every prediction is the known part
+plus the forest's: nothing is spent learning what can be computed.
 """
 from __future__ import annotations
 
@@ -67,22 +71,26 @@ class Surrogate:
         self.seed, self.trees = seed, trees
         self._forest: RandomForestRegressor | None = None
         self._y: np.ndarray | None = None
+        self._known: np.ndarray | float = 0.0
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> Surrogate:
+    def fit(self, x: np.ndarray, y: np.ndarray, known: np.ndarray | None = None) -> Surrogate:
+        """``known``: the part of each result known exactly (the forest is fitted on ``y - known``)."""
+        self._known = 0.0 if known is None else np.asarray(known, dtype=float)
         # min_samples_leaf=2: a leaf of one result is that result again, which makes every tree agree on it.
         self._forest = RandomForestRegressor(n_estimators=self.trees, min_samples_leaf=2, max_features=0.5,
                                              oob_score=len(y) >= MIN_FIT, random_state=self.seed, n_jobs=1)
         with warnings.catch_warnings():  # a result in every tree's sample has no out-of-bag prediction: skipped
             warnings.simplefilter("ignore", UserWarning)
-            self._forest.fit(x, y)
+            self._forest.fit(x, np.asarray(y, dtype=float) - self._known)
         self._y = np.asarray(y, dtype=float)
         return self
 
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, x: np.ndarray, known: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and spread of the trees' predictions for ``x``, plus ``known`` (as for ``fit``) when given."""
         if self._forest is None:
             raise RuntimeError("Surrogate.predict before fit")
         per_tree = np.stack([tree.predict(x) for tree in self._forest.estimators_])
-        return per_tree.mean(axis=0), per_tree.std(axis=0)
+        return per_tree.mean(axis=0) + (0.0 if known is None else np.asarray(known, dtype=float)), per_tree.std(axis=0)
 
     def held_out_tau(self) -> float | None:
         """Kendall tau between the results and their out-of-bag predictions (each by the trees fitted without
@@ -90,7 +98,7 @@ class Surrogate:
         None below ``MIN_FIT`` results or when every result is equal (no ranking to match)."""
         if self._forest is None or self._y is None or len(self._y) < MIN_FIT or np.ptp(self._y) == 0:
             return None
-        predicted = np.asarray(self._forest.oob_prediction_).reshape(len(self._y))
+        predicted = np.asarray(self._forest.oob_prediction_).reshape(len(self._y)) + self._known
         seen = np.isfinite(predicted)
         if seen.sum() < MIN_FIT:
             return None
@@ -103,6 +111,6 @@ def ucb(mean: np.ndarray, spread: np.ndarray, kappa: float = 1.0) -> np.ndarray:
     return mean + kappa * spread
 
 
-def held_out_tau(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float | None:
+def held_out_tau(x: np.ndarray, y: np.ndarray, seed: int = 0, known: np.ndarray | None = None) -> float | None:
     """The held-out Kendall tau of a surrogate fitted on ``x``, ``y`` (``Surrogate.held_out_tau``)."""
-    return Surrogate(seed=seed).fit(x, y).held_out_tau()
+    return Surrogate(seed=seed).fit(x, y, known).held_out_tau()

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.compiler import compile_model
 from nas.cost import Cost, analytic_cost
 from nas.errors import GenomeError
-from nas.evaluate.proxy import structural_score
+from nas.evaluate.proxy import canonical_graph, data_free_score, structural_score
 from nas.genome import Genome
 from nas.io import parse_genome
 from nas.search.options import SearchOptions
@@ -106,9 +106,13 @@ class TrialWork:
         # What the sampler gave the trial (a cascade's promotion to longer training, its epochs) stands
         planned = stored_user_attrs(study, trial)
         stage = planned.get("stage") or STAGES[self.options.objective]
-        structural = structural_score(genome)
+        canonical = canonical_graph(genome)
+        structural = structural_score(genome, canonical)
+        # the default objective's data-free part: what a proxy search's surrogate knows of the score before it is
+        # measured (nas.search.cascade.known_parts)
         attrs = {"genome_hash": genome_hash, "flops": cost.flops, "params": cost.params,
-                 "structural": round(structural, 6), "stage": stage}
+                 "structural": round(structural, 6), "data_free": round(data_free_score(genome, cost, canonical), 6),
+                 "stage": stage}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
