@@ -572,8 +572,9 @@ def main() -> None:
     if args.write:
         mean, std, coef = fit_all(data)
         OBJECTIVE_FILE.write_text(json.dumps({
-            "about": "The default training-free objective: a ridge regression of the within-task rank of trained "
-                     "accuracy on standardised terms (scores through nas.evaluate.proxy.TERMS, and the genome "
+            "about": "The default training-free objective: a ridge regression of the rank of trained accuracy among "
+                     "the genomes of the same corpus and task, on standardised terms (scores through "
+                     "nas.evaluate.proxy.TERMS, and the genome "
                      "descriptors of nas.evaluate.proxy.genome_descriptors). Fitted by "
                      "benchmarks/objective_fit.py on the corpora in benchmarks/results/: "
                      + ", ".join(c.name for c in corpora) + ".",
