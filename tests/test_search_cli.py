@@ -55,7 +55,8 @@ def test_search_writes_the_run_directory_and_resume_extends_it(tmp_path: Path):
 
 def test_report_rebuilds_every_file_from_the_storage(tmp_path: Path):
     """Also: the second stage's neighborhood attention is a mixer type the proxy objective's corpora never held
-    (no shipped space offers it), and the report says the winner's score is silent on it."""
+    (no shipped space offers it), and the report says the winner's score is silent on it; and the cascade's
+    surrogate of a proxy search is the score's known data-free part plus a forest for the rest."""
     space = tmp_path / "small.yaml"
     natten = {"type": "neighborhood_attention", "kernel": 3, "heads": 2}
     with_natten = {**SMALL_SPACE, "stages": [SMALL_SPACE["stages"][0],
@@ -76,6 +77,8 @@ def test_report_rebuilds_every_file_from_the_storage(tmp_path: Path):
     assert (run_dir / "trials.csv").read_text() == before
     silent = [line for line in (run_dir / "report.md").read_text().splitlines() if "corpora never held" in line]
     assert len(silent) == 1 and "`at_level:1:neighborhood_attention`" in silent[0]
+    assert "The surrogate (the score's data-free part, known exactly, plus a random forest" in (
+        run_dir / "report.md").read_text()
 
 
 def test_an_infeasible_budget_fails_fast_with_the_smallest_cost(tmp_path: Path):
