@@ -234,9 +234,7 @@ def data_free_score(genome: Genome, cost: Cost | None = None, graph: nx.DiGraph 
     proxy scores at Kendall tau +0.93). ``cost``, ``graph``: the genome's ``analytic_cost`` and
     ``canonical_graph``, when the caller has them."""
     graph = canonical_graph(genome) if graph is None else graph
-    cost = analytic_cost(genome) if cost is None else cost
-    terms = {"structural": _structural(graph), "params": cost.params, "flops": cost.flops,
-             **genome_descriptors(genome, graph)}
+    terms = objective_terms(genome, {"structural": _structural(graph)}, graph, cost)
     return sum(_contribution(f, terms, 1) for f in fitted_objective()["features"]
                if f["weight"] and f["name"] not in SCORES)
 
@@ -255,11 +253,12 @@ def unweighed_descriptors(terms: dict[str, float]) -> list[str]:
                   if name.startswith(SPARSE_DESCRIPTORS) and value and name not in weighed)
 
 
-def objective_terms(genome: Genome, scores: dict[str, float], graph: nx.DiGraph | None = None
-                    ) -> dict[str, float]:
+def objective_terms(genome: Genome, scores: dict[str, float], graph: nx.DiGraph | None = None,
+                    cost: Cost | None = None) -> dict[str, float]:
     """What ``combine`` weighs for ``genome``: its ``scores``, its analytic params and FLOPs and its descriptors
-    (``genome_descriptors``; ``graph``: its ``canonical_graph``, when the caller has it)."""
-    cost = analytic_cost(genome)
+    (``genome_descriptors``; ``graph``, ``cost``: its ``canonical_graph`` and ``analytic_cost``, when the caller
+    has them)."""
+    cost = analytic_cost(genome) if cost is None else cost
     return {**scores, "params": cost.params, "flops": cost.flops, **genome_descriptors(genome, graph)}
 
 

@@ -134,7 +134,7 @@ def screen(space: dict[str, Any], size: int, seed: int, within_budget: Callable[
             continue
         pool.valid += 1
         digest, params_count, flops, structural, data_free = found
-        if structural is None or data_free is None or digest in pool.index:
+        if structural is None or digest in pool.index:
             continue  # over budget, or a genome already in the pool
         pool.index[digest] = len(pool.hashes)
         pool.params.append(params)
@@ -313,9 +313,8 @@ class CascadeSampler(PlanningSampler):
             if not free:
                 return None
             x, y = self.results(trials)
-            known = known_parts(trials, self.stage)
-            if known is not None:
-                known = (known, np.array([self.pool.data_free[i] for i in free]))
+            parts = known_parts(trials, self.stage)
+            known = None if parts is None else (parts, np.asarray(self.pool.data_free)[free])
             return self._choose(free, self._features[free], x, y, {}, known)
         # The zero-cost stage keeps ``shortlist`` genomes scored (or being scored) and not yet trained; each
         # training is picked among the scored ones, with their scores as features.
