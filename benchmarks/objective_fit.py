@@ -445,6 +445,10 @@ def main() -> None:
     features = [f for f in features if f in present]
     data = {}
     left_out = {tuple(spec.split(":", 1)) for spec in args.leave_out}
+    for spec in left_out:
+        if len(spec) != 2 or spec[0] not in {c.name for c in corpora} or spec[1] not in tasks:
+            parser.error(f"--leave-out {':'.join(spec)}: expected CORPUS:TASK with CORPUS one of "
+                         f"{', '.join(c.name for c in corpora)} and TASK one of {', '.join(tasks)}")
     for task in tasks:
         truth = within_corpus({g: a for g, a in accuracy(runs, task, "long").items()
                                if (space_of[g], task) not in left_out}, space_of)
