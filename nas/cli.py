@@ -377,7 +377,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     result = score_genome(genome, TrialWork(space, options, device, inputs, None, latency_table(options)))
     contributions, unweighed = {}, []
     if options.objective == "proxy" and result.failure is None:
-        from nas.evaluate.proxy import objective_contributions, objective_terms, unweighed_descriptors
+        from nas.evaluate.proxy import (
+            SPARSE_DESCRIPTORS,
+            objective_contributions,
+            objective_terms,
+            unweighed_descriptors,
+        )
 
         terms = objective_terms(genome, result.components)
         contributions = objective_contributions(terms, options.proxy_batch)
@@ -406,10 +411,12 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"  {name:<16} {value:>12.4g}")
     if contributions:
         largest = sorted(contributions, key=lambda k: -abs(contributions[k]))[:SHOWN_CONTRIBUTIONS]
-        print(f"how the score is made: the {len(largest)} largest of its {len(contributions)} terms "
-              "(nas/evaluate/objective.json; --json lists all)")
+        print(f"how the score is made: the {len(largest)} largest of its {len(contributions)} terms, each against "
+              "the corpus's average genome (nas/evaluate/objective.json; --json lists all)")
         for name in largest:
-            print(f"  {name:<28} {contributions[name]:>+8.4f}")
+            # A descriptor the genome lacks still counts: the average genome has some of it.
+            absent = "  (none here)" if name.startswith(SPARSE_DESCRIPTORS) and not terms.get(name) else ""
+            print(f"  {name:<28} {contributions[name]:>+8.4f}{absent}")
     if unweighed:
         print(f"the objective's corpus held none of: {', '.join(unweighed)} (weighed 0: the score says nothing "
               "of them)")

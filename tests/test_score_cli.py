@@ -9,7 +9,13 @@ import yaml
 
 from nas import analytic_cost, compile_model, load_genome
 from nas.cli import main
-from nas.evaluate.proxy import fitted_objective, objective_scores, proxy_score
+from nas.evaluate.proxy import (
+    SPARSE_DESCRIPTORS,
+    fitted_objective,
+    genome_descriptors,
+    objective_scores,
+    proxy_score,
+)
 from nas.io import zoo_names
 from nas.search import SearchOptions
 from nas.search.scoring import search_inputs
@@ -60,7 +66,13 @@ def test_the_text_output_lists_the_components_cost_and_latency_of_a_zoo_genome()
     assert lines[0].startswith("mobilenetv2_100 (hash ") and "3x64x64 input, 1000 classes, on cpu" in lines[0]
     assert any(line.split()[0] == "score" for line in lines[2:])
     assert {"structural", *objective_scores()} <= {line.split()[0] for line in lines[2:]}
-    assert any(line.startswith("how the score is made: the 6 largest of its") for line in lines)
+    made = next(i for i, line in enumerate(lines) if line.startswith("how the score is made: the 6 largest of its"))
+    # A descriptor the genome lacks is still a term (the corpus's average genome has some of it), marked as such.
+    held = genome_descriptors(load_genome("zoo:mobilenetv2_100"))
+    for line in lines[made + 1:made + 7]:
+        name = line.split()[0]
+        lacks = name.startswith(SPARSE_DESCRIPTORS) and not held.get(name)
+        assert line.endswith("(none here)") == lacks, line
     assert "latency" in lines[-1] and "params 3.50M" in lines[-1]
 
 
