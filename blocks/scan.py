@@ -11,6 +11,7 @@ On CUDA, with ``mamba_ssm`` installed, its fused kernel runs behind the same cal
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 
@@ -115,14 +116,13 @@ class SelectiveScan(torch.autograd.Function):
         return (*(next(grads) if t is not None and t.requires_grad else None for t in inputs), None, None)
 
 
+@functools.cache
 def mamba_kernel():
     """mamba_ssm's fused ``selective_scan_fn`` when it is installed, else None (looked up once)."""
-    if not hasattr(mamba_kernel, "found"):
-        try:
-            mamba_kernel.found = importlib.import_module("mamba_ssm.ops.selective_scan_interface").selective_scan_fn
-        except ImportError:
-            mamba_kernel.found = None
-    return mamba_kernel.found
+    try:
+        return importlib.import_module("mamba_ssm.ops.selective_scan_interface").selective_scan_fn
+    except ImportError:
+        return None
 
 
 def selective_scan(u, delta, A, B, C, D, delta_bias=None, softplus=True, chunk=None):

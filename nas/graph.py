@@ -83,9 +83,10 @@ def build_graph(genome: Genome) -> nx.DiGraph:
 
 
 def _mixer_or_self(config: Any) -> Any:
-    """A MetaFormer-style block's token mixer config, else the node's own config."""
+    """A MetaFormer-style block's token mixer config (every block config's ``mixer`` field is a ``Mixer`` or
+    null), else the node's own config."""
     mixer = getattr(config, "mixer", None)
-    return mixer if mixer is not None and hasattr(mixer, "type") else config
+    return config if mixer is None else mixer
 
 
 def node_family(config: Any) -> str:
