@@ -11,7 +11,6 @@ On CUDA, with ``mamba_ssm`` installed, its fused kernel runs behind the same cal
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import math
 
@@ -116,13 +115,16 @@ class SelectiveScan(torch.autograd.Function):
         return (*(next(grads) if t is not None and t.requires_grad else None for t in inputs), None, None)
 
 
-@functools.cache
 def mamba_kernel():
-    """mamba_ssm's fused ``selective_scan_fn`` when it is installed, else None (looked up once)."""
-    try:
-        return importlib.import_module("mamba_ssm.ops.selective_scan_interface").selective_scan_fn
-    except ImportError:
-        return None
+    """mamba_ssm's fused ``selective_scan_fn`` when it is installed, else None (looked up once). A plain
+    function with its answer kept on itself, not a ``functools.cache`` wrapper: ``nas compile`` inlines it into
+    ``model.py``, which holds plain torch and standard-library code only."""
+    if not hasattr(mamba_kernel, "found"):
+        try:
+            mamba_kernel.found = importlib.import_module("mamba_ssm.ops.selective_scan_interface").selective_scan_fn
+        except ImportError:
+            mamba_kernel.found = None
+    return mamba_kernel.found
 
 
 def selective_scan(u, delta, A, B, C, D, delta_bias=None, softplus=True, chunk=None):
