@@ -769,7 +769,8 @@ def reading(results: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
-def section(results: dict[str, dict[str, Any]], command: str, seeds: int, runs: list[dict], seconds: float) -> str:
+def section(results: dict[str, dict[str, Any]], command: str, seeds: int, runs: list[dict], seconds: float,
+            curves: Path) -> str:
     latest = max((r.get("finished", "") for r in runs), default="")
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                f"optuna {optuna.__version__}, scikit-learn {sklearn.__version__}")
@@ -782,7 +783,7 @@ def section(results: dict[str, dict[str, Any]], command: str, seeds: int, runs: 
         f"both fidelities and finite scores): {sizes}. Costs are trainings in long-training equivalents (a short "
         f"one is {SHORT_COST:g}); regret is the corpus's best long accuracy minus the answer's; medians over "
         f"{seeds} seeds. Method: the docstring of `benchmarks/replay.py`; per-seed curves in "
-        "`benchmarks/results/replay/replay.json`.", "",
+        f"`{curves.relative_to(ROOT) if curves.is_relative_to(ROOT) else curves}`.", "",
         tables(results), "", "Reading:", *reading(results), ""])
 
 
@@ -841,7 +842,8 @@ def main() -> None:
         "command": command, "seconds": round(seconds, 1), "corpus_runs": len(runs), "short_cost": SHORT_COST,
         "budgets": list(BUDGETS), "top_fraction": TOP_FRACTION, "trees": args.trees,
         "strategies": list(STRATEGIES), "tasks": results}))
-    (args.out / "SECTION.md").write_text(section(results, command.strip(), args.seeds, runs, seconds))
+    (args.out / "SECTION.md").write_text(section(results, command.strip(), args.seeds, runs, seconds,
+                                                       args.out / "replay.json"))
     print(f"\nwrote {args.out / 'replay.json'} and {args.out / 'SECTION.md'}", file=sys.stderr)
 
 
