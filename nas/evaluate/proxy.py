@@ -227,14 +227,16 @@ def objective_contributions(terms: dict[str, float], batch_size: int) -> dict[st
     return {f["name"]: _contribution(f, terms, batch_size) for f in fitted_objective()["features"] if f["weight"]}
 
 
-def data_free_score(genome: Genome, cost: Cost | None = None, graph: nx.DiGraph | None = None) -> float:
+def data_free_score(genome: Genome, cost: Cost | None = None, graph: nx.DiGraph | None = None,
+                    structural: float | None = None) -> float:
     """The part of ``combine``'s score that runs no network: the shipped objective's params, FLOPs, structural
     and descriptor terms, as if every zero-cost score sat at its corpus mean. A proxy search's cascade knows it
     exactly for every screened genome and learns only the rest (on the default search it ranks the trials'
-    proxy scores at Kendall tau +0.93). ``cost``, ``graph``: the genome's ``analytic_cost`` and
-    ``canonical_graph``, when the caller has them."""
+    proxy scores at Kendall tau +0.93). ``cost``, ``graph``, ``structural``: the genome's ``analytic_cost``,
+    ``canonical_graph`` and ``structural_score``, when the caller has them."""
     graph = canonical_graph(genome) if graph is None else graph
-    terms = objective_terms(genome, {"structural": _structural(graph)}, graph, cost)
+    structural = _structural(graph) if structural is None else structural
+    terms = objective_terms(genome, {"structural": structural}, graph, cost)
     return sum(_contribution(f, terms, 1) for f in fitted_objective()["features"]
                if f["weight"] and f["name"] not in SCORES)
 

@@ -92,7 +92,7 @@ class Pool:
     hashes: list[str]
     costs: list[tuple[int, int]]  # (params, FLOPs)
     structural: list[float]
-    data_free: list[float] = field(default_factory=list)  # nas.evaluate.proxy.data_free_score
+    data_free: list[float]  # nas.evaluate.proxy.data_free_score
     drawn: int = 0
     valid: int = 0
     seconds: float = 0.0
@@ -166,8 +166,9 @@ def _assess(data: dict[str, Any]) -> Assessed | None:
     if not _within_budget(cost):
         return genome.content_hash(), cost.params, cost.flops, None, None
     canonical = canonical_graph(genome)  # what both data-free scores read
-    return (genome.content_hash(), cost.params, cost.flops, structural_score(genome, canonical),
-            data_free_score(genome, cost, canonical))
+    structural = structural_score(genome, canonical)
+    return (genome.content_hash(), cost.params, cost.flops, structural,
+            data_free_score(genome, cost, canonical, structural))
 
 
 def _assess_all(draws: list[dict[str, Any]], within_budget: Callable[[Any], bool], processes: int

@@ -110,9 +110,9 @@ class TrialWork:
         structural = structural_score(genome, canonical)
         # the default objective's data-free part: what a proxy search's surrogate knows of the score before it is
         # measured (nas.search.cascade.known_parts)
+        data_free = data_free_score(genome, cost, canonical, structural)
         attrs = {"genome_hash": genome_hash, "flops": cost.flops, "params": cost.params,
-                 "structural": round(structural, 6), "data_free": round(data_free_score(genome, cost, canonical), 6),
-                 "stage": stage}
+                 "structural": round(structural, 6), "data_free": round(data_free, 6), "stage": stage}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
