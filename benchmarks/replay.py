@@ -430,9 +430,10 @@ class PriorLine(Surrogate):
         return mean + self.line(x), spread
 
 
-def in_top_third(value: float, seen: list[float]) -> bool:
-    """Successive halving's promotion rule; ``seen`` includes ``value``."""
-    return sum(v > value for v in seen) < math.ceil(len(seen) / 3)
+def in_top_third(value: float, seen: list[float], rate: int = 3) -> bool:
+    """Successive halving's promotion rule (the top ``1 / rate``, as ``nas search``'s ``Promotion.rate``);
+    ``seen`` includes ``value``."""
+    return sum(v > value for v in seen) < math.ceil(len(seen) / rate)
 
 
 def surrogate_pick(task: Task, short: dict[int, float], long: dict[int, float], left: list[int],
@@ -490,7 +491,7 @@ def pruned_at(task: Task, i: int, completed: list[int]) -> int | None:
 
 
 def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, prune: bool = False,
-                     prior: str | None = None, prior_first: str = "all") -> Trace:
+                     prior: str | None = None, prior_first: str = "all", rate: int | None = 3) -> Trace:
     """The cascade as ``nas search --objective train`` runs it with its zero-cost stage: ``size`` genomes are
     kept scored zero-cost and untrained, each picked by a surrogate of the data-free features, and each
     training is picked among them by a surrogate that also reads their scores. Scoring costs nothing here: only
@@ -499,7 +500,9 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
     highest prior ("all"), uniform ("none"), or one and the other by the parity of the trainings so far
     ("alternate"); None: the search's forest alone, and the first ``RANDOM_START`` picks uniform. ``prune``: the
     median pruner stops first stages early (``pruned_at``); a stopped one costs its epochs, gives the surrogate
-    nothing and is never promoted, as in the search."""
+    nothing and is never promoted, as in the search. ``rate``: a first stage is promoted when in the top
+    ``1 / rate`` of those seen (3, the search's); None: no first stage, every pick is trained long at once
+    (``replay_promotion.py`` compares them)."""
     rng = strategy_rng(task, "cascade-shortlist", seed)  # the same draws with and without the pruner
     if prior is not None:
         task = with_prior(task, prior)
@@ -532,8 +535,12 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
             trace.train(i, "pruned", float(task.first_epochs[i, stopped - 1]), stopped / LONG_EPOCHS)
             continue
         short[i] = float(task.early[i])
+        if rate is None:  # no first stage: the surrogate still learns from the early accuracy, as with one
+            long[i] = float(task.long[i])
+            trace.train(i, "long", long[i])
+            continue
         trace.train(i, "short", short[i])
-        if in_top_third(short[i], list(short.values())):
+        if in_top_third(short[i], list(short.values()), rate):
             long[i] = float(task.long[i])
             trace.train(i, "long", long[i], 1.0 - SHORT_COST)
     for i in sorted(set(short) - set(long), key=lambda i: -short[i]):
