@@ -417,6 +417,9 @@ def main() -> None:
     parser.add_argument("--judge", type=Path, default=None,
                         help="also fit on every --corpus genome and judge that fit on this other corpus's genomes "
                              "(another space: how far the objective carries beyond what it was fitted on)")
+    parser.add_argument("--judge-from", type=int, default=0, metavar="INDEX",
+                        help="judge on --judge's genomes from this index on: those drawn after the shipped "
+                             "objective was fitted on its first INDEX (the fresh test of the shipped fit)")
     parser.add_argument("--leave-out", action="append", default=[], metavar="CORPUS:TASK",
                         help="fit and judge the pooled tables without that corpus's accuracy on that task (a task "
                              "the corpus cannot rank: its noise ceiling is below 0); repeatable")
@@ -571,7 +574,8 @@ def main() -> None:
         print("\nChosen: " + "; ".join(f"{name} {n}x" for name, n in chosen.items() if n))
 
     if args.judge:
-        judge(args.judge, args.genomes, data, features, tasks, args.batch, [c.name for c in corpora], row)
+        judge(args.judge, args.genomes, data, features, tasks, args.batch, [c.name for c in corpora], row,
+              args.judge_from)
 
     if args.write:
         mean, std, coef = fit_all(data)
@@ -594,10 +598,14 @@ def main() -> None:
 
 
 def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], features: list[str], tasks: list[str],
-          batch: str, fitted_on: list[str], row: Callable[..., None]) -> None:
+          batch: str, fitted_on: list[str], row: Callable[..., None], start: int = 0) -> None:
     """The table of ``--judge``: the objective fitted on every genome of ``data`` (its terms ``features``),
-    and the shipped one, params, FLOPs and each score, judged on ``corpus``'s genomes."""
+    and the shipped one, params, FLOPs and each score, judged on ``corpus``'s genomes (those of index ``start``
+    on). A fit on ``corpus`` itself would be judged on genomes it saw: its row is left out then."""
     genomes, runs, scores, _, _ = load([corpus], first)
+    genomes = {g: record for g, record in genomes.items() if record["index"] >= start}
+    runs = [r for r in runs if r["genome"] in genomes]
+    scores = [s for s in scores if s["genome"] in genomes]
     described = descriptors(genomes)
     model = fit_all(data)
     truths = {task: accuracy(runs, task, "long") for task in tasks}
@@ -613,17 +621,21 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
                 value = combine(terms, s["batch_size"])
                 if math.isfinite(value):
                     shipped[task][s["genome"]] = value
-    print(f"\nJudged on {corpus.name} ({len(genomes)} genomes), fitted on {' + '.join(fitted_on)}:\n")
+    after = f", those from index {start} on" if start else ""
+    print(f"\nJudged on {corpus.name} ({len(genomes)} genomes{after}), fitted on {' + '.join(fitted_on)}:\n")
     print("| task | noise ceiling: tau between seeds (95% CI, genomes) | tau of the last two epochs |")
     print("|---|---|---|")
     for task in tasks:
         ceiling, (lo, hi), n = noise_ceiling(runs, task, "long", 1000)
         stable, m = stability(runs, task)
-        print(f"| {task} | {ceiling:+.3f} ({lo:+.2f}, {hi:+.2f}; n={n}) | {stable:+.3f} (n={m}) |")
+        measured = "no genome here has a second seed" if math.isnan(ceiling) else f"{ceiling:+.3f} ({lo:+.2f}, " \
+            f"{hi:+.2f}; n={n})"
+        print(f"| {task} | {measured} | {stable:+.3f} (n={m}) |")
     print()
     print("| predictor | " + " | ".join(f"tau on {t} (95% CI)" for t in tasks) + " |")
     print("|---|" + "---|" * len(tasks))
-    row(f"fitted on {' + '.join(fitted_on)}", fitted, truths)
+    if corpus.name not in fitted_on:
+        row(f"fitted on {' + '.join(fitted_on)}", fitted, truths)
     row(f"shipped objective ({OBJECTIVE_FILE.name}, fitted on {fitted_objective_corpora()})", shipped, truths)
     for key, per_task in single_terms(genomes, scores, tasks, batch).items():
         row(key, per_task, truths)
