@@ -623,6 +623,13 @@ def quartiles(values: list[float]) -> tuple[float, float]:
     return ordered[int(0.25 * (len(ordered) - 1))], ordered[math.ceil(0.75 * (len(ordered) - 1))]
 
 
+def median_cell(costs: list[float]) -> tuple[float, str]:
+    """The median of per-seed costs, and the cell the replay scripts print for it: median (quartiles)."""
+    low, high = quartiles(costs)
+    cost = statistics.median(costs)
+    return cost, f"{cost:.2f} ({low:.2f} - {high:.2f})"
+
+
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     costs = [r["cost_to_top"] for r in records]
     return {"median_cost_to_top": statistics.median(costs), "quartiles_cost_to_top": quartiles(costs),

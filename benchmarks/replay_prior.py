@@ -29,12 +29,9 @@ def main() -> None:
         random_cost = statistics.median(R.replay_random(task, s).cost_to(task.top) for s in seeds)
         for kind, label in (("genomes", "of the task"), ("task", "of a new task")):
             for rule in RULES:
-                costs = [R.replay_shortlist(task, s, R.REPLAY_TREES, prior=kind, prior_first=rule).cost_to(task.top)
-                         for s in seeds]
-                low, high = R.quartiles(costs)
-                cost = statistics.median(costs)
-                print(f"| {name} | {label} | {rule} | {cost:.2f} ({low:.2f} - {high:.2f}) | "
-                      f"{random_cost / cost:.2f} |", flush=True)
+                cost, cell = R.median_cell([R.replay_shortlist(task, s, R.REPLAY_TREES, prior=kind, prior_first=rule)
+                                            .cost_to(task.top) for s in seeds])
+                print(f"| {name} | {label} | {rule} | {cell} | {random_cost / cost:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
