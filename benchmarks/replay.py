@@ -778,8 +778,8 @@ def reading(results: dict[str, dict[str, Any]]) -> list[str]:
                "are to be read.")
     sizes = ", ".join(f"{r['corpus']['top_genomes']} of {r['corpus']['genomes']} on {name}"
                       for name, r in results.items())
-    out.append(f"- The top 5% is {sizes}: one lucky or unlucky pick moves a median, so these figures are coarse "
-               "until the corpus is complete.")
+    out.append(f"- The top 5% is {sizes}: one lucky or unlucky pick moves a median, so these figures are "
+               "coarse.")
     return out
 
 
