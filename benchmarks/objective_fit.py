@@ -607,12 +607,13 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
     runs = [r for r in runs if r["genome"] in genomes]
     scores = [s for s in scores if s["genome"] in genomes]
     described = descriptors(genomes)
-    model = fit_all(data)
+    model = fit_all(data) if corpus.name not in fitted_on else None
     truths = {task: accuracy(runs, task, "long") for task in tasks}
     fitted, shipped = {}, {}
     for task in tasks:
-        rows = feature_rows(genomes, scores, task, batch, features, described)
-        fitted[task] = {g: float(predict(model, np.array([r]))[0]) for g, r in rows.items()}
+        if model is not None:
+            rows = feature_rows(genomes, scores, task, batch, features, described)
+            fitted[task] = {g: float(predict(model, np.array([r]))[0]) for g, r in rows.items()}
         shipped[task] = {}
         for s in scores:
             if s["task"] == task and s["batch"] == batch and s["seed"] == 0:
@@ -634,7 +635,7 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
     print()
     print("| predictor | " + " | ".join(f"tau on {t} (95% CI)" for t in tasks) + " |")
     print("|---|" + "---|" * len(tasks))
-    if corpus.name not in fitted_on:
+    if model is not None:
         row(f"fitted on {' + '.join(fitted_on)}", fitted, truths)
     row(f"shipped objective ({OBJECTIVE_FILE.name}, fitted on {fitted_objective_corpora()})", shipped, truths)
     for key, per_task in single_terms(genomes, scores, tasks, batch).items():

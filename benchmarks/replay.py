@@ -430,7 +430,7 @@ class PriorLine(Surrogate):
         return mean + self.line(x), spread
 
 
-def in_top_third(value: float, seen: list[float], rate: int = 3) -> bool:
+def promoted(value: float, seen: list[float], rate: int = 3) -> bool:
     """Successive halving's promotion rule (the top ``1 / rate``, as ``nas search``'s ``Promotion.rate``);
     ``seen`` includes ``value``."""
     return sum(v > value for v in seen) < math.ceil(len(seen) / rate)
@@ -467,7 +467,7 @@ def replay_cascade(task: Task, seed: int, trees: int, restart: bool = False, dat
         left.remove(i)
         short[i] = float(first_stage[i])
         trace.train(i, "short", short[i])
-        if in_top_third(short[i], list(short.values())):
+        if promoted(short[i], list(short.values())):
             long[i] = float(task.long[i])
             trace.train(i, "long", long[i], promotion_cost)
     for i in sorted(set(short) - set(long), key=lambda i: -short[i]):  # every genome screened: promote the rest
@@ -535,12 +535,12 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
             trace.train(i, "pruned", float(task.first_epochs[i, stopped - 1]), stopped / LONG_EPOCHS)
             continue
         short[i] = float(task.early[i])
-        if rate is None:  # no first stage: the surrogate still learns from the early accuracy, as with one
+        if rate is None:  # no first stage: trained long at once (``short`` still lists what was trained)
             long[i] = float(task.long[i])
             trace.train(i, "long", long[i])
             continue
         trace.train(i, "short", short[i])
-        if in_top_third(short[i], list(short.values()), rate):
+        if promoted(short[i], list(short.values()), rate):
             long[i] = float(task.long[i])
             trace.train(i, "long", long[i], 1.0 - SHORT_COST)
     for i in sorted(set(short) - set(long), key=lambda i: -short[i]):

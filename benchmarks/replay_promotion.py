@@ -43,12 +43,13 @@ def main() -> None:
     notes = []
     for name in args.tasks.split(","):
         task = corpus.task(name)
+        summary = R.corpus_summary(task)
         third = np.sort(task.early)[::-1][math.ceil(task.n / 3) - 1]
         kept = sum(task.early[i] >= third for i in task.top)
-        notes.append(f"| {args.space} | {name} | {R._tau(task.early, task.long):+.3f} | {kept} of {len(task.top)} "
+        notes.append(f"| {args.space} | {name} | {summary['tau_early_long']:+.3f} | {kept} of {len(task.top)} "
                      f"| {', '.join(f'{task.early[i]:.2f}' for i in sorted(task.top, key=lambda i: -task.long[i]))} "
                      f"| {np.median(task.early):.2f} |")
-        random_cost = R.random_exact_median(task.n, len(task.top))
+        random_cost = summary["random_exact_median"]
         for label, prior in PRIORS.items():
             for rule, rate in RATES.items():
                 cost, cell = R.median_cell([R.replay_shortlist(task, s, R.REPLAY_TREES, prior=prior, rate=rate)
