@@ -16,11 +16,12 @@ found in the corpus). It is scored only on what it was not fitted on:
   folds' genomes (both tasks), and the tau is taken over all out-of-fold predictions, per task;
 - *held-out task*: fitted on every genome of one task, judged on the other task.
 
-``--write`` refits on every genome of both tasks and writes the coefficients to ``nas/evaluate/objective.json``,
-which ``nas.evaluate.proxy.combine`` reads.
+``--write`` refits on every genome of both tasks and writes the coefficients to
+``nas/evaluate/objectives/any.json``, the objective for any space, which ``nas.evaluate.proxy.combine`` reads;
+``--write SPACE`` writes ``SPACE.json``, the objective of a shipped space (fitted on that space's corpus).
 
     python benchmarks/objective_fit.py                 # the tables (markdown)
-    python benchmarks/objective_fit.py --write         # and ship the refitted objective
+    python benchmarks/objective_fit.py --write         # and ship the refitted objective for any space
     python benchmarks/objective_fit.py --nested        # the choice among CANDIDATES, nested inside the folds
 
 Because the shipped terms were chosen among ``CANDIDATES`` on the same corpus, ``--nested`` repeats that choice
@@ -54,7 +55,8 @@ from corpus import OUT, read_jsonl  # noqa: E402
 from corpus_supernet import supernet_variant  # noqa: E402
 
 from nas.evaluate.proxy import (  # noqa: E402
-    OBJECTIVE_FILE,
+    GENERAL_OBJECTIVE,
+    OBJECTIVES,
     TERMS,
     combine,
     fitted_objective,
@@ -62,6 +64,7 @@ from nas.evaluate.proxy import (  # noqa: E402
     objective_term,
 )
 from nas.genome import Genome  # noqa: E402
+from nas.io import shipped_space_name  # noqa: E402
 
 RIDGE_ALPHAS = np.logspace(-2, 3, 11)
 DEFAULT_FEATURES = "structural,grad_norm,meco,params,flops,descriptors"
@@ -101,6 +104,11 @@ def tau(x: list[float], y: list[float]) -> float:
     if len(pairs) < 3:
         return math.nan
     return float(kendalltau([p[0] for p in pairs], [p[1] for p in pairs]).statistic)
+
+
+def figure(value: float) -> str:
+    """A tau as the tables print it; a task with no accuracy here (``--leave-out``) is not measured."""
+    return "not measured" if math.isnan(value) else f"{value:+.3f}"
 
 
 def bootstrap(x: list[float], y: list[float], reps: int, seed: int = 0) -> tuple[float, float]:
@@ -146,8 +154,9 @@ def stability(runs: list[dict], task: str) -> tuple[float, int]:
 def first_stages(runs: list[dict], task: str, epochs: int = 3) -> tuple[float, float, float, int]:
     """The two first stages a training cascade can pay ``epochs`` for, against the long accuracy of another
     seed (so neither shares the run's own noise with the truth), mean over the ordered seed pairs, on the
-    genomes trained with three seeds: a whole short schedule, the long schedule's first ``epochs``, and beside
-    them the long accuracy itself (the noise ceiling)."""
+    genomes trained with more than one seed: a whole short schedule, the long schedule's first ``epochs``, and
+    beside them the long accuracy itself (the noise ceiling). A seed pair with fewer than 3 such genomes (a
+    corpus that replicated only the long schedule) is left out; ``n`` is the last pair's count."""
     def runs_of(fidelity: str, seed: int) -> dict[str, dict]:
         return {r["genome"]: r for r in runs if r["task"] == task and r["fidelity"] == fidelity
                 and r["seed"] == seed and len(r["history"]) >= epochs}
@@ -158,13 +167,15 @@ def first_stages(runs: list[dict], task: str, epochs: int = 3) -> tuple[float, f
         first, long_a, long_b = runs_of("short", a), runs_of("long", a), runs_of("long", b)
         common = sorted(set(first) & set(long_a) & set(long_b))
         if len(common) < 3:
-            return math.nan, math.nan, math.nan, len(common)
+            continue
         truth = [long_b[g]["accuracy"] for g in common]
         short.append(tau([first[g]["accuracy"] for g in common], truth))
         early.append(tau([long_a[g]["history"][epochs - 1] for g in common], truth))
         ceiling.append(tau([long_a[g]["accuracy"] for g in common], truth))
         n = len(common)
-    return (sum(short) / len(pairs), sum(early) / len(pairs), sum(ceiling) / len(pairs), n)
+    if not short:
+        return math.nan, math.nan, math.nan, 0
+    return (sum(short) / len(short), sum(early) / len(early), sum(ceiling) / len(ceiling), n)
 
 
 def load(corpora: list[Path], first: int | None = None
@@ -333,7 +344,8 @@ def shuffled_tau(data: dict[str, tuple[dict, dict]], shuffles: int, only: Collec
 
 
 def held_out_task(data: dict[str, tuple[dict, dict]], keep: list[int] | None = None) -> dict[str, dict]:
-    """Each task predicted by a model fitted on the other task(s); ``keep`` as for ``held_out_genomes``."""
+    """Each task predicted by a model fitted on the other task(s); ``keep`` as for ``held_out_genomes``. A task
+    whose other tasks have no accuracy to fit on (``--leave-out`` dropped them) is left out."""
     out = {}
     for task in data:
         xs, ys = [], []
@@ -342,6 +354,8 @@ def held_out_task(data: dict[str, tuple[dict, dict]], keep: list[int] | None = N
                 ids = sorted(set(rows) & set(acc))
                 xs += [rows[g] for g in ids]
                 ys += list(rank_target([acc[g] for g in ids]))
+        if len(xs) < 3:
+            continue
         model = restricted(fit(np.array(xs), np.array(ys)), keep)
         rows = data[task][0]
         out[task] = {g: float(predict(model, np.array([rows[g]]))[0]) for g in rows}
@@ -392,7 +406,7 @@ def nested_choice(data: dict[str, tuple[dict, dict]], features: list[str], candi
 
             def inner_tau(name: str) -> float:
                 pred = held_out_genomes(inner, folds, seed=shuffle, columns=columns[name])
-                return float(np.mean(list(prediction_tau(inner, pred).values())))
+                return float(np.nanmean(list(prediction_tau(inner, pred).values())))  # a left-out task: nan
             best = max(candidates, key=inner_tau)
             chosen[best] += 1
             xs, ys = [], []
@@ -436,8 +450,12 @@ def main() -> None:
     parser.add_argument("--genomes", type=int, default=None,
                         help="each corpus's first N genomes only (by index): a figure of the corpus at that "
                              "size, while it grows")
-    parser.add_argument("--write", action="store_true", help=f"refit on everything and write {OBJECTIVE_FILE}")
+    parser.add_argument("--write", nargs="?", const=GENERAL_OBJECTIVE, metavar="SPACE",
+                        help=f"refit on everything and write the objective of SPACE (a shipped space's name), or "
+                             f"without it the one for any space: {OBJECTIVES}/SPACE.json or {GENERAL_OBJECTIVE}.json")
     args = parser.parse_args()
+    if args.write not in (None, GENERAL_OBJECTIVE) and shipped_space_name(args.write) != args.write:
+        parser.error(f"--write {args.write}: expected a shipped space's name or nothing (the objective for any space)")
     corpora = args.corpus or [OUT]
     genomes, runs, scores, inherited, space_of = load(corpora, args.genomes)
     described = descriptors(genomes)
@@ -477,7 +495,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for task in tasks:
         short, early, ceiling, n = first_stages(runs, task)
-        print(f"| {task} | {short:+.3f} | {early:+.3f} | {ceiling:+.3f} | {n} |")
+        print(f"| {task} | {figure(short)} | {figure(early)} | {figure(ceiling)} | {n} |")
     print()
 
     enough = all(len(d[0]) >= 10 for d in data.values())
@@ -495,6 +513,9 @@ def main() -> None:
         for task in tasks:
             truth = data[task][1] if truths is None else truths[task]
             ids = [g for g in per_task.get(task, {}) if g in truth and (only is None or space_of.get(g) == only)]
+            if len(ids) < 3:
+                cells.append(f"not measured ({len(ids)} genomes with both)")
+                continue
             x, y = [per_task[task][g] for g in ids], [truth[g] for g in ids]
             t = tau(x, y)
             lo, hi = bootstrap(x, y, args.bootstrap)
@@ -547,11 +568,11 @@ def main() -> None:
         print("|---|" + "---|" * len(tasks))
         for name, columns in (("fitted objective", None), ("its data-free part alone", data_free)):
             cells = shuffled_tau(data, args.shuffles, columns=columns)
-            print(f"| {name} | " + " | ".join(f"{cells[t]:+.3f}" for t in tasks) + " |")
+            print(f"| {name} | " + " | ".join(figure(cells[t]) for t in tasks) + " |")
             for c in corpora if len(corpora) > 1 else ():
                 cells = shuffled_tau(data, args.shuffles, {g for g in genomes if space_of[g] == c.name},
                                      columns=columns)
-                print(f"|   its {c.name} genomes alone | " + " | ".join(f"{cells[t]:+.3f}" for t in tasks) + " |")
+                print(f"|   its {c.name} genomes alone | " + " | ".join(figure(cells[t]) for t in tasks) + " |")
     if oof and args.models:
         print(f"\nOther models on the same terms, held-out genomes, mean tau over {args.shuffles} shufflings of the "
               f"5 folds:\n")
@@ -559,7 +580,7 @@ def main() -> None:
         print("|---|" + "---|" * len(tasks))
         for name, make in {"ridge (shipped)": None, **MODELS}.items():
             cells = shuffled_tau(data, args.shuffles, regressor=make)
-            print(f"| {name} | " + " | ".join(f"{cells[t]:+.3f}" for t in tasks) + " |", flush=True)
+            print(f"| {name} | " + " | ".join(figure(cells[t]) for t in tasks) + " |", flush=True)
     if args.nested:
         named = {name: [f for f in expand(spec, every_descriptor) if f in present]
                  for name, spec in CANDIDATES.items()}
@@ -570,58 +591,69 @@ def main() -> None:
         print("\nThe term set chosen among CANDIDATES inside each outer fold (nested 5-fold CV, 3 shufflings):\n")
         print("| | " + " | ".join(tasks) + " |")
         print("|---|" + "---|" * len(tasks))
-        print("| nested choice, held-out genomes | " + " | ".join(f"{taus[t]:+.3f}" for t in tasks) + " |")
+        print("| nested choice, held-out genomes | " + " | ".join(figure(taus[t]) for t in tasks) + " |")
         print("\nChosen: " + "; ".join(f"{name} {n}x" for name, n in chosen.items() if n))
 
     if args.judge:
-        judge(args.judge, args.genomes, data, features, tasks, args.batch, [c.name for c in corpora], row,
-              args.judge_from)
+        # Judged from an index on, the judged corpus is read whole: with --genomes N and --judge-from N on the
+        # same corpus, the fit saw its first N genomes and is judged on the rest, drawn after them.
+        judge(args.judge, None if args.judge_from else args.genomes, data, features, tasks, args.batch,
+              [c.name for c in corpora], row, args.judge_from,
+              fitted_before=args.genomes is not None and args.judge_from >= args.genomes)
 
     if args.write:
         mean, std, coef = fit_all(data)
-        OBJECTIVE_FILE.write_text(json.dumps({
+        written = OBJECTIVES / f"{args.write}.json"
+        written.write_text(json.dumps({
             "about": "The default training-free objective: a ridge regression of the rank of trained accuracy among "
                      "the genomes of the same corpus and task, on standardised terms (scores through "
                      "nas.evaluate.proxy.TERMS, and the genome "
                      "descriptors of nas.evaluate.proxy.genome_descriptors). Fitted by "
                      "benchmarks/objective_fit.py on the corpora in benchmarks/results/: "
                      + ", ".join(c.name for c in corpora) + ".",
-            "command": " ".join(["python benchmarks/objective_fit.py --write",
-                                 *(a for a in sys.argv[1:] if a != "--write")]),
+            "space": args.write,
+            "command": " ".join(["python benchmarks/objective_fit.py", *sys.argv[1:]]),
             "genomes": len(fittable(data)), "tasks": tasks, "batch": args.batch,
             "corpora": {c.name: sum(1 for g in genomes if space_of[g] == c.name) for c in corpora},
             "left_out": sorted(args.leave_out),
             "features": [{"name": f, "mean": float(m), "std": float(s), "weight": float(c)}
                          for f, m, s, c in zip(features, mean, std, coef)],
         }, indent=1) + "\n")
-        print(f"\nwrote {OBJECTIVE_FILE}")
+        print(f"\nwrote {written}")
 
 
 def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], features: list[str], tasks: list[str],
-          batch: str, fitted_on: list[str], row: Callable[..., None], start: int = 0) -> None:
+          batch: str, fitted_on: list[str], row: Callable[..., None], start: int = 0, fitted_before: bool = False
+          ) -> None:
     """The table of ``--judge``: the objective fitted on every genome of ``data`` (its terms ``features``),
-    and the shipped one, params, FLOPs and each score, judged on ``corpus``'s genomes (those of index ``start``
-    on). A fit on ``corpus`` itself would be judged on genomes it saw: its row is left out then."""
+    and the shipped ones, params, FLOPs and each score, judged on ``corpus``'s genomes (those of index ``start``
+    on). A fit on ``corpus`` itself would be judged on genomes it saw, and its row is left out, unless
+    ``fitted_before``: it saw only genomes before ``start``."""
     genomes, runs, scores, _, _ = load([corpus], first)
     genomes = {g: record for g, record in genomes.items() if record["index"] >= start}
     runs = [r for r in runs if r["genome"] in genomes]
     scores = [s for s in scores if s["genome"] in genomes]
     described = descriptors(genomes)
-    model = fit_all(data) if corpus.name not in fitted_on else None
+    model = fit_all(data) if corpus.name not in fitted_on or fitted_before else None
     truths = {task: accuracy(runs, task, "long") for task in tasks}
-    fitted, shipped = {}, {}
+    fitted: dict[str, dict[str, float]] = {}
+    # A shipped objective fitted on genomes judged here is no test of it: left out.
+    shipped: dict[str, dict[str, dict[str, float]]] = {
+        name: {} for name, space in shipped_objectives().items()
+        if fitted_objective(space)["corpora"].get(corpus.name, 0) <= start}
     for task in tasks:
         if model is not None:
             rows = feature_rows(genomes, scores, task, batch, features, described)
             fitted[task] = {g: float(predict(model, np.array([r]))[0]) for g, r in rows.items()}
-        shipped[task] = {}
-        for s in scores:
-            if s["task"] == task and s["batch"] == batch and s["seed"] == 0:
-                terms = {**s["scores"], "params": genomes[s["genome"]]["params"],
-                         "flops": genomes[s["genome"]]["flops"], **described[s["genome"]]}
-                value = combine(terms, s["batch_size"])
-                if math.isfinite(value):
-                    shipped[task][s["genome"]] = value
+        for name, per_task in shipped.items():
+            per_task[task] = {}
+            for s in scores:
+                if s["task"] == task and s["batch"] == batch and s["seed"] == 0:
+                    terms = {**s["scores"], "params": genomes[s["genome"]]["params"],
+                             "flops": genomes[s["genome"]]["flops"], **described[s["genome"]]}
+                    value = combine(terms, s["batch_size"], space=shipped_objectives()[name])
+                    if math.isfinite(value):
+                        per_task[task][s["genome"]] = value
     after = f", those from index {start} on" if start else ""
     print(f"\nJudged on {corpus.name} ({len(genomes)} genomes{after}), fitted on {' + '.join(fitted_on)}:\n")
     print("| task | noise ceiling: tau between seeds (95% CI, genomes) | tau of the last two epochs |")
@@ -637,16 +669,23 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
     print("|---|" + "---|" * len(tasks))
     if model is not None:
         row(f"fitted on {' + '.join(fitted_on)}", fitted, truths)
-    row(f"shipped objective ({OBJECTIVE_FILE.name}, fitted on {fitted_objective_corpora()})", shipped, truths)
+    for name, per_task in shipped.items():
+        row(f"shipped objective {name}.json (fitted on {fitted_objective_corpora(shipped_objectives()[name])})",
+            per_task, truths)
     for key, per_task in single_terms(genomes, scores, tasks, batch).items():
         row(key, per_task, truths)
     row("short schedule (3 epochs)", {t: accuracy(runs, t, "short") for t in tasks}, truths)
 
 
-def fitted_objective_corpora() -> str:
-    """The corpora the shipped objective was fitted on (a file from before ``corpora`` was recorded: the tiny
-    space's)."""
-    return " + ".join(fitted_objective().get("corpora", {"corpus": None}))
+def shipped_objectives() -> dict[str, str | None]:
+    """Each shipped objective's name and the space to ask ``combine`` for it by (``None``: the one for any space)."""
+    names = sorted(p.stem for p in OBJECTIVES.glob("*.json"))
+    return {name: None if name == GENERAL_OBJECTIVE else name for name in names}
+
+
+def fitted_objective_corpora(space: str | None = None) -> str:
+    """The corpora the shipped objective of ``space`` was fitted on, with how many of each one's genomes."""
+    return " + ".join(f"{name} {n}" for name, n in fitted_objective(space)["corpora"].items())
 
 
 if __name__ == "__main__":

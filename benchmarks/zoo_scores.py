@@ -1,10 +1,10 @@
-"""Every zoo genome scored as ``nas score zoo:NAME`` scores it (the default objective, at 224x224 with 1000
+"""Every zoo genome scored as ``nas score zoo:NAME`` scores it (the default space's objective, at 224x224 with 1000
 classes, on the default proxy batch), one line each, as a markdown table: the components, params, FLOPs and the
 rank of each among the zoo. Shows that every zoo genome scores, and where the objective puts published designs.
 
     python benchmarks/zoo_scores.py                    # the table
     python benchmarks/zoo_scores.py --json out.json    # and the records
-    python benchmarks/zoo_scores.py --table out.json   # the table again, scored by the current objective.json
+    python benchmarks/zoo_scores.py --table out.json   # the table again, scored by the current objectives
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def main() -> None:
     records = json.loads(args.table.read_text()) if args.table else []
     for r in records:  # the components stay; the objective is today's
         terms = objective_terms(load_genome(f"zoo:{r['name']}"), r["components"])
-        r["score"] = combine(terms, options.proxy_batch) if r["score"] is not None else None
+        r["score"] = combine(terms, options.proxy_batch, space=options.space) if r["score"] is not None else None
     for name in ([] if args.table else args.names.split(",") if args.names else zoo_names()):
         genome = load_genome(f"zoo:{name}")
         inputs, space = search_inputs(genome.to_dict(), options)

@@ -345,8 +345,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 # The terms of a proxy score that nas score prints, by size (the objective has two dozen).
 SHOWN_CONTRIBUTIONS = 6
 # The options of a search that decide a genome's score; `nas score` takes them with the search's own flags.
-SCORE_OPTIONS = ("objective", "supernet", "data", "data_limit", "seed", "second", "device", "threads", "proxy_batch",
-                 "epochs", "batch_size", "latency_mode", "latency_repeats")
+SCORE_OPTIONS = ("space", "objective", "supernet", "data", "data_limit", "seed", "second", "device", "threads",
+                 "proxy_batch", "epochs", "batch_size", "latency_mode", "latency_repeats")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -380,13 +380,14 @@ def cmd_score(args: argparse.Namespace) -> int:
         from nas.evaluate.proxy import (
             SPARSE_DESCRIPTORS,
             objective_contributions,
+            objective_name,
             objective_terms,
             unweighed_descriptors,
         )
 
         terms = objective_terms(genome, result.components)
-        contributions = objective_contributions(terms, options.proxy_batch)
-        unweighed = unweighed_descriptors(terms)
+        contributions = objective_contributions(terms, options.proxy_batch, options.space)
+        unweighed = unweighed_descriptors(terms, options.space)
     if args.json:
         print(json.dumps({**result.as_dict(), "contributions": contributions, "unweighed": unweighed,
                           "hash": genome.content_hash(),
@@ -412,7 +413,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     if contributions:
         largest = sorted(contributions, key=lambda k: -abs(contributions[k]))[:SHOWN_CONTRIBUTIONS]
         print(f"how the score is made: the {len(largest)} largest of its {len(contributions)} terms, each against "
-              "the corpus's average genome (nas/evaluate/objective.json; --json lists all)")
+              f"the corpus's average genome (nas/evaluate/objectives/{objective_name(options.space)}.json, the "
+              "objective of a search of --space; --json lists all)")
         for name in largest:
             # A descriptor the genome lacks still counts: the average genome has some of it.
             absent = "  (none here)" if name.startswith(SPARSE_DESCRIPTORS) and not terms.get(name) else ""

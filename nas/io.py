@@ -52,6 +52,16 @@ def data_dir() -> Path:
     return Path(str(files("search_spaces")))
 
 
+def shipped_space_name(spec: str | Path) -> str | None:
+    """The name of the shipped space ``spec`` is (its name, or the path of its file), or ``None`` for anything
+    else, such as a user's space file."""
+    text = str(spec)
+    if "/" not in text and not text.endswith((".yaml", ".yml")):
+        return text if (data_dir() / f"{text}.yaml").is_file() else None
+    path = Path(text)
+    return path.stem if path.is_file() and path.resolve().parent == data_dir().resolve() else None
+
+
 def zoo_dir() -> Path:
     return data_dir() / "zoo"
 

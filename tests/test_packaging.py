@@ -22,7 +22,8 @@ def test_installed_copy_finds_the_shipped_yaml(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "search_spaces/zoo/caformer_s18.yaml" in names and "search_spaces/zoo/reference.yaml" in names
     assert {"nas/cli.py", "blocks/attention.py", "runners/__init__.py"} <= set(names)
-    assert "nas/evaluate/objective.json" in names  # the fitted default objective is data the search reads
+    # the fitted objectives are data the search reads: one for any space, one for the default space
+    assert {"nas/evaluate/objectives/any.json", "nas/evaluate/objectives/metaformer_hybrid.json"} <= set(names)
 
     target = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
@@ -30,11 +31,13 @@ def test_installed_copy_finds_the_shipped_yaml(tmp_path):
     assert install.returncode == 0, install.stderr
     probe = ("import nas.io as io; g = io.load_genome('zoo:caformer_s18'); "
              "print(io.zoo_dir()); print(g.name); "
-             "from nas.evaluate.proxy import OBJECTIVE_FILE, fitted_objective; "
-             "print(OBJECTIVE_FILE if fitted_objective()['features'] else '')")
+             "from nas.evaluate.proxy import OBJECTIVES, fitted_objective, objective_name; "
+             "print(OBJECTIVES if fitted_objective('metaformer_hybrid')['features'] else ''); "
+             "print(objective_name('metaformer_hybrid'))")
     # -I ignores PYTHONPATH and the cwd, so only the target copy can provide nas; run from an empty folder.
     run = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {probe}"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr
-    zoo, name, objective = run.stdout.split()
+    zoo, name, objective, chosen = run.stdout.split()
     assert zoo.startswith(str(target)) and name == "caformer_s18" and objective.startswith(str(target))
+    assert chosen == "metaformer_hybrid"  # the installed copy finds the default space's own fit

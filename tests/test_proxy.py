@@ -3,6 +3,7 @@ grad-norm, SNIP, ZiCo, MeCo) from one small batch through tiny untrained network
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 
@@ -139,6 +140,26 @@ def test_the_search_objective_is_the_shipped_fit_of_standardised_terms(batch):
     assert scores["score"] == pytest.approx(expected)
     assert combine(terms, 8, weights={"params": 1.0}) == pytest.approx(math.log(cost.params))
     assert math.isnan(combine({**terms, "synflow": math.nan}, 8))
+
+
+def test_a_shipped_space_with_its_own_fit_is_scored_by_it_and_any_other_space_by_the_general_one(batch):
+    """The default space's genomes are ranked by the fit on its own corpus (``objectives/metaformer_hybrid.json``),
+    whether the space is named or given as its shipped file; a user's space file, or no space, gets ``any.json``."""
+    from nas.evaluate.proxy import OBJECTIVES, combine, fitted_objective, objective_name
+    from nas.io import data_dir
+
+    assert objective_name("metaformer_hybrid") == "metaformer_hybrid"
+    assert objective_name(str(data_dir() / "metaformer_hybrid.yaml")) == "metaformer_hybrid"
+    assert objective_name("tiny") == objective_name("my_space.yaml") == objective_name(None) == "any"
+    assert fitted_objective("metaformer_hybrid") == json.loads((OBJECTIVES / "metaformer_hybrid.json").read_text())
+    genome = load_genome(tiny())
+    cost = analytic_cost(genome)
+    terms = {**proxy_score(genome, compile_model(genome, seed=0), *batch), "params": cost.params,
+             "flops": cost.flops, **genome_descriptors(genome)}
+    own = combine(terms, 8, space="metaformer_hybrid")
+    assert proxy_score(genome, compile_model(genome, seed=0), *batch, space="metaformer_hybrid")["score"] == \
+        pytest.approx(own)
+    assert own != pytest.approx(combine(terms, 8))  # two fits, two weightings of the same terms
 
 
 def test_the_descriptors_say_which_family_holds_the_compute_and_how_deep_and_wide():

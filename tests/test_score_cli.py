@@ -46,16 +46,33 @@ def test_a_hand_written_hybrid_gets_the_score_a_search_would_give_it(hybrid: Pat
     genome = load_genome(hybrid)
     assert result["name"] == "my_hybrid" and result["objective"] == "proxy"
     assert result["params"] == analytic_cost(genome).params and result["flops"] == analytic_cost(genome).flops
-    # The same batch, seed and weights as a search's trial: the same score, component by component.
+    # The same batch, seed and weights as a default search's trial (the default space's own fit): the same
+    # score, component by component.
+    space = SearchOptions().space
     inputs, _ = search_inputs(genome.to_dict(), SearchOptions())
-    expected = proxy_score(genome, compile_model(genome, seed=0), inputs.x, inputs.y, seed=0)
+    expected = proxy_score(genome, compile_model(genome, seed=0), inputs.x, inputs.y, seed=0, space=space)
     assert result["score"] == pytest.approx(expected["score"], rel=1e-6)
     for name, value in result["components"].items():
         assert value == pytest.approx(expected[name], rel=1e-6), name
     # How the score is made: one contribution per term of the shipped objective, adding up to the score.
-    assert set(result["contributions"]) == {f["name"] for f in fitted_objective()["features"] if f["weight"]}
+    assert set(result["contributions"]) == {f["name"] for f in fitted_objective(space)["features"] if f["weight"]}
     assert sum(result["contributions"].values()) == pytest.approx(result["score"], rel=1e-6)
-    assert result["unweighed"] == []  # dwconv on the first map, attention on the second: both in the corpus
+    # The default space offers attention on its two smallest maps only: its corpus never had it on the second.
+    assert result["unweighed"] == ["at_level:1:attention"]
+
+
+def test_space_says_whose_search_the_score_is_a_space_without_its_own_fit_gets_the_general_one(hybrid: Path):
+    """``--space tiny``: the tiny space has no fit of its own, so the objective for any space scores it."""
+    done = run_nas("score", hybrid, "--second", "none", "--space", "tiny", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["options"]["space"] == "tiny"
+    genome = load_genome(hybrid)
+    inputs, _ = search_inputs(genome.to_dict(), SearchOptions())
+    general = proxy_score(genome, compile_model(genome, seed=0), inputs.x, inputs.y, seed=0)
+    assert result["score"] == pytest.approx(general["score"], rel=1e-6)
+    assert set(result["contributions"]) == {f["name"] for f in fitted_objective()["features"] if f["weight"]}
+    assert result["unweighed"] == []  # dwconv on the first map, attention on the second: both in its corpora
 
 
 def test_the_text_output_lists_the_components_cost_and_latency_of_a_zoo_genome():

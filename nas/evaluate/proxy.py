@@ -30,6 +30,7 @@ from nas.cost import Cost, analytic_cost
 from nas.evaluate.zero_cost import SCORES, zero_cost_scores
 from nas.genome import Genome
 from nas.graph import build_graph, node_family, node_mixer_type
+from nas.io import shipped_space_name
 
 __all__ = ["combine", "fitted_objective", "genome_descriptors", "objective_contributions", "objective_terms",
            "proxy_score", "structural_score", "unweighed_descriptors", "with_norm_type", "zero_cost_scores"]
@@ -191,22 +192,35 @@ TERMS: dict[str, Callable[[float, int], float]] = {
     "params": lambda s, n: _log(s),
     "flops": lambda s, n: _log(s),
 }
-# The objective the search maximises, fitted on the trained corpus by benchmarks/objective_fit.py (the command
-# is in the file): per term, the corpus mean and standard deviation and a weight.
-OBJECTIVE_FILE = Path(__file__).with_name("objective.json")
+# The objective the search maximises, fitted on the trained corpora by benchmarks/objective_fit.py (the command
+# is in each file): per term, the corpus mean and standard deviation and a weight. ``any.json`` is fitted on
+# every corpus and scores any space; a shipped space with a corpus of its own has its own fit, since one fit
+# for all spaces must share its weights between them and ranks each space's genomes less well
+# (``metaformer_hybrid.json``, fitted on the corpus of its 32x32 model hybrid32: benchmarks/BENCHMARKS.md).
+OBJECTIVES = Path(__file__).with_name("objectives")
+GENERAL_OBJECTIVE = "any"
+
+
+def objective_name(space: str | None = None) -> str:
+    """Which fit scores the genomes of ``space`` (a shipped space's name or a space file; ``None``: no space):
+    the space's own where it is a shipped space that has one, else ``any``."""
+    name = shipped_space_name(space) if space else None
+    return name if name and (OBJECTIVES / f"{name}.json").is_file() else GENERAL_OBJECTIVE
 
 
 @functools.cache
-def fitted_objective() -> dict[str, Any]:
-    """The shipped objective: ``{"features": [{"name", "mean", "std", "weight"}, ...], "command": ..., ...}``."""
-    return json.loads(OBJECTIVE_FILE.read_text())
+def fitted_objective(space: str | None = None) -> dict[str, Any]:
+    """The objective for ``space`` (``objective_name``): ``{"features": [{"name", "mean", "std", "weight"},
+    ...], "command": ..., "corpora": ..., ...}``."""
+    return json.loads((OBJECTIVES / f"{objective_name(space)}.json").read_text())
 
 
-def combine(terms: dict[str, float], batch_size: int, weights: dict[str, float] | None = None) -> float:
+def combine(terms: dict[str, float], batch_size: int, weights: dict[str, float] | None = None,
+            space: str | None = None) -> float:
     """The objective the search maximises: ``sum_k w_k * (t_k - mean_k) / std_k`` over the terms of the shipped
-    objective (``objective.json``). A term is a score scaled by ``TERMS`` (the zero-cost and structural scores,
-    ``params`` and ``flops``) or a descriptor of the genome as ``genome_descriptors`` gives it (a family's
-    descriptor missing from ``terms`` is 0: the genome has no block of that family).
+    objective of ``space`` (``fitted_objective``). A term is a score scaled by ``TERMS`` (the zero-cost and
+    structural scores, ``params`` and ``flops``) or a descriptor of the genome as ``genome_descriptors`` gives it
+    (a family's descriptor missing from ``terms`` is 0: the genome has no block of that family).
     ``benchmarks/objective_fit.py --write`` fits the weights to the rank of trained accuracy on the corpus, and
     the file records the command and the corpus it was fitted on. ``weights`` instead gives
     ``sum_k weights[k] * t_k`` (for studies of other combinations); terms weighted zero may be missing.
@@ -218,26 +232,28 @@ def combine(terms: dict[str, float], batch_size: int, weights: dict[str, float] 
         return math.nan
     if weights is not None:
         return sum(weight * objective_term(terms, key, batch_size) for key, weight in weights.items() if weight)
-    return sum(objective_contributions(terms, batch_size).values())
+    return sum(objective_contributions(terms, batch_size, space).values())
 
 
-def objective_contributions(terms: dict[str, float], batch_size: int) -> dict[str, float]:
-    """What each term of the shipped objective adds to ``combine``'s sum, ``w_k * (t_k - mean_k) / std_k``: how
-    a score is made (``nas score`` prints the largest)."""
-    return {f["name"]: _contribution(f, terms, batch_size) for f in fitted_objective()["features"] if f["weight"]}
+def objective_contributions(terms: dict[str, float], batch_size: int, space: str | None = None
+                            ) -> dict[str, float]:
+    """What each term of the shipped objective of ``space`` adds to ``combine``'s sum, ``w_k * (t_k - mean_k) /
+    std_k``: how a score is made (``nas score`` prints the largest)."""
+    return {f["name"]: _contribution(f, terms, batch_size) for f in fitted_objective(space)["features"]
+            if f["weight"]}
 
 
 def data_free_score(genome: Genome, cost: Cost | None = None, graph: nx.DiGraph | None = None,
-                    structural: float | None = None) -> float:
+                    structural: float | None = None, space: str | None = None) -> float:
     """The part of ``combine``'s score that runs no network: the shipped objective's params, FLOPs, structural
     and descriptor terms, as if every zero-cost score sat at its corpus mean. A proxy search's cascade knows it
     exactly for every screened genome and learns only the rest (on the default search it ranks the trials'
     proxy scores at Kendall tau +0.93). ``cost``, ``graph``, ``structural``: the genome's ``analytic_cost``,
-    ``canonical_graph`` and ``structural_score``, when the caller has them."""
+    ``canonical_graph`` and ``structural_score``, when the caller has them; ``space``: whose objective."""
     graph = canonical_graph(genome) if graph is None else graph
     structural = _structural(graph) if structural is None else structural
     terms = objective_terms(genome, {"structural": structural}, graph, cost)
-    return sum(_contribution(f, terms, 1) for f in fitted_objective()["features"]
+    return sum(_contribution(f, terms, 1) for f in fitted_objective(space)["features"]
                if f["weight"] and f["name"] not in SCORES)
 
 
@@ -246,11 +262,11 @@ def _contribution(feature: dict[str, Any], terms: dict[str, float], batch_size: 
     return feature["weight"] * (objective_term(terms, feature["name"], batch_size) - feature["mean"]) / feature["std"]
 
 
-def unweighed_descriptors(terms: dict[str, float]) -> list[str]:
-    """The sparse descriptors in ``terms`` that the shipped objective has no weight for: a family, a mixer type,
-    a map size or a falling width its corpus did not hold, so the score says nothing of them (``nas score``
-    lists them)."""
-    weighed = {f["name"] for f in fitted_objective()["features"] if f["weight"]}
+def unweighed_descriptors(terms: dict[str, float], space: str | None = None) -> list[str]:
+    """The sparse descriptors in ``terms`` that the shipped objective of ``space`` has no weight for: a family,
+    a mixer type, a map size or a falling width its corpus did not hold, so the score says nothing of them
+    (``nas score`` lists them)."""
+    weighed = {f["name"] for f in fitted_objective(space)["features"] if f["weight"]}
     return sorted(name for name, value in terms.items()
                   if name.startswith(SPARSE_DESCRIPTORS) and value and name not in weighed)
 
@@ -273,17 +289,17 @@ def objective_term(terms: dict[str, float], name: str, batch_size: int) -> float
     return terms[name]
 
 
-def objective_scores() -> set[str]:
-    """The zero-cost scores the shipped objective weighs: what a search computes for each trial."""
-    return {f["name"] for f in fitted_objective()["features"] if f["weight"]} & set(SCORES)
+def objective_scores(space: str | None = None) -> set[str]:
+    """The zero-cost scores the shipped objective of ``space`` weighs: what a search computes for each trial."""
+    return {f["name"] for f in fitted_objective(space)["features"] if f["weight"]} & set(SCORES)
 
 
 def proxy_score(genome: Genome, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0,
-                which: Collection[str] | None = None) -> dict[str, float]:
+                which: Collection[str] | None = None, space: str | None = None) -> dict[str, float]:
     """``structural``, the zero-cost scores (``naswot``, ``synflow``, ``grad_norm``, ``snip``, ``zico``,
-    ``meco``; only those in ``which`` when given) and ``score`` (see ``combine``), which needs those its
-    objective weighs (``objective_scores()``)."""
+    ``meco``; only those in ``which`` when given) and ``score`` (see ``combine``: the objective of ``space``),
+    which needs those its objective weighs (``objective_scores(space)``)."""
     graph = canonical_graph(genome)
     scores = {"structural": _structural(graph), **zero_cost_scores(model, x, y, seed=seed, which=which)}
-    scores["score"] = combine(objective_terms(genome, scores, graph), x.shape[0])
+    scores["score"] = combine(objective_terms(genome, scores, graph), x.shape[0], space=space)
     return scores

@@ -109,11 +109,13 @@ class Pool:
 
 
 def screen(space: dict[str, Any], size: int, seed: int, within_budget: Callable[[Any], bool],
-           run_dir: Path | None = None, processes: int = 1) -> Pool:
+           run_dir: Path | None = None, processes: int = 1, objective_space: str | None = None) -> Pool:
     """``size`` uniform draws of ``space`` (``random.Random(seed)``); the distinct valid ones that
-    ``within_budget(cost)`` keeps, with their structural scores. Read from ``run_dir/screen.json.gz`` when that
-    holds the same screen (same size and seed), written there otherwise. The draws are made here, in order,
-    and ``processes`` share costing them (forked: the pool is the same for any number)."""
+    ``within_budget(cost)`` keeps, with their structural scores and the data-free part of the objective of
+    ``objective_space`` (the search's ``--space``: ``nas.evaluate.proxy.objective_name``). Read from
+    ``run_dir/screen.json.gz`` when that holds the same screen (same size and seed), written there otherwise.
+    The draws are made here, in order, and ``processes`` share costing them (forked: the pool is the same for
+    any number)."""
     cached = _read_cache(run_dir, size, seed)
     if cached is not None:
         return cached
@@ -127,7 +129,7 @@ def screen(space: dict[str, Any], size: int, seed: int, within_budget: Callable[
         data, params = random_params(space, rng)
         drawn.add(json.dumps(params, sort_keys=True))
         draws.append((data, params))
-    assessed = _assess_all([data for data, _ in draws], within_budget, processes)
+    assessed = _assess_all([data for data, _ in draws], within_budget, processes, objective_space)
     pool = Pool([], [], [], [], [], drawn=len(draws))
     for (_, params), found in zip(draws, assessed):
         if found is None:
@@ -149,7 +151,9 @@ def screen(space: dict[str, Any], size: int, seed: int, within_budget: Callable[
 
 # content hash, params, FLOPs, structural score and the objective's data-free part (None: over budget)
 Assessed = tuple[str, int, int, float | None, float | None]
-_within_budget: Callable[[Any], bool] = bool  # the budget check of the screen under way, for forked processes
+# the budget check and the objective's space of the screen under way, for forked processes
+_within_budget: Callable[[Any], bool] = bool
+_objective_space: str | None = None
 
 
 def _assess(data: dict[str, Any]) -> Assessed | None:
@@ -168,13 +172,13 @@ def _assess(data: dict[str, Any]) -> Assessed | None:
     canonical = canonical_graph(genome)  # what both data-free scores read
     structural = structural_score(genome, canonical)
     return (genome.content_hash(), cost.params, cost.flops, structural,
-            data_free_score(genome, cost, canonical, structural))
+            data_free_score(genome, cost, canonical, structural, _objective_space))
 
 
-def _assess_all(draws: list[dict[str, Any]], within_budget: Callable[[Any], bool], processes: int
-                ) -> list[Assessed | None]:
-    global _within_budget
-    _within_budget = within_budget
+def _assess_all(draws: list[dict[str, Any]], within_budget: Callable[[Any], bool], processes: int,
+                objective_space: str | None = None) -> list[Assessed | None]:
+    global _within_budget, _objective_space
+    _within_budget, _objective_space = within_budget, objective_space
     if processes <= 1 or len(draws) < 1000:
         return [_assess(data) for data in draws]
     # fork: the children inherit the budget check and the imported engine, and run no torch op (costs are

@@ -491,7 +491,8 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
                          f"{part.cost.params / 1e6:.2f} | {part.cost.flops / 1e9:.3f} | "
                          f"{part.cost.flops / total:.1%} |")
         lines += ["", "Stages in `best.yaml`:", "", "```yaml", dump_genome(best.genome).rstrip(), "```"]
-        silent = unweighed_descriptors(objective_terms(best.genome, {})) if options.objective == "proxy" else []
+        silent = (unweighed_descriptors(objective_terms(best.genome, {}), options.space)
+                  if options.objective == "proxy" else [])
         if silent:
             lines += ["", f"The winner has what the proxy objective's corpora never held: "
                           f"{', '.join(f'`{name}`' for name in silent)}. Those terms are weighed 0, so its score "

@@ -359,7 +359,7 @@ def _cascade(run: _Run, progress: Progress, quiet: bool) -> Callable[[int], Casc
             progress.say(f"  screening {options.screen_size:,} genomes data-free (analytic cost, structural score, "
                          "the objective's data-free part)")
         pool = screen(run.space, options.screen_size, options.seed, within_budget, run.run_dir,
-                      processes=options.workers or 1)
+                      processes=options.workers or 1, objective_space=options.space)
         if not quiet:
             progress.say(f"  screened {pool.drawn:,} genomes in {format_seconds(pool.seconds)}"
                          + (f" ({SCREEN_FILE})" if cached else "") + f": {pool.valid:,} valid, {len(pool):,} "
