@@ -123,8 +123,8 @@ def test_proxy_score_adds_the_combined_objective(batch):
 
 
 def test_the_search_objective_is_the_shipped_fit_of_standardised_terms(batch):
-    """``score`` is ``sum w * (t - mean) / std`` over the terms of ``objective.json``; explicit ``weights`` give
-    another combination of the same terms."""
+    """``score`` is ``sum w * (t - mean) / std`` over the terms of ``objectives/any.json`` (no space given);
+    explicit ``weights`` give another combination of the same terms."""
     from nas.evaluate.proxy import TERMS, combine, fitted_objective
 
     genome = load_genome(tiny())
