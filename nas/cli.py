@@ -363,6 +363,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     if given.get("objective") == "custom":
         raise InputError("--objective custom needs a Python evaluate callable; use nas.search(evaluate=...)")
     options = SearchOptions(**given).check()
+    # --space only picks the objective's fit here; a file that is missing or no space is still a mistake
+    if "space" in given and not is_space(read_yaml(options.space)[0]):
+        raise InputError(f"{options.space}: not a search space (--space names the space whose search scores it)")
     data, text, label = read_yaml(args.genome)
     if is_space(data):
         raise InputError(f"{label}: a search space, not a genome; nas score scores one genome (nas search "

@@ -111,9 +111,11 @@ def test_the_train_objective_scores_the_accuracy_after_training(hybrid: Path):
     (("HYBRID", "--objective", "supernet"), "--objective supernet needs --supernet"),
     (("HYBRID", "--objective", "custom"), "invalid choice: 'custom'"),
     (("HYBRID", "--proxy-batch", "1"), "--proxy-batch needs at least 2 images"),
+    (("HYBRID", "--space", "no_such_space.yaml"), "no_such_space.yaml: no such file"),
+    (("HYBRID", "--space", "HYBRID"), "not a search space (--space names the space whose search scores it)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(hybrid: Path, args: tuple[str, ...], message: str, capsys):
-    argv = ["score", *(str(hybrid) if a == "HYBRID" else a for a in args)]
+    argv = ["score", *(str(hybrid) if a == "HYBRID" else a for a in args)]  # HYBRID: the genome file
     try:
         code = main(argv)
     except SystemExit as stop:  # argparse's own mistakes (an unknown choice) exit from inside
