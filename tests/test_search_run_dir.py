@@ -3,6 +3,7 @@ over, and left as it was when a command fails; `nas search` on the tiny space in
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import sqlite3
@@ -173,6 +174,29 @@ def test_resume_refuses_an_option_that_contradicts_the_run_and_accepts_one_that_
     # the run's own values, written either way, and the options that may change are no contradiction
     result = nas.search(resume=run_copy, budget="4G", sampler="random", trials=4, quiet=True)
     assert result.counts["trials"] == 4
+
+
+def test_resume_refuses_a_proxy_run_scored_by_another_fit_of_the_objective(run_copy: Path):
+    """A nas whose shipped fit changed (an upgrade that refitted it) would score the new trials on another scale
+    than the old: the run records its fit, and such a resume is refused in one line, with nothing changed."""
+    from nas.evaluate.proxy import objective_identity
+    from nas.search.run import OBJECTIVE_ATTR
+
+    with sqlite3.connect(run_copy / "study.db") as db:  # Optuna's table of study attributes
+        (recorded,) = db.execute("SELECT value_json FROM study_user_attributes WHERE key = ?",
+                                 (OBJECTIVE_ATTR,)).fetchone()
+        assert json.loads(recorded) == objective_identity("tiny") == {
+            "name": "any", "digest": objective_identity(None)["digest"]}  # tiny has no fit of its own
+        db.execute("UPDATE study_user_attributes SET value_json = ? WHERE key = ?",  # as an older nas wrote it
+                   (json.dumps({"name": "any", "digest": "0123456789ab"}), OBJECTIVE_ATTR))
+    db.close()
+    before = snapshot(run_copy)
+    done = run_nas("search", "--resume", run_copy, "--trials", "4")
+    assert done.returncode == 2, done.stderr
+    assert one_line(done) == (f"error: {run_copy}: its trials were scored by the fit any.json (0123456789ab) and "
+                              f"this nas has any.json ({objective_identity(None)['digest']}), whose scores would "
+                              "not compare; start a new run, or continue this one with the nas that started it")
+    assert snapshot(run_copy) == before
 
 
 @pytest.mark.parametrize("sampler", ["random", "evolution"])

@@ -14,6 +14,7 @@ search can record the trial as failed with its reason.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 from collections import Counter
@@ -213,6 +214,14 @@ def fitted_objective(space: str | None = None) -> dict[str, Any]:
     """The objective for ``space`` (``objective_name``): ``{"features": [{"name", "mean", "std", "weight"},
     ...], "command": ..., "corpora": ..., ...}``."""
     return json.loads((OBJECTIVES / f"{objective_name(space)}.json").read_text())
+
+
+def objective_identity(space: str | None = None) -> dict[str, str]:
+    """Which fit scores ``space`` and a digest of its file: a run records it, and a resumed run scored by another
+    fit (an upgrade of nas that refitted it) is refused, as its scores would not compare."""
+    name = objective_name(space)
+    digest = hashlib.sha256((OBJECTIVES / f"{name}.json").read_bytes()).hexdigest()[:12]
+    return {"name": name, "digest": digest}
 
 
 def combine(terms: dict[str, float], batch_size: int, weights: dict[str, float] | None = None,

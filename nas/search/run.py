@@ -332,7 +332,29 @@ def _open(run: _Run, fresh: NewRun | None) -> optuna.Study:
     study_ = open_study(run.run_dir, options, create=True)
     if "nas.run" not in study_.user_attrs:  # what a worker on another machine joins with
         study_.set_user_attr("nas.run", {"options": options.model_dump(), "space": run.space_text})
+    if options.objective == "proxy":
+        _check_objective(study_, run)
     return study_
+
+
+OBJECTIVE_ATTR = "nas.objective"  # the study's record of the proxy objective's fit (objective_identity)
+
+
+def _check_objective(study_: optuna.Study, run: _Run) -> None:
+    """A proxy run's scores are values of one fit: recorded when the run starts, and a resume or a worker whose
+    nas ships another fit is refused rather than mixing scores that do not compare. (A run from before the
+    record has none to check, and records this one.)"""
+    from nas.evaluate.proxy import objective_identity
+
+    current = objective_identity(run.options.space)
+    recorded = study_.user_attrs.get(OBJECTIVE_ATTR)
+    if recorded is None:
+        study_.set_user_attr(OBJECTIVE_ATTR, current)
+    elif recorded != current:
+        raise InputError(f"{run.run_dir}: its trials were scored by the fit {recorded['name']}.json "
+                         f"({recorded['digest']}) and this nas has {current['name']}.json ({current['digest']}), "
+                         f"whose scores would not compare; start a new run, or continue this one with the nas "
+                         f"that started it")
 
 
 def _set_sampler(run: _Run, study_: optuna.Study, shared: bool, progress: Progress, quiet: bool) -> None:
