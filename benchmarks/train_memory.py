@@ -4,6 +4,7 @@ memory of real training, for random genomes of three spaces, each trained in a f
     python benchmarks/train_memory.py                                # 5 genomes of tiny, mobile, metaformer_hybrid
     python benchmarks/train_memory.py --spaces tiny --genomes 2      # a quick look
     python benchmarks/train_memory.py --table benchmarks/results/memory/train_memory.json   # re-estimated
+    python benchmarks/train_memory.py --table RUN.json --out NEW.json   # and written, re-estimated, to NEW
 
 Method. Each genome trains in its own subprocess (this file with ``--child``), so that peaks do not mix: one
 torch thread (a CPU search's default), ``synthetic`` data at the space's resolution with 2 x batch training and
@@ -176,7 +177,12 @@ def main() -> None:
         recorded = json.loads(args.table.read_text())
         allocator = recorded["environment"]["allocator_env"]
         os.environ.update(allocator if isinstance(allocator, dict) else {})  # the children's allocator
-        print(table([estimated(record) for record in recorded["runs"]]))
+        records = [estimated(record) for record in recorded["runs"]]
+        print(table(records))
+        if args.out != RESULTS / "train_memory.json":  # --out given: the records, re-estimated, written there
+            write(args.out, {**recorded, "summary": summary(records),
+                             "summary_without_allocator": summary(records, "error_without_allocator"),
+                             "runs": records}, table(records))
         return
     records = []
     for space_name in args.spaces.split(","):
@@ -187,14 +193,17 @@ def main() -> None:
             print(f"{space_name} {record['genome'][:8]} batch {batch}: estimated "
                   f"{record['estimate']['total'] / 2**20:.0f} MiB, measured {record['measured'] / 2**20:.0f} MiB "
                   f"({record['error']:+.0%}; {record['seconds']} s)", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"environment": environment(args.threads), "seed": args.seed,
-                                    "summary": summary(records),
-                                    "summary_without_allocator": summary(records, "error_without_allocator"),
-                                    "runs": records}, indent=1))
     text = table(records)
-    args.out.with_suffix(".md").write_text(text + "\n")
+    write(args.out, {"environment": environment(args.threads), "seed": args.seed, "summary": summary(records),
+                     "summary_without_allocator": summary(records, "error_without_allocator"), "runs": records}, text)
     print("\n" + text)
+
+
+def write(out: Path, result: dict[str, Any], text: str) -> None:
+    """The records as JSON and their table beside them (``.md``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(text + "\n")
 
 
 if __name__ == "__main__":

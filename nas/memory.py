@@ -83,6 +83,11 @@ OPTIMIZER_STATES = {"adamw": 2, "sgd": 1}
 # runs of three spaces at batches 4 to 256 (seed 0), where the heap held 1.5-2.2x what the small tensors need,
 # and checked on 15 other genomes (benchmarks/BENCHMARKS.md). CUDA's caching allocator is not measured.
 HEAP_LIMIT, HEAP_FACTOR = 32 * 2**20, 1.6
+# The holes in the heap are what the forward pass frees again (the op outputs autograd does not keep), so its
+# share is also at most those temporaries: a conv-BN network keeps nearly all it makes and the heap holds little
+# beyond its tensors, where a MetaFormer's norms, MLPs and attention free more than the factor's bound. Found on
+# 30 runs, checked on 15 others (benchmarks/BENCHMARKS.md, "Training memory").
+_FORWARD_BYTES: dict[str, tuple[int, int] | None] = {}
 
 
 def heap_limit() -> int:
@@ -90,6 +95,49 @@ def heap_limit() -> int:
     with (``MALLOC_MMAP_THRESHOLD_``: 65536 maps nearly every tensor, and the heap then holds no activations)."""
     fixed = os.environ.get("MALLOC_MMAP_THRESHOLD_", "")
     return int(fixed) if fixed.isdigit() else HEAP_LIMIT
+
+
+def forward_bytes(genome: Genome) -> tuple[int, int] | None:
+    """(bytes at batch 1, bytes per further image) of every tensor a training-mode forward pass of ``genome``
+    creates, float32, counted on the meta device: no memory, no arithmetic, a fraction of a second. None where
+    a block cannot run there. Cached per genome."""
+    key = genome.content_hash()
+    if key not in _FORWARD_BYTES:
+        _FORWARD_BYTES[key] = _count_forward(genome)
+    return _FORWARD_BYTES[key]
+
+
+def _count_forward(genome: Genome) -> tuple[int, int] | None:
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode  # the one place nas reads a private torch module
+    from torch.utils._pytree import tree_flatten
+
+    from nas.compiler import compile_model  # the compiler imports this module
+
+    class Created(TorchDispatchMode):
+        """Sums the storage of every tensor an op returns (a view shares its base's)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bytes = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            self.bytes += sum(t.untyped_storage().nbytes() for t in tree_flatten(out)[0]
+                              if isinstance(t, torch.Tensor) and t._base is None)
+            return out
+
+    counts = []
+    try:  # the caller's random stream stays as it was
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = compile_model(genome).train()
+            for batch in (1, 2):
+                with Created() as created:
+                    model(torch.empty(batch, genome.input.channels, *genome.input.resolution))
+                counts.append(created.bytes)
+    except Exception:  # noqa: BLE001 - a block the meta device cannot run: the estimate keeps its other bound
+        return None
+    return counts[0], counts[1] - counts[0]
 
 
 @dataclass(frozen=True)
@@ -148,9 +196,13 @@ def training_memory_estimate(genome: Genome, batch: int, *, validation_batch: in
                                                                 nodes if d["role"] != "neck"])]
     limit = heap_limit()
     heap = sum(n for n in tensors if n < limit) if str(device).startswith("cpu") else 0
+    allocator = round((HEAP_FACTOR - 1) * heap)
+    created = forward_bytes(genome) if allocator else None
+    if created is not None:  # the heap holds at most what the forward pass frees again
+        allocator = min(allocator, max(0, (created[0] + created[1] * (batch - 1)) * size // 4 - sum(tensors)))
     return TrainingMemory(batch=batch, weights=max(params, trained) * weight_size, gradients=trained * weight_size,
                           optimizer=OPTIMIZER_STATES[optimizer] * trained * weight_size, activations=sum(tensors),
-                          allocator=round((HEAP_FACTOR - 1) * heap),
+                          allocator=allocator,
                           validation=validation_batch * _largest_node(graph) * size,
                           validation_batch=validation_batch)
 
