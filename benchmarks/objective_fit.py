@@ -616,6 +616,9 @@ def main() -> None:
             "genomes": len(fittable(data)), "tasks": tasks, "batch": args.batch,
             "corpora": {c.name: sum(1 for g in genomes if space_of[g] == c.name) for c in corpora},
             "left_out": sorted(args.leave_out),
+            # how well the method ranks genomes it did not see: the mean over fold shufflings, per task measured
+            "held_out_tau": {t: round(v, 3) for t, v in shuffled_tau(data, max(args.shuffles, 1)).items()
+                             if math.isfinite(v)},
             "features": [{"name": f, "mean": float(m), "std": float(s), "weight": float(c)}
                          for f, m, s, c in zip(features, mean, std, coef)],
         }, indent=1) + "\n")

@@ -162,6 +162,17 @@ def test_a_shipped_space_with_its_own_fit_is_scored_by_it_and_any_other_space_by
     assert own != pytest.approx(combine(terms, 8))  # two fits, two weightings of the same terms
 
 
+def test_a_recorded_fit_is_described_with_its_corpus_and_held_out_tau_while_this_nas_ships_it():
+    from nas.evaluate.proxy import describe_objective, objective_identity
+
+    own = objective_identity("metaformer_hybrid")
+    assert describe_objective(own) == (f"fit `metaformer_hybrid.json` ({own['digest']}) on the trained corpus "
+                                       "corpus_hybrid32 (200 genomes); Kendall tau on held-out genomes +0.505 "
+                                       "(patterns)")
+    assert describe_objective({"name": "any", "digest": "0123456789ab"}) == (
+        "fit `any.json` (0123456789ab), which this nas no longer ships")
+
+
 def test_the_descriptors_say_which_family_holds_the_compute_and_how_deep_and_wide():
     """A conv stage then an attention stage: each family's share of the blocks' FLOPs, the last block's family,
     the number of blocks and their widths (16 and 32 channels)."""

@@ -199,6 +199,14 @@ def test_resume_refuses_a_proxy_run_scored_by_another_fit_of_the_objective(run_c
     assert snapshot(run_copy) == before
 
 
+def test_the_report_says_which_fit_of_the_objective_scored_the_run(finished_run: Path):
+    from nas.evaluate.proxy import objective_identity
+
+    report = (finished_run / "report.md").read_text()
+    assert (f"- proxy objective: fit `any.json` ({objective_identity('tiny')['digest']}) on the trained corpus "
+            "corpus (200 genomes), corpus_hybrid32 (120 genomes)\n") in report
+
+
 @pytest.mark.parametrize("sampler", ["random", "evolution"])
 def test_a_resumed_run_samples_new_genomes_rather_than_replaying_its_own(tmp_path: Path, sampler: str):
     quick(tmp_path / "run", sampler=sampler)

@@ -224,6 +224,23 @@ def objective_identity(space: str | None = None) -> dict[str, str]:
     return {"name": name, "digest": digest}
 
 
+def describe_objective(identity: dict[str, str]) -> str:
+    """A recorded fit (``objective_identity``) in words, for a report: its file and digest, its corpora and how
+    well it ranks their held-out genomes, where the fit ``objective_fit.py --write`` recorded that and this nas
+    still ships the same file; its name and digest alone otherwise."""
+    name, digest = identity["name"], identity["digest"]
+    text = f"fit `{name}.json` ({digest})"
+    if objective_identity(None if name == GENERAL_OBJECTIVE else name) != identity:
+        return text + ", which this nas no longer ships"
+    fitted = fitted_objective(None if name == GENERAL_OBJECTIVE else name)
+    corpora = ", ".join(f"{corpus} ({count} genomes)" for corpus, count in fitted.get("corpora", {}).items())
+    text += f" on the trained corpus {corpora}"
+    held_out = fitted.get("held_out_tau", {})
+    if held_out:
+        text += "; Kendall tau on held-out genomes " + ", ".join(f"{t:+.3f} ({task})" for task, t in held_out.items())
+    return text
+
+
 def combine(terms: dict[str, float], batch_size: int, weights: dict[str, float] | None = None,
             space: str | None = None) -> float:
     """The objective the search maximises: ``sum_k w_k * (t_k - mean_k) / std_k`` over the terms of the shipped

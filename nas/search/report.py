@@ -22,14 +22,14 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.cost import stage_costs
 from nas.cost.budget import format_count
 from nas.errors import GenomeError
-from nas.evaluate.proxy import objective_terms, unweighed_descriptors
+from nas.evaluate.proxy import describe_objective, objective_terms, unweighed_descriptors
 from nas.export import export_model
 from nas.genome import Genome
 from nas.io import dump_genome, parse_genome
 from nas.search.cascade import SCREEN_ATTR, surrogate_summary
 from nas.search.params import genome_data, params_picker
 from nas.search.references import REFERENCES_FILE, Scored, read_references, report_section, second_value, summary_line
-from nas.search.rundir import WINNER_LATENCY_FILE, open_study, read_run, write_atomic
+from nas.search.rundir import OBJECTIVE_ATTR, WINNER_LATENCY_FILE, open_study, read_run, write_atomic
 from nas.search.samplers import dominates
 from nas.search.scoring import GenomeScore
 from nas.search.trial import INHERITED, SECOND_UNITS, STAGES, is_invalid, is_result
@@ -353,7 +353,8 @@ def write_report(run_dir: str | Path) -> SearchResult:
     winner_latency = read_winner_latency(run_dir, best)
     write_atomic(run_dir / "report.md", _markdown(run_dir, options, space, trials, points, best, counts,
                                                   _importances(trials, directions), references,
-                                                  study.user_attrs.get(SCREEN_ATTR), winner_latency))
+                                                  study.user_attrs.get(SCREEN_ATTR), winner_latency,
+                                                  study.user_attrs.get(OBJECTIVE_ATTR)))
     files.append(run_dir / "report.md")
     if (run_dir / REFERENCES_FILE).is_file():
         files.append(run_dir / REFERENCES_FILE)
@@ -436,7 +437,7 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
 def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[FrozenTrial],
               points: list[ParetoPoint], best: ParetoPoint | None, counts: dict[str, int],
               importances: dict[str, float] | str, references: Scored, screened: dict[str, Any] | None = None,
-              winner_latency: dict[str, Any] | None = None) -> str:
+              winner_latency: dict[str, Any] | None = None, objective: dict[str, str] | None = None) -> str:
     unit = SECOND_UNITS[options.second]
     found = choices(space)
     lines = [f"# Search report: {run_dir.name}", "",
@@ -446,6 +447,7 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
              f"{options.latency or 'none'}",
              f"- objective: {options.objective} (maximised)" + (f"; second: {options.second} in {unit} (minimised)"
                                                                if options.multi_objective else ""),
+             *([f"- proxy objective: {describe_objective(objective)}"] if objective else []),
              f"- sampler {options.sampler}, seed {options.seed}, device {options.device}, latency "
              f"{options.latency_mode} ({options.latency_repeats} repeats)",
              f"- trials: {counts['trials']} of {options.trials} ({_breakdown(counts)}; "

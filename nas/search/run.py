@@ -29,6 +29,7 @@ from nas.search.progress import Progress, format_seconds
 from nas.search.references import check_references, score_references
 from nas.search.report import SearchResult, write_report
 from nas.search.rundir import (
+    OBJECTIVE_ATTR,
     RUN_FILE,
     SPACE_FILE,
     WINNER_LATENCY_FILE,
@@ -336,8 +337,6 @@ def _open(run: _Run, fresh: NewRun | None) -> optuna.Study:
         _check_objective(study_, run)
     return study_
 
-
-OBJECTIVE_ATTR = "nas.objective"  # the study's record of the proxy objective's fit (objective_identity)
 
 
 def _check_objective(study_: optuna.Study, run: _Run) -> None:

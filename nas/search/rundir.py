@@ -27,6 +27,7 @@ from runners.storage import JOURNAL, open_storage
 RUN_FILE, SPACE_FILE, DB_FILE = "run.yaml", "space.yaml", "study.db"
 REFERENCES_FILE = "references.json"  # the reference architectures' scores (nas.search.references)
 WINNER_LATENCY_FILE = "winner_latency.json"  # a winner whose latency came from the table, timed end to end
+OBJECTIVE_ATTR = "nas.objective"  # the study's record of the proxy objective's fit (objective_identity)
 # What a finished (or interrupted) search leaves; a new run never writes over any of them.
 RESULTS = (DB_FILE, "trials.csv", "report.md", "best.yaml", "best_model.py", "pareto.png", "pareto",
            REFERENCES_FILE, WINNER_LATENCY_FILE)
