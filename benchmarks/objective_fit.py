@@ -641,22 +641,21 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
     truths = {task: accuracy(runs, task, "long") for task in tasks}
     fitted: dict[str, dict[str, float]] = {}
     # A shipped objective fitted on genomes judged here is no test of it: left out.
-    shipped: dict[str, dict[str, dict[str, float]]] = {
-        name: {} for name, space in shipped_objectives().items()
-        if fitted_objective(space)["corpora"].get(corpus.name, 0) <= start}
+    spaces = {name: space for name, space in shipped_objectives().items()
+              if fitted_objective(space)["corpora"].get(corpus.name, 0) <= start}
+    shipped: dict[str, dict[str, dict[str, float]]] = {name: {task: {} for task in tasks} for name in spaces}
     for task in tasks:
         if model is not None:
             rows = feature_rows(genomes, scores, task, batch, features, described)
             fitted[task] = {g: float(predict(model, np.array([r]))[0]) for g, r in rows.items()}
-        for name, per_task in shipped.items():
-            per_task[task] = {}
-            for s in scores:
-                if s["task"] == task and s["batch"] == batch and s["seed"] == 0:
-                    terms = {**s["scores"], "params": genomes[s["genome"]]["params"],
-                             "flops": genomes[s["genome"]]["flops"], **described[s["genome"]]}
-                    value = combine(terms, s["batch_size"], space=shipped_objectives()[name])
-                    if math.isfinite(value):
-                        per_task[task][s["genome"]] = value
+    for s in scores:
+        if s["task"] in tasks and s["batch"] == batch and s["seed"] == 0:
+            terms = {**s["scores"], "params": genomes[s["genome"]]["params"],
+                     "flops": genomes[s["genome"]]["flops"], **described[s["genome"]]}
+            for name, space in spaces.items():
+                value = combine(terms, s["batch_size"], space=space)
+                if math.isfinite(value):
+                    shipped[name][s["task"]][s["genome"]] = value
     after = f", those from index {start} on" if start else ""
     print(f"\nJudged on {corpus.name} ({len(genomes)} genomes{after}), fitted on {' + '.join(fitted_on)}:\n")
     print("| task | noise ceiling: tau between seeds (95% CI, genomes) | tau of the last two epochs |")
@@ -673,8 +672,7 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
     if model is not None:
         row(f"fitted on {' + '.join(fitted_on)}", fitted, truths)
     for name, per_task in shipped.items():
-        row(f"shipped objective {name}.json (fitted on {fitted_objective_corpora(shipped_objectives()[name])})",
-            per_task, truths)
+        row(f"shipped objective {name}.json (fitted on {fitted_objective_corpora(spaces[name])})", per_task, truths)
     for key, per_task in single_terms(genomes, scores, tasks, batch).items():
         row(key, per_task, truths)
     row("short schedule (3 epochs)", {t: accuracy(runs, t, "short") for t in tasks}, truths)

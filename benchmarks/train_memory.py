@@ -166,7 +166,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, help="one batch for every space (default: per space, see BATCHES)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "train_memory.json")
+    parser.add_argument("--out", type=Path, help=f"default {RESULTS / 'train_memory.json'}; with --table, nothing "
+                        "is written unless given")
     parser.add_argument("--table", type=Path, help="an earlier run's JSON: print its table only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -178,11 +179,12 @@ def main() -> None:
         allocator = recorded["environment"]["allocator_env"]
         os.environ.update(allocator if isinstance(allocator, dict) else {})  # the children's allocator
         records = [estimated(record) for record in recorded["runs"]]
-        print(table(records))
-        if args.out != RESULTS / "train_memory.json":  # --out given: the records, re-estimated, written there
+        text = table(records)
+        print(text)
+        if args.out is not None:  # the records, re-estimated, written there
             write(args.out, {**recorded, "summary": summary(records),
                              "summary_without_allocator": summary(records, "error_without_allocator"),
-                             "runs": records}, table(records))
+                             "runs": records}, text)
         return
     records = []
     for space_name in args.spaces.split(","):
@@ -194,8 +196,9 @@ def main() -> None:
                   f"{record['estimate']['total'] / 2**20:.0f} MiB, measured {record['measured'] / 2**20:.0f} MiB "
                   f"({record['error']:+.0%}; {record['seconds']} s)", flush=True)
     text = table(records)
-    write(args.out, {"environment": environment(args.threads), "seed": args.seed, "summary": summary(records),
-                     "summary_without_allocator": summary(records, "error_without_allocator"), "runs": records}, text)
+    result = {"environment": environment(args.threads), "seed": args.seed, "summary": summary(records),
+              "summary_without_allocator": summary(records, "error_without_allocator"), "runs": records}
+    write(args.out or RESULTS / "train_memory.json", result, text)
     print("\n" + text)
 
 

@@ -84,11 +84,7 @@ OPTIMIZER_STATES = {"adamw": 2, "sgd": 1}
 # runs of three spaces at batches 4 to 256 (seed 0), where the heap held 1.5-2.2x what the small tensors need,
 # and checked on 15 other genomes (benchmarks/BENCHMARKS.md). CUDA's caching allocator is not measured.
 HEAP_LIMIT, HEAP_FACTOR = 32 * 2**20, 1.6
-# The holes in the heap are what the forward pass frees again (the op outputs autograd does not keep), so its
-# share is also at most those temporaries: a conv-BN network keeps nearly all it makes and the heap holds little
-# beyond its tensors, where a MetaFormer's norms, MLPs and attention free more than the factor's bound. Found on
-# 30 runs, checked on 15 others (benchmarks/BENCHMARKS.md, "Training memory").
-_FORWARD_BYTES: dict[str, tuple[int, int] | None] = {}
+_FORWARD_BYTES: dict[str, tuple[int, int] | None] = {}  # forward_bytes per genome hash
 
 
 def heap_limit() -> int:
@@ -197,7 +193,11 @@ def training_memory_estimate(genome: Genome, batch: int, *, validation_batch: in
     heap = sum(n for n in tensors if n < limit) if str(device).startswith("cpu") else 0
     allocator = round((HEAP_FACTOR - 1) * heap)
     created = forward_bytes(genome) if allocator else None
-    if created is not None:  # the heap holds at most what the forward pass frees again
+    # The holes in the heap are what the forward pass frees again (the op outputs autograd does not keep), so its
+    # share is also at most those temporaries: a conv-BN network keeps nearly all it makes, where a MetaFormer's
+    # norms, MLPs and attention free more than the factor's bound. Found on 30 runs, checked on 15 others
+    # (benchmarks/BENCHMARKS.md, "Training memory").
+    if created is not None:
         allocator = min(allocator, max(0, (created[0] + created[1] * (batch - 1)) * size // 4 - sum(tensors)))
     return TrainingMemory(batch=batch, weights=max(params, trained) * weight_size, gradients=trained * weight_size,
                           optimizer=OPTIMIZER_STATES[optimizer] * trained * weight_size, activations=sum(tensors),

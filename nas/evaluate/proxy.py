@@ -230,9 +230,10 @@ def describe_objective(identity: dict[str, str]) -> str:
     still ships the same file; its name and digest alone otherwise."""
     name, digest = identity["name"], identity["digest"]
     text = f"fit `{name}.json` ({digest})"
-    if objective_identity(None if name == GENERAL_OBJECTIVE else name) != identity:
+    space = None if name == GENERAL_OBJECTIVE else name  # a space's own fit is named after it
+    if objective_identity(space) != identity:
         return text + ", which this nas no longer ships"
-    fitted = fitted_objective(None if name == GENERAL_OBJECTIVE else name)
+    fitted = fitted_objective(space)
     corpora = ", ".join(f"{corpus} ({count} genomes)" for corpus, count in fitted.get("corpora", {}).items())
     text += f" on the trained corpus {corpora}"
     held_out = fitted.get("held_out_tau", {})

@@ -338,7 +338,6 @@ def _open(run: _Run, fresh: NewRun | None) -> optuna.Study:
     return study_
 
 
-
 def _check_objective(study_: optuna.Study, run: _Run) -> None:
     """A proxy run's scores are values of one fit: recorded when the run starts, and a resume or a worker whose
     nas ships another fit is refused rather than mixing scores that do not compare. (A run from before the
