@@ -22,8 +22,10 @@ from nas.cost.latency import (
     LatencyTable,
     device_fingerprint,
     fingerprint_key,
+    measure_latencies,
     measure_latency,
     predict_latency,
+    time_interleaved,
 )
 from nas.errors import InputError
 from tests.conftest import ROOT
@@ -182,6 +184,21 @@ def test_two_processes_share_one_table(tmp_path):
             assert got == pytest.approx(w + i / n)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_calls_timed_together_take_turns_so_a_slow_spell_falls_on_all_of_them():
+    order: list[str] = []
+    times = time_interleaved([lambda: order.append("a"), lambda: order.append("b")], torch.device("cpu"),
+                             warmup=2, repeats=3)
+    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3  # each call's warmup, then one call of each per round
+    assert [len(t) for t in times] == [3, 3] and all(ms >= 0 for t in times for ms in t)
+
+
+def test_several_modules_are_timed_together_each_on_its_own_input():
+    wide, narrow = nn.Linear(64, 64), nn.Linear(8, 8).train()
+    results = measure_latencies([(wide, (64,)), (narrow, (8,))], threads=1, **FAST)
+    assert [r.repeats for r in results] == [3, 3] and all(r.p10_ms <= r.median_ms <= r.p90_ms for r in results)
+    assert narrow.training and wide.training  # each module's mode is given back
 
 
 def test_a_prediction_times_each_distinct_node_once_then_is_cached(tiny, table):

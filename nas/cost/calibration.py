@@ -3,7 +3,8 @@
 The table's sum (``predict_latency``) times each block alone, in a tight loop, with its weights and activations
 in cache; inside the network the other blocks have evicted them, so the sum reads low, and by how much depends
 on the block family and on the memory the network moves (benchmarks/BENCHMARKS.md, "Latency"). A calibration
-times a set of genomes end to end on the device, once more to know the repeat-measurement floor, and fits
+times a set of genomes end to end on the device, and all of them once more after the last to know the
+repeat-measurement floor (``calibrate``), and fits
 
     measured - table sum = sum over families f of a_f * (table ms of f) + b * activation MB + c * weight MB
                            + d * nodes + e
@@ -104,7 +105,7 @@ class HeldOut:
     median_error: float  # median |predicted / measured - 1|
     table_within: float
     table_median_error: float
-    floor_within: float  # the same genome measured again: the noise of the measurement itself
+    floor_within: float  # the same genome measured again after every other: the measurement's own noise and drift
     floor_median_error: float
 
 
@@ -245,28 +246,43 @@ def calibrate(genomes: Sequence[Genome], table: LatencyTable, device: str = "cpu
               threads: int | None = None, warmup: int = 3, repeats: int = 10, seed: int = 0,
               progress: Callable[[int, dict[str, Any]], None] | None = None,
               runtime: Runtime = "eager") -> CalibrationRun:
-    """Time each genome end to end twice and by the table (timing its missing entries), fit, and store the
-    calibration in ``table``. ``progress(i, row)`` is called after each genome."""
+    """Time each genome by the table (timing its missing entries) and end to end, then every genome end to end
+    once more after the last, fit, and store the calibration in ``table``. ``progress(i, row)`` is called after
+    each timing: first with ``again_ms`` None, then in the second pass with it set.
+
+    The second timing comes last, not straight after the first, because the table's entries were timed at other
+    moments of the run: the floor a prediction is judged against must include how far the machine drifts over
+    the run. On the 2-core VM, two timings a few seconds apart agreed within +-10% for 95% of genomes, while a
+    genome's table-to-measured ratio in one run did not correlate with its ratio in another run minutes later
+    (benchmarks/BENCHMARKS.md, "Latency calibration")."""
     tick = time.perf_counter()
     threads = threads if threads is not None else torch.get_num_threads()
     fingerprint = device_fingerprint(device, torch.float32, batch, threads, runtime=runtime)
     key = fingerprint_key(fingerprint)
-    samples, measured, again, rows = [], [], [], []
+
+    def end_to_end(genome: Genome) -> float:
+        model = compile_model(genome, seed=seed)
+        shape = (genome.input.channels, *genome.input.resolution)
+        return measure_latency(model, shape, device, batch=batch, warmup=warmup, repeats=repeats, threads=threads,
+                               runtime=runtime).median_ms
+
+    samples, measured, rows = [], [], []
     for i, genome in enumerate(genomes):
         prediction = predict_latency(genome, table, device, batch=batch, threads=threads, warmup=warmup,
                                      repeats=repeats, seed=seed, runtime=runtime)
-        model = compile_model(genome, seed=seed)
-        shape = (genome.input.channels, *genome.input.resolution)
-        first, second = (measure_latency(model, shape, device, batch=batch, warmup=warmup, repeats=repeats,
-                                         threads=threads, runtime=runtime).median_ms for _ in range(2))
-        del model
+        first = end_to_end(genome)
         features = genome_features(genome, prediction, batch)
         samples.append(features)
         measured.append(first)
-        again.append(second)
-        row = {"genome": genome.content_hash(), "measured_ms": first, "again_ms": second,
+        row = {"genome": genome.content_hash(), "measured_ms": first, "again_ms": None,
                "table_ms": prediction.total_ms, "new_entries": prediction.measured, **asdict(features)}
         rows.append(row)
+        if progress is not None:
+            progress(i, row)
+    again = []
+    for i, (genome, row) in enumerate(zip(genomes, rows)):
+        again.append(end_to_end(genome))
+        row["again_ms"] = again[-1]
         if progress is not None:
             progress(i, row)
     calibration, held = fit_calibration(samples, measured, again, key, fingerprint, seed)

@@ -172,27 +172,41 @@ def _glibc():
 
 
 def time_calls(call: Callable[[], Any], dev: torch.device, warmup: int, repeats: int,
-                cuda_events: bool = True) -> list[float]:
-    """Milliseconds of each timed call. CUDA: events around each call, synchronised, so a time is one call's
-    latency rather than a share of a pipelined queue; CPU (and ONNX Runtime, which returns host arrays, so
-    each call ends synchronised): the wall clock."""
-    for _ in range(warmup):
-        call()
-    times = []
+               cuda_events: bool = True) -> list[float]:
+    """Milliseconds of each timed call of ``call`` (``time_interleaved`` with one call)."""
+    return time_interleaved([call], dev, warmup, repeats, cuda_events)[0]
+
+
+def time_interleaved(calls: Sequence[Callable[[], Any]], dev: torch.device, warmup: int, repeats: int,
+                     cuda_events: bool = True) -> list[list[float]]:
+    """Milliseconds of each timed call, per call: ``warmup`` untimed calls of each, then ``repeats`` rounds that
+    time each call once, in turn. Taking turns spreads every call's times over the whole run, so a slow spell of
+    the machine (another tenant, a frequency change) lands on all of them alike instead of on one call's whole
+    window: on the 2-core VM the same block timed alone in two windows differed by up to 30%, while identical
+    blocks timed in turn inside a network agreed within a few percent (benchmarks/BENCHMARKS.md, "Latency
+    calibration"). CUDA: events around each call, synchronised, so a time is one call's latency rather than a
+    share of a pipelined queue; CPU (and ONNX Runtime, which returns host arrays, so each call ends
+    synchronised): the wall clock."""
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    times: list[list[float]] = [[] for _ in calls]
     if dev.type == "cuda" and cuda_events:
         torch.cuda.synchronize(dev)
         for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            call()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
+            for call, out in zip(calls, times):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                call()
+                end.record()
+                end.synchronize()
+                out.append(start.elapsed_time(end))
         return times
     for _ in range(repeats):
-        start_s = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start_s) * 1e3)
+        for call, out in zip(calls, times):
+            start_s = time.perf_counter()
+            call()
+            out.append((time.perf_counter() - start_s) * 1e3)
     return times
 
 
@@ -239,6 +253,17 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], device: str | 
     triggers it); ``onnxruntime`` exports it to ONNX and times ONNX Runtime's session (CPU provider, or CUDA's
     when the device is CUDA and the provider is installed).
     """
+    return measure_latencies([(model, input_shape)], device, dtype, batch, warmup, repeats, threads, channels_last,
+                             autocast, runtime)[0]
+
+
+def measure_latencies(models: Sequence[tuple[nn.Module, Sequence[int]]], device: str | torch.device = "cpu",
+                      dtype: torch.dtype = torch.float32, batch: int = 1, warmup: int = 10, repeats: int = 50,
+                      threads: int | None = None, channels_last: bool = False,
+                      autocast: Autocast | None = None, runtime: Runtime = "eager") -> list[LatencyResult]:
+    """``measure_latency`` of several ``(model, input_shape)`` at once, their calls taking turns
+    (``time_interleaved``), so their times are comparable with one another: what the latency table does with
+    the blocks it has not timed yet."""
     _check_args(batch, warmup, repeats, threads, autocast)
     if runtime != "eager" and (autocast or channels_last or dtype != torch.float32):
         raise ValueError(f"runtime {runtime!r} is timed in float32, contiguous, without autocast")
@@ -249,21 +274,28 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], device: str | 
     if runtime == "compile":
         warmup = max(warmup, 1)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(batch, *input_shape).to(dev, dtype, memory_format=fmt)
-    model.to(dev, dtype, memory_format=fmt)
     amp = torch.autocast(dev.type, dtype=_AUTOCAST_DTYPES[autocast]) if autocast else nullcontext()
-    was_training = model.training
-    model.eval()
+    was_training = [model.training for model, _ in models]
     try:
         with _num_threads(threads):
-            call = _runner(model, x, dev, runtime, threads)  # an ONNX export traces outside inference mode
+            calls = []
+            for model, input_shape in models:
+                x = torch.randn(batch, *input_shape).to(dev, dtype, memory_format=fmt)
+                model.to(dev, dtype, memory_format=fmt)
+                model.eval()
+                calls.append(_runner(model, x, dev, runtime, threads))  # an ONNX export traces outside inference mode
             with torch.inference_mode(), amp:
-                times = np.asarray(time_calls(call, dev, warmup, repeats, cuda_events=runtime != "onnxruntime"))
+                timed = time_interleaved(calls, dev, warmup, repeats, cuda_events=runtime != "onnxruntime")
     finally:
-        model.train(was_training)
-    p10, median, p90 = np.percentile(times, [10, 50, 90])
-    return LatencyResult(median_ms=float(median), p10_ms=float(p10), p90_ms=float(p90), mean_ms=float(times.mean()),
-                         std_ms=float(times.std()), repeats=repeats, fingerprint=fingerprint)
+        for (model, _), training in zip(models, was_training):
+            model.train(training)
+    results = []
+    for times in map(np.asarray, timed):
+        p10, median, p90 = np.percentile(times, [10, 50, 90])
+        results.append(LatencyResult(median_ms=float(median), p10_ms=float(p10), p90_ms=float(p90),
+                                     mean_ms=float(times.mean()), std_ms=float(times.std()), repeats=repeats,
+                                     fingerprint=fingerprint))
+    return results
 
 
 @dataclass(frozen=True)
@@ -401,29 +433,38 @@ def predict_latency(genome: Genome | str | Path | dict[str, Any], table: Latency
                     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch: int = 1,
                     threads: int | None = None, warmup: int = 10, repeats: int = 50, seed: int = 0,
                     runtime: Runtime = "eager") -> Prediction:
-    """Sum of per-node medians from ``table``, timing each missing entry once, alone, on a channels-last
-    input of its graph ``in_shape``, and storing it. Equal nodes (same config, shapes, device) share an entry,
-    so a stage of identical blocks is timed once."""
+    """Sum of per-node medians from ``table``, timing each missing entry once, as a module of its own on a
+    channels-last input of its graph ``in_shape``, and storing it. A genome's missing entries are timed
+    together, their calls taking turns (``measure_latencies``). Equal nodes (same config, shapes, device) share
+    an entry, so a stage of identical blocks is timed once."""
     _check_args(batch, warmup, repeats, threads, None)
     genome = load_genome(genome)
     threads = threads if threads is not None else torch.get_num_threads()
     device_key = fingerprint_key(device_fingerprint(device, dtype, batch, threads, runtime=runtime))
-    nodes: dict[str, float] = {}
-    measured = 0
+    keys: dict[str, LatencyKey] = {}
+    known: dict[LatencyKey, float] = {}
+    missing: dict[LatencyKey, tuple[nn.Module, tuple[int, int, int]]] = {}
     for name, data in build_graph(genome).nodes(data=True):
         if data["role"] in ("input", "neck"):  # the classifier's forward, which ``measure`` times, has no neck
             continue
         cfg, out = data["config"], data["out"]
-        key = LatencyKey.of(device_key, data["role"], cfg, data["in_shape"], out)
+        key = keys[name] = LatencyKey.of(device_key, data["role"], cfg, data["in_shape"], out)
+        if key in known or key in missing:
+            continue
         ms = table.get(key)
-        if ms is None:
-            module = _build_node(data["role"], cfg, data["in_shape"], out, seed)
+        if ms is not None:
+            known[key] = ms
+        else:
             chs, h, w = data["in_shape"]
-            ms = measure_latency(module, (h, w, chs), device, dtype, batch, warmup, repeats, threads,
-                                 runtime=runtime).median_ms
-            table.put(key, ms)
-            measured += 1
-        nodes[name] = ms
+            missing[key] = (_build_node(data["role"], cfg, data["in_shape"], out, seed), (h, w, chs))
+    if missing:  # timed together, taking turns, so one slow spell of the machine does not skew one entry
+        results = measure_latencies(list(missing.values()), device, dtype, batch, warmup, repeats, threads,
+                                    runtime=runtime)
+        for key, result in zip(missing, results):
+            table.put(key, result.median_ms)
+            known[key] = result.median_ms
+    nodes = {name: known[key] for name, key in keys.items()}
+    measured = len(missing)
     stages: dict[str, float] = {}
     for name, ms in nodes.items():
         stages[_stage_label(name)] = stages.get(_stage_label(name), 0.0) + ms
