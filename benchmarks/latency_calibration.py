@@ -10,6 +10,7 @@ second measurement. Target (issue 17): calibrated at least 90% within +-10%, and
 
     python benchmarks/latency_calibration.py --spaces metaformer_hybrid mobile --genomes 40
     python benchmarks/latency_calibration.py --spaces tiny --runtime onnxruntime
+    python benchmarks/latency_calibration.py --across benchmarks/results/latency/calibration-*-2026120*.json
 
 Writes ``benchmarks/results/latency/calibration-<space>-<runtime>.json`` (every genome's timings and the fit)
 and prints a markdown table. Time it on an idle machine: every figure is a timing.
@@ -25,6 +26,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from nas.cost.calibration import calibrate
@@ -68,8 +70,32 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def across_runs(files: list[Path]) -> str:
+    """Whether a genome's miss is its own or the moment's: for each pair of result files (the same genomes,
+    timed in runs minutes apart), the correlation of each genome's table / measured ratio between the runs, and
+    the share of genomes whose end-to-end time, and whose table sum, agree within +-10% from one run to the
+    other."""
+    runs = [{r["genome"]: r for r in json.loads(f.read_text())["rows"]} for f in files]
+    lines = ["| run A | run B | genomes | ratio table/measured: correlation A-B | measured A vs B: within +-10% | "
+             "median change | table sum A vs B: within +-10% | median change |", "|---|---|---|---|---|---|---|---|"]
+    for i, a in enumerate(runs):
+        for j in range(i + 1, len(runs)):
+            b = runs[j]
+            common = sorted(set(a) & set(b))
+            ratio = [[run[g]["table_ms"] / run[g]["measured_ms"] for g in common] for run in (a, b)]
+            measured = np.array([b[g]["measured_ms"] / a[g]["measured_ms"] - 1 for g in common])
+            table = np.array([b[g]["table_ms"] / a[g]["table_ms"] - 1 for g in common])
+            lines.append(f"| {files[i].stem} | {files[j].stem} | {len(common)} | "
+                         f"{np.corrcoef(ratio[0], ratio[1])[0, 1]:+.2f} | {np.mean(np.abs(measured) <= 0.1):.0%} | "
+                         f"{np.median(np.abs(measured)):.1%} | {np.mean(np.abs(table) <= 0.1):.0%} | "
+                         f"{np.median(np.abs(table)):.1%} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--across", nargs="+", type=Path, metavar="RESULT",
+                        help="time nothing: compare result files of earlier runs on the same genomes (across_runs)")
     parser.add_argument("--spaces", nargs="+", default=["metaformer_hybrid"])
     parser.add_argument("--genomes", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=10)
@@ -77,6 +103,9 @@ def main() -> None:
     parser.add_argument("--runtime", default="eager", choices=["eager", "compile", "onnxruntime"])
     parser.add_argument("--tag", default="", help="added to the result file's name (e.g. the allocator setting)")
     args = parser.parse_args()
+    if args.across:
+        print(across_runs(args.across))
+        return
     torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
     results = []
