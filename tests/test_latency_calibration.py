@@ -160,3 +160,15 @@ def test_a_fit_no_better_than_the_table_sum_is_not_kept():
     assert held_out == [s.table_ms for s in samples]
     assert calibration.predict(samples[0]) == samples[0].table_ms
     assert calibration.margin > 0  # the sum's own shortfall, at the 90th percentile
+
+
+def test_a_machine_whose_own_timings_drift_is_named_as_the_limit():
+    rng = np.random.default_rng(0)
+    samples = [GenomeFeatures(ms, {"conv": ms}, rng.uniform(1, 20), 5.0, 12) for ms in rng.uniform(10, 100, 30)]
+    measured = [s.table_ms * rng.normal(1.0, 0.02) for s in samples]
+    steady, _ = fit_calibration(samples, measured, [m * 1.01 for m in measured], "cpu-test", {})
+    drifting, _ = fit_calibration(samples, measured, [m * (1.2 if i % 2 else 1.0) for i, m in enumerate(measured)],
+                                  "cpu-test", {})
+    assert drifting.held_out.floor_within == pytest.approx(0.5)
+    assert "only 50% of genomes were within +-10% of their first timing" in drifting.describe()
+    assert "own timings moved" not in steady.describe()

@@ -65,6 +65,8 @@ MARGIN_QUANTILE = 90
 WITHIN = 0.10  # the +-10% the accuracy figures count
 MIN_GENOMES = 8  # below this, FOLDS folds of a handful say nothing
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)
+# Below this share of genomes repeating within +-10%, a calibration says the machine, not the fit, is the limit
+STEADY_FLOOR = 0.9
 
 
 @dataclass(frozen=True)
@@ -144,9 +146,13 @@ class Calibration:
     def describe(self) -> str:
         h = self.held_out
         kept = "" if self.corrects else "no correction kept (held out, the fit was no better than the table sum); "
+        drift = ("" if h.floor_within >= STEADY_FLOOR else
+                 f"; this machine's own timings moved: timed again after the run, only {h.floor_within:.0%} of "
+                 f"genomes were within +-10% of their first timing, and no prediction can be judged finer than that "
+                 f"(a machine shared with other tenants drifts with them)")
         return (f"{kept}held out ({h.genomes} genomes, {h.folds}-fold): {h.within:.0%} within +-10%, median error "
                 f"{h.median_error:.1%}; table sum {h.table_within:.0%} / {h.table_median_error:.1%}; measured "
-                f"again {h.floor_within:.0%} / {h.floor_median_error:.1%}; budget margin +{self.margin:.1%}")
+                f"again {h.floor_within:.0%} / {h.floor_median_error:.1%}; budget margin +{self.margin:.1%}{drift}")
 
 
 def _family_key(family: str) -> str:
