@@ -143,6 +143,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         lat = report["latency"]
         print(f"latency (measured end to end): median {lat['median_ms']:.2f} ms, p10 {lat['p10_ms']:.2f}, "
               f"p90 {lat['p90_ms']:.2f} over {lat['repeats']} runs; {lat['fingerprint_text']}")
+        if lat["steal_warning"]:
+            print(f"note: {lat['steal_warning']}", file=sys.stderr)
         print(f"latency share per part: from per-block timings summing to {lat['predicted_ms']:.2f} ms "
               f"({lat['table_measured']} newly timed, cached in {lat['table']})")
         if lat["calibrated_ms"] is not None:

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,15 @@ def test_calls_timed_together_take_turns_so_a_slow_spell_falls_on_all_of_them():
                              warmup=2, repeats=3)
     assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3  # each call's warmup, then one call of each per round
     assert [len(t) for t in times] == [3, 3] and all(ms >= 0 for t in times for ms in t)
+
+
+def test_a_timing_says_when_the_hypervisor_took_enough_cpu_to_skew_it():
+    measured = measure_latency(nn.Linear(8, 8), (8,), threads=1, **FAST)
+    on_linux = Path("/proc/stat").exists()
+    assert (measured.steal_share is not None) == on_linux
+    quiet, stolen = (replace(measured, steal_share=share) for share in (0.002, 0.05))
+    assert quiet.steal_warning() == "" and replace(measured, steal_share=None).steal_warning() == ""
+    assert stolen.steal_warning().startswith("the hypervisor took 5.0% of the CPU time while timing")
 
 
 def test_several_modules_are_timed_together_each_on_its_own_input():

@@ -30,6 +30,8 @@ from nas.genome import Genome
 from nas.graph import build_graph
 from nas.io import load_genome
 
+# Above this share of stolen CPU time, a timing says it may read high (benchmarks/timing_drift.py)
+STEAL_WARNING = 0.01
 Autocast = Literal["bf16", "fp16"]
 # What runs the network: PyTorch eager, torch.compile (Inductor), or ONNX Runtime on an exported graph. Operators
 # fuse and rank differently under each, so a time is only comparable within one (the fingerprint records it).
@@ -108,6 +110,29 @@ class LatencyResult:
     std_ms: float
     repeats: int
     fingerprint: dict[str, Any]
+    # Share of the timing's wall time the hypervisor took from the machine's CPUs (``stolen_ms``); None where
+    # the system keeps no such count
+    steal_share: float | None = None
+
+    def steal_warning(self) -> str:
+        """A sentence for the user when the hypervisor took enough CPU during the timing to skew it, else ''."""
+        if self.steal_share is None or self.steal_share < STEAL_WARNING:
+            return ""
+        return (f"the hypervisor took {self.steal_share:.1%} of the CPU time while timing, so this figure may read "
+                f"high: on this project's shared VM, windows with 1.3-7.4% steal timed 11-31% slower than windows "
+                f"with under 1% (benchmarks/BENCHMARKS.md); time again on a quieter machine")
+
+
+def stolen_ms() -> float | None:
+    """CPU time the hypervisor has taken from this machine's virtual CPUs since boot, all CPUs together, in ms
+    (the steal column of ``/proc/stat``); None where there is no such count."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def _check_args(batch: int, warmup: int, repeats: int, threads: int | None, autocast: str | None) -> None:
@@ -284,17 +309,20 @@ def measure_latencies(models: Sequence[tuple[nn.Module, Sequence[int]]], device:
                 model.to(dev, dtype, memory_format=fmt)
                 model.eval()
                 calls.append(_runner(model, x, dev, runtime, threads))  # an ONNX export traces outside inference mode
+            steal_before, start_s = stolen_ms(), time.perf_counter()
             with torch.inference_mode(), amp:
                 timed = time_interleaved(calls, dev, warmup, repeats, cuda_events=runtime != "onnxruntime")
+            wall_ms, steal_after = (time.perf_counter() - start_s) * 1e3, stolen_ms()
     finally:
         for (model, _), training in zip(models, was_training):
             model.train(training)
+    steal = None if steal_before is None or steal_after is None else (steal_after - steal_before) / wall_ms
     results = []
     for times in map(np.asarray, timed):
         p10, median, p90 = np.percentile(times, [10, 50, 90])
         results.append(LatencyResult(median_ms=float(median), p10_ms=float(p10), p90_ms=float(p90),
                                      mean_ms=float(times.mean()), std_ms=float(times.std()), repeats=repeats,
-                                     fingerprint=fingerprint))
+                                     fingerprint=fingerprint, steal_share=steal))
     return results
 
 

@@ -167,6 +167,7 @@ def _latency(genome: Genome, *, batch: int, dtype: str, device: str, threads: in
     calibration = load_calibration(table, prediction.device)  # made by `nas latency calibrate` for this setup
     calibrated = calibration.predict(genome_features(genome, prediction, batch)) if calibration else None
     return {"median_ms": result.median_ms, "p10_ms": result.p10_ms, "p90_ms": result.p90_ms,
+            "steal_share": result.steal_share, "steal_warning": result.steal_warning(),
             "calibrated_ms": calibrated,
             "repeats": result.repeats, "fingerprint": fp,
             "fingerprint_text": f"{fp['name']}, {fp['runtime']}, {fp['dtype']}"
