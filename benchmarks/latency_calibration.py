@@ -4,9 +4,9 @@ For each space asked, a fresh table in a temporary folder (so every block is tim
 ``nas.cost.calibration.calibrate`` on ``--genomes`` uniform draws of the space (seed 0): each genome timed by the
 table and end to end, then every genome end to end again after the last (the repeat-measurement floor, the
 machine's drift over the run included); the fit is scored by 5-fold cross-validation (each genome predicted by a
-fit on the other four folds). Figures: share within +-10% of the
-first end-to-end median and median |error|, for the calibrated prediction (held out), the raw table sum, and the
-second measurement. Target (issue 17): calibrated at least 90% within +-10%, and never below the floor's share.
+fit on the other four folds). Figures: share within +-10% of the first end-to-end median and median |error|, for
+the calibrated prediction (held out), the raw table sum, and the second measurement. Target (issue 17):
+calibrated at least 90% within +-10%, and never below the floor's share.
 
     python benchmarks/latency_calibration.py --spaces metaformer_hybrid mobile --genomes 40
     python benchmarks/latency_calibration.py --spaces tiny --runtime onnxruntime

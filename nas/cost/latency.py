@@ -207,9 +207,9 @@ def time_interleaved(calls: Sequence[Callable[[], Any]], dev: torch.device, warm
     """Milliseconds of each timed call, per call: ``warmup`` untimed calls of each, then ``repeats`` rounds that
     time each call once, in turn. Taking turns spreads every call's times over the whole run, so a slow spell of
     the machine (another tenant, a frequency change) lands on all of them alike instead of on one call's whole
-    window: on the 2-core VM the same block timed alone in two windows differed by up to 30%, while identical
-    blocks timed in turn inside a network agreed within a few percent (benchmarks/BENCHMARKS.md, "Latency
-    calibration"). CUDA: events around each call, synchronised, so a time is one call's latency rather than a
+    window. On the 2-core VM it did not move a calibration's accuracy measurably: there the drift spans
+    minutes, longer than one genome's entries take (benchmarks/BENCHMARKS.md, "The misses are the moment's").
+    CUDA: events around each call, synchronised, so a time is one call's latency rather than a
     share of a pipelined queue; CPU (and ONNX Runtime, which returns host arrays, so each call ends
     synchronised): the wall clock."""
     for call in calls:
