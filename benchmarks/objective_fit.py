@@ -234,12 +234,20 @@ def descriptors(genomes: dict[str, dict]) -> dict[str, dict[str, float]]:
 
 
 def feature_rows(genomes: dict[str, dict], scores: list[dict], task: str, batch: str, features: list[str],
-                 described: dict[str, dict[str, float]] | None = None) -> dict[str, list[float]]:
+                 described: dict[str, dict[str, float]] | None = None, seeds: Collection[int] = (0,)
+                 ) -> dict[str, list[float]]:
     """Genome -> its feature vector (transformed), for the genomes with every feature finite; ``described``:
-    each genome's descriptors, where ``features`` names any."""
+    each genome's descriptors, where ``features`` names any. Several ``seeds``: each term is the mean of its
+    values under those scoring seeds (weights and the scores' randomness), for the genomes scored with all."""
+    if len(seeds) > 1:
+        per_seed = [feature_rows(genomes, [{**s, "seed": 0} for s in scores if s["seed"] == seed], task, batch,
+                                 features, described) for seed in seeds]
+        common = set.intersection(*(set(rows) for rows in per_seed))
+        return {g: [float(np.mean(values)) for values in zip(*(rows[g] for rows in per_seed))]
+                for g in per_seed[0] if g in common}
     rows = {}
     for s in scores:
-        if s["task"] != task or s["batch"] != batch or s["seed"] != 0:
+        if s["task"] != task or s["batch"] != batch or s["seed"] != seeds[0]:
             continue
         g = s["genome"]
         values = {**s["scores"], "params": genomes[g]["params"], "flops": genomes[g]["flops"],
@@ -438,6 +446,9 @@ def main() -> None:
                         help="fit and judge the pooled tables without that corpus's accuracy on that task (a task "
                              "the corpus cannot rank: its noise ceiling is below 0); repeatable")
     parser.add_argument("--batch", default="default", help="which proxy batch's scores: default or task")
+    parser.add_argument("--score-seeds", type=int, default=1, metavar="N",
+                        help="each zero-cost term the mean over scoring seeds 0..N-1 (genomes scored with all N: "
+                             "corpus_scores.py --replicated)")
     parser.add_argument("--features", default=DEFAULT_FEATURES,
                         help="comma list of terms; 'descriptors' stands for every genome descriptor in the corpus")
     parser.add_argument("--bootstrap", type=int, default=1000)
@@ -473,13 +484,14 @@ def main() -> None:
     for task in tasks:
         truth = within_corpus({g: a for g, a in accuracy(runs, task, "long").items()
                                if (space_of[g], task) not in left_out}, space_of)
-        rows = feature_rows(genomes, scores, task, args.batch, features, described)
+        rows = feature_rows(genomes, scores, task, args.batch, features, described, range(args.score_seeds))
         data[task] = (rows, truth)
 
     sizes = ", ".join(f"{sum(1 for g in genomes if space_of[g] == c.name)} of {c.name}" for c in corpora)
     dropped = "".join(f"; {task} of {corpus} left out" for corpus, task in sorted(left_out))
     print(f"corpus: {len(genomes)} genomes ({sizes}){dropped}; features {', '.join(features)}; scores on the "
-          f"{args.batch} batch\n")
+          f"{args.batch} batch" + (f", each the mean over seeds 0-{args.score_seeds - 1}" if args.score_seeds > 1
+                                   else "") + "\n")
     data_free = [i for i, f in enumerate(features) if f in DATA_FREE or f in every_descriptor]
     print("| task | genomes (long) | noise ceiling: tau between seeds (95% CI, genomes) | tau of the last two "
           "epochs |")
@@ -585,7 +597,8 @@ def main() -> None:
         named = {name: [f for f in expand(spec, every_descriptor) if f in present]
                  for name, spec in CANDIDATES.items()}
         union = sorted({f for terms in named.values() for f in terms})
-        every_term = {task: (feature_rows(genomes, scores, task, args.batch, union, described), data[task][1])
+        every_term = {task: (feature_rows(genomes, scores, task, args.batch, union, described,
+                                           range(args.score_seeds)), data[task][1])
                       for task in tasks}
         taus, chosen = nested_choice(every_term, union, named)
         print("\nThe term set chosen among CANDIDATES inside each outer fold (nested 5-fold CV, 3 shufflings):\n")
