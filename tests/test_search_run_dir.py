@@ -254,8 +254,19 @@ def test_out_naming_a_file_is_refused(tmp_path: Path):
 
 def test_the_progress_line_counts_invalid_genomes_apart_from_the_feasible_share():
     stream = io.StringIO()
-    Progress(10, stream=stream).update(4, 3, "-", 4, force=True, invalid=1, duplicates=2)
+    Progress(10, stream=stream).update(4, 3, "-", force=True, invalid=1, duplicates=2)
     assert "trial 4/10  feasible 100% (1 invalid, 2 duplicates)" in stream.getvalue()
+
+
+def test_the_time_left_counts_only_the_trials_since_the_trials_began(monkeypatch):
+    # Other workers ended 4 trials while this process scored the references (0-100 s); 2 more took 10 s.
+    clock = iter([0.0, 100.0, 110.0])
+    monkeypatch.setattr("nas.search.progress.time.perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    progress = Progress(10, stream=stream)
+    progress.begin_trials(4)
+    progress.update(6, 6, "-", force=True)
+    assert "elapsed 1m50s  left ~20s" in stream.getvalue()  # 4 to go at 5 s each, not at 110 s / 6
 
 
 def test_each_trial_is_counted_in_exactly_one_category():

@@ -23,12 +23,16 @@ class Progress:
         self.tty = getattr(self.stream, "isatty", lambda: False)()
         self.every_s = every_s
         self.start = self.trials_start = time.perf_counter()
+        self.done_at_start = 0  # trials counted before ``begin_trials``: outside the rate
         self._last = 0.0
         self._width = 0
 
-    def begin_trials(self) -> None:
-        """The trials start now: what came before (a screen) is in the elapsed time, not in the rate per trial."""
+    def begin_trials(self, done: int = 0) -> None:
+        """The trials start now, ``done`` of them already counted (a resumed run's, or those other workers ended
+        while this process scored the references): what came before is in the elapsed time, and neither its
+        time nor those trials are in the rate per trial."""
         self.trials_start = time.perf_counter()
+        self.done_at_start = done
 
     def say(self, text: str) -> None:
         """A message of its own, above the progress line."""
@@ -37,11 +41,11 @@ class Progress:
         self._clear()
         print(text, file=self.stream, flush=True)
 
-    def update(self, done: int, feasible: int, best: str, session_done: int, timeout: float | None = None,
-               force: bool = False, *, invalid: int = 0, duplicates: int = 0) -> None:
-        """``done`` trials count toward the total, ``invalid`` of them invalid genomes (no genome, so neither
-        fitting the budget nor not: the feasible share leaves them out); ``duplicates`` were reused, uncounted.
-        ``session_done`` of them were counted since ``begin_trials``, by every process of the run: the rate."""
+    def update(self, done: int, feasible: int, best: str, timeout: float | None = None, force: bool = False, *,
+               invalid: int = 0, duplicates: int = 0) -> None:
+        """``done`` trials count toward the total, by every process of the run, ``invalid`` of them invalid
+        genomes (no genome, so neither fitting the budget nor not: the feasible share leaves them out);
+        ``duplicates`` were reused, uncounted. Those counted since ``begin_trials`` give the rate."""
         if self.quiet:
             return
         now = time.perf_counter()
@@ -49,7 +53,8 @@ class Progress:
             return
         self._last = now
         elapsed = now - self.start
-        left = (self.total - done) * (now - self.trials_start) / session_done if session_done else float("nan")
+        session_done = done - self.done_at_start
+        left = (self.total - done) * (now - self.trials_start) / session_done if session_done > 0 else float("nan")
         if timeout is not None:
             running = now - self.trials_start  # --timeout counts from the first trial, as the runners do
             left = min(left, max(timeout - running, 0.0)) if left == left else max(timeout - running, 0.0)

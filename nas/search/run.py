@@ -164,16 +164,16 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
         shared = run.joined or as_worker
         study_ = _open(run, fresh)
         work = TrialWork(run.space, options, device_name, inputs, evaluate, table, checkpoints=run_dir / "checkpoints")
-        done = state.done_before = counted(study_.get_trials(deepcopy=False))
+        done = counted(study_.get_trials(deepcopy=False))
         _say_start(progress, options, report, run.label, device_name, run_dir, done, "resuming" if resume and not
                    as_worker else f"joining study {options.study!r}" if run.joined else "", memory_line)
         _set_sampler(run, study_, shared, progress, quiet=as_worker)
-        progress.begin_trials()
+        progress.begin_trials(done)
         if not resume and report.median_params and done == 0:
             study_.enqueue_trial(report.median_params, user_attrs={"calibration": True}, skip_if_exists=True)
         _run(options, run_dir, study_, work, state, resume=bool(resume), as_worker=as_worker,
              while_workers_run=lambda: (_score_references(run_dir, run, options, work, report, progress, stream),
-                                        progress.begin_trials()))
+                                        progress.begin_trials(counted(study_.get_trials(deepcopy=False)))))
     except KeyboardInterrupt:
         progress.close()
         _interrupted(run_dir, fresh, study_, as_worker, stream)
@@ -588,7 +588,6 @@ class _LoopState:
         self.progress, self.options, self.label = progress, options, label
         self.feasible_share, self.quiet = feasible_share, quiet
         self.session = self.session_counted = 0
-        self.done_before = 0  # trials counted before this session: the rate of progress counts every process's since
         self.invalid_streak = self.duplicate_streak = 0
         self.stopped = ""  # why the search ended before the count, when it did
         self.start = time.perf_counter()
@@ -611,9 +610,8 @@ class _LoopState:
             _say_estimate(self.progress, trial, self.feasible_share, self.options.trials - done,
                           self.options.workers or 1)
         self.progress.update(done, _feasible(all_trials), _best_text(all_trials, self.options) +
-                             _surrogate_text(all_trials),
-                             done - self.done_before, self.options.timeout, invalid=sum(map(is_invalid, all_trials)),
-                             duplicates=sum(map(is_duplicate, all_trials)))
+                             _surrogate_text(all_trials), self.options.timeout,
+                             invalid=sum(map(is_invalid, all_trials)), duplicates=sum(map(is_duplicate, all_trials)))
 
 
 def _surrogate_text(trials: list[optuna.trial.FrozenTrial]) -> str:
