@@ -370,6 +370,37 @@ def held_out_task(data: dict[str, tuple[dict, dict]], keep: list[int] | None = N
     return out
 
 
+def seed_means(data: dict[str, tuple[dict, dict]], runs: list[dict], tasks: list[str], shuffles: int) -> None:
+    """How much of the shortfall is the truth's own noise: on the genomes trained at the long fidelity with
+    seeds 0, 1 and 2, the held-out predictions (mean tau over ``shuffles`` fold shufflings) against one seed's
+    accuracy (the mean over the three seeds of that tau), against the mean accuracy of two seeds (the mean over
+    the three pairs) and of all three. Printed only where at least 10 genomes have all three seeds."""
+    rows = []
+    for task in tasks:
+        by_seed = [accuracy(runs, task, "long", seed) for seed in (0, 1, 2)]
+        common = sorted(set.intersection(*(set(s) for s in by_seed)))
+        if len(common) < 10:
+            continue
+        predicted = [held_out_genomes(data, seed=k)[task] for k in range(shuffles)]
+        ids = [g for g in common if all(g in p for p in predicted)]
+
+        def against(truth: dict[str, float]) -> float:
+            return float(np.mean([tau([p[g] for g in ids], [truth[g] for g in ids]) for p in predicted]))
+
+        one = np.mean([against(s) for s in by_seed])
+        two = np.mean([against({g: a[g] + b[g] for g in ids}) for a, b in
+                       ((by_seed[0], by_seed[1]), (by_seed[0], by_seed[2]), (by_seed[1], by_seed[2]))])
+        three = against({g: sum(s[g] for s in by_seed) for g in ids})
+        rows.append(f"| {task} | {len(ids)} | {one:+.3f} | {two:+.3f} | {three:+.3f} |")
+    if rows:
+        print(f"\nThe truth's own noise: the held-out predictions (mean over {shuffles} fold shufflings) against the "
+              f"long accuracy of one seed, and of the mean of two and of three seeds, on the genomes trained with "
+              f"all three:\n")
+        print("| task | genomes | one seed (mean over seeds) | mean of two seeds | mean of three |")
+        print("|---|---|---|---|---|")
+        print("\n".join(rows))
+
+
 GATED = "in-place distillation once its largest genome beats chance"
 
 
@@ -585,6 +616,8 @@ def main() -> None:
                 cells = shuffled_tau(data, args.shuffles, {g for g in genomes if space_of[g] == c.name},
                                      columns=columns)
                 print(f"|   its {c.name} genomes alone | " + " | ".join(figure(cells[t]) for t in tasks) + " |")
+    if oof and args.shuffles:
+        seed_means(data, runs, tasks, args.shuffles)
     if oof and args.models:
         print(f"\nOther models on the same terms, held-out genomes, mean tau over {args.shuffles} shufflings of the "
               f"5 folds:\n")
