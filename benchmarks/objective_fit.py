@@ -240,8 +240,7 @@ def feature_rows(genomes: dict[str, dict], scores: list[dict], task: str, batch:
     each genome's descriptors, where ``features`` names any. Several ``seeds``: each term is the mean of its
     values under those scoring seeds (weights and the scores' randomness), for the genomes scored with all."""
     if len(seeds) > 1:
-        per_seed = [feature_rows(genomes, [{**s, "seed": 0} for s in scores if s["seed"] == seed], task, batch,
-                                 features, described) for seed in seeds]
+        per_seed = [feature_rows(genomes, scores, task, batch, features, described, (seed,)) for seed in seeds]
         common = set.intersection(*(set(rows) for rows in per_seed))
         return {g: [float(np.mean(values)) for values in zip(*(rows[g] for rows in per_seed))]
                 for g in per_seed[0] if g in common}
@@ -256,6 +255,21 @@ def feature_rows(genomes: dict[str, dict], scores: list[dict], task: str, batch:
         if all(v is not None for v in row):
             rows[g] = row
     return rows
+
+
+def default_fit_data(genomes: dict[str, dict], scores: list[dict], runs: list[dict]
+                     ) -> tuple[dict[str, tuple[dict, dict]], list[int]]:
+    """What ``--write`` fits, for studies that refit it: per task, each genome's row of the default terms on the
+    default batch and its long accuracy (seed 0); and the indexes of the terms that run no network (the data-free
+    part, for ``restricted``)."""
+    described = descriptors(genomes)
+    every = sorted({k for d in described.values() for k in d})
+    present = {k for s in scores for k in s["scores"]} | {"params", "flops"} | set(every)
+    features = [f for f in expand(DEFAULT_FEATURES, every) if f in present]
+    keep = [i for i, f in enumerate(features) if f in DATA_FREE or f in every]
+    data = {t: (feature_rows(genomes, scores, t, "default", features, described), accuracy(runs, t, "long"))
+            for t in sorted({r["task"] for r in runs})}
+    return data, keep
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -376,12 +390,13 @@ def seed_means(data: dict[str, tuple[dict, dict]], runs: list[dict], tasks: list
     accuracy (the mean over the three seeds of that tau), against the mean accuracy of two seeds (the mean over
     the three pairs) and of all three. Printed only where at least 10 genomes have all three seeds."""
     rows = []
+    shuffled = [held_out_genomes(data, seed=k) for k in range(shuffles)]
     for task in tasks:
         by_seed = [accuracy(runs, task, "long", seed) for seed in (0, 1, 2)]
         common = sorted(set.intersection(*(set(s) for s in by_seed)))
         if len(common) < 10:
             continue
-        predicted = [held_out_genomes(data, seed=k)[task] for k in range(shuffles)]
+        predicted = [p[task] for p in shuffled]
         ids = [g for g in common if all(g in p for p in predicted)]
 
         def against(truth: dict[str, float]) -> float:

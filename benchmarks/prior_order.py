@@ -28,18 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from objective_fit import (  # noqa: E402
-    DATA_FREE,
-    DEFAULT_FEATURES,
-    OUT,
-    accuracy,
-    descriptors,
-    expand,
-    feature_rows,
-    held_out_genomes,
-    held_out_task,
-    load,
-)
+from objective_fit import OUT, default_fit_data, held_out_genomes, held_out_task, load  # noqa: E402
 from replay import top_genomes  # noqa: E402
 
 SHUFFLES = 10
@@ -69,16 +58,14 @@ def main() -> None:
                         help="a task the corpus cannot rank, as objective_fit.py takes it")
     args = parser.parse_args()
     genomes, runs, scores, _, _ = load([args.corpus])
-    described = descriptors(genomes)
-    every = sorted({k for d in described.values() for k in d})
-    present = {k for s in scores for k in s["scores"]} | {"params", "flops"} | set(every)
-    features = [f for f in expand(DEFAULT_FEATURES, every) if f in present]
-    keep = [i for i, f in enumerate(features) if f in DATA_FREE or f in every]
-    left_out = {tuple(spec.split(":", 1)) for spec in args.leave_out}
-    tasks = sorted({r["task"] for r in runs})
-    data = {t: (feature_rows(genomes, scores, t, "default", features, described),
-                {} if (args.corpus.name, t) in left_out else accuracy(runs, t, "long")) for t in tasks}
+    data, keep = default_fit_data(genomes, scores, runs)
+    for corpus, task in (spec.split(":", 1) for spec in args.leave_out):
+        if corpus == args.corpus.name and task in data:
+            data[task] = (data[task][0], {})
     new_task = held_out_task(data) if all(acc for _, acc in data.values()) else {}
+    # Each fold shuffling's held-out predictions, of every task at once: the full fit, and its data-free part.
+    shuffled = {kind: [held_out_genomes(data, seed=shuffle, keep=columns) for shuffle in range(SHUFFLES)]
+                for kind, columns in (("full", None), ("data-free", keep))}
     print(f"corpus {args.corpus.name}: cost to a top-5% genome, training in the objective's order (position of "
           f"the first top-5% genome; median over {SHUFFLES} fold shufflings, range)\n")
     print("| task | genomes (top 5%) | random, exact median | of the task, full | of the task, data-free part | "
@@ -90,11 +77,8 @@ def main() -> None:
         ids = sorted(g for g in rows if g in long)
         top = len(top_genomes(np.array([long[g] for g in ids])))
         cells = []
-        for keep_only in (None, keep):
-            positions = []
-            for shuffle in range(SHUFFLES):
-                predicted = held_out_genomes(data, seed=shuffle, keep=keep_only)[task]
-                positions.append(first_top(sorted(ids, key=lambda g: -predicted[g]), long))
+        for predictions in shuffled.values():
+            positions = [first_top(sorted(ids, key=lambda g, p=p[task]: -p[g]), long) for p in predictions]
             cells.append(f"{statistics.median(positions):.1f} ({min(positions)}-{max(positions)})")
         if task in new_task:
             cells.append(str(first_top(sorted(ids, key=lambda g: -new_task[task][g]), long)))

@@ -121,11 +121,8 @@ from nas.space import choices, instantiate  # noqa: E402
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from corpus import LONG_EPOCHS, SAMPLE_SEED, SHORT_EPOCHS, SPACES, corpus_dir, read_jsonl  # noqa: E402
 from objective_fit import (  # noqa: E402
-    DATA_FREE,
-    DEFAULT_FEATURES,
     accuracy,
-    descriptors,
-    expand,
+    default_fit_data,
     feature_rows,
     held_out_genomes,
     held_out_task,
@@ -245,15 +242,7 @@ def held_out_priors(genomes: list[dict], scores: list[dict], runs: list[dict]
     tasks), then read with its data-free terms alone (``objective_fit.restricted``). ``genomes``: each genome
     from the fit on the other 4 of 5 folds (a task the prior was fitted on); ``task``: from the fit on the other
     task (a new task). kind -> task -> genome id -> prior."""
-    by_id = {g["genome"]: g for g in genomes}
-    described = descriptors(by_id)
-    every = sorted({k for d in described.values() for k in d})
-    present = {k for s in scores for k in s["scores"]} | {"params", "flops"} | set(every)
-    features = [f for f in expand(DEFAULT_FEATURES, every) if f in present]
-    keep = [i for i, f in enumerate(features) if f in DATA_FREE or f in every]
-    tasks = sorted({r["task"] for r in runs})
-    data = {t: (feature_rows(by_id, scores, t, "default", features, described), accuracy(runs, t, "long"))
-            for t in tasks}
+    data, keep = default_fit_data({g["genome"]: g for g in genomes}, scores, runs)
     return {"genomes": held_out_genomes(data, keep=keep), "task": held_out_task(data, keep=keep)}
 
 
