@@ -76,7 +76,9 @@ CANDIDATES = {
     "+ family FLOPs shares": "structural,grad_norm,meco,params,flops,flops_share:",
     "+ last family, blocks, widths": "structural,grad_norm,meco,params,flops,flops_share:,last:,blocks,"
                                      "log_mean_width,log_max_width",
-    "+ mixer type per map size (shipped)": DEFAULT_FEATURES,
+    "+ mixer type per map size": "structural,grad_norm,meco,params,flops,flops_share:,last:,at_level:,blocks,"
+                                 "log_mean_width,log_max_width,width_falls",
+    "+ width per map size (shipped)": DEFAULT_FEATURES,
     "data-free: params, FLOPs, structural, descriptors": "params,flops,structural,descriptors",
     "all seven scores, descriptors": "structural,grad_norm,meco,snip,zico,synflow,naswot,params,flops,"
                                      "descriptors",
@@ -221,10 +223,13 @@ def fit_all(data: dict[str, tuple[dict, dict]]) -> tuple[np.ndarray, np.ndarray,
 
 def transform(name: str, values: dict[str, float], batch_size: int) -> float | None:
     """The term ``combine`` makes of a score or descriptor (``nas.evaluate.proxy.objective_term``); ``None``
-    when a score is missing or not finite."""
+    when a score is missing or not finite; NaN for a descriptor of a map the genome lacks, which ``fit`` and
+    ``predict`` hold at the fitting genomes' mean, as ``combine`` does (``NEUTRAL_WHEN_ABSENT``)."""
     if name in TERMS and (values.get(name) is None or not math.isfinite(values[name])):
         return None
     term = objective_term(values, name, batch_size)
+    if term is None:
+        return math.nan
     return term if math.isfinite(term) else None
 
 
@@ -272,17 +277,27 @@ def default_fit_data(genomes: dict[str, dict], scores: list[dict], runs: list[di
     return data, keep
 
 
+def standardised(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x - mean) / std`` per column, over the values present, with an absent value (NaN: a map the genome
+    lacks) at 0, the column's mean; and that mean and std. A column no row has is all 0."""
+    present = ~np.isnan(x)
+    counts = present.sum(axis=0)
+    mean = np.where(counts > 0, np.nansum(x, axis=0) / np.maximum(counts, 1), 0.0)
+    std = np.sqrt(np.where(present, (x - mean) ** 2, 0.0).sum(axis=0) / np.maximum(counts, 1)) + 1e-12
+    return np.nan_to_num((x - mean) / std), mean, std
+
+
 def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ridge on standardised features, its penalty chosen by leave-one-out on ``x``: (mean, std,
-    coefficients)."""
-    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-12
-    model = RidgeCV(alphas=RIDGE_ALPHAS).fit((x - mean) / std, y)
+    """Ridge on standardised features (``standardised``), its penalty chosen by leave-one-out on ``x``: (mean,
+    std, coefficients)."""
+    z, mean, std = standardised(x)
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(z, y)
     return mean, std, model.coef_
 
 
 def predict(model: tuple[np.ndarray, np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
     mean, std, coef = model
-    return ((x - mean) / std) @ coef
+    return np.nan_to_num((x - mean) / std) @ coef
 
 
 def rank_target(acc: list[float]) -> np.ndarray:
@@ -338,10 +353,9 @@ def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: i
             model = restricted(fit(np.array(xs), np.array(ys)), keep)
             predicted = partial(predict, model)
         else:
-            x = np.array(xs)
-            mean, std = x.mean(axis=0), x.std(axis=0) + 1e-12
-            other = regressor().fit((x - mean) / std, np.array(ys))
-            predicted = lambda row, m=mean, s=std, r=other: r.predict((row - m) / s)  # noqa: E731
+            z, mean, std = standardised(np.array(xs))
+            other = regressor().fit(z, np.array(ys))
+            predicted = lambda row, m=mean, s=std, r=other: r.predict(np.nan_to_num((row - m) / s))  # noqa: E731
         for task, (rows, _) in data.items():
             for g in ids[k::folds]:  # the fold's order, not the set's: the bootstrap resamples reproduce
                 out[task][g] = float(predicted(np.array([pick(rows[g])]))[0])

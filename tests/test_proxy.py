@@ -124,7 +124,8 @@ def test_proxy_score_adds_the_combined_objective(batch):
 
 def test_the_search_objective_is_the_shipped_fit_of_standardised_terms(batch):
     """``score`` is ``sum w * (t - mean) / std`` over the terms of ``objectives/any.json`` (no space given);
-    explicit ``weights`` give another combination of the same terms."""
+    a width on a map the genome lacks (this one has two map sizes, the fit weighs four) adds nothing. Explicit
+    ``weights`` give another combination of the same terms."""
     from nas.evaluate.proxy import TERMS, combine, fitted_objective
 
     genome = load_genome(tiny())
@@ -133,11 +134,16 @@ def test_the_search_objective_is_the_shipped_fit_of_standardised_terms(batch):
     described = genome_descriptors(genome)
     terms = {**scores, "params": cost.params, "flops": cost.flops, **described}
 
-    def term(name: str) -> float:  # a score by its TERMS scaling; a descriptor as it is, 0 for absent families
-        return TERMS[name](terms[name], 8) if name in TERMS else described.get(name, 0.0)
+    def contribution(feature: dict) -> float:  # a score by its TERMS scaling; a descriptor as it is, 0 if absent
+        name = feature["name"]
+        if name.startswith("log_width_at:") and name not in described:
+            return 0.0
+        value = TERMS[name](terms[name], 8) if name in TERMS else described.get(name, 0.0)
+        return feature["weight"] * (value - feature["mean"]) / feature["std"]
 
-    expected = sum(f["weight"] * (term(f["name"]) - f["mean"]) / f["std"] for f in fitted_objective()["features"])
-    assert scores["score"] == pytest.approx(expected)
+    features = fitted_objective()["features"]
+    assert {"log_width_at:2", "log_width_at:3"} <= {f["name"] for f in features if f["weight"]} - set(described)
+    assert scores["score"] == pytest.approx(sum(map(contribution, features)))
     assert combine(terms, 8, weights={"params": 1.0}) == pytest.approx(math.log(cost.params))
     assert math.isnan(combine({**terms, "synflow": math.nan}, 8))
 
@@ -167,7 +173,7 @@ def test_a_recorded_fit_is_described_with_its_corpus_and_held_out_tau_while_this
 
     own = objective_identity("metaformer_hybrid")
     assert describe_objective(own) == (f"fit `metaformer_hybrid.json` ({own['digest']}) on the trained corpus "
-                                       "corpus_hybrid32 (200 genomes); Kendall tau on held-out genomes +0.505 "
+                                       "corpus_hybrid32 (200 genomes); Kendall tau on held-out genomes +0.554 "
                                        "(patterns)")
     assert describe_objective({"name": "any", "digest": "0123456789ab"}) == (
         "fit `any.json` (0123456789ab), which this nas no longer ships")
@@ -233,6 +239,25 @@ def test_the_descriptors_say_which_mixer_type_sits_on_each_map_size():
     levels = {k: v for k, v in genome_descriptors(genome).items() if k.startswith("at_level:")}
     assert levels == pytest.approx({"at_level:0:dwconv": 2 / 3, "at_level:0:pooling": 1 / 3,
                                     "at_level:1:sepconv": 1.0})
+
+
+def test_the_descriptors_say_how_wide_the_blocks_are_on_each_map_size():
+    """Two 16-channel blocks and a 24-channel block (widened in place) on the 16x16 map, then a 64-channel block
+    on 8x8:
+    ``log_width_at:K`` is the log of the mean width on the K-th largest map. Scaling every width by one factor
+    moves each by the same log, which a linear objective reads as a constant."""
+    def stages(scale: int) -> list[dict]:
+        return [{"depth": 2, "width": 16 * scale, "block": {"mixer": {"type": "dwconv"}}},
+                {"depth": 1, "width": 24 * scale, "downsample": {"type": "conv", "kernel": 1, "stride": 1},
+                 "block": {"mixer": {"type": "dwconv"}}},
+                {"depth": 1, "width": 64 * scale, "block": {"mixer": {"type": "dwconv"}}}]
+
+    def widths(scale: int) -> dict[str, float]:
+        described = genome_descriptors(load_genome({**tiny(), "stages": stages(scale)}))
+        return {k: v for k, v in described.items() if k.startswith("log_width_at:")}
+
+    assert widths(1) == pytest.approx({"log_width_at:0": math.log((16 + 16 + 24) / 3), "log_width_at:1": math.log(64)})
+    assert {k: v - widths(1)[k] for k, v in widths(2).items()} == pytest.approx(dict.fromkeys(widths(1), math.log(2)))
 
 
 def test_descriptors_the_objective_has_no_weight_for_are_named():

@@ -39,9 +39,12 @@ __all__ = ["combine", "fitted_objective", "genome_descriptors", "objective_contr
 # The descriptor terms that name a family or a mixer type (``genome_descriptors``): a prefix, then the name; an
 # absent one is 0.
 DESCRIPTOR_SHARE, DESCRIPTOR_LAST, DESCRIPTOR_LEVEL = "flops_share:", "last:", "at_level:"
-DESCRIPTOR_WIDTH_FALLS = "width_falls"
+DESCRIPTOR_WIDTH_AT, DESCRIPTOR_WIDTH_FALLS = "log_width_at:", "width_falls"
 # Descriptors present only where the genome has what they count; an absent one is 0.
-SPARSE_DESCRIPTORS = (DESCRIPTOR_SHARE, DESCRIPTOR_LAST, DESCRIPTOR_LEVEL, DESCRIPTOR_WIDTH_FALLS)
+SPARSE_DESCRIPTORS = (DESCRIPTOR_SHARE, DESCRIPTOR_LAST, DESCRIPTOR_LEVEL, DESCRIPTOR_WIDTH_AT, DESCRIPTOR_WIDTH_FALLS)
+# Descriptors of a map the genome may not have: absent, they say nothing (a width of 0 channels would be far
+# outside any fit), so they add nothing to the score, as if at the fit's mean.
+NEUTRAL_WHEN_ABSENT = (DESCRIPTOR_WIDTH_AT,)
 # DeepMAD's multi-scale weights: the last stage's entropy counts 8 times, each earlier stage once.
 LAST_STAGE_WEIGHT = 8.0
 # DeepMAD's bound on effectiveness rho = depth / mean width; above it, entropy is discounted by rho0 / rho.
@@ -112,6 +115,10 @@ def genome_descriptors(genome: Genome, graph: nx.DiGraph | None = None) -> dict[
     - ``last:F``: 1 for the family of the network's last block;
     - ``at_level:K:T``: the share of the blocks on the ``K``-th largest map (0: the largest) whose token mixer
       is of type ``T`` (the block's own type where it has no mixer); only those present are listed;
+    - ``log_width_at:K``: the log of the mean output channels of the blocks on the ``K``-th largest map. Where
+      the width sits matters beyond its mean and maximum: on the default space's corpus, whose stages may
+      narrow, these four terms lift held-out tau by about 0.05 (benchmarks/BENCHMARKS.md). A linear objective
+      reads only differences of logs, so a space with every width scaled by one factor ranks the same;
     - ``blocks``: how many blocks; ``log_mean_width`` and ``log_max_width``: the log of the blocks' mean and
       largest output channels;
     - ``width_falls``: the sum of ``log(a / b)`` over consecutive blocks whose width falls from ``a`` to ``b``;
@@ -139,12 +146,16 @@ def genome_descriptors(genome: Genome, graph: nx.DiGraph | None = None) -> dict[
     per_size = Counter(size for size, _ in on_map)
     level = {size: k for k, size in enumerate(sorted(per_size, reverse=True))}
     levels: dict[str, float] = {}
-    for size, kind in on_map:
+    width_at: dict[str, float] = {}
+    for (size, kind), width in zip(on_map, widths):
         name = f"{DESCRIPTOR_LEVEL}{level[size]}:{kind}"
         levels[name] = levels.get(name, 0.0) + 1.0 / per_size[size]
+        at = f"{DESCRIPTOR_WIDTH_AT}{level[size]}"
+        width_at[at] = width_at.get(at, 0.0) + width / per_size[size]
     falls = sum(math.log(a / b) for a, b in zip(widths, widths[1:]) if b < a)
     return {**{f"{DESCRIPTOR_SHARE}{family}": value / total for family, value in sorted(flops.items())},
-            f"{DESCRIPTOR_LAST}{last}": 1.0, **dict(sorted(levels.items())), "blocks": float(len(widths)),
+            f"{DESCRIPTOR_LAST}{last}": 1.0, **dict(sorted(levels.items())),
+            **{name: math.log(mean) for name, mean in sorted(width_at.items())}, "blocks": float(len(widths)),
             "log_mean_width": math.log(sum(widths) / len(widths)), "log_max_width": math.log(max(widths)),
             **({DESCRIPTOR_WIDTH_FALLS: falls} if falls else {})}
 
@@ -258,7 +269,8 @@ def combine(terms: dict[str, float], batch_size: int, weights: dict[str, float] 
     if any(math.isnan(value) for key, value in terms.items() if key in TERMS):
         return math.nan
     if weights is not None:
-        return sum(weight * objective_term(terms, key, batch_size) for key, weight in weights.items() if weight)
+        return sum(weight * term for key, weight in weights.items()
+                   if weight and (term := objective_term(terms, key, batch_size)) is not None)
     return sum(objective_contributions(terms, batch_size, space).values())
 
 
@@ -285,8 +297,10 @@ def data_free_score(genome: Genome, cost: Cost | None = None, graph: nx.DiGraph 
 
 
 def _contribution(feature: dict[str, Any], terms: dict[str, float], batch_size: int) -> float:
-    """``w * (t - mean) / std`` of one feature of the shipped objective."""
-    return feature["weight"] * (objective_term(terms, feature["name"], batch_size) - feature["mean"]) / feature["std"]
+    """``w * (t - mean) / std`` of one feature of the shipped objective; 0 for an absent descriptor whose
+    absence says nothing (``NEUTRAL_WHEN_ABSENT``)."""
+    term = objective_term(terms, feature["name"], batch_size)
+    return 0.0 if term is None else feature["weight"] * (term - feature["mean"]) / feature["std"]
 
 
 def unweighed_descriptors(terms: dict[str, float], space: str | None = None) -> list[str]:
@@ -307,10 +321,14 @@ def objective_terms(genome: Genome, scores: dict[str, float], graph: nx.DiGraph 
     return {**scores, "params": cost.params, "flops": cost.flops, **genome_descriptors(genome, graph)}
 
 
-def objective_term(terms: dict[str, float], name: str, batch_size: int) -> float:
-    """One term of ``combine``: a score through ``TERMS``, or a descriptor as it is."""
+def objective_term(terms: dict[str, float], name: str, batch_size: int) -> float | None:
+    """One term of ``combine``: a score through ``TERMS``, or a descriptor as it is; ``None`` for an absent
+    descriptor whose absence says nothing (``NEUTRAL_WHEN_ABSENT``: ``log_width_at:3`` of a genome with three
+    map sizes)."""
     if name in TERMS:
         return TERMS[name](terms[name], batch_size)
+    if name.startswith(NEUTRAL_WHEN_ABSENT) and name not in terms:
+        return None
     if name.startswith(SPARSE_DESCRIPTORS):
         return terms.get(name, 0.0)
     return terms[name]
