@@ -380,10 +380,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         options, line = training_batch(options, genome, inputs.dataset, device, genome.name)
         print(line.strip(), file=sys.stderr)
     result = score_genome(genome, TrialWork(space, options, device, inputs, None, latency_table(options)))
-    contributions, unweighed = {}, []
+    contributions, unweighed, lacking = {}, [], []
     if options.objective == "proxy" and result.failure is None:
         from nas.evaluate.proxy import (
             SPARSE_DESCRIPTORS,
+            lacking_descriptors,
             objective_contributions,
             objective_name,
             objective_terms,
@@ -393,8 +394,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         terms = objective_terms(genome, result.components)
         contributions = objective_contributions(terms, options.proxy_batch, options.space)
         unweighed = unweighed_descriptors(terms, options.space)
+        lacking = lacking_descriptors(terms, options.space)
     if args.json:
         print(json.dumps({**result.as_dict(), "contributions": contributions, "unweighed": unweighed,
+                          "lacking": lacking,
                           "hash": genome.content_hash(),
                           "device": device,
                           "input": [genome.input.channels, *genome.input.resolution],
@@ -424,6 +427,9 @@ def cmd_score(args: argparse.Namespace) -> int:
             # A descriptor the genome lacks still counts: the average genome has some of it.
             absent = "  (none here)" if name.startswith(SPARSE_DESCRIPTORS) and not terms.get(name) else ""
             print(f"  {name:<28} {contributions[name]:>+8.4f}{absent}")
+    if lacking:
+        print(f"the objective weighs map sizes this genome does not have: {', '.join(lacking)} (they add nothing: "
+              "the score says nothing of those maps)")
     if unweighed:
         print(f"the objective's corpus held none of: {', '.join(unweighed)} (weighed 0: the score says nothing "
               "of them)")

@@ -59,6 +59,9 @@ def test_a_hand_written_hybrid_gets_the_score_a_search_would_give_it(hybrid: Pat
     assert sum(result["contributions"].values()) == pytest.approx(result["score"], rel=1e-6)
     # The default space offers attention on its two smallest maps only: its corpus never had it on the second.
     assert result["unweighed"] == ["at_level:1:attention"]
+    # Its corpus's genomes have four map sizes, this one two: the widths of the other two add nothing.
+    assert result["lacking"] == ["log_width_at:2", "log_width_at:3"]
+    assert result["contributions"]["log_width_at:2"] == result["contributions"]["log_width_at:3"] == 0
 
 
 def test_space_says_whose_search_the_score_is_a_space_without_its_own_fit_gets_the_general_one(hybrid: Path):

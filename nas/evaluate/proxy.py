@@ -33,8 +33,9 @@ from nas.genome import Genome
 from nas.graph import build_graph, node_family, node_mixer_type
 from nas.io import shipped_space_name
 
-__all__ = ["combine", "fitted_objective", "genome_descriptors", "objective_contributions", "objective_terms",
-           "proxy_score", "structural_score", "unweighed_descriptors", "with_norm_type", "zero_cost_scores"]
+__all__ = ["combine", "fitted_objective", "genome_descriptors", "lacking_descriptors", "objective_contributions",
+           "objective_terms", "proxy_score", "structural_score", "unweighed_descriptors", "with_norm_type",
+           "zero_cost_scores"]
 
 # The descriptor terms that name a family or a mixer type (``genome_descriptors``): a prefix, then the name; an
 # absent one is 0.
@@ -310,6 +311,14 @@ def unweighed_descriptors(terms: dict[str, float], space: str | None = None) -> 
     weighed = {f["name"] for f in fitted_objective(space)["features"] if f["weight"]}
     return sorted(name for name, value in terms.items()
                   if name.startswith(SPARSE_DESCRIPTORS) and value and name not in weighed)
+
+
+def lacking_descriptors(terms: dict[str, float], space: str | None = None) -> list[str]:
+    """The descriptors the shipped objective of ``space`` weighs that ``terms`` lacks and whose absence adds
+    nothing (``NEUTRAL_WHEN_ABSENT``): the widths of map sizes the genome does not have, such as the three
+    smaller maps of an isotropic genome under a fit of four (``nas score`` lists them)."""
+    return sorted(f["name"] for f in fitted_objective(space)["features"]
+                  if f["weight"] and f["name"].startswith(NEUTRAL_WHEN_ABSENT) and f["name"] not in terms)
 
 
 def objective_terms(genome: Genome, scores: dict[str, float], graph: nx.DiGraph | None = None,
