@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from optuna.distributions import CategoricalDistribution
-from optuna.trial import TrialState, create_trial
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 import nas
 from nas.cli import build_parser
@@ -268,6 +268,27 @@ def test_the_time_left_counts_only_the_trials_since_the_trials_began(monkeypatch
     progress.begin_trials(4)
     progress.update(6, 6, "-", force=True)
     assert "elapsed 1m50s  left ~20s" in stream.getvalue()  # 4 to go at 5 s each, not at 110 s / 6
+
+
+def test_the_expected_run_time_is_the_median_of_the_trials_finished_so_far():
+    """With 2 workers the other ended trials while this process scored the references; the first this process
+    finishes is often the cheapest. The estimate takes the median of all finished (9 s), not that one (4 s)."""
+    width = {"w": CategoricalDistribution([16, 32])}
+
+    def finished(seconds: float, **attrs) -> FrozenTrial:
+        return create_trial(state=TrialState.COMPLETE, values=[1.0], params={"w": 16}, distributions=width,
+                            user_attrs={"feasible": True, "genome_hash": str(seconds), "duration": seconds, **attrs})
+
+    stream = io.StringIO()
+    trials = [finished(seconds) for seconds in (11.0, 14.0, 8.0, 9.0, 4.0)]
+    search_run._say_estimate(Progress(40, stream=stream), trials, 1.0, 35, 2)
+    assert "expected run time ~2m46s: the 5 trials finished took a median of 9.00s each" in stream.getvalue()
+    # One worker: its first trial is the median-cost genome the run enqueued first.
+    first = finished(6.0, calibration=True)
+    first.number = 0
+    stream = io.StringIO()
+    search_run._say_estimate(Progress(40, stream=stream), [first], 1.0, 39, 1)
+    assert "expected run time ~4m00s: trial 0 (a median-cost genome) took 6.00s" in stream.getvalue()
 
 
 def test_each_trial_is_counted_in_exactly_one_category():

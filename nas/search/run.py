@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -607,7 +608,7 @@ class _LoopState:
                             f"{_distinct(all_trials)} distinct genomes sampled)")
             raise StopSearch(self.stopped)
         if counts(trial) and self.session_counted == 1 and trial.state == TrialState.COMPLETE and not self.quiet:
-            _say_estimate(self.progress, trial, self.feasible_share, self.options.trials - done,
+            _say_estimate(self.progress, all_trials, self.feasible_share, self.options.trials - done,
                           self.options.workers or 1)
         self.progress.update(done, _feasible(all_trials), _best_text(all_trials, self.options) +
                              _surrogate_text(all_trials), self.options.timeout,
@@ -646,14 +647,27 @@ def _search_under_way(options: SearchOptions) -> tuple[SearchOptions, str] | Non
     return SearchOptions.model_validate(run["options"]), run["space"]
 
 
-def _say_estimate(progress: Progress, trial: optuna.trial.FrozenTrial, feasible_share: float, left: int,
+def _say_estimate(progress: Progress, trials: list[optuna.trial.FrozenTrial], feasible_share: float, left: int,
                   workers: int) -> None:
-    built = trial.user_attrs.get("duration", 0.0)
+    """The run's expected time, said once, when this process has finished its first trial: from the median time
+    of the trials finished so far. With several workers, the others have finished some while this process scored
+    the references; the first this process finishes is often the cheapest of them, which alone had set the
+    estimate a third short (benchmarks/BENCHMARKS.md, the default search)."""
+    built = [t for t in trials if counts(t) and t.state == TrialState.COMPLETE and "duration" in t.user_attrs]
+    if not built:
+        return
+    typical = statistics.median(t.user_attrs["duration"] for t in built)
     cheap = 0.002
-    estimate = left * (feasible_share * built + (1 - feasible_share) * cheap) / workers
-    progress.say(f"  expected run time ~{format_seconds(estimate + built)}: trial 0 (a median-cost genome) took "
-                 f"{built:.2f}s to build, score and time; {left} trials to go, "
-                 f"~{feasible_share:.0%} of them built" + (f", {workers} at a time" if workers > 1 else ""))
+    estimate = left * (feasible_share * typical + (1 - feasible_share) * cheap) / workers
+    if len(built) == 1:
+        first = built[0]
+        what = f"trial {first.number}" + (" (a median-cost genome)" if first.user_attrs.get("calibration") else "")
+        basis = f"{what} took {typical:.2f}s"
+    else:
+        basis = f"the {len(built)} trials finished took a median of {typical:.2f}s each"
+    progress.say(f"  expected run time ~{format_seconds(estimate + typical)}: {basis} to build, score and time; "
+                 f"{left} trials to go, ~{feasible_share:.0%} of them built"
+                 + (f", {workers} at a time" if workers > 1 else ""))
 
 
 def _feasible(trials: list[optuna.trial.FrozenTrial]) -> int:
