@@ -243,9 +243,8 @@ def test_the_descriptors_say_which_mixer_type_sits_on_each_map_size():
 
 def test_the_descriptors_say_how_wide_the_blocks_are_on_each_map_size():
     """Two 16-channel blocks and a 24-channel block (widened in place) on the 16x16 map, then a 64-channel block
-    on 8x8:
-    ``log_width_at:K`` is the log of the mean width on the K-th largest map. Scaling every width by one factor
-    moves each by the same log, which a linear objective reads as a constant."""
+    on 8x8: ``log_width_at:K`` is the log of the mean width on the K-th largest map. Scaling every width by one
+    factor moves each by the same log, which a linear objective reads as a constant."""
     def stages(scale: int) -> list[dict]:
         return [{"depth": 2, "width": 16 * scale, "block": {"mixer": {"type": "dwconv"}}},
                 {"depth": 1, "width": 24 * scale, "downsample": {"type": "conv", "kernel": 1, "stride": 1},

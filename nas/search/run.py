@@ -81,6 +81,8 @@ DUPLICATE_STREAK = 50
 # What a resumed run (or a worker joining a search) may change; any other option given must match the run's.
 CHANGEABLE = ("trials", "timeout", "workers", "references")
 BUDGETS = {"budget": "flops_budget", "params": "params_budget", "latency": "latency_budget_ms"}
+# The user attribute of the median-cost genome a fresh run enqueues first (the run-time estimate names it).
+CALIBRATION_ATTR = "calibration"
 
 
 def _load_space(space: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str, str]:
@@ -171,7 +173,7 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
         _set_sampler(run, study_, shared, progress, quiet=as_worker)
         progress.begin_trials(done)
         if not resume and report.median_params and done == 0:
-            study_.enqueue_trial(report.median_params, user_attrs={"calibration": True}, skip_if_exists=True)
+            study_.enqueue_trial(report.median_params, user_attrs={CALIBRATION_ATTR: True}, skip_if_exists=True)
         _run(options, run_dir, study_, work, state, resume=bool(resume), as_worker=as_worker,
              while_workers_run=lambda: (_score_references(run_dir, run, options, work, report, progress, stream),
                                         progress.begin_trials(counted(study_.get_trials(deepcopy=False)))))
@@ -661,7 +663,7 @@ def _say_estimate(progress: Progress, trials: list[optuna.trial.FrozenTrial], fe
     estimate = left * (feasible_share * typical + (1 - feasible_share) * cheap) / workers
     if len(built) == 1:
         first = built[0]
-        what = f"trial {first.number}" + (" (a median-cost genome)" if first.user_attrs.get("calibration") else "")
+        what = f"trial {first.number}" + (" (a median-cost genome)" if first.user_attrs.get(CALIBRATION_ATTR) else "")
         basis = f"{what} took {typical:.2f}s"
     else:
         basis = f"the {len(built)} trials finished took a median of {typical:.2f}s each"
