@@ -4,13 +4,15 @@ tasks take minutes, not days.
 
 For a task the replay holds every corpus genome with seed-0 runs at both fidelities (``short``, 3 epochs;
 ``long``, 12) and finite training-free scores; the corpus is still growing, so the figures say how many. The
-truth is the long accuracy, seed 0; the target is the corpus's top 5% by it (the ceil(5% of n) best genomes,
-ties included).
+truth is the long accuracy, seed 0, or with ``--truth seeds`` its mean over the seeds the genome was trained
+with at the long fidelity (0, 1 and 2 on the whole tiny corpus: a third of one seed's variance); the target is
+the corpus's top 5% by it (the ceil(5% of n) best genomes, ties included). A training in the replay returns seed
+0's accuracy either way, as a search's one training would.
 
 Cost axis: trainings paid for, in long-training equivalents, a short training costing 3/12 = 0.25 (and
 continuing a long run from its epoch 3, 9/12 = 0.75). A search's
-answer at a cost is the best long accuracy among the genomes it has trained long by then; its regret is the
-corpus's best long accuracy minus the answer's (minus the corpus's worst before any long training).
+answer at a cost is the genome of the best long accuracy among those it has trained long by then; its regret is
+the corpus's best truth minus the answer's (minus the corpus's worst before any long training).
 
 Strategies, each from its own seeded rng:
 
@@ -126,6 +128,7 @@ from objective_fit import (  # noqa: E402
     feature_rows,
     held_out_genomes,
     held_out_task,
+    long_truth,
     tau,
 )
 
@@ -162,7 +165,8 @@ class Task:
     name: str
     indexes: list[int]  # corpus index (genomes.jsonl) of each position
     short: np.ndarray  # a whole 3-epoch schedule
-    long: np.ndarray
+    long: np.ndarray  # seed 0: what a training returns
+    truth: np.ndarray  # what the target and the figures are read against: ``long``, or its mean over seeds 0-2
     early: np.ndarray  # the long run's accuracy after its first 3 epochs: the truncated first stage
     first_epochs: np.ndarray  # the long run's accuracy after each of its first 3 epochs (genomes x 3)
     params: list[dict[str, Any]]  # Optuna params, by YAML path
@@ -205,18 +209,19 @@ def corpus_params(space: dict[str, Any], ids: list[str]) -> dict[str, dict[str, 
 
 
 def load_task(name: str, genomes: list[dict], runs: list[dict], scores: list[dict], params: dict[str, dict],
-              encoder: Encoder, priors: dict[str, dict[str, dict[str, float]]]) -> Task:
-    """The genomes with seed-0 runs at both fidelities and finite scores on the task, in corpus order. Each
-    Encoder row is followed by a prior slot, 0 for every genome (no prior); ``with_prior`` sets it."""
+              encoder: Encoder, priors: dict[str, dict[str, dict[str, float]]], truth: str = "seed0") -> Task:
+    """The genomes with seed-0 runs at both fidelities and finite scores on the task, in corpus order, and their
+    truth (``objective_fit.long_truth``). Each Encoder row is followed by a prior slot, 0 for every genome (no
+    prior); ``with_prior`` sets it."""
     by_id = {g["genome"]: g for g in genomes}
-    short, long = accuracy(runs, name, "short"), accuracy(runs, name, "long")
+    short, long, truths = accuracy(runs, name, "short"), accuracy(runs, name, "long"), long_truth(runs, name, truth)
     first = {r["genome"]: r["history"][:SHORT_EPOCHS] for r in runs if r["task"] == name
              and r["fidelity"] == "long" and r["seed"] == 0 and len(r["history"]) >= SHORT_EPOCHS}
     early = {g: history[-1] for g, history in first.items()}
     raw = {s["genome"]: s["scores"] for s in scores
            if s["task"] == name and s["batch"] == "default" and s["seed"] == 0}
     terms = feature_rows(by_id, scores, name, "default", ["structural", *ZERO_COST])  # finite ones only
-    ids = [g["genome"] for g in genomes if g["genome"] in short and g["genome"] in long and g["genome"] in early
+    ids = [g["genome"] for g in genomes if g["genome"] in short and g["genome"] in truths and g["genome"] in early
            and g["genome"] in terms and all(g["genome"] in p[name] for p in priors.values())]
     rows = [encoder.row(params[g], by_id[g]["params"], by_id[g]["flops"], raw[g]["structural"]) + [0.0] for g in ids]
     on_task = {s["genome"]: s["scores"] for s in scores
@@ -224,17 +229,18 @@ def load_task(name: str, genomes: list[dict], runs: list[dict], scores: list[dic
     screen_scores = np.array([[_finite(on_task.get(g, {}).get(k)) for k in SCREEN_SCORES] for g in ids], dtype=float)
     task = Task(name=name, indexes=[by_id[g]["index"] for g in ids],
                 short=np.array([short[g] for g in ids]), long=np.array([long[g] for g in ids]),
+                truth=np.array([truths[g] for g in ids]),
                 early=np.array([early[g] for g in ids]), first_epochs=np.array([first[g] for g in ids]),
                 params=[params[g] for g in ids], choice_rows=np.array([choice_row(encoder, params[g]) for g in ids]),
                 features=np.array([r + terms[g][1:] for r, g in zip(rows, ids)]), data_free=len(encoder.columns) + 1,
                 scores={s: np.array([raw[g][s] for g in ids]) for s in ("structural", *ZERO_COST)},
                 screen_scores=screen_scores.reshape(len(ids), len(SCREEN_SCORES)),
                 priors={kind: np.array([p[name][g] for g in ids]) for kind, p in priors.items()})
-    task.top = top_genomes(task.long)
+    task.top = top_genomes(task.truth)
     return task
 
 
-def held_out_priors(genomes: list[dict], scores: list[dict], runs: list[dict]
+def held_out_priors(genomes: list[dict], scores: list[dict], runs: list[dict], truth: str = "seed0"
                     ) -> dict[str, dict[str, dict[str, float]]]:
     """The shipped objective's data-free part (structural score, params, FLOPs, descriptors; every zero-cost
     term at its mean) as a search would have it for a genome it was not fitted on: the objective refitted as
@@ -242,7 +248,7 @@ def held_out_priors(genomes: list[dict], scores: list[dict], runs: list[dict]
     tasks), then read with its data-free terms alone (``objective_fit.restricted``). ``genomes``: each genome
     from the fit on the other 4 of 5 folds (a task the prior was fitted on); ``task``: from the fit on the other
     task (a new task). kind -> task -> genome id -> prior."""
-    data, keep = default_fit_data({g["genome"]: g for g in genomes}, scores, runs)
+    data, keep = default_fit_data({g["genome"]: g for g in genomes}, scores, runs, truth)
     return {"genomes": held_out_genomes(data, keep=keep), "task": held_out_task(data, keep=keep)}
 
 
@@ -269,9 +275,11 @@ class Corpus:
     scores: list[dict]
     params: dict[str, dict[str, Any]]
     priors: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # ``held_out_priors``
+    truth: str = "seed0"  # ``objective_fit.long_truth``
 
     def task(self, name: str) -> Task:
-        return load_task(name, self.genomes, self.runs, self.scores, self.params, self.encoder, self.priors)
+        return load_task(name, self.genomes, self.runs, self.scores, self.params, self.encoder, self.priors,
+                         self.truth)
 
 
 def seeds_command_line(doc: str) -> argparse.Namespace:
@@ -283,13 +291,15 @@ def seeds_command_line(doc: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def read_corpus(space_name: str = "tiny") -> Corpus:
-    """The corpus of the space named ``space_name`` (``corpus.SPACES``)."""
+def read_corpus(space_name: str = "tiny", truth: str = "seed0") -> Corpus:
+    """The corpus of the space named ``space_name`` (``corpus.SPACES``), read against ``truth``: the long
+    accuracy of seed 0, or its mean over seeds 0-2 (``seeds``)."""
     space, folder = yaml.safe_load(SPACES[space_name].read_text()), corpus_dir(space_name)
     genomes = sorted(read_jsonl(folder / "genomes.jsonl"), key=lambda g: g["index"])
     runs, scores = read_jsonl(folder / "runs.jsonl"), read_jsonl(folder / "scores.jsonl")
     return Corpus(space, Encoder(choices(space)), genomes, runs, scores,
-                  corpus_params(space, [g["genome"] for g in genomes]), held_out_priors(genomes, scores, runs))
+                  corpus_params(space, [g["genome"] for g in genomes]), held_out_priors(genomes, scores, runs, truth),
+                  truth)
 
 
 def choice_row(encoder: Encoder, params: dict[str, Any]) -> list[float]:
@@ -320,10 +330,10 @@ class Trace:
         self.cost += (1.0 if fidelity == "long" else SHORT_COST) if cost is None else cost
         self.steps.append((self.cost, genome, fidelity, float(acc)))
 
-    def answer(self, budget: float = math.inf) -> float | None:
-        """The best long accuracy trained within ``budget``."""
-        longs = [a for c, _, f, a in self.steps if f == "long" and c <= budget + 1e-9]
-        return max(longs) if longs else None
+    def answer(self, budget: float = math.inf) -> int | None:
+        """The genome of the best long accuracy trained within ``budget``: the search's answer."""
+        longs = [(a, g) for c, g, f, a in self.steps if f == "long" and c <= budget + 1e-9]
+        return max(longs)[1] if longs else None
 
     def cost_to(self, genomes: set[int]) -> float:
         """The cost when one of ``genomes`` was first trained long; inf if never."""
@@ -336,7 +346,7 @@ def finished(trace: Trace, task: Task) -> bool:
 
 def regret(trace: Trace, task: Task, budget: float) -> float:
     answer = trace.answer(budget)
-    return float(task.long.max() - (task.long.min() if answer is None else answer))
+    return float(task.truth.max() - task.truth[answer] if answer is not None else task.truth.max() - task.truth.min())
 
 
 def strategy_rng(task: Task, strategy: str, seed: int) -> random.Random:
@@ -576,12 +586,12 @@ def held_out(task: Task, seed: int, trees: int) -> dict[str, Any]:
     for kind, key in (("genomes", "surrogate_prior"), ("task", "surrogate_new_task")):
         x = np.column_stack([with_prior(task, kind).features[:, :task.data_free], task.screen_scores])
         fitted = PriorLine(seed, trees, task.prior_column).fit(x[fit], task.long[fit])
-        live[key] = _tau(fitted.predict(x[rest])[0], task.long[rest])
-        live[f"{key}_prior_alone"] = _tau(task.priors[kind][rest], task.long[rest])
+        live[key] = _tau(fitted.predict(x[rest])[0], task.truth[rest])
+        live[f"{key}_prior_alone"] = _tau(task.priors[kind][rest], task.truth[rest])
     on_fit = {s: _tau(v[fit], task.long[fit]) for s, v in task.scores.items()}
-    on_rest = {s: _tau(v[rest], task.long[rest]) for s, v in task.scores.items()}
+    on_rest = {s: _tau(v[rest], task.truth[rest]) for s, v in task.scores.items()}
     picked, hindsight = _best(on_fit), _best(on_rest)
-    return {"seed": seed, "surrogate": _tau(predicted, task.long[rest]), **live,
+    return {"seed": seed, "surrogate": _tau(predicted, task.truth[rest]), **live,
             "out_of_bag": held_out_tau(task.features[fit], task.long[fit], seed=seed),
             "picked": picked, "picked_tau": on_rest[picked], "hindsight": hindsight,
             "hindsight_tau": on_rest[hindsight], "held_out_genomes": len(rest)}
@@ -633,9 +643,9 @@ def random_exact_median(n: int, targets: int) -> int:
 
 
 def corpus_summary(task: Task) -> dict[str, Any]:
-    return {"genomes": task.n, "top_genomes": len(task.top), "top_threshold": float(min(task.long[list(task.top)])),
-            "best_long": float(task.long.max()), "worst_long": float(task.long.min()),
-            "tau_short_long": _tau(task.short, task.long), "tau_early_long": _tau(task.early, task.long),
+    return {"genomes": task.n, "top_genomes": len(task.top), "top_threshold": float(min(task.truth[list(task.top)])),
+            "best_long": float(task.truth.max()), "worst_long": float(task.truth.min()),
+            "tau_short_long": _tau(task.short, task.truth), "tau_early_long": _tau(task.early, task.truth),
             "random_exact_median": random_exact_median(task.n, len(task.top))}
 
 
@@ -818,13 +828,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="default: benchmarks/results/replay, or replay_SPACE for another space")
     parser.add_argument("--trees", type=int, default=REPLAY_TREES, help="trees of the surrogate's forest")
+    parser.add_argument("--truth", choices=("seed0", "seeds"), default="seed0",
+                        help="the target and the figures read against the long accuracy of seed 0, or its mean "
+                             "over the seeds each genome was trained with at the long fidelity (0-2); a training "
+                             "returns seed 0's")
     args = parser.parse_args()
     args.out = args.out or (RESULTS if args.space == "tiny" else RESULTS.with_name(f"replay_{args.space}"))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     start = time.perf_counter()
 
-    corpus = read_corpus(args.space)
+    corpus = read_corpus(args.space, args.truth)
     space, encoder, runs = corpus.space, corpus.encoder, corpus.runs
     results = {}
     for name in args.tasks.split(","):
