@@ -144,7 +144,12 @@ def main() -> None:
                         "benchmarks/results/corpus for tiny, corpus_SPACE for another space)")
     parser.add_argument("--status", action="store_true", help="print what is done and stop")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
+    parser.add_argument("--tasks", default=",".join(TASKS),
+                        help="run these tasks' jobs alone, comma-separated (default: all: %(default)s)")
     args = parser.parse_args()
+    tasks = args.tasks.split(",")
+    if not set(tasks) <= set(TASKS):
+        parser.error(f"--tasks {args.tasks}: expected some of {', '.join(TASKS)}")
     torch.set_num_threads(args.threads)
 
     args.out = args.out or corpus_dir(args.space)
@@ -163,7 +168,8 @@ def main() -> None:
                                                     "mixers": mixers(genome)})
     done = {run_key(r) for r in read_jsonl(args.out / "runs.jsonl")}
     todo = [job for job in jobs(len(genomes), args.replicated, args.long, replicas, replica_fidelities)
-            if (job[0] + job[3]) % args.of == args.worker and (ids[job[0]], job[1], job[2], job[3]) not in done]
+            if (job[0] + job[3]) % args.of == args.worker and job[1] in tasks
+            and (ids[job[0]], job[1], job[2], job[3]) not in done]
     if args.status:
         total = len(jobs(len(genomes), args.replicated, args.long, replicas, replica_fidelities))
         print(f"{len(done)} runs done of {total}; {len(todo)} left for worker {args.worker} of {args.of}")

@@ -4,7 +4,8 @@ order of the fitted objective, every one long, no surrogate, no first stage. Its
 objective blindly, beside random search's exact median over orders.
 
 The objective is refitted as ``objective_fit.py`` fits it (its default terms, the default batch, the rank of
-long accuracy) and read on genomes it was not fitted on, three ways:
+long accuracy, of seed 0 or with ``--truth seeds`` its mean over the genome's seeds) and read on genomes it was
+not fitted on, three ways:
 
 - *of the task, full*: each genome scored by a fit on the other 4 of 5 folds of genomes (every task), with its
   zero-cost scores: what the shipped objective gives a new genome of a space and task it was fitted on;
@@ -56,9 +57,11 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=OUT)
     parser.add_argument("--leave-out", action="append", default=[], metavar="CORPUS:TASK",
                         help="a task the corpus cannot rank, as objective_fit.py takes it")
+    parser.add_argument("--truth", choices=("seed0", "seeds"), default="seed0",
+                        help="fit and judge on the long accuracy of seed 0, or its mean over each genome's seeds")
     args = parser.parse_args()
     genomes, runs, scores, _, _ = load([args.corpus])
-    data, keep = default_fit_data(genomes, scores, runs)
+    data, keep = default_fit_data(genomes, scores, runs, args.truth)
     for corpus, task in (spec.split(":", 1) for spec in args.leave_out):
         if corpus == args.corpus.name and task in data:
             data[task] = (data[task][0], {})
