@@ -693,8 +693,9 @@ def main() -> None:
         mean, std, coef = fit_all(data)
         written = OBJECTIVES / f"{args.write}.json"
         written.write_text(json.dumps({
-            "about": "The default training-free objective: a ridge regression of the rank of trained accuracy among "
-                     "the genomes of the same corpus and task, on standardised terms (scores through "
+            "about": "The default training-free objective: a ridge regression of the rank of trained accuracy "
+                     + ("(the long accuracy's mean over each genome's seeds) " if args.truth == "seeds" else "")
+                     + "among the genomes of the same corpus and task, on standardised terms (scores through "
                      "nas.evaluate.proxy.TERMS, and the genome "
                      "descriptors of nas.evaluate.proxy.genome_descriptors). Fitted by "
                      "benchmarks/objective_fit.py on the corpora in benchmarks/results/: "

@@ -150,13 +150,15 @@ def test_the_search_objective_is_the_shipped_fit_of_standardised_terms(batch):
 
 def test_a_shipped_space_with_its_own_fit_is_scored_by_it_and_any_other_space_by_the_general_one(batch):
     """The default space's genomes are ranked by the fit on its own corpus (``objectives/metaformer_hybrid.json``),
-    whether the space is named or given as its shipped file; a user's space file, or no space, gets ``any.json``."""
+    whether the space is named or given as its shipped file, and the tiny space's by its own (``tiny.json``); a
+    shipped space without a corpus (``mobile``), a user's space file, or no space gets ``any.json``."""
     from nas.evaluate.proxy import OBJECTIVES, combine, fitted_objective, objective_name
     from nas.io import data_dir
 
     assert objective_name("metaformer_hybrid") == "metaformer_hybrid"
     assert objective_name(str(data_dir() / "metaformer_hybrid.yaml")) == "metaformer_hybrid"
-    assert objective_name("tiny") == objective_name("my_space.yaml") == objective_name(None) == "any"
+    assert objective_name("tiny") == "tiny"
+    assert objective_name("mobile") == objective_name("my_space.yaml") == objective_name(None) == "any"
     assert fitted_objective("metaformer_hybrid") == json.loads((OBJECTIVES / "metaformer_hybrid.json").read_text())
     genome = load_genome(tiny())
     cost = analytic_cost(genome)

@@ -209,7 +209,8 @@ TERMS: dict[str, Callable[[float, int], float]] = {
 # is in each file): per term, the corpus mean and standard deviation and a weight. ``any.json`` is fitted on
 # every corpus and scores any space; a shipped space with a corpus of its own has its own fit, since one fit
 # for all spaces must share its weights between them and ranks each space's genomes less well
-# (``metaformer_hybrid.json``, fitted on the corpus of its 32x32 model hybrid32: benchmarks/BENCHMARKS.md).
+# (``metaformer_hybrid.json``, fitted on the corpus of its 32x32 model hybrid32; ``tiny.json``, on the tiny
+# corpus: benchmarks/BENCHMARKS.md).
 OBJECTIVES = Path(__file__).with_name("objectives")
 GENERAL_OBJECTIVE = "any"
 
