@@ -153,6 +153,7 @@ ZERO_COST = ("naswot", "synflow", "grad_norm", "snip", "zico", "meco")
 # and how many genomes it keeps scored ahead of training (the search keeps 50 of a pool of thousands).
 SCREEN_SCORES = ("grad_norm", "meco")
 SHORTLIST = 10
+TRUTHS = {"seed0": "seed 0", "seeds": "the mean over each genome's seeds (`--truth seeds`)"}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -783,7 +784,7 @@ def reading(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def section(results: dict[str, dict[str, Any]], command: str, seeds: int, runs: list[dict], seconds: float,
-            curves: Path) -> str:
+            curves: Path, truth: str = "seed0") -> str:
     latest = max((r.get("finished", "") for r in runs), default="")
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                f"optuna {optuna.__version__}, scikit-learn {sklearn.__version__}")
@@ -794,7 +795,8 @@ def section(results: dict[str, dict[str, Any]], command: str, seeds: int, runs: 
         f"({time.strftime('%Y-%m-%d %H:%M')}; {seconds:.0f} s wall; {machine}).", "",
         f"Corpus used: {len(runs)} runs, the latest finished {latest}; genomes in the replay (seed-0 runs at "
         f"both fidelities and finite scores): {sizes}. Costs are trainings in long-training equivalents (a short "
-        f"one is {SHORT_COST:g}); regret is the corpus's best long accuracy minus the answer's; medians over "
+        f"one is {SHORT_COST:g}); the truth is the long accuracy of {TRUTHS[truth]}; regret is the corpus's best "
+        f"truth minus the answer's; medians over "
         f"{seeds} seeds. Method: the docstring of `benchmarks/replay.py`; per-seed curves in "
         f"`{curves.relative_to(ROOT) if curves.is_relative_to(ROOT) else curves}`.", "",
         tables(results), "", "Reading:", *reading(results), ""])
@@ -828,7 +830,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="default: benchmarks/results/replay, or replay_SPACE for another space")
     parser.add_argument("--trees", type=int, default=REPLAY_TREES, help="trees of the surrogate's forest")
-    parser.add_argument("--truth", choices=("seed0", "seeds"), default="seed0",
+    parser.add_argument("--truth", choices=sorted(TRUTHS), default="seed0",
                         help="the target and the figures read against the long accuracy of seed 0, or its mean "
                              "over the seeds each genome was trained with at the long fidelity (0-2); a training "
                              "returns seed 0's")
@@ -860,7 +862,7 @@ def main() -> None:
         "budgets": list(BUDGETS), "top_fraction": TOP_FRACTION, "trees": args.trees,
         "strategies": list(STRATEGIES), "tasks": results}))
     (args.out / "SECTION.md").write_text(section(results, command.strip(), args.seeds, runs, seconds,
-                                                       args.out / "replay.json"))
+                                                       args.out / "replay.json", args.truth))
     print(f"\nwrote {args.out / 'replay.json'} and {args.out / 'SECTION.md'}", file=sys.stderr)
 
 
