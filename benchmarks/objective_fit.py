@@ -3,8 +3,9 @@ objective.
 
 Reads ``benchmarks/results/corpus/``: ``genomes.jsonl`` and ``runs.jsonl`` (``benchmarks/corpus.py``) and
 ``scores.jsonl`` (``benchmarks/corpus_scores.py``). The truth for a task is the validation accuracy after the
-long schedule, seed 0. Every figure is Kendall's tau-b against it with a bootstrap 95% interval (genomes
-resampled, ``--bootstrap`` times), beside the noise ceiling: the tau between seeds of the same genome.
+long schedule, seed 0, or with ``--truth seeds`` its mean over each genome's seeds (``long_truth``). Every
+figure is Kendall's tau-b against it with a bootstrap 95% interval (genomes resampled, ``--bootstrap`` times),
+beside the noise ceiling: the tau between seeds of the same genome.
 
 The default objective is a ridge regression (scikit-learn's ``RidgeCV``, its penalty chosen by leave-one-out on
 the fitting genomes) of the within-task rank of long accuracy on standardised terms: log-scores, log params and
@@ -130,6 +131,10 @@ def bootstrap(x: list[float], y: list[float], reps: int, seed: int = 0) -> tuple
 def accuracy(runs: list[dict], task: str, fidelity: str, seed: int = 0) -> dict[str, float]:
     return {r["genome"]: r["accuracy"] for r in runs if r["task"] == task and r["fidelity"] == fidelity
             and r["seed"] == seed and r["accuracy"] is not None}
+
+
+# What a figure is read against (``--truth``), in words: one seed's long accuracy, or its mean over seeds.
+TRUTHS = {"seed0": "seed 0", "seeds": "the mean over each genome's seeds (`--truth seeds`)"}
 
 
 def long_truth(runs: list[dict], task: str, truth: str = "seed0") -> dict[str, float]:
@@ -515,7 +520,7 @@ def main() -> None:
     parser.add_argument("--leave-out", action="append", default=[], metavar="CORPUS:TASK",
                         help="fit and judge the pooled tables without that corpus's accuracy on that task (a task "
                              "the corpus cannot rank: its noise ceiling is below 0); repeatable")
-    parser.add_argument("--truth", choices=("seed0", "seeds"), default="seed0",
+    parser.add_argument("--truth", choices=sorted(TRUTHS), default="seed0",
                         help="what is ranked: the long accuracy of seed 0, or its mean over the seeds each genome "
                              "was trained with at the long fidelity (0-2)")
     parser.add_argument("--batch", default="default", help="which proxy batch's scores: default or task")

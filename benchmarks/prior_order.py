@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from objective_fit import OUT, default_fit_data, held_out_genomes, held_out_task, load  # noqa: E402
+from objective_fit import OUT, TRUTHS, default_fit_data, held_out_genomes, held_out_task, load  # noqa: E402
 from replay import top_genomes  # noqa: E402
 
 SHUFFLES = 10
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=OUT)
     parser.add_argument("--leave-out", action="append", default=[], metavar="CORPUS:TASK",
                         help="a task the corpus cannot rank, as objective_fit.py takes it")
-    parser.add_argument("--truth", choices=("seed0", "seeds"), default="seed0",
+    parser.add_argument("--truth", choices=sorted(TRUTHS), default="seed0",
                         help="fit and judge on the long accuracy of seed 0, or its mean over each genome's seeds")
     args = parser.parse_args()
     genomes, runs, scores, _, _ = load([args.corpus])

@@ -123,6 +123,7 @@ from nas.space import choices, instantiate  # noqa: E402
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from corpus import LONG_EPOCHS, SAMPLE_SEED, SHORT_EPOCHS, SPACES, corpus_dir, read_jsonl  # noqa: E402
 from objective_fit import (  # noqa: E402
+    TRUTHS,
     accuracy,
     default_fit_data,
     feature_rows,
@@ -153,7 +154,6 @@ ZERO_COST = ("naswot", "synflow", "grad_norm", "snip", "zico", "meco")
 # and how many genomes it keeps scored ahead of training (the search keeps 50 of a pool of thousands).
 SCREEN_SCORES = ("grad_norm", "meco")
 SHORTLIST = 10
-TRUTHS = {"seed0": "seed 0", "seeds": "the mean over each genome's seeds (`--truth seeds`)"}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -347,7 +347,8 @@ def finished(trace: Trace, task: Task) -> bool:
 
 def regret(trace: Trace, task: Task, budget: float) -> float:
     answer = trace.answer(budget)
-    return float(task.truth.max() - task.truth[answer] if answer is not None else task.truth.max() - task.truth.min())
+    reached = task.truth.min() if answer is None else task.truth[answer]
+    return float(task.truth.max() - reached)
 
 
 def strategy_rng(task: Task, strategy: str, seed: int) -> random.Random:
