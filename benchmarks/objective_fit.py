@@ -19,7 +19,9 @@ found in the corpus). It is scored only on what it was not fitted on:
 
 ``--write`` refits on every genome of both tasks and writes the coefficients to
 ``nas/evaluate/objectives/any.json``, the objective for any space, which ``nas.evaluate.proxy.combine`` reads;
-``--write SPACE`` writes ``SPACE.json``, the objective of a shipped space (fitted on that space's corpus).
+``--write SPACE`` writes ``SPACE.json``, the objective of a shipped space (fitted on that space's corpus). With
+``--batch task`` (scores of the tasks' own images) they are ``any.data.json`` and ``SPACE.data.json``, the fits
+that score a search given ``--data``.
 
     python benchmarks/objective_fit.py                 # the tables (markdown)
     python benchmarks/objective_fit.py --write         # and ship the refitted objective for any space
@@ -58,6 +60,7 @@ from corpus_supernet import supernet_variant  # noqa: E402
 from nas.evaluate.proxy import (  # noqa: E402
     GENERAL_OBJECTIVE,
     OBJECTIVES,
+    ON_DATA,
     TERMS,
     combine,
     fitted_objective,
@@ -696,7 +699,7 @@ def main() -> None:
 
     if args.write:
         mean, std, coef = fit_all(data)
-        written = OBJECTIVES / f"{args.write}.json"
+        written = OBJECTIVES / f"{args.write}{ON_DATA if args.batch == 'task' else ''}.json"
         written.write_text(json.dumps({
             "about": "The default training-free objective: a ridge regression of the rank of trained accuracy "
                      + ("(the long accuracy's mean over each genome's seeds) " if args.truth == "seeds" else "")
@@ -734,10 +737,11 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
     model = fit_all(data) if corpus.name not in fitted_on or fitted_before else None
     truths = {task: accuracy(runs, task, "long") for task in tasks}
     fitted: dict[str, dict[str, float]] = {}
-    # A shipped objective fitted on genomes judged here is no test of it: left out.
-    spaces = {name: space for name, space in shipped_objectives().items()
-              if fitted_objective(space)["corpora"].get(corpus.name, 0) <= start}
-    shipped: dict[str, dict[str, dict[str, float]]] = {name: {task: {} for task in tasks} for name in spaces}
+    # A shipped objective fitted on genomes judged here is no test of it: left out; so is one fitted on the
+    # other batch's scores.
+    fits = [name for name in shipped_objectives() if fitted_objective(name)["corpora"].get(corpus.name, 0) <= start
+            and fitted_objective(name)["batch"] == batch]
+    shipped: dict[str, dict[str, dict[str, float]]] = {name: {task: {} for task in tasks} for name in fits}
     for task in tasks:
         if model is not None:
             rows = feature_rows(genomes, scores, task, batch, features, described)
@@ -746,8 +750,8 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
         if s["task"] in tasks and s["batch"] == batch and s["seed"] == 0:
             terms = {**s["scores"], "params": genomes[s["genome"]]["params"],
                      "flops": genomes[s["genome"]]["flops"], **described[s["genome"]]}
-            for name, space in spaces.items():
-                value = combine(terms, s["batch_size"], space=space)
+            for name in fits:
+                value = combine(terms, s["batch_size"], fit=name)
                 if math.isfinite(value):
                     shipped[name][s["task"]][s["genome"]] = value
     after = f", those from index {start} on" if start else ""
@@ -766,21 +770,20 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
     if model is not None:
         row(f"fitted on {' + '.join(fitted_on)}", fitted, truths)
     for name, per_task in shipped.items():
-        row(f"shipped objective {name}.json (fitted on {fitted_objective_corpora(spaces[name])})", per_task, truths)
+        row(f"shipped objective {name}.json (fitted on {fitted_objective_corpora(name)})", per_task, truths)
     for key, per_task in single_terms(genomes, scores, tasks, batch).items():
         row(key, per_task, truths)
     row("short schedule (3 epochs)", {t: accuracy(runs, t, "short") for t in tasks}, truths)
 
 
-def shipped_objectives() -> dict[str, str | None]:
-    """Each shipped objective's name and the space to ask ``combine`` for it by (``None``: the one for any space)."""
-    names = sorted(p.stem for p in OBJECTIVES.glob("*.json"))
-    return {name: None if name == GENERAL_OBJECTIVE else name for name in names}
+def shipped_objectives() -> list[str]:
+    """Each shipped objective's name (``nas.evaluate.proxy.objective_name``)."""
+    return sorted(p.stem for p in OBJECTIVES.glob("*.json"))
 
 
-def fitted_objective_corpora(space: str | None = None) -> str:
-    """The corpora the shipped objective of ``space`` was fitted on, with how many of each one's genomes."""
-    return " + ".join(f"{name} {n}" for name, n in fitted_objective(space)["corpora"].items())
+def fitted_objective_corpora(fit: str) -> str:
+    """The corpora the shipped objective ``fit`` was fitted on, with how many of each one's genomes."""
+    return " + ".join(f"{name} {n}" for name, n in fitted_objective(fit)["corpora"].items())
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def main() -> None:
     records = json.loads(args.table.read_text()) if args.table else []
     for r in records:  # the components stay; the objective is today's
         terms = objective_terms(load_genome(f"zoo:{r['name']}"), r["components"])
-        r["score"] = combine(terms, options.proxy_batch, space=options.space) if r["score"] is not None else None
+        r["score"] = combine(terms, options.proxy_batch, fit=options.objective_fit) if r["score"] is not None else None
     for name in ([] if args.table else args.names.split(",") if args.names else zoo_names()):
         genome = load_genome(f"zoo:{name}")
         inputs, space = search_inputs(genome.to_dict(), options)

@@ -386,15 +386,14 @@ def cmd_score(args: argparse.Namespace) -> int:
             SPARSE_DESCRIPTORS,
             lacking_descriptors,
             objective_contributions,
-            objective_name,
             objective_terms,
             unweighed_descriptors,
         )
 
         terms = objective_terms(genome, result.components)
-        contributions = objective_contributions(terms, options.proxy_batch, options.space)
-        unweighed = unweighed_descriptors(terms, options.space)
-        lacking = lacking_descriptors(terms, options.space)
+        contributions = objective_contributions(terms, options.proxy_batch, options.objective_fit)
+        unweighed = unweighed_descriptors(terms, options.objective_fit)
+        lacking = lacking_descriptors(terms, options.objective_fit)
     if args.json:
         print(json.dumps({**result.as_dict(), "contributions": contributions, "unweighed": unweighed,
                           "lacking": lacking,
@@ -421,7 +420,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     if contributions:
         largest = sorted(contributions, key=lambda k: -abs(contributions[k]))[:SHOWN_CONTRIBUTIONS]
         print(f"how the score is made: the {len(largest)} largest of its {len(contributions)} terms, each against "
-              f"the corpus's average genome (nas/evaluate/objectives/{objective_name(options.space)}.json, the "
+              f"the corpus's average genome (nas/evaluate/objectives/{options.objective_fit}.json, the "
               "objective of a search of --space; --json lists all)")
         for name in largest:
             # A descriptor the genome lacks still counts: the average genome has some of it.

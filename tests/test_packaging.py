@@ -22,8 +22,10 @@ def test_installed_copy_finds_the_shipped_yaml(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "search_spaces/zoo/caformer_s18.yaml" in names and "search_spaces/zoo/reference.yaml" in names
     assert {"nas/cli.py", "blocks/attention.py", "runners/__init__.py"} <= set(names)
-    # the fitted objectives are data the search reads: one for any space, one for each space with a corpus
-    assert {f"nas/evaluate/objectives/{name}.json" for name in ("any", "metaformer_hybrid", "tiny")} <= set(names)
+    # the fitted objectives are data the search reads: one for any space, one for each space with a corpus, and
+    # each one's twin for scores of real images (--data)
+    assert {f"nas/evaluate/objectives/{name}{images}.json" for name in ("any", "metaformer_hybrid", "tiny")
+            for images in ("", ".data")} <= set(names)
 
     target = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),

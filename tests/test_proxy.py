@@ -164,10 +164,28 @@ def test_a_shipped_space_with_its_own_fit_is_scored_by_it_and_any_other_space_by
     cost = analytic_cost(genome)
     terms = {**proxy_score(genome, compile_model(genome, seed=0), *batch), "params": cost.params,
              "flops": cost.flops, **genome_descriptors(genome)}
-    own = combine(terms, 8, space="metaformer_hybrid")
-    assert proxy_score(genome, compile_model(genome, seed=0), *batch, space="metaformer_hybrid")["score"] == \
+    own = combine(terms, 8, fit="metaformer_hybrid")
+    assert proxy_score(genome, compile_model(genome, seed=0), *batch, fit="metaformer_hybrid")["score"] == \
         pytest.approx(own)
     assert own != pytest.approx(combine(terms, 8))  # two fits, two weightings of the same terms
+
+
+def test_a_search_given_data_is_scored_by_the_twin_fitted_on_scores_of_real_images():
+    """With ``--data`` the zero-cost scores see the task's images, whose spread over genomes differs from the
+    structured batch's: every shipped fit has a ``.data`` twin fitted on such scores, and a search (or ``nas
+    score``) given data uses it. On the tiny corpus all seven scores carry weight there, three without data."""
+    from nas.evaluate.proxy import fitted_objective, objective_name, objective_scores
+    from nas.search import SearchOptions
+
+    for space, fit in (("tiny", "tiny"), ("metaformer_hybrid", "metaformer_hybrid"), ("mobile", "any")):
+        assert objective_name(space, data=True) == fit + ".data"
+        assert fitted_objective(fit + ".data")["batch"] == "task" and fitted_objective(fit)["batch"] == "default"
+        assert SearchOptions(space=space).objective_fit == fit
+        assert SearchOptions(space=space, data="digits").objective_fit == fit + ".data"
+    assert objective_scores("tiny.data") == {"grad_norm", "meco", "snip", "zico", "synflow", "naswot"}
+    assert objective_scores("tiny") == {"grad_norm", "meco"}
+    with pytest.raises(ValueError, match="no shipped objective is named 'tiny.yaml'"):
+        fitted_objective("tiny.yaml")  # a space is not a fit: objective_name resolves it
 
 
 def test_a_recorded_fit_is_described_with_its_corpus_and_held_out_tau_while_this_nas_ships_it():
@@ -179,6 +197,11 @@ def test_a_recorded_fit_is_described_with_its_corpus_and_held_out_tau_while_this
                                        "(patterns)")
     assert describe_objective({"name": "any", "digest": "0123456789ab"}) == (
         "fit `any.json` (0123456789ab), which this nas no longer ships")
+    assert describe_objective({"name": "gone.data", "digest": "0123456789ab"}) == (
+        "fit `gone.data.json` (0123456789ab), which this nas no longer ships")
+    twin = objective_identity("tiny.data")
+    assert describe_objective(twin).startswith(f"fit `tiny.data.json` ({twin['digest']}) on the trained corpus "
+                                               "corpus (240 genomes) (scores of the tasks' images); Kendall tau")
 
 
 def test_the_descriptors_say_which_family_holds_the_compute_and_how_deep_and_wide():

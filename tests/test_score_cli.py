@@ -50,7 +50,7 @@ def test_a_hand_written_hybrid_gets_the_score_a_search_would_give_it(hybrid: Pat
     # score, component by component.
     space = SearchOptions().space
     inputs, _ = search_inputs(genome.to_dict(), SearchOptions())
-    expected = proxy_score(genome, compile_model(genome, seed=0), inputs.x, inputs.y, seed=0, space=space)
+    expected = proxy_score(genome, compile_model(genome, seed=0), inputs.x, inputs.y, seed=0, fit=space)
     assert result["score"] == pytest.approx(expected["score"], rel=1e-6)
     for name, value in result["components"].items():
         assert value == pytest.approx(expected[name], rel=1e-6), name
@@ -95,6 +95,26 @@ def test_the_text_output_lists_the_components_cost_and_latency_of_a_zoo_genome()
         lacks = name.startswith(SPARSE_DESCRIPTORS) and not held.get(name)
         assert line.endswith("(none here)") == lacks, line
     assert "latency" in lines[-1] and "params 3.50M" in lines[-1]
+
+
+def test_with_data_the_scores_see_the_tasks_images_and_the_fit_on_such_scores_weighs_them(hybrid: Path):
+    """``--data digits``: the proxy batch is the task's first images and the default space's ``.data`` fit makes
+    the score, as in a search given the same data."""
+    done = run_nas("score", hybrid, "--data", "digits", "--second", "none", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    options = SearchOptions(data="digits")
+    assert options.objective_fit == "metaformer_hybrid.data"
+    genome = load_genome(hybrid)
+    inputs, space = search_inputs(genome.to_dict(), options)
+    genome = load_genome(space)  # fitted to the data: one grey channel, ten classes
+    assert result["input"][0] == 1
+    expected = proxy_score(genome, compile_model(genome, seed=0), inputs.x, inputs.y, seed=0,
+                           fit=options.objective_fit)
+    assert result["score"] == pytest.approx(expected["score"], rel=1e-6)
+    assert set(result["contributions"]) == {f["name"] for f in fitted_objective(options.objective_fit)["features"]
+                                            if f["weight"]}
+    assert sum(result["contributions"].values()) == pytest.approx(result["score"], rel=1e-6)
 
 
 def test_the_train_objective_scores_the_accuracy_after_training(hybrid: Path):

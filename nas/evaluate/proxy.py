@@ -210,29 +210,39 @@ TERMS: dict[str, Callable[[float, int], float]] = {
 # every corpus and scores any space; a shipped space with a corpus of its own has its own fit, since one fit
 # for all spaces must share its weights between them and ranks each space's genomes less well
 # (``metaformer_hybrid.json``, fitted on the corpus of its 32x32 model hybrid32; ``tiny.json``, on the tiny
-# corpus: benchmarks/BENCHMARKS.md).
+# corpus: benchmarks/BENCHMARKS.md). Each has a ``.data`` twin fitted on scores of the tasks' own images, which
+# scores a search given ``--data``: a score's spread over genomes differs between the structured batch and real
+# images, and on real images more of the scores carry weight.
 OBJECTIVES = Path(__file__).with_name("objectives")
 GENERAL_OBJECTIVE = "any"
+ON_DATA = ".data"  # the suffix of a fit on the task's images
 
 
-def objective_name(space: str | None = None) -> str:
+def objective_name(space: str | None = None, data: bool = False) -> str:
     """Which fit scores the genomes of ``space`` (a shipped space's name or a space file; ``None``: no space):
-    the space's own where it is a shipped space that has one, else ``any``."""
+    the space's own where it is a shipped space that has one, else ``any``; with ``data`` (the zero-cost scores
+    see the task's images), its twin fitted on such scores, where one is shipped. The other functions here take
+    the name this gives as ``fit``."""
     name = shipped_space_name(space) if space else None
-    return name if name and (OBJECTIVES / f"{name}.json").is_file() else GENERAL_OBJECTIVE
+    name = name if name and (OBJECTIVES / f"{name}.json").is_file() else GENERAL_OBJECTIVE
+    return name + ON_DATA if data and (OBJECTIVES / f"{name}{ON_DATA}.json").is_file() else name
 
 
 @functools.cache
-def fitted_objective(space: str | None = None) -> dict[str, Any]:
-    """The objective for ``space`` (``objective_name``): ``{"features": [{"name", "mean", "std", "weight"},
-    ...], "command": ..., "corpora": ..., ...}``."""
-    return json.loads((OBJECTIVES / f"{objective_name(space)}.json").read_text())
+def fitted_objective(fit: str | None = None) -> dict[str, Any]:
+    """The shipped objective named ``fit`` (``objective_name``; ``None``: ``any``): ``{"features": [{"name",
+    "mean", "std", "weight"}, ...], "command": ..., "corpora": ..., ...}``."""
+    path = OBJECTIVES / f"{fit or GENERAL_OBJECTIVE}.json"
+    if not path.is_file():
+        raise ValueError(f"no shipped objective is named {fit!r}; objective_name(space) gives the one for a space")
+    return json.loads(path.read_text())
 
 
-def objective_identity(space: str | None = None) -> dict[str, str]:
-    """Which fit scores ``space`` and a digest of its file: a run records it, and a resumed run scored by another
-    fit (an upgrade of nas that refitted it) is refused, as its scores would not compare."""
-    name = objective_name(space)
+def objective_identity(fit: str | None = None) -> dict[str, str]:
+    """The fit named ``fit`` and a digest of its file: a run records it, and a resumed run scored by another fit
+    (an upgrade of nas that refitted it) is refused, as its scores would not compare."""
+    name = fit or GENERAL_OBJECTIVE
+    fitted_objective(name)  # a name no file has is an error here too
     digest = hashlib.sha256((OBJECTIVES / f"{name}.json").read_bytes()).hexdigest()[:12]
     return {"name": name, "digest": digest}
 
@@ -243,12 +253,12 @@ def describe_objective(identity: dict[str, str]) -> str:
     still ships the same file; its name and digest alone otherwise."""
     name, digest = identity["name"], identity["digest"]
     text = f"fit `{name}.json` ({digest})"
-    space = None if name == GENERAL_OBJECTIVE else name  # a space's own fit is named after it
-    if objective_identity(space) != identity:
+    if not (OBJECTIVES / f"{name}.json").is_file() or objective_identity(name) != identity:
         return text + ", which this nas no longer ships"
-    fitted = fitted_objective(space)
+    fitted = fitted_objective(name)
     corpora = ", ".join(f"{corpus} ({count} genomes)" for corpus, count in fitted.get("corpora", {}).items())
-    text += f" on the trained corpus {corpora}"
+    images = " (scores of the tasks' images)" if fitted.get("batch") == "task" else ""
+    text += f" on the trained corpus {corpora}{images}"
     held_out = fitted.get("held_out_tau", {})
     if held_out:
         text += "; Kendall tau on held-out genomes " + ", ".join(f"{t:+.3f} ({task})" for task, t in held_out.items())
@@ -256,9 +266,9 @@ def describe_objective(identity: dict[str, str]) -> str:
 
 
 def combine(terms: dict[str, float], batch_size: int, weights: dict[str, float] | None = None,
-            space: str | None = None) -> float:
+            fit: str | None = None) -> float:
     """The objective the search maximises: ``sum_k w_k * (t_k - mean_k) / std_k`` over the terms of the shipped
-    objective of ``space`` (``fitted_objective``). A term is a score scaled by ``TERMS`` (the zero-cost and
+    objective named ``fit`` (``fitted_objective``). A term is a score scaled by ``TERMS`` (the zero-cost and
     structural scores, ``params`` and ``flops``) or a descriptor of the genome as ``genome_descriptors`` gives it
     (a family's descriptor missing from ``terms`` is 0: the genome has no block of that family).
     ``benchmarks/objective_fit.py --write`` fits the weights to the rank of trained accuracy on the corpus, and
@@ -273,28 +283,29 @@ def combine(terms: dict[str, float], batch_size: int, weights: dict[str, float] 
     if weights is not None:
         return sum(weight * term for key, weight in weights.items()
                    if weight and (term := objective_term(terms, key, batch_size)) is not None)
-    return sum(objective_contributions(terms, batch_size, space).values())
+    return sum(objective_contributions(terms, batch_size, fit).values())
 
 
-def objective_contributions(terms: dict[str, float], batch_size: int, space: str | None = None
+def objective_contributions(terms: dict[str, float], batch_size: int, fit: str | None = None
                             ) -> dict[str, float]:
-    """What each term of the shipped objective of ``space`` adds to ``combine``'s sum, ``w_k * (t_k - mean_k) /
+    """What each term of the shipped objective ``fit`` adds to ``combine``'s sum, ``w_k * (t_k - mean_k) /
     std_k``: how a score is made (``nas score`` prints the largest)."""
-    return {f["name"]: _contribution(f, terms, batch_size) for f in fitted_objective(space)["features"]
+    return {f["name"]: _contribution(f, terms, batch_size) for f in fitted_objective(fit)["features"]
             if f["weight"]}
 
 
 def data_free_score(genome: Genome, cost: Cost | None = None, graph: nx.DiGraph | None = None,
-                    structural: float | None = None, space: str | None = None) -> float:
+                    structural: float | None = None, fit: str | None = None) -> float:
     """The part of ``combine``'s score that runs no network: the shipped objective's params, FLOPs, structural
     and descriptor terms, as if every zero-cost score sat at its corpus mean. A proxy search's cascade knows it
     exactly for every screened genome and learns only the rest (on the default search it ranks the trials'
     proxy scores at Kendall tau +0.93). ``cost``, ``graph``, ``structural``: the genome's ``analytic_cost``,
-    ``canonical_graph`` and ``structural_score``, when the caller has them; ``space``: whose objective."""
+    ``canonical_graph`` and ``structural_score``, when the caller has them; ``fit``: which objective
+    (``objective_name``)."""
     graph = canonical_graph(genome) if graph is None else graph
     structural = _structural(graph) if structural is None else structural
     terms = objective_terms(genome, {"structural": structural}, graph, cost)
-    return sum(_contribution(f, terms, 1) for f in fitted_objective(space)["features"]
+    return sum(_contribution(f, terms, 1) for f in fitted_objective(fit)["features"]
                if f["weight"] and f["name"] not in SCORES)
 
 
@@ -305,20 +316,20 @@ def _contribution(feature: dict[str, Any], terms: dict[str, float], batch_size: 
     return 0.0 if term is None else feature["weight"] * (term - feature["mean"]) / feature["std"]
 
 
-def unweighed_descriptors(terms: dict[str, float], space: str | None = None) -> list[str]:
-    """The sparse descriptors in ``terms`` that the shipped objective of ``space`` has no weight for: a family,
+def unweighed_descriptors(terms: dict[str, float], fit: str | None = None) -> list[str]:
+    """The sparse descriptors in ``terms`` that the shipped objective ``fit`` has no weight for: a family,
     a mixer type, a map size or a falling width its corpus did not hold, so the score says nothing of them
     (``nas score`` lists them)."""
-    weighed = {f["name"] for f in fitted_objective(space)["features"] if f["weight"]}
+    weighed = {f["name"] for f in fitted_objective(fit)["features"] if f["weight"]}
     return sorted(name for name, value in terms.items()
                   if name.startswith(SPARSE_DESCRIPTORS) and value and name not in weighed)
 
 
-def lacking_descriptors(terms: dict[str, float], space: str | None = None) -> list[str]:
-    """The descriptors the shipped objective of ``space`` weighs that ``terms`` lacks and whose absence adds
+def lacking_descriptors(terms: dict[str, float], fit: str | None = None) -> list[str]:
+    """The descriptors the shipped objective ``fit`` weighs that ``terms`` lacks and whose absence adds
     nothing (``NEUTRAL_WHEN_ABSENT``): the widths of map sizes the genome does not have, such as the three
     smaller maps of an isotropic genome under a fit of four (``nas score`` lists them)."""
-    return sorted(f["name"] for f in fitted_objective(space)["features"]
+    return sorted(f["name"] for f in fitted_objective(fit)["features"]
                   if f["weight"] and f["name"].startswith(NEUTRAL_WHEN_ABSENT) and f["name"] not in terms)
 
 
@@ -344,17 +355,17 @@ def objective_term(terms: dict[str, float], name: str, batch_size: int) -> float
     return terms[name]
 
 
-def objective_scores(space: str | None = None) -> set[str]:
-    """The zero-cost scores the shipped objective of ``space`` weighs: what a search computes for each trial."""
-    return {f["name"] for f in fitted_objective(space)["features"] if f["weight"]} & set(SCORES)
+def objective_scores(fit: str | None = None) -> set[str]:
+    """The zero-cost scores the shipped objective ``fit`` weighs: what a search computes for each trial."""
+    return {f["name"] for f in fitted_objective(fit)["features"] if f["weight"]} & set(SCORES)
 
 
 def proxy_score(genome: Genome, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0,
-                which: Collection[str] | None = None, space: str | None = None) -> dict[str, float]:
+                which: Collection[str] | None = None, fit: str | None = None) -> dict[str, float]:
     """``structural``, the zero-cost scores (``naswot``, ``synflow``, ``grad_norm``, ``snip``, ``zico``,
-    ``meco``; only those in ``which`` when given) and ``score`` (see ``combine``: the objective of ``space``),
-    which needs those its objective weighs (``objective_scores(space)``)."""
+    ``meco``; only those in ``which`` when given) and ``score`` (see ``combine``: the objective ``fit``),
+    which needs those its objective weighs (``objective_scores(fit)``)."""
     graph = canonical_graph(genome)
     scores = {"structural": _structural(graph), **zero_cost_scores(model, x, y, seed=seed, which=which)}
-    scores["score"] = combine(objective_terms(genome, scores, graph), x.shape[0], space=space)
+    scores["score"] = combine(objective_terms(genome, scores, graph), x.shape[0], fit=fit)
     return scores

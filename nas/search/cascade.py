@@ -109,10 +109,10 @@ class Pool:
 
 
 def screen(space: dict[str, Any], size: int, seed: int, within_budget: Callable[[Any], bool],
-           run_dir: Path | None = None, processes: int = 1, objective_space: str | None = None) -> Pool:
+           run_dir: Path | None = None, processes: int = 1, objective_fit: str | None = None) -> Pool:
     """``size`` uniform draws of ``space`` (``random.Random(seed)``); the distinct valid ones that
-    ``within_budget(cost)`` keeps, with their structural scores and the data-free part of the objective of
-    ``objective_space`` (the search's ``--space``: ``nas.evaluate.proxy.objective_name``). Read from
+    ``within_budget(cost)`` keeps, with their structural scores and the data-free part of the objective
+    ``objective_fit`` (the search's: ``SearchOptions.objective_fit``). Read from
     ``run_dir/screen.json.gz`` when that holds the same screen (same size and seed), written there otherwise.
     The draws are made here, in order, and ``processes`` share costing them (forked: the pool is the same for
     any number)."""
@@ -129,7 +129,7 @@ def screen(space: dict[str, Any], size: int, seed: int, within_budget: Callable[
         data, params = random_params(space, rng)
         drawn.add(json.dumps(params, sort_keys=True))
         draws.append((data, params))
-    assessed = _assess_all([data for data, _ in draws], within_budget, processes, objective_space)
+    assessed = _assess_all([data for data, _ in draws], within_budget, processes, objective_fit)
     pool = Pool([], [], [], [], [], drawn=len(draws))
     for (_, params), found in zip(draws, assessed):
         if found is None:
@@ -151,9 +151,9 @@ def screen(space: dict[str, Any], size: int, seed: int, within_budget: Callable[
 
 # content hash, params, FLOPs, structural score and the objective's data-free part (None: over budget)
 Assessed = tuple[str, int, int, float | None, float | None]
-# the budget check and the objective's space of the screen under way, for forked processes
+# the budget check and the objective's fit of the screen under way, for forked processes
 _within_budget: Callable[[Any], bool] = bool
-_objective_space: str | None = None
+_objective_fit: str | None = None
 
 
 def _assess(data: dict[str, Any]) -> Assessed | None:
@@ -172,13 +172,13 @@ def _assess(data: dict[str, Any]) -> Assessed | None:
     canonical = canonical_graph(genome)  # what both data-free scores read
     structural = structural_score(genome, canonical)
     return (genome.content_hash(), cost.params, cost.flops, structural,
-            data_free_score(genome, cost, canonical, structural, _objective_space))
+            data_free_score(genome, cost, canonical, structural, _objective_fit))
 
 
 def _assess_all(draws: list[dict[str, Any]], within_budget: Callable[[Any], bool], processes: int,
-                objective_space: str | None = None) -> list[Assessed | None]:
-    global _within_budget, _objective_space
-    _within_budget, _objective_space = within_budget, objective_space
+                objective_fit: str | None = None) -> list[Assessed | None]:
+    global _within_budget, _objective_fit
+    _within_budget, _objective_fit = within_budget, objective_fit
     if processes <= 1 or len(draws) < 1000:
         return [_assess(data) for data in draws]
     # fork: the children inherit the budget check and the imported engine, and run no torch op (costs are

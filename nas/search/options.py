@@ -212,6 +212,15 @@ class SearchOptions(BaseModel):
         return self.sampler == "cascade" and self.objective == "train" and self.shortlist > 0
 
     @property
+    def objective_fit(self) -> str:
+        """Which shipped fit of the training-free objective scores this search's genomes
+        (``nas.evaluate.proxy.objective_name``): its space's, and with ``--data`` (the scores then see the task's
+        images, ``nas.search.scoring.search_inputs``) its twin fitted on scores of real images."""
+        from nas.evaluate.proxy import objective_name
+
+        return objective_name(self.space, data=bool(self.data))
+
+    @property
     def first_schedule_epochs(self) -> int | None:
         """The schedule a first-stage training (and a reference or ``nas score``, measured as one) runs the first
         ``epochs`` of: the promotions' ``long_epochs``, which a promotion then trains on to; None: a whole

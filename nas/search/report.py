@@ -493,7 +493,7 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
                          f"{part.cost.params / 1e6:.2f} | {part.cost.flops / 1e9:.3f} | "
                          f"{part.cost.flops / total:.1%} |")
         lines += ["", "Stages in `best.yaml`:", "", "```yaml", dump_genome(best.genome).rstrip(), "```"]
-        silent = (unweighed_descriptors(objective_terms(best.genome, {}), options.space)
+        silent = (unweighed_descriptors(objective_terms(best.genome, {}), options.objective_fit)
                   if options.objective == "proxy" else [])
         if silent:
             lines += ["", f"The winner has what the proxy objective's corpora never held: "

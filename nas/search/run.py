@@ -347,7 +347,7 @@ def _check_objective(study_: optuna.Study, run: _Run) -> None:
     record has none to check, and records this one.)"""
     from nas.evaluate.proxy import objective_identity
 
-    current = objective_identity(run.options.space)
+    current = objective_identity(run.options.objective_fit)
     recorded = study_.user_attrs.get(OBJECTIVE_ATTR)
     if recorded is None:
         study_.set_user_attr(OBJECTIVE_ATTR, current)
@@ -382,7 +382,7 @@ def _cascade(run: _Run, progress: Progress, quiet: bool) -> Callable[[int], Casc
             progress.say(f"  screening {options.screen_size:,} genomes data-free (analytic cost, structural score, "
                          "the objective's data-free part)")
         pool = screen(run.space, options.screen_size, options.seed, within_budget, run.run_dir,
-                      processes=options.workers or 1, objective_space=options.space)
+                      processes=options.workers or 1, objective_fit=options.objective_fit)
         if not quiet:
             progress.say(f"  screened {pool.drawn:,} genomes in {format_seconds(pool.seconds)}"
                          + (f" ({SCREEN_FILE})" if cached else "") + f": {pool.valid:,} valid, {len(pool):,} "

@@ -110,7 +110,7 @@ class TrialWork:
         structural = structural_score(genome, canonical)
         # the default objective's data-free part: what a proxy search's surrogate knows of the score before it is
         # measured (nas.search.cascade.known_parts)
-        data_free = data_free_score(genome, cost, canonical, structural, self.options.space)
+        data_free = data_free_score(genome, cost, canonical, structural, self.options.objective_fit)
         attrs = {"genome_hash": genome_hash, "flops": cost.flops, "params": cost.params,
                  "structural": round(structural, 6), "data_free": round(data_free, 6), "stage": stage}
         for key, value in attrs.items():
@@ -249,7 +249,8 @@ class TrialWork:
 
         # Only the scores the objective weighs (and ``also``): the others would cost passes and change nothing.
         scores = proxy_score(genome, model, self.inputs.x, self.inputs.y, seed=self.options.seed,
-                             which=objective_scores(self.options.space) | also, space=self.options.space)
+                             which=objective_scores(self.options.objective_fit) | also,
+                             fit=self.options.objective_fit)
         attrs["scores"] = {k: v for k, v in scores.items() if k != "score"}
         return float(scores["score"])
 
