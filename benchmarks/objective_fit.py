@@ -352,10 +352,12 @@ def restricted(model: tuple[np.ndarray, np.ndarray, np.ndarray], keep: list[int]
 
 def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: int = 0,
                      columns: list[int] | None = None, keep: list[int] | None = None,
-                     regressor: Callable[[], Any] | None = None) -> dict[str, dict]:
+                     regressor: Callable[[], Any] | None = None,
+                     given: dict[str, dict[str, list[float]]] | None = None) -> dict[str, dict]:
     """Out-of-fold predictions per task: task -> genome -> prediction. ``columns``: fit on those features
     only; ``keep``: fit on all, predict with those only (``restricted``); ``regressor``: a scikit-learn
-    regressor fitted on the standardised features instead of the shipped ridge (``--models``)."""
+    regressor fitted on the standardised features instead of the shipped ridge (``--models``); ``given``: task
+    -> genome -> the row to predict from, where not ``data``'s (the same terms on another batch's scores)."""
     ids = fittable(data)
     random.Random(seed).shuffle(ids)
     pick = (lambda row: row) if columns is None else (lambda row: [row[i] for i in columns])
@@ -375,8 +377,10 @@ def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: i
             other = regressor().fit(z, np.array(ys))
             predicted = lambda row, m=mean, s=std, r=other: r.predict(np.nan_to_num((row - m) / s))  # noqa: E731
         for task, (rows, _) in data.items():
+            rows = rows if given is None else given[task]
             for g in ids[k::folds]:  # the fold's order, not the set's: the bootstrap resamples reproduce
-                out[task][g] = float(predicted(np.array([pick(rows[g])]))[0])
+                if g in rows:
+                    out[task][g] = float(predicted(np.array([pick(rows[g])]))[0])
     return out
 
 
@@ -666,6 +670,17 @@ def main() -> None:
                 cells = shuffled_tau(data, args.shuffles, {g for g in genomes if space_of[g] == c.name},
                                      columns=columns)
                 print(f"|   its {c.name} genomes alone | " + " | ".join(figure(cells[t]) for t in tasks) + " |")
+    if oof and args.shuffles > 1:
+        # What the fit on the other batch gives when handed these scores: before each shipped fit had a twin on
+        # the tasks' images, a search given --data scored its real-image scores with the structured batch's fit.
+        other = "default" if args.batch == "task" else "task"
+        given = {task: feature_rows(genomes, scores, task, other, features, described, range(args.score_seeds))
+                 for task in tasks}
+        if all(len(rows) >= 10 for rows in given.values()):
+            mine = {task: rows for task, (rows, _) in data.items()}
+            cells = shuffled_tau({t: (given[t], acc) for t, (_, acc) in data.items()}, args.shuffles, given=mine)
+            print(f"| the same terms fitted on the {other} batch's scores, then given these | "
+                  + " | ".join(figure(cells[t]) for t in tasks) + " |")
     if oof and args.shuffles:
         seed_means(data, runs, tasks, args.shuffles)
     if oof and args.models:
