@@ -72,6 +72,9 @@ from nas.io import shipped_space_name  # noqa: E402
 
 RIDGE_ALPHAS = np.logspace(-2, 3, 11)
 DEFAULT_FEATURES = "structural,grad_norm,meco,params,flops,descriptors"
+# The terms of the tiny space's and the shared fit's twins on the tasks' images (``--batch task``): nested CV
+# chose them on both corpora (benchmarks/BENCHMARKS.md).
+DATA_FEATURES = "structural,grad_norm,meco,snip,zico,synflow,naswot,params,flops,descriptors"
 # The term sets the default was chosen among (``--nested``): a descriptor prefix stands for every descriptor
 # in the corpus that starts with it.
 CANDIDATES = {
@@ -84,8 +87,7 @@ CANDIDATES = {
                                  "log_mean_width,log_max_width,width_falls",
     "+ width per map size (shipped)": DEFAULT_FEATURES,
     "data-free: params, FLOPs, structural, descriptors": "params,flops,structural,descriptors",
-    "all seven scores, descriptors": "structural,grad_norm,meco,snip,zico,synflow,naswot,params,flops,"
-                                     "descriptors",
+    "all seven scores, descriptors": DATA_FEATURES,
 }
 # Other models on the same terms (``--models``): does anything but a linear fit rank held-out genomes better?
 MODELS = {
@@ -280,17 +282,19 @@ def feature_rows(genomes: dict[str, dict], scores: list[dict], task: str, batch:
     return rows
 
 
-def default_fit_data(genomes: dict[str, dict], scores: list[dict], runs: list[dict], truth: str = "seed0"
+def default_fit_data(genomes: dict[str, dict], scores: list[dict], runs: list[dict], truth: str = "seed0",
+                     batch: str = "default", terms: str = DEFAULT_FEATURES
                      ) -> tuple[dict[str, tuple[dict, dict]], list[int]]:
     """What ``--write`` fits, for studies that refit it: per task, each genome's row of the default terms on the
-    default batch and its long accuracy (``long_truth``: seed 0, or the mean over seeds); and the indexes of the
-    terms that run no network (the data-free part, for ``restricted``)."""
+    default batch (or ``terms`` on ``batch``: a ``--data`` twin) and its long accuracy (``long_truth``: seed 0,
+    or the mean over seeds); and the indexes of the terms that run no network (the data-free part, for
+    ``restricted``)."""
     described = descriptors(genomes)
     every = sorted({k for d in described.values() for k in d})
     present = {k for s in scores for k in s["scores"]} | {"params", "flops"} | set(every)
-    features = [f for f in expand(DEFAULT_FEATURES, every) if f in present]
+    features = [f for f in expand(terms, every) if f in present]
     keep = [i for i, f in enumerate(features) if f in DATA_FREE or f in every]
-    data = {t: (feature_rows(genomes, scores, t, "default", features, described), long_truth(runs, t, truth))
+    data = {t: (feature_rows(genomes, scores, t, batch, features, described), long_truth(runs, t, truth))
             for t in sorted({r["task"] for r in runs})}
     return data, keep
 

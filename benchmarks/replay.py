@@ -57,6 +57,12 @@ Strategies, each from its own seeded rng:
   fitted on the other folds of genomes, or on the other task alone, a new task). Its first ``FIRST_PICKS``
   picks of each kind are the genomes of the highest prior, and the surrogate is a line in the prior plus the
   forest (``PriorLine``).
+- ``cascade-shortlist-scored`` and ``cascade-shortlist-scored-new-task``: ``cascade-shortlist`` whose training
+  stage also reads the objective's value, as ``nas search --objective train --data`` does (its zero-cost stage
+  records ``score``, the space's ``--data`` twin, ``nas.search.cascade.ZERO_COST_FEATURES``): the twin's fit
+  (``TWIN_TERMS`` on the task's batch) refitted on the other folds of genomes (a task it was fitted on, as the
+  corpus's digits is for the shipped ``tiny.data.json``), or on the other task alone (a new task, as a user's own
+  data set is) (``held_out_objectives``). Nothing else changes: the search's forest, its random start.
 - ``cascade-shortlist-pruned``: the same with the search's default median pruner on the first stage
   (``pruned_at``): at epochs 1 and 2 of the 3, a training whose best accuracy so far is below the median of the
   completed first stages' at that epoch stops there, costing 1/12 or 2/12.
@@ -123,6 +129,8 @@ from nas.space import choices, instantiate  # noqa: E402
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from corpus import LONG_EPOCHS, SAMPLE_SEED, SHORT_EPOCHS, SPACES, corpus_dir, read_jsonl  # noqa: E402
 from objective_fit import (  # noqa: E402
+    DATA_FEATURES,
+    DEFAULT_FEATURES,
     TRUTHS,
     accuracy,
     default_fit_data,
@@ -135,11 +143,15 @@ from objective_fit import (  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "replay"
 STRATEGIES = ("random", "snapped", "tpe", "nsga2", "evolution", "cascade", "cascade-data-free", "cascade-shortlist",
-              "cascade-shortlist-prior", "cascade-shortlist-prior-new-task", "cascade-shortlist-pruned",
-              "cascade-restart")
-# The prior a cascade-shortlist strategy reads (a kind of ``held_out_priors``), or none: the search's.
-SHORTLIST_PRIOR = {"cascade-shortlist": None, "cascade-shortlist-prior": "genomes",
-                   "cascade-shortlist-prior-new-task": "task", "cascade-shortlist-pruned": None}
+              "cascade-shortlist-prior", "cascade-shortlist-prior-new-task", "cascade-shortlist-scored",
+              "cascade-shortlist-scored-new-task", "cascade-shortlist-pruned", "cascade-restart")
+# The prior a cascade-shortlist strategy reads (a kind of ``held_out_priors``), or none: the search's; and the
+# objective's value its training stage reads (a kind of ``held_out_objectives``), or none.
+SHORTLIST_PRIOR = {"cascade-shortlist-prior": "genomes", "cascade-shortlist-prior-new-task": "task"}
+SHORTLIST_SCORE = {"cascade-shortlist-scored": "genomes", "cascade-shortlist-scored-new-task": "task"}
+# The terms of each corpus space's shipped --data twin (tiny.data.json; hybrid32 is the default space's model,
+# metaformer_hybrid.data.json)
+TWIN_TERMS = {"tiny": DATA_FEATURES, "hybrid32": DEFAULT_FEATURES}
 SAMPLER_OF = {"snapped": "random", "tpe": "tpe", "nsga2": "nsga2", "evolution": "evolution"}  # make_sampler's name
 SHORT_COST = SHORT_EPOCHS / LONG_EPOCHS
 BUDGETS = (5, 10, 20, 40)
@@ -177,6 +189,7 @@ class Task:
     scores: dict[str, np.ndarray]  # training-free score -> raw value per genome
     screen_scores: np.ndarray  # SCREEN_SCORES on a batch of the task (NaN where not finite)
     priors: dict[str, np.ndarray]  # "genomes" / "task" -> the held-out prior per genome (``held_out_priors``)
+    objectives: dict[str, np.ndarray]  # the same kinds -> the --data twin's held-out value (``held_out_objectives``)
     top: set[int] = field(default_factory=set)
 
     @property
@@ -210,7 +223,8 @@ def corpus_params(space: dict[str, Any], ids: list[str]) -> dict[str, dict[str, 
 
 
 def load_task(name: str, genomes: list[dict], runs: list[dict], scores: list[dict], params: dict[str, dict],
-              encoder: Encoder, priors: dict[str, dict[str, dict[str, float]]], truth: str = "seed0") -> Task:
+              encoder: Encoder, priors: dict[str, dict[str, dict[str, float]]], truth: str = "seed0",
+              objectives: dict[str, dict[str, dict[str, float]]] | None = None) -> Task:
     """The genomes with seed-0 runs at both fidelities and finite scores on the task, in corpus order, and their
     truth (``objective_fit.long_truth``). Each Encoder row is followed by a prior slot, 0 for every genome (no
     prior); ``with_prior`` sets it."""
@@ -223,7 +237,8 @@ def load_task(name: str, genomes: list[dict], runs: list[dict], scores: list[dic
            if s["task"] == name and s["batch"] == "default" and s["seed"] == 0}
     terms = feature_rows(by_id, scores, name, "default", ["structural", *ZERO_COST])  # finite ones only
     ids = [g["genome"] for g in genomes if g["genome"] in short and g["genome"] in truths and g["genome"] in early
-           and g["genome"] in terms and all(g["genome"] in p[name] for p in priors.values())]
+           and g["genome"] in terms and all(g["genome"] in p[name] for p in priors.values())
+           and all(g["genome"] in o[name] for o in (objectives or {}).values())]
     rows = [encoder.row(params[g], by_id[g]["params"], by_id[g]["flops"], raw[g]["structural"]) + [0.0] for g in ids]
     on_task = {s["genome"]: s["scores"] for s in scores
                if s["task"] == name and s["batch"] == "task" and s["seed"] == 0}
@@ -236,7 +251,8 @@ def load_task(name: str, genomes: list[dict], runs: list[dict], scores: list[dic
                 features=np.array([r + terms[g][1:] for r, g in zip(rows, ids)]), data_free=len(encoder.columns) + 1,
                 scores={s: np.array([raw[g][s] for g in ids]) for s in ("structural", *ZERO_COST)},
                 screen_scores=screen_scores.reshape(len(ids), len(SCREEN_SCORES)),
-                priors={kind: np.array([p[name][g] for g in ids]) for kind, p in priors.items()})
+                priors={kind: np.array([p[name][g] for g in ids]) for kind, p in priors.items()},
+                objectives={kind: np.array([o[name][g] for g in ids]) for kind, o in (objectives or {}).items()})
     task.top = top_genomes(task.truth)
     return task
 
@@ -251,6 +267,16 @@ def held_out_priors(genomes: list[dict], scores: list[dict], runs: list[dict], t
     task (a new task). kind -> task -> genome id -> prior."""
     data, keep = default_fit_data({g["genome"]: g for g in genomes}, scores, runs, truth)
     return {"genomes": held_out_genomes(data, keep=keep), "task": held_out_task(data, keep=keep)}
+
+
+def held_out_objectives(genomes: list[dict], scores: list[dict], runs: list[dict], space: str, truth: str = "seed0"
+                        ) -> dict[str, dict[str, dict[str, float]]]:
+    """The value of the space's ``--data`` twin (its terms ``TWIN_TERMS[space]`` on the task's batch, zero-cost
+    scores and all) as a search given that data would have it for a genome the fit never saw: refitted on the
+    other 4 of 5 folds of genomes (``genomes``), or on the other task (``task``). kind -> task -> genome -> value."""
+    data, _ = default_fit_data({g["genome"]: g for g in genomes}, scores, runs, truth, batch="task",
+                               terms=TWIN_TERMS[space])
+    return {"genomes": held_out_genomes(data), "task": held_out_task(data)}
 
 
 def with_prior(task: Task, kind: str) -> Task:
@@ -277,10 +303,11 @@ class Corpus:
     params: dict[str, dict[str, Any]]
     priors: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # ``held_out_priors``
     truth: str = "seed0"  # ``objective_fit.long_truth``
+    objectives: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # ``held_out_objectives``
 
     def task(self, name: str) -> Task:
         return load_task(name, self.genomes, self.runs, self.scores, self.params, self.encoder, self.priors,
-                         self.truth)
+                         self.truth, self.objectives)
 
 
 def seeds_command_line(doc: str) -> argparse.Namespace:
@@ -300,7 +327,7 @@ def read_corpus(space_name: str = "tiny", truth: str = "seed0") -> Corpus:
     runs, scores = read_jsonl(folder / "runs.jsonl"), read_jsonl(folder / "scores.jsonl")
     return Corpus(space, Encoder(choices(space)), genomes, runs, scores,
                   corpus_params(space, [g["genome"] for g in genomes]), held_out_priors(genomes, scores, runs, truth),
-                  truth)
+                  truth, held_out_objectives(genomes, scores, runs, space_name, truth))
 
 
 def choice_row(encoder: Encoder, params: dict[str, Any]) -> list[float]:
@@ -492,7 +519,8 @@ def pruned_at(task: Task, i: int, completed: list[int]) -> int | None:
 
 
 def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, prune: bool = False,
-                     prior: str | None = None, prior_first: str = "all", rate: int | None = 3) -> Trace:
+                     prior: str | None = None, prior_first: str = "all", rate: int | None = 3,
+                     score: str | None = None) -> Trace:
     """The cascade as ``nas search --objective train`` runs it with its zero-cost stage: ``size`` genomes are
     kept scored zero-cost and untrained, each picked by a surrogate of the data-free features, and each
     training is picked among them by a surrogate that also reads their scores. Scoring costs nothing here: only
@@ -503,12 +531,14 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
     median pruner stops first stages early (``pruned_at``); a stopped one costs its epochs, gives the surrogate
     nothing and is never promoted, as in the search. ``rate``: a first stage is promoted when in the top
     ``1 / rate`` of those seen (3, the search's); None: no first stage, every pick is trained long at once
-    (``replay_promotion.py`` compares them)."""
+    (``replay_promotion.py`` compares them). ``score`` (a kind of ``held_out_objectives``): the training stage's
+    surrogate also reads the objective's value, as a search given ``--data`` does."""
     rng = strategy_rng(task, "cascade-shortlist", seed)  # the same draws with and without the pruner
     if prior is not None:
         task = with_prior(task, prior)
     data_free = replace(task, features=task.features[:, :task.data_free])
-    with_scores = replace(task, features=np.column_stack([data_free.features, task.screen_scores]))
+    scored_columns = [task.screen_scores] + ([] if score is None else [task.objectives[score]])
+    with_scores = replace(task, features=np.column_stack([data_free.features, *scored_columns]))
     model = Surrogate(seed=seed, trees=trees) if prior is None else PriorLine(seed, trees, task.prior_column)
     start = RANDOM_START if prior is None else FIRST_PICKS
 
@@ -556,7 +586,7 @@ def replay(task: Task, strategy: str, seed: int, space: dict[str, Any], encoder:
         return replay_random(task, seed)
     if strategy.startswith("cascade-shortlist"):
         return replay_shortlist(task, seed, trees, prune=strategy == "cascade-shortlist-pruned",
-                                prior=SHORTLIST_PRIOR[strategy])
+                                prior=SHORTLIST_PRIOR.get(strategy), score=SHORTLIST_SCORE.get(strategy))
     if strategy.startswith("cascade"):
         return replay_cascade(task, seed, trees, restart=strategy == "cascade-restart",
                               data_free=strategy == "cascade-data-free")
@@ -590,6 +620,17 @@ def held_out(task: Task, seed: int, trees: int) -> dict[str, Any]:
         fitted = PriorLine(seed, trees, task.prior_column).fit(x[fit], task.long[fit])
         live[key] = _tau(fitted.predict(x[rest])[0], task.truth[rest])
         live[f"{key}_prior_alone"] = _tau(task.priors[kind][rest], task.truth[rest])
+    # The training stage's forest as nas search --objective train fits it: the shortlist's scores, and with
+    # --data the objective's value (its --data twin, fitted on the task or on the other task)
+    data_free = task.features[:, :task.data_free]
+    shortlisted = np.column_stack([data_free, task.screen_scores])
+    fitted = Surrogate(seed=seed, trees=trees).fit(shortlisted[fit], task.long[fit])
+    live["surrogate_shortlist"] = _tau(fitted.predict(shortlisted[rest])[0], task.truth[rest])
+    for kind, key in (("genomes", "surrogate_scored"), ("task", "surrogate_scored_new_task")):
+        x = np.column_stack([shortlisted, task.objectives[kind]])
+        fitted = Surrogate(seed=seed, trees=trees).fit(x[fit], task.long[fit])
+        live[key] = _tau(fitted.predict(x[rest])[0], task.truth[rest])
+        live[f"{key}_alone"] = _tau(task.objectives[kind][rest], task.truth[rest])
     on_fit = {s: _tau(v[fit], task.long[fit]) for s, v in task.scores.items()}
     on_rest = {s: _tau(v[rest], task.truth[rest]) for s, v in task.scores.items()}
     picked, hindsight = _best(on_fit), _best(on_rest)
@@ -664,7 +705,9 @@ def replay_task(task: Task, seeds: int, space: dict[str, Any], encoder: Encoder,
         surrogate = {"fit_genomes": FIT_SIZE, "median_surrogate": median([t["surrogate"] for t in taus]),
                      **{f"median_{key}": median([t[key] for t in taus])
                         for key in ("surrogate_prior", "surrogate_prior_prior_alone", "surrogate_new_task",
-                                    "surrogate_new_task_prior_alone")},
+                                    "surrogate_new_task_prior_alone", "surrogate_shortlist", "surrogate_scored",
+                                    "surrogate_scored_alone", "surrogate_scored_new_task",
+                                    "surrogate_scored_new_task_alone")},
                      "median_out_of_bag": median([t["out_of_bag"] for t in taus]),
                      "median_picked_score": median([t["picked_tau"] for t in taus]),
                      "most_picked": max(sorted(set(picks)), key=picks.count),
@@ -729,6 +772,23 @@ def tables(results: dict[str, dict[str, Any]]) -> str:
                          f"{t['median_hindsight_score']:+.3f} |")
         else:
             lines.append(f"| {name} | too few genomes | | | | | | | |")
+    lines += ["", "With `--data`, the training stage also reads the objective's value (its `--data` twin, fitted on "
+              "the other folds of the task's genomes or on the other task alone):", "",
+              "| task | `cascade-shortlist` | random / it (exact) | `-scored`, the task known | random / it (exact) "
+              "| `-scored-new-task` | random / it (exact) | the training stage's forest fitted on "
+              f"{FIT_SIZE}, tau on the rest | with the objective of the task | that objective alone | with the "
+              "objective of a new task | that objective alone |", "|---" * 12 + "|"]
+    for name, r in results.items():
+        f, t, exact = r["strategies"], r["surrogate_tau"], r["corpus"]["random_exact_median"]
+        random_cost = f["random"]["median_cost_to_top"]
+        cells = " | ".join(f"{cost_cell(f[s])} | {random_cost / f[s]['median_cost_to_top']:.2f} "
+                           f"({exact / f[s]['median_cost_to_top']:.2f})"
+                           for s in ("cascade-shortlist", "cascade-shortlist-scored",
+                                     "cascade-shortlist-scored-new-task"))
+        taus = " | ".join(f"{t[f'median_{k}']:+.3f}" for k in (
+            "surrogate_shortlist", "surrogate_scored", "surrogate_scored_alone", "surrogate_scored_new_task",
+            "surrogate_scored_new_task_alone")) if t else "too few genomes | | | |"
+        lines.append(f"| {name} | {cells} | {taus} |")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ import pytest
 import nas
 from nas.cost import analytic_cost
 from nas.errors import InputError
+from nas.evaluate.proxy import objective_identity, objective_scores
 from nas.search.cascade import (
     SCREEN_ATTR,
     SCREEN_FILE,
@@ -258,7 +259,10 @@ def test_a_training_cascade_scores_genomes_zero_cost_before_training_them(tmp_pa
     training = [t for t in trials if t.user_attrs.get("stage") == "train" and "duplicate_of" not in t.user_attrs]
     assert len(training) == 9 == result.counts["trials"]
     assert result.counts["zero_cost"] == len(scoring) >= 8
-    assert all(t.user_attrs["screening"] and "grad_norm" in t.user_attrs["scores"] for t in scoring)
+    # Scored on the data's images, by the tiny space's --data twin of the objective: all six zero-cost scores.
+    assert options.objective_fit == "tiny.data"
+    assert all(t.user_attrs["screening"] and set(t.user_attrs["scores"]) >= objective_scores("tiny.data")
+               for t in scoring)
     scored_at = {t.user_attrs["genome_hash"]: t.number for t in scoring}
     assert len(scored_at) == len(scoring)  # no genome scored twice
     assert len({t.user_attrs["genome_hash"] for t in training}) == len(training)  # nor trained twice
@@ -276,6 +280,7 @@ def test_a_training_cascade_scores_genomes_zero_cost_before_training_them(tmp_pa
     assert "| zero-cost (built, scored, ahead of training) |" in report
     assert f"{len(scoring)} genomes scored zero-cost ahead of training (not counted)" in report
     assert "choices, data-free costs and zero-cost scores" in report
+    assert f"- zero-cost stage: fit `tiny.data.json` ({objective_identity('tiny.data')['digest']})" in report
 
 
 def test_a_resumed_training_cascade_scores_no_genome_twice_and_trains_only_scored_ones(tmp_path: Path):

@@ -212,6 +212,12 @@ class SearchOptions(BaseModel):
         return self.sampler == "cascade" and self.objective == "train" and self.shortlist > 0
 
     @property
+    def scores_with_fit(self) -> bool:
+        """Whether trials compute the fitted training-free objective (``objective_fit``): a proxy search's score,
+        or the feature ``score`` of a training cascade's zero-cost stage."""
+        return self.objective == "proxy" or self.zero_cost_stage
+
+    @property
     def objective_fit(self) -> str:
         """Which shipped fit of the training-free objective scores this search's genomes
         (``nas.evaluate.proxy.objective_name``): its space's, and with ``--data`` (the scores then see the task's

@@ -447,7 +447,8 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
              f"{options.latency or 'none'}",
              f"- objective: {options.objective} (maximised)" + (f"; second: {options.second} in {unit} (minimised)"
                                                                if options.multi_objective else ""),
-             *([f"- proxy objective: {describe_objective(objective)}"] if objective else []),
+             *([f"- {'proxy objective' if options.objective == 'proxy' else 'zero-cost stage'}: "
+                f"{describe_objective(objective)}"] if objective else []),
              f"- sampler {options.sampler}, seed {options.seed}, device {options.device}, latency "
              f"{options.latency_mode} ({options.latency_repeats} repeats)",
              f"- trials: {counts['trials']} of {options.trials} ({_breakdown(counts)}; "

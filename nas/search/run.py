@@ -336,15 +336,15 @@ def _open(run: _Run, fresh: NewRun | None) -> optuna.Study:
     study_ = open_study(run.run_dir, options, create=True)
     if "nas.run" not in study_.user_attrs:  # what a worker on another machine joins with
         study_.set_user_attr("nas.run", {"options": options.model_dump(), "space": run.space_text})
-    if options.objective == "proxy":
+    if options.scores_with_fit:
         _check_objective(study_, run)
     return study_
 
 
 def _check_objective(study_: optuna.Study, run: _Run) -> None:
-    """A proxy run's scores are values of one fit: recorded when the run starts, and a resume or a worker whose
-    nas ships another fit is refused rather than mixing scores that do not compare. (A run from before the
-    record has none to check, and records this one.)"""
+    """A proxy run's scores (a training cascade's zero-cost scores) are values of one fit: recorded when the run
+    starts, and a resume or a worker whose nas ships another fit is refused rather than mixing scores that do
+    not compare. (A run from before the record has none to check, and records this one.)"""
     from nas.evaluate.proxy import objective_identity
 
     current = objective_identity(run.options.objective_fit)
