@@ -421,7 +421,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         largest = sorted(contributions, key=lambda k: -abs(contributions[k]))[:SHOWN_CONTRIBUTIONS]
         print(f"how the score is made: the {len(largest)} largest of its {len(contributions)} terms, each against "
               f"the corpus's average genome (nas/evaluate/objectives/{options.objective_fit}.json, the "
-              "objective of a search of --space; --json lists all)")
+              f"objective of a search of --space{' given --data' if options.data else ''}; --json lists all)")
         for name in largest:
             # A descriptor the genome lacks still counts: the average genome has some of it.
             absent = "  (none here)" if name.startswith(SPARSE_DESCRIPTORS) and not terms.get(name) else ""
