@@ -1,0 +1,62 @@
+"""Should the training cascade's surrogate read the objective's value through a line, as ``PriorLine`` reads
+the prior? ``benchmarks/replay.py``'s ``held_out`` fits the training stage's forest on 20 genomes with the
+``--data`` twin's value as one more column (``cascade-shortlist-scored``); this fits, on the same 20 genomes per
+seed, that forest, the forest without the value, a line in the value plus the forest on what the line leaves
+(``PriorLine`` with the value as its prior column), and reads the value alone, each judged by Kendall tau on
+the other genomes against the truth; for the value fitted on the task (other folds of genomes) and on a new
+task (the other task alone). Medians over seeds.
+
+    python benchmarks/replay_objective_line.py --seeds 10 --truth seeds     # about a minute
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import replay as R  # noqa: E402  (first: it orders sys.path so that nas's runners package is found)
+
+from nas.search.surrogate import Surrogate  # noqa: E402
+
+COLUMNS = ("the search's forest without the value", "the forest with it (the search now)",
+           "a line in the value plus the forest", "the value alone")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--truth", choices=sorted(R.TRUTHS), default="seed0")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    corpus = R.read_corpus("tiny", args.truth)
+    print("| task | the value fitted on | " + " | ".join(COLUMNS) + " |")
+    print("|---|---|" + "---|" * len(COLUMNS), flush=True)
+    for name in ("digits", "patterns"):
+        task = corpus.task(name)
+        shortlisted = np.column_stack([task.features[:, :task.data_free], task.screen_scores])
+        for kind, label in (("genomes", "the task"), ("task", "a new task")):
+            with_value = np.column_stack([shortlisted, task.objectives[kind]])
+            taus: dict[str, list[float]] = {c: [] for c in COLUMNS}
+            for seed in range(args.seeds):
+                rng = random.Random(f"{task.name}/held-out/{seed}")  # replay.held_out's draw of the 20
+                fit = sorted(rng.sample(range(task.n), R.FIT_SIZE))
+                rest = sorted(set(range(task.n)) - set(fit))
+                models = {COLUMNS[0]: (Surrogate(seed=seed, trees=R.REPLAY_TREES), shortlisted),
+                          COLUMNS[1]: (Surrogate(seed=seed, trees=R.REPLAY_TREES), with_value),
+                          COLUMNS[2]: (R.PriorLine(seed, R.REPLAY_TREES, with_value.shape[1] - 1), with_value)}
+                for column, (model, x) in models.items():
+                    predicted = model.fit(x[fit], task.long[fit]).predict(x[rest])[0]
+                    taus[column].append(R._tau(predicted, task.truth[rest]))
+                taus[COLUMNS[3]].append(R._tau(task.objectives[kind][rest], task.truth[rest]))
+            cells = " | ".join(f"{statistics.median(taus[c]):+.3f}" for c in COLUMNS)
+            print(f"| {name} | {label} | {cells} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
