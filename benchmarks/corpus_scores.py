@@ -6,7 +6,9 @@ For each genome of ``genomes.jsonl`` and each task (the genome takes the task's 
 of ``--batch`` images: ``default``, the structured batch a search uses without ``--data``
 (``nas.evaluate.batch.proxy_batch``), and ``task``, the task's first training images (what ``--data`` gives).
 Weights and the scores' own randomness use seed 0; the genomes ``benchmarks/corpus.py`` trains with three seeds are
-also scored with seeds 1 and 2, which gives each score's spread across seeds.
+also scored with seeds 1 and 2, which gives each score's spread across seeds. ``--batch-seeds 1,2`` also scores
+every genome (weights seed 0) on the structured batches of those seeds, ``default-1`` and ``default-2``: how much
+a figure on the structured batch owes to which 8 images it drew.
 
     python benchmarks/corpus_scores.py            # scores what is missing
     python benchmarks/corpus_scores.py --fresh    # rescore everything (after a score changed)
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="images per proxy batch (the search's default)")
     parser.add_argument("--replicated", type=int, default=20, help="genomes also scored with seeds 1 and 2")
     parser.add_argument("--fresh", action="store_true", help="start scores.jsonl again")
+    parser.add_argument("--batch-seeds", default="", help="comma list: also the structured batches of these seeds")
     args = parser.parse_args()
     torch.set_num_threads(1)
     path = args.corpus / "scores.jsonl"
@@ -54,9 +57,12 @@ def main() -> None:
             genome = for_task(base, dataset)
             batches = {"default": proxy_batch(dataset.channels, dataset.resolution, dataset.num_classes,
                                               args.batch, seed=0),
-                       "task": (dataset.train_x[:args.batch], dataset.train_y[:args.batch])}
+                       "task": (dataset.train_x[:args.batch], dataset.train_y[:args.batch]),
+                       **{f"default-{b}": proxy_batch(dataset.channels, dataset.resolution, dataset.num_classes,
+                                                      args.batch, seed=int(b))
+                          for b in args.batch_seeds.split(",") if b}}
             for kind, (x, y) in batches.items():
-                for seed in seeds:
+                for seed in seeds if kind in ("default", "task") else SEEDS[:1]:
                     if (record["genome"], task, kind, seed) in done:
                         continue
                     start = time.perf_counter()
