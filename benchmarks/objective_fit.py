@@ -726,7 +726,9 @@ def main() -> None:
                      "nas.evaluate.proxy.TERMS, and the genome "
                      "descriptors of nas.evaluate.proxy.genome_descriptors). Fitted by "
                      "benchmarks/objective_fit.py on the corpora in benchmarks/results/: "
-                     + ", ".join(c.name for c in corpora) + ".",
+                     + ", ".join(c.name for c in corpora) + "."
+                     + (" Its zero-cost scores are of each task's own first training images: it scores a search "
+                        "given --data." if args.batch == "task" else ""),
             "space": args.write,
             "command": " ".join(["python benchmarks/objective_fit.py", *sys.argv[1:]]),
             "genomes": len(fittable(data)), "tasks": tasks, "batch": args.batch,
