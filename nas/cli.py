@@ -397,6 +397,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**result.as_dict(), "contributions": contributions, "unweighed": unweighed,
                           "lacking": lacking,
+                          "fit": options.objective_fit if options.objective == "proxy" else None,
                           "hash": genome.content_hash(),
                           "device": device,
                           "input": [genome.input.channels, *genome.input.resolution],

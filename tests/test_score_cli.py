@@ -70,7 +70,7 @@ def test_space_says_whose_search_the_score_is_a_space_without_its_own_fit_gets_t
     done = run_nas("score", hybrid, "--second", "none", "--space", "mobile", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["options"]["space"] == "mobile"
+    assert result["options"]["space"] == "mobile" and result["fit"] == "any"
     genome = load_genome(hybrid)
     inputs, _ = search_inputs(genome.to_dict(), SearchOptions())
     general = proxy_score(genome, compile_model(genome, seed=0), inputs.x, inputs.y, seed=0)
@@ -104,7 +104,7 @@ def test_with_data_the_scores_see_the_tasks_images_and_the_fit_on_such_scores_we
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     options = SearchOptions(data="digits")
-    assert options.objective_fit == "metaformer_hybrid.data"
+    assert result["fit"] == options.objective_fit == "metaformer_hybrid.data"
     genome = load_genome(hybrid)
     inputs, space = search_inputs(genome.to_dict(), options)
     genome = load_genome(space)  # fitted to the data: one grey channel, ten classes
