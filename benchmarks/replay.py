@@ -279,6 +279,14 @@ def held_out_objectives(genomes: list[dict], scores: list[dict], runs: list[dict
     return {"genomes": held_out_genomes(data), "task": held_out_task(data)}
 
 
+def training_stage_features(task: Task, score: str | None = None) -> np.ndarray:
+    """What the training stage's surrogate reads in ``nas search --objective train``: the Encoder row and the
+    prior slot, the zero-cost stage's ``SCREEN_SCORES``, and with ``score`` (a kind of ``held_out_objectives``)
+    the objective's value, as a search given ``--data`` has it."""
+    columns = [task.features[:, :task.data_free], task.screen_scores]
+    return np.column_stack(columns if score is None else [*columns, task.objectives[score]])
+
+
 def with_prior(task: Task, kind: str) -> Task:
     """The task with the prior slot set to the held-out prior of ``kind``."""
     features = task.features.copy()
@@ -537,8 +545,7 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
     if prior is not None:
         task = with_prior(task, prior)
     data_free = replace(task, features=task.features[:, :task.data_free])
-    scored_columns = [task.screen_scores] + ([] if score is None else [task.objectives[score]])
-    with_scores = replace(task, features=np.column_stack([data_free.features, *scored_columns]))
+    with_scores = replace(task, features=training_stage_features(task, score))
     model = Surrogate(seed=seed, trees=trees) if prior is None else PriorLine(seed, trees, task.prior_column)
     start = RANDOM_START if prior is None else FIRST_PICKS
 
@@ -604,30 +611,34 @@ def _best(taus: dict[str, float]) -> str:
     return max(taus, key=lambda s: taus[s] if math.isfinite(taus[s]) else -math.inf)
 
 
+def held_out_split(task: Task, seed: int) -> tuple[list[int], list[int]]:
+    """The ``FIT_SIZE`` genomes a held-out figure fits on for ``seed``, and the rest it is judged on."""
+    rng = random.Random(f"{task.name}/held-out/{seed}")
+    fit = sorted(rng.sample(range(task.n), FIT_SIZE))
+    return fit, sorted(set(range(task.n)) - set(fit))
+
+
 def held_out(task: Task, seed: int, trees: int) -> dict[str, Any]:
     """The surrogate fitted on FIT_SIZE random genomes, judged on the rest, beside the single scores.
     ``surrogate``: the search's forest on the Encoder row and the six zero-cost terms; ``surrogate_prior`` and
     ``surrogate_new_task``: ``PriorLine`` on the Encoder row, the held-out prior and the zero-cost stage's
     scores, with the prior of a task it was fitted on or of a new one."""
-    rng = random.Random(f"{task.name}/held-out/{seed}")
-    fit = sorted(rng.sample(range(task.n), FIT_SIZE))
-    rest = sorted(set(range(task.n)) - set(fit))
+    fit, rest = held_out_split(task, seed)
     model = Surrogate(seed=seed, trees=trees).fit(task.features[fit], task.long[fit])
     predicted, _ = model.predict(task.features[rest])
     live = {}
     for kind, key in (("genomes", "surrogate_prior"), ("task", "surrogate_new_task")):
-        x = np.column_stack([with_prior(task, kind).features[:, :task.data_free], task.screen_scores])
+        x = training_stage_features(with_prior(task, kind))
         fitted = PriorLine(seed, trees, task.prior_column).fit(x[fit], task.long[fit])
         live[key] = _tau(fitted.predict(x[rest])[0], task.truth[rest])
         live[f"{key}_prior_alone"] = _tau(task.priors[kind][rest], task.truth[rest])
     # The training stage's forest as nas search --objective train fits it: the shortlist's scores, and with
     # --data the objective's value (its --data twin, fitted on the task or on the other task)
-    data_free = task.features[:, :task.data_free]
-    shortlisted = np.column_stack([data_free, task.screen_scores])
+    shortlisted = training_stage_features(task)
     fitted = Surrogate(seed=seed, trees=trees).fit(shortlisted[fit], task.long[fit])
     live["surrogate_shortlist"] = _tau(fitted.predict(shortlisted[rest])[0], task.truth[rest])
     for kind, key in (("genomes", "surrogate_scored"), ("task", "surrogate_scored_new_task")):
-        x = np.column_stack([shortlisted, task.objectives[kind]])
+        x = training_stage_features(task, kind)
         fitted = Surrogate(seed=seed, trees=trees).fit(x[fit], task.long[fit])
         live[key] = _tau(fitted.predict(x[rest])[0], task.truth[rest])
         live[f"{key}_alone"] = _tau(task.objectives[kind][rest], task.truth[rest])

@@ -11,13 +11,10 @@ task (the other task alone). Medians over seeds.
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import warnings
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import replay as R  # noqa: E402  (first: it orders sys.path so that nas's runners package is found)
@@ -39,14 +36,12 @@ def main() -> None:
     print("|---|---|" + "---|" * len(COLUMNS), flush=True)
     for name in ("digits", "patterns"):
         task = corpus.task(name)
-        shortlisted = np.column_stack([task.features[:, :task.data_free], task.screen_scores])
+        shortlisted = R.training_stage_features(task)
         for kind, label in (("genomes", "the task"), ("task", "a new task")):
-            with_value = np.column_stack([shortlisted, task.objectives[kind]])
+            with_value = R.training_stage_features(task, kind)
             taus: dict[str, list[float]] = {c: [] for c in COLUMNS}
             for seed in range(args.seeds):
-                rng = random.Random(f"{task.name}/held-out/{seed}")  # replay.held_out's draw of the 20
-                fit = sorted(rng.sample(range(task.n), R.FIT_SIZE))
-                rest = sorted(set(range(task.n)) - set(fit))
+                fit, rest = R.held_out_split(task, seed)  # replay.held_out's draw of the 20
                 models = {COLUMNS[0]: (Surrogate(seed=seed, trees=R.REPLAY_TREES), shortlisted),
                           COLUMNS[1]: (Surrogate(seed=seed, trees=R.REPLAY_TREES), with_value),
                           COLUMNS[2]: (R.PriorLine(seed, R.REPLAY_TREES, with_value.shape[1] - 1), with_value)}
