@@ -35,12 +35,14 @@ Strategies, each from its own seeded rng:
   2026-12-02, kept beside it as the measure of that change. Free features: the ``Encoder`` row (choices, log
   params, log FLOPs, structural score) and the zero-cost scores on the default batch, seed 0 (as the terms
   ``objective_fit.feature_rows`` makes of them). The first 4 picks are random; after that a ``Surrogate``
-  refitted on every genome trained so far picks the untrained genome of highest ``ucb``. A pick is trained
-  short, then promoted to long when its short accuracy is in the top third of the short accuracies seen so far
-  (rank within ceil(n/3), itself counted). The surrogate's target is the long accuracy where known, else the
-  short accuracy plus the median (long - short) over the genomes trained at both: a shift, so it never
-  reorders the short ranking, and defined from the first pick on (the first pick is always promoted). Once
-  every genome has had its short training, the rest are promoted in order of short accuracy. The forest has
+  refitted on every genome trained so far picks the untrained genome of highest ``ucb``. A pick has its first
+  stage, then the promotions due are made (``Ladder``: asynchronous successive halving as ``nas search``'s
+  ``Promotion`` runs it, over the rungs ``RUNGS``: the top third, floor(n/3), of those at a rung train on to
+  the next, the highest rung first, a genome left behind being promoted later as the rung fills). The
+  surrogate's target is ``nas.search.cascade.rung_targets``, as in the search: the long accuracy where known,
+  else the genome's highest rung's accuracy plus the median gain from that rung to the long schedule over the
+  genomes that reached both (a shift, so it never reorders a rung's ranking). Once
+  every genome has had its first stage, the rest are promoted, the highest rung and accuracy first. The forest has
   ``--trees`` trees, 32 by default rather than the search's 100 (``surrogate.TREES``): it is refitted after
   every result of every seed, and 100 trees make ten seeds take many minutes once the corpus is complete.
 - ``cascade-data-free``: ``cascade`` with the ``Encoder`` row alone as the surrogate's features, no zero-cost
@@ -119,7 +121,7 @@ sys.path.insert(0, str(ROOT))
 from nas.errors import GenomeError  # noqa: E402
 from nas.genome import Genome  # noqa: E402
 from nas.graph import check_genome  # noqa: E402
-from nas.search.cascade import FIRST_PICKS  # noqa: E402
+from nas.search.cascade import FIRST_PICKS, rung_targets  # noqa: E402
 from nas.search.params import random_params, trial_picker  # noqa: E402
 from nas.search.samplers import make_sampler  # noqa: E402
 from nas.search.surrogate import COST_FEATURES, Encoder, Surrogate, held_out_tau, ucb  # noqa: E402
@@ -181,7 +183,7 @@ class Task:
     long: np.ndarray  # seed 0: what a training returns
     truth: np.ndarray  # what the target and the figures are read against: ``long``, or its mean over seeds 0-2
     early: np.ndarray  # the long run's accuracy after its first 3 epochs: the truncated first stage
-    first_epochs: np.ndarray  # the long run's accuracy after each of its first 3 epochs (genomes x 3)
+    epochs: np.ndarray  # the long run's accuracy after each of its 12 epochs (genomes x 12): the rungs
     params: list[dict[str, Any]]  # Optuna params, by YAML path
     choice_rows: np.ndarray  # Encoder columns of the choices only: the snapping distance
     features: np.ndarray  # Encoder row + zero-cost terms: what the cascade's surrogate sees
@@ -230,9 +232,9 @@ def load_task(name: str, genomes: list[dict], runs: list[dict], scores: list[dic
     prior); ``with_prior`` sets it."""
     by_id = {g["genome"]: g for g in genomes}
     short, long, truths = accuracy(runs, name, "short"), accuracy(runs, name, "long"), long_truth(runs, name, truth)
-    first = {r["genome"]: r["history"][:SHORT_EPOCHS] for r in runs if r["task"] == name
-             and r["fidelity"] == "long" and r["seed"] == 0 and len(r["history"]) >= SHORT_EPOCHS}
-    early = {g: history[-1] for g, history in first.items()}
+    history = {r["genome"]: r["history"] for r in runs if r["task"] == name
+               and r["fidelity"] == "long" and r["seed"] == 0 and len(r["history"]) == LONG_EPOCHS}
+    early = {g: h[SHORT_EPOCHS - 1] for g, h in history.items()}
     raw = {s["genome"]: s["scores"] for s in scores
            if s["task"] == name and s["batch"] == "default" and s["seed"] == 0}
     terms = feature_rows(by_id, scores, name, "default", ["structural", *ZERO_COST])  # finite ones only
@@ -246,7 +248,7 @@ def load_task(name: str, genomes: list[dict], runs: list[dict], scores: list[dic
     task = Task(name=name, indexes=[by_id[g]["index"] for g in ids],
                 short=np.array([short[g] for g in ids]), long=np.array([long[g] for g in ids]),
                 truth=np.array([truths[g] for g in ids]),
-                early=np.array([early[g] for g in ids]), first_epochs=np.array([first[g] for g in ids]),
+                early=np.array([early[g] for g in ids]), epochs=np.array([history[g] for g in ids]),
                 params=[params[g] for g in ids], choice_rows=np.array([choice_row(encoder, params[g]) for g in ids]),
                 features=np.array([r + terms[g][1:] for r, g in zip(rows, ids)]), data_free=len(encoder.columns) + 1,
                 scores={s: np.array([raw[g][s] for g in ids]) for s in ("structural", *ZERO_COST)},
@@ -466,50 +468,97 @@ class PriorLine(Surrogate):
         return mean + self.line(x), spread
 
 
-def promoted(value: float, seen: list[float], rate: int = 3) -> bool:
-    """Successive halving's promotion rule (the top ``1 / rate``, as ``nas search``'s ``Promotion.rate``);
-    ``seen`` includes ``value``."""
-    return sum(v > value for v in seen) < math.ceil(len(seen) / rate)
+RUNGS = (SHORT_EPOCHS, LONG_EPOCHS)  # nas search's: the first stage, then the promotion to the long schedule
 
 
-def surrogate_pick(task: Task, short: dict[int, float], long: dict[int, float], left: list[int],
-                   model: Surrogate, rng: random.Random) -> int:
-    shift = statistics.median(long[i] - short[i] for i in long)  # long is never empty: pick 1 is promoted
-    trained = list(short)
-    target = np.array([long.get(i, short[i] + shift) for i in trained])
-    model.fit(task.features[trained], target)
+class Ladder:
+    """Asynchronous successive halving over the long schedule's epochs, as ``nas search``'s ``Promotion`` runs it:
+    a genome's first stage is the long run's first ``rungs[0]`` epochs; a genome in the top ``1 / rate`` of
+    those at a rung (``floor(n / rate)`` of them, the best first) that has not gone further trains on to the
+    next rung, from the rung it reached (cost: the epochs between, over 12). After every first stage the
+    promotions are made, highest rung first, until none is due, so a genome left behind when few had reached its
+    rung is promoted later as their number grows. An accuracy at rung ``e`` is the long run's recorded epoch
+    ``e``: training on from a checkpoint reaches it. ``fresh``: the cascade before 2026-12-02, whose first stage
+    was a whole 3-epoch schedule (the ``short`` run) and whose promotion trained 12 epochs afresh (cost 1)."""
+
+    def __init__(self, task: Task, trace: Trace, rate: int, rungs: tuple[int, ...] = RUNGS, fresh: bool = False):
+        if rungs[-1] != LONG_EPOCHS or list(rungs) != sorted(set(rungs)) or (fresh and rungs != RUNGS):
+            raise ValueError(f"rungs must rise to the long schedule's {LONG_EPOCHS} epochs: {rungs}")
+        self.task, self.trace, self.rate, self.rungs, self.fresh = task, trace, rate, rungs, fresh
+        self.levels: list[dict[int, float]] = [{} for _ in rungs]  # rung -> genome -> accuracy there
+
+    @property
+    def first(self) -> dict[int, float]:
+        return self.levels[0]
+
+    @property
+    def long(self) -> dict[int, float]:
+        return self.levels[-1]
+
+    def _reach(self, i: int, rung: int, since: int) -> None:
+        last = rung == len(self.rungs) - 1
+        if last:
+            acc = self.task.long[i]
+        else:
+            acc = self.task.short[i] if self.fresh else self.task.epochs[i, self.rungs[rung] - 1]
+        self.levels[rung][i] = float(acc)
+        self.trace.train(i, "long" if last else "short" if rung == 0 else f"epoch {self.rungs[rung]}", float(acc),
+                         (self.rungs[rung] - (0 if self.fresh else since)) / LONG_EPOCHS)
+
+    def start(self, i: int) -> None:
+        """Genome ``i``'s first stage, then every promotion due."""
+        self._reach(i, 0, 0)
+        while (due := self._due()) is not None:
+            self._reach(due[0], due[1], self.rungs[due[1] - 1])
+
+    def _due(self) -> tuple[int, int] | None:
+        for rung in reversed(range(len(self.rungs) - 1)):
+            ranked = sorted(self.levels[rung], key=lambda i: -self.levels[rung][i])
+            for i in ranked[:len(ranked) // self.rate]:
+                if i not in self.levels[rung + 1]:
+                    return i, rung + 1
+        return None
+
+    def reached(self, i: int) -> int:
+        return max(r for r, level in enumerate(self.levels) if i in level)
+
+    def finish(self) -> None:
+        """Every genome had its first stage: the rest go to the long schedule, the highest rung and accuracy
+        first, until the replay is finished."""
+        rest = [i for i in self.first if i not in self.long]
+        for i in sorted(rest, key=lambda i: (-self.reached(i), -self.levels[self.reached(i)][i])):
+            if finished(self.trace, self.task):
+                break
+            self._reach(i, len(self.rungs) - 1, self.rungs[self.reached(i)])
+
+    def targets(self) -> dict[int, float]:
+        """What the surrogate is fitted on: the search's ``rung_targets`` of the rungs so far."""
+        return rung_targets(self.levels)
+
+
+def surrogate_pick(task: Task, ladder: Ladder, left: list[int], model: Surrogate, rng: random.Random) -> int:
+    target = ladder.targets()
+    trained = list(target)
+    model.fit(task.features[trained], np.array([target[i] for i in trained]))
     mean, std = model.predict(task.features[left])
     return pick_max(ucb(mean, std), left, rng)
 
 
-def replay_cascade(task: Task, seed: int, trees: int, restart: bool = False, data_free: bool = False) -> Trace:
-    """The search's cascade: its first stage is the first 3 epochs of the long schedule, and a promotion trains
-    on from there (9 more epochs, cost 0.75). ``restart``: the cascade before that change, whose first stage
-    was a whole 3-epoch schedule and whose promotion trained 12 epochs from scratch (cost 1)."""
+def replay_cascade(task: Task, seed: int, trees: int, restart: bool = False, data_free: bool = False,
+                   rungs: tuple[int, ...] = RUNGS, rate: int = 3) -> Trace:
+    """The search's cascade over the whole pool (no shortlist): each pick's first stage, then the ``Ladder``'s
+    promotions. ``restart``: the first stage a whole 3-epoch schedule, a promotion 12 epochs afresh."""
     rng = strategy_rng(task, "cascade-restart" if restart else "cascade", seed)  # data_free: the same draws
     if data_free:
         task = replace(task, features=task.features[:, :task.data_free])
     model = Surrogate(seed=seed, trees=trees)
-    first_stage = task.short if restart else task.early
-    promotion_cost = 1.0 if restart else 1.0 - SHORT_COST
-    short: dict[int, float] = {}
-    long: dict[int, float] = {}
     left, trace = list(range(task.n)), Trace()
+    ladder = Ladder(task, trace, rate, rungs, fresh=restart)
     while left and not finished(trace, task):
-        if len(short) < RANDOM_START:
-            i = rng.choice(left)
-        else:
-            i = surrogate_pick(task, short, long, left, model, rng)
+        i = rng.choice(left) if len(ladder.first) < RANDOM_START else surrogate_pick(task, ladder, left, model, rng)
         left.remove(i)
-        short[i] = float(first_stage[i])
-        trace.train(i, "short", short[i])
-        if promoted(short[i], list(short.values())):
-            long[i] = float(task.long[i])
-            trace.train(i, "long", long[i], promotion_cost)
-    for i in sorted(set(short) - set(long), key=lambda i: -short[i]):  # every genome screened: promote the rest
-        if finished(trace, task):
-            break
-        trace.train(i, "long", task.long[i], promotion_cost)
+        ladder.start(i)
+    ladder.finish()
     return trace
 
 
@@ -520,15 +569,15 @@ def pruned_at(task: Task, i: int, completed: list[int]) -> int | None:
     if len(completed) < 3:
         return None
     for epoch in range(1, SHORT_EPOCHS):
-        best = float(task.first_epochs[i, :epoch].max())
-        if best < statistics.median(float(task.first_epochs[j, epoch - 1]) for j in completed):
+        best = float(task.epochs[i, :epoch].max())
+        if best < statistics.median(float(task.epochs[j, epoch - 1]) for j in completed):
             return epoch
     return None
 
 
 def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, prune: bool = False,
                      prior: str | None = None, prior_first: str = "all", rate: int | None = 3,
-                     score: str | None = None) -> Trace:
+                     score: str | None = None, rungs: tuple[int, ...] = RUNGS) -> Trace:
     """The cascade as ``nas search --objective train`` runs it with its zero-cost stage: ``size`` genomes are
     kept scored zero-cost and untrained, each picked by a surrogate of the data-free features, and each
     training is picked among them by a surrogate that also reads their scores. Scoring costs nothing here: only
@@ -537,10 +586,10 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
     highest prior ("all"), uniform ("none"), or one and the other by the parity of the trainings so far
     ("alternate"); None: the search's forest alone, and the first ``RANDOM_START`` picks uniform. ``prune``: the
     median pruner stops first stages early (``pruned_at``); a stopped one costs its epochs, gives the surrogate
-    nothing and is never promoted, as in the search. ``rate``: a first stage is promoted when in the top
-    ``1 / rate`` of those seen (3, the search's); None: no first stage, every pick is trained long at once
-    (``replay_promotion.py`` compares them). ``score`` (a kind of ``held_out_objectives``): the training stage's
-    surrogate also reads the objective's value, as a search given ``--data`` does."""
+    nothing and is never promoted, as in the search. ``rate`` and ``rungs``: the ``Ladder``'s (3, the search's);
+    rate None: no first stage, every pick is trained long at once (``replay_promotion.py`` compares them).
+    ``score`` (a kind of ``held_out_objectives``): the training stage's surrogate also reads the objective's
+    value, as a search given ``--data`` does."""
     rng = strategy_rng(task, "cascade-shortlist", seed)  # the same draws with and without the pruner
     if prior is not None:
         task = with_prior(task, prior)
@@ -550,41 +599,34 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
     start = RANDOM_START if prior is None else FIRST_PICKS
 
     def first_pick(candidates: list[int]) -> int:
-        if prior is None or prior_first == "none" or (prior_first == "alternate" and len(short) % 2):
+        if prior is None or prior_first == "none" or (prior_first == "alternate" and len(ladder.first) % 2):
             return rng.choice(candidates)
         return pick_max(task.priors[prior][candidates], candidates, rng)
 
-    short: dict[int, float] = {}
-    long: dict[int, float] = {}
     unscored, scored, trace = list(range(task.n)), [], Trace()
+    ladder = Ladder(task, trace, rate or 1, rungs)
     while (unscored or scored) and not finished(trace, task):
         while unscored and len(scored) < size:
-            if len(short) < start:
+            if len(ladder.first) < start:
                 j = first_pick(unscored)
             else:
-                j = surrogate_pick(data_free, short, long, unscored, model, rng)
+                j = surrogate_pick(data_free, ladder, unscored, model, rng)
             unscored.remove(j)
             scored.append(j)
-        i = first_pick(scored) if len(short) < start else surrogate_pick(with_scores, short, long, scored, model,
-                                                                         rng)
+        i = first_pick(scored) if len(ladder.first) < start else surrogate_pick(with_scores, ladder, scored, model,
+                                                                                rng)
         scored.remove(i)
-        stopped = pruned_at(task, i, list(short)) if prune else None
+        stopped = pruned_at(task, i, list(ladder.first)) if prune else None
         if stopped is not None:
-            trace.train(i, "pruned", float(task.first_epochs[i, stopped - 1]), stopped / LONG_EPOCHS)
+            trace.train(i, "pruned", float(task.epochs[i, stopped - 1]), stopped / LONG_EPOCHS)
             continue
-        short[i] = float(task.early[i])
-        if rate is None:  # no first stage: trained long at once (``short`` still lists what was trained)
-            long[i] = float(task.long[i])
-            trace.train(i, "long", long[i])
+        if rate is None:  # no first stage: trained long at once (and listed as first stage for the surrogate)
+            ladder.first[i] = float(task.long[i])
+            ladder.long[i] = float(task.long[i])
+            trace.train(i, "long", task.long[i])
             continue
-        trace.train(i, "short", short[i])
-        if promoted(short[i], list(short.values()), rate):
-            long[i] = float(task.long[i])
-            trace.train(i, "long", long[i], 1.0 - SHORT_COST)
-    for i in sorted(set(short) - set(long), key=lambda i: -short[i]):
-        if finished(trace, task):
-            break
-        trace.train(i, "long", task.long[i], 1.0 - SHORT_COST)
+        ladder.start(i)
+    ladder.finish()
     return trace
 
 

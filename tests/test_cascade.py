@@ -17,6 +17,7 @@ from nas.search.cascade import (
     SCREEN_FILE,
     ZERO_COST_FEATURES,
     CascadeSampler,
+    rung_targets,
     screen,
     stage_results,
     zero_cost_features,
@@ -242,6 +243,48 @@ def test_a_training_cascade_promotes_the_best_third_to_longer_training(tmp_path:
     left = {f.name.split("-")[0] for f in (out / "checkpoints").glob("*.pt")}
     assert left == {t.user_attrs["genome_hash"] for t in short.values()} - {t.user_attrs["genome_hash"] for t in long}
     assert "| train-long (built, scored) |" in (out / "report.md").read_text()
+
+
+def test_a_training_cascade_promotes_through_a_middle_rung(tmp_path: Path):
+    """``--rungs auto`` doubles --epochs below --long-epochs: 1, then 2, then 4 epochs of one 4-epoch schedule.
+    A genome reaches each rung by ranking in the top third of those at the rung below, trains on from where it
+    stopped, and is a trial of each rung's stage once; the surrogate reads every rung's results."""
+    out = tmp_path / "run"
+    # 13 trainings: 9 first stages, the top third of them (3) at epoch 2, the top third of those (1) at 4
+    nas.search("tiny", objective="train", data="digits", data_limit=100, epochs=1, long_epochs=4, trials=13,
+               shortlist=0, screen=200, references="none", out=out, quiet=True)
+    options, space = read_run(out)
+    assert options.promotion_rungs == (2, 4)
+    trials = [t for t in open_study(out, options).get_trials(deepcopy=False)
+              if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    by_number = {t.number: t for t in trials}
+    at = {stage: [t for t in trials if t.user_attrs["stage"] == stage] for stage in ("train", "train-epoch-2",
+                                                                                      "train-long")}
+    assert [len(at[stage]) for stage in at] == [9, 3, 1]
+    for stage, below, epochs in (("train-epoch-2", "train", 2), ("train-long", "train-epoch-2", 4)):
+        for t in at[stage]:
+            source = by_number[t.user_attrs["promoted_from"]]
+            assert source.user_attrs["stage"] == below
+            assert source.user_attrs["genome_hash"] == t.user_attrs["genome_hash"]
+            assert f"accuracy_epoch_{epochs}" in t.user_attrs and f"accuracy_epoch_{epochs}" not in source.user_attrs
+            assert t.user_attrs[f"accuracy_epoch_{epochs // 2}"] == source.values[0]  # trained on, not afresh
+            earlier = [s.values[0] for s in at[below] if s.number < t.number]
+            assert sorted(earlier, reverse=True).index(source.values[0]) < len(earlier) // 3
+        assert len({t.user_attrs["genome_hash"] for t in at[stage]}) == len(at[stage])
+    # Fitted across rungs: a genome that reached the long schedule is read at its long accuracy.
+    x, y = stage_results(Encoder(choices(space)), trials, "train")
+    long = {t.user_attrs["genome_hash"]: t.values[0] for t in at["train-long"]}
+    first = [t.user_attrs["genome_hash"] for t in at["train"]]
+    assert len(y) == 9 and all(y[first.index(h)] == value for h, value in long.items())
+    report = (out / "report.md").read_text()
+    assert "| train-epoch-2 (built, scored) |" in report and "| train-long (built, scored) |" in report
+
+
+def test_rung_targets_shift_each_rung_by_its_median_gain_to_the_top():
+    levels = [{"a": 0.5, "b": 0.4, "c": 0.2, "d": 0.1}, {"a": 0.7, "b": 0.5}, {"a": 0.9}]
+    # d and c reached only the first stage: + (0.9 - 0.5); b the middle rung: + (0.9 - 0.7); a the top
+    assert rung_targets(levels) == pytest.approx({"a": 0.9, "b": 0.7, "c": 0.6, "d": 0.5})
+    assert rung_targets([{"a": 0.5}, {}, {}]) == {"a": 0.5}  # nobody promoted yet: the first stage as it is
 
 
 def test_a_training_cascade_scores_genomes_zero_cost_before_training_them(tmp_path: Path, capsys):

@@ -27,6 +27,9 @@ from tests.test_search import SMALL_SPACE, score_by_width, stored
 QUICK = ["--space", "tiny", "--second", "params", "--sampler", "random", "--quiet"]
 
 
+TRAIN_CASCADE = {"objective": "train", "data": "digits", "sampler": "cascade"}
+
+
 def quick(out: Path, **options) -> nas.search.SearchResult:
     return nas.search(**{"space": "tiny", "second": "params", "sampler": "random", "trials": 3, "quiet": True,
                          "out": out, **options})
@@ -236,7 +239,10 @@ def test_an_exhausted_space_ends_the_search_with_a_message(tmp_path: Path):
     ({"threads": 0}, "--threads must be at least 1, got 0"), ({"threads": -2}, "--threads must be at least 1"),
     ({"heartbeat": -1}, "--heartbeat must not be negative"), ({"workers": 0}, "--workers must be at least 1"),
     ({"latency_repeats": 0}, "--latency-repeats must be at least 1"),
-    ({"shortlist": -1}, "--shortlist must not be negative")])
+    ({"shortlist": -1}, "--shortlist must not be negative"),
+    ({**TRAIN_CASCADE, "rungs": "2,6"}, r"--rungs must rise strictly between --epochs \(3\) and --long-epochs \(12\)"),
+    ({**TRAIN_CASCADE, "rungs": "six"}, "--rungs takes auto, none or a comma list of epochs"),
+    ({**TRAIN_CASCADE, "long_epochs": 3}, r"--long-epochs \(3\) must be above --epochs \(3\)")])
 def test_out_of_range_options_are_refused(tmp_path: Path, given: dict, message: str):
     with pytest.raises(InputError, match=message):
         quick(tmp_path / "never", **given)

@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import optuna
@@ -68,7 +68,7 @@ from nas.graph import build_graph
 from nas.search.params import random_params
 from nas.search.samplers import PlanningSampler
 from nas.search.surrogate import MIN_FIT, Encoder, Surrogate, held_out_tau, ucb
-from nas.search.trial import INHERITED, PROMOTED, SCREEN_SCORES, ZERO_COST
+from nas.search.trial import INHERITED, PROMOTED, RUNG_STAGE, SCREEN_SCORES, ZERO_COST, is_promotion, rung_stage
 from nas.space import choices, space_size
 from runners.base import SCREENING, is_screening
 from runners.optuna_internals import contains, is_enqueued, storage_id, storage_of
@@ -237,11 +237,18 @@ class Pick:
 
 @dataclass(frozen=True)
 class Promotion:
-    """Asynchronous successive halving over epochs: a genome whose first-stage result ranks in the top
-    ``1 / rate`` of those so far, and that has not been promoted yet, is trained again for ``epochs``."""
+    """Asynchronous successive halving over the epochs of one long schedule: a genome whose result at a rung (its
+    first stage, then each of ``rungs`` but the last) ranks in the top ``1 / rate`` of those there so far, and
+    that has not gone further, trains on from its checkpoint to the next rung's epochs. ``rungs`` rise to the
+    long schedule's end."""
 
-    epochs: int
+    rungs: tuple[int, ...]
     rate: int = 3
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stage of a promotion to each rung (``nas.search.trial.rung_stage``)."""
+        return tuple(rung_stage(epochs, self.rungs[-1]) for epochs in self.rungs)
 
 
 class CascadeSampler(PlanningSampler):
@@ -369,16 +376,22 @@ class CascadeSampler(PlanningSampler):
         return Pick(self.pool.hashes[chosen], dict(self.pool.params[chosen]), attrs)
 
     def _promotion(self, trials: list[FrozenTrial]) -> Pick | None:
-        """The best first-stage genome in the top ``1 / rate`` not yet promoted (nor being promoted)."""
+        """The best genome in the top ``1 / rate`` of a rung that has not gone further (nor is going), the highest
+        rung first: a genome left behind when few had reached its rung is promoted later, as their number grows
+        (asynchronous successive halving)."""
         assert self.promote is not None
-        pending = {p.digest for p in self._picks.values() if p.attrs.get("stage") == PROMOTED}
-        promoted = {t.user_attrs.get("genome_hash") for t in trials if t.user_attrs.get("stage") == PROMOTED}
-        ranked = sorted(_measured(trials, self.stage), key=lambda t: t.values[0], reverse=True)
-        for t in ranked[:len(ranked) // self.promote.rate]:
-            digest = t.user_attrs.get("genome_hash")
-            if digest not in promoted | pending:
-                return Pick(digest, dict(t.params), {"stage": PROMOTED, "epochs": self.promote.epochs,
-                                                     "picked_by": "promotion", "promoted_from": t.number})
+        sources = (self.stage, *self.promote.stages[:-1])
+        for rung in reversed(range(len(self.promote.rungs))):
+            stage, further = self.promote.stages[rung], self.promote.stages[rung:]
+            pending = {p.digest for p in self._picks.values() if p.attrs.get("stage") in further}
+            # at this rung or past it (a run begun before its middle rungs, resumed with them)
+            promoted = {t.user_attrs.get("genome_hash") for t in trials if t.user_attrs.get("stage") in further}
+            ranked = sorted(_measured(trials, sources[rung]), key=lambda t: t.values[0], reverse=True)
+            for t in ranked[:len(ranked) // self.promote.rate]:
+                digest = t.user_attrs.get("genome_hash")
+                if digest not in promoted | pending:
+                    return Pick(digest, dict(t.params), {"stage": stage, "epochs": self.promote.rungs[rung],
+                                                         "picked_by": "promotion", "promoted_from": t.number})
         return None
 
     def results(self, trials: list[FrozenTrial], zero_cost: ZeroCostFeatures | None = None
@@ -409,6 +422,7 @@ def known_parts(trials: list[FrozenTrial], stage: str) -> np.ndarray | None:
     return None if any(p is None for p in parts) else np.array(parts, dtype=float)
 
 
+Key = TypeVar("Key")  # what identifies a genome in rung_targets: a hash here, a corpus position in the replay
 ZeroCostFeatures = tuple[tuple[str, ...], dict[str, list[float]]]  # names, and genome hash -> values
 
 
@@ -430,11 +444,32 @@ def _finite(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
 
 
+def rung_targets(levels: list[dict[Key, float]]) -> dict[Key, float]:
+    """What a training stage's surrogate is fitted on, per genome with a first-stage result (``levels``: per
+    rung of the long schedule, the first stage first, genome -> result there): its result at the highest rung any
+    genome reached where it got there, else its own highest rung's result plus the median gain from that rung
+    to the highest over the genomes that reached both. A shift per rung, so it never reorders a rung's ranking,
+    and the surrogate learns the long schedule's accuracy from the first result on."""
+    top = max((rung for rung, level in enumerate(levels) if level), default=0)
+    out: dict[Key, float] = {}
+    for rung in range(top, -1, -1):
+        gains = [levels[top][k] - levels[rung][k] for k in levels[top] if k in levels[rung]]
+        gain = float(np.median(gains)) if gains else 0.0
+        for key, value in levels[rung].items():
+            out.setdefault(key, value + gain)
+    return out
+
+
+def _rung_order(stage: str) -> float:
+    return math.inf if stage == PROMOTED else int(stage.removeprefix(RUNG_STAGE))
+
+
 def stage_results(encoder: Encoder, trials: list[FrozenTrial], stage: str,
                   zero_cost: ZeroCostFeatures | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Features and first objective of the measured trials at ``stage``: what the surrogate is fitted on, and
     its held-out tau measured over. ``zero_cost`` (``zero_cost_features`` of the run): each row ends with the
-    genome's zero-cost features (NaN for a genome that stage did not score)."""
+    genome's zero-cost features (NaN for a genome that stage did not score). Where the cascade promoted some to
+    longer training, a genome's objective is read across rungs (``rung_targets``)."""
     measured = _measured(trials, stage)
     rows = [encoder.row(t.params, t.user_attrs["params"], t.user_attrs["flops"], t.user_attrs["structural"])
             for t in measured]
@@ -444,7 +479,14 @@ def stage_results(encoder: Encoder, trials: list[FrozenTrial], stage: str,
         missing = [math.nan] * len(names)
         rows = [r + scored.get(t.user_attrs["genome_hash"], missing) for r, t in zip(rows, measured)]
         width += len(names)
-    return np.array(rows).reshape(len(rows), width), np.array([t.values[0] for t in measured])
+    values = [t.values[0] for t in measured]
+    rungs = sorted({t.user_attrs["stage"] for t in trials if is_promotion(t.user_attrs.get("stage"))},
+                   key=_rung_order)
+    if rungs:
+        levels = [{t.user_attrs["genome_hash"]: t.values[0] for t in _measured(trials, s)} for s in (stage, *rungs)]
+        targets = rung_targets(levels)
+        values = [targets[t.user_attrs["genome_hash"]] for t in measured]
+    return np.array(rows).reshape(len(rows), width), np.array(values, dtype=float)
 
 
 def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], stage: str, seed: int = 0

@@ -120,6 +120,11 @@ class SearchOptions(BaseModel):
                                     "result ranks in the top third so far trains on to its end (successive "
                                     "halving; the winner is the best result at either length; default: 4 x "
                                     "--epochs; 0: no promotions, each genome trains a whole --epochs schedule)")
+    rungs: Annotated[str, BeforeValidator(_comma_list), Flag(metavar="LIST")] = Field(
+        "auto", description="with promotions: the epochs between --epochs and --long-epochs at which a promoted "
+        "genome stops to be ranked again among those there, the top third training on (successive halving's "
+        "middle rungs): auto doubles --epochs while below --long-epochs (by default 3, then 6, then 12), none "
+        "promotes straight to --long-epochs, or a comma list of epochs")
     shortlist: int = Field(DEFAULT_SHORTLIST, description="with --objective train and the cascade sampler: "
                            "screened genomes (at most --trials) kept scored zero-cost on a batch of the data and "
                            "not yet trained (the zero-cost stage, which picks them by a surrogate of the data-free "
@@ -233,6 +238,28 @@ class SearchOptions(BaseModel):
         ``epochs`` schedule."""
         return self.long_epochs if self.promotes else None
 
+    @property
+    def promotion_rungs(self) -> tuple[int, ...]:
+        """The epochs of the long schedule each promotion trains to, the last ``long_epochs``: ``rungs`` resolved
+        (empty without promotions)."""
+        if not self.promotes:
+            return ()
+        if self.rungs == "auto":
+            middle, epochs = [], 2 * self.epochs
+            while epochs < self.long_epochs:
+                middle, epochs = [*middle, epochs], 2 * epochs
+        elif self.rungs.strip().lower() == "none":
+            middle = []
+        else:
+            try:
+                middle = [int(part) for part in self.rungs.split(",")]
+            except ValueError:
+                raise InputError(f"--rungs takes auto, none or a comma list of epochs, got {self.rungs!r}") from None
+            if middle != sorted(set(middle)) or not all(self.epochs < e < self.long_epochs for e in middle):
+                raise InputError(f"--rungs must rise strictly between --epochs ({self.epochs}) and --long-epochs "
+                                 f"({self.long_epochs}), got {self.rungs!r}")
+        return (*middle, self.long_epochs)
+
     def check(self) -> SearchOptions:
         """Refuse contradictions before any work: they are bad input (exit 2)."""
         _ = self.flops_budget, self.params_budget, self.latency_budget_ms
@@ -272,6 +299,10 @@ class SearchOptions(BaseModel):
             raise InputError(f"--shortlist must not be negative (0: no zero-cost stage), got {self.shortlist}")
         if self.long_epochs < 0:
             raise InputError(f"--long-epochs must not be negative (0: no promotions), got {self.long_epochs}")
+        if self.promotes and self.long_epochs <= self.epochs:
+            raise InputError(f"--long-epochs ({self.long_epochs}) must be above --epochs ({self.epochs}) to promote "
+                             "to it (0: no promotions)")
+        _ = self.promotion_rungs
         if self.heartbeat < 0:
             raise InputError(f"--heartbeat must not be negative (0 turns heartbeats off), got {self.heartbeat:g}")
         if self.seed < 0:

@@ -35,9 +35,21 @@ from runners.slots import device_slot
 Evaluate = Callable[[Genome, torch.nn.Module], float]
 INVALID = "invalid genome"  # the failure of a sample that is no genome: never built, nothing to score
 # The cascade stage each objective's trials are at (nas.search.cascade): what a trial paid for its value. A
-# trial the cascade promotes to longer training is at PROMOTED.
+# trial the cascade promotes to the end of the long schedule is at PROMOTED, one it promotes to a middle rung of
+# it at ``rung_stage(epochs)``.
 STAGES = {"proxy": "zero-cost", "train": "train", "supernet": "supernet", "custom": "custom"}
 PROMOTED = "train-long"
+RUNG_STAGE = "train-epoch-"
+
+
+def rung_stage(epochs: int, long_epochs: int) -> str:
+    """The stage of a promotion that trains on to ``epochs`` of a ``long_epochs`` schedule."""
+    return PROMOTED if epochs >= long_epochs else f"{RUNG_STAGE}{epochs}"
+
+
+def is_promotion(stage: str | None) -> bool:
+    """Whether a trial at ``stage`` trains on from a genome's checkpoint (its first stage or a middle rung)."""
+    return stage is not None and (stage == PROMOTED or stage.startswith(RUNG_STAGE))
 ZERO_COST = STAGES["proxy"]  # in a training run, the stage that scores genomes ahead of training them
 # What a zero-cost trial of a training run scores besides the objective's own: the training-free scores the
 # cascade's surrogate reads as features (nas.search.cascade.ZERO_COST_FEATURES).
@@ -126,7 +138,7 @@ class TrialWork:
                 "epochs": planned.get("epochs") or self.options.epochs, "stage": stage,
                 # With promotions, a first-stage training is the start of the promotion's schedule, which the
                 # promotion trains on from (successive halving over epochs, as Hyperband and ASHA run it).
-                "schedule_epochs": None if stage == PROMOTED else self.options.first_schedule_epochs}
+                "schedule_epochs": self.options.first_schedule_epochs}
 
     def evaluate(self, payload: dict[str, Any], report: Report | None = None) -> Outcome:
         """Build, score and time the genome. A failure (exception, NaN, CUDA out of memory) is the outcome's;
@@ -163,7 +175,7 @@ class TrialWork:
             tick = time.perf_counter()
             # A promoted genome earned its longer training by rank (successive halving): the pruner, which
             # compares epochs across trials of another length and schedule, does not stop it.
-            if payload.get("stage") == PROMOTED:
+            if is_promotion(payload.get("stage")):
                 report = None
             epochs = payload.get("epochs", self.options.epochs)
             schedule_epochs = payload.get("schedule_epochs")
@@ -220,7 +232,7 @@ class TrialWork:
         promotion. None without a stage: a reference or ``nas score`` is never promoted."""
         if self.checkpoints is None or stage is None:
             return None
-        if stage != PROMOTED and (schedule_epochs or 0) <= epochs:
+        if not is_promotion(stage) and (schedule_epochs or 0) <= epochs:
             return None  # a whole schedule: nothing to train on from
         return self.checkpoints / f"{genome.content_hash()}-seed{self.options.seed}.pt"
 
