@@ -481,10 +481,12 @@ class Ladder:
     ``e``: training on from a checkpoint reaches it. ``fresh``: the cascade before 2026-12-02, whose first stage
     was a whole 3-epoch schedule (the ``short`` run) and whose promotion trained 12 epochs afresh (cost 1)."""
 
-    def __init__(self, task: Task, trace: Trace, rate: int, rungs: tuple[int, ...] = RUNGS, fresh: bool = False):
+    def __init__(self, task: Task, trace: Trace, rate: int, rungs: tuple[int, ...] = RUNGS, fresh: bool = False,
+                 across_rungs: bool = True):
         if rungs[-1] != LONG_EPOCHS or list(rungs) != sorted(set(rungs)) or (fresh and rungs != RUNGS):
             raise ValueError(f"rungs must rise to the long schedule's {LONG_EPOCHS} epochs: {rungs}")
         self.task, self.trace, self.rate, self.rungs, self.fresh = task, trace, rate, rungs, fresh
+        self.across_rungs = across_rungs
         self.levels: list[dict[int, float]] = [{} for _ in rungs]  # rung -> genome -> accuracy there
 
     @property
@@ -532,8 +534,9 @@ class Ladder:
             self._reach(i, len(self.rungs) - 1, self.rungs[self.reached(i)])
 
     def targets(self) -> dict[int, float]:
-        """What the surrogate is fitted on: the search's ``rung_targets`` of the rungs so far."""
-        return rung_targets(self.levels)
+        """What the surrogate is fitted on: the search's ``rung_targets`` of the rungs so far; without
+        ``across_rungs``, the first stage's results alone (``nas search`` before 2026-12-04)."""
+        return rung_targets(self.levels) if self.across_rungs else dict(self.first)
 
 
 def surrogate_pick(task: Task, ladder: Ladder, left: list[int], model: Surrogate, rng: random.Random) -> int:
@@ -577,7 +580,7 @@ def pruned_at(task: Task, i: int, completed: list[int]) -> int | None:
 
 def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, prune: bool = False,
                      prior: str | None = None, prior_first: str = "all", rate: int | None = 3,
-                     score: str | None = None, rungs: tuple[int, ...] = RUNGS) -> Trace:
+                     score: str | None = None, rungs: tuple[int, ...] = RUNGS, across_rungs: bool = True) -> Trace:
     """The cascade as ``nas search --objective train`` runs it with its zero-cost stage: ``size`` genomes are
     kept scored zero-cost and untrained, each picked by a surrogate of the data-free features, and each
     training is picked among them by a surrogate that also reads their scores. Scoring costs nothing here: only
@@ -589,7 +592,7 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
     nothing and is never promoted, as in the search. ``rate`` and ``rungs``: the ``Ladder``'s (3, the search's);
     rate None: no first stage, every pick is trained long at once (``replay_promotion.py`` compares them).
     ``score`` (a kind of ``held_out_objectives``): the training stage's surrogate also reads the objective's
-    value, as a search given ``--data`` does."""
+    value, as a search given ``--data`` does. ``across_rungs``: the ``Ladder``'s."""
     rng = strategy_rng(task, "cascade-shortlist", seed)  # the same draws with and without the pruner
     if prior is not None:
         task = with_prior(task, prior)
@@ -604,7 +607,7 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
         return pick_max(task.priors[prior][candidates], candidates, rng)
 
     unscored, scored, trace = list(range(task.n)), [], Trace()
-    ladder = Ladder(task, trace, rate or 1, rungs)
+    ladder = Ladder(task, trace, rate or 1, rungs, across_rungs=across_rungs)
     while (unscored or scored) and not finished(trace, task):
         while unscored and len(scored) < size:
             if len(ladder.first) < start:

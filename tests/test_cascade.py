@@ -251,8 +251,8 @@ def test_a_training_cascade_promotes_through_a_middle_rung(tmp_path: Path):
     stopped, and is a trial of each rung's stage once; the surrogate reads every rung's results."""
     out = tmp_path / "run"
     # 13 trainings: 9 first stages, the top third of them (3) at epoch 2, the top third of those (1) at 4
-    nas.search("tiny", objective="train", data="digits", data_limit=100, epochs=1, long_epochs=4, trials=13,
-               shortlist=0, screen=200, references="none", out=out, quiet=True)
+    nas.search("tiny", objective="train", data="digits", data_limit=100, epochs=1, long_epochs=4, rungs="auto",
+               trials=13, shortlist=0, screen=200, references="none", out=out, quiet=True)
     options, space = read_run(out)
     assert options.promotion_rungs == (2, 4)
     trials = [t for t in open_study(out, options).get_trials(deepcopy=False)
@@ -278,6 +278,7 @@ def test_a_training_cascade_promotes_through_a_middle_rung(tmp_path: Path):
     assert len(y) == 9 and all(y[first.index(h)] == value for h, value in long.items())
     report = (out / "report.md").read_text()
     assert "| train-epoch-2 (built, scored) |" in report and "| train-long (built, scored) |" in report
+    assert "A result is read at the long schedule's end where the genome was promoted there" in report
 
 
 def test_rung_targets_shift_each_rung_by_its_median_gain_to_the_top():

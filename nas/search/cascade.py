@@ -464,6 +464,12 @@ def _rung_order(stage: str) -> float:
     return math.inf if stage == PROMOTED else int(stage.removeprefix(RUNG_STAGE))
 
 
+def promotion_stages(trials: list[FrozenTrial]) -> list[str]:
+    """The stages of the promotions among ``trials``, in the order of their epochs (``train-long`` last)."""
+    return sorted({t.user_attrs["stage"] for t in trials if is_promotion(t.user_attrs.get("stage"))},
+                  key=_rung_order)
+
+
 def stage_results(encoder: Encoder, trials: list[FrozenTrial], stage: str,
                   zero_cost: ZeroCostFeatures | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Features and first objective of the measured trials at ``stage``: what the surrogate is fitted on, and
@@ -480,8 +486,7 @@ def stage_results(encoder: Encoder, trials: list[FrozenTrial], stage: str,
         rows = [r + scored.get(t.user_attrs["genome_hash"], missing) for r, t in zip(rows, measured)]
         width += len(names)
     values = [t.values[0] for t in measured]
-    rungs = sorted({t.user_attrs["stage"] for t in trials if is_promotion(t.user_attrs.get("stage"))},
-                   key=_rung_order)
+    rungs = promotion_stages(trials)
     if rungs:
         levels = [{t.user_attrs["genome_hash"]: t.values[0] for t in _measured(trials, s)} for s in (stage, *rungs)]
         targets = rung_targets(levels)
@@ -501,7 +506,7 @@ def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], stage: s
     known = known_parts(trials, stage)
     return {"results": len(y), "surrogate_picks": picked,
             "held_out_tau": held_out_tau(x, y, seed=seed, known=known), "zero_cost_features": names,
-            "knows_data_free": known is not None}
+            "knows_data_free": known is not None, "across_rungs": bool(promotion_stages(trials))}
 
 
 def _standard(values: np.ndarray) -> np.ndarray:

@@ -121,10 +121,11 @@ class SearchOptions(BaseModel):
                                     "halving; the winner is the best result at either length; default: 4 x "
                                     "--epochs; 0: no promotions, each genome trains a whole --epochs schedule)")
     rungs: Annotated[str, BeforeValidator(_comma_list), Flag(metavar="LIST")] = Field(
-        "auto", description="with promotions: the epochs between --epochs and --long-epochs at which a promoted "
+        "none", description="with promotions: the epochs between --epochs and --long-epochs at which a promoted "
         "genome stops to be ranked again among those there, the top third training on (successive halving's "
-        "middle rungs): auto doubles --epochs while below --long-epochs (by default 3, then 6, then 12), none "
-        "promotes straight to --long-epochs, or a comma list of epochs")
+        "middle rungs): none promotes straight to --long-epochs (on the corpus a middle rung saved nothing: "
+        "benchmarks/BENCHMARKS.md, \"Replay\"), auto doubles --epochs while below --long-epochs (3, 6, 12), or "
+        "a comma list of epochs")
     shortlist: int = Field(DEFAULT_SHORTLIST, description="with --objective train and the cascade sampler: "
                            "screened genomes (at most --trials) kept scored zero-cost on a batch of the data and "
                            "not yet trained (the zero-cost stage, which picks them by a surrogate of the data-free "

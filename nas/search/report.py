@@ -430,7 +430,10 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
                   f"{source}. Its held-out Kendall tau over the {summary['results']} results (each predicted by "
                   f"the trees fitted without it): "
                   + (f"**{tau:+.2f}**" if tau is not None else "not measured (too few distinct results)")
-                  + " (1: it ranks the genomes it did not see as they scored; 0: no better than chance).", ""]
+                  + " (1: it ranks the genomes it did not see as they scored; 0: no better than chance)."
+                  + (" A result is read at the long schedule's end where the genome was promoted there, else at "
+                     "its highest rung plus the median gain from that rung to the end." if summary["across_rungs"]
+                     else ""), ""]
     return lines
 
 
