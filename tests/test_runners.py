@@ -42,6 +42,33 @@ def new_study(tmp_path: Path) -> optuna.Study:
     return optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'study.db'}"), study_name="s")
 
 
+def test_a_worker_that_finds_the_run_file_before_the_study_waits_for_the_search(tmp_path: Path):
+    """Two workers started at once: the second may find the first's run file written and its study not yet
+    created, or created without the search's record. It waits for the record and joins, rather than take the
+    folder for another run (one worker of the test below failed so in a suite run of 2026-12-04)."""
+    from nas.search.options import SearchOptions
+    from nas.search.run import _search_under_way
+    from nas.search.rundir import RUN_FILE
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    storage = f"sqlite:///{shared / 'study.db'}"
+    options = SearchOptions(space="tiny", storage=storage, study="s")
+    (shared / RUN_FILE).write_text("the first worker's\n")
+
+    def first_worker() -> None:
+        time.sleep(0.5)
+        study = optuna.create_study(storage=open_storage(storage), study_name="s")
+        time.sleep(0.5)
+        study.set_user_attr("nas.run", {"options": options.model_dump(), "space": "the space\n"})
+
+    thread = threading.Thread(target=first_worker)
+    thread.start()
+    found = _search_under_way(options, shared)
+    thread.join()
+    assert found is not None and found[0].study == "s" and found[1] == "the space\n"
+
+
 def test_two_workers_started_at_once_on_a_new_study_both_join_and_the_counts_add_up(tmp_path: Path):
     storage = f"sqlite:///{tmp_path / 'shared' / 'study.db'}"
     (tmp_path / "shared").mkdir()

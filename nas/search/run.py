@@ -314,7 +314,7 @@ def _started(space: Any, out: str | Path | None, given: dict[str, Any], changes:
         label = f"the space of supernet {options.supernet}"
         options = options.model_copy(update={"space": label})
     run_dir = Path(out) if out else default_run_dir(options)
-    under_way = _search_under_way(options)
+    under_way = _search_under_way(options, run_dir)
     if under_way is None:
         refuse_results(run_dir, keep=storage_file(options.storage))
         return _Run(run_dir, options, space_data, space_text, label)
@@ -630,11 +630,43 @@ def _distinct(trials: list[optuna.trial.FrozenTrial]) -> int:
     return len({t.user_attrs["genome_hash"] for t in trials if "genome_hash" in t.user_attrs and not is_void(t)})
 
 
-def _search_under_way(options: SearchOptions) -> tuple[SearchOptions, str] | None:
-    """The options and space of the search a shared ``--storage`` already holds under ``--study``, if any."""
+def _search_under_way(options: SearchOptions, run_dir: Path | None = None) -> tuple[SearchOptions, str] | None:
+    """The options and space of the search a shared ``--storage`` already holds under ``--study``, if any. A
+    worker started at the same moment as the search's first process may find that process between writing
+    ``run_dir``'s run file and recording the search in its study: it waits for the record (``JOIN_WAIT_S``)
+    rather than take the search for another run."""
     if not options.storage:
         return None
     check_storage(options.storage, None, must_exist=False)
+    deadline = time.monotonic() + JOIN_WAIT_S
+    while True:
+        found = _stored_search(options)
+        starting = (found is None or found is _UNRECORDED) and run_dir is not None and _just_written(
+            run_dir / RUN_FILE)
+        if not starting or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if found is _UNRECORDED:
+        raise InputError(f"study {options.study!r} in {shown(options.storage)} was not made by nas search; name "
+                         f"another --study")
+    return found
+
+
+JOIN_WAIT_S = 30.0
+_UNRECORDED = ("a study without nas search's record",)
+
+
+def _just_written(path: Path) -> bool:
+    """Whether ``path`` was written within ``JOIN_WAIT_S``: by a process starting the same search, not an old run."""
+    try:
+        return time.time() - path.stat().st_mtime < JOIN_WAIT_S
+    except OSError:
+        return False
+
+
+def _stored_search(options: SearchOptions) -> Any:
+    """The search recorded in the storage's study, None where there is no study, ``_UNRECORDED`` for a study
+    without the record."""
     file = storage_file(options.storage)
     if file is not None and not file.exists():
         return None  # nothing there yet (and opening it would create it before the run is ready)
@@ -644,8 +676,7 @@ def _search_under_way(options: SearchOptions) -> tuple[SearchOptions, str] | Non
         return None
     run = stored.user_attrs.get("nas.run")
     if not run:
-        raise InputError(f"study {options.study!r} in {shown(options.storage)} was not made by nas search; name "
-                         f"another --study")
+        return _UNRECORDED
     return SearchOptions.model_validate(run["options"]), run["space"]
 
 
