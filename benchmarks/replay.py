@@ -541,7 +541,7 @@ class Ladder:
 
 def surrogate_pick(task: Task, ladder: Ladder, left: list[int], model: Surrogate, rng: random.Random) -> int:
     target = ladder.targets()
-    trained = list(target)
+    trained = list(ladder.first)  # in the order of their first stages, as the search's stage_results has them
     model.fit(task.features[trained], np.array([target[i] for i in trained]))
     mean, std = model.predict(task.features[left])
     return pick_max(ucb(mean, std), left, rng)
