@@ -513,6 +513,11 @@ class Ladder:
         while (due := self._due()) is not None:
             self._reach(due[0], due[1], self.rungs[due[1] - 1])
 
+    def train_long(self, i: int) -> None:
+        """No first stage: genome ``i`` trained long at once (cost 1), its long accuracy its only result."""
+        self.levels[0][i] = self.levels[-1][i] = float(self.task.long[i])
+        self.trace.train(i, "long", self.task.long[i])
+
     def _due(self) -> tuple[int, int] | None:
         for rung in reversed(range(len(self.rungs) - 1)):
             ranked = sorted(self.levels[rung], key=lambda i: -self.levels[rung][i])
@@ -547,8 +552,7 @@ def surrogate_pick(task: Task, ladder: Ladder, left: list[int], model: Surrogate
     return pick_max(ucb(mean, std), left, rng)
 
 
-def replay_cascade(task: Task, seed: int, trees: int, restart: bool = False, data_free: bool = False,
-                   rungs: tuple[int, ...] = RUNGS, rate: int = 3) -> Trace:
+def replay_cascade(task: Task, seed: int, trees: int, restart: bool = False, data_free: bool = False) -> Trace:
     """The search's cascade over the whole pool (no shortlist): each pick's first stage, then the ``Ladder``'s
     promotions. ``restart``: the first stage a whole 3-epoch schedule, a promotion 12 epochs afresh."""
     rng = strategy_rng(task, "cascade-restart" if restart else "cascade", seed)  # data_free: the same draws
@@ -556,7 +560,7 @@ def replay_cascade(task: Task, seed: int, trees: int, restart: bool = False, dat
         task = replace(task, features=task.features[:, :task.data_free])
     model = Surrogate(seed=seed, trees=trees)
     left, trace = list(range(task.n)), Trace()
-    ladder = Ladder(task, trace, rate, rungs, fresh=restart)
+    ladder = Ladder(task, trace, 3, fresh=restart)
     while left and not finished(trace, task):
         i = rng.choice(left) if len(ladder.first) < RANDOM_START else surrogate_pick(task, ladder, left, model, rng)
         left.remove(i)
@@ -623,12 +627,10 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
         if stopped is not None:
             trace.train(i, "pruned", float(task.epochs[i, stopped - 1]), stopped / LONG_EPOCHS)
             continue
-        if rate is None:  # no first stage: trained long at once (and listed as first stage for the surrogate)
-            ladder.first[i] = float(task.long[i])
-            ladder.long[i] = float(task.long[i])
-            trace.train(i, "long", task.long[i])
-            continue
-        ladder.start(i)
+        if rate is None:
+            ladder.train_long(i)
+        else:
+            ladder.start(i)
     ladder.finish()
     return trace
 

@@ -68,7 +68,7 @@ from nas.graph import build_graph
 from nas.search.params import random_params
 from nas.search.samplers import PlanningSampler
 from nas.search.surrogate import MIN_FIT, Encoder, Surrogate, held_out_tau, ucb
-from nas.search.trial import INHERITED, PROMOTED, RUNG_STAGE, SCREEN_SCORES, ZERO_COST, is_promotion, rung_stage
+from nas.search.trial import INHERITED, SCREEN_SCORES, ZERO_COST, is_promotion, rung_order, rung_stage
 from nas.space import choices, space_size
 from runners.base import SCREENING, is_screening
 from runners.optuna_internals import contains, is_enqueued, storage_id, storage_of
@@ -460,14 +460,10 @@ def rung_targets(levels: list[dict[Key, float]]) -> dict[Key, float]:
     return out
 
 
-def _rung_order(stage: str) -> float:
-    return math.inf if stage == PROMOTED else int(stage.removeprefix(RUNG_STAGE))
-
-
 def promotion_stages(trials: list[FrozenTrial]) -> list[str]:
     """The stages of the promotions among ``trials``, in the order of their epochs (``train-long`` last)."""
     return sorted({t.user_attrs["stage"] for t in trials if is_promotion(t.user_attrs.get("stage"))},
-                  key=_rung_order)
+                  key=rung_order)
 
 
 def stage_results(encoder: Encoder, trials: list[FrozenTrial], stage: str,
@@ -488,7 +484,8 @@ def stage_results(encoder: Encoder, trials: list[FrozenTrial], stage: str,
     values = [t.values[0] for t in measured]
     rungs = promotion_stages(trials)
     if rungs:
-        levels = [{t.user_attrs["genome_hash"]: t.values[0] for t in _measured(trials, s)} for s in (stage, *rungs)]
+        levels = [{t.user_attrs["genome_hash"]: t.values[0] for t in at}
+                  for at in (measured, *(_measured(trials, s) for s in rungs))]
         targets = rung_targets(levels)
         values = [targets[t.user_attrs["genome_hash"]] for t in measured]
     return np.array(rows).reshape(len(rows), width), np.array(values, dtype=float)

@@ -123,9 +123,9 @@ class SearchOptions(BaseModel):
     rungs: Annotated[str, BeforeValidator(_comma_list), Flag(metavar="LIST")] = Field(
         "none", description="with promotions: the epochs between --epochs and --long-epochs at which a promoted "
         "genome stops to be ranked again among those there, the top third training on (successive halving's "
-        "middle rungs): none promotes straight to --long-epochs (on the corpus a middle rung saved nothing: "
-        "benchmarks/BENCHMARKS.md, \"Replay\"), auto doubles --epochs while below --long-epochs (3, 6, 12), or "
-        "a comma list of epochs")
+        "middle rungs): none promotes straight to --long-epochs (on the corpus a middle rung made no difference "
+        "beyond the replay's noise: benchmarks/BENCHMARKS.md, \"Replay\"), auto doubles --epochs while below "
+        "--long-epochs (3, 6, 12), or a comma list of epochs")
     shortlist: int = Field(DEFAULT_SHORTLIST, description="with --objective train and the cascade sampler: "
                            "screened genomes (at most --trials) kept scored zero-cost on a batch of the data and "
                            "not yet trained (the zero-cost stage, which picks them by a surrogate of the data-free "
@@ -245,11 +245,12 @@ class SearchOptions(BaseModel):
         (empty without promotions)."""
         if not self.promotes:
             return ()
-        if self.rungs == "auto":
+        given = self.rungs.strip().lower()
+        if given == "auto":
             middle, epochs = [], 2 * self.epochs
             while epochs < self.long_epochs:
                 middle, epochs = [*middle, epochs], 2 * epochs
-        elif self.rungs.strip().lower() == "none":
+        elif given == "none":
             middle = []
         else:
             try:

@@ -40,6 +40,13 @@ INVALID = "invalid genome"  # the failure of a sample that is no genome: never b
 STAGES = {"proxy": "zero-cost", "train": "train", "supernet": "supernet", "custom": "custom"}
 PROMOTED = "train-long"
 RUNG_STAGE = "train-epoch-"
+ZERO_COST = STAGES["proxy"]  # in a training run, the stage that scores genomes ahead of training them
+# What a zero-cost trial of a training run scores besides the objective's own: the training-free scores the
+# cascade's surrogate reads as features (nas.search.cascade.ZERO_COST_FEATURES).
+SCREEN_SCORES = frozenset({"grad_norm", "meco"})
+# ... and with a supernet, the genome's validation accuracy with the supernet's weights
+INHERITED = "inherited"
+SECOND_UNITS = {"latency": "ms", "params": "M params", "flops": "GFLOPs", "none": ""}
 
 
 def rung_stage(epochs: int, long_epochs: int) -> str:
@@ -50,13 +57,12 @@ def rung_stage(epochs: int, long_epochs: int) -> str:
 def is_promotion(stage: str | None) -> bool:
     """Whether a trial at ``stage`` trains on from a genome's checkpoint (its first stage or a middle rung)."""
     return stage is not None and (stage == PROMOTED or stage.startswith(RUNG_STAGE))
-ZERO_COST = STAGES["proxy"]  # in a training run, the stage that scores genomes ahead of training them
-# What a zero-cost trial of a training run scores besides the objective's own: the training-free scores the
-# cascade's surrogate reads as features (nas.search.cascade.ZERO_COST_FEATURES).
-SCREEN_SCORES = frozenset({"grad_norm", "meco"})
-# ... and with a supernet, the genome's validation accuracy with the supernet's weights
-INHERITED = "inherited"
-SECOND_UNITS = {"latency": "ms", "params": "M params", "flops": "GFLOPs", "none": ""}
+
+
+def rung_order(stage: str) -> float:
+    """Where a promotion's stage stands among the rungs: its epochs, ``train-long`` last (``rung_stage``'s
+    inverse, for sorting)."""
+    return math.inf if stage == PROMOTED else int(stage.removeprefix(RUNG_STAGE))
 
 
 class TrialFailed(Exception):
