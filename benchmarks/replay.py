@@ -121,10 +121,10 @@ sys.path.insert(0, str(ROOT))
 from nas.errors import GenomeError  # noqa: E402
 from nas.genome import Genome  # noqa: E402
 from nas.graph import check_genome  # noqa: E402
-from nas.search.cascade import FIRST_PICKS, rung_targets  # noqa: E402
+from nas.search.cascade import FIRST_PICKS, OBJECTIVE_WEIGHT, first_rung_order, rung_targets  # noqa: E402
 from nas.search.params import random_params, trial_picker  # noqa: E402
 from nas.search.samplers import make_sampler  # noqa: E402
-from nas.search.surrogate import COST_FEATURES, Encoder, Surrogate, held_out_tau, ucb  # noqa: E402
+from nas.search.surrogate import COST_FEATURES, MIN_FIT, Encoder, Surrogate, held_out_tau, ucb  # noqa: E402
 from nas.space import choices, instantiate  # noqa: E402
 
 # isort: split
@@ -482,11 +482,16 @@ class Ladder:
     was a whole 3-epoch schedule (the ``short`` run) and whose promotion trained 12 epochs afresh (cost 1)."""
 
     def __init__(self, task: Task, trace: Trace, rate: int, rungs: tuple[int, ...] = RUNGS, fresh: bool = False,
-                 across_rungs: bool = True):
+                 across_rungs: bool = True, objective: np.ndarray | None = None,
+                 weight: float | None = OBJECTIVE_WEIGHT):
         if rungs[-1] != LONG_EPOCHS or list(rungs) != sorted(set(rungs)) or (fresh and rungs != RUNGS):
             raise ValueError(f"rungs must rise to the long schedule's {LONG_EPOCHS} epochs: {rungs}")
         self.task, self.trace, self.rate, self.rungs, self.fresh = task, trace, rate, rungs, fresh
         self.across_rungs = across_rungs
+        # The objective's value per genome, read beside the first-stage accuracy when promoting from the first
+        # rung (``first_rung_order`` at ``weight``, None: ``agreement_weight``), as ``nas search`` does at its
+        # weight; ``objective`` None: the accuracy alone.
+        self.objective, self.weight = objective, weight
         self.levels: list[dict[int, float]] = [{} for _ in rungs]  # rung -> genome -> accuracy there
 
     @property
@@ -520,11 +525,20 @@ class Ladder:
 
     def _due(self) -> tuple[int, int] | None:
         for rung in reversed(range(len(self.rungs) - 1)):
-            ranked = sorted(self.levels[rung], key=lambda i: -self.levels[rung][i])
+            ranked = self.ranked(rung)
             for i in ranked[:len(ranked) // self.rate]:
                 if i not in self.levels[rung + 1]:
                     return i, rung + 1
         return None
+
+    def ranked(self, rung: int) -> list[int]:
+        """The genomes at ``rung``, best first: by accuracy, and at the first rung beside the objective's value."""
+        level = self.levels[rung]
+        if rung == 0 and self.objective is not None:
+            objective = {i: float(self.objective[i]) for i in level}
+            weight = agreement_weight(level, objective) if self.weight is None else self.weight
+            return first_rung_order(level, objective, weight)
+        return sorted(level, key=lambda i: -level[i])
 
     def reached(self, i: int) -> int:
         return max(r for r, level in enumerate(self.levels) if i in level)
@@ -542,6 +556,17 @@ class Ladder:
         """What the surrogate is fitted on: the search's ``rung_targets`` of the rungs so far; without
         ``across_rungs``, the first stage's results alone (``nas search`` before 2026-12-04)."""
         return rung_targets(self.levels) if self.across_rungs else dict(self.first)
+
+
+def agreement_weight(accuracy: dict[int, float], objective: dict[int, float], most: float = 0.5) -> float:
+    """The objective's weight in ``first_rung_order`` taken from the run itself: the Kendall tau between its
+    values and the first-stage accuracies, 0 where they disagree or below ``MIN_FIT`` genomes, at most ``most``.
+    Measured beside the fixed weight (``replay_promotion_order.py``) and not adopted."""
+    keys = list(accuracy)
+    if len(keys) < MIN_FIT:
+        return 0.0
+    agreement = _tau(np.array([objective[k] for k in keys]), np.array([accuracy[k] for k in keys]))
+    return min(most, max(0.0, agreement)) if math.isfinite(agreement) else 0.0
 
 
 def surrogate_pick(task: Task, ladder: Ladder, left: list[int], model: Surrogate, rng: random.Random) -> int:
@@ -584,7 +609,8 @@ def pruned_at(task: Task, i: int, completed: list[int]) -> int | None:
 
 def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, prune: bool = False,
                      prior: str | None = None, prior_first: str = "all", rate: int | None = 3,
-                     score: str | None = None, rungs: tuple[int, ...] = RUNGS, across_rungs: bool = True) -> Trace:
+                     score: str | None = None, rungs: tuple[int, ...] = RUNGS, across_rungs: bool = True,
+                     promote_by_score: bool = True, weight: float | None = OBJECTIVE_WEIGHT) -> Trace:
     """The cascade as ``nas search --objective train`` runs it with its zero-cost stage: ``size`` genomes are
     kept scored zero-cost and untrained, each picked by a surrogate of the data-free features, and each
     training is picked among them by a surrogate that also reads their scores. Scoring costs nothing here: only
@@ -596,7 +622,9 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
     nothing and is never promoted, as in the search. ``rate`` and ``rungs``: the ``Ladder``'s (3, the search's);
     rate None: no first stage, every pick is trained long at once (``replay_promotion.py`` compares them).
     ``score`` (a kind of ``held_out_objectives``): the training stage's surrogate also reads the objective's
-    value, as a search given ``--data`` does. ``across_rungs``: the ``Ladder``'s."""
+    value, as a search given ``--data`` does. ``across_rungs``: the ``Ladder``'s. ``promote_by_score``: with
+    ``score``, promotion from the first rung also reads that value (``first_rung_order`` at ``weight``, None:
+    ``agreement_weight``), as ``nas search`` does since 2026-12-04 14:00; False: the accuracy alone, as before."""
     rng = strategy_rng(task, "cascade-shortlist", seed)  # the same draws with and without the pruner
     if prior is not None:
         task = with_prior(task, prior)
@@ -611,7 +639,8 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
         return pick_max(task.priors[prior][candidates], candidates, rng)
 
     unscored, scored, trace = list(range(task.n)), [], Trace()
-    ladder = Ladder(task, trace, rate or 1, rungs, across_rungs=across_rungs)
+    ladder = Ladder(task, trace, rate or 1, rungs, across_rungs=across_rungs, weight=weight,
+                    objective=task.objectives[score] if promote_by_score and score is not None else None)
     while (unscored or scored) and not finished(trace, task):
         while unscored and len(scored) < size:
             if len(ladder.first) < start:

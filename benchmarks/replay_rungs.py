@@ -66,7 +66,7 @@ def run(tasks: list[str], seeds: int, out: Path = OUT) -> None:
                         if key(name, rungs, rate, across, score, seed) in have:
                             continue
                         trace = R.replay_shortlist(task, seed, R.REPLAY_TREES, rate=rate, rungs=rungs, score=score,
-                                                   across_rungs=across)
+                                                   across_rungs=across, promote_by_score=False)  # as recorded
                         row = {"task": name, "rungs": list(rungs), "rate": rate, "across_rungs": across,
                                "score": score, "seed": seed,
                                "cost_to_top": trace.cost_to(task.top), "genomes": task.n, "top": len(task.top)}

@@ -16,7 +16,9 @@ from nas.search.cascade import (
     SCREEN_ATTR,
     SCREEN_FILE,
     ZERO_COST_FEATURES,
+    RANKED_WITH_OBJECTIVE,
     CascadeSampler,
+    first_rung_order,
     rung_targets,
     screen,
     stage_results,
@@ -230,19 +232,42 @@ def test_a_training_cascade_promotes_the_best_third_to_longer_training(tmp_path:
     long = [t for t in trials if t.user_attrs["stage"] == "train-long"]
     short = {t.number: t for t in trials if t.user_attrs["stage"] == "train"}
     assert long and short
+    # The zero-cost stage scored each first stage's genome; a promotion reads that score beside the accuracy.
+    _, scored = zero_cost_features(trials)
     for t in long:
         first = short[t.user_attrs["promoted_from"]]
         assert t.user_attrs["genome_hash"] == first.user_attrs["genome_hash"] and "duplicate_of" not in t.user_attrs
         assert "accuracy_epoch_2" in t.user_attrs and "accuracy_epoch_2" not in first.user_attrs
         assert first.user_attrs["schedule_epochs"] == 2  # its first epoch was the long schedule's first
         assert t.user_attrs["accuracy_epoch_1"] == first.values[0]  # trained on from there, not afresh
-        earlier = [s.values[0] for s in short.values() if s.number < t.number]
-        assert sorted(earlier, reverse=True).index(first.values[0]) < max(1, len(earlier) // 3)
+        assert t.user_attrs[RANKED_WITH_OBJECTIVE]
+        earlier = {s.number: s.values[0] for s in short.values() if s.number < t.number}
+        objective = {n: scored[short[n].user_attrs["genome_hash"]][0] for n in earlier
+                     if short[n].user_attrs["genome_hash"] in scored}
+        assert first_rung_order(earlier, objective).index(first.number) < max(1, len(earlier) // 3)
     assert len({t.user_attrs["genome_hash"] for t in long}) == len(long)  # each promoted once
     # A promotion ends its schedule and drops its checkpoint; the others wait for a later promotion (--resume).
     left = {f.name.split("-")[0] for f in (out / "checkpoints").glob("*.pt")}
     assert left == {t.user_attrs["genome_hash"] for t in short.values()} - {t.user_attrs["genome_hash"] for t in long}
-    assert "| train-long (built, scored) |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| train-long (built, scored) |" in report
+    assert f"{len(long)} promotions from the first stage were chosen by the mean of two ranks" in report
+
+
+def test_promotion_from_the_first_rung_reads_the_accuracy_beside_the_objective():
+    """A mean of the two ranks: a genome fourth by accuracy and first by the objective passes one second by
+    accuracy and last by the objective; where they tie, the accuracy decides; a genome the zero-cost stage did
+    not score reads the median rank."""
+    accuracy = {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6, "e": 0.5}
+    assert first_rung_order(accuracy) == ["a", "b", "c", "d", "e"]  # no objective: the accuracy alone
+    objective = {"a": 2.0, "b": 1.0, "c": 3.0, "d": 5.0, "e": 4.0}
+    # mean ranks (5 best): a (5 + 2) / 2, b (4 + 1) / 2, c 3, d (2 + 5) / 2, e (1 + 4) / 2
+    assert first_rung_order(accuracy, objective) == ["a", "d", "c", "b", "e"]
+    assert first_rung_order(accuracy, objective, weight=0.0) == ["a", "b", "c", "d", "e"]
+    assert first_rung_order(accuracy, {k: -v for k, v in accuracy.items()}) == ["a", "b", "c", "d", "e"]  # ties
+    # b unscored reads rank 3; the four scored spread over ranks 1 to 5: a 1, c 2.33, e 3.67, d 5
+    unscored = {k: v for k, v in objective.items() if k != "b"}
+    assert first_rung_order(accuracy, unscored) == ["b", "d", "a", "c", "e"]
 
 
 def test_a_training_cascade_promotes_through_a_middle_rung(tmp_path: Path):

@@ -60,6 +60,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
+from scipy.stats import rankdata
 
 from nas.cost import analytic_cost
 from nas.errors import GenomeError
@@ -82,6 +83,8 @@ FIRST_PICKS = 6
 # The zero-cost stage's scores a training surrogate reads beside the data-free features: the default objective
 # and the scores it and the stage compute (trial.SCREEN_SCORES).
 ZERO_COST_FEATURES = ("score", *sorted(SCREEN_SCORES))
+# A promotion's user attribute: chosen by its first-stage accuracy beside the objective's value
+RANKED_WITH_OBJECTIVE = "ranked_with_objective"
 
 
 @dataclass
@@ -386,13 +389,31 @@ class CascadeSampler(PlanningSampler):
             pending = {p.digest for p in self._picks.values() if p.attrs.get("stage") in further}
             # at this rung or past it (a run begun before its middle rungs, resumed with them)
             promoted = {t.user_attrs.get("genome_hash") for t in trials if t.user_attrs.get("stage") in further}
-            ranked = sorted(_measured(trials, sources[rung]), key=lambda t: t.values[0], reverse=True)
+            ranked, beside = self._ranked(trials, sources[rung], first=rung == 0)
             for t in ranked[:len(ranked) // self.promote.rate]:
                 digest = t.user_attrs.get("genome_hash")
                 if digest not in promoted | pending:
-                    return Pick(digest, dict(t.params), {"stage": stage, "epochs": self.promote.rungs[rung],
-                                                         "picked_by": "promotion", "promoted_from": t.number})
+                    attrs = {"stage": stage, "epochs": self.promote.rungs[rung], "picked_by": "promotion",
+                             "promoted_from": t.number}
+                    if beside:
+                        attrs[RANKED_WITH_OBJECTIVE] = True
+                    return Pick(digest, dict(t.params), attrs)
         return None
+
+    @staticmethod
+    def _ranked(trials: list[FrozenTrial], stage: str, first: bool) -> tuple[list[FrozenTrial], bool]:
+        """The measured trials at ``stage``, best first, and whether the objective's value was read: at the
+        first rung beside it where the zero-cost stage scored them (``first_rung_order``), at a later rung (or
+        in a run without that stage) by their accuracy alone."""
+        measured = _measured(trials, stage)
+        if not first or not any(map(is_screening, trials)):
+            return sorted(measured, key=lambda t: t.values[0], reverse=True), False
+        names, scored = zero_cost_features(trials)
+        column = names.index("score")
+        objective = {t.number: scored[t.user_attrs["genome_hash"]][column] for t in measured
+                     if t.user_attrs.get("genome_hash") in scored}
+        by_number = {t.number: t for t in measured}
+        return [by_number[n] for n in first_rung_order({t.number: t.values[0] for t in measured}, objective)], True
 
     def results(self, trials: list[FrozenTrial], zero_cost: ZeroCostFeatures | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -460,6 +481,32 @@ def rung_targets(levels: list[dict[Key, float]]) -> dict[Key, float]:
     return out
 
 
+# The objective's weight beside the first-stage accuracy when promoting from the first rung: a mean of the two
+# ranks. The run's own agreement between the two as the weight was measured beside it and gained less
+# (benchmarks/BENCHMARKS.md, "Replay", 2026-12-04 14:00).
+OBJECTIVE_WEIGHT = 0.5
+
+
+def first_rung_order(accuracy: dict[Key, float], objective: dict[Key, float] | None = None,
+                     weight: float = OBJECTIVE_WEIGHT) -> list[Key]:
+    """The genomes of the first stage, best first, as promotion reads them: by their first-stage ``accuracy``
+    beside the ``objective``'s value (the zero-cost stage's ``score``), a mean of the two ranks with the objective
+    at ``weight``. A short training ranks the long one only loosely (on the corpus a long run's epoch 3 reads its
+    end at Kendall tau +0.55 / +0.40), and the objective fitted on the task at +0.52 / +0.53, with errors of
+    another source; their mean rank reads it at +0.63 / +0.56. A genome without an objective's value reads its
+    median rank; ties go to the accuracy."""
+    keys = list(accuracy)
+    acc = np.array([accuracy[k] for k in keys], dtype=float)
+    found = np.array([_finite((objective or {}).get(k)) for k in keys], dtype=float)
+    seen = np.isfinite(found)
+    ranks = np.full(len(keys), (len(keys) + 1) / 2.0)
+    if seen.any():
+        ranks[seen] = 1 + (rankdata(found[seen]) - 1) * (len(keys) - 1) / max(seen.sum() - 1, 1)  # same scale
+    blended = (1 - weight) * rankdata(acc) + weight * ranks
+    order = sorted(range(len(keys)), key=lambda j: (-blended[j], -acc[j]))
+    return [keys[j] for j in order]
+
+
 def promotion_stages(trials: list[FrozenTrial]) -> list[str]:
     """The stages of the promotions among ``trials``, in the order of their epochs (``train-long`` last)."""
     return sorted({t.user_attrs["stage"] for t in trials if is_promotion(t.user_attrs.get("stage"))},
@@ -501,9 +548,11 @@ def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], stage: s
     picked = sum(t.user_attrs.get("picked_by") == "surrogate" and t.user_attrs.get("stage") == stage
                  for t in trials)
     known = known_parts(trials, stage)
+    beside = sum(bool(t.user_attrs.get(RANKED_WITH_OBJECTIVE)) for t in trials)
     return {"results": len(y), "surrogate_picks": picked,
             "held_out_tau": held_out_tau(x, y, seed=seed, known=known), "zero_cost_features": names,
-            "knows_data_free": known is not None, "across_rungs": bool(promotion_stages(trials))}
+            "knows_data_free": known is not None, "across_rungs": bool(promotion_stages(trials)),
+            "ranked_with_objective": beside}
 
 
 def _standard(values: np.ndarray) -> np.ndarray:

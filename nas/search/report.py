@@ -434,6 +434,9 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
                   + (" A result is read at the long schedule's end where the genome was promoted there, else at "
                      "its highest rung plus the median gain from that rung to the end." if summary["across_rungs"]
                      else ""), ""]
+    if summary["ranked_with_objective"]:
+        lines += [f"{summary['ranked_with_objective']} promotions from the first stage were chosen by the mean of "
+                  "two ranks: the first-stage accuracy and the objective's value at the zero-cost stage.", ""]
     return lines
 
 

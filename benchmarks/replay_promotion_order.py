@@ -1,0 +1,99 @@
+"""Which first-stage genomes to promote: ``benchmarks/replay.py``'s ``cascade-shortlist-scored`` (the cascade of
+``nas search --objective train``, its training stage reading the objective's value) with promotion from the
+first rung ordered three ways (``nas.search.cascade.first_rung_order``):
+
+- ``accuracy``: by the first-stage accuracy alone (``nas search`` until 2026-12-04);
+- ``agreement``: beside the objective's value, weighted by the run's own Kendall tau between the two (at most
+  0.5);
+- ``equal``: beside the objective's value at weight 0.5.
+
+Each with the objective fitted on the other folds of genomes (``genomes``: a task it was fitted on, as the
+corpus's tasks are for the shipped fits) and on the other task alone (``task``: a new task, as a user's data set
+is). Seeds 40 and on: none of them chose anything before. The rule to keep was fixed before the run: the one with
+the best geometric mean of random's exact median over its median cost, over the four task x objective cells.
+Every seed's cost to a top-5% genome is appended to ``promotion_order.jsonl`` as it is replayed (resumable).
+
+    python benchmarks/replay_promotion_order.py --tasks digits        # and patterns beside it; then --table
+    python benchmarks/replay_promotion_order.py --table
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import optuna
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import replay as R  # noqa: E402  (first: it orders sys.path so that nas's runners package is found)
+
+OUT = R.ROOT / "benchmarks" / "results" / "replay" / "promotion_order.jsonl"
+RULES = {"accuracy": dict(promote_by_score=False), "agreement": dict(weight=None), "equal": dict(weight=0.5)}
+OBJECTIVES = {"genomes": "fitted on the task", "task": "fitted on the other task"}
+FIRST_SEED = 40
+
+
+def done(out: Path) -> dict[tuple, dict]:
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
+    return {(r["task"], r["rule"], r["objective"], r["seed"]): r for r in rows}
+
+
+def run(tasks: list[str], seeds: int, out: Path) -> None:
+    corpus = R.read_corpus("tiny", truth="seeds")
+    have = done(out)
+    with out.open("a") as f:
+        for name in tasks:
+            task = corpus.task(name)
+            for seed in range(FIRST_SEED, FIRST_SEED + seeds):
+                for objective in OBJECTIVES:
+                    for rule, options in RULES.items():
+                        if (name, rule, objective, seed) in have:
+                            continue
+                        trace = R.replay_shortlist(task, seed, R.REPLAY_TREES, score=objective, **options)
+                        f.write(json.dumps({"task": name, "rule": rule, "objective": objective, "seed": seed,
+                                            "cost_to_top": trace.cost_to(task.top), "genomes": task.n,
+                                            "top": len(task.top)}) + "\n")
+                        f.flush()
+
+
+def table(out: Path) -> str:
+    rows = list(done(out).values())
+    lines = ["| promotion from the first rung | " + " | ".join(f"{t}, objective {OBJECTIVES[o]}" for t in
+                                                               ("digits", "patterns") for o in OBJECTIVES)
+             + " | geometric mean of the ratios |", "|---" * 6 + "|"]
+    for rule in RULES:
+        cells, ratios = [], []
+        for name in ("digits", "patterns"):
+            for objective in OBJECTIVES:
+                found = [r for r in rows if r["task"] == name and r["rule"] == rule and r["objective"] == objective]
+                if not found:
+                    cells.append("")
+                    continue
+                cost, cell = R.median_cell([r["cost_to_top"] for r in found])
+                ratio = R.random_exact_median(found[0]["genomes"], found[0]["top"]) / cost
+                ratios.append(ratio)
+                cells.append(f"{cell}: **{ratio:.2f}** ({len(found)} seeds)")
+        mean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else math.nan
+        lines.append(f"| {rule} | " + " | ".join(cells) + f" | {mean:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", default="digits,patterns")
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--table", action="store_true", help="print the table from the file and stop")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    if not args.table:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        warnings.filterwarnings("ignore")
+        run(args.tasks.split(","), args.seeds, args.out)
+    print(table(args.out))
+
+
+if __name__ == "__main__":
+    main()

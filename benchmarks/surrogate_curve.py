@@ -1,0 +1,76 @@
+"""How far can a surrogate of the training stage rank long accuracy, given more results than a search has? The
+search's forest (``nas.search.surrogate.Surrogate``, its 100 trees) on the training stage's features as ``nas
+search --objective train --data`` has them (``replay.training_stage_features``: the Encoder row, the zero-cost
+stage's scores and the objective's value, fitted on the other folds of genomes), fitted on N random genomes'
+long accuracy (seed 0, what a training returns) and judged on all the others against the three-seed truth,
+N from 20 (the issue's target point) to 200 of 240. Beside it the same forest also reading each genome's
+first-stage accuracy (the long run's epoch 3, which a search knows for every genome it has trained once): the
+multi-fidelity model that a promotion could use, judged on genomes whose first stage is known and long run is
+not. And, fitted on nothing, the objective's value alone, the first-stage accuracy alone, and their mean rank
+(``first_rung_order`` at weight 0.5) on the same held-out genomes. Ten random splits per N; medians.
+
+    python benchmarks/surrogate_curve.py          # writes benchmarks/results/replay/surrogate_curve.md
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import kendalltau, rankdata
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import replay as R  # noqa: E402  (first: it orders sys.path so that nas's runners package is found)
+
+from nas.search.surrogate import TREES, Surrogate  # noqa: E402
+
+SIZES = (20, 40, 80, 120, 160, 200)
+SPLITS = 10
+OUT = R.RESULTS / "surrogate_curve.md"
+
+
+def kt(x: np.ndarray, y: np.ndarray) -> float:
+    return float(kendalltau(x, y).statistic)
+
+
+def curve(task: R.Task) -> list[dict[str, float]]:
+    x = R.training_stage_features(task, "genomes")
+    multi = np.column_stack([x, task.early])
+    objective = task.objectives["genomes"]
+    rows = []
+    for size in SIZES:
+        found: dict[str, list[float]] = {k: [] for k in ("forest", "multi", "objective", "first", "blend")}
+        for split in range(SPLITS):
+            rng = random.Random(f"{task.name}/curve/{size}/{split}")
+            fit = sorted(rng.sample(range(task.n), size))
+            rest = sorted(set(range(task.n)) - set(fit))
+            truth = task.truth[rest]
+            for key, features in (("forest", x), ("multi", multi)):
+                model = Surrogate(seed=split, trees=TREES).fit(features[fit], task.long[fit])
+                found[key].append(kt(model.predict(features[rest])[0], truth))
+            found["objective"].append(kt(objective[rest], truth))
+            found["first"].append(kt(task.early[rest], truth))
+            found["blend"].append(kt(rankdata(task.early[rest]) + rankdata(objective[rest]), truth))
+        rows.append({"size": size, **{k: statistics.median(v) for k, v in found.items()}})
+    return rows
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore")
+    corpus = R.read_corpus("tiny", truth="seeds")
+    lines = ["| task | fitted on N | forest, training stage's features | forest, and first-stage accuracy | "
+             "objective's value alone | first-stage accuracy alone | their mean rank |", "|---" * 7 + "|"]
+    for name in ("digits", "patterns"):
+        for row in curve(corpus.task(name)):
+            lines.append(f"| {name} | {row['size']} | " + " | ".join(
+                f"{row[k]:+.3f}" for k in ("forest", "multi", "objective", "first", "blend")) + " |")
+    text = "\n".join(lines)
+    OUT.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
