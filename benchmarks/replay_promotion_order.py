@@ -25,7 +25,9 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import optuna
+from scipy.stats import wilcoxon
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import replay as R  # noqa: E402  (first: it orders sys.path so that nas's runners package is found)
@@ -78,6 +80,26 @@ def table(out: Path) -> str:
                 cells.append(f"{cell}: **{ratio:.2f}** ({len(found)} seeds)")
         mean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else math.nan
         lines.append(f"| {rule} | " + " | ".join(cells) + f" | {mean:.2f} |")
+    return "\n".join(lines) + "\n\n" + paired(rows)
+
+
+def paired(rows: list[dict]) -> str:
+    """Each rule against ``accuracy`` seed by seed (the same seeds, the same draws until the orders differ):
+    on how many seeds it cost less and more, and Wilcoxon's signed-rank p."""
+    cost = {(r["task"], r["rule"], r["objective"], r["seed"]): r["cost_to_top"] for r in rows}
+    lines = ["| rule against `accuracy`, seed by seed | " + " | ".join(
+        f"{t}, objective {OBJECTIVES[o]}" for t in ("digits", "patterns") for o in OBJECTIVES) + " |", "|---" * 5 + "|"]
+    for rule in list(RULES)[1:]:
+        cells = []
+        for name in ("digits", "patterns"):
+            for objective in OBJECTIVES:
+                seeds = [k[3] for k in cost if k[:3] == (name, rule, objective) and (name, "accuracy", objective, k[3])
+                         in cost]
+                base = np.array([cost[(name, "accuracy", objective, s)] for s in seeds])
+                it = np.array([cost[(name, rule, objective, s)] for s in seeds])
+                p = wilcoxon(base, it).pvalue if (base != it).any() else 1.0
+                cells.append(f"less on {(it < base).sum()}, more on {(it > base).sum()} of {len(seeds)}; p {p:.2f}")
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
