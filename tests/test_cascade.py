@@ -13,10 +13,10 @@ from nas.cost import analytic_cost
 from nas.errors import InputError
 from nas.evaluate.proxy import objective_identity, objective_scores
 from nas.search.cascade import (
+    RANKED_WITH_OBJECTIVE,
     SCREEN_ATTR,
     SCREEN_FILE,
     ZERO_COST_FEATURES,
-    RANKED_WITH_OBJECTIVE,
     CascadeSampler,
     first_rung_order,
     rung_targets,
