@@ -43,7 +43,7 @@ def done(out: Path) -> dict[tuple, dict]:
     return {(r["task"], r["rule"], r["objective"], r["seed"]): r for r in rows}
 
 
-def run(tasks: list[str], seeds: int, out: Path) -> None:
+def run(tasks: list[str], seeds: int, out: Path, rules: list[str]) -> None:
     corpus = R.read_corpus("tiny", truth="seeds")
     have = done(out)
     with out.open("a") as f:
@@ -51,7 +51,8 @@ def run(tasks: list[str], seeds: int, out: Path) -> None:
             task = corpus.task(name)
             for seed in range(FIRST_SEED, FIRST_SEED + seeds):
                 for objective in OBJECTIVES:
-                    for rule, options in RULES.items():
+                    for rule in rules:
+                        options = RULES[rule]
                         if (name, rule, objective, seed) in have:
                             continue
                         trace = R.replay_shortlist(task, seed, R.REPLAY_TREES, score=objective, **options)
@@ -109,11 +110,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--table", action="store_true", help="print the table from the file and stop")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--rules", default=",".join(RULES), help="which rules to replay (all by default)")
     args = parser.parse_args()
     if not args.table:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore")
-        run(args.tasks.split(","), args.seeds, args.out)
+        run(args.tasks.split(","), args.seeds, args.out, args.rules.split(","))
     print(table(args.out))
 
 
