@@ -484,8 +484,8 @@ def rung_targets(levels: list[dict[Key, float]]) -> dict[Key, float]:
 
 
 # The objective's weight beside the first-stage accuracy when promoting from the first rung: a mean of the two
-# ranks. The run's own agreement between the two as the weight was measured beside it and gained less
-# (benchmarks/BENCHMARKS.md, "Replay", 2026-12-04 14:00).
+# ranks, the simplest rule. The run's own agreement between the two as the weight, and the accuracy alone, were
+# replayed beside it and cost the same (benchmarks/BENCHMARKS.md, "Replay", 2026-12-04 14:00).
 OBJECTIVE_WEIGHT = 0.5
 
 
