@@ -63,8 +63,8 @@ def run(tasks: list[str], seeds: int, out: Path, rules: list[str]) -> None:
                         f.flush()
 
 
-def table(out: Path) -> str:
-    rows = list(done(out).values())
+def table(out: Path, below: int | None = None) -> str:
+    rows = [r for r in done(out).values() if below is None or r["seed"] < below]
     lines = ["| promotion from the first rung | " + " | ".join(f"{t}, objective {OBJECTIVES[o]}" for t in
                                                                ("digits", "patterns") for o in OBJECTIVES)
              + " | geometric mean of the ratios |", "|---" * 6 + "|"]
@@ -111,13 +111,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--table", action="store_true", help="print the table from the file and stop")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--below", type=int, help="the table of the seeds below this one (70: the first 30)")
     parser.add_argument("--rules", default=",".join(RULES), help="which rules to replay (all by default)")
     args = parser.parse_args()
     if not args.table:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore")
         run(args.tasks.split(","), args.seeds, args.out, args.rules.split(","))
-    print(table(args.out))
+    print(table(args.out, args.below))
 
 
 if __name__ == "__main__":
