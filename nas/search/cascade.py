@@ -404,9 +404,9 @@ class CascadeSampler(PlanningSampler):
 
     @staticmethod
     def _ranked(trials: list[FrozenTrial], stage: str, first: bool) -> tuple[list[FrozenTrial], bool]:
-        """The measured trials at ``stage``, best first, and whether the objective's value was read: at the
+        """The measured trials at ``stage``, best first, and whether an objective's value was read: at the
         first rung beside it where the zero-cost stage scored them (``first_rung_order``), at a later rung (or
-        in a run without that stage) by their accuracy alone."""
+        where that stage scored none of them) by their accuracy alone."""
         measured = _measured(trials, stage)
         if not first or not any(map(is_screening, trials)):
             return sorted(measured, key=lambda t: t.values[0], reverse=True), False
@@ -415,7 +415,8 @@ class CascadeSampler(PlanningSampler):
         objective = {t.number: scored[t.user_attrs["genome_hash"]][column] for t in measured
                      if t.user_attrs.get("genome_hash") in scored}
         by_number = {t.number: t for t in measured}
-        return [by_number[n] for n in first_rung_order({t.number: t.values[0] for t in measured}, objective)], True
+        order = first_rung_order({t.number: t.values[0] for t in measured}, objective)
+        return [by_number[n] for n in order], bool(objective)
 
     def results(self, trials: list[FrozenTrial], zero_cost: ZeroCostFeatures | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -493,10 +494,11 @@ def first_rung_order(accuracy: dict[Key, float], objective: dict[Key, float] | N
                      weight: float = OBJECTIVE_WEIGHT) -> list[Key]:
     """The genomes of the first stage, best first, as promotion reads them: by their first-stage ``accuracy``
     beside the ``objective``'s value (the zero-cost stage's ``score``), a mean of the two ranks with the objective
-    at ``weight``. A short training ranks the long one only loosely (on the corpus a long run's epoch 3 reads its
-    end at Kendall tau +0.55 / +0.40), and the objective fitted on the task at +0.52 / +0.53, with errors of
-    another source; their mean rank reads it at +0.63 / +0.56. A genome without an objective's value reads its
-    median rank; ties go to the accuracy."""
+    at ``weight``. A short training ranks the long one only loosely (on the corpus's held-out genomes a long run's
+    epoch 3 reads its end at Kendall tau +0.55 / +0.41, digits / patterns), and the objective fitted on the task
+    at +0.52 / +0.52, with errors of another source; their mean rank reads it at +0.63 / +0.56
+    (``benchmarks/surrogate_curve.py``). A genome without an objective's value reads its median rank; ties go to
+    the accuracy."""
     keys = list(accuracy)
     acc = np.array([accuracy[k] for k in keys], dtype=float)
     found = np.array([_finite((objective or {}).get(k)) for k in keys], dtype=float)
