@@ -44,6 +44,8 @@ from nas.space import fit_space_to_data
 
 CORPUS = ROOT / "benchmarks" / "results" / "corpus"
 LATENCY_ZOO = ("resnet50", "mobilenetv2_100", "convnext_t", "caformer_s18", "swin_t", "maxvit_t", "vmamba_t")
+MEMORY_ZOO = ("convnext_t", "caformer_s18", "resnet50", "swin_t", "mobilenetv2_100", "poolformerv2_s12", "deit_s",
+              "maxvit_t")
 TASK_LIMITS = {"digits": 500, "patterns": None}  # benchmarks/corpus.py's TASKS
 LONG_EPOCHS = 12  # benchmarks/corpus.py's LONG_EPOCHS
 
@@ -99,6 +101,41 @@ def latency(out: Path, device: torch.device, names: tuple[str, ...], repeats: in
         del model
 
 
+def blocks(out: Path, device: torch.device) -> None:
+    """Every block type's example (tests/test_blocks.py) on ``device``, its parameters in channels-last memory as
+    CUDA training lays them, against the same block on the CPU: output and input gradient, in float32 (TF32 off)."""
+    from blocks import CONFIGS, create
+    from tests.test_blocks import cases, site
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    worst, failures, count = 0.0, [], 0
+    for case in cases():
+        role, tag, example = case.values
+        config = CONFIGS[role][tag].model_validate({"type": tag, **example})
+        shape, _, context = site(role)
+        torch.manual_seed(0)
+        module = create(role, config.model_dump(), **context).eval()  # no dropout draws: CPU and CUDA differ
+        x = torch.randn(2, shape[1], shape[2], shape[0], requires_grad=True)
+        try:
+            results = []
+            for dev in (torch.device("cpu"), device):
+                module.to(dev, memory_format=torch.channels_last if dev.type == "cuda" else torch.preserve_format)
+                xin = x.detach().to(dev).requires_grad_()
+                y = module(xin)
+                y.float().square().sum().backward()
+                results.append((y.detach().cpu().float(), xin.grad.cpu()))
+            (y0, g0), (y1, g1) = results
+            error = max(((y1 - y0).abs().max() / y0.abs().max().clamp_min(1e-6)).item(),
+                        ((g1 - g0).abs().max() / g0.abs().max().clamp_min(1e-6)).item())
+            worst = max(worst, error)
+            count += 1
+            if error > 1e-3:
+                failures.append(f"{case.id}: relative error {error:.2g}")
+        except Exception as err:  # noqa: BLE001
+            failures.append(f"{case.id}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+    record(out, "blocks", compared=count, worst_relative_error=worst, failures=failures)
+
+
 def runtimes(out: Path, device: torch.device, names: tuple[str, ...], repeats: int) -> None:
     import onnxruntime
 
@@ -128,14 +165,15 @@ def runtimes(out: Path, device: torch.device, names: tuple[str, ...], repeats: i
         record(out, "onnxruntime", genome=name, error=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
 
 
-def memory(out: Path, device: torch.device, names: tuple[str, ...], batch: int) -> None:
+def memory(out: Path, device: torch.device, names: tuple[str, ...], batch: int, autocast: bool = True) -> None:
     if device.type != "cuda":
         record(out, "memory", skipped="not a CUDA device")
         return
     for name in names:
         genome = load_genome(f"zoo:{name}")
         shape = sample_shape(genome)
-        estimate = training_memory_estimate(genome, batch, device="cuda", dtype="bfloat16")
+        estimate = training_memory_estimate(genome, batch, device="cuda",
+                                            dtype="bfloat16" if autocast else "float32")
         base = torch.cuda.memory_allocated(device)  # what earlier genomes left behind
         model = compile_model(genome, seed=0).to(device, memory_format=torch.channels_last).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -145,13 +183,14 @@ def memory(out: Path, device: torch.device, names: tuple[str, ...], batch: int) 
         torch.cuda.reset_peak_memory_stats(device)
         try:
             for _ in range(2):
-                with torch.autocast("cuda", dtype=torch.bfloat16):
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                     loss = torch.nn.functional.cross_entropy(model(x), y)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             torch.cuda.synchronize(device)
-            record(out, "memory", genome=name, batch=batch, estimate_gb=round(estimate.total / 1e9, 3),
+            record(out, "memory", genome=name, batch=batch, autocast=autocast,
+                   estimate_gb=round(estimate.total / 1e9, 3),
                    estimate=estimate.describe(),
                    peak_allocated_gb=round((torch.cuda.max_memory_allocated(device) - base) / 1e9, 3),
                    peak_reserved_gb=round(torch.cuda.max_memory_reserved(device) / 1e9, 3))
@@ -225,8 +264,13 @@ def main() -> None:
         env(args.out, device)
     if "latency" in sections:
         latency(args.out, device, names, repeats=5 if quick else 50)
+    if "blocks" in sections:
+        blocks(args.out, device)
     if "memory" in sections:
         memory(args.out, device, ("convnext_t", "caformer_s18", "resnet50"), batch=64)
+    if "memory2" in sections:  # more genomes, with and without autocast
+        for autocast in (True, False):
+            memory(args.out, device, MEMORY_ZOO, batch=32, autocast=autocast)
     if "amp" in sections:
         amp(args.out, device, 1 if quick else args.amp_genomes, 1 if quick else LONG_EPOCHS,
             args.amp_seconds)

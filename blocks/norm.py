@@ -35,7 +35,9 @@ class GroupNorm(BlockModule):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x):
-        x = F.group_norm(x.permute(0, 3, 1, 2), self.groups, self.weight, self.bias, self.eps)
+        # contiguous: torch's CPU group_norm backward on a channels-last view crashed the process (torch 2.13,
+        # a pooling mixer after it; tests/test_blocks.py)
+        x = F.group_norm(x.permute(0, 3, 1, 2).contiguous(), self.groups, self.weight, self.bias, self.eps)
         return x.permute(0, 2, 3, 1)
 
 

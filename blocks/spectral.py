@@ -72,7 +72,9 @@ class GlobalFilter(BlockModule):
     def forward(self, x):
         _, h, w, _ = x.shape
         spectrum = torch.fft.rfft2(x.float(), dim=(1, 2), norm="ortho")
-        spectrum = spectrum * torch.view_as_complex(self.filter)
+        # contiguous: model.to(memory_format=torch.channels_last), as CUDA training does, re-lays this 4-D
+        # parameter too, and view_as_complex needs the (real, imaginary) pairs adjacent
+        spectrum = spectrum * torch.view_as_complex(self.filter.contiguous())
         return torch.fft.irfft2(spectrum, s=(h, w), dim=(1, 2), norm="ortho").to(x.dtype)
 
 

@@ -111,6 +111,24 @@ def test_out_size_agrees_with_the_output(role, tag, example):
     assert tuple(module.out_size(shape[1:])) == tuple(y.shape[1:3]) == config.out_shape(shape, out)[1:]
 
 
+@pytest.mark.parametrize(("role", "tag", "example"), list(cases()))
+def test_block_runs_with_its_parameters_in_channels_last_memory(role, tag, example):
+    """Training and timing on CUDA call ``model.to(memory_format=torch.channels_last)``, which re-lays every 4-D
+    parameter, not only convolution kernels (GFNet's filter once failed so on a GPU): forward and backward must
+    give what the block gives with its parameters as built."""
+    config = CONFIGS[role][tag].model_validate({"type": tag, **example})
+    shape, out, context = site(role)
+    torch.manual_seed(0)
+    module = create(role, config.model_dump(), **context).eval()
+    x = torch.randn(2, shape[1], shape[2], shape[0], requires_grad=True)
+    expected = module(x)
+    module.to(memory_format=torch.channels_last)
+    y = module(x)
+    y.float().square().sum().backward()
+    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-5)
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
+
+
 @pytest.mark.parametrize(("role", "tag"), [(r, t) for r, table in sorted(CONFIGS.items()) for t in sorted(table)])
 def test_module_keeps_the_module_contract(role, tag):
     """A registered module subclasses BlockModule (a head HeadModule), takes every field of its config, and
