@@ -17,12 +17,16 @@ class StarReLU(nn.Module):
         self.bias = nn.Parameter(torch.tensor([float(bias)]))
 
     def forward(self, x):
-        return self.scale * torch.relu(x) ** 2 + self.bias
+        # relu(x) * relu(x), not ** 2: CUDA autocast runs pow in float32, which kept two float32 copies per
+        # activation (the H200's peak for CAFormer-S18 was 1.6x nas.memory's estimate; benchmarks/BENCHMARKS.md)
+        relu = torch.relu(x)
+        return self.scale * (relu * relu) + self.bias
 
 
 class SquaredReLU(nn.Module):
     def forward(self, x):
-        return torch.relu(x) ** 2
+        relu = torch.relu(x)
+        return relu * relu  # not ** 2, as in StarReLU
 
 
 class QuickGELU(nn.Module):
