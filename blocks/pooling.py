@@ -24,7 +24,9 @@ class Pooling(BlockModule):
         self.pool = nn.AvgPool2d(pool_size, stride=1, padding=pool_size // 2, count_include_pad=False)
 
     def forward(self, x):
-        return self.pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) - x
+        # contiguous: CUDA's channels-last avg_pool2d backward dropped the padding offset (pytorch#188344, fixed
+        # in 2026-06), so on torch 2.11 this mixer's input gradient was off by a third on the H200
+        return self.pool(x.permute(0, 3, 1, 2).contiguous()).permute(0, 2, 3, 1) - x
 
 
 class _FreeMixer(BlockConfig):
