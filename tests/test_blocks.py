@@ -129,6 +129,21 @@ def test_block_runs_with_its_parameters_in_channels_last_memory(role, tag, examp
     assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_groupnorm_trains_its_weights_on_an_input_that_wants_no_gradient(bias):
+    """A norm on frozen features: only its weights want a gradient. torch 2.13's CPU group_norm backward on a
+    channels-last view crashed the process so (under a pooling mixer); blocks.norm.GroupNorm copies then."""
+    norm = create("norm", {"type": "groupnorm", "bias": bias}, dim=DIM)
+    pool = create("mixer", {"type": "pooling"}, dim=DIM, size=SIZE)
+    x = torch.randn(2, *SIZE, DIM)
+    y = norm(x)
+    (pool(y) + y).square().sum().backward()
+    reference = torch.nn.GroupNorm(1, DIM, affine=True)
+    expected = reference(x.permute(0, 3, 1, 2).contiguous()).permute(0, 2, 3, 1)
+    torch.testing.assert_close(y, expected)
+    assert torch.isfinite(norm.weight.grad).all() and norm.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize(("role", "tag"), [(r, t) for r, table in sorted(CONFIGS.items()) for t in sorted(table)])
 def test_module_keeps_the_module_contract(role, tag):
     """A registered module subclasses BlockModule (a head HeadModule), takes every field of its config, and
