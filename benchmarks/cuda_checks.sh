@@ -4,7 +4,7 @@
 #
 #   OUT=/some/dir bash benchmarks/cuda_checks.sh
 #
-# Packages the machine lacks travel as wheels in .whl/, made here beforehand (benchmarks/BENCHMARKS.md, "CUDA").
+# Packages the machine lacks travel as wheels in .whl/, made here beforehand by benchmarks/cuda_wheels.sh.
 # Writes to $OUT:
 # checks.jsonl (benchmarks/cuda_checks.py), console.log, the default search's and the training search's report.md
 # and trials.csv, and the latency calibration's JSON.
