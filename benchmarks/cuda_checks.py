@@ -30,8 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch
+from corpus import LONG_EPOCHS, TASKS, for_task, read_jsonl
 
 from nas import compile_model, load_genome
 from nas.cost.latency import measure_latency, time_calls
@@ -40,14 +42,11 @@ from nas.errors import InputError
 from nas.evaluate.train import train_model
 from nas.genome import Genome
 from nas.memory import training_memory_estimate
-from nas.space import fit_space_to_data
 
 CORPUS = ROOT / "benchmarks" / "results" / "corpus"
 LATENCY_ZOO = ("resnet50", "mobilenetv2_100", "convnext_t", "caformer_s18", "swin_t", "maxvit_t", "vmamba_t")
 MEMORY_ZOO = ("convnext_t", "caformer_s18", "resnet50", "swin_t", "mobilenetv2_100", "poolformerv2_s12", "deit_s",
               "maxvit_t")
-TASK_LIMITS = {"digits": 500, "patterns": None}  # benchmarks/corpus.py's TASKS
-LONG_EPOCHS = 12  # benchmarks/corpus.py's LONG_EPOCHS
 
 
 def record(out: Path, section: str, **fields) -> None:
@@ -55,6 +54,11 @@ def record(out: Path, section: str, **fields) -> None:
     with open(out, "a") as f:
         f.write(json.dumps(line, sort_keys=True) + "\n")
     print(json.dumps(line, sort_keys=True), flush=True)
+
+
+def failure(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
 def sample_shape(genome: Genome) -> tuple[int, int, int]:
@@ -97,7 +101,7 @@ def latency(out: Path, device: torch.device, names: tuple[str, ...], repeats: in
                    batch64_ms=round(batch64.median_ms, 3), batch64_bf16_cl_ms=round(batch64_bf16.median_ms, 3),
                    repeats=repeats)
         except Exception as err:  # noqa: BLE001 - one genome's failure is a finding, not the end of the run
-            record(out, "latency", genome=name, error=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+            record(out, "latency", genome=name, error=failure(err))
         del model
 
 
@@ -116,12 +120,12 @@ def blocks(out: Path, device: torch.device) -> None:
         shape, _, context = site(role)
         torch.manual_seed(0)
         module = create(role, config.model_dump(), **context).eval()  # no dropout draws: CPU and CUDA differ
-        x = torch.randn(2, shape[1], shape[2], shape[0], requires_grad=True)
+        x = torch.randn(2, shape[1], shape[2], shape[0])
         try:
             results = []
             for dev in (torch.device("cpu"), device):
                 module.to(dev, memory_format=torch.channels_last if dev.type == "cuda" else torch.preserve_format)
-                xin = x.detach().to(dev).requires_grad_()
+                xin = x.to(dev).requires_grad_()
                 y = module(xin)
                 weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(dev)
                 (y.float() * weights).sum().backward()
@@ -134,7 +138,7 @@ def blocks(out: Path, device: torch.device) -> None:
             if error > 1e-3:
                 failures.append(f"{case.id}: relative error {error:.2g}")
         except Exception as err:  # noqa: BLE001
-            failures.append(f"{case.id}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+            failures.append(f"{case.id}: {failure(err)}")
     record(out, "blocks", compared=count, worst_relative_error=worst, failures=failures)
 
 
@@ -152,7 +156,7 @@ def runtimes(out: Path, device: torch.device, names: tuple[str, ...], repeats: i
             record(out, "compile", genome=name, eager_ms=round(eager, 3), compile_ms=round(compiled, 3),
                    compile_and_time_s=round(time.perf_counter() - start, 1))
         except Exception as err:  # noqa: BLE001
-            record(out, "compile", genome=name, error=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+            record(out, "compile", genome=name, error=failure(err))
     name = names[0]
     genome = load_genome(f"zoo:{name}")
     shape = sample_shape(genome)
@@ -164,7 +168,7 @@ def runtimes(out: Path, device: torch.device, names: tuple[str, ...], repeats: i
         record(out, "onnxruntime", genome=name, clear_error=str(err),
                providers=onnxruntime.get_available_providers())
     except Exception as err:  # noqa: BLE001
-        record(out, "onnxruntime", genome=name, error=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+        record(out, "onnxruntime", genome=name, error=failure(err))
 
 
 def memory(out: Path, device: torch.device, names: tuple[str, ...], batch: int, autocast: bool = True) -> None:
@@ -197,13 +201,9 @@ def memory(out: Path, device: torch.device, names: tuple[str, ...], batch: int, 
                    peak_allocated_gb=round((torch.cuda.max_memory_allocated(device) - base) / 1e9, 3),
                    peak_reserved_gb=round(torch.cuda.max_memory_reserved(device) / 1e9, 3))
         except Exception as err:  # noqa: BLE001
-            record(out, "memory", genome=name, error=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+            record(out, "memory", genome=name, error=failure(err))
         del model, optimizer, x, y
         torch.cuda.empty_cache()
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def amp(out: Path, device: torch.device, genomes: int, epochs: int, seconds: float) -> None:
@@ -211,7 +211,7 @@ def amp(out: Path, device: torch.device, genomes: int, epochs: int, seconds: flo
     canonical = {r["index"]: (r["genome"], r["canonical"]) for r in read_jsonl(CORPUS / "genomes.jsonl")}
     runs = {(r["genome"], r["task"], r["seed"]): r["accuracy"] for r in read_jsonl(CORPUS / "runs.jsonl")
             if r["fidelity"] == "long" and r["epochs"] == LONG_EPOCHS}
-    data = {task: load_data(task, resolution=32, seed=0, limit=limit) for task, limit in TASK_LIMITS.items()}
+    data = {task: load_data(task, resolution=32, seed=0, limit=limit) for task, limit in TASKS.items()}
     start = time.perf_counter()
     for index in range(genomes):
         for task, dataset in data.items():
@@ -219,15 +219,15 @@ def amp(out: Path, device: torch.device, genomes: int, epochs: int, seconds: flo
                 record(out, "amp", stopped=f"time cap of {seconds:.0f} s reached at genome {index}")
                 return
             gid, spec = canonical[index]
-            genome = Genome.model_validate(fit_space_to_data(spec, dataset))
+            genome = for_task(Genome.model_validate(spec), dataset)
             began = time.perf_counter()
             try:
                 result = train_model(compile_model(genome, seed=0), dataset, epochs=epochs, seed=0, device=device)
-                accuracy, failure = result.accuracy, None
+                accuracy, failed = result.accuracy, None
             except (FloatingPointError, RuntimeError) as err:
-                accuracy, failure = None, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                accuracy, failed = None, failure(err)
             record(out, "amp", index=index, genome=gid, task=task, epochs=epochs, device_accuracy=accuracy,
-                   failure=failure, seconds=round(time.perf_counter() - began, 2),
+                   failure=failed, seconds=round(time.perf_counter() - began, 2),
                    cpu_accuracy={seed: runs.get((gid, task, seed)) for seed in (0, 1, 2)
                                  if runs.get((gid, task, seed)) is not None})
     resume(out, device, canonical[0][1], data["digits"])
@@ -235,7 +235,7 @@ def amp(out: Path, device: torch.device, genomes: int, epochs: int, seconds: flo
 
 def resume(out: Path, device: torch.device, spec: dict, dataset) -> None:
     """A run cut after 2 of 4 epochs and resumed from its checkpoint ends where the uninterrupted run does."""
-    genome = Genome.model_validate(fit_space_to_data(spec, dataset))
+    genome = for_task(Genome.model_validate(spec), dataset)
     whole = [train_model(compile_model(genome, seed=0), dataset, epochs=4, seed=0, device=device).history
              for _ in range(2)]
     with tempfile.TemporaryDirectory() as tmp:
