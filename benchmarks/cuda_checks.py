@@ -7,6 +7,8 @@ prints it, so a run cut short keeps what it measured. Sections:
 - ``env``: torch, the GPU, onnxruntime's providers.
 - ``latency``: zoo genomes at their own resolution, batch 1: ``measure_latency`` (CUDA events) twice, a wall clock
   that synchronises after each call (what a user's own timer reads), bf16 autocast with channels-last, and batch 64.
+- ``probe``: events, a synchronised wall clock and launching alone, taking turns in one loop, and the
+  synchronisations one forward pass makes, for the genome whose events and wall clock disagreed.
 - ``compile``: ``--runtime compile`` against eager on two genomes; ``onnxruntime``: whether its CUDA provider is
   there, and what ``--runtime onnxruntime`` on CUDA answers.
 - ``memory``: ``training_memory_estimate`` against torch's peak allocation over two bf16 AdamW steps.
@@ -102,6 +104,43 @@ def latency(out: Path, device: torch.device, names: tuple[str, ...], repeats: in
                    repeats=repeats)
         except Exception as err:  # noqa: BLE001 - one genome's failure is a finding, not the end of the run
             record(out, "latency", genome=name, error=failure(err))
+        del model
+
+
+def probe(out: Path, device: torch.device, names: tuple[str, ...], repeats: int) -> None:
+    """Why a genome's CUDA-event time and its synchronised wall clock disagree (vmamba_t: 54 ms against 83 ms in
+    the first run): in one loop, each round times one call by events, one by the wall clock with a
+    synchronisation, and one by the wall clock up to the call's return (launching alone); then counts the
+    synchronisations and copies one forward pass makes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sync = synchronized(device)
+    for name in names:
+        genome = load_genome(f"zoo:{name}")
+        model = compile_model(genome, seed=0).to(device).eval()
+        x = torch.randn(1, *sample_shape(genome), device=device)
+        events, wall, launch = [], [], []
+        try:
+            with torch.inference_mode():
+                for _ in range(10):
+                    model(x)
+                sync()
+                for _ in range(repeats):
+                    events += time_calls(lambda m=model: m(x), device, 0, 1)
+                    wall += time_calls(lambda m=model: (m(x), sync()), device, 0, 1, cuda_events=False)
+                    launch += time_calls(lambda m=model: m(x), device, 0, 1, cuda_events=False)
+                    sync()
+                activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+                with profile(activities=activities) as prof:
+                    model(x)
+                    sync()
+            counted = {e.key: e.count for e in prof.key_averages()
+                       if any(word in e.key for word in ("Synchronize", "Memcpy", "item", "nonzero", "cudaLaunch"))}
+            median = lambda values: round(sorted(values)[len(values) // 2], 3)  # noqa: E731
+            record(out, "probe", genome=name, events_ms=median(events), wall_sync_ms=median(wall),
+                   launch_ms=median(launch), repeats=repeats, counts=counted)
+        except Exception as err:  # noqa: BLE001
+            record(out, "probe", genome=name, error=failure(err))
         del model
 
 
@@ -266,6 +305,9 @@ def main() -> None:
         env(args.out, device)
     if "latency" in sections:
         latency(args.out, device, names, repeats=5 if quick else 50)
+    if "probe" in sections:
+        probe(args.out, device, ("mobilenetv2_100",) if quick else ("vmamba_t", "convnext_t"),
+              repeats=5 if quick else 40)
     if "blocks" in sections:
         blocks(args.out, device)
     if "memory" in sections:

@@ -32,7 +32,7 @@ step() {  # step NAME SECONDS COMMAND...: run under a limit, log its output and 
 
 step environment 30 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; \
     python3 -c 'import torch, optuna, pydantic, fvcore; print(torch.__version__, optuna.__version__)'"
-step checks 180 python3 benchmarks/cuda_checks.py --out "$OUT/checks.jsonl" --device "$DEVICE" ${CHECKS:-}
+step checks "${CHECKS_LIMIT:-180}" python3 benchmarks/cuda_checks.py --out "$OUT/checks.jsonl" --device "$DEVICE" ${CHECKS:-}
 step default-search 180 python3 -m nas search --device "$DEVICE" --budget 4GFLOPs --timeout 90s --out "$WORK/default"
 cp "$WORK/default/report.md" "$OUT/default_report.md" 2>/dev/null
 cp "$WORK/default/trials.csv" "$OUT/default_trials.csv" 2>/dev/null
