@@ -164,7 +164,7 @@ def blocks(out: Path, device: torch.device) -> None:
             results = []
             for dev in (torch.device("cpu"), device):
                 module.to(dev, memory_format=torch.channels_last if dev.type == "cuda" else torch.preserve_format)
-                xin = x.to(dev).requires_grad_()
+                xin = x.detach().to(dev).requires_grad_()  # a leaf on each device, so its .grad is kept
                 y = module(xin)
                 weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(dev)
                 (y.float() * weights).sum().backward()
