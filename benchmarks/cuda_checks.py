@@ -245,14 +245,14 @@ def memory(out: Path, device: torch.device, names: tuple[str, ...], batch: int, 
         torch.cuda.empty_cache()
 
 
-def amp(out: Path, device: torch.device, genomes: int, epochs: int, seconds: float) -> None:
+def amp(out: Path, device: torch.device, genomes: int, epochs: int, seconds: float, first: int = 0) -> None:
     """Corpus genomes trained on ``device`` with the corpus's recipe (benchmarks/corpus.py), beside its CPU runs."""
     canonical = {r["index"]: (r["genome"], r["canonical"]) for r in read_jsonl(CORPUS / "genomes.jsonl")}
     runs = {(r["genome"], r["task"], r["seed"]): r["accuracy"] for r in read_jsonl(CORPUS / "runs.jsonl")
             if r["fidelity"] == "long" and r["epochs"] == LONG_EPOCHS}
     data = {task: load_data(task, resolution=32, seed=0, limit=limit) for task, limit in TASKS.items()}
     start = time.perf_counter()
-    for index in range(genomes):
+    for index in range(first, first + genomes):
         for task, dataset in data.items():
             if time.perf_counter() - start > seconds:
                 record(out, "amp", stopped=f"time cap of {seconds:.0f} s reached at genome {index}")
@@ -296,6 +296,7 @@ def main() -> None:
     parser.add_argument("--sections", default="env,latency,runtimes,memory,amp")
     parser.add_argument("--amp-genomes", type=int, default=20)
     parser.add_argument("--amp-seconds", type=float, default=60)
+    parser.add_argument("--amp-first", type=int, default=0, help="the corpus index to start at")
     args = parser.parse_args()
     device = torch.device(args.device)
     quick = args.quick
@@ -317,7 +318,7 @@ def main() -> None:
             memory(args.out, device, MEMORY_ZOO, batch=32, autocast=autocast)
     if "amp" in sections:
         amp(args.out, device, 1 if quick else args.amp_genomes, 1 if quick else LONG_EPOCHS,
-            args.amp_seconds)
+            args.amp_seconds, args.amp_first)
     if "runtimes" in sections:  # last: compiling takes the longest
         runtimes(args.out, device, ("mobilenetv2_100",) if quick else ("convnext_t", "caformer_s18"),
                  repeats=5 if quick else 50)
