@@ -219,7 +219,12 @@ def load(corpora: list[Path], first: int | None = None
 
 def single_terms(genomes: dict[str, dict], scores: list[dict], tasks: list[str], batch: str
                  ) -> dict[str, dict[str, dict[str, float]]]:
-    """Each score, params and FLOPs on its own: name -> task -> genome -> value (finite values only)."""
+    """Each score, params and FLOPs on its own: name -> task -> genome -> value (finite values only); on
+    several batches (``A+B``), the mean over them, for the genomes scored on all."""
+    if "+" in batch:
+        per_batch = [single_terms(genomes, scores, tasks, one) for one in batch.split("+")]
+        return {key: {task: mean_over([terms[key][task] for terms in per_batch]) for task in tasks}
+                for key in per_batch[0]}
     names = sorted({k for s in scores for k in s["scores"] if k in TERMS and k != "score"}) + ["params", "flops"]
     out: dict[str, dict[str, dict[str, float]]] = {key: {task: {} for task in tasks} for key in names}
     for s in scores:
@@ -229,6 +234,12 @@ def single_terms(genomes: dict[str, dict], scores: list[dict], tasks: list[str],
                 if value is not None and math.isfinite(value):
                     out[key][s["task"]][s["genome"]] = value
     return out
+
+
+def mean_over(values: list[dict[str, float]]) -> dict[str, float]:
+    """Genome -> the mean of its values in every dict, for the genomes in all of them."""
+    common = set.intersection(*(set(v) for v in values))
+    return {g: float(np.mean([v[g] for v in values])) for g in values[0] if g in common}
 
 
 def fit_all(data: dict[str, tuple[dict, dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -264,6 +275,11 @@ def feature_rows(genomes: dict[str, dict], scores: list[dict], task: str, batch:
     """Genome -> its feature vector (transformed), for the genomes with every feature finite; ``described``:
     each genome's descriptors, where ``features`` names any. Several ``seeds``: each term is the mean of its
     values under those scoring seeds (weights and the scores' randomness), for the genomes scored with all."""
+    if "+" in batch:  # several batches' scores (batch draws), each term the mean over them
+        per_batch = [feature_rows(genomes, scores, task, one, features, described, seeds) for one in batch.split("+")]
+        common = set.intersection(*(set(rows) for rows in per_batch))
+        return {g: [float(np.mean(values)) for values in zip(*(rows[g] for rows in per_batch))]
+                for g in per_batch[0] if g in common}
     if len(seeds) > 1:
         per_seed = [feature_rows(genomes, scores, task, batch, features, described, (seed,)) for seed in seeds]
         common = set.intersection(*(set(rows) for rows in per_seed))
@@ -627,12 +643,11 @@ def main() -> None:
         row(key, per_task)
     hand = {}
     for task in tasks:
-        hand[task] = {}
-        for s in scores:
-            if s["task"] == task and s["batch"] == args.batch and s["seed"] == 0:
-                value = combine(s["scores"], s["batch_size"], weights=HAND_SET)
-                if math.isfinite(value):
-                    hand[task][s["genome"]] = value
+        per_batch = [{s["genome"]: value for s in scores if s["task"] == task and s["batch"] == one
+                      and s["seed"] == 0
+                      and math.isfinite(value := combine(s["scores"], s["batch_size"], weights=HAND_SET))}
+                     for one in args.batch.split("+")]
+        hand[task] = mean_over(per_batch)
     row("hand-set objective before the fit (log structural + log SynFlow + log grad-norm)", hand)
     row("short schedule (3 epochs)", {t: accuracy(runs, t, "short") for t in tasks})
     by_variant: dict[str, list[dict]] = {}
