@@ -29,6 +29,9 @@ def test_training_improves_accuracy_on_an_easy_task(digits):
     assert result.accuracy == result.history[-1] > 0.8  # chance is 0.1
     assert result.history[-1] > result.history[0] and result.seconds > 0
     assert not model.training
+    # the mean training loss of each epoch: it starts near ln(10), the loss of a uniform guess, and falls
+    assert len(result.losses) == 4 and 1.5 < result.losses[0] < 2.6
+    assert all(earlier > later for earlier, later in zip(result.losses, result.losses[1:]))
 
 
 def test_on_epoch_sees_each_epoch_and_its_exceptions_propagate(digits):
@@ -90,6 +93,7 @@ def test_a_run_cut_short_of_its_schedule_resumes_from_its_checkpoint_with_the_un
     rest = train_model(resumed, digits, epochs=4, schedule_epochs=4, seed=3, checkpoint=checkpoint,
                        on_epoch=lambda e, acc: seen.append((e, acc)))
     assert rest.history == uninterrupted.history and seen == list(enumerate(uninterrupted.history, start=1))
+    assert first.losses == uninterrupted.losses[:2] and rest.losses == uninterrupted.losses
     assert all(torch.equal(p, q) for p, q in zip(whole.parameters(), resumed.parameters()))
     assert not checkpoint.exists()  # the schedule is done: nothing left to resume
 

@@ -22,6 +22,9 @@ class TrainResult:
     accuracy: float  # validation top-1 after the last epoch, in [0, 1]
     history: list[float] = field(default_factory=list)  # validation top-1 after each epoch
     seconds: float = 0.0
+    # mean training loss of each epoch (what augmented batches scored during the epoch, before its update); the
+    # sum over the first epochs is Ru et al.'s training-speed estimate (NeurIPS 2021)
+    losses: list[float] = field(default_factory=list)
 
 
 def train_model(model: nn.Module, data: Dataset, *, epochs: int = 5, batch_size: int = 64, lr: float = 2e-3,
@@ -65,9 +68,9 @@ def train_model(model: nn.Module, data: Dataset, *, epochs: int = 5, batch_size:
     with torch.random.fork_rng(devices=[device] if cuda else []):
         torch.manual_seed(seed)
         model.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
-        history = _fit(model, data, epochs, plan, device, cuda, on_epoch,
-                       Path(checkpoint) if checkpoint is not None else None)
-    return TrainResult(accuracy=history[-1], history=history, seconds=time.perf_counter() - start)
+        history, losses = _fit(model, data, epochs, plan, device, cuda, on_epoch,
+                               Path(checkpoint) if checkpoint is not None else None)
+    return TrainResult(accuracy=history[-1], history=history, seconds=time.perf_counter() - start, losses=losses)
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,9 @@ def autocast_for(cuda: bool) -> tuple[Callable[[], object], torch.dtype | None]:
     return (lambda: torch.autocast("cuda", dtype=dtype)), dtype
 
 
-def _fit(model, data, epochs: int, plan: Plan, device, cuda, on_epoch, checkpoint: Path | None) -> list[float]:
+def _fit(model, data, epochs: int, plan: Plan, device, cuda, on_epoch, checkpoint: Path | None
+         ) -> tuple[list[float], list[float]]:
+    """Validation accuracy and mean training loss, per epoch."""
     n = len(data.train_y)
     batch_size = plan.batch_size
     steps_per_epoch = plan.steps_per_epoch  # drop the ragged last batch: a batch of one breaks batch norm
@@ -153,6 +158,7 @@ def _fit(model, data, epochs: int, plan: Plan, device, cuda, on_epoch, checkpoin
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     train_x, train_y = on_device(data.train_x, device), on_device(data.train_y, device)
     history: list[float] = []
+    losses: list[float] = []
     state = _load_checkpoint(checkpoint, plan, device)
     if state is not None and len(state["history"]) <= epochs:
         model.load_state_dict(state["model"])
@@ -163,12 +169,14 @@ def _fit(model, data, epochs: int, plan: Plan, device, cuda, on_epoch, checkpoin
         if cuda and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         history = [float(a) for a in state["history"]]
+        losses = [float(v) for v in state.get("losses", [])]  # a checkpoint written before losses were kept: none
         for epoch, accuracy in enumerate(history, start=1):  # what was done, reported as if just done
             if on_epoch is not None:
                 on_epoch(epoch, accuracy)
     for epoch in range(len(history) + 1, epochs + 1):
         model.train()
         order = torch.randperm(n)
+        loss_sum = torch.zeros((), device=device)
         for step in range(steps_per_epoch):
             idx = order[step * batch_size:(step + 1) * batch_size]
             x = train_x[idx.to(train_x.device)].to(device, non_blocking=True)
@@ -180,6 +188,7 @@ def _fit(model, data, epochs: int, plan: Plan, device, cuda, on_epoch, checkpoin
                 loss = F.cross_entropy(model(x), y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch}, step {step + 1}")
+            loss_sum += loss.detach().float()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -187,11 +196,12 @@ def _fit(model, data, epochs: int, plan: Plan, device, cuda, on_epoch, checkpoin
             schedule.step()
         accuracy = evaluate_accuracy(model, data, device=device, batch_size=max(256, batch_size))
         history.append(accuracy)
+        losses.append(float(loss_sum) / steps_per_epoch)
         if on_epoch is not None:
             on_epoch(epoch, accuracy)
     if checkpoint is not None:
         if epochs < plan.schedule_epochs:
-            state = {"plan": plan.__dict__, "history": history, "model": model.state_dict(),
+            state = {"plan": plan.__dict__, "history": history, "losses": losses, "model": model.state_dict(),
                      "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                      "scaler": scaler.state_dict(), "rng": torch.get_rng_state()}
             if cuda:
@@ -199,7 +209,7 @@ def _fit(model, data, epochs: int, plan: Plan, device, cuda, on_epoch, checkpoin
             _save_checkpoint(checkpoint, state)
         else:
             checkpoint.unlink(missing_ok=True)
-    return history
+    return history, losses
 
 
 def evaluate_accuracy(model: nn.Module, data: Dataset, *, device: str | torch.device = "cpu",
