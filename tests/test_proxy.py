@@ -192,16 +192,20 @@ def test_a_recorded_fit_is_described_with_its_corpus_and_held_out_tau_while_this
     from nas.evaluate.proxy import describe_objective, objective_identity
 
     own = objective_identity("metaformer_hybrid")
-    assert describe_objective(own) == (f"fit `metaformer_hybrid.json` ({own['digest']}) on the trained corpus "
-                                       "corpus_hybrid32 (200 genomes); Kendall tau on held-out genomes +0.554 "
-                                       "(patterns)")
+    assert describe_objective(own) == (f"fit `metaformer_hybrid.json` ({own['digest']}) on 200 trained genomes "
+                                       "(benchmarks/results/corpus_hybrid32); Kendall tau on held-out genomes "
+                                       "+0.554 (patterns)")
     assert describe_objective({"name": "any", "digest": "0123456789ab"}) == (
         "fit `any.json` (0123456789ab), which this nas no longer ships")
     assert describe_objective({"name": "gone.data", "digest": "0123456789ab"}) == (
         "fit `gone.data.json` (0123456789ab), which this nas no longer ships")
     twin = objective_identity("tiny.data")
-    assert describe_objective(twin).startswith(f"fit `tiny.data.json` ({twin['digest']}) on the trained corpus "
-                                               "corpus (240 genomes) (scores of the tasks' images); Kendall tau")
+    assert describe_objective(twin).startswith(f"fit `tiny.data.json` ({twin['digest']}) on 240 trained genomes "
+                                               "(benchmarks/results/corpus) (scores of the tasks' images); Kendall tau")
+    shared = objective_identity("any")
+    assert describe_objective(shared).startswith(
+        f"fit `any.json` ({shared['digest']}) on 440 trained genomes (benchmarks/results/corpus: 240, "
+        "benchmarks/results/corpus_hybrid32: 200); Kendall tau")
 
 
 def test_the_descriptors_say_which_family_holds_the_compute_and_how_deep_and_wide():

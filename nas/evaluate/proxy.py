@@ -256,9 +256,11 @@ def describe_objective(identity: dict[str, str]) -> str:
     if not (OBJECTIVES / f"{name}.json").is_file() or objective_identity(name) != identity:
         return text + ", which this nas no longer ships"
     fitted = fitted_objective(name)
-    corpora = ", ".join(f"{corpus} ({count} genomes)" for corpus, count in fitted.get("corpora", {}).items())
+    counts = fitted.get("corpora", {})
+    where = ", ".join(f"benchmarks/results/{corpus}" + (f": {count}" if len(counts) > 1 else "")
+                      for corpus, count in counts.items())
     images = " (scores of the tasks' images)" if fitted.get("batch") == "task" else ""
-    text += f" on the trained corpus {corpora}{images}"
+    text += f" on {sum(counts.values())} trained genomes ({where}){images}"
     held_out = fitted.get("held_out_tau", {})
     if held_out:
         text += "; Kendall tau on held-out genomes " + ", ".join(f"{t:+.3f} ({task})" for task, t in held_out.items())
