@@ -14,8 +14,8 @@ recipe and seed 0 (benchmarks/corpus.py) and keeps the mean training loss of eac
     python benchmarks/corpus_losses.py --analyse          # the table, from what is there
 
 ``--analyse``: Kendall tau against the long accuracy (the mean over the corpus's three seeds) of the validation
-accuracy after epoch k, of minus the sum of the training losses over epochs 1..k, and of each beside the
-objective's value (the mean rank, as ``nas.search.cascade.first_rung_order`` ranks a first rung).
+accuracy after epoch k, of minus the sum of the training losses over epochs 1..k, of minus epoch k's loss, and
+of the mean rank of the accuracy and the loss sum.
 """
 from __future__ import annotations
 
@@ -82,13 +82,6 @@ def three_seed_truth(runs: list[dict], task: str) -> dict[str, float]:
     return {g: float(np.mean(v)) for g, v in per.items()}
 
 
-def objective_values(corpus: Path, task: str) -> dict[str, float]:
-    """Genome -> the shipped objective's value on the task's own images (what the cascade's zero-cost stage
-    records as ``score`` in a search given ``--data``). The shipped fit has seen these genomes: an upper figure."""
-    return {s["genome"]: s["scores"]["score"] for s in read_jsonl(corpus / "scores.jsonl")
-            if s["task"] == task and s["batch"] == "task" and s["seed"] == 0 and "score" in s["scores"]}
-
-
 def tau(x: dict[str, float], truth: dict[str, float]) -> tuple[float, int]:
     common = sorted(set(x) & set(truth))
     return float(kendalltau([x[g] for g in common], [truth[g] for g in common]).statistic), len(common)
@@ -108,19 +101,16 @@ def analyse(corpus: Path) -> None:
           f"{len(matched)}\n")
     epochs = min(len(r["losses"]) for r in records)
     print("| task | genomes | after epoch k | validation accuracy | minus the training losses' sum over epochs "
-          "1..k | minus epoch k's training loss | accuracy and objective, mean rank | loss sum and objective, "
-          "mean rank |")
-    print("|---|---|---|---|---|---|---|---|")
+          "1..k | minus epoch k's training loss | validation accuracy and the loss sum, mean rank |")
+    print("|---|---|---|---|---|---|---|")
     for task in sorted({r["task"] for r in records}):
         truth = three_seed_truth(runs, task)
         mine = [r for r in records if r["task"] == task]
-        objective = objective_values(corpus, task)
         for k in range(1, epochs + 1):
             accuracy = {r["genome"]: r["history"][k - 1] for r in mine}
             tse = {r["genome"]: -sum(r["losses"][:k]) for r in mine}
             last = {r["genome"]: -r["losses"][k - 1] for r in mine}
-            cells = [tau(s, truth) for s in (accuracy, tse, last, mean_rank(accuracy, objective),
-                                            mean_rank(tse, objective))]
+            cells = [tau(s, truth) for s in (accuracy, tse, last, mean_rank(accuracy, tse))]
             print(f"| {task} | {cells[0][1]} | {k} | " + " | ".join(f"{t:+.3f}" for t, _ in cells) + " |")
 
 
