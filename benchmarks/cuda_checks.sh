@@ -41,4 +41,10 @@ step train-search 80 python3 -m nas search --space tiny --data digits --data-lim
 cp "$WORK/train/report.md" "$OUT/train_report.md" 2>/dev/null
 step calibrate 70 python3 -m nas latency calibrate --device "$DEVICE" --genomes 10 --table "$WORK/latency.sqlite" \
     --json "$OUT/calibrate.json"
+# The same with three times the timings and more warm-up: whether the two passes then agree (the first run's moved
+# by a median of 47% at 10 timings after 3 warm-ups). Not in a full run (STEPS=all): name it.
+if [[ ",${STEPS:-}," == *",calibrate-steady,"* ]]; then
+    step calibrate-steady 170 python3 -m nas latency calibrate --device "$DEVICE" --genomes 10 --repeats 30 \
+        --warmup 10 --table "$WORK/latency_steady.sqlite" --json "$OUT/calibrate_steady.json"
+fi
 echo "=== done $(date -u +%H:%M:%S)" | tee -a "$LOG"
