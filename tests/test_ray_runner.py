@@ -150,6 +150,28 @@ def test_a_training_search_on_ray_reports_epochs_and_asha_decides(tmp_path: Path
     assert len(complete) + len(pruned) + failed + len(scoring) == len(trials)
 
 
+def test_a_training_search_on_ray_promotes_through_a_middle_rung_from_each_genomes_checkpoint(tmp_path: Path,
+                                                                                                cluster: str):
+    # --rungs auto with 1 then 4 epochs: the first stage, a rung at 2 epochs, then the long schedule's end
+    done = run_nas("search", "--space", "tiny", "--objective", "train", "--data", "digits", "--data-limit", "100",
+                   "--epochs", "1", "--long-epochs", "4", "--rungs", "auto", "--trials", "14", "--references",
+                   "none", "--runner", "ray", "--address", cluster, "--out", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    trials = [t for t in stored(tmp_path / "run") if t.state == TrialState.COMPLETE and not is_screening(t)]
+    by_number = {t.number: t for t in trials}
+    stages = [(t.user_attrs["genome_hash"], t.user_attrs["stage"]) for t in trials]
+    assert len(stages) == len(set(stages))  # no genome evaluated twice at one stage
+    middle = [t for t in trials if t.user_attrs["stage"] == "train-epoch-2"]
+    assert middle, "no promotion to the middle rung in 14 trials"
+    for promoted in middle + [t for t in trials if t.user_attrs["stage"] == "train-long"]:
+        source = by_number[promoted.user_attrs["promoted_from"]]
+        assert source.user_attrs["genome_hash"] == promoted.user_attrs["genome_hash"]
+        # trained on from the source's checkpoint: the epochs it had are restored, not trained again
+        restored = {k: v for k, v in source.user_attrs.items() if k.startswith("accuracy_epoch_")}
+        assert restored and all(promoted.user_attrs[k] == v for k, v in restored.items())
+        assert f"accuracy_epoch_{promoted.user_attrs['epochs']}" in promoted.user_attrs
+
+
 SLOW_SEARCH = textwrap.dedent("""
     import sys, time
     import nas
