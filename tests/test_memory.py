@@ -182,6 +182,16 @@ def test_auto_picks_a_smaller_batch_when_less_memory_is_free(monkeypatch):
     assert SupernetTrainOptions(batch_size="auto").check().batch_size == "auto"
 
 
+def test_a_batch_larger_than_the_data_set_is_counted_as_the_batch_training_takes():
+    genome = _hybrid()
+    options = SearchOptions(objective="train", data="synthetic", data_limit=20, batch_size=64)
+    inputs, _ = search_inputs(genome.to_dict(), options)
+    images = len(inputs.dataset.train_y)
+    assert images < 64  # train_model trains on batches of min(64, images)
+    _, line = training_batch(options, genome, inputs.dataset, "cpu", "this genome")
+    assert f"at batch {images} " in line and "at batch 64" not in line
+
+
 def test_nothing_fits_is_a_one_line_error(monkeypatch, tmp_path, capsys):
     with pytest.raises(InputError, match="even at batch 1"):
         choose_batch(lambda batch: training_memory_estimate(_hybrid(), batch), "cpu", free=10**5)

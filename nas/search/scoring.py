@@ -74,8 +74,10 @@ def default_workers(options: SearchOptions, device: str, custom: bool, median_fl
 
 
 def training_memory(genome: Genome, dataset: Any, device: str, batch: int) -> TrainingMemory:
-    """What training ``genome`` as a trial does holds at its peak (``nas.memory``): ``train_model`` at ``batch``,
-    then its validation at ``max(256, batch)`` images a forward."""
+    """What training ``genome`` as a trial does holds at its peak (``nas.memory``): ``train_model`` at ``batch``
+    (no more than the training images, as ``train_model`` takes), then its validation at ``max(256, batch)``
+    images a forward."""
+    batch = min(batch, len(dataset.train_y))
     return training_memory_estimate(genome, batch, validation_batch=min(max(256, batch), len(dataset.val_y)),
                                     device=device, dtype="bfloat16" if device.startswith("cuda") else "float32")
 
