@@ -96,6 +96,14 @@ def test_the_surrogate_ranks_held_out_results_it_can_learn_and_not_noise():
     assert held_out_tau(x, learnable) > 0.6
     assert abs(held_out_tau(x, rng.random(40))) < 0.35
     assert held_out_tau(x[:3], learnable[:3]) is None  # too few results to hold one out
+    # the interval around the held-out tau, by bootstrap over the results: it holds the tau and narrows as the
+    # results grow
+    few, many = Surrogate(seed=0).fit(x[:10], learnable[:10]), Surrogate(seed=0).fit(x, learnable)
+    for fitted in (few, many):
+        low, high = fitted.held_out_interval()
+        assert low <= fitted.held_out_tau() <= high
+    assert np.subtract(*many.held_out_interval()[::-1]) < np.subtract(*few.held_out_interval()[::-1])
+    assert Surrogate(seed=0).fit(x[:3], learnable[:3]).held_out_interval() is None
     mean, spread = Surrogate(seed=0).fit(x, learnable).predict(x[:5])
     assert mean.shape == spread.shape == (5,) and (spread >= 0).all()
     assert np.corrcoef(mean, learnable[:5])[0, 1] > 0.8
@@ -170,7 +178,10 @@ def test_the_cascade_sampler_picks_new_genomes_and_better_ones_once_it_has_learn
     uniform = [t.value for t in trials if t.user_attrs["picked_by"] == "uniform"]
     learned = [t for t in trials if t.user_attrs["picked_by"] == "surrogate"]
     assert len(uniform) == 6 and len(learned) == 16
-    assert all({"predicted", "spread", "surrogate_results", "surrogate_tau"} <= set(t.user_attrs) for t in learned)
+    assert all({"predicted", "spread", "surrogate_results", "surrogate_tau", "surrogate_interval"} <= set(t.user_attrs)
+               for t in learned)
+    low, high = learned[-1].user_attrs["surrogate_interval"]
+    assert low <= learned[-1].user_attrs["surrogate_tau"] <= high
     everything_in_pool = [sum(w for w in _widths(p)) for p in pool.params]
     assert np.median([t.value for t in learned]) > np.percentile(everything_in_pool, 75)
     assert np.median([t.value for t in learned]) > np.median(uniform)
@@ -195,6 +206,7 @@ def test_a_default_search_screens_tags_its_trials_and_reports_the_cascade(tmp_pa
     assert sum(t.user_attrs.get("picked_by") == "surrogate" for t in trials) >= 4
     report = (out / "report.md").read_text()
     assert "## Cascade" in report and "500 drawn" in report and "held-out Kendall tau over the 12 results" in report
+    assert "95% bootstrap interval" in report
     assert result.best is not None
 
     # Resumed with more trials: the same pool (from the cache), and no genome evaluated twice.

@@ -70,7 +70,7 @@ from nas.genome import Genome
 from nas.graph import build_graph
 from nas.search.params import random_params
 from nas.search.samplers import PlanningSampler
-from nas.search.surrogate import MIN_FIT, Encoder, Surrogate, held_out_tau, ucb
+from nas.search.surrogate import MIN_FIT, Encoder, Surrogate, held_out, ucb
 from nas.search.trial import INHERITED, SCREEN_SCORES, ZERO_COST, is_promotion, rung_order, rung_stage
 from nas.space import choices, space_size
 from runners.base import SCREENING, is_screening
@@ -367,7 +367,7 @@ class CascadeSampler(PlanningSampler):
             known_results, known_candidates = (None, None) if known is None else known
             surrogate = Surrogate(seed=self._seed).fit(x, y, known_results)
             mean, spread = surrogate.predict(rows, known_candidates)
-            tau = surrogate.held_out_tau()
+            tau, interval = surrogate.held_out_tau(), surrogate.held_out_interval()
             gain = ucb(mean, spread)
             if self.second_cost is not None:
                 weight = self._rng.random()
@@ -377,7 +377,8 @@ class CascadeSampler(PlanningSampler):
             chosen = candidates[best]
             attrs.update(picked_by="surrogate", predicted=round(float(mean[best]), 6),
                          spread=round(float(spread[best]), 6), surrogate_results=len(y),
-                         surrogate_tau=None if tau is None else round(tau, 4))
+                         surrogate_tau=None if tau is None else round(tau, 4),
+                         surrogate_interval=None if interval is None else [round(v, 4) for v in interval])
         return Pick(self.pool.hashes[chosen], dict(self.pool.params[chosen]), attrs)
 
     def _promotion(self, trials: list[FrozenTrial]) -> Pick | None:
@@ -553,8 +554,9 @@ def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], stage: s
                  for t in trials)
     known = known_parts(trials, stage)
     beside = sum(bool(t.user_attrs.get(RANKED_WITH_OBJECTIVE)) for t in trials)
+    tau, interval = held_out(x, y, seed=seed, known=known) if len(y) else (None, None)
     return {"results": len(y), "surrogate_picks": picked,
-            "held_out_tau": held_out_tau(x, y, seed=seed, known=known), "zero_cost_features": names,
+            "held_out_tau": tau, "held_out_interval": interval, "zero_cost_features": names,
             "knows_data_free": known is not None, "across_rungs": bool(promotion_stages(trials)),
             "ranked_with_objective": beside}
 

@@ -406,7 +406,7 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
         if t.state in FINISHED and not is_duplicate(t) and "stage" in t.user_attrs and "estimated" not in t.user_attrs:
             stages[t.user_attrs["stage"]] = stages.get(t.user_attrs["stage"], 0) + 1
     summary = surrogate_summary(space, trials, first_stage, seed)
-    tau = summary["held_out_tau"]
+    tau, interval = summary["held_out_tau"], summary["held_out_interval"]
     lines = ["## Cascade", "", "| stage | genomes | cost each |", "|---|---|---|",
              f"| screen (data-free: analytic cost, structural score, the objective's data-free part) | "
              f"{screened['drawn']:,} drawn, "
@@ -430,6 +430,7 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
                   f"{source}. Its held-out Kendall tau over the {summary['results']} results (each predicted by "
                   f"the trees fitted without it): "
                   + (f"**{tau:+.2f}**" if tau is not None else "not measured (too few distinct results)")
+                  + (f", 95% bootstrap interval {interval[0]:+.2f} to {interval[1]:+.2f}" if interval else "")
                   + " (1: it ranks the genomes it did not see as they scored; 0: no better than chance)."
                   + (" A result is read at the long schedule's end where the genome was promoted there, else at "
                      "its highest rung plus the median gain from that rung to the end." if summary["across_rungs"]

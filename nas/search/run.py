@@ -621,8 +621,11 @@ def _surrogate_text(trials: list[optuna.trial.FrozenTrial]) -> str:
     """The cascade's surrogate as of its latest pick: how well it ranks the results it did not see."""
     for t in reversed(trials):
         if t.user_attrs.get("picked_by") == "surrogate" and not is_screening(t):
-            tau = t.user_attrs.get("surrogate_tau")
-            return "" if tau is None else f"  surrogate tau {tau:+.2f} ({t.user_attrs['surrogate_results']} results)"
+            tau, interval = t.user_attrs.get("surrogate_tau"), t.user_attrs.get("surrogate_interval")
+            if tau is None:
+                return ""
+            spread = f"{interval[0]:+.2f} to {interval[1]:+.2f}, " if interval else ""
+            return f"  surrogate tau {tau:+.2f} ({spread}{t.user_attrs['surrogate_results']} results)"
     return ""
 
 
