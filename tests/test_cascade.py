@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from scipy.stats import kendalltau
 
 import nas
 from nas.cost import analytic_cost
@@ -22,6 +23,7 @@ from nas.search.cascade import (
     rung_targets,
     screen,
     stage_results,
+    surrogate_summary,
     zero_cost_features,
 )
 from nas.search.params import option_labels
@@ -362,6 +364,12 @@ def test_a_training_cascade_scores_genomes_zero_cost_before_training_them(tmp_pa
     assert f"{len(scoring)} genomes scored zero-cost ahead of training (not counted)" in report
     assert "choices, data-free costs and zero-cost scores" in report
     assert f"- zero-cost stage: fit `tiny.data.json` ({objective_identity('tiny.data')['digest']})" in report
+    # beside the surrogate's held-out tau, what the zero-cost features rank the same results at unfitted
+    single = surrogate_summary(space, trials, "train")["single_taus"]
+    assert single and set(single) <= set(ZERO_COST_FEATURES) and all(-1 <= t <= 1 for t in single.values())
+    unfitted = kendalltau(x[1:, -len(ZERO_COST_FEATURES)], y[1:]).statistic  # the objective's value, "score"
+    assert single["score"] == pytest.approx(unfitted)
+    assert f"the objective's value ranks them at {single['score']:+.2f}" in report
 
 
 def test_a_resumed_training_cascade_scores_no_genome_twice_and_trains_only_scored_ones(tmp_path: Path):

@@ -52,7 +52,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,7 +62,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
-from scipy.stats import rankdata
+from scipy.stats import kendalltau, rankdata
 
 from nas.cost import analytic_cost
 from nas.errors import GenomeError
@@ -557,8 +557,23 @@ def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], stage: s
     tau, interval = held_out(x, y, seed=seed, known=known) if len(y) else (None, None)
     return {"results": len(y), "surrogate_picks": picked,
             "held_out_tau": tau, "held_out_interval": interval, "zero_cost_features": names,
+            "single_taus": _single_taus(x[:, x.shape[1] - len(names):], y, names),
             "knows_data_free": known is not None, "across_rungs": bool(promotion_stages(trials)),
             "ranked_with_objective": beside}
+
+
+def _single_taus(columns: np.ndarray, y: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Each zero-cost feature's own Kendall tau against the results, over the genomes it scored (at least
+    ``MIN_FIT``): what the surrogate must beat to be worth its fitting. Nothing is fitted, but the best of them
+    is only known in hindsight."""
+    out = {}
+    for j, name in enumerate(names):
+        seen = np.isfinite(columns[:, j])
+        if seen.sum() >= MIN_FIT and np.ptp(y[seen]) > 0 and np.ptp(columns[seen, j]) > 0:
+            tau = kendalltau(columns[seen, j], y[seen]).statistic
+            if math.isfinite(tau):
+                out[name] = float(tau)
+    return out
 
 
 def _standard(values: np.ndarray) -> np.ndarray:

@@ -435,6 +435,14 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
                   + (" A result is read at the long schedule's end where the genome was promoted there, else at "
                      "its highest rung plus the median gain from that rung to the end." if summary["across_rungs"]
                      else ""), ""]
+    single = summary["single_taus"]
+    if single:
+        scores = {name: t for name, t in single.items() if name != "score"}
+        parts = ([f"the objective's value ranks them at {single['score']:+.2f}"] if "score" in single else []) + (
+            [f"the best single zero-cost score, picked in hindsight, {max(scores, key=scores.get)}, at "
+             f"{max(scores.values()):+.2f}"] if scores else [])
+        lines += ["Over the same results, with nothing fitted: " + "; ".join(parts) + ". A surrogate below these "
+                  "adds nothing to them yet.", ""]
     if summary["ranked_with_objective"]:
         lines += [f"{summary['ranked_with_objective']} promotions from the first stage were chosen by the mean of "
                   "two ranks: the first-stage accuracy and the objective's value at the zero-cost stage.", ""]
