@@ -9,7 +9,8 @@ score). A choice a genome never made (a kernel under a mixer it did not take) is
 The model is scikit-learn's random forest: it handles one-hot and numeric columns alike, needs no scaling, and
 the spread of its trees' predictions is the uncertainty an upper confidence bound (``ucb``) uses.
 ``held_out_tau`` is its out-of-bag Kendall tau over the stage's results so far: each result predicted by the
-trees that were fitted without it.
+trees that were fitted without it; ``held_out_interval`` bootstraps that figure over the results, as over a few
+results it says little.
 
 Where part of each result is known exactly before it is measured (``known``: a proxy score's data-free part,
 ``nas.evaluate.proxy.data_free_score``), the forest learns only the rest, and every prediction is the known part
