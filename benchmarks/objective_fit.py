@@ -242,6 +242,12 @@ def mean_over(values: list[dict[str, float]]) -> dict[str, float]:
     return {g: float(np.mean([v[g] for v in values])) for g in values[0] if g in common}
 
 
+def mean_rows(rows: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Genome -> the term-by-term mean of its feature rows in every dict, for the genomes in all of them."""
+    common = set.intersection(*(set(r) for r in rows))
+    return {g: [float(np.mean(values)) for values in zip(*(r[g] for r in rows))] for g in rows[0] if g in common}
+
+
 def fit_all(data: dict[str, tuple[dict, dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ridge fitted on every genome of every task (what ``--write`` ships)."""
     xs, ys = [], []
@@ -276,15 +282,11 @@ def feature_rows(genomes: dict[str, dict], scores: list[dict], task: str, batch:
     each genome's descriptors, where ``features`` names any. Several ``seeds``: each term is the mean of its
     values under those scoring seeds (weights and the scores' randomness), for the genomes scored with all."""
     if "+" in batch:  # several batches' scores (batch draws), each term the mean over them
-        per_batch = [feature_rows(genomes, scores, task, one, features, described, seeds) for one in batch.split("+")]
-        common = set.intersection(*(set(rows) for rows in per_batch))
-        return {g: [float(np.mean(values)) for values in zip(*(rows[g] for rows in per_batch))]
-                for g in per_batch[0] if g in common}
+        return mean_rows([feature_rows(genomes, scores, task, one, features, described, seeds)
+                          for one in batch.split("+")])
     if len(seeds) > 1:
-        per_seed = [feature_rows(genomes, scores, task, batch, features, described, (seed,)) for seed in seeds]
-        common = set.intersection(*(set(rows) for rows in per_seed))
-        return {g: [float(np.mean(values)) for values in zip(*(rows[g] for rows in per_seed))]
-                for g in per_seed[0] if g in common}
+        return mean_rows([feature_rows(genomes, scores, task, batch, features, described, (seed,))
+                          for seed in seeds])
     rows = {}
     for s in scores:
         if s["task"] != task or s["batch"] != batch or s["seed"] != seeds[0]:

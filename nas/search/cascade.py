@@ -367,7 +367,9 @@ class CascadeSampler(PlanningSampler):
             known_results, known_candidates = (None, None) if known is None else known
             surrogate = Surrogate(seed=self._seed).fit(x, y, known_results)
             mean, spread = surrogate.predict(rows, known_candidates)
-            tau, interval = surrogate.held_out_tau(), surrogate.held_out_interval()
+            tau = surrogate.held_out_tau()
+            # the interval only where the progress line shows it: a training, not a zero-cost pick ahead of one
+            interval = None if attrs.get(SCREENING) else surrogate.held_out_interval()
             gain = ucb(mean, spread)
             if self.second_cost is not None:
                 weight = self._rng.random()
