@@ -14,6 +14,11 @@ the best geometric mean of random's exact median over its median cost, over the 
 seeds 40-69 (``--seeds 30``); seeds 70-139 (``--seeds 100``) followed, and showed the three rules alike.
 Every seed's cost to a top-5% genome is appended to ``promotion_order.jsonl`` as it is replayed (resumable).
 
+``equal-rate-5`` is ``equal`` promoting the top fifth of a rung rather than its top third
+(``nas.search.cascade.Promotion.rate``): on seeds 140-169 it cost less than rate 3 in the four cells (looked at
+with rates 4 and 6 beside it, ``replay_discovery.py``'s entry in benchmarks/BENCHMARKS.md); seeds 170-269 judge
+it (``--rules equal,equal-rate-5 --first-seed 170 --seeds 100``, then ``--table --from 170 --against equal``).
+
     python benchmarks/replay_promotion_order.py --tasks digits        # and patterns beside it; then --table
     python benchmarks/replay_promotion_order.py --table
 """
@@ -34,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import replay as R  # noqa: E402  (first: it orders sys.path so that nas's runners package is found)
 
 OUT = R.ROOT / "benchmarks" / "results" / "replay" / "promotion_order.jsonl"
-RULES = {"accuracy": dict(promote_by_score=False), "agreement": dict(weight=None), "equal": dict(weight=0.5)}
+RULES = {"accuracy": dict(promote_by_score=False), "agreement": dict(weight=None), "equal": dict(weight=0.5),
+         "equal-rate-5": dict(weight=0.5, rate=5)}
 OBJECTIVES = {"genomes": "fitted on the task", "task": "fitted on the other task"}
 FIRST_SEED = 40
 
@@ -44,13 +50,13 @@ def done(out: Path) -> dict[tuple, dict]:
     return {(r["task"], r["rule"], r["objective"], r["seed"]): r for r in rows}
 
 
-def run(tasks: list[str], seeds: int, out: Path, rules: list[str]) -> None:
+def run(tasks: list[str], seeds: int, out: Path, rules: list[str], first_seed: int = FIRST_SEED) -> None:
     corpus = R.read_corpus("tiny", truth="seeds")
     have = done(out)
     with out.open("a") as f:
         for name in tasks:
             task = corpus.task(name)
-            for seed in range(FIRST_SEED, FIRST_SEED + seeds):
+            for seed in range(first_seed, first_seed + seeds):
                 for objective in OBJECTIVES:
                     for rule in rules:
                         options = RULES[rule]
@@ -63,12 +69,12 @@ def run(tasks: list[str], seeds: int, out: Path, rules: list[str]) -> None:
                         f.flush()
 
 
-def table(out: Path, below: int | None = None) -> str:
-    rows = [r for r in done(out).values() if below is None or r["seed"] < below]
+def table(out: Path, below: int | None = None, since: int = 0, against: str = "accuracy") -> str:
+    rows = [r for r in done(out).values() if (below is None or r["seed"] < below) and r["seed"] >= since]
     lines = ["| promotion from the first rung | " + " | ".join(f"{t}, objective {OBJECTIVES[o]}" for t in
                                                                ("digits", "patterns") for o in OBJECTIVES)
              + " | geometric mean of the ratios |", "|---" * 6 + "|"]
-    for rule in RULES:
+    for rule in sorted({r["rule"] for r in rows}, key=list(RULES).index):
         cells, ratios = [], []
         for name in ("digits", "patterns"):
             for objective in OBJECTIVES:
@@ -82,22 +88,22 @@ def table(out: Path, below: int | None = None) -> str:
                 cells.append(f"{cell}: **{ratio:.2f}** ({len(found)} seeds)")
         mean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else math.nan
         lines.append(f"| {rule} | " + " | ".join(cells) + f" | {mean:.2f} |")
-    return "\n".join(lines) + "\n\n" + paired(rows)
+    return "\n".join(lines) + "\n\n" + paired(rows, against)
 
 
-def paired(rows: list[dict]) -> str:
-    """Each rule against ``accuracy`` seed by seed (the same seeds, the same draws until the orders differ):
+def paired(rows: list[dict], against: str = "accuracy") -> str:
+    """Each rule against ``against`` seed by seed (the same seeds, the same draws until the orders differ):
     on how many seeds it cost less and more, and Wilcoxon's signed-rank p."""
     cost = {(r["task"], r["rule"], r["objective"], r["seed"]): r["cost_to_top"] for r in rows}
-    lines = ["| rule against `accuracy`, seed by seed | " + " | ".join(
+    lines = [f"| rule against `{against}`, seed by seed | " + " | ".join(
         f"{t}, objective {OBJECTIVES[o]}" for t in ("digits", "patterns") for o in OBJECTIVES) + " |", "|---" * 5 + "|"]
-    for rule in list(RULES)[1:]:
+    for rule in [r for r in RULES if r != against and any(k[1] == r for k in cost)]:
         cells = []
         for name in ("digits", "patterns"):
             for objective in OBJECTIVES:
-                seeds = [k[3] for k in cost if k[:3] == (name, rule, objective) and (name, "accuracy", objective, k[3])
+                seeds = [k[3] for k in cost if k[:3] == (name, rule, objective) and (name, against, objective, k[3])
                          in cost]
-                base = np.array([cost[(name, "accuracy", objective, s)] for s in seeds])
+                base = np.array([cost[(name, against, objective, s)] for s in seeds])
                 it = np.array([cost[(name, rule, objective, s)] for s in seeds])
                 p = wilcoxon(base, it).pvalue if (base != it).any() else 1.0
                 cells.append(f"less on {(it < base).sum()}, more on {(it > base).sum()} of {len(seeds)}; p {p:.2f}")
@@ -112,13 +118,17 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the table from the file and stop")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--below", type=int, help="the table of the seeds below this one (70: the first 30)")
-    parser.add_argument("--rules", default=",".join(RULES), help="which rules to replay (all by default)")
+    parser.add_argument("--rules", default=",".join(list(RULES)[:3]),
+                        help="which rules to replay (the three orders by default)")
+    parser.add_argument("--first-seed", type=int, default=FIRST_SEED)
+    parser.add_argument("--from", dest="since", type=int, default=0, help="the table of this seed and above")
+    parser.add_argument("--against", default="accuracy", help="the rule the others are paired with")
     args = parser.parse_args()
     if not args.table:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore")
-        run(args.tasks.split(","), args.seeds, args.out, args.rules.split(","))
-    print(table(args.out, args.below))
+        run(args.tasks.split(","), args.seeds, args.out, args.rules.split(","), args.first_seed)
+    print(table(args.out, args.below, args.since, args.against))
 
 
 if __name__ == "__main__":

@@ -268,6 +268,22 @@ def test_a_training_cascade_promotes_the_best_third_to_longer_training(tmp_path:
     assert f"{len(long)} promotions from the first stage were chosen by the mean of two ranks" in report
 
 
+def test_a_larger_reduction_factor_promotes_only_the_top_fifth(tmp_path: Path):
+    """``--reduction-factor 5``: a first stage trains on only once it ranks in the top fifth of those so far, so
+    7 trainings are 6 first stages and 1 promotion, made once 5 first stages are in (floor(5 / 5) = 1)."""
+    out = tmp_path / "run"
+    nas.search("tiny", objective="train", data="digits", data_limit=100, epochs=1, long_epochs=2, trials=7,
+               shortlist=0, reduction_factor=5, screen=200, references="none", out=out, quiet=True)
+    options, _ = read_run(out)
+    assert options.reduction_factor == 5
+    trials = sorted((t for t in open_study(out, options).get_trials(deepcopy=False)
+                     if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.number)
+    assert [t.user_attrs["stage"] for t in trials] == ["train"] * 5 + ["train-long", "train"]
+    promoted = trials[5]
+    first = {t.number: t.values[0] for t in trials[:5]}
+    assert first[promoted.user_attrs["promoted_from"]] == max(first.values())  # the best of five, no objective
+
+
 def test_promotion_from_the_first_rung_reads_the_accuracy_beside_the_objective():
     """A mean of the two ranks: a genome fourth by accuracy and first by the objective passes one second by
     accuracy and last by the objective; where they tie, the accuracy decides; a genome the zero-cost stage did

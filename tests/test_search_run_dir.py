@@ -242,7 +242,8 @@ def test_an_exhausted_space_ends_the_search_with_a_message(tmp_path: Path):
     ({"shortlist": -1}, "--shortlist must not be negative"),
     ({**TRAIN_CASCADE, "rungs": "2,6"}, r"--rungs must rise strictly between --epochs \(3\) and --long-epochs \(12\)"),
     ({**TRAIN_CASCADE, "rungs": "six"}, "--rungs takes auto, none or a comma list of epochs"),
-    ({**TRAIN_CASCADE, "long_epochs": 3}, r"--long-epochs \(3\) must be above --epochs \(3\)")])
+    ({**TRAIN_CASCADE, "long_epochs": 3}, r"--long-epochs \(3\) must be above --epochs \(3\)"),
+    ({**TRAIN_CASCADE, "reduction_factor": 1}, r"--reduction-factor must be at least 2 \(the top half\), got 1")])
 def test_out_of_range_options_are_refused(tmp_path: Path, given: dict, message: str):
     with pytest.raises(InputError, match=message):
         quick(tmp_path / "never", **given)

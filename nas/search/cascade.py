@@ -27,16 +27,16 @@ training is picked among the scored genomes by a surrogate that also reads their
 count toward ``--trials`` and are never a result (``nas.search.trial.is_result``). The replay of the corpus
 measures what the scores add as features (benchmarks/BENCHMARKS.md, "Replay").
 
-Stage ``train-long`` (``--objective train``): asynchronous successive halving. Before picking a new genome the
-sampler promotes the best first-stage genome in the top third of the results so far that has not been promoted yet;
-the promotion is a trial of its own, trained for ``--long-epochs``. Where the zero-cost stage scored the first
-stages, "best" is the mean of two ranks, the first-stage accuracy and the objective's value (``first_rung_order``):
-each ranks the long accuracy loosely, with errors of different sources. A first-stage training is the first
-``--epochs`` of that long schedule, and leaves a checkpoint in the run directory (``checkpoints/``) from which its
-promotion trains on, so a promotion costs ``--long-epochs`` minus ``--epochs``. On the corpus a long run's own epoch
-3 ranks the long results far better than a whole 3-epoch schedule does (patterns: Kendall tau +0.33 against +0.20;
-benchmarks/BENCHMARKS.md, "Replay"). Without the checkpoint (another machine, a file lost) the promotion trains the
-long schedule afresh, to the same result in distribution.
+Stage ``train-long`` (``--objective train``): asynchronous successive halving. Before picking a new genome the sampler
+promotes the best first-stage genome in the top third (``--reduction-factor``) of the results so far that has not been
+promoted yet; the promotion is a trial of its own, trained for ``--long-epochs``. Where the zero-cost stage scored the
+first stages, "best" is the mean of two ranks, the first-stage accuracy and the objective's value
+(``first_rung_order``): each ranks the long accuracy loosely, with errors of different sources. A first-stage training
+is the first ``--epochs`` of that long schedule, and leaves a checkpoint in the run directory (``checkpoints/``) from
+which its promotion trains on, so a promotion costs ``--long-epochs`` minus ``--epochs``. On the corpus a long run's own
+epoch 3 ranks the long results far better than a whole 3-epoch schedule does (patterns: Kendall tau +0.33 against +0.20;
+benchmarks/BENCHMARKS.md, "Replay"). Without the checkpoint (another machine, a file lost) the promotion trains the long
+schedule afresh, to the same result in distribution.
 
 The screen is not stored as one trial per genome: ten thousand trials cost minutes of storage writes and would
 flood the samplers and the report with values no other trial shares. Its counts are a study attribute

@@ -387,7 +387,7 @@ def _cascade(run: _Run, progress: Progress, quiet: bool) -> Callable[[int], Casc
             progress.say(f"  screened {pool.drawn:,} genomes in {format_seconds(pool.seconds)}"
                          + (f" ({SCREEN_FILE})" if cached else "") + f": {pool.valid:,} valid, {len(pool):,} "
                          f"distinct within budget; the surrogate picks the trials from those")
-        promote = Promotion(options.promotion_rungs) if options.promotes else None
+        promote = Promotion(options.promotion_rungs, options.reduction_factor) if options.promotes else None
         return CascadeSampler(pool, run.space, seed, second_cost=SECOND_COST.get(options.second),
                               stage=STAGES[options.objective], promote=promote,
                               # no more scored ahead than the trainings the run may pick
