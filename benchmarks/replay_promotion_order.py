@@ -14,10 +14,11 @@ the best geometric mean of random's exact median over its median cost, over the 
 seeds 40-69 (``--seeds 30``); seeds 70-139 (``--seeds 100``) followed, and showed the three rules alike.
 Every seed's cost to a top-5% genome is appended to ``promotion_order.jsonl`` as it is replayed (resumable).
 
-``equal-rate-5`` is ``equal`` promoting the top fifth of a rung rather than its top third
-(``nas.search.cascade.Promotion.rate``): on seeds 140-169 it cost less than rate 3 in the four cells (looked at
-with rates 4 and 6 beside it, ``replay_discovery.py``'s entry in benchmarks/BENCHMARKS.md); seeds 170-269 judge
-it (``--rules equal,equal-rate-5 --first-seed 170 --seeds 100``, then ``--table --from 170 --against equal``).
+A rule ``RULE-rate-N`` is ``RULE`` promoting the top 1 / N of a rung rather than its top third (``nas search
+--reduction-factor N``). ``equal`` at rates 3 to 6 was looked at on seeds 140-169 (``--rules
+equal,equal-rate-4,equal-rate-5,equal-rate-6 --first-seed 140 --seeds 30 --objectives genomes,task,none``): rate 5
+cost less than rate 3 in all six cells; seeds 170 and on judge it (``--rules equal,equal-rate-5 --first-seed 170
+--seeds 100``, then ``--table --from 170 --against equal``).
 
     python benchmarks/replay_promotion_order.py --tasks digits        # and patterns beside it; then --table
     python benchmarks/replay_promotion_order.py --table
@@ -39,9 +40,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import replay as R  # noqa: E402  (first: it orders sys.path so that nas's runners package is found)
 
 OUT = R.ROOT / "benchmarks" / "results" / "replay" / "promotion_order.jsonl"
-RULES = {"accuracy": dict(promote_by_score=False), "agreement": dict(weight=None), "equal": dict(weight=0.5),
-         "equal-rate-5": dict(weight=0.5, rate=5)}
-OBJECTIVES = {"genomes": "fitted on the task", "task": "fitted on the other task"}
+RULES = {"accuracy": dict(promote_by_score=False), "agreement": dict(weight=None), "equal": dict(weight=0.5)}
+OBJECTIVES = {"genomes": "fitted on the task", "task": "fitted on the other task", "none": "none (no --data)"}
+
+
+def rule_options(rule: str) -> dict:
+    """``replay_shortlist``'s options for a rule: one of ``RULES``, or ``RULE-rate-N`` (that rule promoting the top
+    1 / N of a rung rather than the top third)."""
+    base, _, rate = rule.partition("-rate-")
+    return {**RULES[base], **({"rate": int(rate)} if rate else {})}
+
+
+def rule_key(rule: str) -> tuple[int, int]:
+    base, _, rate = rule.partition("-rate-")
+    return list(RULES).index(base), int(rate or 3)
 FIRST_SEED = 40
 
 
@@ -50,19 +62,21 @@ def done(out: Path) -> dict[tuple, dict]:
     return {(r["task"], r["rule"], r["objective"], r["seed"]): r for r in rows}
 
 
-def run(tasks: list[str], seeds: int, out: Path, rules: list[str], first_seed: int = FIRST_SEED) -> None:
+def run(tasks: list[str], seeds: int, out: Path, rules: list[str], first_seed: int = FIRST_SEED,
+        objectives: tuple[str, ...] = ("genomes", "task")) -> None:
     corpus = R.read_corpus("tiny", truth="seeds")
     have = done(out)
     with out.open("a") as f:
         for name in tasks:
             task = corpus.task(name)
             for seed in range(first_seed, first_seed + seeds):
-                for objective in OBJECTIVES:
+                for objective in objectives:
                     for rule in rules:
-                        options = RULES[rule]
                         if (name, rule, objective, seed) in have:
                             continue
-                        trace = R.replay_shortlist(task, seed, R.REPLAY_TREES, score=objective, **options)
+                        trace = R.replay_shortlist(task, seed, R.REPLAY_TREES,
+                                                   score=None if objective == "none" else objective,
+                                                   **rule_options(rule))
                         f.write(json.dumps({"task": name, "rule": rule, "objective": objective, "seed": seed,
                                             "cost_to_top": trace.cost_to(task.top), "genomes": task.n,
                                             "top": len(task.top)}) + "\n")
@@ -71,13 +85,20 @@ def run(tasks: list[str], seeds: int, out: Path, rules: list[str], first_seed: i
 
 def table(out: Path, below: int | None = None, since: int = 0, against: str = "accuracy") -> str:
     rows = [r for r in done(out).values() if (below is None or r["seed"] < below) and r["seed"] >= since]
+    # Only the seeds every rule has reached (a run stopped part-way leaves some behind), so cells pair up.
+    rules = {r["rule"] for r in rows}
+    have: dict[tuple, set] = {}
+    for r in rows:
+        have.setdefault((r["task"], r["objective"], r["seed"]), set()).add(r["rule"])
+    rows = [r for r in rows if have[(r["task"], r["objective"], r["seed"])] == rules]
+    objectives = [o for o in OBJECTIVES if any(r["objective"] == o for r in rows)]
     lines = ["| promotion from the first rung | " + " | ".join(f"{t}, objective {OBJECTIVES[o]}" for t in
-                                                               ("digits", "patterns") for o in OBJECTIVES)
-             + " | geometric mean of the ratios |", "|---" * 6 + "|"]
-    for rule in sorted({r["rule"] for r in rows}, key=list(RULES).index):
+                                                               ("digits", "patterns") for o in objectives)
+             + " | geometric mean of the ratios |", "|---" * (2 + 2 * len(objectives)) + "|"]
+    for rule in sorted({r["rule"] for r in rows}, key=rule_key):
         cells, ratios = [], []
         for name in ("digits", "patterns"):
-            for objective in OBJECTIVES:
+            for objective in objectives:
                 found = [r for r in rows if r["task"] == name and r["rule"] == rule and r["objective"] == objective]
                 if not found:
                     cells.append("")
@@ -95,16 +116,21 @@ def paired(rows: list[dict], against: str = "accuracy") -> str:
     """Each rule against ``against`` seed by seed (the same seeds, the same draws until the orders differ):
     on how many seeds it cost less and more, and Wilcoxon's signed-rank p."""
     cost = {(r["task"], r["rule"], r["objective"], r["seed"]): r["cost_to_top"] for r in rows}
+    objectives = [o for o in OBJECTIVES if any(r["objective"] == o for r in rows)]
     lines = [f"| rule against `{against}`, seed by seed | " + " | ".join(
-        f"{t}, objective {OBJECTIVES[o]}" for t in ("digits", "patterns") for o in OBJECTIVES) + " |", "|---" * 5 + "|"]
-    for rule in [r for r in RULES if r != against and any(k[1] == r for k in cost)]:
+        f"{t}, objective {OBJECTIVES[o]}" for t in ("digits", "patterns") for o in objectives) + " |",
+        "|---" * (1 + 2 * len(objectives)) + "|"]
+    for rule in sorted({k[1] for k in cost} - {against}, key=rule_key):
         cells = []
         for name in ("digits", "patterns"):
-            for objective in OBJECTIVES:
+            for objective in objectives:
                 seeds = [k[3] for k in cost if k[:3] == (name, rule, objective) and (name, against, objective, k[3])
                          in cost]
                 base = np.array([cost[(name, against, objective, s)] for s in seeds])
                 it = np.array([cost[(name, rule, objective, s)] for s in seeds])
+                if not seeds:
+                    cells.append("")
+                    continue
                 p = wilcoxon(base, it).pvalue if (base != it).any() else 1.0
                 cells.append(f"less on {(it < base).sum()}, more on {(it > base).sum()} of {len(seeds)}; p {p:.2f}")
         lines.append(f"| {rule} | " + " | ".join(cells) + " |")
@@ -123,11 +149,15 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=FIRST_SEED)
     parser.add_argument("--from", dest="since", type=int, default=0, help="the table of this seed and above")
     parser.add_argument("--against", default="accuracy", help="the rule the others are paired with")
+    parser.add_argument("--objectives", default="genomes,task",
+                        help="whose value the training stage reads: " + ", ".join(f"{k} ({v})" for k, v in
+                                                                                   OBJECTIVES.items()))
     args = parser.parse_args()
     if not args.table:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore")
-        run(args.tasks.split(","), args.seeds, args.out, args.rules.split(","), args.first_seed)
+        run(args.tasks.split(","), args.seeds, args.out, args.rules.split(","), args.first_seed,
+            tuple(args.objectives.split(",")))
     print(table(args.out, args.below, args.since, args.against))
 
 

@@ -235,11 +235,11 @@ def test_the_screen_draws_what_sample_genomes_draws_for_a_seed():
 
 def test_a_training_cascade_promotes_the_best_third_to_longer_training(tmp_path: Path):
     """``--objective train``: genomes picked by the surrogate train the first --epochs of a --long-epochs
-    schedule; one whose result ranks in the top third so far trains on from its checkpoint to --long-epochs, as a
-    trial of its own stage, never as a duplicate."""
+    schedule; one whose result ranks in the top third so far (``--reduction-factor 3``) trains on from its
+    checkpoint to --long-epochs, as a trial of its own stage, never as a duplicate."""
     out = tmp_path / "run"
     nas.search("tiny", objective="train", data="digits", data_limit=100, epochs=1, long_epochs=2, trials=9,
-               screen=200, references="none", out=out, quiet=True)
+               reduction_factor=3, screen=200, references="none", out=out, quiet=True)
     options, _ = read_run(out)
     trials = [t for t in open_study(out, options).get_trials(deepcopy=False)
               if t.state == optuna.trial.TrialState.COMPLETE]
@@ -268,12 +268,12 @@ def test_a_training_cascade_promotes_the_best_third_to_longer_training(tmp_path:
     assert f"{len(long)} promotions from the first stage were chosen by the mean of two ranks" in report
 
 
-def test_a_larger_reduction_factor_promotes_only_the_top_fifth(tmp_path: Path):
-    """``--reduction-factor 5``: a first stage trains on only once it ranks in the top fifth of those so far, so
-    7 trainings are 6 first stages and 1 promotion, made once 5 first stages are in (floor(5 / 5) = 1)."""
+def test_by_default_only_the_top_fifth_is_promoted(tmp_path: Path):
+    """The default ``--reduction-factor 5``: a first stage trains on only once it ranks in the top fifth of those
+    so far, so 7 trainings are 6 first stages and 1 promotion, made once 5 first stages are in (floor(5 / 5))."""
     out = tmp_path / "run"
     nas.search("tiny", objective="train", data="digits", data_limit=100, epochs=1, long_epochs=2, trials=7,
-               shortlist=0, reduction_factor=5, screen=200, references="none", out=out, quiet=True)
+               shortlist=0, screen=200, references="none", out=out, quiet=True)
     options, _ = read_run(out)
     assert options.reduction_factor == 5
     trials = sorted((t for t in open_study(out, options).get_trials(deepcopy=False)
@@ -302,12 +302,13 @@ def test_promotion_from_the_first_rung_reads_the_accuracy_beside_the_objective()
 
 def test_a_training_cascade_promotes_through_a_middle_rung(tmp_path: Path):
     """``--rungs auto`` doubles --epochs below --long-epochs: 1, then 2, then 4 epochs of one 4-epoch schedule.
-    A genome reaches each rung by ranking in the top third of those at the rung below, trains on from where it
-    stopped, and is a trial of each rung's stage once; the surrogate reads every rung's results."""
+    A genome reaches each rung by ranking in the top third of those at the rung below (``--reduction-factor 3``),
+    trains on from where it stopped, and is a trial of each rung's stage once; the surrogate reads every rung's
+    results."""
     out = tmp_path / "run"
     # 13 trainings: 9 first stages, the top third of them (3) at epoch 2, the top third of those (1) at 4
     nas.search("tiny", objective="train", data="digits", data_limit=100, epochs=1, long_epochs=4, rungs="auto",
-               trials=13, shortlist=0, screen=200, references="none", out=out, quiet=True)
+               reduction_factor=3, trials=13, shortlist=0, screen=200, references="none", out=out, quiet=True)
     options, space = read_run(out)
     assert options.promotion_rungs == (2, 4)
     trials = [t for t in open_study(out, options).get_trials(deepcopy=False)

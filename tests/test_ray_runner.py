@@ -154,7 +154,8 @@ def test_a_training_search_on_ray_promotes_through_a_middle_rung_from_each_genom
                                                                                                 cluster: str):
     # --rungs auto with 1 then 4 epochs: the first stage, a rung at 2 epochs, then the long schedule's end
     done = run_nas("search", "--space", "tiny", "--objective", "train", "--data", "digits", "--data-limit", "100",
-                   "--epochs", "1", "--long-epochs", "4", "--rungs", "auto", "--trials", "14", "--references",
+                   "--epochs", "1", "--long-epochs", "4", "--rungs", "auto", "--reduction-factor", "3",
+                   "--trials", "14", "--references",
                    "none", "--runner", "ray", "--address", cluster, "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     trials = [t for t in stored(tmp_path / "run") if t.state == TrialState.COMPLETE and not is_screening(t)]

@@ -28,7 +28,7 @@ count toward ``--trials`` and are never a result (``nas.search.trial.is_result``
 measures what the scores add as features (benchmarks/BENCHMARKS.md, "Replay").
 
 Stage ``train-long`` (``--objective train``): asynchronous successive halving. Before picking a new genome the sampler
-promotes the best first-stage genome in the top third (``--reduction-factor``) of the results so far that has not been
+promotes the best first-stage genome in the top fifth (``--reduction-factor``) of the results so far that has not been
 promoted yet; the promotion is a trial of its own, trained for ``--long-epochs``. Where the zero-cost stage scored the
 first stages, "best" is the mean of two ranks, the first-stage accuracy and the objective's value
 (``first_rung_order``): each ranks the long accuracy loosely, with errors of different sources. A first-stage training
@@ -245,10 +245,10 @@ class Promotion:
     """Asynchronous successive halving over the epochs of one long schedule: a genome whose result at a rung (its
     first stage, then each of ``rungs`` but the last) ranks in the top ``1 / rate`` of those there so far, and
     that has not gone further, trains on from its checkpoint to the next rung's epochs. ``rungs`` rise to the
-    long schedule's end."""
+    long schedule's end. ``rate``: ``SearchOptions.reduction_factor``."""
 
     rungs: tuple[int, ...]
-    rate: int = 3
+    rate: int
 
     @property
     def stages(self) -> tuple[str, ...]:

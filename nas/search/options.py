@@ -117,18 +117,20 @@ class SearchOptions(BaseModel):
                                   "within budget, fits the device's free memory shared by the worker processes")
     long_epochs: int | None = Field(None, description="with --objective train and the cascade sampler: each "
                                     "genome trains the first --epochs of a schedule this long, and one whose "
-                                    "result ranks in the top third so far (--reduction-factor) trains on to its end "
+                                    "result ranks in the top fifth so far (--reduction-factor) trains on to its end "
                                     "(successive halving; the winner is the best result at either length; default: "
                                     "4 x --epochs; 0: no promotions, each genome trains a whole --epochs schedule)")
     rungs: Annotated[str, BeforeValidator(_comma_list), Flag(metavar="LIST")] = Field(
         "none", description="with promotions: the epochs between --epochs and --long-epochs at which a promoted "
-        "genome stops to be ranked again among those there, the top third (--reduction-factor) training on "
+        "genome stops to be ranked again among those there, the top fifth (--reduction-factor) training on "
         "(successive halving's middle rungs): none promotes straight to --long-epochs (on the corpus a middle rung "
         "made no difference beyond the replay's noise: benchmarks/BENCHMARKS.md, \"Replay\"), auto doubles --epochs "
         "while below --long-epochs (3, 6, 12), or a comma list of epochs")
-    reduction_factor: int = Field(3, description="with promotions: a genome trains on from a rung when it ranks "
+    reduction_factor: int = Field(5, description="with promotions: a genome trains on from a rung when it ranks "
                                   "in the top 1 / this of those there so far (successive halving's reduction "
-                                  "factor, as in Optuna's and Ray Tune's schedulers; at least 2)")
+                                  "factor, as in Optuna's and Ray Tune's schedulers; at least 2). On the corpus's "
+                                  "replay the top fifth cost fewer trainings than the top third on digits and no "
+                                  "more on patterns (benchmarks/BENCHMARKS.md, \"Replay\")")
     shortlist: int = Field(DEFAULT_SHORTLIST, description="with --objective train and the cascade sampler: "
                            "screened genomes (at most --trials) kept scored zero-cost on a batch of the data and "
                            "not yet trained (the zero-cost stage, which picks them by a surrogate of the data-free "
