@@ -20,6 +20,7 @@ from nas.errors import InputError
 from nas.search import run as search_run
 from nas.search.progress import Progress
 from nas.search.report import trial_counts, write_report
+from nas.search.rundir import read_run
 from tests.conftest import run_nas
 from tests.test_search import SMALL_SPACE, score_by_width, stored
 
@@ -112,6 +113,15 @@ def test_a_damaged_run_yaml_is_named_with_the_reason(run_copy: Path, text: str, 
     with pytest.raises(InputError, match=re.escape(why)) as err:
         write_report(run_copy)
     assert str(err.value).startswith(str(run_copy / "run.yaml")) and "\n" not in str(err.value)
+
+
+def test_a_run_written_before_the_reduction_factor_resumes_promoting_the_top_third(run_copy: Path):
+    """A run.yaml without ``reduction_factor`` was written when promotions took the top third: it keeps them."""
+    run_yaml = run_copy / "run.yaml"
+    assert read_run(run_copy)[0].reduction_factor == 5  # written today: the default, stored
+    run_yaml.write_text("\n".join(line for line in run_yaml.read_text().splitlines()
+                                  if not line.startswith("reduction_factor:")) + "\n")
+    assert read_run(run_copy)[0].reduction_factor == 3
 
 
 def test_storage_urls_that_cannot_hold_a_study_are_refused_before_any_work(tmp_path: Path):

@@ -82,6 +82,8 @@ def read_run(run_dir: Path) -> tuple[SearchOptions, dict[str, Any]]:
     if not run_file.is_file():
         raise InputError(f"{run_dir}: not a search run directory (no {RUN_FILE})")
     data = parse_yaml(_read(run_file), str(run_file))
+    if isinstance(data, dict):  # written before --reduction-factor, whose promotions took the top third
+        data.setdefault("reduction_factor", 3)
     try:
         options = SearchOptions.model_validate(data)
     except ValidationError as err:
