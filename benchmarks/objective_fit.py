@@ -375,20 +375,25 @@ def restricted(model: tuple[np.ndarray, np.ndarray, np.ndarray], keep: list[int]
 def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: int = 0,
                      columns: list[int] | None = None, keep: list[int] | None = None,
                      regressor: Callable[[], Any] | None = None,
-                     given: dict[str, dict[str, list[float]]] | None = None) -> dict[str, dict]:
+                     given: dict[str, dict[str, list[float]]] | None = None,
+                     fitting: int | None = None) -> dict[str, dict]:
     """Out-of-fold predictions per task: task -> genome -> prediction. ``columns``: fit on those features
     only; ``keep``: fit on all, predict with those only (``restricted``); ``regressor``: a scikit-learn
     regressor fitted on the standardised features instead of the shipped ridge (``--models``); ``given``: task
-    -> genome -> the row to predict from, where not ``data``'s (the same terms on another batch's scores)."""
+    -> genome -> the row to predict from, where not ``data``'s (the same terms on another batch's scores);
+    ``fitting``: each fold fitted on that many of the other folds' genomes, drawn at random
+    (``objective_saturation.py``)."""
     ids = fittable(data)
     random.Random(seed).shuffle(ids)
     pick = (lambda row: row) if columns is None else (lambda row: [row[i] for i in columns])
     out: dict[str, dict] = {task: {} for task in data}
     for k in range(folds):
         test = set(ids[k::folds])
+        others = [g for g in ids if g not in test]
+        drawn = set(others if fitting is None else random.Random(100 + folds * seed + k).sample(others, fitting))
         xs, ys = [], []
         for rows, acc in data.values():
-            train = [g for g in ids if g not in test and g in acc]
+            train = [g for g in others if g in drawn and g in acc]
             xs += [pick(rows[g]) for g in train]
             ys += list(rank_target([acc[g] for g in train]))
         if regressor is None:

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,17 +45,17 @@ SIZES = (64, 96, 128, 160, 192)
 def receptive_fields(genome: Genome) -> dict[str, float]:
     """``cover:K``, ``radius:K`` and ``far:K`` of stage ``K`` (see the module's docstring)."""
     model = compile_model(genome, seed=0).eval()
-    size, width = genome.input.resolution  # square in the tiny space
-    x = torch.randn(1, genome.input.channels, size, width, generator=torch.Generator().manual_seed(0),
+    height, width = genome.input.resolution
+    x = torch.randn(1, genome.input.channels, height, width, generator=torch.Generator().manual_seed(0),
                     requires_grad=True)
-    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
     out = {}
     for k, feature in enumerate(model.forward_intermediates(x, intermediates_only=True)):
         h, w = feature.shape[-2:]
         grad, = torch.autograd.grad(feature[0, :, h // 2, w // 2].sum(), x, retain_graph=True)
         energy = grad[0].abs().sum(0)
         share = energy / energy.sum()
-        cy, cx = (h // 2 + 0.5) * size / h, (w // 2 + 0.5) * size / w
+        cy, cx = (h // 2 + 0.5) * height / h, (w // 2 + 0.5) * width / w
         out[f"cover:{k}"] = float((energy > energy.max() * 1e-6).float().mean())
         out[f"radius:{k}"] = float(torch.sqrt((share * ((ys - cy) ** 2 + (xs - cx) ** 2)).sum()))
         out[f"far:{k}"] = float(share[((ys - cy).abs() > 4) | ((xs - cx).abs() > 4)].sum())
@@ -75,7 +73,7 @@ def write_fields() -> None:
 
 def stage_terms(canonical: dict) -> dict[str, float]:
     """Per stage ``K``: ``depth:K``, ``log_kernel:K`` (the mixer's kernel, window or pool size; 1 for none),
-    ``log_ratio:K`` (MLP ratio), ``log_width:K``, and ``mixer:K`` (its type)."""
+    ``log_ratio:K`` (MLP ratio) and ``log_width:K``."""
     out: dict[str, float] = {}
     for k, stage in enumerate(canonical["stages"]):
         mixer = stage["block"]["mixer"]
@@ -112,29 +110,6 @@ def extra_sets(genomes: dict[str, dict], fields: dict[str, dict]) -> dict[str, C
             "receptive field: far": field("far"), "receptive field: all three": field("cover", "radius", "far")}
 
 
-def fitted_on(data: dict, n: int, shuffles: int) -> dict[str, float]:
-    """Held-out tau per task with each fold's model fitted on ``n`` of the other folds' genomes."""
-    ids = of.fittable(data)
-    taus: dict[str, list[float]] = {t: [] for t in data}
-    for shuffle in range(shuffles):
-        order = ids[:]
-        random.Random(shuffle).shuffle(order)  # the folds of objective_fit.held_out_genomes
-        predicted: dict[str, dict[str, float]] = {t: {} for t in data}
-        for k in range(5):
-            test = order[k::5]
-            train = random.Random(100 + 5 * shuffle + k).sample([g for g in order if g not in set(test)], n)
-            xs, ys = [], []
-            for rows, acc in data.values():
-                xs += [rows[g] for g in train]
-                ys += list(of.rank_target([acc[g] for g in train]))
-            model = of.fit(np.array(xs), np.array(ys))
-            for t, (rows, _) in data.items():
-                predicted[t].update({g: float(of.predict(model, np.array([rows[g]]))[0]) for g in test})
-        for t, value in of.prediction_tau(data, predicted).items():
-            taus[t].append(value)
-    return {t: float(np.mean(v)) for t, v in taus.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fields", action="store_true", help="compute the receptive fields first")
@@ -150,7 +125,7 @@ def main() -> None:
     print(f"Held-out genomes, three-seed truth, batch {args.batch}, mean over {args.shuffles} fold shufflings\n")
     print("| genomes each fold's fit saw | " + " | ".join(tasks) + " |\n|---|" + "---|" * len(tasks))
     for n in SIZES:
-        taus = fitted_on(data, n, args.shuffles)
+        taus = of.shuffled_tau(data, args.shuffles, fitting=n)
         print(f"| {n} | " + " | ".join(f"{taus[t]:+.3f}" for t in tasks) + " |", flush=True)
     fields = {r["genome"]: r for r in read_jsonl(FIELDS)}
     print("\n| terms | " + " | ".join(tasks) + " |\n|---|" + "---|" * len(tasks))

@@ -1,6 +1,7 @@
 """Where the replayed cascade's trainings go: finding a top-5% genome, or promoting it once found.
 
-For each seed, the cascade as ``nas search --objective train`` runs it (``replay.replay_shortlist``; with
+For each seed, the cascade as ``nas search --objective train`` ran it before ``--reduction-factor`` became 5
+(``replay.replay_shortlist`` at its default rate, the top third promoted; with
 ``--score genomes`` reading the objective's value as a search given ``--data`` does, ``--score task`` the same
 objective fitted on the other task alone), and for the first top-5% genome it trains long:
 

@@ -18,7 +18,7 @@ A rule ``RULE-rate-N`` is ``RULE`` promoting the top 1 / N of a rung rather than
 --reduction-factor N``). ``equal`` at rates 3 to 6 was looked at on seeds 140-169 (``--rules
 equal,equal-rate-4,equal-rate-5,equal-rate-6 --first-seed 140 --seeds 30 --objectives genomes,task,none``): rate 5
 cost less than rate 3 in all six cells; seeds 170 and on judge it (``--rules equal,equal-rate-5 --first-seed 170
---seeds 100``, then ``--table --from 170 --against equal``).
+--seeds 100``, then ``--table --rules equal,equal-rate-5 --from 170 --against equal``).
 
     python benchmarks/replay_promotion_order.py --tasks digits        # and patterns beside it; then --table
     python benchmarks/replay_promotion_order.py --table
@@ -40,21 +40,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import replay as R  # noqa: E402  (first: it orders sys.path so that nas's runners package is found)
 
 OUT = R.ROOT / "benchmarks" / "results" / "replay" / "promotion_order.jsonl"
+FIRST_SEED = 40
 RULES = {"accuracy": dict(promote_by_score=False), "agreement": dict(weight=None), "equal": dict(weight=0.5)}
 OBJECTIVES = {"genomes": "fitted on the task", "task": "fitted on the other task", "none": "none (no --data)"}
 
 
-def rule_options(rule: str) -> dict:
-    """``replay_shortlist``'s options for a rule: one of ``RULES``, or ``RULE-rate-N`` (that rule promoting the top
-    1 / N of a rung rather than the top third)."""
+def parse_rule(rule: str) -> tuple[str, int]:
+    """A rule's order (one of ``RULES``) and rate: ``RULE`` promotes the top third, ``RULE-rate-N`` the top 1 / N."""
     base, _, rate = rule.partition("-rate-")
-    return {**RULES[base], **({"rate": int(rate)} if rate else {})}
+    return base, int(rate or 3)
+
+
+def rule_options(rule: str) -> dict:
+    """``replay_shortlist``'s options for a rule."""
+    base, rate = parse_rule(rule)
+    return {**RULES[base], "rate": rate}
 
 
 def rule_key(rule: str) -> tuple[int, int]:
-    base, _, rate = rule.partition("-rate-")
-    return list(RULES).index(base), int(rate or 3)
-FIRST_SEED = 40
+    base, rate = parse_rule(rule)
+    return list(RULES).index(base), rate
 
 
 def done(out: Path) -> dict[tuple, dict]:
@@ -83,14 +88,15 @@ def run(tasks: list[str], seeds: int, out: Path, rules: list[str], first_seed: i
                         f.flush()
 
 
-def table(out: Path, below: int | None = None, since: int = 0, against: str = "accuracy") -> str:
-    rows = [r for r in done(out).values() if (below is None or r["seed"] < below) and r["seed"] >= since]
-    # Only the seeds every rule has reached (a run stopped part-way leaves some behind), so cells pair up.
-    rules = {r["rule"] for r in rows}
+def table(out: Path, rules: list[str], below: int | None = None, since: int = 0, against: str = "accuracy") -> str:
+    """The rows of ``rules``, on the seeds that have every one of them (a run stopped part-way leaves some
+    behind), so that the cells pair up."""
+    rows = [r for r in done(out).values() if r["rule"] in rules and (below is None or r["seed"] < below)
+            and r["seed"] >= since]
     have: dict[tuple, set] = {}
     for r in rows:
         have.setdefault((r["task"], r["objective"], r["seed"]), set()).add(r["rule"])
-    rows = [r for r in rows if have[(r["task"], r["objective"], r["seed"])] == rules]
+    rows = [r for r in rows if have[(r["task"], r["objective"], r["seed"])] == set(rules)]
     objectives = [o for o in OBJECTIVES if any(r["objective"] == o for r in rows)]
     lines = ["| promotion from the first rung | " + " | ".join(f"{t}, objective {OBJECTIVES[o]}" for t in
                                                                ("digits", "patterns") for o in objectives)
@@ -144,8 +150,8 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the table from the file and stop")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--below", type=int, help="the table of the seeds below this one (70: the first 30)")
-    parser.add_argument("--rules", default=",".join(list(RULES)[:3]),
-                        help="which rules to replay (the three orders by default)")
+    parser.add_argument("--rules", default=",".join(RULES),
+                        help="which rules to replay and tabulate (the three orders by default; RULE-rate-N too)")
     parser.add_argument("--first-seed", type=int, default=FIRST_SEED)
     parser.add_argument("--from", dest="since", type=int, default=0, help="the table of this seed and above")
     parser.add_argument("--against", default="accuracy", help="the rule the others are paired with")
@@ -158,7 +164,7 @@ def main() -> None:
         warnings.filterwarnings("ignore")
         run(args.tasks.split(","), args.seeds, args.out, args.rules.split(","), args.first_seed,
             tuple(args.objectives.split(",")))
-    print(table(args.out, args.below, args.since, args.against))
+    print(table(args.out, args.rules.split(","), args.below, args.since, args.against))
 
 
 if __name__ == "__main__":
