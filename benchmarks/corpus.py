@@ -84,16 +84,18 @@ def jobs(count: int, replicated: int, long_epochs: int, replica_seeds: tuple[int
     each of ``replica_seeds`` at each of ``replica_fidelities``."""
     fidelities = (("short", SHORT_EPOCHS), ("long", long_epochs))
     again = [(name, epochs) for name, epochs in fidelities if name in replica_fidelities]
+    def replicas(j: int) -> list[tuple[int, str, str, int, int]]:
+        return [(j, task, name, seed, epochs) for seed in replica_seeds for task in TASKS for name, epochs in again]
+
     order = []
     for i in range(count):
         order += [(i, task, name, 0, epochs) for task in TASKS for name, epochs in fidelities]
         if i % 5 == 4 and i // 5 < replicated:
-            j = i // 5
-            order += [(j, task, name, seed, epochs) for seed in replica_seeds for task in TASKS
-                      for name, epochs in again]
-    for j in range(count // 5, min(replicated, count)):  # a short corpus still replicates its first genomes
-        order += [(j, task, name, seed, epochs) for seed in replica_seeds for task in TASKS
-                  for name, epochs in again]
+            order += replicas(i // 5)
+        # Beyond the interleaved ones, a replicated genome's seeds run right after its seed 0, so a corpus
+        # extended a piece at a time gains whole genomes (every seed) rather than seed 0 alone.
+        if count // 5 <= i < replicated:
+            order += replicas(i)
     return order
 
 
@@ -118,6 +120,21 @@ def read_jsonl(path: Path) -> list[dict]:
         except json.JSONDecodeError:  # a line cut by a kill
             continue
     return records
+
+
+# The corpus grows a piece at a time; figures published on a smaller one reproduce with this set to its size
+# (``NAS_CORPUS_GENOMES=240``: the tiny corpus until 2026-12-04 21:25). Every script that reads the corpus's
+# genomes goes through ``read_genomes``.
+GENOMES_ENV = "NAS_CORPUS_GENOMES"
+
+
+def read_genomes(folder: Path, first: int | None = None) -> list[dict]:
+    """The corpus's genomes in index order: the first ``first``, else the first ``$NAS_CORPUS_GENOMES``, else
+    all."""
+    if first is None and os.environ.get(GENOMES_ENV):
+        first = int(os.environ[GENOMES_ENV])
+    genomes = sorted(read_jsonl(folder / "genomes.jsonl"), key=lambda g: g["index"])
+    return genomes if first is None else [g for g in genomes if g["index"] < first]
 
 
 def run_key(record: dict) -> tuple:

@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from corpus import OUT, SEEDS, read_jsonl  # noqa: E402
+from corpus import OUT, SEEDS, read_genomes, read_jsonl  # noqa: E402
 from corpus_supernet import supernet_variant  # noqa: E402
 
 from nas.evaluate.proxy import (  # noqa: E402
@@ -208,7 +208,7 @@ def load(corpora: list[Path], first: int | None = None
     space_of: dict[str, str] = {}
     runs, scores, inherited = [], [], []
     for corpus in corpora:
-        mine = {g["genome"]: g for g in read_jsonl(corpus / "genomes.jsonl") if first is None or g["index"] < first}
+        mine = {g["genome"]: g for g in read_genomes(corpus, first)}
         genomes.update(mine)
         space_of.update(dict.fromkeys(mine, corpus.name))
         runs += [r for r in read_jsonl(corpus / "runs.jsonl") if r["genome"] in mine]

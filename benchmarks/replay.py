@@ -129,7 +129,7 @@ from nas.space import choices, instantiate  # noqa: E402
 
 # isort: split
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from corpus import LONG_EPOCHS, SAMPLE_SEED, SHORT_EPOCHS, SPACES, corpus_dir, read_jsonl  # noqa: E402
+from corpus import LONG_EPOCHS, SAMPLE_SEED, SHORT_EPOCHS, SPACES, corpus_dir, read_genomes, read_jsonl  # noqa: E402
 from objective_fit import (  # noqa: E402
     DATA_FEATURES,
     DEFAULT_FEATURES,
@@ -333,7 +333,7 @@ def read_corpus(space_name: str = "tiny", truth: str = "seed0") -> Corpus:
     """The corpus of the space named ``space_name`` (``corpus.SPACES``), read against ``truth``: the long
     accuracy of seed 0, or its mean over seeds 0-2 (``seeds``)."""
     space, folder = yaml.safe_load(SPACES[space_name].read_text()), corpus_dir(space_name)
-    genomes = sorted(read_jsonl(folder / "genomes.jsonl"), key=lambda g: g["index"])
+    genomes = read_genomes(folder)
     runs, scores = read_jsonl(folder / "runs.jsonl"), read_jsonl(folder / "scores.jsonl")
     return Corpus(space, Encoder(choices(space)), genomes, runs, scores,
                   corpus_params(space, [g["genome"] for g in genomes]), held_out_priors(genomes, scores, runs, truth),
