@@ -3,8 +3,9 @@ three-seed truth, held-out genomes (5 folds, the mean over ``--shuffles`` shuffl
 
 - *fitting genomes*: the shipped terms (``objective_fit.DEFAULT_FEATURES`` on the structured batch, or
   ``DATA_FEATURES`` on the tasks' images with ``--batch task``), each fold's model fitted on a random ``n`` of
-  the other folds' genomes, ``n`` from 64 to all 192; every genome is judged at every ``n``, so the rows differ
-  only in how many genomes the fit saw;
+  the other folds' genomes, ``n`` from 64 in steps of 32 to all of them (192 on 240 genomes); every genome is
+  judged at every ``n``, so the rows differ only in how many genomes the fit saw. A growing corpus is read at
+  the size ``NAS_CORPUS_GENOMES`` pins (``corpus.read_genomes``);
 - *more terms*: the shipped terms plus one set of terms the descriptors lack: each stage's depth, its mixer's
   kernel (or window, or pool size), its MLP ratio, the mixer type crossed with the stage's depth or width, and
   the receptive field at init (``--fields`` computes it first).
@@ -17,6 +18,7 @@ pixels with a gradient (``cover``), the gradient-weighted RMS distance from the 
 
     python benchmarks/objective_saturation.py --fields     # about a minute
     python benchmarks/objective_saturation.py              # both tables
+    python benchmarks/objective_saturation.py --curve-only # the fitting genomes alone
 """
 from __future__ import annotations
 
@@ -39,7 +41,14 @@ from nas import compile_model  # noqa: E402
 from nas.genome import Genome  # noqa: E402
 
 FIELDS = OUT / "fields.jsonl"
-SIZES = (64, 96, 128, 160, 192)
+SMALLEST, STEP = 64, 32
+
+
+def fitting_sizes(genomes: int, folds: int = 5) -> list[int | None]:
+    """The learning curve's fitting sizes: 64, 96, ... below what a fold's fit sees of ``genomes``, then all of
+    it (None: the shipped procedure)."""
+    most = genomes - -(-genomes // folds)  # the other folds' genomes, the largest fold held out
+    return [*range(SMALLEST, most, STEP), None]
 
 
 def receptive_fields(genome: Genome) -> dict[str, float]:
@@ -115,6 +124,7 @@ def main() -> None:
     parser.add_argument("--fields", action="store_true", help="compute the receptive fields first")
     parser.add_argument("--batch", default="default", help="default (structured) or task (the tasks' images)")
     parser.add_argument("--shuffles", type=int, default=20)
+    parser.add_argument("--curve-only", action="store_true", help="the fitting genomes' table alone")
     args = parser.parse_args()
     if args.fields:
         write_fields()
@@ -124,9 +134,13 @@ def main() -> None:
     tasks = sorted(data)
     print(f"Held-out genomes, three-seed truth, batch {args.batch}, mean over {args.shuffles} fold shufflings\n")
     print("| genomes each fold's fit saw | " + " | ".join(tasks) + " |\n|---|" + "---|" * len(tasks))
-    for n in SIZES:
+    genome_count = len(of.fittable(data))
+    for n in fitting_sizes(genome_count):
         taus = of.shuffled_tau(data, args.shuffles, fitting=n)
-        print(f"| {n} | " + " | ".join(f"{taus[t]:+.3f}" for t in tasks) + " |", flush=True)
+        label = n if n is not None else f"all the other folds' ({genome_count} genomes)"
+        print(f"| {label} | " + " | ".join(f"{taus[t]:+.3f}" for t in tasks) + " |", flush=True)
+    if args.curve_only:
+        return
     fields = {r["genome"]: r for r in read_jsonl(FIELDS)}
     print("\n| terms | " + " | ".join(tasks) + " |\n|---|" + "---|" * len(tasks))
     base = of.shuffled_tau(data, args.shuffles)
