@@ -189,7 +189,7 @@ def test_a_search_given_data_is_scored_by_the_twin_fitted_on_scores_of_real_imag
 
 
 def test_a_recorded_fit_is_described_with_its_corpus_and_held_out_tau_while_this_nas_ships_it():
-    from nas.evaluate.proxy import describe_objective, objective_identity
+    from nas.evaluate.proxy import describe_objective, fitted_objective, objective_identity
 
     own = objective_identity("metaformer_hybrid")
     assert describe_objective(own) == (f"fit `metaformer_hybrid.json` ({own['digest']}) on 200 trained genomes "
@@ -200,7 +200,8 @@ def test_a_recorded_fit_is_described_with_its_corpus_and_held_out_tau_while_this
     assert describe_objective({"name": "gone.data", "digest": "0123456789ab"}) == (
         "fit `gone.data.json` (0123456789ab), which this nas no longer ships")
     twin = objective_identity("tiny.data")
-    assert describe_objective(twin).startswith(f"fit `tiny.data.json` ({twin['digest']}) on 240 trained genomes "
+    genomes = fitted_objective("tiny.data")["genomes"]  # as objective_fit.py --write recorded it
+    assert describe_objective(twin).startswith(f"fit `tiny.data.json` ({twin['digest']}) on {genomes} trained genomes "
                                                "(benchmarks/results/corpus) (scores of the tasks' images); Kendall tau")
     shared = objective_identity("any")
     assert describe_objective(shared).startswith(

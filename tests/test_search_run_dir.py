@@ -216,8 +216,10 @@ def test_the_report_says_which_fit_of_the_objective_scored_the_run(finished_run:
     from nas.evaluate.proxy import fitted_objective, objective_identity
 
     report = (finished_run / "report.md").read_text()
-    held_out = fitted_objective("tiny")["held_out_tau"]  # as objective_fit.py --write measured it
-    assert (f"- proxy objective: fit `tiny.json` ({objective_identity('tiny')['digest']}) on 240 trained genomes "
+    fit = fitted_objective("tiny")  # as objective_fit.py --write measured it
+    held_out = fit["held_out_tau"]
+    assert (f"- proxy objective: fit `tiny.json` ({objective_identity('tiny')['digest']}) on {fit['genomes']} trained "
+            "genomes "
             f"(benchmarks/results/corpus); Kendall tau on held-out genomes {held_out['digits']:+.3f} (digits), "
             f"{held_out['patterns']:+.3f} (patterns)\n") in report
 
