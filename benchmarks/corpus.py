@@ -84,6 +84,7 @@ def jobs(count: int, replicated: int, long_epochs: int, replica_seeds: tuple[int
     each of ``replica_seeds`` at each of ``replica_fidelities``."""
     fidelities = (("short", SHORT_EPOCHS), ("long", long_epochs))
     again = [(name, epochs) for name, epochs in fidelities if name in replica_fidelities]
+
     def replicas(j: int) -> list[tuple[int, str, str, int, int]]:
         return [(j, task, name, seed, epochs) for seed in replica_seeds for task in TASKS for name, epochs in again]
 
@@ -123,8 +124,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 # The corpus grows a piece at a time; figures published on a smaller one reproduce with this set to its size
-# (``NAS_CORPUS_GENOMES=240``: the tiny corpus until 2026-12-04 21:25). Every script that reads the corpus's
-# genomes goes through ``read_genomes``.
+# (``NAS_CORPUS_GENOMES=240``: the tiny corpus until 2026-12-04 21:25), and a job stopped mid-genome leaves one
+# whose other seeds are missing (its truth would be seed 0 alone): pin to the genomes whose runs are all done.
+# Every script that reads the corpus's genomes goes through ``read_genomes``.
 GENOMES_ENV = "NAS_CORPUS_GENOMES"
 
 
