@@ -44,11 +44,15 @@ FIELDS = OUT / "fields.jsonl"
 SMALLEST, STEP = 64, 32
 
 
-def fitting_sizes(genomes: int, folds: int = 5) -> list[int | None]:
-    """The learning curve's fitting sizes: 64, 96, ... below what a fold's fit sees of ``genomes``, then all of
-    it (None: the shipped procedure)."""
-    most = genomes - -(-genomes // folds)  # the other folds' genomes, the largest fold held out
-    return [*range(SMALLEST, most, STEP), None]
+def fold_fitting(genomes: int, folds: int = 5) -> int:
+    """How many genomes a fold's fit sees: the other folds', the largest fold held out."""
+    return genomes - -(-genomes // folds)
+
+
+def fitting_sizes(genomes: int) -> list[int | None]:
+    """The learning curve's fitting sizes: 64, 96, ... below ``fold_fitting``, then all of it (None: the shipped
+    procedure)."""
+    return [*range(SMALLEST, fold_fitting(genomes), STEP), None]
 
 
 def receptive_fields(genome: Genome) -> dict[str, float]:
@@ -137,8 +141,7 @@ def main() -> None:
     genome_count = len(of.fittable(data))
     for n in fitting_sizes(genome_count):
         taus = of.shuffled_tau(data, args.shuffles, fitting=n)
-        most = genome_count - -(-genome_count // 5)
-        label = n if n is not None else f"all the other folds' ({most} of {genome_count} genomes)"
+        label = n if n is not None else f"all the other folds' ({fold_fitting(genome_count)} of {genome_count} genomes)"
         print(f"| {label} | " + " | ".join(f"{taus[t]:+.3f}" for t in tasks) + " |", flush=True)
     if args.curve_only:
         return

@@ -62,6 +62,11 @@ def rule_key(rule: str) -> tuple[int, int]:
     return list(RULES).index(base), rate
 
 
+def present_objectives(rows: list[dict]) -> list[str]:
+    """The kinds of ``OBJECTIVES`` the rows hold, in its order."""
+    return [o for o in OBJECTIVES if any(r["objective"] == o for r in rows)]
+
+
 def done(out: Path) -> dict[tuple, dict]:
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
     return {(r["task"], r["rule"], r["objective"], r["seed"]): r for r in rows}
@@ -97,7 +102,7 @@ def table(out: Path, rules: list[str], below: int | None = None, since: int = 0,
     for r in rows:
         have.setdefault((r["task"], r["objective"], r["seed"]), set()).add(r["rule"])
     rows = [r for r in rows if have[(r["task"], r["objective"], r["seed"])] == set(rules)]
-    objectives = [o for o in OBJECTIVES if any(r["objective"] == o for r in rows)]
+    objectives = present_objectives(rows)
     lines = ["| promotion from the first rung | " + " | ".join(f"{t}, objective {OBJECTIVES[o]}" for t in
                                                                ("digits", "patterns") for o in objectives)
              + " | geometric mean of the ratios |", "|---" * (2 + 2 * len(objectives)) + "|"]
@@ -122,7 +127,7 @@ def paired(rows: list[dict], against: str = "accuracy") -> str:
     """Each rule against ``against`` seed by seed (the same seeds, the same draws until the orders differ):
     on how many seeds it cost less and more, and Wilcoxon's signed-rank p."""
     cost = {(r["task"], r["rule"], r["objective"], r["seed"]): r["cost_to_top"] for r in rows}
-    objectives = [o for o in OBJECTIVES if any(r["objective"] == o for r in rows)]
+    objectives = present_objectives(rows)
     lines = [f"| rule against `{against}`, seed by seed | " + " | ".join(
         f"{t}, objective {OBJECTIVES[o]}" for t in ("digits", "patterns") for o in objectives) + " |",
         "|---" * (1 + 2 * len(objectives)) + "|"]
