@@ -154,6 +154,7 @@ def test_a_genome_name_is_written_as_data_never_as_code(tmp_path):
         assert load_genome(genome_file).name == name
         result = run_nas("compile", genome_file, "-o", model_py)
         assert result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == 1, result.stdout  # "wrote ...": one line, whatever the name
         tree = ast.parse(model_py.read_text(encoding="utf-8"))  # a SyntaxError here is the bug
         docstring, *rest = tree.body
         assert all(isinstance(node, AFTER_DOCSTRING) for node in rest), name

@@ -157,3 +157,17 @@ def test_cli_bad_input_is_one_line_and_exit_2():
         bad = run_nas("scale", "zoo:swin_t", *args)
         assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
         assert bad.stdout == ""
+
+
+def test_a_name_with_a_newline_stays_inside_the_summary_comments(tmp_path):
+    """``nas scale GENOME > scaled.yaml``: the summary is YAML comments, so a newline in the genome's name must not
+    end a comment and put the rest of the name into the YAML."""
+    name = "net\nnum_classes: 7\n# x"
+    genome_file = tmp_path / "g.yaml"
+    genome_file.write_text(yaml.safe_dump({**yaml.safe_load(HYBRID_YAML), "name": name}))
+    shown = run_nas("scale", genome_file, "--flops", "22M", "--rule", "width")
+    assert shown.returncode == 0, shown.stderr
+    summary = shown.stdout.split("\nname:")[0].splitlines()
+    assert summary and all(line.startswith("# ") for line in summary)
+    scaled = load_genome(yaml.safe_load(shown.stdout))
+    assert scaled.name.startswith(name) and scaled.num_classes == load_genome(genome_file).num_classes
