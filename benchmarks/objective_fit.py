@@ -736,7 +736,7 @@ def main() -> None:
         # same corpus, the fit saw its first N genomes and is judged on the rest, drawn after them.
         judge(args.judge, None if args.judge_from else args.genomes, data, features, tasks, args.batch,
               [c.name for c in corpora], row, args.judge_from,
-              fitted_before=args.genomes is not None and args.judge_from >= args.genomes)
+              fitted_before=args.genomes is not None and args.judge_from >= args.genomes, truth=args.truth)
 
     if args.write:
         mean, std, coef = fit_all(data)
@@ -766,19 +766,19 @@ def main() -> None:
 
 
 def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], features: list[str], tasks: list[str],
-          batch: str, fitted_on: list[str], row: Callable[..., None], start: int = 0, fitted_before: bool = False
-          ) -> None:
+          batch: str, fitted_on: list[str], row: Callable[..., None], start: int = 0, fitted_before: bool = False,
+          truth: str = "seed0") -> None:
     """The table of ``--judge``: the objective fitted on every genome of ``data`` (its terms ``features``),
     and the shipped ones, params, FLOPs and each score, judged on ``corpus``'s genomes (those of index ``start``
-    on). A fit on ``corpus`` itself would be judged on genomes it saw, and its row is left out, unless
-    ``fitted_before``: it saw only genomes before ``start``."""
+    on), against ``truth`` (``long_truth``) as the fit was. A fit on ``corpus`` itself would be judged on genomes
+    it saw, and its row is left out, unless ``fitted_before``: it saw only genomes before ``start``."""
     genomes, runs, scores, _, _ = load([corpus], first)
     genomes = {g: record for g, record in genomes.items() if record["index"] >= start}
     runs = [r for r in runs if r["genome"] in genomes]
     scores = [s for s in scores if s["genome"] in genomes]
     described = descriptors(genomes)
     model = fit_all(data) if corpus.name not in fitted_on or fitted_before else None
-    truths = {task: accuracy(runs, task, "long") for task in tasks}
+    truths = {task: long_truth(runs, task, truth) for task in tasks}
     fitted: dict[str, dict[str, float]] = {}
     # A shipped objective fitted on genomes judged here is no test of it: left out; so is one fitted on the
     # other batch's scores.
@@ -798,7 +798,8 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
                 if math.isfinite(value):
                     shipped[name][s["task"]][s["genome"]] = value
     after = f", those from index {start} on" if start else ""
-    print(f"\nJudged on {corpus.name} ({len(genomes)} genomes{after}), fitted on {' + '.join(fitted_on)}:\n")
+    print(f"\nJudged on {corpus.name} ({len(genomes)} genomes{after}), fitted on {' + '.join(fitted_on)}; truth "
+          f"{TRUTHS[truth]}:\n")
     print("| task | noise ceiling: tau between seeds (95% CI, genomes) | tau of the last two epochs |")
     print("|---|---|---|")
     for task in tasks:
