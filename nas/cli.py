@@ -56,12 +56,6 @@ def _fmt_count(n: float) -> str:
     return f"{n / 1e6:.2f}M"
 
 
-def _printable(name: str) -> str:
-    """A genome's name as one line of output: a name holding a newline would break a line that is parsed, such
-    as the YAML comments ahead of ``nas scale``'s genome on stdout."""
-    return name if name.isprintable() else repr(name)
-
-
 def _fmt_flops(n: float) -> str:
     return f"{n / 1e9:.3f}G"
 
@@ -178,7 +172,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     import torch
 
     from nas.compiler import compile_model
-    from nas.errors import InputError
+    from nas.errors import InputError, printable
     from nas.export import export_model
     from nas.io import load_genome
     from nas.outputs import output_file
@@ -200,14 +194,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if out:
         export_model(genome, out, features_only=args.features_only)
         what = ("the neck's pyramid" if genome.neck else "every stage's output") if args.features_only else None
-        print(f"wrote {out} ({_printable(genome.name)}, hash {genome.content_hash()}"
+        print(f"wrote {out} ({printable(genome.name)}, hash {genome.content_hash()}"
               f"{f'; build_model() returns {what}' if what else ''})")
     if onnx_out:
         from nas.onnx import export_onnx
 
         export_onnx(args.genome, onnx_out, seed=args.seed)  # the spec, so an error names it as given
         height, width = genome.input.resolution
-        print(f"wrote {onnx_out}: ONNX of {_printable(genome.name)} (seed {args.seed} weights), input "
+        print(f"wrote {onnx_out}: ONNX of {printable(genome.name)} (seed {args.seed} weights), input "
               f"batchx{genome.input.channels}x{height}x{width} with a dynamic batch")
     if weights:
         torch.save(state, weights)
@@ -246,6 +240,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
+    from nas.errors import printable
     from nas.io import dump_genome, load_genome
     from nas.outputs import output_file
     from nas.scale import RULES, scale_genome
@@ -260,7 +255,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
     if args.json:
         return 0
     e_d, e_w, e_r = RULES[args.rule]
-    lines = [f"{_printable(base.name)} scaled by {args.rule} (FLOPs^{e_d:.3g} depth, FLOPs^{e_w / 2:.3g} width, "
+    lines = [f"{printable(base.name)} scaled by {args.rule} (FLOPs^{e_d:.3g} depth, FLOPs^{e_w / 2:.3g} width, "
              f"FLOPs^{e_r / 2:.3g} resolution) to {_fmt_flops(result.cost.flops)} FLOPs: target "
              f"{_fmt_flops(result.target_flops)} ({result.ratio - 1:+.1%}), base {_fmt_flops(result.base_cost.flops)}; "
              f"{_fmt_count(result.cost.params)} params (base {_fmt_count(result.base_cost.params)})",
@@ -273,7 +268,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
                  f"{'x'.join(map(str, result.genome.input.resolution))}")
     if out:
         print("\n".join(lines))
-        print(f"wrote {out} ({_printable(result.genome.name)}, hash {result.genome.content_hash()})")
+        print(f"wrote {out} ({printable(result.genome.name)}, hash {result.genome.content_hash()})")
     else:  # the summary as YAML comments, so that stdout is the genome: nas scale ... > scaled.yaml
         print("\n".join("# " + line for line in lines))
         print(dump_genome(result.genome), end="")
@@ -359,7 +354,7 @@ SCORE_OPTIONS = ("space", "objective", "supernet", "data", "data_limit", "seed",
 
 def cmd_score(args: argparse.Namespace) -> int:
     from nas.cost.profile import with_resolution
-    from nas.errors import InputError, NasError
+    from nas.errors import InputError, NasError, printable
     from nas.flags import given_flags
     from nas.io import parse_genome, read_yaml
     from nas.search import SearchOptions
@@ -418,7 +413,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             "train": f"validation accuracy after {options.epochs} epochs on {options.data}",
             "supernet": f"validation accuracy with the weights of {options.supernet}"}[options.objective]
     res = "x".join(map(str, genome.input.resolution))
-    print(f"{_printable(genome.name)} (hash {genome.content_hash()}), {genome.input.channels}x{res} input, "
+    print(f"{printable(genome.name)} (hash {genome.content_hash()}), {genome.input.channels}x{res} input, "
           f"{genome.num_classes} classes, on {device}")
     print(f"objective {options.objective}: {what}, seed {options.seed}")
     print(f"  {'score':<16} {result.score:>12.4f}   what the search maximises")

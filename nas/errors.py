@@ -25,6 +25,13 @@ class Problem:
         return f"{where}: {self.message}" if where else self.message
 
 
+def printable(name: str) -> str:
+    """A name from the user's YAML as it goes into one line of output: as given, or its repr when it holds a
+    newline or another unprintable character, which would break a one-line error or a line that is parsed, such as
+    the YAML comments ahead of ``nas scale``'s genome on stdout."""
+    return name if name.isprintable() else repr(name)
+
+
 class NasError(Exception):
     """Any error the CLI reports without a traceback; ``exit_code`` 2 means bad input."""
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import networkx as nx
 from pydantic import BeforeValidator
 
-from nas.errors import InputError
+from nas.errors import InputError, printable
 from nas.flags import Flag
 from nas.genome import Genome
 from nas.graph import build_graph
@@ -71,7 +71,7 @@ def require_memory(genome: Genome, batch: int = 0, dtype: str = "float32", devic
     need = peak_memory_estimate(genome, batch, dtype)
     if available is not None and need > MEMORY_SHARE * available:
         what = f"inference at batch {batch}" if batch else "its weights"
-        raise InputError(f"{genome.name}: {what} need about {need / 2**30:.3g} GiB; this machine has "
+        raise InputError(f"{printable(genome.name)}: {what} need about {need / 2**30:.3g} GiB; this machine has "
                          f"{available / 2**30:.3g} GiB available")
 
 
