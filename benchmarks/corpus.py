@@ -24,6 +24,13 @@ genome 5j + 4's seed-0 runs).
     python benchmarks/corpus.py --status             # what is done
     python benchmarks/corpus.py --space hybrid32 --genomes 120 --replica-seeds 1 --replica-fidelities long
 
+``--from N --out DIR`` keeps the same sequence's genomes from index N on in another folder: genomes drawn after
+the ones a shipped objective was fitted on, for a fresh test of it (``objective_fit.py --judge DIR``) that never
+enters the fitted corpus:
+
+    python benchmarks/corpus.py --genomes 480 --from 360 --replicated 480 --replica-fidelities long \
+        --out benchmarks/results/corpus_fresh --worker K --of 2
+
 Each run is appended under a file lock as soon as it ends, so a kill loses at most the runs in progress.
 """
 from __future__ import annotations
@@ -161,6 +168,9 @@ def main() -> None:
                         help="the space genomes are drawn from (default: tiny)")
     parser.add_argument("--out", type=Path, default=None, help="where the corpus is kept (default: "
                         "benchmarks/results/corpus for tiny, corpus_SPACE for another space)")
+    parser.add_argument("--from", dest="first_index", type=int, default=0, metavar="N",
+                        help="keep only the genomes from index N on (with --out: a fresh corpus, drawn after "
+                             "the genomes of the fitted one)")
     parser.add_argument("--status", action="store_true", help="print what is done and stop")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
     parser.add_argument("--tasks", default=",".join(TASKS),
@@ -178,19 +188,22 @@ def main() -> None:
     genomes = sample_genomes(space, args.genomes, SAMPLE_SEED)
     ids = [g.content_hash() for g in genomes]
     known = {r["genome"] for r in read_jsonl(args.out / "genomes.jsonl")}
+    if args.first_index and args.out == corpus_dir(args.space):
+        parser.error("--from keeps a fresh corpus apart from the fitted one: give it its own --out")
     if args.worker == 0:
         for i, genome in enumerate(genomes):
-            if ids[i] not in known:
+            if i >= args.first_index and ids[i] not in known:
                 cost = analytic_cost(genome)
                 append(args.out / "genomes.jsonl", {"index": i, "genome": ids[i], "canonical": genome.to_dict(),
                                                     "params": cost.params, "flops": cost.flops,
                                                     "mixers": mixers(genome)})
     done = {run_key(r) for r in read_jsonl(args.out / "runs.jsonl")}
-    todo = [job for job in jobs(len(genomes), args.replicated, args.long, replicas, replica_fidelities)
-            if (job[0] + job[3]) % args.of == args.worker and job[1] in tasks
+    every = [job for job in jobs(len(genomes), args.replicated, args.long, replicas, replica_fidelities)
+             if job[0] >= args.first_index]
+    todo = [job for job in every if (job[0] + job[3]) % args.of == args.worker and job[1] in tasks
             and (ids[job[0]], job[1], job[2], job[3]) not in done]
     if args.status:
-        total = len(jobs(len(genomes), args.replicated, args.long, replicas, replica_fidelities))
+        total = len(every)
         print(f"{len(done)} runs done of {total}; {len(todo)} left for worker {args.worker} of {args.of}")
         return
 
