@@ -182,14 +182,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     args.out = args.out or corpus_dir(args.space)
+    if args.first_index and args.out.resolve() == corpus_dir(args.space).resolve():
+        parser.error("--from keeps a fresh corpus apart from the fitted one: give it its own --out")
     replicas = tuple(int(seed) for seed in args.replica_seeds.split(","))
     replica_fidelities = tuple(args.replica_fidelities.split(","))
     space = yaml.safe_load(SPACES[args.space].read_text())
     genomes = sample_genomes(space, args.genomes, SAMPLE_SEED)
     ids = [g.content_hash() for g in genomes]
     known = {r["genome"] for r in read_jsonl(args.out / "genomes.jsonl")}
-    if args.first_index and args.out == corpus_dir(args.space):
-        parser.error("--from keeps a fresh corpus apart from the fitted one: give it its own --out")
     if args.worker == 0:
         for i, genome in enumerate(genomes):
             if i >= args.first_index and ids[i] not in known:
