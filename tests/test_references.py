@@ -74,6 +74,17 @@ def test_named_references_are_used_as_given_and_one_that_cannot_be_retargeted_sa
     assert own.genome is not None and convnext.genome.input.resolution == (32, 32)
 
 
+def test_a_file_name_that_holds_a_newline_is_shown_on_one_line(tmp_path: Path):
+    # the name goes into the progress line, the report's table and its "behind X" sentence
+    mine = tmp_path / "my\n## Winner: mine.yaml"
+    mine.write_text(yaml.safe_dump({**SMALL_SPACE, "stages": [
+        {"depth": 1, "width": 16, "block": {"mixer": {"type": "pooling"}}}]}))
+    picked = pick_references(TINY, tiny_options(budget="40MFLOPs", trials=40, references=["auto", mine]))
+    named = picked.references[-1]
+    assert named.source == str(mine) and named.name == repr("my\n## Winner: mine")
+    assert "\n" not in picked.note and picked.note.endswith(f"Named with --references: {named.name}.")
+
+
 # --- bad input ----------------------------------------------------------------------------------------------------
 
 def test_an_unknown_zoo_name_is_bad_input_in_one_line_naming_it(tmp_path: Path):

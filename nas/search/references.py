@@ -24,7 +24,7 @@ from typing import Any
 
 from nas.cost import Cost, analytic_cost
 from nas.cost.budget import format_count
-from nas.errors import GenomeError, InputError, did_you_mean
+from nas.errors import GenomeError, InputError, did_you_mean, printable
 from nas.genome import Genome, InputSpec
 from nas.io import ZOO_PREFIX, load_genome, resolve, zoo_names
 from nas.search.options import MOST_REFERENCES, TRIALS_PER_REFERENCE, SearchOptions
@@ -132,7 +132,8 @@ def pick_references(space: dict[str, Any], options: SearchOptions, reach_flops: 
 
 def _named(source: str, space: dict[str, Any]) -> Reference:
     """A reference the person named: one that cannot be read or retargeted is listed with the reason."""
-    name = source[len(ZOO_PREFIX):] if source.startswith(ZOO_PREFIX) else Path(source).stem
+    # a file's name goes into one line of the progress, the report's sentences and its table
+    name = source[len(ZOO_PREFIX):] if source.startswith(ZOO_PREFIX) else printable(Path(source).stem)
     try:
         genome = load_genome(source)
     except InputError as err:
