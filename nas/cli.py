@@ -65,10 +65,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from nas.errors import GenomeError, Problem
     from nas.graph import GRAPH_SUFFIXES, build_graph, write_graph
     from nas.io import parse_genome
-    from nas.outputs import output_file
+    from nas.outputs import distinct_outputs, output_file
     from nas.space import check_space, is_space, read_space
 
     graph_out = output_file(args.graph, "--graph", GRAPH_SUFFIXES) if args.graph else None  # before any work
+    distinct_outputs([("--graph", graph_out)], [("the file it validates", args.file)])
     data, text, label = read_space(args.file)
     if is_space(data):
         if args.graph:
@@ -95,6 +96,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from nas.cost.profile import profile, resolve_device, with_resolution
+    from nas.errors import printable
     from nas.io import load_genome
 
     genome = with_resolution(load_genome(args.genome), args.resolution)
@@ -105,7 +107,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{report['name']} (hash {report['hash']}): input {'x'.join(map(str, report['input']))}, "
+    print(f"{printable(report['name'])} (hash {report['hash']}): input {'x'.join(map(str, report['input']))}, "
           f"batch {report['batch']}, {report['dtype']}, {report['device']}")
     header = f"{'part':<14} {'blocks':>6} {'output':>12} {'params':>9} {'GFLOPs':>8}"
     header += f" {'fvcore':>8}" if args.fvcore else ""
@@ -175,18 +177,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from nas.errors import InputError, printable
     from nas.export import export_model
     from nas.io import load_genome
-    from nas.outputs import output_file
+    from nas.outputs import distinct_outputs, output_file
 
     # every output checked before any work, so none is half written; -o alone by default, --onnx alone if asked
     out = output_file(args.output or "model.py", "-o") if args.output or not args.onnx else None
     onnx_out = output_file(args.onnx, "--onnx", (".onnx",)) if args.onnx else None
     weights = output_file(args.weights, "--weights") if args.weights else None
-    seen: dict[Path, str] = {}
-    for option, path in (("-o", out), ("--onnx", onnx_out), ("--weights", weights)):
-        if path and path.resolve() in seen:
-            raise InputError(f"{option} {path}: the same file as {seen[path.resolve()]}; name another")
-        if path:
-            seen[path.resolve()] = option
+    distinct_outputs([("-o", out), ("--onnx", onnx_out), ("--weights", weights)], [("the genome", args.genome)])
     if args.features_only and onnx_out:
         raise InputError("--features-only writes model.py only; --onnx exports the classifier")
     genome = load_genome(args.genome)
@@ -242,10 +239,11 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 def cmd_scale(args: argparse.Namespace) -> int:
     from nas.errors import printable
     from nas.io import dump_genome, load_genome
-    from nas.outputs import output_file
+    from nas.outputs import distinct_outputs, output_file
     from nas.scale import RULES, scale_genome
 
     out = output_file(args.output, "-o", (".yaml", ".yml")) if args.output else None  # before any work
+    distinct_outputs([("-o", out)], [("the genome", args.genome)])
     base = load_genome(args.genome)
     result = scale_genome(base, args.flops, rule=args.rule)
     if args.json:
@@ -277,13 +275,14 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 def _zoo_weights(args: argparse.Namespace) -> int:
     from nas.errors import InputError
-    from nas.outputs import output_file
+    from nas.outputs import distinct_outputs, output_file
     from nas.weights import convert_checkpoint, read_checkpoint, save_weights, weight_map
 
     if not args.name or not args.source:
         raise InputError("nas zoo weights needs a NAME and --from CHECKPOINT (a timm .safetensors or .pth file)")
     spec = weight_map(args.name)  # an unknown or unmapped name, before any file is read
     out = output_file(args.output or f"{args.name}.pt", "-o", (".pt", ".pth", ".safetensors"))
+    distinct_outputs([("-o", out)], [("--from", args.source)])
     state = convert_checkpoint(args.name, read_checkpoint(args.source), source=args.source)
     save_weights(state, out)
     print(f"wrote {out}: {len(state)} tensors of zoo:{args.name} from {args.source} (timm's {spec.reference}); "
@@ -378,7 +377,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     inputs, space = search_inputs(genome.to_dict(), options)  # with the data's classes and channels
     genome = parse_genome(space)
     if options.objective == "train":  # its training memory (on stderr: stdout may be --json), and an auto batch
-        options, line = training_batch(options, genome, inputs.dataset, device, genome.name)
+        options, line = training_batch(options, genome, inputs.dataset, device, printable(genome.name))
         print(line.strip(), file=sys.stderr)
     result = score_genome(genome, TrialWork(space, options, device, inputs, None, latency_table(options)))
     contributions, unweighed, lacking = {}, [], []
@@ -476,7 +475,7 @@ def cmd_latency_calibrate(args: argparse.Namespace) -> int:
     from nas.cost.latency import runtime_version
     from nas.cost.profile import open_table, resolve_device
     from nas.errors import InputError
-    from nas.outputs import output_file
+    from nas.outputs import distinct_outputs, output_file
     from nas.space import read_space, sample_genomes
 
     if args.genomes < MIN_GENOMES:
@@ -484,6 +483,7 @@ def cmd_latency_calibrate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     threads = args.threads or (1 if device == "cpu" else None)  # as nas search times on a CPU
     out = output_file(args.json, "--json") if args.json else None
+    distinct_outputs([("--json", out)], [("--table", args.table), ("the space", args.space)])
     space, _, label = read_space(args.space)
     table = open_table(args.table)
     genomes = sample_genomes(space, args.genomes, seed=args.seed)

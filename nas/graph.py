@@ -13,7 +13,7 @@ import networkx as nx
 
 from blocks import BlockConfig, Shape, ShapeError
 from blocks.base import NeckConfig, join_path
-from nas.errors import GenomeError, InputError, Problem
+from nas.errors import GenomeError, InputError, Problem, printable
 from nas.genome import Genome
 
 
@@ -155,6 +155,8 @@ def check_genome(genome: Genome) -> None:
 def _flat(graph: nx.DiGraph) -> nx.DiGraph:
     """A copy with tuple shapes written as strings and configs left out, which GraphML and DOT accept."""
     flat = graph.copy()
+    # the genome's name is the user's: a control character is not allowed in XML, nor a newline in a DOT id
+    flat.graph["name"] = printable(str(graph.graph.get("name", "genome")))
     for _, data in flat.nodes(data=True):
         del data["config"]
         for key in ("in_shape", "out_shape"):
@@ -163,8 +165,10 @@ def _flat(graph: nx.DiGraph) -> nx.DiGraph:
 
 
 def to_dot(graph: nx.DiGraph) -> str:
-    lines = [f'digraph "{graph.graph.get("name", "genome")}" {{', "  rankdir=TB;", "  node [shape=box];"]
-    for node, data in _flat(graph).nodes(data=True):
+    flat = _flat(graph)
+    name = flat.graph["name"].replace("\\", "\\\\").replace('"', '\\"')  # a quoted DOT id: \ and " escaped
+    lines = [f'digraph "{name}" {{', "  rankdir=TB;", "  node [shape=box];"]
+    for node, data in flat.nodes(data=True):
         label = f"{node}\\n{data['type']}  {data['out_shape']}\\n{data['params']:,} params"
         lines.append(f'  "{node}" [label="{label}"];')
     lines += [f'  "{a}" -> "{b}";' for a, b in graph.edges]

@@ -3,6 +3,7 @@ naming the option and the path), found before anything is computed or half writt
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from nas.errors import InputError
@@ -41,3 +42,20 @@ def output_dir(path: str | Path, option: str) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"{option} {path}: cannot write in {existing}")
     return path
+
+
+def distinct_outputs(outputs: Sequence[tuple[str, Path | None]],
+                     reads: Sequence[tuple[str, str | Path | None]] = ()) -> None:
+    """Each output a file of its own: not a file the command reads (``reads``: what names it, and its path or
+    spec), which writing would destroy, nor another output, which would keep only the last one written."""
+    seen: dict[Path, str] = {}
+    for what, spec in reads:
+        path = Path(spec) if spec is not None else None
+        if path is not None and path.is_file():  # a zoo: name or a shipped space's name is no file here
+            seen.setdefault(path.resolve(), what)
+    for option, path in outputs:
+        if path is None:
+            continue
+        if path.resolve() in seen:
+            raise InputError(f"{option} {path}: the same file as {seen[path.resolve()]}; name another")
+        seen[path.resolve()] = option

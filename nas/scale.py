@@ -36,7 +36,7 @@ from blocks import CONFIGS
 from blocks.attention import HeadsConfig
 from nas.cost import Cost, analytic_cost
 from nas.cost.budget import format_count
-from nas.errors import GenomeError, InputError
+from nas.errors import GenomeError, InputError, printable
 from nas.genome import Genome
 from nas.io import load_genome, parse_genome
 
@@ -377,7 +377,8 @@ def scale_genome(genome: Genome | str | dict[str, Any], flops: float | str, rule
             hi_t = mid
     best = search.best()
     if best is None:
-        raise ScaleError(f"{base.name}: no valid genome found scaling by {rule!r} towards {format_count(target)}FLOPs")
+        raise ScaleError(f"{printable(base.name)}: no valid genome found scaling by {rule!r} towards "
+                         f"{format_count(target)}FLOPs")
     used = factors(math.exp((lo_t + hi_t) / 2))
     start = best
     best, adjustments = _fix_up(search, start, rule, tolerance / 2, keep_side=True, finer=False)
@@ -395,8 +396,8 @@ def scale_genome(genome: Genome | str | dict[str, Any], flops: float | str, rule
     scaled, cost = found
     if abs(cost.flops / target - 1) > tolerance:
         raise ScaleError(
-            f"{base.name}: rule {rule!r} cannot reach {format_count(target)}FLOPs within {tolerance:.0%}: the "
-            f"nearest valid genome has {format_count(cost.flops)}FLOPs ({cost.flops / target - 1:+.2%}; the base "
+            f"{printable(base.name)}: rule {rule!r} cannot reach {format_count(target)}FLOPs within {tolerance:.0%}: "
+            f"the nearest valid genome has {format_count(cost.flops)}FLOPs ({cost.flops / target - 1:+.2%}; the base "
             f"has {format_count(base_cost.flops)}); {_why(search, rule, best)}")
     return ScaledGenome(scaled, cost, base_cost, rule, target,
                         {"depth": used[0], "width": used[1], "resolution": used[2]}, adjustments)

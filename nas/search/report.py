@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.cost import stage_costs
 from nas.cost.budget import format_count
-from nas.errors import GenomeError
+from nas.errors import GenomeError, printable
 from nas.evaluate.proxy import describe_objective, objective_terms, unweighed_descriptors
 from nas.export import export_model
 from nas.genome import Genome
@@ -456,7 +457,7 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
     unit = SECOND_UNITS[options.second]
     found = choices(space)
     lines = [f"# Search report: {run_dir.name}", "",
-             f"- space: `{options.space}` ({len(found)} choices, {space_size(space):.3g} genomes), input "
+             f"- space: {_code(options.space)} ({len(found)} choices, {space_size(space):.3g} genomes), input "
              f"{_fmt(space.get('input', {}).get('resolution'))} px, {space.get('num_classes')} classes",
              f"- budgets: FLOPs {options.budget or 'none'}, params {options.params or 'none'}, latency "
              f"{options.latency or 'none'}",
@@ -477,7 +478,7 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
     failures: dict[str, int] = {}
     for t in trials:
         if t.state == TrialState.FAIL and not is_duplicate(t):
-            reason = str(t.user_attrs.get("failure", "?"))[:120]
+            reason = printable(" ".join(str(t.user_attrs.get("failure", "?")).split()))[:120]
             failures[reason] = failures.get(reason, 0) + 1
     if failures:
         lines += ["## Failures", "", *(f"- {n}x {reason}" for reason, n in
@@ -498,7 +499,7 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
         lines.append(importances)
     else:
         lines += ["| parameter | importance |", "|---|---|",
-                  *(f"| `{name}` | {value:.3f} |" for name, value in importances.items())]
+                  *(f"| {_code(name)} | {value:.3f} |" for name, value in importances.items())]
     if best is not None:
         lines += ["", f"## Winner: trial {best.number} (best.yaml, best_model.py)", "",
                   "| part | blocks | output | params (M) | GFLOPs | share of FLOPs |", "|---|---|---|---|---|---|"]
@@ -508,7 +509,7 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
             lines.append(f"| {part.name} | {part.blocks or ''} | {'x'.join(map(str, part.out_shape))} | "
                          f"{part.cost.params / 1e6:.2f} | {part.cost.flops / 1e9:.3f} | "
                          f"{part.cost.flops / total:.1%} |")
-        lines += ["", "Stages in `best.yaml`:", "", "```yaml", dump_genome(best.genome).rstrip(), "```"]
+        lines += ["", "Stages in `best.yaml`:", "", *_fenced(dump_genome(best.genome).rstrip(), "yaml")]
         silent = (unweighed_descriptors(objective_terms(best.genome, {}), options.objective_fit)
                   if options.objective == "proxy" else [])
         if silent:
@@ -516,3 +517,15 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
                           f"{', '.join(f'`{name}`' for name in silent)}. Those terms are weighed 0, so its score "
                           "says nothing of them; `nas score best.yaml` shows how the score is made."]
     return "\n".join(lines) + "\n"
+
+
+def _code(text: Any) -> str:
+    """A user's text (a space file's path, a choice's name) as inline code on one line: no backtick ends it early."""
+    return "`" + printable(str(text)).replace("`", "'") + "`"
+
+
+def _fenced(text: str, info: str) -> list[str]:
+    """``text`` in a code fence longer than any run of backticks in it (a genome's name may hold one that would
+    close a shorter fence and let the rest be read as markdown or HTML)."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return [fence + info, text, fence]

@@ -1,0 +1,84 @@
+"""What a command writes never breaks on a user's text, and never replaces a file the command reads: a genome's
+name, a file's name or an exception's message stays inside its line, cell or code block."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import networkx as nx
+import pytest
+import yaml
+
+import nas
+from nas import build_graph, load_genome
+from nas.graph import to_dot, write_graph
+from tests.conftest import HYBRID_YAML, run_nas
+from tests.test_search import SMALL_SPACE, score_by_width
+
+HOSTILE = 'x"]; evil [label="pwn"]; //\nfoo'
+
+
+def hybrid(name: str) -> dict:
+    return {**yaml.safe_load(HYBRID_YAML), "name": name}
+
+
+def test_a_hostile_name_stays_inside_the_dot_graphs_id():
+    plain, hostile = (to_dot(build_graph(load_genome(hybrid(name)))) for name in ("plain", HOSTILE))
+    assert hostile.splitlines()[0] == 'digraph "\'x\\"]; evil [label=\\"pwn\\"]; //\\\\nfoo\'" {'
+    assert len(hostile.splitlines()) == len(plain.splitlines())  # nothing added: no statement of its own
+
+
+def test_a_name_with_control_characters_still_makes_valid_graphml(tmp_path: Path):
+    write_graph(build_graph(load_genome(hybrid("a\x01b\x00c"))), tmp_path / "g.graphml")
+    assert nx.read_graphml(tmp_path / "g.graphml").graph["name"] == repr("a\x01b\x00c")
+
+
+def test_the_report_keeps_a_hostile_genome_name_and_failure_message_out_of_its_markdown(tmp_path: Path):
+    # PyYAML folds a long name at 120 columns, which can put a line of backticks on its own
+    name = "word " * 24 + "`" * 130 + " <h1>INJECTED</h1> " + "x " * 70 + "x"
+    # an option with a key no block has fails its trials, and the failure names the key
+    first = {**SMALL_SPACE["stages"][0], "block": {"choice": [
+        {"mixer": {"type": "pooling"}}, {"mixer": {"type": "pooling"}, "x\n\n<h1>INJECTED too</h1>\n": 1}]}}
+    nas.search({**SMALL_SPACE, "name": name, "stages": [first, SMALL_SPACE["stages"][1]]}, budget=None, trials=6,
+               sampler="random", second="params", references="none", evaluate=score_by_width,
+               out=tmp_path / "run", quiet=True)
+    lines = (tmp_path / "run" / "report.md").read_text().splitlines()
+    opening = next(i for i, line in enumerate(lines) if line.startswith("```"))
+    fence = re.match(r"`+", lines[opening]).group()
+    closing = lines.index(fence, opening + 1)
+    assert len(fence) > 130 and lines[opening] == fence + "yaml"
+    inside = [i for i, line in enumerate(lines) if "<h1>INJECTED</h1>" in line]
+    assert inside and all(opening < i < closing for i in inside)
+    failures = lines[lines.index("## Failures") + 2:]
+    failures = failures[:failures.index("")]
+    assert failures and all(line.startswith("- ") and "INJECTED too" in line for line in failures)
+
+
+@pytest.mark.parametrize("option", ["-o", "--weights"])
+def test_compile_refuses_to_write_over_the_genome_it_reads(tmp_path: Path, option: str):
+    genome = tmp_path / "net.yaml"
+    genome.write_text(HYBRID_YAML)
+    done = run_nas("compile", genome, *(["-o", tmp_path / "model.py"] if option == "--weights" else []),
+                   option, genome)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {option} {genome}: the same file as the genome; name another"
+    assert genome.read_text() == HYBRID_YAML and not (tmp_path / "model.py").exists()
+
+
+def test_scale_refuses_to_write_over_the_genome_it_scales(tmp_path: Path):
+    genome = tmp_path / "net.yaml"
+    genome.write_text(HYBRID_YAML)
+    done = run_nas("scale", genome, "--flops", "20M", "-o", genome)
+    assert done.returncode == 2 and "the same file as the genome" in done.stderr
+    assert genome.read_text() == HYBRID_YAML
+
+
+def test_a_hostile_genome_name_is_one_line_in_profile_and_scale(tmp_path: Path):
+    genome = tmp_path / "net.yaml"
+    genome.write_text(yaml.safe_dump(hybrid("net\nerror: forged\x1b[31m")))
+    profiled = run_nas("profile", genome)
+    assert profiled.returncode == 0, profiled.stderr
+    assert profiled.stdout.splitlines()[0].startswith(repr("net\nerror: forged\x1b[31m") + " (hash ")
+    refused = run_nas("scale", genome, "--flops", "1KFLOPs")  # far below what any genome of it reaches
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
+    assert "\x1b" not in refused.stderr
