@@ -135,7 +135,7 @@ def checked_number(raw: Any, value: Any) -> Any:
         return value
     if isinstance(raw, bool):
         raise ValueError("expected a number, not a boolean")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):  # not for an int: a huge one overflows a float
         raise ValueError("must be a finite number")
     if abs(value) > MAX_NUMBER:
         raise ValueError(f"beyond the limit of {MAX_NUMBER:,} for any number in a genome")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,9 @@ def printable(name: str) -> str:
     return name if name.isprintable() else repr(name)
 
 
+MAX_LISTED = 20  # problems an error lists; a file wrong throughout ends "(and N more)"
+
+
 class NasError(Exception):
     """Any error the CLI reports without a traceback; ``exit_code`` 2 means bad input."""
 
@@ -52,7 +56,10 @@ class GenomeError(InputError):
 
     def __str__(self) -> str:
         prefix = f"{self.source}: " if self.source else ""
-        return "\n".join(prefix + str(p) for p in self.problems)
+        lines = [prefix + str(p) for p in self.problems[:MAX_LISTED]]
+        if len(self.problems) > MAX_LISTED:
+            lines[-1] += f" (and {len(self.problems) - MAX_LISTED} more)"
+        return "\n".join(lines)
 
     @property
     def path(self) -> str:
@@ -60,20 +67,25 @@ class GenomeError(InputError):
 
     def located(self, source: str | None, text: str | None = None) -> GenomeError:
         """The same problems, labelled with the file and, where it can be found, the line."""
-        problems = [Problem(p.path, p.message, p.line or line_of(text, p.path)) for p in self.problems]
+        lines = YamlLines(text) if text and any(p.path and not p.line for p in self.problems) else None
+        problems = [Problem(p.path, p.message, p.line or (lines.line(p.path) if lines else None))
+                    for p in self.problems]
         return GenomeError(problems, source or self.source)
 
 
 def format_path(loc: tuple[Any, ...] | list[Any]) -> str:
     out = ""
     for key in loc:
-        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+        # A key is the user's text: a newline in it would split a one-line error.
+        out += f"[{key}]" if isinstance(key, int) else (f".{printable(str(key))}" if out else printable(str(key)))
     return out
 
 
 def parse_path(path: str) -> list[Any]:
     return [int(i) if i else k for k, i in re.findall(r"([A-Za-z_]\w*)|\[(\d+)\]", path)]
 
+
+_Composer = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _ALL_TYPES = {tag for configs in CONFIGS.values() for tag in configs}
 _CHOICE_KEYS = ("choice", "int", "float")  # nas.space's keywords, spelt out here to suggest them
@@ -130,7 +142,10 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> list[Any]:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than Python writes out (``width: 0xfff...``)
+        return f"an integer of {value.bit_length():,} bits"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -183,6 +198,9 @@ def _either(first: str, second: str) -> str:
 
 def from_validation_error(err: ValidationError, data: Any) -> GenomeError:
     problems: list[Problem] = []
+    # Looked up, not searched for in the list: a file wrong throughout has thousands of problems.
+    first_at: dict[str, int] = {}  # path -> index of its first problem
+    listed: Counter[Problem] = Counter()  # how often ``problems`` holds each
     misspelt_at: set[str] = set()
     for error in err.errors():
         loc = _clean_loc(error["loc"], data)
@@ -192,11 +210,15 @@ def from_validation_error(err: ValidationError, data: Any) -> GenomeError:
             problem = Problem(format_path([*loc, misspelt[0]]), misspelt[1])
         else:
             problem = Problem(format_path(loc), _message(error, data))
-        earlier = next((i for i, p in enumerate(problems) if p.path == problem.path), None)
+        earlier = first_at.get(problem.path)
         if _union_member(error["loc"][-1]) and earlier is not None and problems[earlier] != problem:
+            listed[problems[earlier]] -= 1
             problems[earlier] = Problem(problem.path, _either(problems[earlier].message, problem.message))
-        elif problem not in problems:
+            listed[problems[earlier]] += 1
+        elif listed[problem] <= 0:
+            first_at.setdefault(problem.path, len(problems))
             problems.append(problem)
+            listed[problem] += 1
     # A misspelt choice is why every member of a union refused the mapping: it alone is named.
     problems = [p for p in problems if p.path not in misspelt_at]
     # A bad ``defaults:`` entry also fails in every stage that inherits it: report it once, at its source.
@@ -204,25 +226,37 @@ def from_validation_error(err: ValidationError, data: Any) -> GenomeError:
     return GenomeError(from_defaults or problems)
 
 
-def line_of(text: str | None, path: str) -> int | None:
-    """1-based line of the YAML node at ``path``, or of its deepest existing parent."""
-    if not text or not path:
-        return None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for key in parse_path(path):
-        if isinstance(node, yaml.MappingNode):
-            match = [(k, v) for k, v in node.value if k.value == key]
-            if not match:
+class YamlLines:
+    """The lines of one YAML text's nodes: the text is composed once, however many problems are looked up (reading
+    it anew for each took half a minute for a file with 400)."""
+
+    def __init__(self, text: str | None):
+        try:
+            # libyaml where the wheel has it, as nas.io parses with: the same marks, so the same lines.
+            self.root: yaml.Node | None = yaml.compose(text, Loader=_Composer) if text else None
+        except yaml.YAMLError:
+            self.root = None
+        self._keys: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}  # id(mapping) -> key -> its nodes
+
+    def line(self, path: str) -> int | None:
+        """1-based line of the node at ``path``, or of its deepest existing parent."""
+        node, line = self.root, None
+        for key in parse_path(path) if path else []:
+            if isinstance(node, yaml.MappingNode):
+                match = self._mapping(node).get(key) if isinstance(key, str) else None
+                if match is None:
+                    break
+                key_node, node = match
+                line = key_node.start_mark.line + 1
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+                node = node.value[key]
+                line = node.start_mark.line + 1
+            else:
                 break
-            key_node, node = match[0]
-            line = key_node.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
+        return line
+
+    def _mapping(self, node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        # Indexed on first use, not for the whole tree up front: an alias may repeat a mapping many times over.
+        if id(node) not in self._keys:
+            self._keys[id(node)] = {k.value: (k, v) for k, v in reversed(node.value) if isinstance(k, yaml.ScalarNode)}
+        return self._keys[id(node)]

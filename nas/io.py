@@ -3,7 +3,7 @@
 Input limits, stated in the README: a YAML document of at most ``MAX_YAML_BYTES``, nested at most
 ``MAX_DEPTH`` deep, holding at most ``MAX_VALUES`` values once its aliases are expanded (a 1 KB "billion laughs"
 file expands to 10^9), with no duplicate keys. Numbers inside a genome have their own limits
-(``blocks.base.MAX_INT``).
+(``blocks.base.MAX_NUMBER``).
 """
 from __future__ import annotations
 
@@ -36,15 +36,23 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # ``<<: *base``: keys written beside it may override the merged ones
             key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
             try:
-                first = seen.setdefault(key, line)
+                duplicate = key in seen
             except TypeError:
                 continue  # an unhashable key: the base class reports it
-            if first is not line:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first on line {first})",
-                                                        key_node.start_mark)
+            if duplicate:  # on the first key's line too: ``{kernel: 3, kernel: 7}``
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first on line "
+                                                        f"{seen[key]})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as err:  # a date that does not exist, an int of 5,000 digits
+            reason = str(err).split("; use sys.")[0]  # Python's advice to raise its limit is not for the user
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read the value: {reason[:1].lower()}"
+                                                    f"{reason[1:]}", node.start_mark) from None
 
 
 def data_dir() -> Path:
@@ -121,6 +129,8 @@ def parse_yaml(text: str, label: str = "<string>") -> dict[str, Any]:
                           label) from None
     except yaml.YAMLError as err:
         raise GenomeError(Problem("", f"YAML error: {err}"), label) from None
+    except (ValueError, OverflowError) as err:  # what a constructor refused outside _Loader.construct_object
+        raise GenomeError(Problem("", f"YAML error: cannot read a value: {err}"), label) from None
     if data is None:
         raise GenomeError(Problem("", "the file is empty; expected a mapping with at least 'stem' and 'stages'"),
                           label)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nas.cli import main
 from tests.conftest import run_nas
@@ -104,6 +105,16 @@ CASES: dict[str, Case] = {
     "a list, not a mapping": Case(GENOME, ["g.yaml", "mapping", "list"], {"g.yaml": "- 1\n- 2\n"}),
     "a scalar, not a mapping": Case(GENOME, ["g.yaml", "mapping", "str"], {"g.yaml": "just text\n"}),
     "duplicate key": Case(GENOME, ["g.yaml", "duplicate key 'name'", "line 1"], {"g.yaml": "name: a\n" + GOOD}),
+    "duplicate key on one line": Case(GENOME, ["g.yaml", "duplicate key 'kernel'", "line 4"],
+                                      {"g.yaml": edit("kernel: 4, stride: 4", "kernel: 4, kernel: 8, stride: 4")}),
+    "integer of 5,000 digits": Case(GENOME, ["g.yaml", "line 7", "5000 digits"],
+                                    {"g.yaml": edit("width: 16", "width: " + "9" * 5000)}),
+    "hex integer beyond any float": Case(GENOME, ["stages[0].width", "limit of 65,536", "20,000 bits"],
+                                         {"g.yaml": edit("width: 16", "width: 0x" + "f" * 5000)}),
+    "date that does not exist": Case(GENOME, ["g.yaml", "line 1", "day is out of range"],
+                                     {"g.yaml": edit("name: g", "name: 2001-02-30")}),
+    "key with a newline": Case(GENOME, ["stages[0].block.'x\\n\\n<h1>INJECTED</h1>\\n'", "unknown field"],
+                               {"g.yaml": edit("kernel: 3}}", 'kernel: 3}, "x\\n\\n<h1>INJECTED</h1>\\n": 1}')}),
     "python tag": Case(GENOME, ["g.yaml", "python/object"], {"g.yaml": "stem: !!python/object/apply:os.system "
                                                                         "['echo hi']\n"}),
     "alias bomb": Case(GENOME, ["g.yaml", "more than 100,000 values"], {"g.yaml": BOMB}),
@@ -249,3 +260,21 @@ def test_inputs_that_used_to_hang_end_in_seconds(name: str, tmp_path: Path):
                             timeout=120)
     assert result.returncode == 2, result.stderr
     assert time.perf_counter() - start < 60
+
+
+def test_a_file_wrong_throughout_is_composed_once_and_listed_in_short(tmp_path: Path, capsys, monkeypatch):
+    # 400 wrong stages: reading the file anew to find each one's line took half a minute.
+    file = tmp_path / "g.yaml"
+    stage = "  - {depth: 0, width: 16, block: {mixer: identity}}\n"
+    file.write_text(GOOD.split("stages:")[0] + "stages:\n" + stage * 400)
+    compose, calls = yaml.compose, []
+    monkeypatch.setattr(yaml, "compose", lambda *args, **kwargs: calls.append(1) or compose(*args, **kwargs))
+    start = time.perf_counter()
+    code = main(["validate", str(file)])
+    elapsed = time.perf_counter() - start
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(calls) == 1 and elapsed < 10, (len(calls), elapsed)
+    zero = "input should be greater than 0 (got 0)"
+    assert len(lines) == 20
+    assert lines[0] == f"error: {file}: stages[0].depth (line 7): {zero}"
+    assert lines[-1] == f"error: {file}: stages[19].depth (line 26): {zero} (and 380 more)"

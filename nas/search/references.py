@@ -93,7 +93,8 @@ def check_references(text: str) -> str:
             load_genome(item)
         except InputError as err:
             problems = str(err).splitlines()
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            count = len(err.problems) if isinstance(err, GenomeError) else len(problems)  # more than it lists
+            more = f" (and {count - 1} more)" if count > 1 else ""
             where = "" if problems[0].startswith(item) else f"{item}: "
             raise InputError(f"--references {where}{problems[0]}{more}") from None
         kept.append(str(resolve(item).resolve()))
