@@ -198,6 +198,11 @@ class BlockConfig(BaseModel):
         """Parameters that never train (random mixing matrices); included in ``params``."""
         return sum(child.frozen_params(shape, shape[0]) for _, child in self.children())
 
+    def built_blocks(self) -> int:
+        """How many blocks this config builds: 1, or a composite's sub-blocks (``sequence``). A genome's size
+        limit counts these, as they are what building and running it costs."""
+        return 1
+
     def children(self) -> tuple[tuple[str, BlockConfig], ...]:
         """Nested configs with their field paths."""
         return self._children

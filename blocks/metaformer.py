@@ -124,6 +124,9 @@ class SequenceBlockConfig(BlockConfig):
     def resamples(self) -> bool:
         return self.blocks[0].resamples
 
+    def built_blocks(self) -> int:
+        return sum(block.built_blocks() for block in self.blocks)
+
     def _sites(self, shape: Shape, out: int) -> list[tuple[int, BlockConfig, Shape]]:
         sites = []
         for i, block in enumerate(self.blocks):

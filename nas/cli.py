@@ -80,13 +80,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
             raise err.located(label, text) from None
         print(f"ok: {label} is a space with {len(report.choices)} choices "
               f"({report.size:.3g} genomes); {report.valid}/{report.sampled} samples are valid genomes")
+        if report.capped:
+            print(f"  {report.forced} of its {report.options} options each forced into a sample; the rest only "
+                  "as the random samples drew them")
         for problem, n in report.shape_problems[:5]:
             print(f"  skipped by the search in {n} samples: {problem}")
         return 0
     genome = parse_genome(data, label, text)
     cost = analytic_cost(genome)
     blocks = sum(s.depth for s in genome.stages)
-    print(f"ok: {label}: genome {genome.name!r}, {len(genome.stages)} stages, {blocks} blocks, "
+    built = genome.built_blocks()
+    within = f" ({built} built: a sequence builds each of its blocks)" if built != blocks else ""
+    print(f"ok: {label}: genome {genome.name!r}, {len(genome.stages)} stages, {blocks} blocks{within}, "
           f"{_fmt_count(cost.params)} params, {_fmt_flops(cost.flops)} FLOPs, hash {genome.content_hash()}")
     if graph_out:
         write_graph(build_graph(genome), graph_out)
@@ -563,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help=GENOME_HELP + ", or a space")
     p.add_argument("--graph", metavar="OUT", help="also write the genome's graph (.dot, .gv or .graphml)")
     p.add_argument("--samples", type=_at_least(0), default=64, help="random genomes drawn to check a space, "
-                   "besides one for each option of each choice (default 64)")
+                   "besides one for each option of each choice where there are few enough (the output says when not; "
+                   "default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed for those draws")
     p.set_defaults(func=cmd_validate)
 

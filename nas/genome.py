@@ -119,7 +119,16 @@ class Genome(_Model):
         total = sum(stage.depth for stage in stages)
         if total > MAX_BLOCKS:
             raise ValueError(f"{total:,} blocks in all; a genome may hold at most {MAX_BLOCKS:,}")
+        # a sequence is one block of its stage but builds all of its sub-blocks: those are what cost time and memory
+        inner = sum(_stage_leaves(stage) for stage in stages)
+        if inner > MAX_BLOCKS:
+            raise ValueError(f"{inner:,} blocks in all, counting each block inside a sequence; a genome may hold "
+                             f"at most {MAX_BLOCKS:,}")
         return stages
+
+    def built_blocks(self) -> int:
+        """The blocks the network builds, each of a sequence's counted (what ``MAX_BLOCKS`` bounds)."""
+        return sum(_stage_leaves(stage) for stage in self.stages)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical form: every default written out, each stage's pattern at its shortest period."""
@@ -143,17 +152,47 @@ class Genome(_Model):
         return hash((self.name, self.content_hash()))
 
 
+def _stage_leaves(stage: StageSpec) -> int:
+    # by whole cycles of the pattern: a stage's block list is never built just to be counted
+    counts = [b.built_blocks() for b in stage.pattern or [stage.block]]
+    cycles, rest = divmod(stage.depth, len(counts))
+    return cycles * sum(counts) + sum(counts[:rest])
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in equal exactly when the JSON values are equal (as dicts and lists compare)."""
+    if isinstance(value, dict):
+        return frozenset((k, _frozen(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def shortest_period(keys: list[Any]) -> int:
+    """The least ``p`` with ``keys[i] == keys[i % p]`` for every ``i``, in linear time: the length less the
+    longest proper border (the KMP prefix function)."""
+    border = [0] * len(keys)
+    for i in range(1, len(keys)):
+        k = border[i - 1]
+        while k and keys[i] != keys[k]:
+            k = border[k - 1]
+        border[i] = k + (keys[i] == keys[k])
+    return len(keys) - border[-1] if keys else 0
+
+
 def _canonical_stage(stage: dict[str, Any]) -> dict[str, Any]:
     if not stage.get("class_token"):  # the default, left out: genomes keep the hash they had before the field
         stage.pop("class_token", None)
-    blocks = repeat_pattern(stage.pop("pattern") or [stage.pop("block")], stage["depth"])
+    pattern = stage.pop("pattern") or [stage.pop("block")]
     stage.pop("block", None)
-    period = next(p for p in range(1, len(blocks) + 1)
-                  if all(blocks[i] == blocks[i % p] for i in range(len(blocks))))
-    if period == 1:
-        stage["block"] = blocks[0]
+    # each entry compared once, through a hashable key; then only small ints are compared
+    ids: dict[Any, int] = {}
+    keys = [ids.setdefault(_frozen(entry), len(ids)) for entry in pattern]
+    unit = repeat_pattern(pattern, shortest_period(repeat_pattern(keys, stage["depth"])))
+    if len(unit) == 1:
+        stage["block"] = unit[0]
     else:
-        stage["pattern"] = blocks[:period]
+        stage["pattern"] = unit
     return stage
 
 

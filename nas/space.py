@@ -22,6 +22,9 @@ from nas.graph import check_genome
 from nas.io import read_yaml
 
 _KINDS = {"choice": set(), "int": {"step", "log"}, "float": {"step", "log"}}
+# Options check_space forces a sample to take, in all: each sample is a genome validated and shape-checked
+# (about 50 ms at MAX_BLOCKS), and the largest shipped space has 185 options.
+MAX_FORCED = 256
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,26 @@ class Choice:
 
     @property
     def size(self) -> float:
+        """How many values the choice offers: a float, math.inf for a continuous range or beyond a float."""
         if self.kind == "choice":
-            return len(self.options)
+            return float(len(self.options))
         if self.kind == "int":
-            return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
-        return math.inf if self.step is None else math.floor((self.high - self.low) / self.step) + 1
+            return _as_float((int(self.high) - int(self.low)) // int(self.step or 1) + 1)
+        return math.inf if self.step is None else math.floor((self.high - self.low) / self.step) + 1.0
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+def _as_float(count: int) -> float:
+    try:
+        return float(count)
+    except OverflowError:  # an int range wider than any float: counted as endless, like a continuous one
+        return math.inf
 
 
 def parse_choice(node: Any, path: str) -> Choice | None:
@@ -66,12 +84,18 @@ def parse_choice(node: Any, path: str) -> Choice | None:
     if (not isinstance(spec, list) or len(spec) != 2 or not all(isinstance(v, number) for v in spec)
             or any(isinstance(v, bool) for v in spec)):
         raise GenomeError(Problem(f"{path}.{kind}", f"expected [low, high] as two {kind}s, got {spec!r}"))
+    if kind == "float" and not all(_finite(v) for v in spec):  # a draw computes in floats
+        raise GenomeError(Problem(f"{path}.{kind}", f"expected [low, high] as two finite floats, got {spec!r}"))
     low, high = spec
     step = node.get("step", 1 if kind == "int" else None)
     if low > high:
         raise GenomeError(Problem(f"{path}.{kind}", f"low {low} is above high {high}"))
     if step is not None and (not isinstance(step, number) or step <= 0):
         raise GenomeError(Problem(f"{path}.step", f"must be a positive {kind}, got {step!r}"))
+    if kind == "float" and step is not None and not _finite((high - low) / step):
+        # a step so small (or a range so wide) that its values cannot be counted, nor one drawn by its index
+        raise GenomeError(Problem(f"{path}.step", f"[{low}, {high}] in steps of {step!r} holds more values than "
+                                                  "a float can count"))
     log = bool(node.get("log", False))
     if log and low <= 0:
         raise GenomeError(Problem(f"{path}.{kind}", "a log-scaled range needs low > 0"))
@@ -171,6 +195,13 @@ class SpaceReport:
     sampled: int
     valid: int
     shape_problems: list[tuple[str, int]]  # (problem, how many samples hit it), most common first
+    options: int = 0  # options of all the choices
+    forced: int = 0  # of those, how many a sample was forced to take: fewer only past MAX_FORCED
+
+    @property
+    def capped(self) -> bool:
+        """Whether some options were left to the random samples rather than each tried once."""
+        return self.forced < self.options
 
 
 def space_size(space: Any, path: str = "") -> float:
@@ -201,18 +232,35 @@ def sample_genomes(space: Any, count: int, seed: int = 0) -> list[Genome]:
     return found
 
 
+def _forced_plans(found: list[Choice]) -> tuple[list[dict[str, int]], int]:
+    """One plan per option of each choice, and the number of options; past ``MAX_FORCED`` options, the first
+    ``MAX_FORCED`` plans taken round-robin over the choices (option 0 of each, then option 1, ...), so that every
+    choice has some of its options tried."""
+    listed = [c for c in found if c.kind == "choice"]
+    options = sum(len(c.options) for c in listed)
+    if options <= MAX_FORCED:
+        return [{c.path: i} for c in listed for i in range(len(c.options))], options
+    plans: list[dict[str, int]] = []
+    for i in range(max(len(c.options) for c in listed)):
+        plans += [{c.path: i} for c in listed if i < len(c.options)][:MAX_FORCED - len(plans)]
+        if len(plans) == MAX_FORCED:
+            break
+    return plans, options
+
+
 def check_space(space: Any, samples: int = 64, seed: int = 0) -> SpaceReport:
-    """Validate a space by sampling it. Every option of every choice is tried at least once.
+    """Validate a space by sampling it. Every option of every choice is tried at least once, up to
+    ``MAX_FORCED`` options in all (the report says how many were); then ``samples`` random draws, at least one.
 
     A structural problem (unknown type, bad value) in any sample is an error; a shape problem (heads that do
     not divide a width) only is when no sample at all is valid, since the search skips such genomes.
     """
     found = choices(space)
     rng = random.Random(seed)
-    forced = [{c.path: i} for c in found if c.kind == "choice" for i in range(len(c.options))]
+    forced, options = _forced_plans(found)
     shape_problems: Counter[str] = Counter()
     valid = 0
-    plans = forced + [{}] * samples
+    plans = forced + [{}] * max(samples, 0 if forced else 1)  # never no sample: a check of nothing is no check
     for plan in plans:
         data = instantiate(space, random_picker(rng, plan))
         try:
@@ -228,4 +276,5 @@ def check_space(space: Any, samples: int = 64, seed: int = 0) -> SpaceReport:
         more = f"; {len(others)} other problems too" if others else ""
         raise GenomeError(Problem(path, f"no valid genome in {len(plans)} samples of this space; in {n} of them: "
                                         f"{message}{more}"))
-    return SpaceReport(found, space_size(space), len(plans), valid, shape_problems.most_common())
+    return SpaceReport(found, space_size(space), len(plans), valid, shape_problems.most_common(), options,
+                       len(forced))

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from nas.io import zoo_names
 from tests.conftest import run_nas
@@ -58,6 +59,19 @@ def test_validate_prints_cost_and_hash(hybrid_file, tmp_path):
     assert "genome 'my_hybrid', 4 stages, 7 blocks" in result.stdout and "hash " in result.stdout
     assert (tmp_path / "g.dot").read_text().startswith('digraph "my_hybrid"')
     assert run_nas("validate", hybrid_file, "--graph", tmp_path / "g.png").returncode == 2
+    # MaxViT's 11 blocks are sequences of three: 33 built, which is what the limit of 4,096 counts
+    assert "4 stages, 11 blocks (33 built: " in run_nas("validate", "zoo:maxvit_t").stdout
+
+
+def test_validate_says_when_a_space_has_too_many_options_to_force_each(tmp_path):
+    space = tmp_path / "space.yaml"
+    widths = list(range(8, 8 * 301, 8))
+    space.write_text(yaml.safe_dump({"stem": {"type": "conv", "kernel": 4, "stride": 4}, "head": {"type": "linear"},
+                                     "stages": [{"depth": 1, "width": {"choice": widths},
+                                                 "block": {"mixer": {"type": "pooling"}}}]}))
+    result = run_nas("validate", space, "--samples", "2")
+    assert result.returncode == 0, result.stderr
+    assert "256 of its 300 options each forced into a sample" in result.stdout
 
 
 def test_unknown_arguments_are_bad_input():

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import networkx as nx
+import pytest
 import yaml
 
-from nas import Genome, build_graph, dump_genome, load_genome
+from nas import Genome, GenomeError, build_graph, dump_genome, load_genome
 from nas.io import parse_yaml
 from tests.conftest import HYBRID_YAML
 
@@ -146,3 +147,72 @@ def test_graph_exports_for_drawing(tmp_path):
     assert loaded.nodes["stages[2].blocks[0]"]["out_shape"] == "320x14x14"
     dot = to_dot(graph)
     assert dot.startswith('digraph "caformer_s18"') and '"stem" -> "stages[0].blocks[0]";' in dot
+
+
+def test_blocks_inside_sequences_count_towards_the_block_limit():
+    # a sequence is one block of its stage but builds every sub-block: 100 of 50 would build 5,000 blocks
+    def genome(depth: int, block: dict) -> dict:
+        return {"stem": {"type": "conv", "kernel": 4, "stride": 4},
+                "stages": [{"depth": depth, "width": 16, "block": block}]}
+
+    plain = {"mixer": "identity", "mlp": None}
+    sequence = {"type": "sequence", "blocks": [plain] * 50}
+    with pytest.raises(GenomeError) as info:
+        load_genome(genome(100, sequence))
+    assert info.value.path == "stages" and "5,000 blocks in all, counting each block inside a sequence" in str(
+        info.value) and "at most 4,096" in str(info.value)
+    nested = {"type": "sequence", "blocks": [{"type": "sequence", "blocks": [plain] * 64}] * 64}  # 64 x 64
+    assert load_genome(genome(1, nested))  # 4,096 blocks: at the limit
+    with pytest.raises(GenomeError, match="4,097 blocks in all"):
+        load_genome(genome(1, {"type": "sequence", "blocks": [nested, plain]}))
+    patterned = genome(81, None)  # a pattern cycled to the depth: 41 sequences of 100 and 40 plain blocks
+    patterned["stages"][0].update(block=None, pattern=[{**sequence, "blocks": [plain] * 100}, plain])
+    with pytest.raises(GenomeError, match="4,140 blocks in all"):
+        load_genome(patterned)
+    assert sum(stage.depth for stage in load_genome("zoo:maxvit_t").stages) == 11  # sequences of 3: 33 blocks
+
+
+def _old_canonical_pattern(blocks: list) -> list:
+    """The shortest period by trying each one: the canonical form as it was, quadratic in the length."""
+    period = next(p for p in range(1, len(blocks) + 1) if all(blocks[i] == blocks[i % p] for i in range(len(blocks))))
+    return blocks[:period]
+
+
+@pytest.mark.parametrize(("pattern", "depth", "canonical"), [
+    ("a", 3, "a"), ("aa", 2, "a"), ("aab", 2, "a"), ("ab", 5, "ab"), ("abab", 4, "ab"), ("aba", 3, "ab"),
+    ("aba", 6, "aba"), ("abc", 2, "ab"), ("abcab", 5, "abc"), ("abcab", 10, "abcab"), ("aabaab", 12, "aab"),
+    ("abababc", 7, "abababc"), ("ba", 1, "b"),
+])
+def test_a_pattern_canonicalises_to_its_shortest_period_as_before(pattern, depth, canonical):
+    kernels = {"a": 3, "b": 5, "c": 7}
+    blocks = [{"mixer": {"type": "dwconv", "kernel": kernels[letter]}} for letter in pattern]
+    stage = load_genome({"stem": {"type": "conv", "kernel": 4, "stride": 4},
+                         "stages": [{"depth": depth, "width": 16, "pattern": blocks}]}).to_dict()["stages"][0]
+    found = [stage["block"]] if "block" in stage else stage["pattern"]
+    assert "".join("abc"[[3, 5, 7].index(b["mixer"]["kernel"])] for b in found) == canonical
+    assert canonical == "".join(_old_canonical_pattern([pattern[i % len(pattern)] for i in range(depth)]))
+
+
+def test_a_long_pattern_canonicalises_in_linear_time():
+    from nas.genome import shortest_period
+
+    compared = 0
+
+    class Key(int):
+        def __eq__(self, other: object) -> bool:
+            nonlocal compared
+            compared += 1
+            return int(self) == int(other)
+
+        __hash__ = int.__hash__
+
+        def __ne__(self, other: object) -> bool:
+            return not self == other
+
+    # 4,095 equal entries then another: trying each period compared about 4,096 x 4,096 / 2 pairs
+    assert shortest_period([Key(0)] * 4095 + [Key(1)]) == 4096
+    assert compared <= 3 * 4096
+    blocks = [{"mixer": {"type": "dwconv", "kernel": 3}}] * 4095 + [{"mixer": {"type": "dwconv", "kernel": 5}}]
+    genome = load_genome({"stem": {"type": "conv", "kernel": 4, "stride": 4},
+                          "stages": [{"depth": 4096, "width": 16, "pattern": blocks}]})
+    assert len(genome.to_dict()["stages"][0]["pattern"]) == 4096

@@ -1,6 +1,7 @@
 """Spaces: a genome whose values may be choices."""
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -59,6 +60,36 @@ def test_check_space_counts_valid_samples_and_skipped_problems():
     assert report.shape_problems[0][0] == "stages[1].block.mixer.heads: 3 does not divide width 64"
 
 
+def test_check_space_forces_each_option_up_to_a_cap_and_says_how_many():
+    from nas.space import MAX_FORCED
+
+    report = check_space(parse_yaml(SPACE), samples=0)
+    assert (report.options, report.forced, report.capped) == (9, 9, False)
+    # 1,000 options would be 1,000 genomes checked: past MAX_FORCED, the rest are left to the random draws
+    many = parse_yaml(SPACE.replace("{choice: [16, 32]}", "{choice: [%s]}" % ", ".join(["32"] * 1000)))
+    report = check_space(many, samples=10)
+    assert (report.options, report.forced, report.capped) == (1007, MAX_FORCED, True)
+    assert report.sampled == MAX_FORCED + 10
+
+
+def test_check_space_checks_one_genome_at_least():
+    ranges_only = parse_yaml(SPACE.replace("{choice: [16, 32]}", "16").replace("{choice: [3, 5, 7]}", "3")
+                             .replace("{choice: [{type: attention, heads: {choice: [2, 3]}}, pooling]}", "pooling"))
+    assert [c.kind for c in choices(ranges_only)] == ["int", "float"]
+    report = check_space(ranges_only, samples=0)
+    assert report.sampled == report.valid == 1
+
+
+def test_space_size_is_a_float_and_infinite_beyond_one():
+    assert space_size(parse_yaml(SPACE)) == 252.0 and isinstance(space_size(parse_yaml(SPACE)), float)
+    # 30 ranges of 6e10 values each: about 2e323 genomes, beyond a float; reports format it with :.3g
+    big = parse_yaml(SPACE.replace("{float: [1.0, 4.0], step: 0.5}", "{float: [0.0, 60000.0], step: 1.0e-6}"))
+    big["stages"] = [big["stages"][1]] * 30
+    assert math.isinf(space_size(big)) and f"{space_size(big):.3g}" == "inf"
+    wide = parse_yaml(SPACE.replace("{int: [1, 2]}", f"{{int: [1, 1{'0' * 400}]}}"))
+    assert choices(wide)[0].size == math.inf
+
+
 @pytest.mark.parametrize(("edit", "path", "words"), [
     (("[3, 5, 7]", "[3, 5, 8]"), "stages[0].block.mixer.kernel", "must be odd"),
     (("type: attention, heads", "type: atention, heads"), "stages[1].block.mixer", "unknown type 'atention'"),
@@ -67,6 +98,9 @@ def test_check_space_counts_valid_samples_and_skipped_problems():
     (("{int: [1, 2]}", "{int: [1, 2], stepp: 1}"), "stages[0].depth", "remove stepp"),
     (("{choice: [{type: attention, heads: {choice: [2, 3]}}, pooling]}", "{type: attention, heads: {choice: [3, 5]}}"),
      "stages[1].block.mixer.heads", "no valid genome"),
+    (("step: 0.5", "step: 5.0e-324"), "stages[1].block.mlp.ratio.step", "more values than a float can count"),
+    (("[1.0, 4.0]", "[1.0, .inf]"), "stages[1].block.mlp.ratio.float", "two finite floats"),
+    (("[1.0, 4.0]", f"[1.0, 1{'0' * 400}]"), "stages[1].block.mlp.ratio.float", "two finite floats"),
 ])
 def test_bad_spaces_name_the_path(edit, path, words):
     with pytest.raises(GenomeError) as info:
