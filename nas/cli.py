@@ -162,14 +162,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from nas.genome import Genome
-    from nas.outputs import output_file
+    from nas.outputs import output_file, write_atomic
 
     out: Path | None = output_file(args.output, "-o") if args.output else None
     schema = Genome.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     text = json.dumps(schema, indent=2)
     if out:
-        out.write_text(text + "\n")
+        write_atomic(out, text + "\n")
     else:
         print(text)
     return 0
@@ -182,7 +182,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from nas.errors import InputError, printable
     from nas.export import export_model
     from nas.io import load_genome
-    from nas.outputs import distinct_outputs, output_file
+    from nas.outputs import distinct_outputs, output_file, replacing
 
     # every output checked before any work, so none is half written; -o alone by default, --onnx alone if asked
     out = output_file(args.output or "model.py", "-o") if args.output or not args.onnx else None
@@ -206,7 +206,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"wrote {onnx_out}: ONNX of {printable(genome.name)} (seed {args.seed} weights), input "
               f"batchx{genome.input.channels}x{height}x{width} with a dynamic batch")
     if weights:
-        torch.save(state, weights)
+        with replacing(weights) as tmp:
+            torch.save(state, tmp)
         print(f"wrote {weights}: initial weights (seed {args.seed}); load with build_model(weights=...)")
     return 0
 
@@ -480,7 +481,7 @@ def cmd_latency_calibrate(args: argparse.Namespace) -> int:
     from nas.cost.latency import runtime_version
     from nas.cost.profile import open_table, resolve_device
     from nas.errors import InputError
-    from nas.outputs import distinct_outputs, output_file
+    from nas.outputs import distinct_outputs, output_file, write_atomic
     from nas.space import read_space, sample_genomes
 
     if args.genomes < MIN_GENOMES:
@@ -513,8 +514,8 @@ def cmd_latency_calibrate(args: argparse.Namespace) -> int:
     print(f"calibration for {cal.device} stored in {table.path} ({run.seconds:.0f}s)")
     print(cal.describe())
     if out:
-        out.write_text(json.dumps({"space": label, "calibration": json.loads(cal.to_json()), "rows": run.rows,
-                                   "seconds": run.seconds}, indent=1) + "\n")
+        write_atomic(out, json.dumps({"space": label, "calibration": json.loads(cal.to_json()), "rows": run.rows,
+                                      "seconds": run.seconds}, indent=1) + "\n")
     return 0
 
 

@@ -21,6 +21,7 @@ from nas.errors import NasError
 from nas.genome import Genome
 from nas.graph import build_graph
 from nas.network import Network
+from nas.outputs import write_atomic
 
 _OUR_PACKAGES = ("blocks", "nas")
 
@@ -208,6 +209,5 @@ def standalone_source(genome: Genome, features_only: bool = False) -> str:
 
 def export_model(genome: Genome, path: str | Path, features_only: bool = False) -> Path:
     path = Path(path)
-    # Python's source encoding, whatever the locale
-    path.write_text(standalone_source(genome, features_only), encoding="utf-8")
+    write_atomic(path, standalone_source(genome, features_only))  # UTF-8, Python's source encoding
     return path

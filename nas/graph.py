@@ -15,6 +15,7 @@ from blocks import BlockConfig, Shape, ShapeError
 from blocks.base import NeckConfig, join_path
 from nas.errors import GenomeError, InputError, Problem, printable
 from nas.genome import Genome
+from nas.outputs import replacing, write_atomic
 
 
 def build_graph(genome: Genome) -> nx.DiGraph:
@@ -182,8 +183,9 @@ def write_graph(graph: nx.DiGraph, path: str | Path) -> None:
     """Write DOT (``.dot``/``.gv``) or GraphML (``.graphml``), by the file's suffix."""
     path = Path(path)
     if path.suffix in (".dot", ".gv"):
-        path.write_text(to_dot(graph))
+        write_atomic(path, to_dot(graph))
     elif path.suffix == ".graphml":
-        nx.write_graphml(_flat(graph), path)
+        with replacing(path) as tmp:
+            nx.write_graphml(_flat(graph), tmp)
     else:
         raise InputError(f"{path}: unknown graph format {path.suffix!r}; use {', '.join(GRAPH_SUFFIXES)}")

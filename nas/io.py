@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from nas.errors import GenomeError, InputError, Problem, format_path, from_validation_error, parse_path
 from nas.genome import Genome
 from nas.graph import check_genome
+from nas.outputs import write_atomic
 
 ZOO_PREFIX = "zoo:"
 MAX_YAML_BYTES = 1 << 20  # 1 MiB: the largest shipped space is 5 KB
@@ -210,5 +211,5 @@ def dump_genome(genome: Genome, path: str | Path | None = None) -> str:
     """The canonical form as YAML; written to ``path`` when given."""
     text = yaml.safe_dump(genome.to_dict(), sort_keys=False, default_flow_style=None, width=120)
     if path is not None:
-        Path(path).write_text(text)
+        write_atomic(path, text)
     return text

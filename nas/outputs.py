@@ -3,7 +3,8 @@ naming the option and the path), found before anything is computed or half writt
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from nas.errors import InputError
@@ -59,3 +60,23 @@ def distinct_outputs(outputs: Sequence[tuple[str, Path | None]],
         if path.resolve() in seen:
             raise InputError(f"{option} {path}: the same file as {seen[path.resolve()]}; name another")
         seen[path.resolve()] = option
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write to, which replaces ``path`` once written whole: a crash, a kill
+    or Ctrl-C while writing leaves the old file as it was (and readers never see half of one), and no temporary
+    file behind but after a SIGKILL."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """``text`` to ``path`` through ``replacing``."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from nas.errors import InputError
+from nas.outputs import replacing
 
 StateDict = dict[str, Tensor]
 # Where trainers nest the weights in a checkpoint file (timm's train script, the papers' repos, EMA copies).
@@ -437,7 +438,9 @@ def save_weights(state: Mapping[str, Tensor], path: str | Path) -> Path:
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        save_file(tensors, str(path))
+        with replacing(path) as tmp:
+            save_file(tensors, str(tmp))
     else:
-        torch.save(tensors, path)
+        with replacing(path) as tmp:
+            torch.save(tensors, tmp)
     return path

@@ -12,6 +12,7 @@ import yaml
 import nas
 from nas import build_graph, load_genome
 from nas.graph import to_dot, write_graph
+from nas.outputs import replacing
 from tests.conftest import HYBRID_YAML, run_nas
 from tests.test_search import SMALL_SPACE, score_by_width
 
@@ -82,3 +83,15 @@ def test_a_hostile_genome_name_is_one_line_in_profile_and_scale(tmp_path: Path):
     refused = run_nas("scale", genome, "--flops", "1KFLOPs")  # far below what any genome of it reaches
     assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
     assert "\x1b" not in refused.stderr
+
+
+def test_a_write_stopped_halfway_leaves_the_old_file_and_no_temporary_one(tmp_path: Path):
+    weights = tmp_path / "best_weights.pt"
+    weights.write_bytes(b"the old weights")
+    with pytest.raises(KeyboardInterrupt), replacing(weights) as tmp:
+        tmp.write_bytes(b"half of the new")
+        raise KeyboardInterrupt  # Ctrl-C while torch.save writes
+    assert weights.read_bytes() == b"the old weights" and list(tmp_path.iterdir()) == [weights]
+    with replacing(weights) as tmp:
+        tmp.write_bytes(b"the new weights")
+    assert weights.read_bytes() == b"the new weights" and list(tmp_path.iterdir()) == [weights]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.data import Dataset
+from nas.outputs import replacing
 
 
 @dataclass
@@ -98,9 +98,8 @@ def _load_checkpoint(path: Path | None, plan: Plan, device: torch.device) -> dic
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a kill leaves the old file or the new one, never half of one
+    with replacing(path) as tmp:  # a kill leaves the old file or the new one, never half of one
+        torch.save(state, tmp)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -27,8 +27,9 @@ from nas.cost.budget import format_count
 from nas.errors import GenomeError, InputError, did_you_mean, printable
 from nas.genome import Genome, InputSpec
 from nas.io import ZOO_PREFIX, load_genome, resolve, zoo_names
+from nas.outputs import write_atomic
 from nas.search.options import MOST_REFERENCES, TRIALS_PER_REFERENCE, SearchOptions
-from nas.search.rundir import REFERENCES_FILE, write_atomic
+from nas.search.rundir import REFERENCES_FILE
 from nas.search.scoring import GenomeScore, fit_genome, score_genome
 from nas.search.trial import TrialWork, constraint_values, second_from_cost
 

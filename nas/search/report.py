@@ -27,10 +27,11 @@ from nas.evaluate.proxy import describe_objective, objective_terms, unweighed_de
 from nas.export import export_model
 from nas.genome import Genome
 from nas.io import dump_genome, parse_genome
+from nas.outputs import write_atomic
 from nas.search.cascade import SCREEN_ATTR, surrogate_summary
 from nas.search.params import genome_data, params_picker
 from nas.search.references import REFERENCES_FILE, Scored, read_references, report_section, second_value, summary_line
-from nas.search.rundir import OBJECTIVE_ATTR, WINNER_LATENCY_FILE, open_study, read_run, write_atomic
+from nas.search.rundir import OBJECTIVE_ATTR, WINNER_LATENCY_FILE, open_study, read_run
 from nas.search.samplers import dominates
 from nas.search.scoring import GenomeScore
 from nas.search.trial import INHERITED, SECOND_UNITS, STAGES, is_invalid, is_result

@@ -23,7 +23,7 @@ from nas.compiler import compile_model
 from nas.errors import InputError, NasError, did_you_mean
 from nas.flags import flag_name, option_fields
 from nas.io import parse_genome, parse_yaml
-from nas.outputs import output_dir
+from nas.outputs import output_dir, replacing, write_atomic
 from nas.search.cascade import SCREEN_ATTR, SCREEN_FILE, SECOND_COST, CascadeSampler, Promotion, screen
 from nas.search.options import DEFAULT_SPACE, SearchOptions
 from nas.search.progress import Progress, format_seconds
@@ -46,7 +46,6 @@ from nas.search.rundir import (
     shown,
     storage_file,
     storage_url,
-    write_atomic,
 )
 from nas.search.samplers import make_sampler
 from nas.search.scoring import (
@@ -575,7 +574,8 @@ def _write_winner_weights(run_dir: Path, genome: Any, options: SearchOptions, in
         result = train_model(model, inputs.dataset, epochs=options.finetune_epochs, batch_size=options.batch_size,
                              device=device, seed=options.seed, lr=5e-4, warmup_epochs=0)
         info.update(finetune_epochs=options.finetune_epochs, finetuned_accuracy=result.accuracy)
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, run_dir / WEIGHTS_FILE)
+    with replacing(run_dir / WEIGHTS_FILE) as tmp:
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
     write_atomic(run_dir / WEIGHTS_INFO, yaml.safe_dump(info, sort_keys=False))
     text = f"winner weights: {run_dir / WEIGHTS_FILE} (inherited validation accuracy {accuracy:.1%}"
     if options.finetune_epochs:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from nas.errors import InputError, from_validation_error
 from nas.io import parse_yaml
+from nas.outputs import write_atomic
 from nas.search.options import SearchOptions
 from runners.storage import JOURNAL, open_storage
 
@@ -331,13 +332,6 @@ def _remove_empty_tree(path: Path) -> None:
         path.rmdir()
     except OSError:  # not empty: something this run did not make is there
         pass
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Readers (and workers starting together) see the old file or the new, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def dump_options(options: SearchOptions) -> str:

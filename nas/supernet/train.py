@@ -45,7 +45,7 @@ from nas.genome import Genome
 from nas.io import load_genome, read_yaml
 from nas.memory import MOST_AUTO_BATCH, BatchSize, TrainingMemory, choose_batch, training_memory_estimate
 from nas.network import Network
-from nas.outputs import output_dir
+from nas.outputs import output_dir, replacing
 from nas.space import fit_space_to_data, instantiate, random_picker, space_resolution
 from nas.supernet.supernet import (
     CHECKPOINT,
@@ -446,7 +446,6 @@ class _Trainer:
                  "options": self.options.model_dump(),
                  "data": {"spec": self.options.data, "limit": self.options.data_limit, "seed": self.options.seed}}
         path = self.run_dir / CHECKPOINT
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            torch.save(state, tmp)
         self.saved_at = time.perf_counter()
