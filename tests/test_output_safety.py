@@ -95,3 +95,16 @@ def test_a_write_stopped_halfway_leaves_the_old_file_and_no_temporary_one(tmp_pa
     with replacing(weights) as tmp:
         tmp.write_bytes(b"the new weights")
     assert weights.read_bytes() == b"the new weights" and list(tmp_path.iterdir()) == [weights]
+
+
+def test_file_names_with_html_or_math_stay_text_in_the_report_and_its_plot(tmp_path: Path):
+    space = tmp_path / "sp$\\foo{$.yaml"  # "$...$" is mathtext to matplotlib, and this is no valid math
+    space.write_text(yaml.safe_dump(SMALL_SPACE))
+    mine = tmp_path / "<img src=x onerror=alert(1)>$\\foo{$.yaml"
+    mine.write_text(yaml.safe_dump(hybrid("mine")))
+    nas.search(str(space), budget=None, trials=3, sampler="random", second="params", references=str(mine),
+               evaluate=score_by_width, out=tmp_path / "run", quiet=True)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| `<img src=x onerror=alert(1)>$\\foo{$ @32px` |" in report  # retargeted to the run's 32 px
+    assert "<img" not in report.replace("`<img", "")
+    assert (tmp_path / "run" / "pareto.png").stat().st_size > 0

@@ -130,7 +130,7 @@ def test_a_search_scores_its_references_and_reports_the_winner_against_them(run_
         winner = max(float(row["score"]) for row in csv.DictReader(f) if row["state"] == "feasible")
     for entry in stored["shown"]:
         score = stored["scores"][entry["key"]]["score"]
-        row = next(line for line in section.splitlines() if line.startswith(f"| {entry['name']} | {score:.4g} |"))
+        row = next(line for line in section.splitlines() if line.startswith(f"| `{entry['name']}` | {score:.4g} |"))
         assert f"| {'yes' if winner > score else 'no'} ({winner - score:+.3g}) |" in row
     ahead = sum(stored["scores"][entry["key"]]["score"] >= winner for entry in stored["shown"])
     assert f"ranks {['1st', '2nd', '3rd'][ahead]} of 3 by score" in section
@@ -198,7 +198,7 @@ def test_references_are_scored_by_the_runs_own_objective_and_a_failure_is_listed
     assert resnet.score is None and resnet.failure == "RuntimeError: boom in the user's objective"
     assert result.best is not None  # the run itself is whole
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "| resnet50 @32px | failed: RuntimeError: boom in the user's objective |" in report
+    assert "| `resnet50 @32px` | failed: RuntimeError: boom in the user's objective |" in report
 
 
 def _genome_named(name: str):
@@ -219,5 +219,5 @@ def test_ctrl_c_while_references_are_scored_still_leaves_the_report_of_the_trial
                    references="zoo:mobilenetv2_100", out=tmp_path / "run", stream=stream)
     assert "interrupted: the report for the 3 finished trials" in stream.getvalue()
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "| mobilenetv2_100 @32px | failed: not scored yet: the run stopped first" in report
+    assert "| `mobilenetv2_100 @32px` | failed: not scored yet: the run stopped first" in report
     assert (tmp_path / "run" / "best.yaml").is_file()

@@ -28,6 +28,7 @@ from nas.errors import GenomeError, InputError, did_you_mean, printable
 from nas.genome import Genome, InputSpec
 from nas.io import ZOO_PREFIX, load_genome, resolve, zoo_names
 from nas.outputs import write_atomic
+from nas.search import markdown
 from nas.search.options import MOST_REFERENCES, TRIALS_PER_REFERENCE, SearchOptions
 from nas.search.rundir import REFERENCES_FILE
 from nas.search.scoring import GenomeScore, fit_genome, score_genome
@@ -319,14 +320,14 @@ def report_section(scored: Scored, best: Any, front: list[Any], options: SearchO
         return ["## Reference architectures", "", "Not scored yet: the run stopped before them; "
                 "`nas search --resume RUN` scores them (no new trials needed).", ""]
     if not references:
-        return ["## Reference architectures", "", note, ""]
+        return ["## Reference architectures", "", markdown.text(note), ""]
     classes, channels = space.get("num_classes"), (space.get("input") or {}).get("channels", 3)
     latency = any(r.latency_ms is not None for r in references)
     lines = ["## Reference architectures", "",
              f"Published architectures retargeted to this run's input ({channels} channels, "
              f"{_resolution_text(space)}, {classes} classes) and scored as a trial is: {options.objective} objective "
              f"on the trials' inputs, device {scored.device}" + (", latency measured the same way" if latency else "")
-             + f". {note}", ""]
+             + f". {markdown.text(note)}", ""]
     multi = options.multi_objective
     head = ["reference", "score", *(["latency (ms)"] if latency else []), "GFLOPs", "params (M)", "within budget"]
     if best is not None:
@@ -335,7 +336,8 @@ def report_section(scored: Scored, best: Any, front: list[Any], options: SearchO
         head.append("dominated by the front")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ref in references:
-        row = [_cell(ref.name), f"{ref.score:.4g}" if ref.score is not None else _cell(f"failed: {ref.failure}"),
+        row = [markdown.code(ref.name, in_table=True),
+               f"{ref.score:.4g}" if ref.score is not None else markdown.cell(f"failed: {ref.failure}"),
                *([f"{ref.latency_ms:.3g}" if ref.latency_ms is not None else "-"] if latency else []),
                f"{ref.flops / 1e9:.3f}" if ref.flops else "-", f"{ref.params / 1e6:.2f}" if ref.params else "-",
                _within(ref, options)]
@@ -350,7 +352,7 @@ def report_section(scored: Scored, best: Any, front: list[Any], options: SearchO
     if best is None:
         lines.append("No feasible genome yet to compare with them.")
     elif ranked:
-        ahead = [r.name for r in ranked if r.score >= best.score]
+        ahead = [markdown.code(r.name) for r in ranked if r.score >= best.score]
         where = f"behind {', '.join(ahead)}" if ahead else "ahead of every one"
         lines.append(f"Against the {len(ranked)} scored reference{'s' if len(ranked) > 1 else ''}, the winner "
                      f"(trial {best.number}, score {best.score:.4g}) ranks {_ordinal(len(ahead) + 1)} of "
@@ -358,11 +360,6 @@ def report_section(scored: Scored, best: Any, front: list[Any], options: SearchO
     else:
         lines.append("No reference could be scored; the reasons are in the table.")
     return lines + [""]
-
-
-def _cell(text: str) -> str:
-    """Text as one markdown table cell (an exception's message may hold a pipe)."""
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _within(ref: GenomeScore, options: SearchOptions) -> str:

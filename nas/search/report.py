@@ -9,7 +9,6 @@ import csv
 import json
 import math
 import os
-import re
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -22,12 +21,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.cost import stage_costs
 from nas.cost.budget import format_count
-from nas.errors import GenomeError, printable
+from nas.errors import GenomeError
 from nas.evaluate.proxy import describe_objective, objective_terms, unweighed_descriptors
 from nas.export import export_model
 from nas.genome import Genome
 from nas.io import dump_genome, parse_genome
 from nas.outputs import write_atomic
+from nas.search import markdown
 from nas.search.cascade import SCREEN_ATTR, surrogate_summary
 from nas.search.params import genome_data, params_picker
 from nas.search.references import REFERENCES_FILE, Scored, read_references, report_section, second_value, summary_line
@@ -206,6 +206,14 @@ def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], optio
     import matplotlib
 
     matplotlib.use("Agg")
+    # a space file's or a reference's name is the user's text: a "$" in it would be read as mathtext, and a
+    # name that is no valid math failed the plot, and with it the report, at every try
+    with matplotlib.rc_context({"text.parse_math": False}):
+        _draw(path, trials, front, options, references)
+
+
+def _draw(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], options: Any,
+          references: list[GenomeScore]) -> None:
     import matplotlib.pyplot as plt
 
     show_flops = options.second != "flops" and options.flops_budget is not None
@@ -457,8 +465,8 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
               winner_latency: dict[str, Any] | None = None, objective: dict[str, str] | None = None) -> str:
     unit = SECOND_UNITS[options.second]
     found = choices(space)
-    lines = [f"# Search report: {run_dir.name}", "",
-             f"- space: {_code(options.space)} ({len(found)} choices, {space_size(space):.3g} genomes), input "
+    lines = [f"# Search report: {markdown.code(run_dir.name)}", "",
+             f"- space: {markdown.code(options.space)} ({len(found)} choices, {space_size(space):.3g} genomes), input "
              f"{_fmt(space.get('input', {}).get('resolution'))} px, {space.get('num_classes')} classes",
              f"- budgets: FLOPs {options.budget or 'none'}, params {options.params or 'none'}, latency "
              f"{options.latency or 'none'}",
@@ -479,7 +487,7 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
     failures: dict[str, int] = {}
     for t in trials:
         if t.state == TrialState.FAIL and not is_duplicate(t):
-            reason = printable(" ".join(str(t.user_attrs.get("failure", "?")).split()))[:120]
+            reason = markdown.text(str(t.user_attrs.get("failure", "?"))[:120])
             failures[reason] = failures.get(reason, 0) + 1
     if failures:
         lines += ["## Failures", "", *(f"- {n}x {reason}" for reason, n in
@@ -500,7 +508,7 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
         lines.append(importances)
     else:
         lines += ["| parameter | importance |", "|---|---|",
-                  *(f"| {_code(name)} | {value:.3f} |" for name, value in importances.items())]
+                  *(f"| {markdown.code(name, in_table=True)} | {value:.3f} |" for name, value in importances.items())]
     if best is not None:
         lines += ["", f"## Winner: trial {best.number} (best.yaml, best_model.py)", "",
                   "| part | blocks | output | params (M) | GFLOPs | share of FLOPs |", "|---|---|---|---|---|---|"]
@@ -510,7 +518,7 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
             lines.append(f"| {part.name} | {part.blocks or ''} | {'x'.join(map(str, part.out_shape))} | "
                          f"{part.cost.params / 1e6:.2f} | {part.cost.flops / 1e9:.3f} | "
                          f"{part.cost.flops / total:.1%} |")
-        lines += ["", "Stages in `best.yaml`:", "", *_fenced(dump_genome(best.genome).rstrip(), "yaml")]
+        lines += ["", "Stages in `best.yaml`:", "", *markdown.fenced(dump_genome(best.genome).rstrip(), "yaml")]
         silent = (unweighed_descriptors(objective_terms(best.genome, {}), options.objective_fit)
                   if options.objective == "proxy" else [])
         if silent:
@@ -519,14 +527,3 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
                           "says nothing of them; `nas score best.yaml` shows how the score is made."]
     return "\n".join(lines) + "\n"
 
-
-def _code(text: Any) -> str:
-    """A user's text (a space file's path, a choice's name) as inline code on one line: no backtick ends it early."""
-    return "`" + printable(str(text)).replace("`", "'") + "`"
-
-
-def _fenced(text: str, info: str) -> list[str]:
-    """``text`` in a code fence longer than any run of backticks in it (a genome's name may hold one that would
-    close a shorter fence and let the rest be read as markdown or HTML)."""
-    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
-    return [fence + info, text, fence]
