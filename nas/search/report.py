@@ -468,8 +468,8 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
     lines = [f"# Search report: {markdown.code(run_dir.name)}", "",
              f"- space: {markdown.code(options.space)} ({len(found)} choices, {space_size(space):.3g} genomes), input "
              f"{_fmt(space.get('input', {}).get('resolution'))} px, {space.get('num_classes')} classes",
-             f"- budgets: FLOPs {options.budget or 'none'}, params {options.params or 'none'}, latency "
-             f"{options.latency or 'none'}",
+             "- budgets: " + markdown.text(f"FLOPs {options.budget or 'none'}, params {options.params or 'none'}, "
+                                           f"latency {options.latency or 'none'}"),
              f"- objective: {options.objective} (maximised)" + (f"; second: {options.second} in {unit} (minimised)"
                                                                if options.multi_objective else ""),
              *([f"- {'proxy objective' if options.objective == 'proxy' else 'zero-cost stage'}: "
