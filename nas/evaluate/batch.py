@@ -6,6 +6,16 @@ import torch
 from nas.data.dataset import channel_statistics
 from nas.data.patterns import make_patterns
 
+# Rendering the patterns holds this many float32 images of one channel per image at its peak (the cut's five
+# distances and their stack, the textures, the noise): 22, measured at 1024 and 2048 pixels a side.
+RENDER_PLANES = 22
+
+
+def proxy_batch_bytes(channels: int, resolution: int, count: int) -> int:
+    """Bytes ``proxy_batch`` holds at its peak: the rendering's planes, or the batch fitted to ``channels``
+    beside its centred and its normalised copies, whichever is more (48 planes measured at 16 channels)."""
+    return 4 * count * resolution * resolution * max(RENDER_PLANES, 3 * channels)
+
 
 def proxy_batch(channels: int, resolution: int, num_classes: int, count: int, seed: int
                 ) -> tuple[torch.Tensor, torch.Tensor]:

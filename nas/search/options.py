@@ -4,6 +4,7 @@ stored so that ``nas search --resume runs/NAME`` needs nothing else. Budgets are
 and parsed once here."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Annotated, Any, Literal
@@ -30,6 +31,18 @@ MOST_SCREENED = 10_000
 DEFAULT_SHORTLIST = 50
 # --references auto: at most this many, and one per this many trials (a reference costs about a trial)
 MOST_REFERENCES, TRIALS_PER_REFERENCE = 4, 4
+# --seed is below this: the cascade's surrogate summary in report.md seeds a scikit-learn forest with it, which
+# takes a NumPy RandomState's 32 bits (torch's generators take 64, Optuna's samplers get it modulo 2**32).
+SEED_LIMIT = 2**32
+# The zero-cost scores are of one small batch (8 by default), run forward and backward at once, and NASWOT's
+# kernel is batch x batch: thousands of images is a mistake, not a setting.
+MOST_PROXY_BATCH = 1024
+# Local --workers per core: each process computes on one thread and holds torch (~0.25 GB before any model), so
+# past a few per core they only take turns.
+WORKERS_PER_CORE = 4
+# --heartbeat seconds: a dead worker's trial waits 4 beats to be retried, so beats a day apart would leave it for
+# days (0 turns them off); past ~292 years Python's waits overflow.
+MOST_HEARTBEAT = 86400.0
 
 Objective = Literal["proxy", "train", "supernet", "custom"]
 Second = Literal["latency", "params", "flops", "none"]
@@ -99,7 +112,7 @@ class SearchOptions(BaseModel):
                                f"budget (default: {SCREEN_PER_TRIAL} per trial, at most {MOST_SCREENED:,}, so "
                                f"{SCREEN_PER_TRIAL * DEFAULT_TRIALS:,} for the default {DEFAULT_TRIALS} trials)")
     seed: int = Field(0, description="seed of the sampler, the proxy batch and model weights; a run in its own "
-                      "directory is reproducible from it")
+                      "directory is reproducible from it (0 to 2**32 - 1)")
     second: Second | None = Field(None, description="second objective, minimised (default: latency, or none with "
                            "--objective train, so the pruner can stop poor trials)")
     latency_mode: LatencyMode = Field("measure", description="measure: time each network end to end; lut: sum of "
@@ -108,7 +121,7 @@ class SearchOptions(BaseModel):
     latency_repeats: int = Field(5, description="timed runs per latency measurement")
     runtime: Runtime = Field("eager", description="what latency is timed under: eager PyTorch, compile "
                              "(torch.compile) or onnxruntime (the ONNX export under ONNX Runtime)")
-    proxy_batch: int = Field(8, description="images the zero-cost scores see")
+    proxy_batch: int = Field(8, description=f"images the zero-cost scores see (2 to {MOST_PROXY_BATCH})")
     epochs: int = Field(3, description="training epochs per trial with --objective train (with the cascade's "
                         "promotions, and in nas score: the first epochs of a --long-epochs schedule)")
     batch_size: BatchSize = Field(64, description="images per training step with --objective train (and "
@@ -153,15 +166,17 @@ class SearchOptions(BaseModel):
     runner: RunnerName = Field("local", description="local: trials in this process and --workers processes; ray: "
                                "Ray Tune trials")
     workers: int | None = Field(None, description="local: processes sharing the storage (default: one per CPU core, "
-                                "at most 4, for a CPU search of genomes over 200 MFLOPs; else 1); ray: trials at once "
-                                "(default: as many as the cluster's CPUs hold)")
+                                "at most 4, for a CPU search of genomes over 200 MFLOPs; else 1; at most "
+                                f"{WORKERS_PER_CORE} per core); ray: trials at once (default: as many as the "
+                                "cluster's CPUs hold)")
     address: str | None = Field(None, description="Ray cluster to run on: auto or HOST:PORT (default: a local Ray "
                                 "instance started and stopped with the command); one that does not answer within "
                                 "30 s is refused")
     cpus_per_trial: float = Field(1.0, description="Ray resources per trial: CPUs")
     gpus_per_trial: float = Field(0.0, description="Ray resources per trial: GPUs, e.g. 0.5 to share one")
     heartbeat: float = Field(20.0, description="seconds between a worker's heartbeats to an SQL storage; a trial "
-                             "whose worker misses 4 is failed and retried; 0 turns them off")
+                             "whose worker misses 4 is failed and retried; 0 turns them off; at most "
+                             f"{MOST_HEARTBEAT:g} (a day)")
     evaluate: Annotated[str | None, Flag(cli=False)] = Field(
         None, description="the custom evaluate callable's name, for the record (objective custom)")
 
@@ -295,6 +310,8 @@ class SearchOptions(BaseModel):
             raise InputError(f"--finetune-epochs must not be negative, got {self.finetune_epochs}")
         if self.proxy_batch < 2:
             raise InputError(f"--proxy-batch needs at least 2 images, got {self.proxy_batch}")
+        if self.proxy_batch > MOST_PROXY_BATCH:
+            raise InputError(f"--proxy-batch must be at most {MOST_PROXY_BATCH:,} images, got {self.proxy_batch:,}")
         for flag, value in (("--latency-repeats", self.latency_repeats), ("--epochs", self.epochs),
                             ("--batch-size", None if self.batch_size == "auto" else self.batch_size),
                             ("--screen", self.screen),
@@ -314,15 +331,25 @@ class SearchOptions(BaseModel):
             raise InputError(f"--reduction-factor must be at least 2 (the top half), got {self.reduction_factor}")
         if self.heartbeat < 0:
             raise InputError(f"--heartbeat must not be negative (0 turns heartbeats off), got {self.heartbeat:g}")
+        if not self.heartbeat <= MOST_HEARTBEAT:  # nan too: it would turn dead-worker recovery off without a word
+            raise InputError(f"--heartbeat must be at most {MOST_HEARTBEAT:g} seconds (a day), got {self.heartbeat:g}")
         if self.seed < 0:
             raise InputError(f"--seed must not be negative, got {self.seed}")
+        if self.seed >= SEED_LIMIT:
+            raise InputError(f"--seed must be below 2**32 ({SEED_LIMIT:,}), got {self.seed}")
+        most_workers = WORKERS_PER_CORE * len(os.sched_getaffinity(0))
+        if self.runner == "local" and (self.workers or 1) > most_workers:  # Ray runs as many as its CPUs hold
+            raise InputError(f"--workers must be at most {most_workers} on the local runner ({WORKERS_PER_CORE} per "
+                             f"core), got {self.workers:,}")
         if self.runner == "local" and self.address:
             raise InputError("--address names a Ray cluster: add --runner ray")
         if self.runner == "ray" and self.device.startswith("cuda") and self.gpus_per_trial == 0:
             raise InputError("--device cuda with --runner ray needs --gpus-per-trial (1, or 0.5 to share a GPU): "
                              "Ray hides GPUs from trials that do not ask for one")
-        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise InputError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
+        if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
+            raise InputError(f"--cpus-per-trial must be a positive number, got {self.cpus_per_trial:g}")
+        if not (math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
+            raise InputError(f"--gpus-per-trial must be a number not negative, got {self.gpus_per_trial:g}")
         if self.runner == "local" and (self.workers or 1) > 1 and self.evaluate:
             raise InputError("--workers N on the local runner starts `nas search` processes, which cannot "
                              "receive a custom evaluate; run the workers yourself or use --runner ray")
