@@ -3,6 +3,7 @@ naming the option and the path), found before anything is computed or half writt
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,10 +69,16 @@ def replacing(path: str | Path) -> Iterator[Path]:
     or Ctrl-C while writing leaves the old file as it was (and readers never see half of one), and no temporary
     file behind but after a SIGKILL."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if path.exists() and not path.is_file():  # a device or a pipe (-o /dev/null): written, never replaced
+        yield path
+        return
+    target = path.resolve()  # through a symlink: the file it names is replaced and the link kept
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         yield tmp
-        os.replace(tmp, path)
+        if target.exists():
+            shutil.copymode(target, tmp)  # the new file keeps the old one's permissions
+        os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -108,3 +108,16 @@ def test_file_names_with_html_or_math_stay_text_in_the_report_and_its_plot(tmp_p
     assert "| `<img src=x onerror=alert(1)>$\\foo{$ @32px` |" in report  # retargeted to the run's 32 px
     assert "<img" not in report.replace("`<img", "")
     assert (tmp_path / "run" / "pareto.png").stat().st_size > 0
+
+
+def test_a_device_is_written_in_place_and_a_link_keeps_pointing_at_its_file(tmp_path: Path):
+    with replacing("/dev/null") as target:  # compile -o /dev/null: the device stays a device
+        target.write_text("model.py")
+    assert Path("/dev/null").is_char_device()
+    real, link = tmp_path / "real.yaml", tmp_path / "link.yaml"
+    real.write_text("old")
+    real.chmod(0o640)
+    link.symlink_to(real)
+    with replacing(link) as tmp:
+        tmp.write_text("new")
+    assert link.is_symlink() and real.read_text() == "new" and real.stat().st_mode & 0o777 == 0o640
