@@ -102,11 +102,15 @@ def read_yaml(spec: str | Path) -> tuple[Any, str, str]:
     """(data, text, label) for a YAML file; syntax errors, empty files and non-mappings are InputErrors."""
     path = resolve(spec)
     label = str(spec)
+    if not path.is_file():  # a FIFO or a device (/dev/zero) would block the read, or never end
+        raise InputError(f"{label}: not a regular file; expected a YAML file")
     try:
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise InputError(f"{label}: {path.stat().st_size:,} bytes; a genome or space file may hold at most "
-                             f"{MAX_YAML_BYTES:,}")
-        text = path.read_text()
+        with path.open("rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)  # no more: the file may grow while it is read
+        if len(data) > MAX_YAML_BYTES:
+            raise InputError(f"{label}: {max(path.stat().st_size, len(data)):,} bytes; a genome or space file may "
+                             f"hold at most {MAX_YAML_BYTES:,}")
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text's newlines
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{label}: cannot read: {err}") from None
     return parse_yaml(text, label), text, label

@@ -6,20 +6,31 @@ import contextvars
 import sqlite3
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import optuna
 import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.trial import TrialState
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 
 JOURNAL = "journal:"
+# A database server must answer within this; one that accepts the connection and never answers would
+# otherwise hold the command forever, with nothing said.
+CONNECT_TIMEOUT_S = 30
+# The drivers that take libpq's (or MySQL's) ``connect_timeout``, in seconds; another driver keeps its own.
+TIMEOUT_DRIVERS = ("psycopg", "psycopg2", "pymysql", "mysqldb")
+
+
+class StorageUnreachable(ConnectionError):
+    """The storage's database server could not be reached, or did not answer in time: nothing was opened."""
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """A storage object for ``url``. SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit survives
     SIGKILL (only an OS crash can lose the last ones), and readers (``nas report``, other workers) do not block
-    the writer. A trial's state changes in an IMMEDIATE transaction (see :class:`_SQLiteStorage`)."""
+    the writer. A trial's state changes in an IMMEDIATE transaction (see :class:`_SQLiteStorage`). A database
+    server that cannot be reached, or does not answer within ``CONNECT_TIMEOUT_S``, is :class:`StorageUnreachable`."""
     if url.startswith(JOURNAL):
         path = url[len(JOURNAL):]
         lock = optuna.storages.journal.JournalFileOpenLock(path)
@@ -34,7 +45,29 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             return connection
 
         return _rdb(url, _SQLiteStorage, engine_kwargs={"creator": connect})
-    return _rdb(url, optuna.storages.RDBStorage)
+    engine_kwargs: dict[str, Any] = {}
+    if make_url(url).get_driver_name() in TIMEOUT_DRIVERS:
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    _check_answers(url, engine_kwargs)
+    return _rdb(url, optuna.storages.RDBStorage, engine_kwargs=engine_kwargs)
+
+
+def _check_answers(url: str, engine_kwargs: dict[str, Any]) -> None:
+    """Connect once before :func:`_rdb`, whose retries are for a race between workers: a server that is not
+    there, refuses the login or does not answer in time is said at once, in one line."""
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    start = time.monotonic()
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.DBAPIError as err:
+        lines = str(err.orig or err).strip().splitlines()
+        why = lines[0] if lines else type(err.orig or err).__name__
+        if time.monotonic() - start >= CONNECT_TIMEOUT_S:
+            raise StorageUnreachable(f"the database did not answer within {CONNECT_TIMEOUT_S} s ({why})") from None
+        raise StorageUnreachable(f"cannot connect to the database ({why})") from None
+    finally:
+        engine.dispose()
 
 
 class _SQLiteConnection(sqlite3.Connection):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
+import socket
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +24,7 @@ from nas.errors import InputError
 from nas.search import run as search_run
 from nas.search.progress import Progress
 from nas.search.report import trial_counts, write_report
-from nas.search.rundir import read_run
+from nas.search.rundir import NewRun, read_run
 from tests.conftest import run_nas
 from tests.test_search import SMALL_SPACE, score_by_width, stored
 
@@ -138,12 +142,129 @@ def test_storage_urls_that_cannot_hold_a_study_are_refused_before_any_work(tmp_p
     assert done.returncode == 2 and "unknown scheme" in one_line(done)
 
 
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://", "sqlite:///", "sqlite+pysqlite:///:memory:",
+                                 "sqlite+pysqlite:///file:trials?mode=memory&uri=true"])
+def test_an_in_memory_sqlite_storage_is_refused_before_any_work(tmp_path: Path, url: str):
+    """Its trials would be gone when the process ends: the run ran them all, then could not report them."""
+    with pytest.raises(InputError, match="an in-memory SQLite database"):
+        quick(tmp_path / "never", storage=url)
+    assert not (tmp_path / "never").exists()
+    if url == "sqlite:///:memory:":
+        done = run_nas("search", *QUICK, "--storage", url, "--out", tmp_path / "never")
+        assert done.returncode == 2 and one_line(done).startswith(f"error: --storage {url}: an in-memory"), done.stderr
+
+
+def test_a_database_server_that_never_answers_is_refused_after_the_connect_timeout(tmp_path: Path, monkeypatch):
+    """A server that accepts the connection and never answers held the command forever, with nothing said."""
+    pytest.importorskip("psycopg")
+    monkeypatch.setattr("runners.storage.CONNECT_TIMEOUT_S", 2)
+    outcome: list[BaseException | None] = []
+
+    def start() -> None:
+        try:
+            quick(tmp_path / "never", storage=f"postgresql+psycopg://u:secret@127.0.0.1:{port}/db")
+            outcome.append(None)
+        except BaseException as err:  # noqa: BLE001 - what the main thread checks
+            outcome.append(err)
+
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        started = time.perf_counter()
+        thread = threading.Thread(target=start, daemon=True)
+        thread.start()
+        thread.join(timeout=10)
+        assert outcome, "still waiting for the server after 10 s"  # (closing the socket then ends the wait)
+    assert time.perf_counter() - started < 10
+    assert isinstance(outcome[0], InputError) and "\n" not in str(outcome[0])
+    assert str(outcome[0]).startswith(f"postgresql+psycopg://u:***@127.0.0.1:{port}/db: the database did not "
+                                      f"answer within 2 s")
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[Path]:
+    """A named pipe, whose open and read wait for the other end. Should the command under test read it, this end
+    comes after 20 s, opens and closes, and the command goes on (an empty file): the test fails rather than
+    hangs."""
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    done = threading.Event()
+
+    def other_end() -> None:
+        while not done.wait(20):
+            for flags in (os.O_WRONLY, os.O_RDONLY):
+                try:
+                    os.close(os.open(path, flags | os.O_NONBLOCK))
+                except OSError:  # no reader waiting
+                    pass
+
+    threading.Thread(target=other_end, daemon=True).start()
+    yield path
+    done.set()
+
+
+@pytest.mark.parametrize("command", [("search", "--space", "{fifo}", "--out", "{out}"), ("score", "{fifo}"),
+                                     ("search", *QUICK, "--storage", "journal:{fifo}", "--out", "{out}"),
+                                     ("score", "/dev/zero")])
+def test_a_fifo_or_a_device_given_as_a_file_is_refused_without_reading_it(tmp_path: Path, fifo: Path,
+                                                                           command: tuple[str, ...]):
+    argv = [arg.format(fifo=fifo, out=tmp_path / "never") for arg in command]
+    named = "/dev/zero" if "/dev/zero" in argv else fifo
+    done = run_nas(*argv)
+    assert done.returncode == 2, done.stderr
+    assert one_line(done).startswith(f"error: {named}: not a regular file"), done.stderr
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("study", ["../../escaped", "", ".", "..", "a/b", "{tmp}/absolute"])
+def test_a_study_name_that_is_not_a_folder_name_is_refused_where_it_names_the_run_folder(
+        tmp_path: Path, monkeypatch, study: str):
+    """Without --out, a run on a --storage other than SQLite lives in runs/STUDY: a name with a separator, '..'
+    or none at all put the run outside runs/, or made runs/ itself the run."""
+    here = tmp_path / "home" / "user"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    study = study.format(tmp=tmp_path)
+    journal = f"journal:{tmp_path / 'search.log'}"
+    with pytest.raises(InputError, match=re.escape(f"--study {study!r}: names the run's folder, runs/STUDY")):
+        nas.search(space="tiny", second="params", sampler="random", trials=1, quiet=True, storage=journal,
+                   study=study)
+    done = run_nas("search", *QUICK, "--trials", "1", "--storage", journal, "--study", study, cwd=here)
+    assert done.returncode == 2 and "--study" in one_line(done), done.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == [Path("home"), Path("home/user")]
+
+
 def test_a_new_run_never_writes_over_another_runs_results(run_copy: Path):
     (run_copy / "run.yaml").unlink()  # results without their run.yaml: still results
     before = snapshot(run_copy)
-    with pytest.raises(InputError, match="already holds results of a search"):
+    with pytest.raises(InputError, match="already holds files a search writes"):
         quick(run_copy)
     assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("name", ["space.yaml", "screen.json.gz", "best_weights.pt", "best_weights.yaml"])
+def test_a_new_run_refuses_an_out_holding_a_file_it_would_write(tmp_path: Path, name: str):
+    """A user's own space.yaml in --out was written over, then deleted when the run was stopped before its first
+    trial; the cascade's screen cache and a supernet search's weights would be written over too."""
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / name).write_bytes(b"mine\n")
+    done = run_nas("search", *QUICK, "--trials", "1", "--out", out)
+    assert done.returncode == 2, done.stderr
+    assert one_line(done) == (f"error: {out} already holds files a search writes ({name}); a new run never writes "
+                              f"over them: pick another --out")
+    assert snapshot(out) == {name: b"mine\n"}
+
+
+def test_a_new_run_never_writes_over_a_file_that_was_there_when_its_folder_was_checked(tmp_path: Path):
+    (tmp_path / "space.yaml").write_text("mine\n")
+    fresh = NewRun(tmp_path, f"sqlite:///{tmp_path / 'study.db'}", default_storage=True)
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'space.yaml'}: there before this run started")):
+        fresh.write("space.yaml", "the run's\n")
+    assert fresh.undo(None)
+    assert snapshot(tmp_path) == {"space.yaml": b"mine\n"}
 
 
 # --- 3 and 4: a command that fails before its first trial leaves nothing behind ------------------------------------
@@ -170,6 +291,27 @@ def test_a_failure_before_the_first_trial_removes_only_what_the_command_created(
             nas.search(SMALL_SPACE, trials=2, second="params", evaluate=score_by_width, out=out, quiet=True)
     assert not (tmp_path / "new").exists()
     assert [p.name for p in (tmp_path / "existing").iterdir()] == ["notes.txt"]
+
+
+def test_a_failure_before_the_first_trial_keeps_a_workers_folder_that_was_there(tmp_path: Path, monkeypatch):
+    """The run's worker logs go into --out/workers; a folder of that name that was there is the user's, and so
+    is every file in it (the undo removed any worker-* file in any workers folder)."""
+    def start_workers(count: int, command: list[str], log_dir: Path) -> list:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "worker-1.log").write_text("started\n")  # as runners.local.start_workers logs a worker
+        return []
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("the cluster went away")
+
+    monkeypatch.setattr(search_run, "start_workers", start_workers)
+    monkeypatch.setattr(search_run, "run_trials", unreachable)
+    out = tmp_path / "project"
+    (out / "workers").mkdir(parents=True)
+    (out / "workers" / "worker-roster.txt").write_text("mine\n")
+    with pytest.raises(ConnectionError):
+        quick(out, workers=2)
+    assert snapshot(out) == {"workers/worker-roster.txt": b"mine\n"}  # the run's own log went with its files
 
 
 # --- 5 and 6: resume continues the same search, with fresh samples -----------------------------------------------

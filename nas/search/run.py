@@ -33,6 +33,8 @@ from nas.search.rundir import (
     OBJECTIVE_ATTR,
     RUN_FILE,
     SPACE_FILE,
+    WEIGHTS_FILE,
+    WEIGHTS_INFO,
     WINNER_LATENCY_FILE,
     NewRun,
     check_storage,
@@ -154,9 +156,8 @@ def search(space: str | Path | dict[str, Any] | None = None, options: SearchOpti
         progress.say(f"  latency predicted by the calibrated table: "
                      f"{require_calibration(table, device_name, torch.get_num_threads(), options.runtime).describe()}")
     # Everything checked: only now is anything written, and all of it is removed if no trial gets to run.
-    fresh = None
-    if not resume and not (run.joined and (run_dir / RUN_FILE).exists()):
-        fresh = NewRun(run_dir, storage_url(run_dir, options), default_storage=not options.storage)
+    fresh = run.fresh
+    if fresh is not None:
         fresh.owns(SCREEN_FILE)
     # The cascade picks within the budgets only, so all its trials are built
     state = _LoopState(progress, options, run.label, 1.0 if options.sampler == "cascade" else report.feasible_share,
@@ -245,6 +246,7 @@ class _Run:
     space_text: str
     label: str
     joined: bool = False
+    fresh: NewRun | None = None  # the files it writes, when it writes the run's files (not a resume)
 
 
 def _asked(space: Any, options: SearchOptions | None, overrides: dict[str, Any], as_worker: bool
@@ -315,23 +317,31 @@ def _started(space: Any, out: str | Path | None, given: dict[str, Any], changes:
     run_dir = Path(out) if out else default_run_dir(options)
     under_way = _search_under_way(options, run_dir)
     if under_way is None:
-        refuse_results(run_dir, keep=storage_file(options.storage))
-        return _Run(run_dir, options, space_data, space_text, label)
+        return _Run(run_dir, options, space_data, space_text, label, fresh=_new_run(run_dir, options))
     stored, space_text = under_way  # join it: its options and space are the search's
     _refuse_changes(stored, asked_space, explicit, evaluate,
                     f"study {options.study!r} in {shown(options.storage)} is a "
                     f"search under way", "name another --study")
     space_data = parse_yaml(space_text, f"{shown(options.storage)} ({options.study})")
-    return _Run(run_dir, stored.model_copy(update={"workers": 1, **changes}).check(), space_data, space_text,
-                label, joined=True)
+    options = stored.model_copy(update={"workers": 1, **changes}).check()
+    # In the search's own directory a worker writes no run files; in one of its own, it writes them as a new run
+    fresh = None if (run_dir / RUN_FILE).exists() else _new_run(run_dir, options)
+    return _Run(run_dir, options, space_data, space_text, label, joined=True, fresh=fresh)
+
+
+def _new_run(run_dir: Path, options: SearchOptions) -> NewRun:
+    """The files a run will write in ``run_dir``, once it is checked that none of them is there already; what is
+    there now is never written over nor removed."""
+    refuse_results(run_dir, keep=storage_file(options.storage))
+    return NewRun(run_dir, storage_url(run_dir, options), default_storage=not options.storage)
 
 
 def _open(run: _Run, fresh: NewRun | None) -> optuna.Study:
     """Write the new run's files and open (or create) its study."""
     options = run.options
-    if fresh is not None:
-        fresh.write(SPACE_FILE, run.space_text)
+    if fresh is not None:  # the run file first: a worker starting at once then waits to join (_search_under_way)
         fresh.write(RUN_FILE, dump_options(options))
+        fresh.write(SPACE_FILE, run.space_text)
     study_ = open_study(run.run_dir, options, create=True)
     if "nas.run" not in study_.user_attrs:  # what a worker on another machine joins with
         study_.set_user_attr("nas.run", {"options": options.model_dump(), "space": run.space_text})
@@ -553,9 +563,6 @@ def _supernet_defaults(path: str, space: Any, data: str | None, data_limit: int 
     if data is None:
         data, data_limit = trained_on.get("spec"), data_limit or trained_on.get("limit")
     return (net.space if space is None else space), data, data_limit
-
-
-WEIGHTS_FILE, WEIGHTS_INFO = "best_weights.pt", "best_weights.yaml"
 
 
 def _write_winner_weights(run_dir: Path, genome: Any, options: SearchOptions, inputs: Inputs, device: str,

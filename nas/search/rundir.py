@@ -23,15 +23,18 @@ from nas.errors import InputError, from_validation_error
 from nas.io import parse_yaml
 from nas.outputs import write_atomic
 from nas.search.options import SearchOptions
-from runners.storage import JOURNAL, open_storage
+from runners.storage import JOURNAL, StorageUnreachable, open_storage
 
 RUN_FILE, SPACE_FILE, DB_FILE = "run.yaml", "space.yaml", "study.db"
 REFERENCES_FILE = "references.json"  # the reference architectures' scores (nas.search.references)
 WINNER_LATENCY_FILE = "winner_latency.json"  # a winner whose latency came from the table, timed end to end
+WEIGHTS_FILE, WEIGHTS_INFO = "best_weights.pt", "best_weights.yaml"  # a supernet search's winner, with its weights
 OBJECTIVE_ATTR = "nas.objective"  # the study's record of the proxy objective's fit (objective_identity)
 # What a finished (or interrupted) search leaves; a new run never writes over any of them.
 RESULTS = (DB_FILE, "trials.csv", "report.md", "best.yaml", "best_model.py", "pareto.png", "pareto",
-           REFERENCES_FILE, WINNER_LATENCY_FILE)
+           REFERENCES_FILE, WINNER_LATENCY_FILE, WEIGHTS_FILE, WEIGHTS_INFO)
+# Folders a run makes for its workers' logs and Ray's files, removed with the run's files when no trial ran.
+RUN_FOLDERS = ("workers", "ray")
 SQLITE = "sqlite:///"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # Tables every Optuna RDB storage has; a database without them is not a study's.
@@ -55,8 +58,17 @@ def default_run_dir(options: SearchOptions) -> Path:
     if options.storage and options.storage.startswith(SQLITE):
         return Path(options.storage[len(SQLITE):]).parent
     if options.storage:
-        return Path("runs") / options.study
+        return Path("runs") / _folder_name(options.study)
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _folder_name(study: str) -> str:
+    """``--study`` as the name of a folder in runs/: one name, so the run cannot land outside runs/ (``..``, a
+    path) or be runs/ itself (empty)."""
+    if study in ("", ".", "..") or any(sep in study for sep in {"/", os.sep, os.altsep or "/", "\0"}):
+        raise InputError(f"--study {study!r}: names the run's folder, runs/STUDY, so it must be a plain name (no "
+                         f"'/', not '.', '..' or empty); name another --study, or give --out")
+    return study
 
 
 def open_study(run_dir: Path, options: SearchOptions, sampler: optuna.samplers.BaseSampler | None = None,
@@ -116,13 +128,18 @@ def latest_run(root: Path = Path("runs")) -> Path:
 
 
 def refuse_results(run_dir: Path, keep: Path | None = None) -> None:
-    """A new run never writes over another run's files; ``keep`` is a shared storage file the run may use."""
+    """A new run never writes over a file that is there (another run's, or a user's ``space.yaml``); ``keep`` is
+    a shared storage file the run may use."""
+    from nas.search.cascade import SCREEN_FILE  # here, not above: `nas report` need not load the cascade
+
     if (run_dir / RUN_FILE).exists():
         raise InputError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
     kept = keep.resolve() if keep is not None else None
-    found = [name for name in RESULTS if (run_dir / name).exists() and (run_dir / name).resolve() != kept]
+    found = [name for name in (SPACE_FILE, SCREEN_FILE, *RESULTS)
+             if (run_dir / name).exists() and (run_dir / name).resolve() != kept]
     if found:
-        raise InputError(f"{run_dir} already holds results of a search ({', '.join(found)}); pick another --out")
+        raise InputError(f"{run_dir} already holds files a search writes ({', '.join(found)}); a new run never "
+                         f"writes over them: pick another --out")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -144,12 +161,11 @@ def check_storage(url: str, study: str | None, *, must_exist: bool) -> None:
     """Refuse a storage that is not what a run needs, opening nothing that could create it. ``must_exist``: the
     storage of a run being resumed or reported, which must hold study ``study``; otherwise a new run's storage,
     which may be absent (it is created) but must not be a file of something else."""
+    _check_url(url)
     if url.startswith(SQLITE):
         _check_sqlite(Path(url[len(SQLITE):]), study if must_exist else None, must_exist)
     elif url.startswith(JOURNAL):
         _check_journal(Path(url[len(JOURNAL):]), must_exist)
-    else:
-        _check_url(url)
     if must_exist and study is not None and not url.startswith(SQLITE):
         load_stored_study(url, study)
 
@@ -168,17 +184,22 @@ def connect(url: str) -> optuna.storages.BaseStorage:
     _check_url(url)
     try:
         return open_storage(url)
+    except StorageUnreachable as err:
+        raise InputError(f"{shown(url)}: {err}") from None
     except Exception as err:  # noqa: BLE001 - sqlalchemy, a driver or the file system: one line, the storage named
         raise InputError(f"{shown(url)}: cannot open the storage: {_first_line(err)}") from None
 
 
 def _check_url(url: str) -> None:
+    schemes = "sqlite:///PATH, postgresql://..., mysql://... or journal:PATH"
+    if _in_memory(url):
+        raise InputError(f"--storage {shown(url)}: an in-memory SQLite database, whose trials would be gone when "
+                         f"the process ends (and no worker could share it); use sqlite:///PATH")
     if url.startswith((SQLITE, JOURNAL)):
         return
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    schemes = "sqlite:///PATH, postgresql://..., mysql://... or journal:PATH"
     try:
         make_url(url).get_dialect()
     except ArgumentError:  # also NoSuchModuleError, its subclass: a scheme SQLAlchemy has no dialect for
@@ -187,6 +208,26 @@ def _check_url(url: str) -> None:
         raise InputError(f"--storage {shown(url)}: {what}; use {schemes}") from None
     except ImportError as err:
         raise InputError(f"--storage {shown(url)}: its database driver is not installed ({err})") from None
+
+
+def _in_memory(url: str) -> bool:
+    """Whether ``url`` is an SQLite database in the process's memory: ``sqlite:///:memory:``, ``sqlite://`` (no
+    path), ``mode=memory``. (After ``sqlite:///``, ``open_storage`` takes the rest as a file name.)"""
+    if url.startswith(SQLITE):
+        return url[len(SQLITE):] in ("", ":memory:")
+    if url.startswith(JOURNAL):
+        return False
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    database = parsed.database or ""
+    return database in ("", ":memory:") or parsed.query.get("mode") == "memory" or "mode=memory" in database
 
 
 def _first_line(err: BaseException) -> str:
@@ -256,6 +297,8 @@ def _check_journal(path: Path, must_exist: bool) -> None:
     short) may be partial, and Optuna skips it."""
     if not _exists(path, must_exist):
         return
+    if not path.is_file():  # a FIFO or a device would block the read, or never end
+        raise InputError(f"{path}: not a regular file; a journal storage is a file")
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -277,19 +320,24 @@ def _check_journal(path: Path, must_exist: bool) -> None:
 
 class NewRun:
     """The files a new run writes into its directory, written when it is ready to start and removed again if it
-    fails before any trial ran, so that the same ``--out`` works next time. Nothing it did not create is
-    touched: not a directory that existed, not a shared ``--storage`` (other workers may be starting on it)."""
+    fails before any trial ran, so that the same ``--out`` works next time. Made when the directory is checked,
+    it notes what is there then: nothing of that is written over or removed (not a user's file, not a directory
+    or a ``workers`` folder that existed), nor a shared ``--storage`` (other workers may be starting on it)."""
 
     def __init__(self, run_dir: Path, url: str, default_storage: bool):
         self.run_dir = run_dir
         self.created_dir = not run_dir.exists()
+        self.before = _present(run_dir)
         self.written: list[Path] = []
         db = storage_file(url) if default_storage else None
         self.db = db if db is not None and not db.exists() else None
 
     def write(self, name: str, text: str) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / name
+        if path in self.before:  # checked already (refuse_results); this holds for a file appearing since, too
+            raise InputError(f"{path}: there before this run started; a new run never writes over a file, so "
+                             f"pick another --out")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text)
         self.written.append(path)
 
@@ -312,22 +360,31 @@ class NewRun:
             paths += [Path(f"{self.db}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
         for path in paths:
             path.unlink(missing_ok=True)
-        for folder in ("workers", "ray"):
-            _remove_empty_tree(self.run_dir / folder)
-        if self.created_dir:
-            _remove_empty_tree(self.run_dir)
+        for folder in (self.run_dir,) if self.created_dir else (self.run_dir / name for name in RUN_FOLDERS):
+            _remove_empty_tree(folder, self.before)
         return True
 
 
-def _remove_empty_tree(path: Path) -> None:
-    """Remove ``path`` if it holds nothing but empty folders and logs of this run's own workers."""
-    if not path.is_dir():
+def _present(run_dir: Path) -> frozenset[Path]:
+    """What is in ``run_dir`` before a run writes there: its entries, and everything in the folders a run makes."""
+    if not run_dir.is_dir():
+        return frozenset()
+    inside = [p for name in RUN_FOLDERS for p in (run_dir / name).rglob("*")]
+    return frozenset([*run_dir.iterdir(), *inside])
+
+
+def _remove_empty_tree(path: Path, before: frozenset[Path]) -> None:
+    """Remove ``path`` if it holds nothing but empty folders and logs of this run's own workers; nothing in
+    ``before`` (there before the run) is removed."""
+    if not path.is_dir() or path.is_symlink():  # a link leads to what the run did not make
         return
     for child in path.iterdir():
         if child.is_dir():
-            _remove_empty_tree(child)
-        elif child.parent.name == "workers" and child.name.startswith("worker-"):
+            _remove_empty_tree(child, before)
+        elif child.parent.name == "workers" and child.name.startswith("worker-") and child not in before:
             child.unlink()
+    if path in before:
+        return
     try:
         path.rmdir()
     except OSError:  # not empty: something this run did not make is there
