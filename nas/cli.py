@@ -363,7 +363,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from nas.flags import given_flags
     from nas.io import parse_genome, read_yaml
     from nas.search import SearchOptions
-    from nas.search.run import _validated
+    from nas.search.run import validated_options
     from nas.search.scoring import latency_table, score_genome, search_inputs, set_up_device, training_batch
     from nas.search.trial import TrialWork
     from nas.space import is_space
@@ -371,7 +371,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     given = given_flags(args, SearchOptions)
     if given.get("objective") == "custom":
         raise InputError("--objective custom needs a Python evaluate callable; use nas.search(evaluate=...)")
-    options = _validated(given).check()  # a flag read as text (--batch-size) is refused as the search refuses it
+    options = validated_options(given, as_flags=True).check()  # a flag argparse left as text (--batch-size)
     # --space only picks the objective's fit here; a file that is missing or no space is still a mistake
     if "space" in given and not is_space(read_yaml(options.space)[0]):
         raise InputError(f"{options.space}: not a search space (--space names the space whose search scores it)")

@@ -121,3 +121,11 @@ def test_a_device_is_written_in_place_and_a_link_keeps_pointing_at_its_file(tmp_
     with replacing(link) as tmp:
         tmp.write_text("new")
     assert link.is_symlink() and real.read_text() == "new" and real.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_run_folder_with_a_newline_is_one_line_in_the_summary(tmp_path: Path):
+    out = tmp_path / "r\nbest: trial 99, score 1e9"
+    result = nas.search(SMALL_SPACE, budget=None, trials=2, sampler="random", second="params", references="none",
+                        evaluate=score_by_width, out=out, quiet=True)
+    assert result.summary().splitlines()[-1].startswith(f"run directory: {str(out)!r} (best.yaml")
+    assert not any(line.startswith("best: trial 99") for line in result.summary().splitlines())

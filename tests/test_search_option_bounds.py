@@ -39,7 +39,7 @@ CASES = {
     "score proxy batch of a trillion": ([*SCORE, "--proxy-batch", str(10**12)], ["--proxy-batch", "at most"]),
     "search proxy batch past the bound": ([*SEARCH, "--proxy-batch", str(MOST_PROXY_BATCH + 1)], ["--proxy-batch"]),
     "score resolution of terabytes": ([*SCORE, "--resolution", "65536"], ["--proxy-batch", "65536x65536", "GiB"]),
-    "score batch size not a number": ([*SCORE, "--batch-size", "abc"], ["batch_size", "'abc'"]),
+    "score batch size not a number": ([*SCORE, "--batch-size", "abc"], ["--batch-size:", "'abc'"]),
     "local workers by the hundred thousand": ([*SEARCH, "--workers", "100000"], ["--workers", "per core"]),
     "infinite heartbeat": ([*SEARCH, "--heartbeat", "inf"], ["--heartbeat", "inf"]),
     "heartbeat not a number": ([*SEARCH, "--heartbeat", "nan"], ["--heartbeat", "nan"]),

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.cost import stage_costs
 from nas.cost.budget import format_count
-from nas.errors import GenomeError
+from nas.errors import GenomeError, printable
 from nas.evaluate.proxy import describe_objective, objective_terms, unweighed_descriptors
 from nas.export import export_model
 from nas.genome import Genome
@@ -78,8 +78,8 @@ class SearchResult:
                 f"{format_count(best.flops)}FLOPs, {format_count(best.params)} params; "
                 f"{len(self.pareto)} on the Pareto front\n" + (f"{measured}\n" if measured else "")
                 + (f"{against}\n" if against else "")
-                + f"run directory: {self.run_dir} (best.yaml, best_model.py, pareto/, pareto.png, report.md, "
-                f"trials.csv)")
+                + f"run directory: {printable(str(self.run_dir))} (best.yaml, best_model.py, pareto/, pareto.png, "
+                "report.md, trials.csv)")
 
 
 def read_winner_latency(run_dir: Path, best: ParetoPoint | None) -> dict[str, Any] | None:

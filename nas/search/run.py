@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from pydantic import ValidationError
 
 from nas.compiler import compile_model
-from nas.errors import InputError, NasError, did_you_mean
+from nas.errors import InputError, NasError, did_you_mean, printable
 from nas.flags import flag_name, option_fields
 from nas.io import parse_genome, parse_yaml
 from nas.outputs import output_dir, replacing, write_atomic
@@ -258,7 +258,7 @@ def _asked(space: Any, options: SearchOptions | None, overrides: dict[str, Any],
         if key not in names:
             raise TypeError(f"search() got an unexpected keyword argument {key!r}{did_you_mean(key, names)}")
     written = {key: value for key, value in overrides.items() if value is not None}  # None: not given
-    parsed = _validated(written)
+    parsed = validated_options(written)
     given = {key: getattr(options, key) for key in options.model_fields_set} if options else {}
     given.update({key: getattr(parsed, key) for key in written})
     from_options = given.pop("space", None)
@@ -271,13 +271,18 @@ def _asked(space: Any, options: SearchOptions | None, overrides: dict[str, Any],
     return space, given, changes
 
 
-def _validated(values: dict[str, Any]) -> SearchOptions:
-    """Options from Python values, whose mistakes are bad input too (the command line's are typed by argparse)."""
+def validated_options(values: dict[str, Any], as_flags: bool = False) -> SearchOptions:
+    """Options from Python values (or, ``as_flags``, from flags argparse left as text), whose mistakes are bad
+    input too, named as keywords or as flags."""
     try:
         return SearchOptions(**values)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "options"
+        field = str(first["loc"][0]) if first["loc"] else ""
+        if as_flags and field in SearchOptions.model_fields:
+            where = flag_name(SearchOptions, field)
+        else:
+            where = ".".join(map(str, first["loc"])) or "options"
         raise InputError(f"{where}: {first['msg']} (got {first.get('input')!r})") from None
 
 
@@ -470,7 +475,7 @@ def _say_start(progress: Progress, options: SearchOptions, report: Any, label: s
                  + (f" and {options.second}" if options.multi_objective else "")
                  + f", sampler {options.sampler}, device {device}, runner {options.runner}"
                  + (f" ({workers_} workers)" if options.runner == "local" and workers_ > 1 else "")
-                 + f"; run directory {run_dir}")
+                 + f"; run directory {printable(str(run_dir))}")
     invalid = report.sampled - report.valid
     progress.say(f"  {report.feasible / max(report.valid, 1):.0%} of {report.valid} valid random samples fit the "
                  f"budget" + (f" ({invalid} of {report.sampled} were invalid genomes)" if invalid else "")
@@ -550,7 +555,7 @@ def _new_options(space: Any, given: dict[str, Any], changes: dict[str, Any], eva
     if evaluate is not None:
         values.update(objective="custom", evaluate=getattr(evaluate, "__qualname__", repr(evaluate)))
     label = DEFAULT_SPACE if space is None else space if isinstance(space, (str, Path)) else "<mapping>"
-    return _validated({**values, "space": str(label)}).check()
+    return validated_options({**values, "space": str(label)}).check()
 
 
 def _supernet_defaults(path: str, space: Any, data: str | None, data_limit: int | None
