@@ -21,6 +21,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a seed, as every command takes one (``nas.flags.check_seed``)."""
+    from nas.errors import InputError
+    from nas.flags import check_seed
+
+    seed = _at_least(0)(text)
+    try:
+        check_seed(seed)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--seed ")) from None
+    return seed
+
+
 def _at_least(minimum: int):
     """An argparse type: a whole number no smaller than ``minimum``."""
 
@@ -572,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_at_least(0), default=64, help="random genomes drawn to check a space, "
                    "besides one for each option of each choice where there are few enough (the output says when not; "
                    "default 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed for those draws")
+    p.add_argument("--seed", type=_seed, default=0, help="seed for those draws")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("profile", help="cost per stage: params, FLOPs, memory, latency",
@@ -609,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", metavar="PATH", help="also (or, without -o, only) export the compiled model to this "
                    ".onnx file, weights from --seed, at the genome's resolution with a dynamic batch axis")
     p.add_argument("--weights", metavar="PATH", help="also save the compiled model's initial state dict here")
-    p.add_argument("--seed", type=int, default=0, help="seed for those weights (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed for those weights (default 0)")
     p.add_argument("--features-only", action="store_true", help="model.py builds the network without its "
                    "classifier: it returns the neck's pyramid (a list of NCHW maps, finest first), or without a "
                    "neck every stage's output")
@@ -716,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_at_least(1), help="CPU threads (default 1, as nas search times)")
     p.add_argument("--repeats", type=_at_least(1), default=10, help="timed runs per measurement (default 10)")
     p.add_argument("--warmup", type=_at_least(0), default=3, help="untimed runs first (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the genomes drawn and their weights")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the genomes drawn and their weights")
     p.add_argument("--runtime", default="eager", choices=get_args(Runtime),
                    help="what the genomes and blocks are timed under (default eager)")
     p.add_argument("--json", metavar="PATH", help="also write every genome's timings and the fit here")

@@ -18,6 +18,20 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from nas.errors import InputError
+
+# Every --seed is below this: NumPy's RandomState and scikit-learn take 32 bits (torch takes 64; Optuna's samplers
+# take any, modulo 2**32), and a seed that passed here failed only after the work, as an internal error.
+SEED_LIMIT = 2**32
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """Bad input (exit 2) unless ``0 <= seed < SEED_LIMIT``."""
+    if seed < 0:
+        raise InputError(f"{flag} must not be negative, got {seed}")
+    if seed >= SEED_LIMIT:
+        raise InputError(f"{flag} must be below 2**32 ({SEED_LIMIT:,}), got {seed}")
+
 
 @dataclass(frozen=True)
 class Flag:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from nas.cost.budget import parse_flops, parse_latency_ms, parse_params
 from nas.errors import InputError
-from nas.flags import Flag
+from nas.flags import Flag, check_seed
 from nas.memory import MOST_AUTO_BATCH, BatchSize
 
 DEFAULT_SPACE = "metaformer_hybrid"
@@ -31,9 +31,6 @@ MOST_SCREENED = 10_000
 DEFAULT_SHORTLIST = 50
 # --references auto: at most this many, and one per this many trials (a reference costs about a trial)
 MOST_REFERENCES, TRIALS_PER_REFERENCE = 4, 4
-# --seed is below this: the cascade's surrogate summary in report.md seeds a scikit-learn forest with it, which
-# takes a NumPy RandomState's 32 bits (torch's generators take 64, Optuna's samplers get it modulo 2**32).
-SEED_LIMIT = 2**32
 # The zero-cost scores are of one small batch (8 by default), run forward and backward at once, and NASWOT's
 # kernel is batch x batch: thousands of images is a mistake, not a setting.
 MOST_PROXY_BATCH = 1024
@@ -333,10 +330,7 @@ class SearchOptions(BaseModel):
             raise InputError(f"--heartbeat must not be negative (0 turns heartbeats off), got {self.heartbeat:g}")
         if not self.heartbeat <= MOST_HEARTBEAT:  # nan too: it would turn dead-worker recovery off without a word
             raise InputError(f"--heartbeat must be at most {MOST_HEARTBEAT:g} seconds (a day), got {self.heartbeat:g}")
-        if self.seed < 0:
-            raise InputError(f"--seed must not be negative, got {self.seed}")
-        if self.seed >= SEED_LIMIT:
-            raise InputError(f"--seed must be below 2**32 ({SEED_LIMIT:,}), got {self.seed}")
+        check_seed(self.seed)
         most_workers = WORKERS_PER_CORE * len(os.sched_getaffinity(0))
         if self.runner == "local" and (self.workers or 1) > most_workers:  # Ray runs as many as its CPUs hold
             raise InputError(f"--workers must be at most {most_workers} on the local runner ({WORKERS_PER_CORE} per "

@@ -41,6 +41,7 @@ from nas.evaluate.train import (
     resolve_device,
     warmup_cosine,
 )
+from nas.flags import check_seed
 from nas.genome import Genome
 from nas.io import load_genome, read_yaml
 from nas.memory import MOST_AUTO_BATCH, BatchSize, TrainingMemory, choose_batch, training_memory_estimate
@@ -101,6 +102,7 @@ class SupernetTrainOptions(BaseModel):
             raise InputError(f"--weight-decay must be a finite number, not negative, got {self.weight_decay}")
         if not self.checkpoint_every_s > 0:  # inf is allowed: a checkpoint every epoch only
             raise InputError(f"--checkpoint-every-s must be positive, got {self.checkpoint_every_s}")
+        check_seed(self.seed)
         return self
 
 
