@@ -17,17 +17,8 @@ from nas.search import SearchOptions
 from nas.search.options import MOST_PROXY_BATCH, WORKERS_PER_CORE
 from nas.search.scoring import search_inputs
 from tests.conftest import run_nas
+from tests.test_bad_input import GOOD  # a small valid genome
 
-GENOME = """\
-name: g
-input: {channels: 3, resolution: 32}
-num_classes: 10
-stem: {type: conv, kernel: 4, stride: 4}
-defaults: {downsample: {type: conv, kernel: 2, stride: 2}}
-stages:
-  - {depth: 1, width: 16, block: {mixer: {type: dwconv, kernel: 3}}}
-  - {depth: 1, width: 32, block: {mixer: {type: attention, heads: 2}}}
-"""
 QUICK = ("--space", "tiny", "--trials", "1", "--second", "flops", "--sampler", "random", "--latency-repeats", "1",
          "--proxy-batch", "4", "--references", "none")
 SEARCH, SCORE = ("search", *QUICK, "--out", "{d}/r"), ("score", "{d}/g.yaml")
@@ -58,7 +49,7 @@ CASES = {
 
 
 def _argv(args: list[str], folder: Path) -> list[str]:
-    (folder / "g.yaml").write_text(GENOME)
+    (folder / "g.yaml").write_text(GOOD)
     return [a.format(d=folder) for a in args]
 
 
