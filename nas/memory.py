@@ -61,18 +61,24 @@ def available_memory() -> int | None:
     return None
 
 
+def require_host_memory(need: float, what_needs: str, remedy: str = "") -> None:
+    """Refuse (bad input) ``need`` bytes of host memory beyond ``MEMORY_SHARE`` of what is available now, in one
+    line: "{what_needs} about N GiB; this machine has M GiB available{remedy}". Nothing is refused where the
+    available memory is unknown."""
+    available = available_memory()
+    if available is not None and need > MEMORY_SHARE * available:
+        raise InputError(f"{what_needs} about {need / 2**30:.3g} GiB; this machine has {available / 2**30:.3g} GiB "
+                         f"available{remedy}")
+
+
 def require_memory(genome: Genome, batch: int = 0, dtype: str = "float32", device: str = "cpu") -> None:
     """Refuse, before allocating, a genome whose weights (``batch`` 0) or inference at ``batch`` would not fit in
     the host memory available now. GPU memory is left to CUDA's own out-of-memory error, which a search
     records per trial."""
     if device != "cpu":
         return
-    available = available_memory()
-    need = peak_memory_estimate(genome, batch, dtype)
-    if available is not None and need > MEMORY_SHARE * available:
-        what = f"inference at batch {batch}" if batch else "its weights"
-        raise InputError(f"{printable(genome.name)}: {what} need about {need / 2**30:.3g} GiB; this machine has "
-                         f"{available / 2**30:.3g} GiB available")
+    what = f"inference at batch {batch}" if batch else "its weights"
+    require_host_memory(peak_memory_estimate(genome, batch, dtype), f"{printable(genome.name)}: {what} need")
 
 
 # Tensors the optimiser keeps per trained parameter: AdamW (what nas trains with) two moments, SGD a momentum.

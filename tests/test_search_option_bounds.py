@@ -85,7 +85,7 @@ def test_the_refusals_that_were_internal_errors_in_a_real_process(name: str, tmp
 
 def test_score_refuses_the_batch_search_would_give_it_that_cannot_fit(tmp_path: Path, capsys, monkeypatch):
     # 1 GiB available: 8 images at 2048x2048 take ~3 GiB to make, at 32x32 under a megabyte
-    monkeypatch.setattr("nas.search.scoring.available_memory", lambda: 2**30)
+    monkeypatch.setattr("nas.memory.available_memory", lambda: 2**30)
     code = main(_argv([*SCORE, "--resolution", "2048", "--second", "none"], tmp_path))
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --proxy-batch 8 at 3x2048x2048 input") and "1 GiB" in err, err
@@ -97,10 +97,10 @@ def test_the_batch_estimate_covers_the_batch_and_is_refused_past_the_memory_shar
     x, _ = proxy_batch(channels=3, resolution=64, num_classes=10, count=8, seed=0)
     need = proxy_batch_bytes(channels=3, resolution=64, count=8)
     assert need >= x.numel() * x.element_size()
-    monkeypatch.setattr("nas.search.scoring.available_memory", lambda: need)  # 80% of it is a model's share
+    monkeypatch.setattr("nas.memory.available_memory", lambda: need)  # 80% of it is a model's share
     with pytest.raises(InputError, match="--proxy-batch 8 at 3x64x64 input"):
         search_inputs(space, SearchOptions(proxy_batch=8))
-    monkeypatch.setattr("nas.search.scoring.available_memory", lambda: 2 * need)
+    monkeypatch.setattr("nas.memory.available_memory", lambda: 2 * need)
     inputs, _ = search_inputs(space, SearchOptions(proxy_batch=8))
     assert inputs.x.shape == (8, 3, 64, 64)
 

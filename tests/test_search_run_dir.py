@@ -503,4 +503,3 @@ def test_every_search_option_has_help():
     search = build_parser()._subparsers._group_actions[0].choices["search"]
     missing = [a.option_strings[0] for a in search._actions if a.option_strings and a.help is None]
     assert not missing
-

@@ -348,4 +348,3 @@ class SearchOptions(BaseModel):
             raise InputError("--workers N on the local runner starts `nas search` processes, which cannot "
                              "receive a custom evaluate; run the workers yourself or use --runner ray")
         return self
-

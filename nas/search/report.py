@@ -526,4 +526,3 @@ def _markdown(run_dir: Path, options: Any, space: dict[str, Any], trials: list[F
                           f"{', '.join(f'`{name}`' for name in silent)}. Those terms are weighed 0, so its score "
                           "says nothing of them; `nas score best.yaml` shows how the score is made."]
     return "\n".join(lines) + "\n"
-

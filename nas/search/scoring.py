@@ -13,18 +13,10 @@ from typing import Any
 import torch
 
 from nas.cost import analytic_cost
-from nas.errors import InputError
 from nas.evaluate.batch import proxy_batch, proxy_batch_bytes
 from nas.genome import Genome
 from nas.io import parse_genome
-from nas.memory import (
-    MEMORY_SHARE,
-    MOST_AUTO_BATCH,
-    TrainingMemory,
-    available_memory,
-    choose_batch,
-    training_memory_estimate,
-)
+from nas.memory import MOST_AUTO_BATCH, TrainingMemory, choose_batch, require_host_memory, training_memory_estimate
 from nas.search.options import SearchOptions
 from nas.search.trial import Inputs, TrialWork
 from nas.space import fit_space_to_data, space_resolution
@@ -54,11 +46,9 @@ def search_inputs(space: dict[str, Any], options: SearchOptions) -> tuple[Inputs
 def _require_batch_memory(channels: int, resolution: int, count: int) -> None:
     """Refuse, before it is made, a proxy batch that would not fit in the share of the host memory available now
     that a model may take (``nas.memory.MEMORY_SHARE``): on any device the batch is made on the host."""
-    need, available = proxy_batch_bytes(channels, resolution, count), available_memory()
-    if available is not None and need > MEMORY_SHARE * available:
-        raise InputError(f"--proxy-batch {count} at {channels}x{resolution}x{resolution} input: making the batch "
-                         f"needs about {need / 2**30:.3g} GiB; this machine has {available / 2**30:.3g} GiB "
-                         "available (lower --proxy-batch or the input resolution)")
+    require_host_memory(proxy_batch_bytes(channels, resolution, count),
+                        f"--proxy-batch {count} at {channels}x{resolution}x{resolution} input: making the batch needs",
+                        " (lower --proxy-batch or the input resolution)")
 
 
 def set_up_device(options: SearchOptions) -> str:
