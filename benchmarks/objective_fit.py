@@ -327,11 +327,12 @@ def standardised(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.nan_to_num((x - mean) / std), mean, std
 
 
-def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ridge on standardised features (``standardised``), its penalty chosen by leave-one-out on ``x``: (mean,
-    std, coefficients)."""
+    std, coefficients); ``weight``: each row's weight (a task's share, ``--tradeoff``)."""
     z, mean, std = standardised(x)
-    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(z, y)
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(z, y, sample_weight=weight)
     return mean, std, model.coef_
 
 
@@ -376,13 +377,14 @@ def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: i
                      columns: list[int] | None = None, keep: list[int] | None = None,
                      regressor: Callable[[], Any] | None = None,
                      given: dict[str, dict[str, list[float]]] | None = None,
-                     fitting: int | None = None) -> dict[str, dict]:
+                     fitting: int | None = None, shares: dict[str, float] | None = None) -> dict[str, dict]:
     """Out-of-fold predictions per task: task -> genome -> prediction. ``columns``: fit on those features
     only; ``keep``: fit on all, predict with those only (``restricted``); ``regressor``: a scikit-learn
     regressor fitted on the standardised features instead of the shipped ridge (``--models``); ``given``: task
     -> genome -> the row to predict from, where not ``data``'s (the same terms on another batch's scores);
     ``fitting``: each fold fitted on that many of the other folds' genomes, drawn at random
-    (``objective_saturation.py``)."""
+    (``objective_saturation.py``); ``shares``: task -> the weight of its rows in the fit (equal when absent:
+    the fit ranks by the mean of the tasks' ranks), for ``--tradeoff``."""
     ids = fittable(data)
     random.Random(seed).shuffle(ids)
     pick = (lambda row: row) if columns is None else (lambda row: [row[i] for i in columns])
@@ -391,13 +393,14 @@ def held_out_genomes(data: dict[str, tuple[dict, dict]], folds: int = 5, seed: i
         test = set(ids[k::folds])
         others = [g for g in ids if g not in test]
         drawn = set(others if fitting is None else random.Random(100 + folds * seed + k).sample(others, fitting))
-        xs, ys = [], []
-        for rows, acc in data.values():
+        xs, ys, ws = [], [], []
+        for task, (rows, acc) in data.items():
             train = [g for g in others if g in drawn and g in acc]
             xs += [pick(rows[g]) for g in train]
             ys += list(rank_target([acc[g] for g in train]))
+            ws += [1.0 if shares is None else shares[task]] * len(train)
         if regressor is None:
-            model = restricted(fit(np.array(xs), np.array(ys)), keep)
+            model = restricted(fit(np.array(xs), np.array(ys), None if shares is None else np.array(ws)), keep)
             predicted = partial(predict, model)
         else:
             z, mean, std = standardised(np.array(xs))
@@ -477,6 +480,53 @@ def seed_means(data: dict[str, tuple[dict, dict]], runs: list[dict], tasks: list
         print("| task | genomes | one seed (mean over seeds) | mean of two seeds | mean of three |")
         print("|---|---|---|---|---|")
         print("\n".join(rows))
+
+
+def one_ranking_bound(data: dict[str, tuple[dict, dict]], reps: int) -> None:
+    """What any one ranking of the genomes, the same for every task, can reach: the tau between the tasks'
+    truths, and each task's tau with the mean of the tasks' true ranks, an oracle that knows every accuracy. A
+    training-free objective is given no task, so it is one such ranking; no target above the oracle's figures
+    can be met by one objective on every task at once."""
+    tasks = sorted(data)
+    ids = sorted(set.intersection(*(set(acc) for _, acc in data.values())))
+    if len(tasks) < 2 or len(ids) < 10:
+        return
+    ranks = {t: rankdata([data[t][1][g] for g in ids]) for t in tasks}
+    mean_rank = list(np.mean([ranks[t] for t in tasks], axis=0))
+    print(f"\nOne ranking for every task (genomes with every task's truth, n={len(ids)}):\n")
+    print("| | " + " | ".join(tasks) + " |")
+    print("|---|" + "---|" * len(tasks))
+    if len(tasks) == 2:
+        first, second = (list(ranks[t]) for t in tasks)
+        lo, hi = bootstrap(first, second, reps)
+        print(f"| tau between the two tasks' truths | {tau(first, second):+.3f} ({lo:+.2f}, {hi:+.2f}) | |")
+    cells = []
+    for t in tasks:
+        lo, hi = bootstrap(mean_rank, list(ranks[t]), reps)
+        cells.append(f"{tau(mean_rank, list(ranks[t])):+.3f} ({lo:+.2f}, {hi:+.2f})")
+    print("| oracle: the mean of the tasks' true ranks, against each task's truth | " + " | ".join(cells) + " |")
+
+
+# The first task's share of the fit's rows in --tradeoff (the rest shared equally by the other tasks).
+SHARES = (0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
+
+
+def tradeoff(data: dict[str, tuple[dict, dict]], shuffles: int) -> None:
+    """The held-out-genome tau per task (mean over ``shuffles`` fold shufflings) of the objective fitted with
+    the first task's rows weighed at each of ``SHARES``: what leaning toward one task gains there and costs on
+    the others."""
+    tasks = sorted(data)
+    if len(tasks) < 2:
+        return
+    print(f"\nLeaning the fit toward {tasks[0]}: held-out genomes, mean tau over {shuffles} shufflings of the 5 "
+          f"folds, by {tasks[0]}'s share of the fit's weight:\n")
+    print("| share of " + tasks[0] + " | " + " | ".join(tasks) + " | the lower |")
+    print("|---|" + "---|" * (len(tasks) + 1))
+    for share in SHARES:
+        shares = {t: share if t == tasks[0] else (1 - share) / (len(tasks) - 1) for t in tasks}
+        cells = shuffled_tau(data, shuffles, shares=shares)
+        print(f"| {share:.2f} | " + " | ".join(figure(cells[t]) for t in tasks)
+              + f" | {figure(min(cells.values()))} |", flush=True)
 
 
 GATED = "in-place distillation once its largest genome beats chance"
@@ -570,6 +620,9 @@ def main() -> None:
                         help="the term set chosen among CANDIDATES inside each fold (nested CV)")
     parser.add_argument("--models", action="store_true",
                         help="also rank held-out genomes with other regressors on the same terms (MODELS)")
+    parser.add_argument("--tradeoff", action="store_true",
+                        help="also fit with the first task's rows weighed more or less (SHARES): what leaning "
+                             "toward one task gains there and costs on the other")
     parser.add_argument("--genomes", type=int, default=None,
                         help="each corpus's first N genomes only (by index): a figure of the corpus at that "
                              "size, while it grows")
@@ -709,6 +762,9 @@ def main() -> None:
                   + " | ".join(figure(cells[t]) for t in tasks) + " |")
     if oof and args.shuffles:
         seed_means(data, runs, tasks, args.shuffles)
+    one_ranking_bound(data, args.bootstrap)
+    if oof and args.tradeoff:
+        tradeoff(data, max(args.shuffles, 1))
     if oof and args.models:
         print(f"\nOther models on the same terms, held-out genomes, mean tau over {args.shuffles} shufflings of the "
               f"5 folds:\n")
@@ -818,6 +874,7 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
     for key, per_task in single_terms(genomes, scores, tasks, batch).items():
         row(key, per_task, truths)
     row("short schedule (3 epochs)", {t: accuracy(runs, t, "short") for t in tasks}, truths)
+    one_ranking_bound({t: ({}, truths[t]) for t in tasks}, 1000)
 
 
 def shipped_objectives() -> list[str]:
