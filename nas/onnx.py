@@ -14,7 +14,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import re
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -81,15 +84,54 @@ def export_module(model: nn.Module, input_shape: Sequence[int], *, dynamic_batch
 def export_onnx(genome: Genome | str | Path | dict[str, Any], path: str | Path, *, seed: int = 0,
                 dynamic_batch: bool = True) -> Path:
     """Compile ``genome`` (a Genome, a mapping, a YAML path or ``zoo:NAME``) with weights from ``seed`` and
-    write it to ``path`` as ONNX, at the genome's input resolution. Weights over 2 GB go to ``path.data``."""
+    write it to ``path`` as ONNX, at the genome's input resolution. Weights over the exporter's limit (1.5 GiB)
+    go to ``path.data``, which must be new or this path's own from an earlier export."""
     label = str(genome) if isinstance(genome, (str, Path)) else None
     genome = load_genome(genome)
     model = compile_model(genome, seed=seed)
     program = export_module(model, _input_shape(genome), dynamic_batch=dynamic_batch, label=label or genome.name)
     path = Path(path)
-    with _quiet_exporter():
-        program.save(path)
+    _save(program, path)
     return path
+
+
+def _save(program: torch.onnx.ONNXProgram, path: Path) -> None:
+    """``program`` written to a fresh folder beside ``path``, then moved into place: the exporter alone decides
+    whether the weights go to ``NAME.data`` (a name it writes into the model), so what it wrote is looked at
+    before anything of the user's is replaced."""
+    if path.exists() and not path.is_file():  # a device or a pipe: written, never replaced
+        with _quiet_exporter():
+            program.save(path)
+        return
+    target = path.resolve()  # through a symlink: the file it names is replaced and the link kept
+    data = target.with_name(f"{target.name}.data")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        with _quiet_exporter():
+            program.save(staging / target.name)
+        if (staging / data.name).exists():
+            if data.exists() and not _keeps_weights_in(target, data):
+                raise InputError(f"{path}: the weights go to {data}, which exists and is no earlier export's; "
+                                 "move it or name another output")
+            os.replace(staging / data.name, data)
+        if target.exists():
+            shutil.copymode(target, staging / target.name)  # the new file keeps the old one's permissions
+        os.replace(staging / target.name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _keeps_weights_in(model: Path, data: Path) -> bool:
+    """Whether the ONNX file ``model`` reads its weights from ``data``: a file an earlier export wrote, which the
+    new one may replace (anything else there is the user's)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # no model there, or not ONNX: nothing of an export's
+        return False
+    return any(entry.key == "location" and entry.value == data.name
+               for tensor in proto.graph.initializer for entry in tensor.external_data)
 
 
 def onnx_session(model: str | Path | bytes, providers: Sequence[str] | None = None, *,

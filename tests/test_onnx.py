@@ -22,6 +22,7 @@ from nas.onnx import (
     OnnxExportError,
     check_onnx,
     export_module,
+    export_onnx,
     module_session,
     onnx_session,
     run_onnx,
@@ -102,6 +103,37 @@ def test_cli_compile_onnx(tmp_path):
     assert "dynamic batch" in result.stdout and not (tmp_path / "model.py").exists()
     session = onnx_session(out)
     assert run_onnx(session, torch.randn(2, 3, 224, 224)).shape == (2, 1000)
+
+
+TINY = {"name": "tiny", "input": {"channels": 3, "resolution": 32}, "num_classes": 10,
+        "stem": {"type": "conv", "kernel": 4, "stride": 4},
+        "stages": [{"depth": 1, "width": 16, "block": {"type": "convnext", "kernel": 3}}]}
+
+
+@pytest.fixture
+def external_weights(monkeypatch):
+    """Any weights go to NAME.data, as the exporter sends weights over 1.5 GiB: its own threshold, lowered."""
+    from torch.onnx._internal.exporter import _onnx_program
+
+    monkeypatch.setattr(_onnx_program, "_LARGE_MODEL_THRESHOLD", 0)
+
+
+def test_onnx_external_weights_never_replace_a_users_file(tmp_path, external_weights):
+    out, data = tmp_path / "tiny.onnx", tmp_path / "tiny.onnx.data"
+    data.write_text("the user's own")
+    with pytest.raises(InputError, match=f"^{out}: the weights go to {data}, which exists") as info:
+        export_onnx(TINY, out)
+    assert "\n" not in str(info.value)
+    assert data.read_text() == "the user's own" and sorted(tmp_path.iterdir()) == [data]
+
+
+def test_onnx_external_weights_replace_an_earlier_exports(tmp_path, external_weights):
+    out, data = tmp_path / "tiny.onnx", tmp_path / "tiny.onnx.data"
+    export_onnx(TINY, out)
+    assert data.stat().st_size > 0
+    export_onnx(TINY, out, seed=1)  # the same path again: its own weights file is replaced
+    assert sorted(tmp_path.iterdir()) == [out, data]
+    assert run_onnx(onnx_session(out), torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("args, message", [

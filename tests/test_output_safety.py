@@ -2,17 +2,20 @@
 name, a file's name or an exception's message stays inside its line, cell or code block."""
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
 import networkx as nx
 import pytest
 import yaml
+from optuna.trial import TrialState, create_trial
 
 import nas
 from nas import build_graph, load_genome
 from nas.graph import to_dot, write_graph
 from nas.outputs import replacing
+from nas.search.report import write_trials_csv
 from tests.conftest import HYBRID_YAML, run_nas
 from tests.test_search import SMALL_SPACE, score_by_width
 
@@ -53,6 +56,19 @@ def test_the_report_keeps_a_hostile_genome_name_and_failure_message_out_of_its_m
     failures = lines[lines.index("## Failures") + 2:]
     failures = failures[:failures.index("")]
     assert failures and all(line.startswith("- ") and "INJECTED too" in line for line in failures)
+
+
+def test_trials_csv_keeps_text_that_a_spreadsheet_would_run_as_a_formula_as_text(tmp_path: Path):
+    hostile = {"stage": "=HYPERLINK(\"http://evil\")", "genome_hash": "@SUM(A1)", "scores": {"zc": -0.25},
+               "latency_ms": -1.5, "duration": 2.0}
+    trials = [create_trial(state=TrialState.COMPLETE, values=[-3.0], user_attrs={**hostile, "feasible": True}),
+              create_trial(state=TrialState.FAIL, user_attrs={"failure": "+cmd|' /C calc'!A0", "stage": "\tx"})]
+    write_trials_csv(tmp_path / "trials.csv", trials, multi=False)
+    complete, failed = csv.DictReader((tmp_path / "trials.csv").open(newline=""))
+    assert complete["stage"] == "'=HYPERLINK(\"http://evil\")" and complete["genome_hash"] == "'@SUM(A1)"
+    assert failed["failure"] == "'+cmd|' /C calc'!A0" and failed["stage"] == "'\tx"
+    # numbers, negative ones too, stay numbers a spreadsheet reads as such
+    assert (complete["score"], complete["latency_ms"], complete["score_zc"]) == ("-3.0", "-1.5", "-0.25")
 
 
 @pytest.mark.parametrize("option", ["-o", "--weights"])

@@ -181,6 +181,17 @@ def _state(trial: FrozenTrial) -> str:
     return "invalid" if is_invalid(trial) else trial.state.name.lower()
 
 
+# A cell starting with one of these runs as a formula in a spreadsheet (CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """``value`` as a CSV cell a spreadsheet shows as written: text that would run as a formula (a failure
+    message quotes the user's space, a user attribute is anyone's) gets a leading ``'``, as OWASP advises;
+    numbers, negative ones too, stay numbers."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
 def write_trials_csv(path: Path, trials: list[FrozenTrial], multi: bool) -> None:
     extra = sorted({f"score_{k}" for t in trials for k in t.user_attrs.get("scores", {})})
     columns = ["number", "state", "stage", "genome_hash", "params", "flops", "latency_ms", "score",
@@ -198,7 +209,7 @@ def write_trials_csv(path: Path, trials: list[FrozenTrial], multi: bool) -> None
                    **{f"t_{k}": v for k, v in attrs.get("seconds", {}).items()}}
             if attrs.get("estimated"):
                 row["score"] = ""  # never built: no score to report
-            writer.writerow(["" if row.get(c) is None else row.get(c, "") for c in columns])
+            writer.writerow(["" if row.get(c) is None else _cell(row.get(c, "")) for c in columns])
 
 
 def _plot(path: Path, trials: list[FrozenTrial], front: list[FrozenTrial], options: Any,
