@@ -33,6 +33,7 @@ from nas.compiler import compile_model
 from nas.errors import InputError
 from nas.genome import Genome
 from nas.io import load_genome
+from nas.outputs import replacing
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -96,29 +97,28 @@ def export_onnx(genome: Genome | str | Path | dict[str, Any], path: str | Path, 
 
 
 def _save(program: torch.onnx.ONNXProgram, path: Path) -> None:
-    """``program`` written to a fresh folder beside ``path``, then moved into place: the exporter alone decides
-    whether the weights go to ``NAME.data`` (a name it writes into the model), so what it wrote is looked at
-    before anything of the user's is replaced."""
-    if path.exists() and not path.is_file():  # a device or a pipe: written, never replaced
-        with _quiet_exporter():
-            program.save(path)
-        return
-    target = path.resolve()  # through a symlink: the file it names is replaced and the link kept
-    data = target.with_name(f"{target.name}.data")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        with _quiet_exporter():
-            program.save(staging / target.name)
-        if (staging / data.name).exists():
-            if data.exists() and not _keeps_weights_in(target, data):
-                raise InputError(f"{path}: the weights go to {data}, which exists and is no earlier export's; "
-                                 "move it or name another output")
-            os.replace(staging / data.name, data)
-        if target.exists():
-            shutil.copymode(target, staging / target.name)  # the new file keeps the old one's permissions
-        os.replace(staging / target.name, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """``program`` written through ``nas.outputs.replacing``, by way of a fresh folder beside ``path``: the
+    exporter alone decides whether the weights go to ``NAME.data`` (a name it writes into the model), so what it
+    wrote is looked at before anything of the user's is replaced."""
+    with replacing(path) as out:
+        if out == path:  # a device or a pipe: written, never replaced
+            with _quiet_exporter():
+                program.save(path)
+            return
+        target = path.resolve()
+        data = target.with_name(f"{target.name}.data")
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            with _quiet_exporter():
+                program.save(staging / target.name)
+            if (staging / data.name).exists():
+                if data.exists() and not _keeps_weights_in(target, data):
+                    raise InputError(f"{path}: the weights go to {data}, which exists and is no earlier export's; "
+                                     "move it or name another output")
+                os.replace(staging / data.name, data)
+            os.replace(staging / target.name, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _keeps_weights_in(model: Path, data: Path) -> bool:

@@ -14,7 +14,7 @@ from nas.errors import InputError
 from nas.evaluate.batch import proxy_batch, proxy_batch_bytes
 from nas.flags import SEED_LIMIT
 from nas.search import SearchOptions
-from nas.search.options import MOST_PROXY_BATCH, WORKERS_PER_CORE
+from nas.search.options import LEAST_HEARTBEAT, MOST_PROXY_BATCH, WORKERS_PER_CORE
 from nas.search.scoring import search_inputs
 from tests.conftest import run_nas
 from tests.test_bad_input import GOOD  # a small valid genome
@@ -41,6 +41,8 @@ CASES = {
     "infinite heartbeat": ([*SEARCH, "--heartbeat", "inf"], ["--heartbeat", "inf"]),
     "heartbeat not a number": ([*SEARCH, "--heartbeat", "nan"], ["--heartbeat", "nan"]),
     "heartbeat of centuries": ([*SEARCH, "--heartbeat", "1e10"], ["--heartbeat", "at most"]),
+    "heartbeat every microsecond": ([*SEARCH, "--heartbeat", "1e-6"], ["--heartbeat", "at least 1 second"]),
+    "timeout of 400 digits": ([*SEARCH, "--timeout", "9" * 400], ["timeout", "finite", "inf"]),
     "cpus per trial not a number": ([*SEARCH, "--runner", "ray", "--cpus-per-trial", "nan"], ["--cpus-per-trial"]),
     "infinite cpus per trial": ([*SEARCH, "--runner", "ray", "--cpus-per-trial", "inf"], ["--cpus-per-trial"]),
     "gpus per trial not a number": ([*SEARCH, "--runner", "ray", "--gpus-per-trial", "nan"], ["--gpus-per-trial"]),
@@ -105,9 +107,20 @@ def test_the_batch_estimate_covers_the_batch_and_is_refused_past_the_memory_shar
     assert inputs.x.shape == (8, 3, 64, 64)
 
 
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), -5, 0])
+def test_the_python_api_bounds_a_timeout_as_the_flag_does(timeout: float, tmp_path: Path):
+    # --timeout cannot be written as inf, nan or below 0: no timeout is None (the flag left out)
+    with pytest.raises(InputError, match="^a timeout must be (positive|finite)"):
+        nas.search("tiny", out=tmp_path / "r", trials=1, timeout=timeout)
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_bounds_themselves_are_accepted():
     SearchOptions(seed=SEED_LIMIT - 1, proxy_batch=MOST_PROXY_BATCH, heartbeat=86400,
                   workers=WORKERS_PER_CORE * len(os.sched_getaffinity(0))).check()
+    for heartbeat in (LEAST_HEARTBEAT, 0):  # 0: no heartbeats at all
+        SearchOptions(heartbeat=heartbeat).check()
+    assert SearchOptions(timeout=90).timeout == SearchOptions(timeout="90s").timeout == 90.0
     # Ray runs as many trials at once as its cluster's CPUs hold, which may be more than this machine's
     SearchOptions(runner="ray", workers=100_000, cpus_per_trial=0.5, gpus_per_trial=0.25).check()
 

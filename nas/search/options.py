@@ -38,8 +38,9 @@ MOST_PROXY_BATCH = 1024
 # past a few per core they only take turns.
 WORKERS_PER_CORE = 4
 # --heartbeat seconds: a dead worker's trial waits 4 beats to be retried, so beats a day apart would leave it for
-# days (0 turns them off); past ~292 years Python's waits overflow.
-MOST_HEARTBEAT = 86400.0
+# days (0 turns them off); past ~292 years Python's waits overflow. Beats under a second apart would only load the
+# storage (each is a write to it, from every worker); Optuna's own heartbeat_interval is a whole number of seconds.
+LEAST_HEARTBEAT, MOST_HEARTBEAT = 1.0, 86400.0
 
 Objective = Literal["proxy", "train", "supernet", "custom"]
 Second = Literal["latency", "params", "flops", "none"]
@@ -52,15 +53,20 @@ RunnerName = Literal["local", "ray"]
 
 def parse_duration(text: str | float | None) -> float | None:
     """Seconds from ``2h``, ``30m``, ``90s``, ``1.5h`` or a bare number of seconds."""
-    if text is None or isinstance(text, (int, float)):
-        return None if text is None else float(text)
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h|hr|d)?\s*", str(text))
-    if not match:
-        raise InputError(f"cannot read {text!r} as a duration; write it like 2h, 30m or 90s")
-    scale = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}[match[2]]
-    value = float(match[1]) * scale
+    if text is None:
+        return None
+    if isinstance(text, (int, float)):  # Python's timeout=90: bound as the flag's text is
+        value = float(text)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h|hr|d)?\s*", str(text))
+        if not match:
+            raise InputError(f"cannot read {text!r} as a duration; write it like 2h, 30m or 90s")
+        scale = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}[match[2]]
+        value = float(match[1]) * scale
     if value <= 0:
         raise InputError(f"a timeout must be positive, got {text!r}")
+    if not math.isfinite(value):  # nan never ends a search, nor does inf (400 digits); no timeout is None
+        raise InputError(f"a timeout must be finite (for no timeout, leave it out), got {value:g}")
     return value
 
 
@@ -172,8 +178,8 @@ class SearchOptions(BaseModel):
     cpus_per_trial: float = Field(1.0, description="Ray resources per trial: CPUs")
     gpus_per_trial: float = Field(0.0, description="Ray resources per trial: GPUs, e.g. 0.5 to share one")
     heartbeat: float = Field(20.0, description="seconds between a worker's heartbeats to an SQL storage; a trial "
-                             "whose worker misses 4 is failed and retried; 0 turns them off; at most "
-                             f"{MOST_HEARTBEAT:g} (a day)")
+                             "whose worker misses 4 is failed and retried; 0 turns them off; at least "
+                             f"{LEAST_HEARTBEAT:g}, at most {MOST_HEARTBEAT:g} (a day)")
     evaluate: Annotated[str | None, Flag(cli=False)] = Field(
         None, description="the custom evaluate callable's name, for the record (objective custom)")
 
@@ -328,6 +334,9 @@ class SearchOptions(BaseModel):
             raise InputError(f"--reduction-factor must be at least 2 (the top half), got {self.reduction_factor}")
         if self.heartbeat < 0:
             raise InputError(f"--heartbeat must not be negative (0 turns heartbeats off), got {self.heartbeat:g}")
+        if 0 < self.heartbeat < LEAST_HEARTBEAT:  # a beat every microsecond is a write storm on the storage
+            raise InputError(f"--heartbeat must be at least {LEAST_HEARTBEAT:g} second (0 turns heartbeats off), "
+                             f"got {self.heartbeat:g}")
         if not self.heartbeat <= MOST_HEARTBEAT:  # nan too: it would turn dead-worker recovery off without a word
             raise InputError(f"--heartbeat must be at most {MOST_HEARTBEAT:g} seconds (a day), got {self.heartbeat:g}")
         check_seed(self.seed)
