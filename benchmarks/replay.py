@@ -103,6 +103,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -329,12 +330,16 @@ def seeds_command_line(doc: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def read_corpus(space_name: str = "tiny", truth: str = "seed0") -> Corpus:
+def read_corpus(space_name: str = "tiny", truth: str = "seed0", extra: Sequence[Path] = ()) -> Corpus:
     """The corpus of the space named ``space_name`` (``corpus.SPACES``), read against ``truth``: the long
-    accuracy of seed 0, or its mean over seeds 0-2 (``seeds``)."""
-    space, folder = yaml.safe_load(SPACES[space_name].read_text()), corpus_dir(space_name)
-    genomes = read_genomes(folder)
-    runs, scores = read_jsonl(folder / "runs.jsonl"), read_jsonl(folder / "scores.jsonl")
+    accuracy of seed 0, or its mean over seeds 0-2 (``seeds``). ``extra``: folders of the same space's genomes
+    drawn after it (``corpus.py --from``: the fresh corpus), read as part of it."""
+    space = yaml.safe_load(SPACES[space_name].read_text())
+    folders = [corpus_dir(space_name), *extra]
+    genomes = sorted((g for folder in folders for g in read_genomes(folder)), key=lambda g: g["index"])
+    ids = {g["genome"] for g in genomes}  # with $NAS_CORPUS_GENOMES, a folder holds runs of genomes past it
+    runs = [r for folder in folders for r in read_jsonl(folder / "runs.jsonl") if r["genome"] in ids]
+    scores = [s for folder in folders for s in read_jsonl(folder / "scores.jsonl") if s["genome"] in ids]
     return Corpus(space, Encoder(choices(space)), genomes, runs, scores,
                   corpus_params(space, [g["genome"] for g in genomes]), held_out_priors(genomes, scores, runs, truth),
                   truth, held_out_objectives(genomes, scores, runs, space_name, truth))

@@ -73,8 +73,8 @@ def done(out: Path) -> dict[tuple, dict]:
 
 
 def run(tasks: list[str], seeds: int, out: Path, rules: list[str], first_seed: int = FIRST_SEED,
-        objectives: tuple[str, ...] = ("genomes", "task")) -> None:
-    corpus = R.read_corpus("tiny", truth="seeds")
+        objectives: tuple[str, ...] = ("genomes", "task"), extra: tuple[Path, ...] = ()) -> None:
+    corpus = R.read_corpus("tiny", truth="seeds", extra=extra)
     have = done(out)
     with out.open("a") as f:
         for name in tasks:
@@ -163,12 +163,15 @@ def main() -> None:
     parser.add_argument("--objectives", default="genomes,task",
                         help="whose value the training stage reads: " + ", ".join(f"{k} ({v})" for k, v in
                                                                                    OBJECTIVES.items()))
+    parser.add_argument("--extra", type=Path, action="append", default=[], metavar="DIR",
+                        help="a folder of the tiny space's genomes drawn after the corpus (the fresh corpus), read "
+                             "as part of it; repeatable (use a new --out: the rows do not say which corpus)")
     args = parser.parse_args()
     if not args.table:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore")
         run(args.tasks.split(","), args.seeds, args.out, args.rules.split(","), args.first_seed,
-            tuple(args.objectives.split(",")))
+            tuple(args.objectives.split(",")), tuple(args.extra))
     print(table(args.out, args.rules.split(","), args.below, args.since, args.against))
 
 

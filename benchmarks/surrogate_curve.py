@@ -75,9 +75,12 @@ def curve(task: R.Task) -> list[dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=OUT, help=f"the table's file (default {OUT})")
+    parser.add_argument("--extra", type=Path, action="append", default=[], metavar="DIR",
+                        help="a folder of the tiny space's genomes drawn after the corpus (the fresh corpus), read "
+                             "as part of it; repeatable")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    corpus = R.read_corpus("tiny", truth="seeds")
+    corpus = R.read_corpus("tiny", truth="seeds", extra=args.extra)
     lines = ["| task | fitted on N | " + " | ".join(COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
     for name in ("digits", "patterns"):
         for row in curve(corpus.task(name)):
