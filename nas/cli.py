@@ -230,6 +230,14 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     from nas.errors import InputError
     from nas.io import dump_genome, load_genome, zoo_dir, zoo_names
 
+    # An option of another action was accepted and ignored: `nas zoo list convnext_t` listed every genome.
+    given = {"NAME": args.name, "--canonical": args.canonical, "--from": args.source, "-o": args.output}
+    takes = {"list": (), "show": ("NAME", "--canonical"), "weights": ("NAME", "--from", "-o")}[args.action]
+    stray = [what for what, value in given.items() if value not in (None, False) and what not in takes]
+    if stray:
+        raise InputError(f"nas zoo {args.action} takes no {stray[0]}"
+                         + (f" (it is for nas zoo {'weights' if stray[0] in ('--from', '-o') else 'show'})"
+                            if stray[0] != "NAME" else ""))
     if args.action == "weights":
         return _zoo_weights(args)
     if args.action == "show":
@@ -331,8 +339,8 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     from blocks import CONFIGS
     from nas.errors import InputError
 
-    roles = [args.role] if args.role else sorted(CONFIGS)
-    if args.role and args.role not in CONFIGS:
+    roles = [args.role] if args.role is not None else sorted(CONFIGS)
+    if args.role is not None and args.role not in CONFIGS:  # '' too, which listed every role
         raise InputError(f"unknown role {args.role!r}; roles are {', '.join(sorted(CONFIGS))}")
     for role in roles:
         print(f"{role}:")
@@ -491,22 +499,32 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
 
 
 def cmd_latency_calibrate(args: argparse.Namespace) -> int:
-    from nas.cost.calibration import MIN_GENOMES, calibrate
+    from nas.cost.calibration import MIN_GENOMES, MOST_GENOMES, calibrate
     from nas.cost.latency import runtime_version
-    from nas.cost.profile import open_table, resolve_device
-    from nas.errors import InputError
+    from nas.cost.profile import default_table_path, open_table, resolve_device
+    from nas.errors import GenomeError, InputError
     from nas.outputs import distinct_outputs, output_file, write_atomic
-    from nas.space import read_space, sample_genomes
+    from nas.space import check_space, read_space, sample_genomes
 
     if args.genomes < MIN_GENOMES:
         raise InputError(f"--genomes must be at least {MIN_GENOMES}, got {args.genomes}")
+    if args.genomes > MOST_GENOMES:  # drawing billions of distinct genomes never ended, and printed nothing
+        raise InputError(f"--genomes must be at most {MOST_GENOMES:,}, got {args.genomes:,}")
     device = resolve_device(args.device)
     threads = args.threads or (1 if device == "cpu" else None)  # as nas search times on a CPU
     out = output_file(args.json, "--json") if args.json else None
-    distinct_outputs([("--json", out)], [("--table", args.table), ("the space", args.space)])
-    space, _, label = read_space(args.space)
-    table = open_table(args.table)
+    # the default table too: --json naming it replaced the table just calibrated, and every entry timed before
+    distinct_outputs([("--json", out)], [("--table", args.table or default_table_path()), ("the space", args.space)])
+    space, text, label = read_space(args.space)
+    try:  # a field no genome has (num_clases) failed each draw as an internal error, not as this file's line
+        check_space(space, samples=0, seed=args.seed)
+    except GenomeError as err:
+        raise err.located(label, text) from None
     genomes = sample_genomes(space, args.genomes, seed=args.seed)
+    if len(genomes) < MIN_GENOMES:  # a genome, or a space of a few: refused before any timing, not after it
+        raise InputError(f"{label}: {len(genomes)} distinct valid genome(s) drawn; a calibration needs at least "
+                         f"{MIN_GENOMES}")
+    table = open_table(args.table)
     runtime_version(args.runtime)  # refused before any timing when it cannot run here
     print(f"nas latency calibrate: {len(genomes)} genomes of {label} on {device} under {args.runtime}"
           f"{f', {threads} thread(s)' if threads else ''}, each timed by the table {table.path} and end to end "

@@ -214,19 +214,31 @@ def space_size(space: Any, path: str = "") -> float:
     return math.prod(space_size(value, _child(path, key)) for key, value in items)
 
 
+MOST_MISSES = 2_000  # sample_genomes: draws in a row without a new valid genome before it gives up
+
+
 def sample_genomes(space: Any, count: int, seed: int = 0) -> list[Genome]:
     """``count`` distinct valid genomes (by content hash) drawn with ``random.Random(seed)``; a prefix of one
-    fixed sequence, so asking for more keeps the first ones. Fewer when 200 draws per genome find no more."""
+    fixed sequence, so asking for more keeps the first ones. Fewer when 200 draws per genome asked for, or
+    ``MOST_MISSES`` draws in a row, find no more."""
     rng, found, seen = random.Random(seed), [], set()
+    misses = 0  # draws since the last new genome
     for _ in range(200 * count):
+        # A space of few genomes asked for a million (nas latency calibrate --genomes) drew 200 million times
+        # before its first line of output; a run of misses this long ends it (where one draw in 200 is valid and
+        # new, such a run has a chance of 1 in 20,000)
+        if misses >= MOST_MISSES:
+            break
+        misses += 1
         try:
             genome = Genome.model_validate(instantiate(space, random_picker(rng)))
             check_genome(genome)
-        except GenomeError:
+        except (ValidationError, GenomeError):  # a ValidationError escaped as an internal error
             continue
         if genome.content_hash() not in seen:
             seen.add(genome.content_hash())
             found.append(genome)
+            misses = 0
         if len(found) == count:
             break
     return found

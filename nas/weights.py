@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nas.errors import InputError
+from nas.errors import InputError, printable
 from nas.outputs import replacing
 
 StateDict = dict[str, Tensor]
@@ -143,7 +143,7 @@ def _owner(model: nn.Module, key: str) -> nn.Module:
 
 def _shown(keys: list[str]) -> str:
     more = f", ... ({len(keys)} in all)" if len(keys) > SHOWN else ""
-    return ", ".join(keys[:SHOWN]) + more
+    return ", ".join(map(printable, keys[:SHOWN])) + more  # a checkpoint's key with a newline split the line
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -380,7 +380,13 @@ def convert_checkpoint(name: str, state: Mapping[str, Tensor], *, source: str = 
         if target not in expected:  # a rule's pattern matched, but the genome has no such parameter
             unmapped.append(key)
             continue
-        converted[target] = rule.layout.to_zoo(tensor, _owner(model, target)) if rule.layout is not SAME else tensor
+        if rule.layout is not SAME:
+            try:
+                tensor = rule.layout.to_zoo(tensor, _owner(model, target))
+            except (IndexError, RuntimeError):  # a tensor of too few dimensions for the layout: an internal error
+                raise InputError(f"{source}: {printable(key)} has shape {tuple(tensor.shape)}; zoo:{name}'s "
+                                 f"{target} needs {tuple(expected[target].shape)}") from None
+        converted[target] = tensor
         origin[target] = key
     if unmapped:
         raise InputError(f"{source}: {len(unmapped)} key(s) do not map onto zoo:{name} (is it a checkpoint of "
@@ -416,7 +422,7 @@ def check_state(expected: Mapping[str, Tensor], given: Mapping[str, Tensor], sou
         raise InputError(f"{source}: {len(missing)} parameter(s) of the model have no value: {_shown(missing)}")
     for key, tensor in given.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
-            came = f" (from {origin[key]})" if origin and origin.get(key, key) != key else ""
+            came = f" (from {printable(origin[key])})" if origin and origin.get(key, key) != key else ""
             raise InputError(f"{source}: shape mismatch for {key}{came}: the weights give "
                              f"{tuple(tensor.shape)}, the model needs {tuple(expected[key].shape)}")
 

@@ -9,14 +9,21 @@ that once hung or ate memory as subprocesses under a time limit.
 """
 from __future__ import annotations
 
+import io
 import os
+import sqlite3
+import struct
 import subprocess
 import sys
+import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from nas.cli import main
@@ -42,6 +49,43 @@ def edit(old: str, new: str) -> str:
 SPACE = GOOD.replace("width: 16,", "width: {choice: [16, 24]},")
 BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
     f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")) + "stem: *i\n"
+
+
+def _sqlite(*statements: str) -> bytes:
+    """The bytes of an SQLite file made by ``statements``, in WAL mode as a latency table keeps itself."""
+    with tempfile.TemporaryDirectory() as folder:
+        db = sqlite3.connect(Path(folder) / "t.sqlite")
+        db.execute("PRAGMA journal_mode=WAL")
+        for statement in statements:
+            db.execute(statement)
+        db.commit()
+        db.close()
+        return (Path(folder) / "t.sqlite").read_bytes()
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _torch_file(state: dict[str, torch.Tensor]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels (and holds almost none)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+
+
+LATENCY_TABLE = ("CREATE TABLE latency (device TEXT, role TEXT, config TEXT, in_shape TEXT, out INTEGER, "
+                 "ms REAL NOT NULL, PRIMARY KEY (device, role, config, in_shape, out))")
 
 
 @dataclass
@@ -170,6 +214,39 @@ CASES: dict[str, Case] = {
     "latency table of garbage": Case("profile {d}/g.yaml --latency --repeats 1 --table {d}/t.sqlite", ["t.sqlite"],
                                      {"g.yaml": GOOD, "t.sqlite": os.urandom(4096)}),
     "zoo show unknown": Case("zoo show nope", ["nope"]),
+    "zoo list given a name": Case("zoo list convnext_t", ["nas zoo list", "NAME"]),
+    "zoo show given --from": Case("zoo show convnext_t --from {d}/w.pt", ["nas zoo show", "--from"]),
+    "zoo weights of too few dimensions": Case("zoo weights caformer_s18 --from {d}/w.pt -o {d}/o.pt",
+                                              ["w.pt", "stages.0.blocks.0.mlp.fc1.weight", "shape ()"],
+                                              {"w.pt": _torch_file({"stages.0.blocks.0.mlp.fc1.weight":
+                                                                    torch.tensor(0.0)})}),
+    "zoo weights key with a newline": Case("zoo weights convnext_t --from {d}/w.pt -o {d}/o.pt",
+                                           ["w.pt", "do not map", "'x\\n<h1>INJECTED</h1>'"],
+                                           {"w.pt": _torch_file({"x\n<h1>INJECTED</h1>": torch.zeros(2)})}),
+    "scale to a fraction of a FLOP": Case("scale {d}/g.yaml --flops 1e-30", ["flops budget", "at least 1", "1e-30"],
+                                          {"g.yaml": GOOD}),
+    "calibration space with an unknown field": Case("latency calibrate --space {d}/s.yaml --table {d}/t.sqlite",
+                                                    ["s.yaml", "num_clases", "line 3"],
+                                                    {"s.yaml": SPACE.replace("num_classes", "num_clases")}),
+    "calibration of a genome": Case("latency calibrate --space {d}/g.yaml --genomes 10000 --table {d}/t.sqlite",
+                                    ["g.yaml", "1 distinct", "at least 8"], {"g.yaml": GOOD}),
+    "calibration genomes beyond the limit": Case("latency calibrate --genomes 100000000000", ["--genomes",
+                                                                                             "at most 10,000"]),
+    "calibration stored damaged": Case("latency show --table {d}/t.sqlite", ["t.sqlite", "calibration", "damaged"],
+                                       {"t.sqlite": _sqlite(LATENCY_TABLE, "CREATE TABLE calibration (device TEXT "
+                                                            "PRIMARY KEY, data TEXT NOT NULL)", "INSERT INTO "
+                                                            "calibration VALUES ('cpu', '{\"x\": 1}')")}),
+    "calibration table of other columns": Case("latency show --table {d}/t.sqlite",
+                                               ["t.sqlite", "calibration table has columns (device, blob)"],
+                                               {"t.sqlite": _sqlite(LATENCY_TABLE, "CREATE TABLE calibration "
+                                                                    "(device TEXT, blob TEXT)")}),
+    # --- data -------------------------------------------------------------------------------------------------
+    "image declaring billions of pixels": Case("score {d}/g.yaml --data {d}/img", ["0.png", "cannot be read",
+                                                                                  "decompression bomb"],
+                                               {"g.yaml": GOOD, "img/a/0.png": _png_header(40000, 40000),
+                                                "img/b/0.png": _png_header(40000, 40000)}),
+    "npz of images without pixels": Case("score {d}/g.yaml --data {d}/x.npz", ["x.npz", "'x'", "no pixels"],
+                                         {"g.yaml": GOOD, "x.npz": _npz(x=np.zeros((4, 0, 0)), y=np.arange(4) % 2)}),
     "blocks unknown role": Case("blocks frobs", ["unknown role 'frobs'"]),
     # --- search ---------------------------------------------------------------------------------------------
     "budget overflows": Case("search --space tiny --budget 1e400 --out {d}/r", ["budget", "finite"]),
@@ -202,6 +279,9 @@ CASES: dict[str, Case] = {
     "zero epochs": Case("supernet train --epochs 0 --out {d}/sn", ["--epochs"]),
     "resume from garbage": Case("supernet train --resume {d}/sn", ["not a supernet checkpoint"],
                                 {"sn/supernet.pt": os.urandom(4096)}),
+    "resume into another folder": Case("supernet train --resume {d}/sn --out {d}/other", ["--resume", "drop --out"],
+                                       {"sn/supernet.pt": os.urandom(4096)}),
+    "supernet device unknown": Case("supernet train --device gpu --out {d}/sn", ["--device gpu", "cuda[:N]"]),
 }
 
 
@@ -251,7 +331,8 @@ def test_bad_input_in_a_real_process(name: str, tmp_path: Path):
 
 
 @pytest.mark.parametrize("name", ["alias bomb", "space file alias bomb", "nested too deep", "file too large",
-                                  "too many blocks", "width beyond the limit", "weights beyond memory"])
+                                  "too many blocks", "width beyond the limit", "weights beyond memory",
+                                  "calibration of a genome"])
 def test_inputs_that_used_to_hang_end_in_seconds(name: str, tmp_path: Path):
     argv = _prepare(CASES[name], tmp_path)
     start = time.perf_counter()
@@ -278,3 +359,10 @@ def test_a_file_wrong_throughout_is_composed_once_and_listed_in_short(tmp_path: 
     assert len(lines) == 20
     assert lines[0] == f"error: {file}: stages[0].depth (line 7): {zero}"
     assert lines[-1] == f"error: {file}: stages[19].depth (line 26): {zero} (and 380 more)"
+
+
+def test_an_empty_role_is_an_unknown_role(capsys):
+    # `nas blocks ''` listed every role, as if none had been named
+    assert main(["blocks", ""]) == 2
+    assert capsys.readouterr().err.strip() == ("error: unknown role ''; roles are block, downsample, head, mixer, "
+                                               "mlp, neck, norm, stem")

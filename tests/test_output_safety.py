@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
 from pathlib import Path
 
 import networkx as nx
@@ -12,7 +13,9 @@ import yaml
 from optuna.trial import TrialState, create_trial
 
 import nas
+import nas.io
 from nas import build_graph, load_genome
+from nas.cli import main
 from nas.graph import to_dot, write_graph
 from nas.outputs import replacing
 from nas.search.report import write_trials_csv
@@ -88,6 +91,28 @@ def test_scale_refuses_to_write_over_the_genome_it_scales(tmp_path: Path):
     done = run_nas("scale", genome, "--flops", "20M", "-o", genome)
     assert done.returncode == 2 and "the same file as the genome" in done.stderr
     assert genome.read_text() == HYBRID_YAML
+
+
+def test_no_command_writes_over_the_shipped_file_that_a_name_reads(tmp_path: Path, monkeypatch, capsys):
+    # zoo:NAME and a shipped space's name are files too: nas scale zoo:convnext_t -o <the zoo's convnext_t.yaml>
+    # replaced it, and so did nas latency calibrate --space tiny --json <tiny.yaml>; here, on a copy of them
+    shipped = tmp_path / "search_spaces"
+    shutil.copytree(nas.io.data_dir(), shipped, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(nas.io, "data_dir", lambda: shipped)
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    zoo, space = shipped / "zoo" / "convnext_t.yaml", shipped / "tiny.yaml"
+    table = tmp_path / "cache" / "latency.sqlite"
+    table.parent.mkdir()
+    table.write_bytes(b"")  # the default table: --json naming it would replace the table just calibrated
+    before = {path: path.read_bytes() for path in (zoo, space, table)}
+    calibrate = ["latency", "calibrate", "--space", "tiny", "--genomes", "8"]
+    for argv, what in ((["scale", "zoo:convnext_t", "--flops", "2G", "-o", str(zoo)], "the genome"),
+                       (["compile", "zoo:convnext_t", "-o", str(zoo)], "the genome"),
+                       ([*calibrate, "--table", str(tmp_path / "t.sqlite"), "--json", str(space)], "the space"),
+                       ([*calibrate, "--json", str(table)], "--table")):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err.strip().endswith(f"the same file as {what}; name another"), argv
+    assert {path: path.read_bytes() for path in before} == before
 
 
 def test_a_hostile_genome_name_is_one_line_in_profile_and_scale(tmp_path: Path):

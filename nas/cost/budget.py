@@ -38,11 +38,19 @@ def _positive(value: float, text: str, kind: str) -> float:
 
 def parse_flops(text: str | float) -> int:
     """Multiply-accumulates; ``G`` means 1e9."""
-    return int(round(_count(str(text), "flops")))
+    return _whole(_count(str(text), "flops"), str(text), "flops")
 
 
 def parse_params(text: str | float) -> int:
-    return int(round(_count(str(text), "params")))
+    return _whole(_count(str(text), "params"), str(text), "params")
+
+
+def _whole(value: float, text: str, kind: str) -> int:
+    # A positive count below one half (1e-30) rounds to 0, which passed as a budget and failed later as an
+    # internal error (nas scale took the logarithm of it).
+    if round(value) < 1:
+        raise InputError(f"a {kind} budget must be at least 1, got {text!r}")
+    return int(round(value))
 
 
 def parse_latency_ms(text: str | float) -> float:

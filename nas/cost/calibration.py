@@ -53,7 +53,7 @@ from nas.cost.latency import (
     measure_latency,
     predict_latency,
 )
-from nas.errors import InputError
+from nas.errors import InputError, printable
 from nas.genome import Genome
 from nas.graph import build_graph, node_family
 from nas.io import load_genome
@@ -64,6 +64,7 @@ FAMILY_GENOMES = 5
 MARGIN_QUANTILE = 90
 WITHIN = 0.10  # the +-10% the accuracy figures count
 MIN_GENOMES = 8  # below this, FOLDS folds of a handful say nothing
+MOST_GENOMES = 10_000  # hours of timing on any device; drawing far more distinct genomes did not end
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)
 # Below this share of genomes repeating within +-10%, a calibration says the machine, not the fit, is the limit
 STEADY_FLOOR = 0.9
@@ -134,9 +135,14 @@ class Calibration:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> Calibration:
-        data = json.loads(text)
-        return cls(**{**data, "held_out": HeldOut(**data["held_out"])})
+    def from_json(cls, text: str, source: str = "a calibration") -> Calibration:
+        """``source`` names the stored text in the error when it is damaged (hand-edited, or another version's)."""
+        try:
+            data = json.loads(text)
+            return cls(**{**data, "held_out": HeldOut(**data["held_out"])})
+        except (ValueError, TypeError, KeyError) as err:  # was an internal error of nas latency show, or a search's
+            raise InputError(f"{source}: damaged ({type(err).__name__}: {printable(str(err)[:100])}); make it "
+                             "again with nas latency calibrate") from None
 
     @property
     def corrects(self) -> bool:
@@ -308,11 +314,13 @@ def save_calibration(table: LatencyTable, calibration: Calibration) -> None:
 def load_calibration(table: LatencyTable, device: str) -> Calibration | None:
     """The calibration stored for the fingerprint key ``device``, or None."""
     text = table.calibration_text(device)
-    return None if text is None else Calibration.from_json(text)
+    return None if text is None else Calibration.from_json(text, f"latency table {table.path}: the calibration "
+                                                                  f"for {device}")
 
 
 def list_calibrations(table: LatencyTable) -> list[Calibration]:
-    return [Calibration.from_json(text) for text in table.calibration_texts()]
+    return [Calibration.from_json(text, f"latency table {table.path}: a calibration")
+            for text in table.calibration_texts()]
 
 
 @dataclass(frozen=True)

@@ -355,6 +355,7 @@ class LatencyTable:
     """
 
     COLUMNS = ("device", "role", "config", "in_shape", "out", "ms")
+    CALIBRATION_COLUMNS = ("device", "data")
 
     def __init__(self, path: str | Path, timeout_s: float = 60.0):
         """Open (or create) the table at ``path``; a file that is not one is an InputError naming it."""
@@ -383,6 +384,11 @@ class LatencyTable:
             if columns != self.COLUMNS:
                 raise self._unusable(f"its latency table has columns ({', '.join(columns)}), not "
                                      f"({', '.join(self.COLUMNS)})")
+        if "calibration" in tables:  # another shape failed each read of it as an internal error (no such column)
+            columns = tuple(row[1] for row in db.execute("PRAGMA table_info(calibration)"))
+            if columns != self.CALIBRATION_COLUMNS:
+                raise self._unusable(f"its calibration table has columns ({', '.join(columns)}), not "
+                                     f"({', '.join(self.CALIBRATION_COLUMNS)})")
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE IF NOT EXISTS latency (device TEXT, role TEXT, config TEXT, in_shape TEXT, "

@@ -57,10 +57,12 @@ def _decode(files: list[Path], resolution: int) -> torch.Tensor:
 
     out = torch.empty(len(files), 3, resolution, resolution)
     for i, path in enumerate(files):
+        # DecompressionBombError: a header of billions of pixels, which Pillow refuses before decoding; it is no
+        # OSError, and was an internal error
         try:
             with Image.open(path) as image:
                 array = np.asarray(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as err:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
             raise InputError(f"{path}: cannot be read as an image ({err})") from None
         pixels = torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float() / 255
         out[i] = resize_center_crop(pixels, resolution)[0]
@@ -95,6 +97,8 @@ def _images_from_array(x: np.ndarray, path: Path, key: str) -> torch.Tensor:
     elif not (x.ndim == 4 and x.shape[1] in range(1, 5)):
         raise InputError(f"{path}: {key!r} has shape {x.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) "
                          "with 1 to 4 channels")
+    if 0 in x.shape[2:]:  # images of no pixels: their resize divided by zero (an internal error)
+        raise InputError(f"{path}: {key!r} has shape {x.shape}; its images have no pixels")
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise InputError(f"{path}: {key!r} has dtype {x.dtype}; expected uint8 or float pixels")
     images = torch.from_numpy(np.ascontiguousarray(x))

@@ -15,6 +15,7 @@ import csv
 import math
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -32,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
 from nas.data import Dataset, load_data
-from nas.errors import GenomeError, InputError, NasError
+from nas.errors import GenomeError, InputError, NasError, printable
 from nas.evaluate.train import (
     autocast_for,
     evaluate_accuracy,
@@ -102,6 +103,9 @@ class SupernetTrainOptions(BaseModel):
             raise InputError(f"--weight-decay must be a finite number, not negative, got {self.weight_decay}")
         if not self.checkpoint_every_s > 0:  # inf is allowed: a checkpoint every epoch only
             raise InputError(f"--checkpoint-every-s must be positive, got {self.checkpoint_every_s}")
+        # torch's own message (RuntimeError: Expected one of cpu, cuda, ipu, ...) was an internal error
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise InputError(f"--device {printable(self.device)}: expected auto, cpu or cuda[:N]")
         check_seed(self.seed)
         return self
 
@@ -187,6 +191,8 @@ def train_supernet(options: SupernetTrainOptions | None = None, *, out: str | Pa
     stream = stream or sys.stderr
     if resume:
         run_dir = Path(resume if isinstance(resume, (str, Path)) else out or "")
+        if out is not None and Path(out).resolve() != run_dir.resolve():  # was ignored: the run went on in RUN
+            raise InputError(f"--resume {run_dir} continues that run in its own directory; drop --out {out}")
         if not (run_dir / CHECKPOINT).is_file():
             raise InputError(f"--resume {run_dir}: no {CHECKPOINT} there to resume")
         net, state = Supernet.load(run_dir / CHECKPOINT)
