@@ -77,12 +77,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from nas.cost import analytic_cost
     from nas.errors import GenomeError, Problem
     from nas.graph import GRAPH_SUFFIXES, build_graph, write_graph
-    from nas.io import parse_genome
+    from nas.io import file_read, parse_genome
     from nas.outputs import distinct_outputs, output_file
     from nas.space import check_space, is_space, read_space
 
     graph_out = output_file(args.graph, "--graph", GRAPH_SUFFIXES) if args.graph else None  # before any work
-    distinct_outputs([("--graph", graph_out)], [("the file it validates", args.file)])
+    distinct_outputs([("--graph", graph_out)], [("the file it validates", file_read(args.file))])
     data, text, label = read_space(args.file)
     if is_space(data):
         if args.graph:
@@ -194,14 +194,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from nas.compiler import compile_model
     from nas.errors import InputError, printable
     from nas.export import export_model
-    from nas.io import load_genome
+    from nas.io import file_read, load_genome
     from nas.outputs import distinct_outputs, output_file, replacing
 
     # every output checked before any work, so none is half written; -o alone by default, --onnx alone if asked
     out = output_file(args.output or "model.py", "-o") if args.output or not args.onnx else None
     onnx_out = output_file(args.onnx, "--onnx", (".onnx",)) if args.onnx else None
     weights = output_file(args.weights, "--weights") if args.weights else None
-    distinct_outputs([("-o", out), ("--onnx", onnx_out), ("--weights", weights)], [("the genome", args.genome)])
+    distinct_outputs([("-o", out), ("--onnx", onnx_out), ("--weights", weights)],
+                     [("the genome", file_read(args.genome))])
     if args.features_only and onnx_out:
         raise InputError("--features-only writes model.py only; --onnx exports the classifier")
     genome = load_genome(args.genome)
@@ -265,12 +266,12 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
 def cmd_scale(args: argparse.Namespace) -> int:
     from nas.errors import printable
-    from nas.io import dump_genome, load_genome
+    from nas.io import dump_genome, file_read, load_genome
     from nas.outputs import distinct_outputs, output_file
     from nas.scale import RULES, scale_genome
 
     out = output_file(args.output, "-o", (".yaml", ".yml")) if args.output else None  # before any work
-    distinct_outputs([("-o", out)], [("the genome", args.genome)])
+    distinct_outputs([("-o", out)], [("the genome", file_read(args.genome))])
     base = load_genome(args.genome)
     result = scale_genome(base, args.flops, rule=args.rule)
     if args.json:
@@ -302,6 +303,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 def _zoo_weights(args: argparse.Namespace) -> int:
     from nas.errors import InputError
+    from nas.io import file_read
     from nas.outputs import distinct_outputs, output_file
     from nas.weights import convert_checkpoint, read_checkpoint, save_weights, weight_map
 
@@ -309,7 +311,7 @@ def _zoo_weights(args: argparse.Namespace) -> int:
         raise InputError("nas zoo weights needs a NAME and --from CHECKPOINT (a timm .safetensors or .pth file)")
     spec = weight_map(args.name)  # an unknown or unmapped name, before any file is read
     out = output_file(args.output or f"{args.name}.pt", "-o", (".pt", ".pth", ".safetensors"))
-    distinct_outputs([("-o", out)], [("--from", args.source)])
+    distinct_outputs([("-o", out)], [("--from", file_read(args.source))])
     state = convert_checkpoint(args.name, read_checkpoint(args.source), source=args.source)
     save_weights(state, out)
     print(f"wrote {out}: {len(state)} tensors of zoo:{args.name} from {args.source} (timm's {spec.reference}); "
@@ -503,6 +505,7 @@ def cmd_latency_calibrate(args: argparse.Namespace) -> int:
     from nas.cost.latency import runtime_version
     from nas.cost.profile import default_table_path, open_table, resolve_device
     from nas.errors import GenomeError, InputError
+    from nas.io import file_read
     from nas.outputs import distinct_outputs, output_file, write_atomic
     from nas.space import check_space, read_space, sample_genomes
 
@@ -514,7 +517,8 @@ def cmd_latency_calibrate(args: argparse.Namespace) -> int:
     threads = args.threads or (1 if device == "cpu" else None)  # as nas search times on a CPU
     out = output_file(args.json, "--json") if args.json else None
     # the default table too: --json naming it replaced the table just calibrated, and every entry timed before
-    distinct_outputs([("--json", out)], [("--table", args.table or default_table_path()), ("the space", args.space)])
+    distinct_outputs([("--json", out)], [("--table", file_read(args.table or default_table_path())),
+                                        ("the space", file_read(args.space))])
     space, text, label = read_space(args.space)
     try:  # a field no genome has (num_clases) failed each draw as an internal error, not as this file's line
         check_space(space, samples=0, seed=args.seed)

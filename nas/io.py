@@ -98,6 +98,19 @@ def resolve(spec: str | Path) -> Path:
     return path
 
 
+def file_read(spec: str | Path | None) -> Path | None:
+    """The file a command reads for ``spec`` (a path, ``zoo:NAME`` or a shipped space's name), or None where there
+    is none (the read reports it): what ``nas.outputs.distinct_outputs`` keeps a command's outputs off, so that
+    ``nas scale zoo:convnext_t -o search_spaces/zoo/convnext_t.yaml`` cannot replace the zoo's own file."""
+    if spec is None:
+        return None
+    try:
+        path = resolve(spec)
+    except InputError:
+        return None
+    return path if path.is_file() else None
+
+
 def read_yaml(spec: str | Path) -> tuple[Any, str, str]:
     """(data, text, label) for a YAML file; syntax errors, empty files and non-mappings are InputErrors."""
     path = resolve(spec)

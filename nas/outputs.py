@@ -47,13 +47,13 @@ def output_dir(path: str | Path, option: str) -> Path:
 
 
 def distinct_outputs(outputs: Sequence[tuple[str, Path | None]],
-                     reads: Sequence[tuple[str, str | Path | None]] = ()) -> None:
-    """Each output a file of its own: not a file the command reads (``reads``: what names it, and its path or
-    spec), which writing would destroy, nor another output, which would keep only the last one written."""
+                     reads: Sequence[tuple[str, Path | None]] = ()) -> None:
+    """Each output a file of its own: not a file the command reads (``reads``: what names it, and the file, as
+    ``nas.io.file_read`` finds it behind a path, ``zoo:NAME`` or a shipped space's name), which writing would
+    destroy, nor another output, which would keep only the last one written."""
     seen: dict[Path, str] = {}
-    for what, spec in reads:
-        path = _read_file(spec)
-        if path is not None:
+    for what, path in reads:
+        if path is not None and path.is_file():
             seen.setdefault(path.resolve(), what)
     for option, path in outputs:
         if path is None:
@@ -61,22 +61,6 @@ def distinct_outputs(outputs: Sequence[tuple[str, Path | None]],
         if path.resolve() in seen:
             raise InputError(f"{option} {path}: the same file as {seen[path.resolve()]}; name another")
         seen[path.resolve()] = option
-
-
-def _read_file(spec: str | Path | None) -> Path | None:
-    """The file a command reads for ``spec``: a path, or the shipped file behind ``zoo:NAME`` or a shipped space's
-    name (``nas scale zoo:convnext_t -o search_spaces/zoo/convnext_t.yaml`` replaced the zoo's own file)."""
-    if spec is None:
-        return None
-    if Path(spec).is_file():
-        return Path(spec)
-    from nas.io import resolve  # here, not above: nas.io imports this module
-
-    try:
-        path = resolve(spec)
-    except InputError:  # no such file or name: the read reports it
-        return None
-    return path if path.is_file() else None
 
 
 @contextmanager
