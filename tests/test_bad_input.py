@@ -247,6 +247,12 @@ CASES: dict[str, Case] = {
                                                 "img/b/0.png": _png_header(40000, 40000)}),
     "npz of images without pixels": Case("score {d}/g.yaml --data {d}/x.npz", ["x.npz", "'x'", "no pixels"],
                                          {"g.yaml": GOOD, "x.npz": _npz(x=np.zeros((4, 0, 0)), y=np.arange(4) % 2)}),
+    "npz of NaN pixels": Case("score {d}/g.yaml --data {d}/x.npz", ["x.npz", "'x'", "NaN"],
+                              {"g.yaml": GOOD, "x.npz": _npz(x=np.full((4, 8, 8), np.nan), y=np.arange(4) % 2)}),
+    "npz of complex pixels": Case("score {d}/g.yaml --data {d}/x.npz", ["x.npz", "'x'", "complex"],
+                                  {"g.yaml": GOOD, "x.npz": _npz(x=np.ones((4, 8, 8), complex), y=np.arange(4) % 2)}),
+    "npz of NaN labels": Case("score {d}/g.yaml --data {d}/x.npz", ["x.npz", "'y'", "NaN"],
+                              {"g.yaml": GOOD, "x.npz": _npz(x=np.zeros((4, 8, 8)), y=np.array([0.0, 1, np.nan, 1]))}),
     "blocks unknown role": Case("blocks frobs", ["unknown role 'frobs'"]),
     # --- search ---------------------------------------------------------------------------------------------
     "budget overflows": Case("search --space tiny --budget 1e400 --out {d}/r", ["budget", "finite"]),

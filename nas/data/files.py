@@ -99,8 +99,10 @@ def _images_from_array(x: np.ndarray, path: Path, key: str) -> torch.Tensor:
                          "with 1 to 4 channels")
     if 0 in x.shape[2:]:  # images of no pixels: their resize divided by zero (an internal error)
         raise InputError(f"{path}: {key!r} has shape {x.shape}; its images have no pixels")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise InputError(f"{path}: {key!r} has dtype {x.dtype}; expected uint8 or float pixels")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):  # complex: torch dropped
+        raise InputError(f"{path}: {key!r} has dtype {x.dtype}; expected uint8 or float pixels")  # the imaginary part
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():  # a NaN pixel trains to NaN, silently
+        raise InputError(f"{path}: {key!r} holds NaN or infinite pixels")
     images = torch.from_numpy(np.ascontiguousarray(x))
     return images.float() / 255 if x.dtype == np.uint8 else images.float()
 
@@ -126,6 +128,8 @@ def load_npz(path: Path, resolution: int | None, seed: int, limit: int | None) -
     for xk, yk in pairs:
         if arrays[yk].ndim != 1:
             raise InputError(f"{path}: {yk!r} has shape {arrays[yk].shape}; expected one label per image (N,)")
+        if np.issubdtype(arrays[yk].dtype, np.floating) and np.isnan(arrays[yk]).any():  # else a class named nan
+            raise InputError(f"{path}: {yk!r} holds NaN labels")
         if len(arrays[xk]) != len(arrays[yk]):
             raise InputError(f"{path}: {xk!r} has {len(arrays[xk])} images but {yk!r} has {len(arrays[yk])} labels")
     all_labels = np.concatenate([arrays[yk] for _, yk in pairs])
