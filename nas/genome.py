@@ -116,19 +116,16 @@ class Genome(_Model):
     @field_validator("stages")
     @classmethod
     def _bounded_depth(cls, stages: list[StageSpec]) -> list[StageSpec]:
-        total = sum(stage.depth for stage in stages)
-        if total > MAX_BLOCKS:
-            raise ValueError(f"{total:,} blocks in all; a genome may hold at most {MAX_BLOCKS:,}")
         # a sequence is one block of its stage but builds all of its sub-blocks: those are what cost time and memory
-        inner = sum(_stage_leaves(stage) for stage in stages)
-        if inner > MAX_BLOCKS:
-            raise ValueError(f"{inner:,} blocks in all, counting each block inside a sequence; a genome may hold "
-                             f"at most {MAX_BLOCKS:,}")
+        built = _built_blocks(stages)
+        if built > MAX_BLOCKS:
+            inside = ", counting each block inside a sequence" if built != sum(s.depth for s in stages) else ""
+            raise ValueError(f"{built:,} blocks in all{inside}; a genome may hold at most {MAX_BLOCKS:,}")
         return stages
 
     def built_blocks(self) -> int:
         """The blocks the network builds, each of a sequence's counted (what ``MAX_BLOCKS`` bounds)."""
-        return sum(_stage_leaves(stage) for stage in self.stages)
+        return _built_blocks(self.stages)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical form: every default written out, each stage's pattern at its shortest period."""
@@ -152,11 +149,13 @@ class Genome(_Model):
         return hash((self.name, self.content_hash()))
 
 
-def _stage_leaves(stage: StageSpec) -> int:
-    # by whole cycles of the pattern: a stage's block list is never built just to be counted
-    counts = [b.built_blocks() for b in stage.pattern or [stage.block]]
-    cycles, rest = divmod(stage.depth, len(counts))
-    return cycles * sum(counts) + sum(counts[:rest])
+def _built_blocks(stages: list[StageSpec]) -> int:
+    total = 0
+    for stage in stages:  # by whole cycles of the pattern: a stage's block list is never built just to be counted
+        counts = [b.built_blocks() for b in stage.pattern or [stage.block]]
+        cycles, rest = divmod(stage.depth, len(counts))
+        total += cycles * sum(counts) + sum(counts[:rest])
+    return total
 
 
 def _frozen(value: Any) -> Any:
