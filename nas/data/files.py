@@ -8,10 +8,16 @@ import torch
 
 from nas.data.dataset import capped, split_indices
 from nas.data.transforms import resize_center_crop
-from nas.errors import InputError
+from nas.errors import InputError, printable
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]
+
+
+def _at(where: object) -> str:
+    """A path (or a reader's error, which may quote one) as it goes into a one-line error: its repr when it holds a
+    newline or another unprintable character."""
+    return printable(str(where))
 
 
 def _visible_dirs(root: Path) -> list[Path]:
@@ -33,18 +39,18 @@ def _labelled_files(root: Path, classes: list[str] | None = None) -> tuple[list[
     if classes is None:
         classes = [f.name for f in folders]
         if not classes:
-            raise InputError(f"{root}: no class sub-folders; an image folder holds one sub-folder of images "
-                             f"per class (e.g. {root}/cat/1.png, {root}/dog/2.png)")
+            raise InputError(f"{_at(root)}: no class sub-folders; an image folder holds one sub-folder of images "
+                             f"per class (e.g. {_at(root / 'cat' / '1.png')}, {_at(root / 'dog' / '2.png')})")
         if len(classes) < 2:
-            raise InputError(f"{root}: only one class folder ({classes[0]!r}); classification needs at least two")
+            raise InputError(f"{_at(root)}: only one class folder ({classes[0]!r}); classification needs at least two")
     unknown = [f.name for f in folders if f.name not in classes]
     if unknown:
-        raise InputError(f"{root}: class folders {unknown} are not among the training classes {classes}")
+        raise InputError(f"{_at(root)}: class folders {unknown} are not among the training classes {classes}")
     files, labels = [], []
     for label, name in enumerate(classes):
         images = _images_in(root / name) if (root / name).is_dir() else []
         if not images and not known:
-            raise InputError(f"{root / name}: no images (expected files ending in "
+            raise InputError(f"{_at(root / name)}: no images (expected files ending in "
                              f"{', '.join(sorted(IMAGE_SUFFIXES))})")
         files += images
         labels += [label] * len(images)
@@ -63,7 +69,7 @@ def _decode(files: list[Path], resolution: int) -> torch.Tensor:
             with Image.open(path) as image:
                 array = np.asarray(image.convert("RGB"))
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
-            raise InputError(f"{path}: cannot be read as an image ({err})") from None
+            raise InputError(f"{_at(path)}: cannot be read as an image ({_at(err)})") from None
         pixels = torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float() / 255
         out[i] = resize_center_crop(pixels, resolution)[0]
     return out
@@ -72,12 +78,12 @@ def _decode(files: list[Path], resolution: int) -> torch.Tensor:
 def load_image_folder(root: Path, resolution: int, seed: int, limit: int | None) -> Splits:
     """``root/train/<class>`` and ``root/val/<class>`` when both exist, else ``root/<class>`` split 80/20 by seed."""
     if not any(root.iterdir()):
-        raise InputError(f"{root}: the folder is empty; put one sub-folder of images per class in it")
+        raise InputError(f"{_at(root)}: the folder is empty; put one sub-folder of images per class in it")
     if (root / "train").is_dir() and (root / "val").is_dir():
         train_files, train_labels, classes = _labelled_files(root / "train")
         val_files, val_labels, _ = _labelled_files(root / "val", classes)
         if not val_files:
-            raise InputError(f"{root / 'val'}: no images")
+            raise InputError(f"{_at(root / 'val')}: no images")
         train_idx, val_idx = torch.arange(len(train_files)), torch.arange(len(val_files))
     else:
         train_files, train_labels, classes = _labelled_files(root)
@@ -95,14 +101,15 @@ def _images_from_array(x: np.ndarray, path: Path, key: str) -> torch.Tensor:
     elif x.ndim == 4 and x.shape[1] not in range(1, 5) and x.shape[3] in range(1, 5):
         x = x.transpose(0, 3, 1, 2)
     elif not (x.ndim == 4 and x.shape[1] in range(1, 5)):
-        raise InputError(f"{path}: {key!r} has shape {x.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) "
-                         "with 1 to 4 channels")
+        raise InputError(f"{_at(path)}: {key!r} has shape {x.shape}; expected (N, H, W), (N, H, W, C) or "
+                         "(N, C, H, W) with 1 to 4 channels")
     if 0 in x.shape[2:]:  # images of no pixels: their resize divided by zero (an internal error)
-        raise InputError(f"{path}: {key!r} has shape {x.shape}; its images have no pixels")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):  # complex: torch dropped
-        raise InputError(f"{path}: {key!r} has dtype {x.dtype}; expected uint8 or float pixels")  # the imaginary part
+        raise InputError(f"{_at(path)}: {key!r} has shape {x.shape}; its images have no pixels")
+    # complex: torch dropped the imaginary part
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):
+        raise InputError(f"{_at(path)}: {key!r} has dtype {x.dtype}; expected uint8 or float pixels")
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():  # a NaN pixel trains to NaN, silently
-        raise InputError(f"{path}: {key!r} holds NaN or infinite pixels")
+        raise InputError(f"{_at(path)}: {key!r} holds NaN or infinite pixels")
     images = torch.from_numpy(np.ascontiguousarray(x))
     return images.float() / 255 if x.dtype == np.uint8 else images.float()
 
@@ -116,31 +123,33 @@ def load_npz(path: Path, resolution: int | None, seed: int, limit: int | None) -
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot be read as an .npz archive ({err})") from None
+        raise InputError(f"{_at(path)}: cannot be read as an .npz archive ({_at(err)})") from None
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing:
-        raise InputError(f"{path}: missing {' and '.join(map(repr, missing))}; found {sorted(arrays) or 'nothing'} "
+        raise InputError(f"{_at(path)}: missing {' and '.join(map(repr, missing))}; found "
+                         f"{sorted(arrays) or 'nothing'} "
                          "(expected images 'x' and labels 'y')")
     has_val = "x_val" in arrays or "y_val" in arrays
     if has_val and not ("x_val" in arrays and "y_val" in arrays):
-        raise InputError(f"{path}: 'x_val' and 'y_val' come together; found only one of them")
+        raise InputError(f"{_at(path)}: 'x_val' and 'y_val' come together; found only one of them")
     pairs = [("x", "y")] + ([("x_val", "y_val")] if has_val else [])
     for xk, yk in pairs:
         if arrays[yk].ndim != 1:
-            raise InputError(f"{path}: {yk!r} has shape {arrays[yk].shape}; expected one label per image (N,)")
+            raise InputError(f"{_at(path)}: {yk!r} has shape {arrays[yk].shape}; expected one label per image (N,)")
         if np.issubdtype(arrays[yk].dtype, np.floating) and np.isnan(arrays[yk]).any():  # else a class named nan
-            raise InputError(f"{path}: {yk!r} holds NaN labels")
+            raise InputError(f"{_at(path)}: {yk!r} holds NaN labels")
         if len(arrays[xk]) != len(arrays[yk]):
-            raise InputError(f"{path}: {xk!r} has {len(arrays[xk])} images but {yk!r} has {len(arrays[yk])} labels")
+            raise InputError(f"{_at(path)}: {xk!r} has {len(arrays[xk])} images but {yk!r} has "
+                             f"{len(arrays[yk])} labels")
     all_labels = np.concatenate([arrays[yk] for _, yk in pairs])
     names, codes = np.unique(all_labels, return_inverse=True)
     if len(names) < 2:
-        raise InputError(f"{path}: 'y' holds a single class ({names[0]!r}); classification needs at least two")
+        raise InputError(f"{_at(path)}: 'y' holds a single class ({names[0]!r}); classification needs at least two")
     labels = torch.from_numpy(codes.reshape(-1)).long()
     images = [_images_from_array(arrays[xk], path, xk) for xk, _ in pairs]
     if has_val:
         if images[0].shape[1:] != images[1].shape[1:]:
-            raise InputError(f"{path}: 'x' images are {tuple(images[0].shape[1:])} but 'x_val' images are "
+            raise InputError(f"{_at(path)}: 'x' images are {tuple(images[0].shape[1:])} but 'x_val' images are "
                              f"{tuple(images[1].shape[1:])}")
         n = len(images[0])
         train_x, train_y, val_x, val_y = images[0], labels[:n], images[1], labels[n:]
