@@ -59,6 +59,7 @@ from corpus_supernet import supernet_variant  # noqa: E402
 
 from nas.evaluate.proxy import (  # noqa: E402
     GENERAL_OBJECTIVE,
+    KERNEL,
     OBJECTIVES,
     ON_DATA,
     TERMS,
@@ -101,6 +102,9 @@ MODELS = {
     "kernel ridge (RBF, alpha 0.1)": lambda: KernelRidge(alpha=0.1, kernel="rbf"),
     "kernel ridge (RBF, alpha 1)": lambda: KernelRidge(alpha=1.0, kernel="rbf"),
 }
+# The model ``--model kernel`` ships (``nas.evaluate.proxy.KERNEL``): with 480 genomes of the tiny space it ranks
+# held-out genomes better than the ridge; on hybrid32's 200, and on a held-out task, worse (BENCHMARKS.md).
+KERNEL_MODEL = "kernel ridge (RBF, alpha 0.1)"
 # The data-free part of the objective, fitted alone for comparison.
 DATA_FREE = ("params", "flops", "structural")
 # The default objective before the corpus existed, for comparison.
@@ -200,17 +204,19 @@ def first_stages(runs: list[dict], task: str, epochs: int = 3) -> tuple[float, f
     return (sum(short) / len(short), sum(early) / len(early), sum(ceiling) / len(ceiling), n)
 
 
-def load(corpora: list[Path], first: int | None = None
+def load(corpora: list[Path], first: int | None = None, extra: Collection[Path] = ()
          ) -> tuple[dict[str, dict], list[dict], list[dict], list[dict], dict[str, str]]:
     """The genomes, runs, scores and supernet records of ``corpora`` together (each corpus's first ``first``
-    genomes by index, when given), and each genome's corpus (its directory's name)."""
+    genomes by index, when given), and each genome's corpus (its directory's name). ``extra``: folders of more
+    genomes of the first corpus's space (``corpus_fresh``, drawn after ``corpus``), read as part of it, so that
+    accuracy is ranked among all of that space's genomes at once."""
     genomes: dict[str, dict] = {}
     space_of: dict[str, str] = {}
     runs, scores, inherited = [], [], []
-    for corpus in corpora:
+    for corpus, name in [(c, c.name) for c in corpora] + [(e, corpora[0].name) for e in extra]:
         mine = {g["genome"]: g for g in read_genomes(corpus, first)}
         genomes.update(mine)
-        space_of.update(dict.fromkeys(mine, corpus.name))
+        space_of.update(dict.fromkeys(mine, name))
         runs += [r for r in read_jsonl(corpus / "runs.jsonl") if r["genome"] in mine]
         scores += [s for s in read_jsonl(corpus / "scores.jsonl") if s["genome"] in mine]
         inherited += [r for r in read_jsonl(corpus / "supernet.jsonl") if r["genome"] in mine]
@@ -246,6 +252,23 @@ def mean_rows(rows: list[dict[str, list[float]]]) -> dict[str, list[float]]:
     """Genome -> the term-by-term mean of its feature rows in every dict, for the genomes in all of them."""
     common = set.intersection(*(set(r) for r in rows))
     return {g: [float(np.mean(values)) for values in zip(*(r[g] for r in rows))] for g in rows[0] if g in common}
+
+
+def kernel_fit(data: dict[str, tuple[dict, dict]]) -> dict[str, Any]:
+    """``KERNEL_MODEL`` fitted on every genome of every task, as ``nas.evaluate.proxy`` reads it: ``gamma`` (that
+    scikit-learn used: 1 / the number of terms), ``support`` (the standardised rows, rounded to 6 digits) and
+    ``dual`` (their coefficients). The means and stds are ``fit_all``'s: both standardise the same rows."""
+    xs, ys = [], []
+    for rows, acc in data.values():
+        ids = sorted(set(rows) & set(acc))
+        xs += [rows[g] for g in ids]
+        ys += list(rank_target([acc[g] for g in ids]))
+    z, _, _ = standardised(np.array(xs))
+    support = np.round(z, 6)
+    model = MODELS[KERNEL_MODEL]().fit(support, np.array(ys))
+    gamma = 1.0 / support.shape[1]
+    assert model.gamma is None, "the shipped gamma is scikit-learn's default for the RBF kernel"
+    return {"gamma": gamma, "support": support.tolist(), "dual": [float(c) for c in model.dual_coef_]}
 
 
 def fit_all(data: dict[str, tuple[dict, dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -431,9 +454,11 @@ def shuffled_tau(data: dict[str, tuple[dict, dict]], shuffles: int, only: Collec
     return {t: float(np.mean([x[t] for x in taus])) for t in data}
 
 
-def held_out_task(data: dict[str, tuple[dict, dict]], keep: list[int] | None = None) -> dict[str, dict]:
-    """Each task predicted by a model fitted on the other task(s); ``keep`` as for ``held_out_genomes``. A task
-    whose other tasks have no accuracy to fit on (``--leave-out`` dropped them) is left out."""
+def held_out_task(data: dict[str, tuple[dict, dict]], keep: list[int] | None = None,
+                  regressor: Callable[[], Any] | None = None) -> dict[str, dict]:
+    """Each task predicted by a model fitted on the other task(s); ``keep`` and ``regressor`` as for
+    ``held_out_genomes``. A task whose other tasks have no accuracy to fit on (``--leave-out`` dropped them) is
+    left out."""
     out = {}
     for task in data:
         xs, ys = [], []
@@ -444,10 +469,65 @@ def held_out_task(data: dict[str, tuple[dict, dict]], keep: list[int] | None = N
                 ys += list(rank_target([acc[g] for g in ids]))
         if len(xs) < 3:
             continue
-        model = restricted(fit(np.array(xs), np.array(ys)), keep)
         rows = data[task][0]
-        out[task] = {g: float(predict(model, np.array([rows[g]]))[0]) for g in rows}
+        if regressor is None:
+            model = restricted(fit(np.array(xs), np.array(ys)), keep)
+            out[task] = {g: float(predict(model, np.array([rows[g]]))[0]) for g in rows}
+        else:
+            z, mean, std = standardised(np.array(xs))
+            other_model = regressor().fit(z, np.array(ys))
+            ids = list(rows)
+            found = other_model.predict(np.nan_to_num((np.array([rows[g] for g in ids]).reshape(len(ids), -1)
+                                                       - mean) / std)) if ids else []
+            out[task] = dict(zip(ids, map(float, found)))
     return out
+
+
+def fitted_and_predicted(fitting: dict[str, tuple[dict, dict]], data: dict[str, tuple[dict, dict]],
+                         judged: Collection[str], regressor: Callable[[], Any] | None) -> dict[str, dict]:
+    """Task -> genome -> prediction for the ``judged`` genomes of ``data``, by the ridge (``regressor`` None) or
+    ``regressor`` fitted on every genome of ``fitting`` (both tasks)."""
+    xs, ys = [], []
+    for rows, acc in fitting.values():
+        ids = sorted(set(rows) & set(acc))
+        xs += [rows[g] for g in ids]
+        ys += list(rank_target([acc[g] for g in ids]))
+    if regressor is None:
+        model = fit(np.array(xs), np.array(ys))
+        predicted = partial(predict, model)
+    else:
+        z, mean, std = standardised(np.array(xs))
+        other = regressor().fit(z, np.array(ys))
+        predicted = lambda row: other.predict(np.nan_to_num((row - mean) / std))  # noqa: E731
+    return {task: {g: float(predicted(np.array([rows[g]]))[0]) for g in judged if g in rows}
+            for task, (rows, _) in data.items()}
+
+
+def nested_model_choice(data: dict[str, tuple[dict, dict]], models: dict[str, Callable[[], Any] | None],
+                        shuffles: int = 3, folds: int = 5) -> tuple[dict[str, float], dict[str, int]]:
+    """The model (``None``: the shipped ridge) chosen inside each outer fold by its mean tau over the tasks on
+    inner 5-fold CV of the fold's fitting genomes, then fitted on them and judged on the fold: the held-out tau
+    per task (mean over ``shuffles`` shufflings of the outer folds) of a choice that saw no genome it is judged
+    on, and how often each model was chosen."""
+    ids = fittable(data)
+    chosen = dict.fromkeys(models, 0)
+    taus = []
+    for shuffle in range(shuffles):
+        order = list(ids)
+        random.Random(shuffle).shuffle(order)
+        predicted: dict[str, dict[str, float]] = {task: {} for task in data}
+        for k in range(folds):
+            test = set(order[k::folds])
+            inner = {task: ({g: r for g, r in rows.items() if g not in test},
+                            {g: a for g, a in acc.items() if g not in test}) for task, (rows, acc) in data.items()}
+            scores = {name: float(np.mean(list(prediction_tau(inner, held_out_genomes(
+                inner, seed=100 + k, regressor=make)).values()))) for name, make in models.items()}
+            best = max(scores, key=lambda name: scores[name])
+            chosen[best] += 1
+            for task, found in fitted_and_predicted(inner, data, test, models[best]).items():
+                predicted[task].update(found)
+        taus.append(prediction_tau(data, predicted))
+    return {task: float(np.mean([t[task] for t in taus])) for task in data}, chosen
 
 
 def seed_means(data: dict[str, tuple[dict, dict]], runs: list[dict], tasks: list[str], shuffles: int) -> None:
@@ -595,6 +675,9 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, action="append", default=None,
                         help="a corpus directory; repeat to fit on several spaces' corpora together (default: "
                              "benchmarks/results/corpus, the tiny space's)")
+    parser.add_argument("--extra", type=Path, action="append", default=[], metavar="DIR",
+                        help="more genomes of the first --corpus's space, read as part of it (the tiny space's "
+                             "fresh corpus: benchmarks/results/corpus_fresh); repeatable")
     parser.add_argument("--judge", type=Path, default=None,
                         help="also fit on every --corpus genome and judge that fit on this other corpus's genomes "
                              "(another space: how far the objective carries beyond what it was fitted on)")
@@ -626,6 +709,9 @@ def main() -> None:
     parser.add_argument("--genomes", type=int, default=None,
                         help="each corpus's first N genomes only (by index): a figure of the corpus at that "
                              "size, while it grows")
+    parser.add_argument("--model", choices=("ridge", "kernel"), default="ridge",
+                        help=f"what --write fits and ships: the ridge, or the {KERNEL_MODEL} on the same "
+                             "standardised terms (nas.evaluate.proxy reads either)")
     parser.add_argument("--write", nargs="?", const=GENERAL_OBJECTIVE, metavar="SPACE",
                         help=f"refit on everything and write the objective of SPACE (a shipped space's name), or "
                              f"without it the one for any space: {OBJECTIVES}/SPACE.json or {GENERAL_OBJECTIVE}.json")
@@ -633,7 +719,12 @@ def main() -> None:
     if args.write not in (None, GENERAL_OBJECTIVE) and shipped_space_name(args.write) != args.write:
         parser.error(f"--write {args.write}: expected a shipped space's name or nothing (the objective for any space)")
     corpora = args.corpus or [OUT]
-    genomes, runs, scores, inherited, space_of = load(corpora, args.genomes)
+    genomes, runs, scores, inherited, space_of = load(corpora, args.genomes, args.extra)
+    # How many genomes each folder gave, for the record a fit writes (an --extra folder's count apart).
+    extra_counts = {e.name: len(read_genomes(e, args.genomes)) for e in args.extra}
+    counts = {c.name: sum(1 for g in genomes if space_of[g] == c.name) for c in corpora}
+    counts[corpora[0].name] -= sum(extra_counts.values())
+    counts.update(extra_counts)
     described = descriptors(genomes)
     every_descriptor = sorted({k for d in described.values() for k in d})
     features = expand(args.features, every_descriptor)
@@ -652,7 +743,7 @@ def main() -> None:
         rows = feature_rows(genomes, scores, task, args.batch, features, described, range(args.score_seeds))
         data[task] = (rows, truth)
 
-    sizes = ", ".join(f"{sum(1 for g in genomes if space_of[g] == c.name)} of {c.name}" for c in corpora)
+    sizes = ", ".join(f"{n} of {name}" for name, n in counts.items())
     dropped = "".join(f"; {task} of {corpus} left out" for corpus, task in sorted(left_out))
     print(f"corpus: {len(genomes)} genomes ({sizes}){dropped}; features {', '.join(features)}; scores on the "
           f"{args.batch} batch" + (f", each the mean over seeds 0-{args.score_seeds - 1}" if args.score_seeds > 1
@@ -766,13 +857,21 @@ def main() -> None:
     if oof and args.tradeoff:
         tradeoff(data, max(args.shuffles, 1))
     if oof and args.models:
-        print(f"\nOther models on the same terms, held-out genomes, mean tau over {args.shuffles} shufflings of the "
-              f"5 folds:\n")
-        print("| model | " + " | ".join(tasks) + " |")
-        print("|---|" + "---|" * len(tasks))
-        for name, make in {"ridge (shipped)": None, **MODELS}.items():
+        print(f"\nOther models on the same terms: held-out genomes (mean tau over {args.shuffles} shufflings of the "
+              f"5 folds), and held-out task (fitted on the other task):\n")
+        print("| model | " + " | ".join(tasks) + " | " + " | ".join(f"held-out task: {t}" for t in tasks) + " |")
+        print("|---|" + "---|" * 2 * len(tasks))
+        for name, make in {"ridge": None, **MODELS}.items():
             cells = shuffled_tau(data, args.shuffles, regressor=make)
-            print(f"| {name} | " + " | ".join(figure(cells[t]) for t in tasks) + " |", flush=True)
+            other_task = prediction_tau(data, held_out_task(data, regressor=make))
+            print(f"| {name} | " + " | ".join(figure(cells[t]) for t in tasks) + " | "
+                  + " | ".join(figure(other_task.get(t, math.nan)) for t in tasks) + " |", flush=True)
+        if args.nested:
+            choice = {"ridge": None, KERNEL_MODEL: MODELS[KERNEL_MODEL]}
+            taus, chosen = nested_model_choice(data, choice)
+            print(f"| ridge or {KERNEL_MODEL}, chosen inside each outer fold (nested 5-fold CV, 3 shufflings; "
+                  + "; ".join(f"{name} {n}x" for name, n in chosen.items()) + ") | "
+                  + " | ".join(figure(taus[t]) for t in tasks) + " |" + " |" * len(tasks))
     if args.nested:
         named = {name: [f for f in expand(spec, every_descriptor) if f in present]
                  for name, spec in CANDIDATES.items()}
@@ -791,11 +890,12 @@ def main() -> None:
         # Judged from an index on, the judged corpus is read whole: with --genomes N and --judge-from N on the
         # same corpus, the fit saw its first N genomes and is judged on the rest, drawn after them.
         judge(args.judge, None if args.judge_from else args.genomes, data, features, tasks, args.batch,
-              [c.name for c in corpora], row, args.judge_from,
+              list(counts), row, args.judge_from,
               fitted_before=args.genomes is not None and args.judge_from >= args.genomes, truth=args.truth)
 
     if args.write:
         mean, std, coef = fit_all(data)
+        regressor = MODELS[KERNEL_MODEL] if args.model == "kernel" else None
         written = OBJECTIVES / f"{args.write}{ON_DATA if args.batch == 'task' else ''}.json"
         written.write_text(json.dumps({
             "about": "The default training-free objective: a ridge regression of the rank of trained accuracy "
@@ -804,19 +904,22 @@ def main() -> None:
                      "nas.evaluate.proxy.TERMS, and the genome "
                      "descriptors of nas.evaluate.proxy.genome_descriptors). Fitted by "
                      "benchmarks/objective_fit.py on the corpora in benchmarks/results/: "
-                     + ", ".join(c.name for c in corpora) + "."
+                     + ", ".join(counts) + "."
                      + (" Its zero-cost scores are of each task's own first training images: it scores a search "
                         "given --data." if args.batch == "task" else ""),
             "space": args.write,
             "command": " ".join(["python benchmarks/objective_fit.py", *sys.argv[1:]]),
             "genomes": len(fittable(data)), "tasks": tasks, "batch": args.batch,
-            "corpora": {c.name: sum(1 for g in genomes if space_of[g] == c.name) for c in corpora},
+            "corpora": counts,
             "left_out": sorted(args.leave_out),
             # how well the method ranks genomes it did not see: the mean over fold shufflings, per task measured
-            "held_out_tau": {t: round(v, 3) for t, v in shuffled_tau(data, max(args.shuffles, 1)).items()
+            "held_out_tau": {t: round(v, 3) for t, v in shuffled_tau(data, max(args.shuffles, 1),
+                                                                      regressor=regressor).items()
                              if math.isfinite(v)},
-            "features": [{"name": f, "mean": float(m), "std": float(s), "weight": float(c)}
+            "features": [{"name": f, "mean": float(m), "std": float(s),
+                          "weight": None if args.model == "kernel" else float(c)}
                          for f, m, s, c in zip(features, mean, std, coef)],
+            **({"model": KERNEL_MODEL, KERNEL: kernel_fit(data)} if args.model == "kernel" else {}),
         }, indent=1) + "\n")
         print(f"\nwrote {written}")
 
@@ -829,6 +932,9 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
     on), against ``truth`` (``long_truth``) as the fit was. A fit on ``corpus`` itself would be judged on genomes
     it saw, and its row is left out, unless ``fitted_before``: it saw only genomes before ``start``."""
     genomes, runs, scores, _, _ = load([corpus], first)
+    # A folder's genomes are indexed on from where the space's sequence stood when it was drawn (the fresh
+    # corpus's from 360): a fit that read its first n saw indexes below first + n.
+    first_index = min((record["index"] for record in genomes.values()), default=0)
     genomes = {g: record for g, record in genomes.items() if record["index"] >= start}
     runs = [r for r in runs if r["genome"] in genomes]
     scores = [s for s in scores if s["genome"] in genomes]
@@ -838,8 +944,11 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
     fitted: dict[str, dict[str, float]] = {}
     # A shipped objective fitted on genomes judged here is no test of it: left out; so is one fitted on the
     # other batch's scores.
-    fits = [name for name in shipped_objectives() if fitted_objective(name)["corpora"].get(corpus.name, 0) <= start
-            and fitted_objective(name)["batch"] == batch]
+    def unseen(name: str) -> bool:
+        seen = fitted_objective(name)["corpora"].get(corpus.name, 0)
+        return seen == 0 or first_index + seen <= start
+
+    fits = [name for name in shipped_objectives() if unseen(name) and fitted_objective(name)["batch"] == batch]
     shipped: dict[str, dict[str, dict[str, float]]] = {name: {task: {} for task in tasks} for name in fits}
     for task in tasks:
         if model is not None:

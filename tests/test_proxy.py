@@ -200,14 +200,16 @@ def test_a_recorded_fit_is_described_with_its_corpus_and_held_out_tau_while_this
     assert describe_objective({"name": "gone.data", "digest": "0123456789ab"}) == (
         "fit `gone.data.json` (0123456789ab), which this nas no longer ships")
     twin = objective_identity("tiny.data")
-    genomes = fitted_objective("tiny.data")["genomes"]  # as objective_fit.py --write recorded it
-    assert describe_objective(twin).startswith(f"fit `tiny.data.json` ({twin['digest']}) on {genomes} trained genomes "
-                                               "(benchmarks/results/corpus) (scores of the tasks' images); Kendall tau")
+    first, fresh = fitted_objective("tiny.data")["corpora"].values()  # as objective_fit.py --write recorded them
+    assert describe_objective(twin).startswith(
+        f"fit `tiny.data.json` ({twin['digest']}) on {first + fresh} trained genomes (benchmarks/results/corpus: "
+        f"{first}, benchmarks/results/corpus_fresh: {fresh}) (scores of the tasks' images); Kendall tau")
     shared = objective_identity("any")
-    tiny, hybrid32 = fitted_objective("any")["corpora"].values()
+    tiny, hybrid32, fresh = fitted_objective("any")["corpora"].values()
     assert describe_objective(shared).startswith(
-        f"fit `any.json` ({shared['digest']}) on {tiny + hybrid32} trained genomes (benchmarks/results/corpus: "
-        f"{tiny}, benchmarks/results/corpus_hybrid32: {hybrid32}); Kendall tau")
+        f"fit `any.json` ({shared['digest']}) on {tiny + hybrid32 + fresh} trained genomes "
+        f"(benchmarks/results/corpus: {tiny}, benchmarks/results/corpus_hybrid32: {hybrid32}, "
+        f"benchmarks/results/corpus_fresh: {fresh}); Kendall tau")
 
 
 def test_the_descriptors_say_which_family_holds_the_compute_and_how_deep_and_wide():

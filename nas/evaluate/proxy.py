@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+import numpy as np
 import torch
 from torch import nn
 
@@ -285,15 +286,54 @@ def combine(terms: dict[str, float], batch_size: int, weights: dict[str, float] 
     if weights is not None:
         return sum(weight * term for key, weight in weights.items()
                    if weight and (term := objective_term(terms, key, batch_size)) is not None)
+    if KERNEL in fitted_objective(fit):
+        return _kernel_score(terms, batch_size, fit)
     return sum(objective_contributions(terms, batch_size, fit).values())
 
 
 def objective_contributions(terms: dict[str, float], batch_size: int, fit: str | None = None
                             ) -> dict[str, float]:
     """What each term of the shipped objective ``fit`` adds to ``combine``'s sum, ``w_k * (t_k - mean_k) /
-    std_k``: how a score is made (``nas score`` prints the largest)."""
+    std_k``: how a score is made (``nas score`` prints the largest). For a kernel fit, whose score is no sum
+    over terms, each term's part is how much the score would fall were that term at the corpus's mean."""
+    if KERNEL in fitted_objective(fit):
+        score = _kernel_score(terms, batch_size, fit)
+        return {f["name"]: score - _kernel_score(terms, batch_size, fit, at_mean={f["name"]})
+                for f in fitted_objective(fit)["features"]}
     return {f["name"]: _contribution(f, terms, batch_size) for f in fitted_objective(fit)["features"]
             if f["weight"]}
+
+
+# A fit whose file has this key is a kernel ridge regression (``objective_fit.py --model kernel``): ``gamma``,
+# ``support`` (the fitting genomes' standardised rows) and ``dual`` (their dual coefficients); its features
+# carry a mean and std but no weight.
+KERNEL = "kernel"
+
+
+@functools.cache
+def _support(fit: str | None) -> np.ndarray:
+    return np.asarray(fitted_objective(fit)[KERNEL]["support"], dtype=float)
+
+
+def _kernel_score(terms: dict[str, float], batch_size: int, fit: str | None,
+                  at_mean: Collection[str] = ()) -> float:
+    """A kernel fit's score, ``sum_i dual_i * exp(-gamma * |z - support_i|^2)``, where ``z`` is the genome's
+    standardised terms; a term in ``at_mean``, or an absent descriptor whose absence says nothing
+    (``NEUTRAL_WHEN_ABSENT``), sits at the corpus's mean (0), as scikit-learn's fit had it."""
+    fitted = fitted_objective(fit)
+    z = np.zeros(len(fitted["features"]))
+    for k, feature in enumerate(fitted["features"]):
+        if feature["name"] not in at_mean and (term := objective_term(terms, feature["name"], batch_size)) is not None:
+            z[k] = (term - feature["mean"]) / feature["std"]
+    distance = ((_support(fit) - z) ** 2).sum(axis=1)
+    return float(np.exp(-fitted[KERNEL]["gamma"] * distance) @ np.asarray(fitted[KERNEL]["dual"], dtype=float))
+
+
+def _weighed(fit: str | None) -> list[str]:
+    """The terms the shipped objective ``fit`` reads: every one of a kernel fit, those of nonzero weight of a
+    linear one."""
+    fitted = fitted_objective(fit)
+    return [f["name"] for f in fitted["features"] if KERNEL in fitted or f["weight"]]
 
 
 def data_free_score(genome: Genome, cost: Cost | None = None, graph: nx.DiGraph | None = None,
@@ -307,6 +347,8 @@ def data_free_score(genome: Genome, cost: Cost | None = None, graph: nx.DiGraph 
     graph = canonical_graph(genome) if graph is None else graph
     structural = _structural(graph) if structural is None else structural
     terms = objective_terms(genome, {"structural": structural}, graph, cost)
+    if KERNEL in fitted_objective(fit):
+        return _kernel_score(terms, 1, fit, at_mean=SCORES)
     return sum(_contribution(f, terms, 1) for f in fitted_objective(fit)["features"]
                if f["weight"] and f["name"] not in SCORES)
 
@@ -322,7 +364,7 @@ def unweighed_descriptors(terms: dict[str, float], fit: str | None = None) -> li
     """The sparse descriptors in ``terms`` that the shipped objective ``fit`` has no weight for: a family,
     a mixer type, a map size or a falling width its corpus did not hold, so the score says nothing of them
     (``nas score`` lists them)."""
-    weighed = {f["name"] for f in fitted_objective(fit)["features"] if f["weight"]}
+    weighed = set(_weighed(fit))
     return sorted(name for name, value in terms.items()
                   if name.startswith(SPARSE_DESCRIPTORS) and value and name not in weighed)
 
@@ -331,8 +373,7 @@ def lacking_descriptors(terms: dict[str, float], fit: str | None = None) -> list
     """The descriptors the shipped objective ``fit`` weighs that ``terms`` lacks and whose absence adds
     nothing (``NEUTRAL_WHEN_ABSENT``): the widths of map sizes the genome does not have, such as the three
     smaller maps of an isotropic genome under a fit of four (``nas score`` lists them)."""
-    return sorted(f["name"] for f in fitted_objective(fit)["features"]
-                  if f["weight"] and f["name"].startswith(NEUTRAL_WHEN_ABSENT) and f["name"] not in terms)
+    return sorted(name for name in _weighed(fit) if name.startswith(NEUTRAL_WHEN_ABSENT) and name not in terms)
 
 
 def objective_terms(genome: Genome, scores: dict[str, float], graph: nx.DiGraph | None = None,
@@ -359,7 +400,7 @@ def objective_term(terms: dict[str, float], name: str, batch_size: int) -> float
 
 def objective_scores(fit: str | None = None) -> set[str]:
     """The zero-cost scores the shipped objective ``fit`` weighs: what a search computes for each trial."""
-    return {f["name"] for f in fitted_objective(fit)["features"] if f["weight"]} & set(SCORES)
+    return set(_weighed(fit)) & set(SCORES)
 
 
 def proxy_score(genome: Genome, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0,
