@@ -710,8 +710,8 @@ def main() -> None:
                         help="each corpus's first N genomes only (by index): a figure of the corpus at that "
                              "size, while it grows")
     parser.add_argument("--model", choices=("ridge", "kernel"), default="ridge",
-                        help=f"what --write fits and ships: the ridge, or the {KERNEL_MODEL} on the same "
-                             "standardised terms (nas.evaluate.proxy reads either)")
+                        help=f"what --write fits and ships, and --judge judges: the ridge, or the {KERNEL_MODEL} on "
+                             "the same standardised terms (nas.evaluate.proxy reads either)")
     parser.add_argument("--write", nargs="?", const=GENERAL_OBJECTIVE, metavar="SPACE",
                         help=f"refit on everything and write the objective of SPACE (a shipped space's name), or "
                              f"without it the one for any space: {OBJECTIVES}/SPACE.json or {GENERAL_OBJECTIVE}.json")
@@ -891,7 +891,8 @@ def main() -> None:
         # same corpus, the fit saw its first N genomes and is judged on the rest, drawn after them.
         judge(args.judge, None if args.judge_from else args.genomes, data, features, tasks, args.batch,
               list(counts), row, args.judge_from,
-              fitted_before=args.genomes is not None and args.judge_from >= args.genomes, truth=args.truth)
+              fitted_before=args.genomes is not None and args.judge_from >= args.genomes, truth=args.truth,
+              regressor=MODELS[KERNEL_MODEL] if args.model == "kernel" else None)
 
     if args.write:
         mean, std, coef = fit_all(data)
@@ -926,11 +927,12 @@ def main() -> None:
 
 def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], features: list[str], tasks: list[str],
           batch: str, fitted_on: list[str], row: Callable[..., None], start: int = 0, fitted_before: bool = False,
-          truth: str = "seed0") -> None:
+          truth: str = "seed0", regressor: Callable[[], Any] | None = None) -> None:
     """The table of ``--judge``: the objective fitted on every genome of ``data`` (its terms ``features``),
     and the shipped ones, params, FLOPs and each score, judged on ``corpus``'s genomes (those of index ``start``
-    on), against ``truth`` (``long_truth``) as the fit was. A fit on ``corpus`` itself would be judged on genomes
-    it saw, and its row is left out, unless ``fitted_before``: it saw only genomes before ``start``."""
+    on), against ``truth`` (``long_truth``) as the fit was; ``regressor``: that model fitted instead of the ridge
+    (``--model``). A fit on ``corpus`` itself would be judged on genomes it saw, and its row is left out, unless
+    ``fitted_before``: it saw only genomes before ``start``."""
     genomes, runs, scores, _, _ = load([corpus], first)
     # A folder's genomes are indexed on from where the space's sequence stood when it was drawn (the fresh
     # corpus's from 360): a fit that read its first n saw indexes below first + n.
@@ -953,7 +955,8 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
     for task in tasks:
         if model is not None:
             rows = feature_rows(genomes, scores, task, batch, features, described)
-            fitted[task] = {g: float(predict(model, np.array([r]))[0]) for g, r in rows.items()}
+            fitted[task] = {g: float(predict(model, np.array([r]))[0]) for g, r in rows.items()} \
+                if regressor is None else fitted_and_predicted(data, {task: (rows, {})}, rows, regressor)[task]
     for s in scores:
         if s["task"] in tasks and s["batch"] == batch and s["seed"] == 0:
             terms = {**s["scores"], "params": genomes[s["genome"]]["params"],
@@ -977,7 +980,7 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
     print("| predictor | " + " | ".join(f"tau on {t} (95% CI)" for t in tasks) + " |")
     print("|---|" + "---|" * len(tasks))
     if model is not None:
-        row(f"fitted on {' + '.join(fitted_on)}", fitted, truths)
+        row(f"{'the ' + KERNEL_MODEL if regressor else 'ridge'} fitted on {' + '.join(fitted_on)}", fitted, truths)
     for name, per_task in shipped.items():
         row(f"shipped objective {name}.json (fitted on {fitted_objective_corpora(name)})", per_task, truths)
     for key, per_task in single_terms(genomes, scores, tasks, batch).items():

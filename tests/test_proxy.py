@@ -262,6 +262,52 @@ def test_the_data_free_score_is_the_part_of_the_proxy_score_that_runs_no_network
         assert zero_cost != 0
 
 
+def test_a_kernel_fit_scores_a_genome_as_scikit_learns_kernel_ridge_predicts(tmp_path, monkeypatch):
+    """A fit written by ``objective_fit.py --model kernel`` scores ``sum_i dual_i * exp(-gamma * |z - s_i|^2)``
+    of the genome's standardised terms ``z``: what scikit-learn's ``KernelRidge`` predicts. Its data-free part
+    holds every zero-cost score at the corpus's mean, and a term's contribution is what the score loses when
+    that term sits at the mean."""
+    import numpy as np
+    from sklearn.kernel_ridge import KernelRidge
+
+    import nas.evaluate.proxy as proxy
+    from nas.evaluate.proxy import (
+        TERMS,
+        combine,
+        data_free_score,
+        objective_contributions,
+        objective_scores,
+        objective_terms,
+    )
+
+    names = ["params", "flops", "grad_norm", "blocks"]
+    rng = np.random.default_rng(0)
+    support = rng.normal(size=(30, len(names)))
+    model = KernelRidge(alpha=0.1, kernel="rbf").fit(support, rng.normal(size=30))
+    features = [{"name": n, "mean": m, "std": s, "weight": None}
+                for n, m, s in zip(names, (11.0, 15.0, 3.0, 4.0), (0.5, 0.4, 0.3, 1.5))]
+    (tmp_path / "kernel.json").write_text(json.dumps({"features": features, "kernel": {
+        "gamma": 1 / len(names), "support": support.tolist(), "dual": model.dual_coef_.tolist()}}))
+    monkeypatch.setattr(proxy, "OBJECTIVES", tmp_path)
+    proxy.fitted_objective.cache_clear()
+    proxy._support.cache_clear()
+    try:
+        genome = load_genome(tiny())
+        terms = objective_terms(genome, {"structural": structural_score(genome), "grad_norm": 20.0})
+        z = [((TERMS[f["name"]](terms[f["name"]], 8) if f["name"] in TERMS else terms[f["name"]]) - f["mean"])
+             / f["std"] for f in features]
+        assert combine(terms, 8, fit="kernel") == pytest.approx(model.predict(np.array([z]))[0])
+        at_mean = [0.0 if f["name"] == "grad_norm" else v for f, v in zip(features, z)]
+        assert data_free_score(genome, fit="kernel") == pytest.approx(model.predict(np.array([at_mean]))[0])
+        parts = objective_contributions(terms, 8, fit="kernel")
+        assert parts["grad_norm"] == pytest.approx(combine(terms, 8, fit="kernel")
+                                                   - data_free_score(genome, fit="kernel"))
+        assert set(parts) == set(names) and objective_scores("kernel") == {"grad_norm"}
+    finally:
+        proxy.fitted_objective.cache_clear()
+        proxy._support.cache_clear()
+
+
 def test_the_descriptors_say_which_mixer_type_sits_on_each_map_size():
     """Two dwconv blocks and a pooling block on the 16x16 map (the pooling stage keeps the map), then a
     separable-conv block on 8x8: ``at_level:K:T`` is type T's share of the blocks on the K-th largest map."""

@@ -261,7 +261,8 @@ def describe_objective(identity: dict[str, str]) -> str:
     where = ", ".join(f"benchmarks/results/{corpus}" + (f": {count}" if len(counts) > 1 else "")
                       for corpus, count in counts.items())
     images = " (scores of the tasks' images)" if fitted.get("batch") == "task" else ""
-    text += f" on {sum(counts.values())} trained genomes ({where}){images}"
+    model = f", a {fitted['model']}," if KERNEL in fitted else ""
+    text += f"{model} on {sum(counts.values())} trained genomes ({where}){images}"
     held_out = fitted.get("held_out_tau", {})
     if held_out:
         text += "; Kendall tau on held-out genomes " + ", ".join(f"{t:+.3f} ({task})" for task, t in held_out.items())
