@@ -262,16 +262,17 @@ def test_the_data_free_score_is_the_part_of_the_proxy_score_that_runs_no_network
         assert zero_cost != 0
 
 
-def test_a_kernel_fit_scores_a_genome_as_scikit_learns_kernel_ridge_predicts(tmp_path, monkeypatch):
-    """A fit written by ``objective_fit.py --model kernel`` scores ``sum_i dual_i * exp(-gamma * |z - s_i|^2)``
-    of the genome's standardised terms ``z``: what scikit-learn's ``KernelRidge`` predicts. Its data-free part
-    holds every zero-cost score at the corpus's mean, and a term's contribution is what the score loses when
-    that term sits at the mean."""
+def test_a_fit_with_a_kernel_adds_what_scikit_learns_kernel_ridge_predicts(tmp_path, monkeypatch):
+    """A fit written by ``objective_fit.py --model kernel`` scores its ridge's sum plus a kernel ridge's
+    prediction, ``sum_i dual_i * exp(-gamma * |z - s_i|^2)`` of the genome's standardised terms ``z``: what
+    scikit-learn's ``KernelRidge`` predicts. Its data-free part holds every zero-cost score at the corpus's mean,
+    in the kernel as in the sum, and the kernel's share is one more entry of the contributions."""
     import numpy as np
     from sklearn.kernel_ridge import KernelRidge
 
     import nas.evaluate.proxy as proxy
     from nas.evaluate.proxy import (
+        KERNEL_PART,
         TERMS,
         combine,
         data_free_score,
@@ -280,29 +281,30 @@ def test_a_kernel_fit_scores_a_genome_as_scikit_learns_kernel_ridge_predicts(tmp
         objective_terms,
     )
 
-    names = ["params", "flops", "grad_norm", "blocks"]
+    names, weights = ["params", "flops", "grad_norm", "blocks"], [0.2, -0.1, 0.3, 0.0]
     rng = np.random.default_rng(0)
     support = rng.normal(size=(30, len(names)))
-    model = KernelRidge(alpha=0.1, kernel="rbf").fit(support, rng.normal(size=30))
-    features = [{"name": n, "mean": m, "std": s, "weight": None}
-                for n, m, s in zip(names, (11.0, 15.0, 3.0, 4.0), (0.5, 0.4, 0.3, 1.5))]
+    kernel = KernelRidge(alpha=0.1, kernel="rbf").fit(support, rng.normal(size=30))
+    features = [{"name": n, "mean": m, "std": s, "weight": w}
+                for n, m, s, w in zip(names, (11.0, 15.0, 3.0, 4.0), (0.5, 0.4, 0.3, 1.5), weights)]
     (tmp_path / "kernel.json").write_text(json.dumps({"features": features, "kernel": {
-        "gamma": 1 / len(names), "support": support.tolist(), "dual": model.dual_coef_.tolist()}}))
+        "gamma": 1 / len(names), "support": support.tolist(), "dual": kernel.dual_coef_.tolist()}}))
     monkeypatch.setattr(proxy, "OBJECTIVES", tmp_path)
     proxy.fitted_objective.cache_clear()
     proxy._support.cache_clear()
     try:
         genome = load_genome(tiny())
         terms = objective_terms(genome, {"structural": structural_score(genome), "grad_norm": 20.0})
-        z = [((TERMS[f["name"]](terms[f["name"]], 8) if f["name"] in TERMS else terms[f["name"]]) - f["mean"])
-             / f["std"] for f in features]
-        assert combine(terms, 8, fit="kernel") == pytest.approx(model.predict(np.array([z]))[0])
-        at_mean = [0.0 if f["name"] == "grad_norm" else v for f, v in zip(features, z)]
-        assert data_free_score(genome, fit="kernel") == pytest.approx(model.predict(np.array([at_mean]))[0])
+        z = np.array([((TERMS[f["name"]](terms[f["name"]], 8) if f["name"] in TERMS else terms[f["name"]])
+                       - f["mean"]) / f["std"] for f in features])
+        assert combine(terms, 8, fit="kernel") == pytest.approx(z @ weights + kernel.predict(z[None])[0])
+        at_mean = np.where([n == "grad_norm" for n in names], 0.0, z)
+        assert data_free_score(genome, fit="kernel") == pytest.approx(at_mean @ weights
+                                                                      + kernel.predict(at_mean[None])[0])
         parts = objective_contributions(terms, 8, fit="kernel")
-        assert parts["grad_norm"] == pytest.approx(combine(terms, 8, fit="kernel")
-                                                   - data_free_score(genome, fit="kernel"))
-        assert set(parts) == set(names) and objective_scores("kernel") == {"grad_norm"}
+        assert parts[KERNEL_PART] == pytest.approx(kernel.predict(z[None])[0])
+        assert set(parts) == {"params", "flops", "grad_norm", KERNEL_PART}  # blocks: weight 0, read by the kernel
+        assert objective_scores("kernel") == {"grad_norm"}
     finally:
         proxy.fitted_objective.cache_clear()
         proxy._support.cache_clear()

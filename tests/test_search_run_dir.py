@@ -361,7 +361,7 @@ def test_the_report_says_which_fit_of_the_objective_scored_the_run(finished_run:
     fit = fitted_objective("tiny")  # as objective_fit.py --write measured it
     held_out = fit["held_out_tau"]
     first, fresh = fit["corpora"].values()
-    assert (f"- proxy objective: fit `tiny.json` ({objective_identity('tiny')['digest']}), a {fit['model']}, on "
+    assert (f"- proxy objective: fit `tiny.json` ({objective_identity('tiny')['digest']}), {fit['model']}, on "
             f"{first + fresh} trained genomes (benchmarks/results/corpus: {first}, benchmarks/results/corpus_fresh: "
             f"{fresh}); Kendall tau on held-out genomes {held_out['digits']:+.3f} (digits), "
             f"{held_out['patterns']:+.3f} (patterns)\n") in report

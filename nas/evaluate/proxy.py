@@ -261,7 +261,7 @@ def describe_objective(identity: dict[str, str]) -> str:
     where = ", ".join(f"benchmarks/results/{corpus}" + (f": {count}" if len(counts) > 1 else "")
                       for corpus, count in counts.items())
     images = " (scores of the tasks' images)" if fitted.get("batch") == "task" else ""
-    model = f", a {fitted['model']}," if KERNEL in fitted else ""
+    model = f", {fitted['model']}," if KERNEL in fitted else ""
     text += f"{model} on {sum(counts.values())} trained genomes ({where}){images}"
     held_out = fitted.get("held_out_tau", {})
     if held_out:
@@ -276,7 +276,9 @@ def combine(terms: dict[str, float], batch_size: int, weights: dict[str, float] 
     structural scores, ``params`` and ``flops``) or a descriptor of the genome as ``genome_descriptors`` gives it
     (a family's descriptor missing from ``terms`` is 0: the genome has no block of that family).
     ``benchmarks/objective_fit.py --write`` fits the weights to the rank of trained accuracy on the corpus, and
-    the file records the command and the corpus it was fitted on. ``weights`` instead gives
+    the file records the command and the corpus it was fitted on. A fit written with ``--model kernel`` (the
+    tiny space's) adds a kernel ridge on the same standardised terms, fitted on what the ridge leaves
+    (``KERNEL``). ``weights`` instead gives
     ``sum_k weights[k] * t_k`` (for studies of other combinations); terms weighted zero may be missing.
 
     Logs make the combination usable on a single trial: a score's units, or any constant factor in it, only
@@ -287,28 +289,26 @@ def combine(terms: dict[str, float], batch_size: int, weights: dict[str, float] 
     if weights is not None:
         return sum(weight * term for key, weight in weights.items()
                    if weight and (term := objective_term(terms, key, batch_size)) is not None)
-    if KERNEL in fitted_objective(fit):
-        return _kernel_score(terms, batch_size, fit)
     return sum(objective_contributions(terms, batch_size, fit).values())
 
 
 def objective_contributions(terms: dict[str, float], batch_size: int, fit: str | None = None
                             ) -> dict[str, float]:
     """What each term of the shipped objective ``fit`` adds to ``combine``'s sum, ``w_k * (t_k - mean_k) /
-    std_k``: how a score is made (``nas score`` prints the largest). For a kernel fit, whose score is no sum
-    over terms, each term's part is how much the score would fall were that term at the corpus's mean."""
-    if KERNEL in fitted_objective(fit):
-        score = _kernel_score(terms, batch_size, fit)
-        return {f["name"]: score - _kernel_score(terms, batch_size, fit, at_mean={f["name"]})
-                for f in fitted_objective(fit)["features"]}
-    return {f["name"]: _contribution(f, terms, batch_size) for f in fitted_objective(fit)["features"]
-            if f["weight"]}
+    std_k``, and for a fit with a kernel, what the kernel adds (``KERNEL_PART``): how a score is made (``nas
+    score`` prints the largest)."""
+    fitted = fitted_objective(fit)
+    parts = {f["name"]: _contribution(f, terms, batch_size) for f in fitted["features"] if f["weight"]}
+    if KERNEL in fitted:
+        parts[KERNEL_PART] = _kernel_part(terms, batch_size, fit)
+    return parts
 
 
-# A fit whose file has this key is a kernel ridge regression (``objective_fit.py --model kernel``): ``gamma``,
-# ``support`` (the fitting genomes' standardised rows) and ``dual`` (their dual coefficients); its features
-# carry a mean and std but no weight.
+# A fit whose file has this key (``objective_fit.py --model kernel``, the tiny space's) adds to its ridge a kernel
+# ridge fitted on what the ridge leaves: ``gamma``, ``support`` (the fitting genomes' standardised rows) and
+# ``dual`` (their coefficients). Far from every fitting genome the kernel adds nothing and the ridge alone speaks.
 KERNEL = "kernel"
+KERNEL_PART = "kernel (interactions)"  # its entry in ``objective_contributions``
 
 
 @functools.cache
@@ -316,9 +316,8 @@ def _support(fit: str | None) -> np.ndarray:
     return np.asarray(fitted_objective(fit)[KERNEL]["support"], dtype=float)
 
 
-def _kernel_score(terms: dict[str, float], batch_size: int, fit: str | None,
-                  at_mean: Collection[str] = ()) -> float:
-    """A kernel fit's score, ``sum_i dual_i * exp(-gamma * |z - support_i|^2)``, where ``z`` is the genome's
+def _kernel_part(terms: dict[str, float], batch_size: int, fit: str | None, at_mean: Collection[str] = ()) -> float:
+    """What a fit's kernel adds, ``sum_i dual_i * exp(-gamma * |z - support_i|^2)``, where ``z`` is the genome's
     standardised terms; a term in ``at_mean``, or an absent descriptor whose absence says nothing
     (``NEUTRAL_WHEN_ABSENT``), sits at the corpus's mean (0), as scikit-learn's fit had it."""
     fitted = fitted_objective(fit)
@@ -331,8 +330,8 @@ def _kernel_score(terms: dict[str, float], batch_size: int, fit: str | None,
 
 
 def _weighed(fit: str | None) -> list[str]:
-    """The terms the shipped objective ``fit`` reads: every one of a kernel fit, those of nonzero weight of a
-    linear one."""
+    """The terms the shipped objective ``fit`` reads: those of nonzero weight, and every one where a kernel
+    reads them all."""
     fitted = fitted_objective(fit)
     return [f["name"] for f in fitted["features"] if KERNEL in fitted or f["weight"]]
 
@@ -348,10 +347,9 @@ def data_free_score(genome: Genome, cost: Cost | None = None, graph: nx.DiGraph 
     graph = canonical_graph(genome) if graph is None else graph
     structural = _structural(graph) if structural is None else structural
     terms = objective_terms(genome, {"structural": structural}, graph, cost)
-    if KERNEL in fitted_objective(fit):
-        return _kernel_score(terms, 1, fit, at_mean=SCORES)
-    return sum(_contribution(f, terms, 1) for f in fitted_objective(fit)["features"]
-               if f["weight"] and f["name"] not in SCORES)
+    kernel = _kernel_part(terms, 1, fit, at_mean=SCORES) if KERNEL in fitted_objective(fit) else 0.0
+    return kernel + sum(_contribution(f, terms, 1) for f in fitted_objective(fit)["features"]
+                        if f["weight"] and f["name"] not in SCORES)
 
 
 def _contribution(feature: dict[str, Any], terms: dict[str, float], batch_size: int) -> float:
