@@ -721,8 +721,9 @@ def main() -> None:
                         help="also report the held-out-genome tau averaged over this many shufflings of the folds")
     parser.add_argument("--nested", action="store_true",
                         help="the term set chosen among CANDIDATES inside each fold (nested CV)")
-    parser.add_argument("--models", action="store_true",
-                        help="also rank held-out genomes with other regressors on the same terms (MODELS)")
+    parser.add_argument("--models", nargs="?", const="all", choices=("all", "kernel"),
+                        help="also rank held-out genomes with other regressors on the same terms (MODELS; "
+                             "'--models kernel': the ridge and KERNEL_MODEL alone)")
     parser.add_argument("--tradeoff", action="store_true",
                         help="also fit with the first task's rows weighed more or less (SHARES): what leaning "
                              "toward one task gains there and costs on the other")
@@ -881,7 +882,8 @@ def main() -> None:
               f"5 folds), and held-out task (fitted on the other task):\n")
         print("| model | " + " | ".join(tasks) + " | " + " | ".join(f"held-out task: {t}" for t in tasks) + " |")
         print("|---|" + "---|" * 2 * len(tasks))
-        for name, make in {"ridge": None, **MODELS}.items():
+        compared = MODELS if args.models == "all" else {KERNEL_MODEL: MODELS[KERNEL_MODEL]}
+        for name, make in {"ridge": None, **compared}.items():
             cells = shuffled_tau(data, args.shuffles, regressor=make)
             other_task = prediction_tau(data, held_out_task(data, regressor=make))
             print(f"| {name} | " + " | ".join(figure(cells[t]) for t in tasks) + " | "

@@ -134,6 +134,8 @@ from corpus import LONG_EPOCHS, SAMPLE_SEED, SHORT_EPOCHS, SPACES, corpus_dir, r
 from objective_fit import (  # noqa: E402
     DATA_FEATURES,
     DEFAULT_FEATURES,
+    KERNEL_MODEL,
+    MODELS,
     TRUTHS,
     accuracy,
     default_fit_data,
@@ -155,6 +157,9 @@ SHORTLIST_SCORE = {"cascade-shortlist-scored": "genomes", "cascade-shortlist-sco
 # The terms of each corpus space's shipped --data twin (tiny.data.json; hybrid32 is the default space's model,
 # metaformer_hybrid.data.json)
 TWIN_TERMS = {"tiny": DATA_FEATURES, "hybrid32": DEFAULT_FEATURES}
+# The spaces whose shipped twin adds a kernel to its ridge (``objective_fit.py --model kernel``: tiny.data.json
+# since 2026-12-05 08:40); the replay refits the twin the same way.
+TWIN_KERNEL = {"tiny"}
 SAMPLER_OF = {"snapped": "random", "tpe": "tpe", "nsga2": "nsga2", "evolution": "evolution"}  # make_sampler's name
 SHORT_COST = SHORT_EPOCHS / LONG_EPOCHS
 BUDGETS = (5, 10, 20, 40)
@@ -276,10 +281,12 @@ def held_out_objectives(genomes: list[dict], scores: list[dict], runs: list[dict
                         ) -> dict[str, dict[str, dict[str, float]]]:
     """The value of the space's ``--data`` twin (its terms ``TWIN_TERMS[space]`` on the task's batch, zero-cost
     scores and all) as a search given that data would have it for a genome the fit never saw: refitted on the
-    other 4 of 5 folds of genomes (``genomes``), or on the other task (``task``). kind -> task -> genome -> value."""
+    other 4 of 5 folds of genomes (``genomes``), or on the other task (``task``), as the shipped twin is made: a
+    ridge, plus a kernel on its residuals for the spaces of ``TWIN_KERNEL``. kind -> task -> genome -> value."""
     data, _ = default_fit_data({g["genome"]: g for g in genomes}, scores, runs, truth, batch="task",
                                terms=TWIN_TERMS[space])
-    return {"genomes": held_out_genomes(data), "task": held_out_task(data)}
+    model = MODELS[KERNEL_MODEL] if space in TWIN_KERNEL else None
+    return {"genomes": held_out_genomes(data, regressor=model), "task": held_out_task(data, regressor=model)}
 
 
 def training_stage_features(task: Task, score: str | None = None) -> np.ndarray:
