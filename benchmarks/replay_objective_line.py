@@ -7,6 +7,7 @@ the other genomes against the truth; for the value fitted on the task (other fol
 task (the other task alone). Medians over seeds.
 
     python benchmarks/replay_objective_line.py --seeds 10 --truth seeds     # about a minute
+    python benchmarks/replay_objective_line.py --seeds 20 --truth seeds --extra benchmarks/results/corpus_fresh
 """
 from __future__ import annotations
 
@@ -29,9 +30,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--truth", choices=sorted(R.TRUTHS), default="seed0")
+    parser.add_argument("--extra", type=Path, action="append", default=[], metavar="DIR",
+                        help="a folder of the tiny space's genomes drawn after the corpus (the fresh corpus), read "
+                             "as part of it; repeatable")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    corpus = R.read_corpus("tiny", args.truth)
+    corpus = R.read_corpus("tiny", args.truth, extra=args.extra)
     print("| task | the value fitted on | " + " | ".join(COLUMNS) + " |")
     print("|---|---|" + "---|" * len(COLUMNS), flush=True)
     for name in ("digits", "patterns"):
