@@ -22,7 +22,8 @@ and the held-out-genome tau of the shipped objective's terms with and without th
 rank within the task, so that the two tasks' scales do not become a task marker).
 
     python benchmarks/corpus_probes.py --corpus benchmarks/results/corpus --worker 0 --of 2
-    python benchmarks/corpus_probes.py --table --corpus benchmarks/results/corpus --extra benchmarks/results/corpus_fresh
+    python benchmarks/corpus_probes.py --table --corpus benchmarks/results/corpus \
+        --extra benchmarks/results/corpus_fresh
 """
 from __future__ import annotations
 
@@ -101,9 +102,8 @@ def measure(corpus: Path, worker: int, of: int) -> None:
 
 
 def table(corpus: Path, extra: list[Path], shuffles: int) -> None:
-    from scipy.stats import rankdata
-
     import objective_fit as fit
+    from scipy.stats import rankdata
     genomes, runs, scores, _, _ = fit.load([corpus], None, extra)
     found = {(r["genome"], r["task"]): r for folder in [corpus, *extra] for r in read_jsonl(folder / "probes.jsonl")}
     data, _ = fit.default_fit_data(genomes, scores, runs, truth="seeds")
