@@ -272,17 +272,24 @@ def mean_rows(rows: list[dict[str, list[float]]]) -> dict[str, list[float]]:
     return {g: [float(np.mean(values)) for values in zip(*(r[g] for r in rows))] for g in rows[0] if g in common}
 
 
-def kernel_fit(data: dict[str, tuple[dict, dict]]) -> dict[str, Any]:
-    """The kernel of ``KERNEL_MODEL`` fitted on every genome of every task, on what ``fit_all``'s ridge leaves,
-    as ``nas.evaluate.proxy`` reads it: ``gamma`` (scikit-learn's default for the RBF kernel: 1 / the number of
-    terms), ``support`` (the standardised rows, rounded to 6 digits) and ``dual`` (their coefficients)."""
+def stacked(data: dict[str, tuple[dict, dict]]) -> tuple[np.ndarray, np.ndarray]:
+    """Every task's rows of the genomes with an accuracy, one under the other, and each one's rank of accuracy
+    within its task (``rank_target``): what a fit on ``data`` is fitted on."""
     xs, ys = [], []
     for rows, acc in data.values():
         ids = sorted(set(rows) & set(acc))
         xs += [rows[g] for g in ids]
         ys += list(rank_target([acc[g] for g in ids]))
-    x, y = np.array(xs), np.array(ys)
-    ridge = fit(x, y)
+    return np.array(xs), np.array(ys)
+
+
+def kernel_fit(data: dict[str, tuple[dict, dict]], ridge: tuple[np.ndarray, np.ndarray, np.ndarray]
+               ) -> dict[str, Any]:
+    """The kernel of ``KERNEL_MODEL`` fitted on every genome of every task, on what ``ridge`` (``fit_all``'s)
+    leaves, as ``nas.evaluate.proxy`` reads it: ``gamma`` (scikit-learn's default for the RBF kernel: 1 / the
+    number of terms), ``support`` (the standardised rows, rounded to 6 digits) and ``dual`` (their
+    coefficients)."""
+    x, y = stacked(data)
     # the ridge's own prediction, intercept included (on standardised terms it is the targets' mean)
     left = y - (predict(ridge, x) + y.mean())
     support = np.round(standardised(x)[0], 6)
@@ -293,12 +300,7 @@ def kernel_fit(data: dict[str, tuple[dict, dict]]) -> dict[str, Any]:
 
 def fit_all(data: dict[str, tuple[dict, dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ridge fitted on every genome of every task (what ``--write`` ships)."""
-    xs, ys = [], []
-    for rows, acc in data.values():
-        ids = sorted(set(rows) & set(acc))
-        xs += [rows[g] for g in ids]
-        ys += list(rank_target([acc[g] for g in ids]))
-    return fit(np.array(xs), np.array(ys))
+    return fit(*stacked(data))
 
 
 def transform(name: str, values: dict[str, float], batch_size: int) -> float | None:
@@ -481,25 +483,16 @@ def held_out_task(data: dict[str, tuple[dict, dict]], keep: list[int] | None = N
     left out."""
     out = {}
     for task in data:
-        xs, ys = [], []
-        for other, (rows, acc) in data.items():
-            if other != task:
-                ids = sorted(set(rows) & set(acc))
-                xs += [rows[g] for g in ids]
-                ys += list(rank_target([acc[g] for g in ids]))
-        if len(xs) < 3:
+        others = {other: pair for other, pair in data.items() if other != task}
+        x, y = stacked(others)
+        if len(x) < 3:
             continue
         rows = data[task][0]
         if regressor is None:
-            model = restricted(fit(np.array(xs), np.array(ys)), keep)
+            model = restricted(fit(x, y), keep)
             out[task] = {g: float(predict(model, np.array([rows[g]]))[0]) for g in rows}
         else:
-            z, mean, std = standardised(np.array(xs))
-            other_model = regressor().fit(z, np.array(ys))
-            ids = list(rows)
-            found = other_model.predict(np.nan_to_num((np.array([rows[g] for g in ids]).reshape(len(ids), -1)
-                                                       - mean) / std)) if ids else []
-            out[task] = dict(zip(ids, map(float, found)))
+            out[task] = fitted_and_predicted(others, {task: data[task]}, rows, regressor)[task]
     return out
 
 
@@ -507,21 +500,18 @@ def fitted_and_predicted(fitting: dict[str, tuple[dict, dict]], data: dict[str, 
                          judged: Collection[str], regressor: Callable[[], Any] | None) -> dict[str, dict]:
     """Task -> genome -> prediction for the ``judged`` genomes of ``data``, by the ridge (``regressor`` None) or
     ``regressor`` fitted on every genome of ``fitting`` (both tasks)."""
-    xs, ys = [], []
-    for rows, acc in fitting.values():
-        ids = sorted(set(rows) & set(acc))
-        xs += [rows[g] for g in ids]
-        ys += list(rank_target([acc[g] for g in ids]))
+    x, y = stacked(fitting)
     if regressor is None:
-        model = fit(np.array(xs), np.array(ys))
+        model = fit(x, y)
         # with the intercept the shipped sum leaves out (the targets' mean), as a regressor's prediction has it:
         # the nested choice pools folds predicted by either
-        predicted = lambda row: predict(model, row) + float(np.mean(ys))  # noqa: E731
+        predicted = lambda row: predict(model, row) + float(np.mean(y))  # noqa: E731
     else:
-        z, mean, std = standardised(np.array(xs))
-        other = regressor().fit(z, np.array(ys))
+        z, mean, std = standardised(x)
+        other = regressor().fit(z, y)
         predicted = lambda row: other.predict(np.nan_to_num((row - mean) / std))  # noqa: E731
-    return {task: {g: float(predicted(np.array([rows[g]]))[0]) for g in judged if g in rows}
+    judged = set(judged)
+    return {task: {g: float(predicted(np.array([row]))[0]) for g, row in rows.items() if g in judged}
             for task, (rows, _) in data.items()}
 
 
@@ -943,7 +933,8 @@ def main() -> None:
                              if math.isfinite(v)},
             "features": [{"name": f, "mean": float(m), "std": float(s), "weight": float(c)}
                          for f, m, s, c in zip(features, mean, std, coef)],
-            **({"model": KERNEL_MODEL, KERNEL: kernel_fit(data)} if args.model == "kernel" else {}),
+            **({"model": KERNEL_MODEL, KERNEL: kernel_fit(data, (mean, std, coef))} if args.model == "kernel"
+               else {}),
         }, indent=1) + "\n")
         print(f"\nwrote {written}")
 
@@ -975,11 +966,11 @@ def judge(corpus: Path, first: int | None, data: dict[str, tuple[dict, dict]], f
 
     fits = [name for name in shipped_objectives() if unseen(name) and fitted_objective(name)["batch"] == batch]
     shipped: dict[str, dict[str, dict[str, float]]] = {name: {task: {} for task in tasks} for name in fits}
-    for task in tasks:
-        if model is not None:
-            rows = feature_rows(genomes, scores, task, batch, features, described)
-            fitted[task] = {g: float(predict(model, np.array([r]))[0]) for g, r in rows.items()} \
-                if regressor is None else fitted_and_predicted(data, {task: (rows, {})}, rows, regressor)[task]
+    if model is not None:
+        judged = {task: (feature_rows(genomes, scores, task, batch, features, described), {}) for task in tasks}
+        fitted = {task: {g: float(predict(model, np.array([r]))[0]) for g, r in rows.items()}
+                  for task, (rows, _) in judged.items()} if regressor is None else \
+            fitted_and_predicted(data, judged, set().union(*(rows for rows, _ in judged.values())), regressor)
     for s in scores:
         if s["task"] in tasks and s["batch"] == batch and s["seed"] == 0:
             terms = {**s["scores"], "params": genomes[s["genome"]]["params"],

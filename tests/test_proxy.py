@@ -293,7 +293,7 @@ def test_a_fit_with_a_kernel_adds_what_scikit_learns_kernel_ridge_predicts(tmp_p
         "gamma": 1 / len(names), "support": support.tolist(), "dual": kernel.dual_coef_.tolist()}}))
     monkeypatch.setattr(proxy, "OBJECTIVES", tmp_path)
     proxy.fitted_objective.cache_clear()
-    proxy._support.cache_clear()
+    proxy._kernel.cache_clear()
     try:
         genome = load_genome(tiny())
         terms = objective_terms(genome, {"structural": structural_score(genome), "grad_norm": 20.0})
@@ -309,7 +309,7 @@ def test_a_fit_with_a_kernel_adds_what_scikit_learns_kernel_ridge_predicts(tmp_p
         assert objective_scores("kernel") == {"grad_norm"}
     finally:
         proxy.fitted_objective.cache_clear()
-        proxy._support.cache_clear()
+        proxy._kernel.cache_clear()
 
 
 def test_the_descriptors_say_which_mixer_type_sits_on_each_map_size():

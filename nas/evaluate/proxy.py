@@ -312,8 +312,11 @@ KERNEL_PART = "kernel (interactions)"  # its entry in ``objective_contributions`
 
 
 @functools.cache
-def _support(fit: str | None) -> np.ndarray:
-    return np.asarray(fitted_objective(fit)[KERNEL]["support"], dtype=float)
+def _kernel(fit: str | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """A kernel fit's support rows, dual coefficients and gamma as arrays, made once: the data-free score reads
+    them for every genome a search screens."""
+    kernel = fitted_objective(fit)[KERNEL]
+    return np.asarray(kernel["support"], dtype=float), np.asarray(kernel["dual"], dtype=float), kernel["gamma"]
 
 
 def _kernel_part(terms: dict[str, float], batch_size: int, fit: str | None, at_mean: Collection[str] = ()) -> float:
@@ -325,8 +328,8 @@ def _kernel_part(terms: dict[str, float], batch_size: int, fit: str | None, at_m
     for k, feature in enumerate(fitted["features"]):
         if feature["name"] not in at_mean and (term := objective_term(terms, feature["name"], batch_size)) is not None:
             z[k] = (term - feature["mean"]) / feature["std"]
-    distance = ((_support(fit) - z) ** 2).sum(axis=1)
-    return float(np.exp(-fitted[KERNEL]["gamma"] * distance) @ np.asarray(fitted[KERNEL]["dual"], dtype=float))
+    support, dual, gamma = _kernel(fit)
+    return float(np.exp(-gamma * ((support - z) ** 2).sum(axis=1)) @ dual)
 
 
 def _weighed(fit: str | None) -> list[str]:
@@ -347,8 +350,9 @@ def data_free_score(genome: Genome, cost: Cost | None = None, graph: nx.DiGraph 
     graph = canonical_graph(genome) if graph is None else graph
     structural = _structural(graph) if structural is None else structural
     terms = objective_terms(genome, {"structural": structural}, graph, cost)
-    kernel = _kernel_part(terms, 1, fit, at_mean=SCORES) if KERNEL in fitted_objective(fit) else 0.0
-    return kernel + sum(_contribution(f, terms, 1) for f in fitted_objective(fit)["features"]
+    fitted = fitted_objective(fit)
+    kernel = _kernel_part(terms, 1, fit, at_mean=SCORES) if KERNEL in fitted else 0.0
+    return kernel + sum(_contribution(f, terms, 1) for f in fitted["features"]
                         if f["weight"] and f["name"] not in SCORES)
 
 
