@@ -643,6 +643,10 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
     data_free = replace(task, features=task.features[:, :task.data_free])
     with_scores = replace(task, features=training_stage_features(task, score))
     model = Surrogate(seed=seed, trees=trees) if prior is None else PriorLine(seed, trees, task.prior_column)
+    # the training stage's surrogate, as nas search's: with the objective's value, a line in it where that ranks
+    # the results better held out (nas.search.cascade.objective_column)
+    training = model if score is None or prior is not None else Surrogate(
+        seed=seed, trees=trees, line_column=with_scores.features.shape[1] - 1)
     start = RANDOM_START if prior is None else FIRST_PICKS
 
     def first_pick(candidates: list[int]) -> int:
@@ -661,8 +665,8 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
                 j = surrogate_pick(data_free, ladder, unscored, model, rng)
             unscored.remove(j)
             scored.append(j)
-        i = first_pick(scored) if len(ladder.first) < start else surrogate_pick(with_scores, ladder, scored, model,
-                                                                                rng)
+        i = first_pick(scored) if len(ladder.first) < start else surrogate_pick(with_scores, ladder, scored,
+                                                                                training, rng)
         scored.remove(i)
         stopped = pruned_at(task, i, list(ladder.first)) if prune else None
         if stopped is not None:
@@ -727,7 +731,7 @@ def held_out(task: Task, seed: int, trees: int) -> dict[str, Any]:
     live["surrogate_shortlist"] = _tau(fitted.predict(shortlisted[rest])[0], task.truth[rest])
     for kind, key in (("genomes", "surrogate_scored"), ("task", "surrogate_scored_new_task")):
         x = training_stage_features(task, kind)
-        fitted = Surrogate(seed=seed, trees=trees).fit(x[fit], task.long[fit])
+        fitted = Surrogate(seed=seed, trees=trees, line_column=x.shape[1] - 1).fit(x[fit], task.long[fit])
         live[key] = _tau(fitted.predict(x[rest])[0], task.truth[rest])
         live[f"{key}_alone"] = _tau(task.objectives[kind][rest], task.truth[rest])
     on_fit = {s: _tau(v[fit], task.long[fit]) for s, v in task.scores.items()}

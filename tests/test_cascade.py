@@ -126,6 +126,35 @@ def test_the_surrogate_learns_only_the_part_of_a_result_that_is_not_known():
     assert np.abs(surrogate.predict(x[:5])[0] - rest[:5]).max() < 0.1  # without it: the rest alone
 
 
+def test_the_surrogate_follows_an_estimate_of_the_result_through_a_line_where_that_ranks_better_held_out():
+    """A training stage reads the objective's value beside dozens of other columns. Over 20 results a forest uses
+    that column too seldom; where a line in it ranks the results better held out, the surrogate keeps the line
+    (plus a forest on what it leaves), and where the column says nothing it keeps the forest."""
+    rng = np.random.default_rng(0)
+    x = rng.random((220, 60))
+    truth = x[:, :8].sum(axis=1)  # no single column the forest could split on alone
+    estimate = truth + 0.5 * rng.standard_normal(220)  # the objective's value: noisy, but on the whole truth
+    rows = np.column_stack([x, estimate])
+    fit, rest = slice(0, 20), slice(20, None)
+    follows = Surrogate(seed=0, line_column=60).fit(rows[fit], truth[fit])
+    forest = Surrogate(seed=0).fit(rows[fit], truth[fit])
+    assert follows.uses_line and not forest.uses_line
+    held_out = {name: kendalltau(model.predict(rows[rest])[0], truth[rest]).statistic
+                for name, model in (("line", follows), ("forest", forest))}
+    assert held_out["line"] > held_out["forest"] + 0.1
+    assert follows.held_out_tau() > forest.held_out_tau()  # what the run reports says the same
+    mean, spread = follows.predict(rows[:5])
+    assert (spread > 0).all()  # the forest on what the line leaves still gives the choice an uncertainty
+
+    # an estimate that knows nothing of the result: the forest on the columns that do is kept
+    learnable = 3 * x[:, 0]
+    noise = np.column_stack([x, rng.random(220)])
+    assert not Surrogate(seed=0, line_column=60).fit(noise[:40], learnable[:40]).uses_line
+    # a value the zero-cost stage did not record (NaN) is read as the mean of the others
+    rows[3, 60] = np.nan
+    assert np.isfinite(Surrogate(seed=0, line_column=60).fit(rows[fit], truth[fit]).predict(rows[:5])[0]).all()
+
+
 def test_a_proxy_search_picks_by_the_known_data_free_part_once_it_has_results():
     """When each score is exactly its data-free part (no zero-cost part to learn), every pick after the uniform
     ones is the free screened genome with the highest data-free part: the surrogate adds nothing unknown."""
@@ -387,6 +416,11 @@ def test_a_training_cascade_scores_genomes_zero_cost_before_training_them(tmp_pa
     unfitted = kendalltau(x[1:, -len(ZERO_COST_FEATURES)], y[1:]).statistic  # the objective's value, "score"
     assert single["score"] == pytest.approx(unfitted)
     assert f"the objective's value ranks them at {single['score']:+.2f}" in report
+    # the training surrogate may follow the objective's value through a line; each pick and the report say which
+    learned = [t for t in training if t.user_attrs.get("picked_by") == "surrogate"]
+    assert all(isinstance(t.user_attrs["surrogate_line"], bool) for t in learned)
+    follows = surrogate_summary(space, trials, "train")["follows_objective"]
+    assert ("a line in the objective's value plus a forest" in report) is follows
 
 
 def test_a_resumed_training_cascade_scores_no_genome_twice_and_trains_only_scored_ones(tmp_path: Path):

@@ -70,7 +70,7 @@ from nas.genome import Genome
 from nas.graph import build_graph
 from nas.search.params import random_params
 from nas.search.samplers import PlanningSampler
-from nas.search.surrogate import MIN_FIT, Encoder, Surrogate, held_out, ucb
+from nas.search.surrogate import MIN_FIT, Encoder, Surrogate, ucb
 from nas.search.trial import INHERITED, SCREEN_SCORES, ZERO_COST, is_promotion, rung_order, rung_stage
 from nas.space import choices, space_size
 from runners.base import SCREENING, is_screening
@@ -351,21 +351,24 @@ class CascadeSampler(PlanningSampler):
             return None
         x, y = self.results(trials, zero_cost)
         rows = np.column_stack([self._features[waiting], [scored[self.pool.hashes[i]] for i in waiting]])
-        return self._choose(waiting, rows, x, y, {})
+        line_column = objective_column(self._features.shape[1], zero_cost[0])
+        return self._choose(waiting, rows, x, y, {}, line_column=line_column)
 
     def _choose(self, candidates: list[int], rows: np.ndarray, x: np.ndarray, y: np.ndarray,
-                attrs: dict[str, Any], known: tuple[np.ndarray, np.ndarray] | None = None) -> Pick:
+                attrs: dict[str, Any], known: tuple[np.ndarray, np.ndarray] | None = None,
+                line_column: int | None = None) -> Pick:
         """One of ``candidates`` (pool positions; ``rows`` their features): uniform while there are too few
         results, then the best by a surrogate fitted on ``x``, ``y`` (its upper confidence bound, weighed
         against the data-free cost with a second objective). ``known``: the part of each result, and of each
-        candidate's score, known before it is measured (``known_parts``)."""
+        candidate's score, known before it is measured (``known_parts``). ``line_column``: the column of the
+        objective's value (``objective_column``), which the surrogate may follow through a line."""
         attrs = dict(attrs)
         if len(y) < max(self.first_picks, MIN_FIT) or np.ptp(y) == 0:
             chosen = self._rng.choice(candidates)
             attrs["picked_by"] = "uniform"
         else:
             known_results, known_candidates = (None, None) if known is None else known
-            surrogate = Surrogate(seed=self._seed).fit(x, y, known_results)
+            surrogate = Surrogate(seed=self._seed, line_column=line_column).fit(x, y, known_results)
             mean, spread = surrogate.predict(rows, known_candidates)
             tau = surrogate.held_out_tau()
             # the interval only where the progress line shows it: a training, not a zero-cost pick ahead of one
@@ -379,7 +382,7 @@ class CascadeSampler(PlanningSampler):
             chosen = candidates[best]
             attrs.update(picked_by="surrogate", predicted=round(float(mean[best]), 6),
                          spread=round(float(spread[best]), 6), surrogate_results=len(y),
-                         surrogate_tau=None if tau is None else round(tau, 4),
+                         surrogate_tau=None if tau is None else round(tau, 4), surrogate_line=surrogate.uses_line,
                          surrogate_interval=None if interval is None else [round(v, 4) for v in interval])
         return Pick(self.pool.hashes[chosen], dict(self.pool.params[chosen]), attrs)
 
@@ -520,6 +523,12 @@ def promotion_stages(trials: list[FrozenTrial]) -> list[str]:
                   key=rung_order)
 
 
+def objective_column(encoded: int, zero_cost_names: Sequence[str]) -> int:
+    """The column of the objective's value (the zero-cost stage's ``score``) in a training stage's rows: the
+    Encoder's ``encoded`` columns, then the zero-cost features (``zero_cost_features``' names)."""
+    return encoded + list(zero_cost_names).index("score")
+
+
 def stage_results(encoder: Encoder, trials: list[FrozenTrial], stage: str,
                   zero_cost: ZeroCostFeatures | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Features and first objective of the measured trials at ``stage``: what the surrogate is fitted on, and
@@ -550,15 +559,19 @@ def surrogate_summary(space: dict[str, Any], trials: list[FrozenTrial], stage: s
     """For the report: the stage's results, how many of its trials the surrogate picked, and its held-out tau
     over all the results (the figure the progress line showed, brought up to the last trial)."""
     zero_cost = zero_cost_features(trials) if stage != ZERO_COST and any(map(is_screening, trials)) else None
-    x, y = stage_results(Encoder(choices(space)), trials, stage, zero_cost)
+    encoder = Encoder(choices(space))
+    x, y = stage_results(encoder, trials, stage, zero_cost)
     names = zero_cost[0] if zero_cost else ()
     picked = sum(t.user_attrs.get("picked_by") == "surrogate" and t.user_attrs.get("stage") == stage
                  for t in trials)
     known = known_parts(trials, stage)
     beside = sum(bool(t.user_attrs.get(RANKED_WITH_OBJECTIVE)) for t in trials)
-    tau, interval = held_out(x, y, seed=seed, known=known) if len(y) else (None, None)
+    line_column = None if zero_cost is None else objective_column(len(encoder.columns), names)
+    surrogate = Surrogate(seed=seed, line_column=line_column).fit(x, y, known) if len(y) else None
     return {"results": len(y), "surrogate_picks": picked,
-            "held_out_tau": tau, "held_out_interval": interval, "zero_cost_features": names,
+            "held_out_tau": surrogate and surrogate.held_out_tau(),
+            "held_out_interval": surrogate and surrogate.held_out_interval(),
+            "follows_objective": bool(surrogate and surrogate.uses_line), "zero_cost_features": names,
             "single_taus": _single_taus(x[:, x.shape[1] - len(names):], y, names),
             "knows_data_free": known is not None, "across_rungs": bool(promotion_stages(trials)),
             "ranked_with_objective": beside}

@@ -446,10 +446,15 @@ def _cascade_section(space: dict[str, Any], trials: list[FrozenTrial], screened:
     source = "the genomes the zero-cost stage scored" if names else "the screened genomes"
     model = (f"the score's data-free part, known exactly, plus a random forest on the genome's {features} for "
              "the rest" if summary["knows_data_free"] else f"a random forest on the genome's {features}")
+    if names:
+        model += ("; over all the results it keeps, as ranking them better held out, a line in the objective's "
+                  "value plus a forest on what the line leaves" if summary["follows_objective"] else
+                  "; over all the results it keeps it, as ranking them better held out than a line in the "
+                  "objective's value")
     lines += ["", f"The surrogate ({model}) picked "
                   f"{summary['surrogate_picks']} of the {first_stage} trials; the others were uniform picks from "
                   f"{source}. Its held-out Kendall tau over the {summary['results']} results (each predicted by "
-                  f"the trees fitted without it): "
+                  f"{'the model' if summary['follows_objective'] else 'the trees'} fitted without it): "
                   + (f"**{tau:+.2f}**" if tau is not None else "not measured (too few distinct results)")
                   + (f", 95% bootstrap interval {interval[0]:+.2f} to {interval[1]:+.2f}" if interval else "")
                   + " (1: it ranks the genomes it did not see as they scored; 0: no better than chance)."
