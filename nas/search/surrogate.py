@@ -105,7 +105,8 @@ class Surrogate:
             forest = self._fitted_forest(x, target - line(x[:, self.line_column]))
             rest = _out_of_bag(forest, len(target))
             line.weight = _r_squared(rest, target - line(x[:, self.line_column]))
-            held_out = line.left_out(x[:, self.line_column], target) + line.weight * rest
+            # a weight of 0 adds nothing, not the NaN of a result every tree saw
+            held_out = line.left_out(x[:, self.line_column], target) + (line.weight * rest if line.weight else 0.0)
             if _ranks_better(held_out, self._held_out, target):
                 self._forest, self._line, self._held_out = forest, line, held_out
         return self
@@ -133,7 +134,8 @@ class Surrogate:
 
     def held_out_tau(self) -> float | None:
         """Kendall tau between the results and their out-of-bag predictions (each by the trees fitted without
-        it): a held-out figure that costs no refit, unlike leave-one-out, which would refit once per result.
+        it; where the line is kept, plus the line fitted without it): a held-out figure that costs no refit of a
+        forest, unlike leave-one-out, which would refit once per result.
         None below ``MIN_FIT`` results or when every result is equal (no ranking to match)."""
         pairs = self._held_out_pairs()
         return None if pairs is None else _tau(*pairs)
@@ -155,7 +157,7 @@ class Surrogate:
         return float(low), float(high)
 
     def _held_out_pairs(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The out-of-bag predictions and the results they predict, where there are enough to rank."""
+        """The held-out predictions and the results they predict, where there are enough to rank."""
         if self._held_out is None or self._y is None or len(self._y) < MIN_FIT or np.ptp(self._y) == 0:
             return None
         predicted = self._held_out + self._known
