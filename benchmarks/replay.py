@@ -125,7 +125,7 @@ from nas.graph import check_genome  # noqa: E402
 from nas.search.cascade import FIRST_PICKS, OBJECTIVE_WEIGHT, first_rung_order, rung_targets  # noqa: E402
 from nas.search.params import random_params, trial_picker  # noqa: E402
 from nas.search.samplers import make_sampler  # noqa: E402
-from nas.search.surrogate import COST_FEATURES, MIN_FIT, Encoder, Surrogate, held_out_tau, ucb  # noqa: E402
+from nas.search.surrogate import COST_FEATURES, MIN_FIT, Encoder, Line, Surrogate, held_out_tau, ucb  # noqa: E402
 from nas.space import choices, instantiate  # noqa: E402
 
 # isort: split
@@ -459,25 +459,17 @@ class PriorLine(Surrogate):
 
     def __init__(self, seed: int, trees: int, prior_column: int):
         super().__init__(seed=seed, trees=trees)
-        self.prior_column, self.slope, self.intercept = prior_column, 0.0, 0.0
-
-    def line(self, x: np.ndarray) -> np.ndarray:
-        return self.slope * x[:, self.prior_column] + self.intercept
+        self.prior_column, self.prior_line = prior_column, Line(0.0, 0.0, 0.0)
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> PriorLine:
         y = np.asarray(y, dtype=float)
-        prior = x[:, self.prior_column]
-        self.slope, self.intercept = 0.0, float(y.mean())
-        if len(y) >= 2 and np.ptp(prior) > 0:
-            slope, intercept = np.polyfit(prior, y, 1)
-            if slope > 0:
-                self.slope, self.intercept = float(slope), float(intercept)
-        super().fit(x, y - self.line(x))
+        self.prior_line = Line.fitted(x[:, self.prior_column], y)
+        super().fit(x, y - self.prior_line(x[:, self.prior_column]))
         return self
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, spread = super().predict(x)
-        return mean + self.line(x), spread
+        return mean + self.prior_line(x[:, self.prior_column]), spread
 
 
 RUNGS = (SHORT_EPOCHS, LONG_EPOCHS)  # nas search's: the first stage, then the promotion to the long schedule

@@ -101,12 +101,14 @@ class Surrogate:
         self._forest, self._line = self._fitted_forest(x, target), None
         self._held_out = _out_of_bag(self._forest, len(target))
         if self.line_column is not None and len(target) >= MIN_FIT:
-            line = Line.fitted(x[:, self.line_column], target)
-            forest = self._fitted_forest(x, target - line(x[:, self.line_column]))
+            value = x[:, self.line_column]
+            line = Line.fitted(value, target)
+            left = target - line(value)
+            forest = self._fitted_forest(x, left)
             rest = _out_of_bag(forest, len(target))
-            line.weight = _r_squared(rest, target - line(x[:, self.line_column]))
+            line.weight = _r_squared(rest, left)
             # a weight of 0 adds nothing, not the NaN of a result every tree saw
-            held_out = line.left_out(x[:, self.line_column], target) + (line.weight * rest if line.weight else 0.0)
+            held_out = line.left_out(value, target) + (line.weight * rest if line.weight else 0.0)
             if _ranks_better(held_out, self._held_out, target):
                 self._forest, self._line, self._held_out = forest, line, held_out
         return self
@@ -233,14 +235,6 @@ def ucb(mean: np.ndarray, spread: np.ndarray, kappa: float = 1.0) -> np.ndarray:
     return mean + kappa * spread
 
 
-def held_out_tau(x: np.ndarray, y: np.ndarray, seed: int = 0, known: np.ndarray | None = None,
-                 line_column: int | None = None) -> float | None:
+def held_out_tau(x: np.ndarray, y: np.ndarray, seed: int = 0, known: np.ndarray | None = None) -> float | None:
     """The held-out Kendall tau of a surrogate fitted on ``x``, ``y`` (``Surrogate.held_out_tau``)."""
-    return Surrogate(seed=seed, line_column=line_column).fit(x, y, known).held_out_tau()
-
-
-def held_out(x: np.ndarray, y: np.ndarray, seed: int = 0, known: np.ndarray | None = None,
-             line_column: int | None = None) -> tuple[float | None, tuple[float, float] | None]:
-    """The held-out Kendall tau of a surrogate fitted on ``x``, ``y`` and its bootstrap interval."""
-    surrogate = Surrogate(seed=seed, line_column=line_column).fit(x, y, known)
-    return surrogate.held_out_tau(), surrogate.held_out_interval()
+    return Surrogate(seed=seed).fit(x, y, known).held_out_tau()
