@@ -113,6 +113,7 @@ import optuna
 import sklearn
 import yaml
 from optuna.trial import TrialState
+from scipy.stats import rankdata
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -375,6 +376,7 @@ class Trace:
 
     steps: list[tuple[float, int, str, float]] = field(default_factory=list)
     cost: float = 0.0
+    scorings: int = 0  # genomes scored zero-cost (free here; the cascade with a short-list counts them)
 
     def train(self, genome: int, fidelity: str, acc: float, cost: float | None = None) -> None:
         self.cost += (1.0 if fidelity == "long" else SHORT_COST) if cost is None else cost
@@ -487,7 +489,7 @@ class Ladder:
 
     def __init__(self, task: Task, trace: Trace, rate: int, rungs: tuple[int, ...] = RUNGS, fresh: bool = False,
                  across_rungs: bool = True, objective: np.ndarray | None = None,
-                 weight: float | None = OBJECTIVE_WEIGHT):
+                 weight: float | str | None = OBJECTIVE_WEIGHT):
         if rungs[-1] != LONG_EPOCHS or list(rungs) != sorted(set(rungs)) or (fresh and rungs != RUNGS):
             raise ValueError(f"rungs must rise to the long schedule's {LONG_EPOCHS} epochs: {rungs}")
         self.task, self.trace, self.rate, self.rungs, self.fresh = task, trace, rate, rungs, fresh
@@ -540,7 +542,8 @@ class Ladder:
         level = self.levels[rung]
         if rung == 0 and self.objective is not None:
             objective = {i: float(self.objective[i]) for i in level}
-            weight = agreement_weight(level, objective) if self.weight is None else self.weight
+            weight = (agreement_weight(level, objective) if self.weight is None
+                      else fitted_weight(self.levels, objective) if self.weight == "fitted" else self.weight)
             return first_rung_order(level, objective, weight)
         return sorted(level, key=lambda i: -level[i])
 
@@ -571,6 +574,41 @@ def agreement_weight(accuracy: dict[int, float], objective: dict[int, float], mo
         return 0.0
     agreement = _tau(np.array([objective[k] for k in keys]), np.array([accuracy[k] for k in keys]))
     return min(most, max(0.0, agreement)) if math.isfinite(agreement) else 0.0
+
+
+WEIGHTS = np.linspace(0.0, 1.0, 11)
+
+
+def fitted_weight(levels: list[dict[int, float]], objective: dict[int, float],
+                  default: float = OBJECTIVE_WEIGHT) -> float:
+    """The objective's weight in ``first_rung_order`` fitted on the run's own results: of 0, 0.1, ..., 1, the one
+    whose blend of the two ranks (over the whole first rung, as ``first_rung_order`` ranks) best ranks the
+    genomes promoted past it by their result at the highest rung (``rung_targets``); ties go to the weight
+    nearest ``default``, and so does a run with fewer than ``MIN_FIT`` such genomes. Those genomes are the top
+    of an earlier order, a narrow sample: the replay measures whether that still tells the weight."""
+    first = levels[0]
+    later = [k for k in first if any(k in level for level in levels[1:])]
+    if len(later) < MIN_FIT:
+        return default
+    keys = list(first)
+    acc = rankdata([first[k] for k in keys])
+    found = np.array([_finite_or_nan(objective.get(k)) for k in keys])
+    seen = np.isfinite(found)
+    prior = np.full(len(keys), (len(keys) + 1) / 2.0)
+    if seen.any():
+        prior[seen] = 1 + (rankdata(found[seen]) - 1) * (len(keys) - 1) / max(seen.sum() - 1, 1)
+    where = {k: j for j, k in enumerate(keys)}
+    rows = [where[k] for k in later]
+    target = rung_targets(levels)
+    truth = np.array([target[k] for k in later])
+    taus = [_tau(w * prior[rows] + (1 - w) * acc[rows], truth) for w in WEIGHTS]
+    taus = [t if math.isfinite(t) else -math.inf for t in taus]
+    best = max(taus)
+    return float(min((w for w, t in zip(WEIGHTS, taus) if t == best), key=lambda w: abs(w - default)))
+
+
+def _finite_or_nan(value: float | None) -> float:
+    return float(value) if value is not None and math.isfinite(value) else math.nan
 
 
 def surrogate_pick(task: Task, ladder: Ladder, left: list[int], model: Surrogate, rng: random.Random) -> int:
@@ -614,7 +652,8 @@ def pruned_at(task: Task, i: int, completed: list[int]) -> int | None:
 def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, prune: bool = False,
                      prior: str | None = None, prior_first: str = "all", rate: int | None = 3,
                      score: str | None = None, rungs: tuple[int, ...] = RUNGS, across_rungs: bool = True,
-                     promote_by_score: bool = True, weight: float | None = OBJECTIVE_WEIGHT) -> Trace:
+                     promote_by_score: bool = True, weight: float | str | None = OBJECTIVE_WEIGHT,
+                     stop_at_top: bool = False, grow: int = 0) -> Trace:
     """The cascade as ``nas search --objective train`` runs it with its zero-cost stage: ``size`` genomes are
     kept scored zero-cost and untrained, each picked by a surrogate of the data-free features, and each
     training is picked among them by a surrogate that also reads their scores. Scoring costs nothing here: only
@@ -628,7 +667,11 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
     ``score`` (a kind of ``held_out_objectives``): the training stage's surrogate also reads the objective's
     value, as a search given ``--data`` does. ``across_rungs``: the ``Ladder``'s. ``promote_by_score``: with
     ``score``, promotion from the first rung also reads that value (``first_rung_order`` at ``weight``, None:
-    ``agreement_weight``), as ``nas search`` does since 2026-12-04 14:00; False: the accuracy alone, as before."""
+    ``agreement_weight``, "fitted": ``fitted_weight``), as ``nas search`` does since 2026-12-04 14:00; False: the
+    accuracy alone, as before. ``stop_at_top``: stop once a top genome is trained long (its ``cost_to`` is the
+    same; the regret at the larger budgets is not measured). ``grow``: the short-list holds ``size`` plus this
+    many per first stage so far (``nas search --shortlist-growth``); each genome scored is counted in
+    ``Trace.scorings``."""
     rng = strategy_rng(task, "cascade-shortlist", seed)  # the same draws with and without the pruner
     if prior is not None:
         task = with_prior(task, prior)
@@ -650,13 +693,16 @@ def replay_shortlist(task: Task, seed: int, trees: int, size: int = SHORTLIST, p
     ladder = Ladder(task, trace, rate or 1, rungs, across_rungs=across_rungs, weight=weight,
                     objective=task.objectives[score] if promote_by_score and score is not None else None)
     while (unscored or scored) and not finished(trace, task):
-        while unscored and len(scored) < size:
+        if stop_at_top and math.isfinite(trace.cost_to(task.top)):
+            return trace
+        while unscored and len(scored) < size + grow * len(ladder.first):
             if len(ladder.first) < start:
                 j = first_pick(unscored)
             else:
                 j = surrogate_pick(data_free, ladder, unscored, model, rng)
             unscored.remove(j)
             scored.append(j)
+            trace.scorings += 1
         i = first_pick(scored) if len(ladder.first) < start else surrogate_pick(with_scores, ladder, scored,
                                                                                 training, rng)
         scored.remove(i)

@@ -20,6 +20,14 @@ equal,equal-rate-4,equal-rate-5,equal-rate-6 --first-seed 140 --seeds 30 --objec
 cost less than rate 3 in all six cells; seeds 170 and on judge it (``--rules equal,equal-rate-5 --first-seed 170
 --seeds 100``, then ``--table --rules equal,equal-rate-5 --from 170 --against equal``).
 
+On 2026-12-05 the weight was also fitted within the run (``fitted``: ``replay.fitted_weight``) and fixed at 0.75
+and 1 (``objective75``, ``objective``), and the short-list made to grow with the trainings (``-grow-G``:
+``nas search --shortlist-growth``); chosen on seeds 320-349 (``--rules
+equal-rate-5,objective75-rate-5,objective-rate-5,fitted-rate-5,equal-rate-5-grow-2,equal-rate-5-grow-5,equal-rate-5-grow-10
+--first-seed 320 --seeds 30``), judged on seeds 350-449. A replay stops once a top genome is trained long (its
+cost is then known); the table also gives the zero-cost scores made until then and the ratio with them paid for
+at ``SCORING_COST``.
+
     python benchmarks/replay_promotion_order.py --tasks digits        # and patterns beside it; then --table
     python benchmarks/replay_promotion_order.py --table
 """
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import warnings
 from pathlib import Path
@@ -41,25 +50,33 @@ import replay as R  # noqa: E402  (first: it orders sys.path so that nas's runne
 
 OUT = R.ROOT / "benchmarks" / "results" / "replay" / "promotion_order.jsonl"
 FIRST_SEED = 40
-RULES = {"accuracy": dict(promote_by_score=False), "agreement": dict(weight=None), "equal": dict(weight=0.5)}
+RULES = {"accuracy": dict(promote_by_score=False), "agreement": dict(weight=None), "equal": dict(weight=0.5),
+         "objective75": dict(weight=0.75), "objective": dict(weight=1.0), "fitted": dict(weight="fitted")}
+# A zero-cost score in long trainings: the digits run of 2026-12-04 20:14 scored at 0.19 s a genome, and a long
+# training (first stage 4.69 s plus promotion 13.85 s) took 18.54 s (benchmarks/BENCHMARKS.md, "A real training
+# cascade")
+SCORING_COST = 0.19 / 18.54
 OBJECTIVES = {"genomes": "fitted on the task", "task": "fitted on the other task", "none": "none (no --data)"}
 
 
-def parse_rule(rule: str) -> tuple[str, int]:
-    """A rule's order (one of ``RULES``) and rate: ``RULE`` promotes the top third, ``RULE-rate-N`` the top 1 / N."""
+def parse_rule(rule: str) -> tuple[str, int, int]:
+    """A rule's order (one of ``RULES``), rate and growth: ``RULE`` promotes the top third, ``RULE-rate-N`` the
+    top 1 / N; ``...-grow-G``: the short-list grows by G genomes per first stage (``replay_shortlist``'s
+    ``grow``)."""
+    rule, _, grow = rule.partition("-grow-")
     base, _, rate = rule.partition("-rate-")
-    return base, int(rate or 3)
+    return base, int(rate or 3), int(grow or 0)
 
 
 def rule_options(rule: str) -> dict:
     """``replay_shortlist``'s options for a rule."""
-    base, rate = parse_rule(rule)
-    return {**RULES[base], "rate": rate}
+    base, rate, grow = parse_rule(rule)
+    return {**RULES[base], "rate": rate, "grow": grow}
 
 
-def rule_key(rule: str) -> tuple[int, int]:
-    base, rate = parse_rule(rule)
-    return list(RULES).index(base), rate
+def rule_key(rule: str) -> tuple[int, int, int]:
+    base, rate, grow = parse_rule(rule)
+    return list(RULES).index(base), rate, grow
 
 
 def present_objectives(rows: list[dict]) -> list[str]:
@@ -86,9 +103,10 @@ def run(tasks: list[str], seeds: int, out: Path, rules: list[str], first_seed: i
                             continue
                         trace = R.replay_shortlist(task, seed, R.REPLAY_TREES,
                                                    score=None if objective == "none" else objective,
-                                                   **rule_options(rule))
+                                                   stop_at_top=True, **rule_options(rule))
                         f.write(json.dumps({"task": name, "rule": rule, "objective": objective, "seed": seed,
-                                            "cost_to_top": trace.cost_to(task.top), "genomes": task.n,
+                                            "cost_to_top": trace.cost_to(task.top), "scorings": trace.scorings,
+                                            "genomes": task.n,
                                             "top": len(task.top)}) + "\n")
                         f.flush()
 
@@ -117,7 +135,12 @@ def table(out: Path, rules: list[str], below: int | None = None, since: int = 0,
                 cost, cell = R.median_cell([r["cost_to_top"] for r in found])
                 ratio = R.random_exact_median(found[0]["genomes"], found[0]["top"]) / cost
                 ratios.append(ratio)
-                cells.append(f"{cell}: **{ratio:.2f}** ({len(found)} seeds)")
+                scored = ""
+                if all("scorings" in r for r in found):  # and the ratio with the zero-cost scores paid for
+                    paid, _ = R.median_cell([r["cost_to_top"] + SCORING_COST * r["scorings"] for r in found])
+                    scored = (f", {statistics.median(r['scorings'] for r in found):.0f} scored; with them "
+                              f"{paid:.2f}: {ratio * cost / paid:.2f}")
+                cells.append(f"{cell}: **{ratio:.2f}** ({len(found)} seeds{scored})")
         mean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else math.nan
         lines.append(f"| {rule} | " + " | ".join(cells) + f" | {mean:.2f} |")
     return "\n".join(lines) + "\n\n" + paired(rows, against)

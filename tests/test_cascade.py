@@ -183,6 +183,47 @@ def test_a_proxy_search_picks_by_the_known_data_free_part_once_it_has_results():
     assert stage_results(Encoder(choices(TINY)), study.trials, "zero-cost")[1].shape == (14,)
 
 
+def test_a_pick_without_new_results_reuses_the_surrogate_and_picks_as_a_refit_would(monkeypatch):
+    """Between two results (here a pruned trial leaves none) the sampler picks with the surrogate it fitted
+    last, whose predictions over the pool it keeps: the picks are those of a sampler that refits every time."""
+    from nas.io import parse_genome
+    from nas.search import cascade
+    from nas.search.params import genome_data, trial_picker
+
+    pool = screen(TINY, 300, seed=0, within_budget=everything)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    fits = []
+    fit = cascade.Surrogate.fit
+    monkeypatch.setattr(cascade.Surrogate, "fit", lambda self, *a, **k: fits.append(1) or fit(self, *a, **k))
+
+    class Refitting(CascadeSampler):
+        def _surrogate(self, *args):
+            self._fitted = None
+            return super()._surrogate(*args)
+
+    def picks(sampler: CascadeSampler) -> tuple[list[str], int]:
+        fits.clear()
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+
+        def objective(trial: optuna.Trial) -> float:
+            genome = parse_genome(genome_data(TINY, trial_picker(trial)))
+            at = pool.index[genome.content_hash()]
+            for key, value in (("genome_hash", genome.content_hash()), ("params", pool.costs[at][0]),
+                               ("flops", pool.costs[at][1]), ("structural", pool.structural[at])):
+                trial.set_user_attr(key, value)
+            if trial.number % 3 == 2:
+                raise optuna.TrialPruned()
+            return pool.data_free[at]
+
+        study.optimize(objective, n_trials=15)
+        return [t.user_attrs["genome_hash"] for t in study.trials], len(fits)
+
+    kept, kept_fits = picks(CascadeSampler(pool, TINY, seed=0, first_picks=4))
+    refitted, refits = picks(Refitting(pool, TINY, seed=0, first_picks=4))
+    assert kept == refitted
+    assert kept_fits < refits
+
+
 def test_the_cascade_sampler_picks_new_genomes_and_better_ones_once_it_has_learned():
     """A real Optuna study over the tiny space: uniform picks first, then the surrogate's, which score higher."""
     from nas.io import parse_genome
@@ -421,6 +462,27 @@ def test_a_training_cascade_scores_genomes_zero_cost_before_training_them(tmp_pa
     assert all(isinstance(t.user_attrs["surrogate_line"], bool) for t in learned)
     follows = surrogate_summary(space, trials, "train")["follows_objective"]
     assert ("a line in the objective's value plus a forest" in report) is follows
+
+
+def test_the_zero_cost_short_list_grows_with_the_trainings(tmp_path: Path):
+    """``--shortlist-growth G``: each training is picked among the ``--shortlist`` genomes scored ahead of it and G
+    more per training made before it, so that as the run learns, it chooses among more."""
+    out = tmp_path / "run"
+    nas.search("tiny", objective="train", data="digits", data_limit=100, epochs=1, long_epochs=0, pruner="none",
+               trials=5, shortlist=2, shortlist_growth=3, screen=200, references="none", out=out, quiet=True)
+    options, _ = read_run(out)
+    assert options.shortlist_growth == 3
+    trials = open_study(out, options).get_trials(deepcopy=False)
+    scored, trained, waiting_at = set(), [], []
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.user_attrs.get("stage") == "zero-cost":
+            scored.add(t.user_attrs["genome_hash"])
+        elif t.user_attrs.get("stage") == "train" and "duplicate_of" not in t.user_attrs:
+            if not t.user_attrs.get("calibration"):
+                waiting_at.append((len(trained), len(scored - set(trained))))
+            trained.append(t.user_attrs["genome_hash"])
+    assert len(trained) == 5
+    assert [waiting for _, waiting in waiting_at] == [2 + 3 * before for before, _ in waiting_at]
 
 
 def test_a_resumed_training_cascade_scores_no_genome_twice_and_trains_only_scored_ones(tmp_path: Path):

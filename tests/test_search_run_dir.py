@@ -128,6 +128,15 @@ def test_a_run_written_before_the_reduction_factor_resumes_promoting_the_top_thi
     assert read_run(run_copy)[0].reduction_factor == 3
 
 
+def test_a_run_written_before_the_shortlist_growth_resumes_with_a_fixed_shortlist(run_copy: Path):
+    """A run.yaml without ``shortlist_growth`` was written when the zero-cost short-list was fixed: it stays so."""
+    run_yaml = run_copy / "run.yaml"
+    assert read_run(run_copy)[0].shortlist_growth == 5  # written today: the default, stored
+    run_yaml.write_text("\n".join(line for line in run_yaml.read_text().splitlines()
+                                  if not line.startswith("shortlist_growth:")) + "\n")
+    assert read_run(run_copy)[0].shortlist_growth == 0
+
+
 def test_storage_urls_that_cannot_hold_a_study_are_refused_before_any_work(tmp_path: Path):
     (tmp_path / "garbage.db").write_bytes(b"\x8f garbage \x00" * 300)
     (tmp_path / "garbage.log").write_text("this is no journal\n")
@@ -395,6 +404,7 @@ def test_an_exhausted_space_ends_the_search_with_a_message(tmp_path: Path):
     ({"heartbeat": -1}, "--heartbeat must not be negative"), ({"workers": 0}, "--workers must be at least 1"),
     ({"latency_repeats": 0}, "--latency-repeats must be at least 1"),
     ({"shortlist": -1}, "--shortlist must not be negative"),
+    ({"shortlist_growth": -1}, "--shortlist-growth must not be negative"),
     ({**TRAIN_CASCADE, "rungs": "2,6"}, r"--rungs must rise strictly between --epochs \(3\) and --long-epochs \(12\)"),
     ({**TRAIN_CASCADE, "rungs": "six"}, "--rungs takes auto, none or a comma list of epochs"),
     ({**TRAIN_CASCADE, "long_epochs": 3}, r"--long-epochs \(3\) must be above --epochs \(3\)"),

@@ -19,8 +19,9 @@ its trial the prediction it was picked on, and the surrogate's held-out Kendall 
 fitted on: what the progress line and ``report.md`` show.
 
 Stage ``zero-cost`` ahead of training (``--objective train``, ``--shortlist N``): the trainings are not picked
-from the screen directly. The stage keeps N genomes scored zero-cost on a batch of the data and not yet trained
-(the default objective and ``ZERO_COST_FEATURES``, a fraction of a second each on the tiny space); it picks each
+from the screen directly. The stage keeps N genomes scored zero-cost on a batch of the data and not yet trained,
+and ``--shortlist-growth`` more per training so far (the default objective and ``ZERO_COST_FEATURES``, a fraction of
+a second each on the tiny space, so that each training is picked among more as the run learns); it picks each
 genome it scores from the screen by a surrogate of the trainings fitted on the data-free features alone, and each
 training is picked among the scored genomes by a surrogate that also reads their scores. Its trials are tagged
 ``screening`` (``runners.base.SCREENING``): their values are zero-cost scores, not accuracies, so they do not
@@ -263,22 +264,25 @@ class CascadeSampler(PlanningSampler):
     objective. ``stage`` names the stage its new picks are at; with ``promote``, a pick may instead promote a
     genome of that stage to longer training (``Promotion``; stage ``train-long``, the epochs on the trial), before
     any new genome is picked. ``shortlist``: with a stage other than ``zero-cost``, a zero-cost stage ahead of it
-    keeps that many genomes scored and not yet picked for the stage, and the stage's picks are made among them.
+    keeps that many genomes scored and not yet picked for the stage, and ``shortlist_growth`` more per genome
+    picked for it so far; the stage's picks are made among them.
     Past the pool (every genome taken), it samples uniformly, and the search's twin check reuses any genome
     already evaluated.
     """
 
     def __init__(self, pool: Pool, space: dict[str, Any], seed: int = 0, second_cost: int | None = None,
                  first_picks: int = FIRST_PICKS, stage: str = ZERO_COST, promote: Promotion | None = None,
-                 shortlist: int = 0):
+                 shortlist: int = 0, shortlist_growth: int = 0):
         self.pool, self.second_cost, self.first_picks = pool, second_cost, first_picks
-        self.stage, self.promote, self.shortlist = stage, promote, shortlist
+        self.stage, self.promote, self.shortlist, self.shortlist_growth = stage, promote, shortlist, shortlist_growth
         self.encoder = Encoder(choices(space))
         self._features = np.array([self.encoder.row(p, c[0], c[1], s) for p, c, s in
                                    zip(pool.params, pool.costs, pool.structural)]).reshape(len(pool), -1)
         super().__init__(seed)
         self._seed = seed
         self._picks: dict[int, Pick] = {}
+        self._fitted: tuple[tuple, Surrogate] | None = None  # the last fit and its data (``_surrogate``)
+        self._pool_prediction: tuple[Surrogate, np.ndarray, np.ndarray] | None = None  # (``_predicted``)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if is_enqueued(trial):  # it brings its own genome (the calibration trial, a replayed one)
@@ -332,21 +336,24 @@ class CascadeSampler(PlanningSampler):
             x, y = self.results(trials)
             parts = known_parts(trials, self.stage)
             known = None if parts is None else (parts, np.asarray(self.pool.data_free)[free])
-            return self._choose(free, self._features[free], x, y, {}, known)
-        # The zero-cost stage keeps ``shortlist`` genomes scored (or being scored) and not yet trained; each
-        # training is picked among the scored ones, with their scores as features.
+            return self._choose(free, None, x, y, {}, known)
+        # The zero-cost stage keeps ``shortlist`` genomes scored (or being scored) and not yet trained, and
+        # ``shortlist_growth`` more per training so far; each training is picked among the scored ones, with
+        # their scores as features.
         zero_cost = zero_cost_features(trials)
         scored = zero_cost[1]
         trained = {t.user_attrs.get("genome_hash") for t in trials if t.user_attrs.get("stage", self.stage)
                    == self.stage} | {p.digest for p in pending if self._stage_of(p) == self.stage}
+        trained.discard(None)  # the trial being asked for, not yet tagged
         waiting = [self.pool.index[h] for h in scored if h not in trained and h in self.pool.index]
         # by hash: a pick of this process stays pending while its trial, already tagged, runs
         scoring = {t.user_attrs.get("genome_hash") for t in trials
                    if t.state == TrialState.RUNNING and t.user_attrs.get("stage") == ZERO_COST} | {
             p.digest for p in pending if self._stage_of(p) == ZERO_COST}
-        if free and (len(waiting) + len(scoring) < self.shortlist or not waiting):
+        kept = self.shortlist + self.shortlist_growth * len(trained)
+        if free and (len(waiting) + len(scoring) < kept or not waiting):
             x, y = self.results(trials)
-            return self._choose(free, self._features[free], x, y, {"stage": ZERO_COST, SCREENING: True})
+            return self._choose(free, None, x, y, {"stage": ZERO_COST, SCREENING: True})
         if not waiting:
             return None
         x, y = self.results(trials, zero_cost)
@@ -354,10 +361,11 @@ class CascadeSampler(PlanningSampler):
         line_column = objective_column(self._features.shape[1], zero_cost[0])
         return self._choose(waiting, rows, x, y, {}, line_column=line_column)
 
-    def _choose(self, candidates: list[int], rows: np.ndarray, x: np.ndarray, y: np.ndarray,
+    def _choose(self, candidates: list[int], rows: np.ndarray | None, x: np.ndarray, y: np.ndarray,
                 attrs: dict[str, Any], known: tuple[np.ndarray, np.ndarray] | None = None,
                 line_column: int | None = None) -> Pick:
-        """One of ``candidates`` (pool positions; ``rows`` their features): uniform while there are too few
+        """One of ``candidates`` (pool positions; ``rows`` their features, None: the pool's data-free
+        features, whose predictions are kept while the surrogate is): uniform while there are too few
         results, then the best by a surrogate fitted on ``x``, ``y`` (its upper confidence bound, weighed
         against the data-free cost with a second objective). ``known``: the part of each result, and of each
         candidate's score, known before it is measured (``known_parts``). ``line_column``: the column of the
@@ -368,8 +376,8 @@ class CascadeSampler(PlanningSampler):
             attrs["picked_by"] = "uniform"
         else:
             known_results, known_candidates = (None, None) if known is None else known
-            surrogate = Surrogate(seed=self._seed, line_column=line_column).fit(x, y, known_results)
-            mean, spread = surrogate.predict(rows, known_candidates)
+            surrogate = self._surrogate(x, y, known_results, line_column)
+            mean, spread = self._predicted(surrogate, candidates, rows, known_candidates)
             tau = surrogate.held_out_tau()
             # the interval only where the progress line shows it: a training, not a zero-cost pick ahead of one
             interval = None if attrs.get(SCREENING) else surrogate.held_out_interval()
@@ -385,6 +393,29 @@ class CascadeSampler(PlanningSampler):
                          surrogate_tau=None if tau is None else round(tau, 4), surrogate_line=surrogate.uses_line,
                          surrogate_interval=None if interval is None else [round(v, 4) for v in interval])
         return Pick(self.pool.hashes[chosen], dict(self.pool.params[chosen]), attrs)
+
+    def _surrogate(self, x: np.ndarray, y: np.ndarray, known: np.ndarray | None, line_column: int | None
+                   ) -> Surrogate:
+        """The surrogate fitted on these results: the last one again when nothing changed since (the zero-cost
+        stage picks several genomes between two trainings; a refit of the same data with the same seed is the same
+        forest, and cost half of each zero-cost trial's time)."""
+        data = (x, y, known, line_column)
+        if self._fitted is not None and _same(self._fitted[0], data):
+            return self._fitted[1]
+        surrogate = Surrogate(seed=self._seed, line_column=line_column).fit(x, y, known)
+        self._fitted = (data, surrogate)
+        return surrogate
+
+    def _predicted(self, surrogate: Surrogate, candidates: list[int], rows: np.ndarray | None,
+                   known: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """``surrogate``'s mean and spread for the candidates: of ``rows``, or (None) of the pool's data-free
+        features, predicted once for the whole pool per surrogate (half of the rest of a zero-cost trial's time)."""
+        if rows is not None:
+            return surrogate.predict(rows, known)
+        if self._pool_prediction is None or self._pool_prediction[0] is not surrogate:
+            self._pool_prediction = (surrogate, *surrogate.predict(self._features))
+        _, mean, spread = self._pool_prediction
+        return mean[candidates] + (0.0 if known is None else np.asarray(known, dtype=float)), spread[candidates]
 
     def _promotion(self, trials: list[FrozenTrial]) -> Pick | None:
         """The best genome in the top ``1 / rate`` of a rung that has not gone further (nor is going), the highest
@@ -429,6 +460,12 @@ class CascadeSampler(PlanningSampler):
         """The surrogate's data: the stage's results, with ``zero_cost`` (``zero_cost_features``) as features
         when given."""
         return stage_results(self.encoder, trials, self.stage, zero_cost)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    """Whether two tuples of arrays (or None, or numbers) hold the same values."""
+    return all(x is y or (x is not None and y is not None and np.array_equal(x, y, equal_nan=True))
+               for x, y in zip(a, b, strict=True))
 
 
 def _measured(trials: list[FrozenTrial], stage: str) -> list[FrozenTrial]:

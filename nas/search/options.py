@@ -29,6 +29,10 @@ MOST_SCREENED = 10_000
 # The zero-cost stage of a training cascade keeps this many genomes scored ahead of the trainings: each costs a
 # fraction of a second on the tiny space, a tenth of a pruned training or less.
 DEFAULT_SHORTLIST = 50
+# ... and this many more per first-stage training, so that each training is picked among more: a zero-cost score
+# costs about a twentieth of a first stage on the tiny space, and on the corpus's replay the trainings to a top-5%
+# genome fell most on the task where the first stage ranks worst (benchmarks/BENCHMARKS.md, "Replay").
+DEFAULT_SHORTLIST_GROWTH = 5
 # --references auto: at most this many, and one per this many trials (a reference costs about a trial)
 MOST_REFERENCES, TRIALS_PER_REFERENCE = 4, 4
 # The zero-cost scores are of one small batch (8 by default), run forward and backward at once, and NASWOT's
@@ -152,6 +156,10 @@ class SearchOptions(BaseModel):
                            "not yet trained (the zero-cost stage, which picks them by a surrogate of the data-free "
                            "features); each training is picked among them, with their scores as features; 0: no "
                            "zero-cost stage, trainings picked from the screen directly")
+    shortlist_growth: int = Field(DEFAULT_SHORTLIST_GROWTH, description="with a zero-cost stage: the genomes kept "
+                                  "scored grow by this many per first-stage training, so that each training is "
+                                  "picked among more of them (each costs a zero-cost score, about a twentieth of "
+                                  "a first stage on the tiny space); 0: --shortlist stays fixed")
     pruner: PrunerName | None = Field(None, description="stops poor training trials, with a single objective only "
                                       "(default: none when the cascade promotes, whose successive halving ranks "
                                       "the first stages once they end; median otherwise)")
@@ -324,6 +332,9 @@ class SearchOptions(BaseModel):
                 raise InputError(f"{flag} must be at least 1, got {value}")
         if self.shortlist < 0:
             raise InputError(f"--shortlist must not be negative (0: no zero-cost stage), got {self.shortlist}")
+        if self.shortlist_growth < 0:
+            raise InputError(f"--shortlist-growth must not be negative (0: a fixed short-list), got "
+                             f"{self.shortlist_growth}")
         if self.long_epochs < 0:
             raise InputError(f"--long-epochs must not be negative (0: no promotions), got {self.long_epochs}")
         if self.promotes and self.long_epochs <= self.epochs:

@@ -405,7 +405,8 @@ def _cascade(run: _Run, progress: Progress, quiet: bool) -> Callable[[int], Casc
         return CascadeSampler(pool, run.space, seed, second_cost=SECOND_COST.get(options.second),
                               stage=STAGES[options.objective], promote=promote,
                               # no more scored ahead than the trainings the run may pick
-                              shortlist=min(options.shortlist, options.trials) if options.zero_cost_stage else 0)
+                              shortlist=min(options.shortlist, options.trials) if options.zero_cost_stage else 0,
+                              shortlist_growth=options.shortlist_growth)
 
     return make
 

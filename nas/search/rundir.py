@@ -97,6 +97,7 @@ def read_run(run_dir: Path) -> tuple[SearchOptions, dict[str, Any]]:
     data = parse_yaml(_read(run_file), str(run_file))
     if isinstance(data, dict):  # written before --reduction-factor, whose promotions took the top third
         data.setdefault("reduction_factor", 3)
+        data.setdefault("shortlist_growth", 0)  # ... and before --shortlist-growth, whose short-list was fixed
     try:
         options = SearchOptions.model_validate(data)
     except ValidationError as err:
