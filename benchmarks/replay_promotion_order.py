@@ -52,10 +52,10 @@ OUT = R.ROOT / "benchmarks" / "results" / "replay" / "promotion_order.jsonl"
 FIRST_SEED = 40
 RULES = {"accuracy": dict(promote_by_score=False), "agreement": dict(weight=None), "equal": dict(weight=0.5),
          "objective75": dict(weight=0.75), "objective": dict(weight=1.0), "fitted": dict(weight="fitted")}
-# A zero-cost score in long trainings: the digits run of 2026-12-04 20:14 scored at 0.19 s a genome, and a long
-# training (first stage 4.69 s plus promotion 13.85 s) took 18.54 s (benchmarks/BENCHMARKS.md, "A real training
-# cascade")
-SCORING_COST = 0.19 / 18.54
+# A zero-cost score in long trainings: in the real digits run of 2026-12-05 13:19 (--shortlist-growth 5) a
+# zero-cost trial took 0.281 s (median, wall, its pick included) and a long training 22.33 s (a first stage's
+# 5.79 s plus a promotion's 16.54 s; benchmarks/BENCHMARKS.md, "A real training cascade")
+SCORING_COST = 0.281 / 22.33
 OBJECTIVES = {"genomes": "fitted on the task", "task": "fitted on the other task", "none": "none (no --data)"}
 
 
