@@ -30,8 +30,9 @@ MOST_SCREENED = 10_000
 # fraction of a second on the tiny space, a tenth of a pruned training or less.
 DEFAULT_SHORTLIST = 50
 # ... and this many more per first-stage training, so that each training is picked among more: a zero-cost score
-# costs about a twentieth of a first stage on the tiny space, and on the corpus's replay the trainings to a top-5%
-# genome fell most on the task where the first stage ranks worst (benchmarks/BENCHMARKS.md, "Replay").
+# costs about a twentieth of a first stage on the tiny space, and on the corpus's replay (100 seeds) the trainings
+# to a top-5% genome fell from 1/3.47 and 1/3.39 of random's to 1/6.50 and 1/4.31, digits / patterns, scores paid
+# for 1/5.35 and 1/3.66 (benchmarks/BENCHMARKS.md, "Replay", 2026-12-05 13:45).
 DEFAULT_SHORTLIST_GROWTH = 5
 # --references auto: at most this many, and one per this many trials (a reference costs about a trial)
 MOST_REFERENCES, TRIALS_PER_REFERENCE = 4, 4
