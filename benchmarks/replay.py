@@ -113,7 +113,6 @@ import optuna
 import sklearn
 import yaml
 from optuna.trial import TrialState
-from scipy.stats import rankdata
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -123,7 +122,13 @@ sys.path.insert(0, str(ROOT))
 from nas.errors import GenomeError  # noqa: E402
 from nas.genome import Genome  # noqa: E402
 from nas.graph import check_genome  # noqa: E402
-from nas.search.cascade import FIRST_PICKS, OBJECTIVE_WEIGHT, first_rung_order, rung_targets  # noqa: E402
+from nas.search.cascade import (  # noqa: E402
+    FIRST_PICKS,
+    OBJECTIVE_WEIGHT,
+    first_rung_order,
+    first_rung_ranks,
+    rung_targets,
+)
 from nas.search.params import random_params, trial_picker  # noqa: E402
 from nas.search.samplers import make_sampler  # noqa: E402
 from nas.search.surrogate import COST_FEATURES, MIN_FIT, Encoder, Line, Surrogate, held_out_tau, ucb  # noqa: E402
@@ -590,13 +595,7 @@ def fitted_weight(levels: list[dict[int, float]], objective: dict[int, float],
     later = [k for k in first if any(k in level for level in levels[1:])]
     if len(later) < MIN_FIT:
         return default
-    keys = list(first)
-    acc = rankdata([first[k] for k in keys])
-    found = np.array([_finite_or_nan(objective.get(k)) for k in keys])
-    seen = np.isfinite(found)
-    prior = np.full(len(keys), (len(keys) + 1) / 2.0)
-    if seen.any():
-        prior[seen] = 1 + (rankdata(found[seen]) - 1) * (len(keys) - 1) / max(seen.sum() - 1, 1)
+    keys, acc, prior = first_rung_ranks(first, objective)
     where = {k: j for j, k in enumerate(keys)}
     rows = [where[k] for k in later]
     target = rung_targets(levels)
@@ -605,10 +604,6 @@ def fitted_weight(levels: list[dict[int, float]], objective: dict[int, float],
     taus = [t if math.isfinite(t) else -math.inf for t in taus]
     best = max(taus)
     return float(min((w for w, t in zip(WEIGHTS, taus) if t == best), key=lambda w: abs(w - default)))
-
-
-def _finite_or_nan(value: float | None) -> float:
-    return float(value) if value is not None and math.isfinite(value) else math.nan
 
 
 def surrogate_pick(task: Task, ladder: Ladder, left: list[int], model: Surrogate, rng: random.Random) -> int:

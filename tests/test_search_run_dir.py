@@ -119,22 +119,17 @@ def test_a_damaged_run_yaml_is_named_with_the_reason(run_copy: Path, text: str, 
     assert str(err.value).startswith(str(run_copy / "run.yaml")) and "\n" not in str(err.value)
 
 
-def test_a_run_written_before_the_reduction_factor_resumes_promoting_the_top_third(run_copy: Path):
-    """A run.yaml without ``reduction_factor`` was written when promotions took the top third: it keeps them."""
+@pytest.mark.parametrize("option, today, before", [
+    ("reduction_factor", 5, 3),  # promotions took the top third
+    ("shortlist_growth", 5, 0)])  # the zero-cost short-list was fixed
+def test_a_run_written_before_an_option_resumes_as_it_ran(run_copy: Path, option: str, today: int, before: int):
+    """A run.yaml without an option added since was written when the search did what that option's old value
+    does: it keeps doing so."""
     run_yaml = run_copy / "run.yaml"
-    assert read_run(run_copy)[0].reduction_factor == 5  # written today: the default, stored
+    assert getattr(read_run(run_copy)[0], option) == today  # written today: the default, stored
     run_yaml.write_text("\n".join(line for line in run_yaml.read_text().splitlines()
-                                  if not line.startswith("reduction_factor:")) + "\n")
-    assert read_run(run_copy)[0].reduction_factor == 3
-
-
-def test_a_run_written_before_the_shortlist_growth_resumes_with_a_fixed_shortlist(run_copy: Path):
-    """A run.yaml without ``shortlist_growth`` was written when the zero-cost short-list was fixed: it stays so."""
-    run_yaml = run_copy / "run.yaml"
-    assert read_run(run_copy)[0].shortlist_growth == 5  # written today: the default, stored
-    run_yaml.write_text("\n".join(line for line in run_yaml.read_text().splitlines()
-                                  if not line.startswith("shortlist_growth:")) + "\n")
-    assert read_run(run_copy)[0].shortlist_growth == 0
+                                  if not line.startswith(f"{option}:")) + "\n")
+    assert getattr(read_run(run_copy)[0], option) == before
 
 
 def test_storage_urls_that_cannot_hold_a_study_are_refused_before_any_work(tmp_path: Path):

@@ -542,16 +542,25 @@ def first_rung_order(accuracy: dict[Key, float], objective: dict[Key, float] | N
     at +0.52 / +0.52, with errors of another source; their mean rank reads it at +0.63 / +0.56
     (``benchmarks/surrogate_curve.py``). A genome without an objective's value reads its median rank; ties go to
     the accuracy."""
+    keys, by_accuracy, by_objective = first_rung_ranks(accuracy, objective)
+    acc = [accuracy[k] for k in keys]
+    blended = (1 - weight) * by_accuracy + weight * by_objective
+    order = sorted(range(len(keys)), key=lambda j: (-blended[j], -acc[j]))
+    return [keys[j] for j in order]
+
+
+def first_rung_ranks(accuracy: dict[Key, float], objective: dict[Key, float] | None = None
+                     ) -> tuple[list[Key], np.ndarray, np.ndarray]:
+    """The genomes of ``accuracy``, their ranks by it, and their ranks by the ``objective``'s value on the same
+    scale (1 to the number of genomes; the median rank where a genome has no value): what ``first_rung_order``
+    blends."""
     keys = list(accuracy)
-    acc = np.array([accuracy[k] for k in keys], dtype=float)
     found = np.array([_finite((objective or {}).get(k)) for k in keys], dtype=float)
     seen = np.isfinite(found)
     ranks = np.full(len(keys), (len(keys) + 1) / 2.0)
     if seen.any():
-        ranks[seen] = 1 + (rankdata(found[seen]) - 1) * (len(keys) - 1) / max(seen.sum() - 1, 1)  # same scale
-    blended = (1 - weight) * rankdata(acc) + weight * ranks
-    order = sorted(range(len(keys)), key=lambda j: (-blended[j], -acc[j]))
-    return [keys[j] for j in order]
+        ranks[seen] = 1 + (rankdata(found[seen]) - 1) * (len(keys) - 1) / max(seen.sum() - 1, 1)
+    return keys, rankdata([accuracy[k] for k in keys]), ranks
 
 
 def promotion_stages(trials: list[FrozenTrial]) -> list[str]:
