@@ -547,10 +547,16 @@ class Ladder:
         level = self.levels[rung]
         if rung == 0 and self.objective is not None:
             objective = {i: float(self.objective[i]) for i in level}
-            weight = (agreement_weight(level, objective) if self.weight is None
-                      else fitted_weight(self.levels, objective) if self.weight == "fitted" else self.weight)
-            return first_rung_order(level, objective, weight)
+            return first_rung_order(level, objective, self._weight(objective))
         return sorted(level, key=lambda i: -level[i])
+
+    def _weight(self, objective: dict[int, float]) -> float:
+        """The objective's weight at the first rung: fixed, the run's agreement (None), or fitted ("fitted")."""
+        if self.weight is None:
+            return agreement_weight(self.first, objective)
+        if self.weight == "fitted":
+            return fitted_weight(self.levels, objective)
+        return float(self.weight)
 
     def reached(self, i: int) -> int:
         return max(r for r, level in enumerate(self.levels) if i in level)
@@ -581,7 +587,7 @@ def agreement_weight(accuracy: dict[int, float], objective: dict[int, float], mo
     return min(most, max(0.0, agreement)) if math.isfinite(agreement) else 0.0
 
 
-WEIGHTS = np.linspace(0.0, 1.0, 11)
+WEIGHTS = np.linspace(0.0, 1.0, 11)  # the objective's weights a fit chooses among (also surrogate_curve.py)
 
 
 def fitted_weight(levels: list[dict[int, float]], objective: dict[int, float],

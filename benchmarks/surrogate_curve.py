@@ -35,7 +35,6 @@ from nas.search.surrogate import TREES, Surrogate  # noqa: E402
 SIZES = (20, 40, 80, 120, 160, 200)
 SPLITS = 10
 OUT = R.RESULTS / "surrogate_curve.md"
-WEIGHTS = np.linspace(0, 1, 11)
 COLUMNS = {"forest": "the search's surrogate, training stage's features", "multi": "it, and first-stage accuracy",
            "objective": "objective's value alone", "first": "first-stage accuracy alone", "blend": "their mean rank",
            "weighed": "their ranks weighed as best on the N", "bound": "their ranks weighed as best on the rest"}
@@ -66,10 +65,10 @@ def curve(task: R.Task) -> list[dict[str, float]]:
             found["blend"].append(kt(rankdata(task.early[rest]) + rankdata(objective[rest]), truth))
             # ranks over all genomes, so that a weight chosen on the fitted ones means the same on the rest
             early, prior = rankdata(task.early), rankdata(objective)
-            on_fit = [kt(w * prior[fit] + (1 - w) * early[fit], task.long[fit]) for w in WEIGHTS]
-            w = WEIGHTS[int(np.argmax(on_fit))]
+            on_fit = [kt(w * prior[fit] + (1 - w) * early[fit], task.long[fit]) for w in R.WEIGHTS]
+            w = R.WEIGHTS[int(np.argmax(on_fit))]
             found["weighed"].append(kt(w * prior[rest] + (1 - w) * early[rest], truth))
-            found["bound"].append(max(kt(w * prior[rest] + (1 - w) * early[rest], truth) for w in WEIGHTS))
+            found["bound"].append(max(kt(w * prior[rest] + (1 - w) * early[rest], truth) for w in R.WEIGHTS))
         rows.append({"size": size, **{k: statistics.median(v) for k, v in found.items()}})
     return rows
 

@@ -398,7 +398,7 @@ class CascadeSampler(PlanningSampler):
                    ) -> Surrogate:
         """The surrogate fitted on these results: the last one again when nothing changed since (the zero-cost
         stage picks several genomes between two trainings; a refit of the same data with the same seed is the same
-        forest, and cost half of each zero-cost trial's time)."""
+        forest, and took half of each zero-cost trial's time)."""
         data = (x, y, known, line_column)
         if self._fitted is not None and _same(self._fitted[0], data):
             return self._fitted[1]
