@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--features", default=DEFAULT_FEATURES)
     parser.add_argument("--model", choices=("ridge", "kernel"), default="kernel")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--pool-from", type=int, default=0, metavar="K",
+                        help="pool only the judged folders from the K-th --extra on (0: all): those drawn after a "
+                             "choice the earlier ones informed (the kernel was chosen on corpus_fresh among others)")
     args = parser.parse_args()
     regressor = MODELS[KERNEL_MODEL] if args.model == "kernel" else None
 
@@ -88,11 +91,13 @@ def main() -> None:
         step = {"fitted": len(genomes), "judged": judged_dir.name, "per_task": {}}
         for t in tasks:
             mine = {g: v for g, v in out[t].items() if g in truth[t]}
+            step["per_task"][t] = (len(mine), tau([mine[g] for g in mine], [truth[t][g] for g in mine]))
+            if k < args.pool_from:
+                continue
             predicted.setdefault(t, {}).update(mine)
             truths.setdefault(t, {}).update({g: truth[t][g] for g in mine})
             params.setdefault(t, {}).update({g: later[g]["params"] for g in mine})
             flops.setdefault(t, {}).update({g: later[g]["flops"] for g in mine})
-            step["per_task"][t] = (len(mine), tau([mine[g] for g in mine], [truth[t][g] for g in mine]))
         ceilings = {t: noise_ceiling(later_runs, t, "long", 200)[0] for t in tasks}
         step["ceiling"] = ceilings
         steps.append(step)
@@ -110,7 +115,8 @@ def main() -> None:
         print(f"| the {step['fitted']} genomes before | {step['judged']} | "
               + " | ".join(f"{step['per_task'][t][1]:+.3f} ({step['per_task'][t][0]})" for t in tasks) + " | "
               + " / ".join(f"{step['ceiling'][t]:+.3f}" for t in tasks) + " |")
-    print("\nPooled over every judged genome (95% bootstrap interval, genomes resampled):\n")
+    pooled = ", ".join(step["judged"] for step in steps[args.pool_from:])
+    print(f"\nPooled over every judged genome of {pooled} (95% bootstrap interval, genomes resampled):\n")
     print("| predictor | " + " | ".join(tasks) + " |")
     print("|---|" + "---|" * len(tasks))
     for name, values in ((f"the {model}, each genome by the fit before its folder", predicted), ("params", params),

@@ -201,11 +201,12 @@ def test_a_recorded_fit_is_described_with_its_corpus_and_held_out_tau_while_this
         "fit `gone.data.json` (0123456789ab), which this nas no longer ships")
     twin = objective_identity("tiny.data")
     recorded = fitted_objective("tiny.data")  # as objective_fit.py --write recorded it
-    first, fresh = recorded["corpora"].values()
+    folders = recorded["corpora"]  # the tiny corpus and the fresh folders drawn after it
+    assert list(folders)[:2] == ["corpus", "corpus_fresh"]
+    where = ", ".join(f"benchmarks/results/{folder}: {n}" for folder, n in folders.items())
     assert describe_objective(twin).startswith(
-        f"fit `tiny.data.json` ({twin['digest']}), {recorded['model']}, on {first + fresh} trained genomes "
-        f"(benchmarks/results/corpus: {first}, benchmarks/results/corpus_fresh: {fresh}) (scores of the tasks' "
-        "images); Kendall tau")
+        f"fit `tiny.data.json` ({twin['digest']}), {recorded['model']}, on {sum(folders.values())} trained genomes "
+        f"({where}) (scores of the tasks' images); Kendall tau")
     shared = objective_identity("any")
     tiny, hybrid32, fresh = fitted_objective("any")["corpora"].values()
     assert describe_objective(shared).startswith(
