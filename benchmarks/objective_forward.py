@@ -98,8 +98,7 @@ def main() -> None:
             truths.setdefault(t, {}).update({g: truth[t][g] for g in mine})
             params.setdefault(t, {}).update({g: later[g]["params"] for g in mine})
             flops.setdefault(t, {}).update({g: later[g]["flops"] for g in mine})
-        ceilings = {t: noise_ceiling(later_runs, t, "long", 200)[0] for t in tasks}
-        step["ceiling"] = ceilings
+        step["ceiling"] = {t: noise_ceiling(later_runs, t, "long", 200)[0] for t in tasks}
         steps.append(step)
         print(f"fitted on {len(genomes)} genomes, judged on {judged_dir.name}: "
               + "; ".join(f"{t} {step['per_task'][t][1]:+.3f} (n={step['per_task'][t][0]})" for t in tasks),
